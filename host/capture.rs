@@ -1,0 +1,497 @@
+//! Capture: turns a Linux directory tree into a new image of a WIM.
+//!
+//! Two phases. *Scan* walks the tree with lstat only and builds the image
+//! metadata (memory grows with the number of files, not their size).
+//! *Data* reads the files that need it on a reader thread, which hashes
+//! them while the main thread compresses 2 MiB batches of chunks on all
+//! cores and writes them in order. Files whose size, mtime, ctime, device
+//! and inode match the previous image keep their hash without being read.
+//!
+//! Metadata is stored the way wimlib stores it (`--unix-data`), so
+//! `wimlib-imagex apply --unix-data` restores our images faithfully.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use sha1::{Digest, Sha1 as Sha1Hasher};
+
+use crate::fsutil;
+use crate::wim::blob_table::{Sha1, ZERO_HASH};
+use crate::wim::metadata::{
+    ImageTree, Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SPARSE_FILE,
+};
+use crate::wim::reparse::{encode_symlink, REPARSE_TAG_SYMLINK};
+use crate::wim::tagged::{FileIdentity, TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
+use crate::wim::writer::{ChunkJob, WimWriter};
+use crate::wim::xml::ImageInfo;
+use crate::wim::{time, Result, WimError};
+
+/// What to capture and how.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureOptions {
+    /// Image name (must be unique in the archive).
+    pub name: String,
+    pub description: String,
+    /// gitignore-style patterns, matched against paths relative to the source.
+    pub excludes: Vec<String>,
+    /// Disable re-rooting of absolute symlinks that point into the tree.
+    pub no_rpfix: bool,
+}
+
+/// Counts reported after a capture.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureReport {
+    pub image_index: u32,
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub specials: u64,
+    /// Logical bytes of regular file contents in the image.
+    pub bytes_total: u64,
+    /// Bytes actually read from disk (unchanged files are not read).
+    pub bytes_read: u64,
+    /// Bytes written for new blobs (after compression).
+    pub bytes_stored: u64,
+    pub new_blobs: u64,
+    /// Files whose hash was reused from the previous image.
+    pub reused: u64,
+    /// Paths skipped or captured imperfectly, with the reason.
+    pub warnings: Vec<String>,
+}
+
+/// Progress of the data phase: (files done, files total, bytes done, bytes total).
+pub type ProgressFn<'a> = dyn FnMut(u64, u64, u64, u64) + 'a;
+
+struct DataJob {
+    inode: usize,
+    path: PathBuf,
+    size: u64,
+}
+
+/// What the previous image knew about a path.
+struct Known {
+    identity: FileIdentity,
+    mtime: u64,
+    hash: Sha1,
+}
+
+fn unix_of(m: &fs::Metadata) -> UnixData {
+    UnixData { uid: m.uid(), gid: m.gid(), mode: m.mode(), rdev: m.rdev() as u32 }
+}
+
+fn read_xattrs(path: &Path, warnings: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match fsutil::list_xattrs(path) {
+        Ok(list) => list
+            .into_iter()
+            .filter(|(n, v)| {
+                let ok = n.len() <= XATTR_NAME_MAX && v.len() <= XATTR_VALUE_MAX;
+                if !ok {
+                    warnings.push(format!("{}: extended attribute {} is too large for a WIM; skipped", path.display(), String::from_utf8_lossy(n)));
+                }
+                ok
+            })
+            .collect(),
+        Err(e) => {
+            warnings.push(format!("{}: cannot read extended attributes: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+fn base_inode(m: &fs::Metadata, attributes: u32) -> Inode {
+    let mtime = time::from_unix(m.mtime(), m.mtime_nsec());
+    Inode {
+        attributes,
+        security_id: -1,
+        creation_time: mtime,
+        last_write_time: mtime,
+        last_access_time: time::from_unix(m.atime(), m.atime_nsec()),
+        ..Inode::default()
+    }
+}
+
+/// If an absolute symlink target resolves (by device and inode of its
+/// successive prefixes) to the capture root, returns it re-rooted there.
+fn rpfix_target(target: &str, root_id: (u64, u64)) -> Option<String> {
+    if !target.starts_with('/') {
+        return None;
+    }
+    let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+    for i in 0..=comps.len() {
+        let prefix = format!("/{}", comps[..i].join("/"));
+        if let Ok(m) = fs::metadata(&prefix) {
+            if (m.dev(), m.ino()) == root_id {
+                return Some(format!("/{}", comps[i..].join("/")));
+            }
+        }
+    }
+    None
+}
+
+/// Captures `src` as a new image in `writer`. `previous` is the image whose
+/// hashes may be reused for unchanged files.
+pub fn capture(
+    src: &Path,
+    writer: &mut WimWriter,
+    previous: Option<&ImageTree>,
+    opts: &CaptureOptions,
+    progress: &mut ProgressFn,
+) -> Result<CaptureReport> {
+    let root_meta = fs::metadata(src).map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot read source {}: {e}", src.display()))))?;
+    if !root_meta.is_dir() {
+        return Err(WimError::Invalid(format!("source {} is not a directory", src.display())));
+    }
+    let mut report = CaptureReport::default();
+    let excludes = build_excludes(src, &opts.excludes)?;
+    let known = previous.map(known_hashes).unwrap_or_default();
+
+    // ---- scan ----
+    let mut root = base_inode(&root_meta, FILE_ATTRIBUTE_DIRECTORY);
+    let root_x = read_xattrs(src, &mut report.warnings);
+    root.tagged = TaggedItems::build(Some(unix_of(&root_meta)), &root_x, None);
+    let mut tree = ImageTree::new(root);
+    let root_id = (root_meta.dev(), root_meta.ino());
+    let mut links: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut jobs: Vec<DataJob> = Vec::new();
+    // (directory path, its dentry, path relative to the source)
+    let mut stack: Vec<(PathBuf, usize, String)> = vec![(src.to_path_buf(), 0, String::new())];
+    while let Some((dir, dentry, rel_dir)) = stack.pop() {
+        let mut entries: Vec<fs::DirEntry> = match fs::read_dir(&dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) => {
+                report.warnings.push(format!("{}: cannot list directory: {e}", dir.display()));
+                continue;
+            }
+        };
+        entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        for entry in entries {
+            let path = entry.path();
+            let os_name = entry.file_name();
+            let Some(name) = fsutil::utf8_name(&os_name) else {
+                report.warnings.push(format!("{}: name is not valid UTF-8; skipped (WIM names are UTF-16)", path.display()));
+                continue;
+            };
+            let rel = if rel_dir.is_empty() { name.to_string() } else { format!("{rel_dir}/{name}") };
+            let m = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.warnings.push(format!("{}: cannot stat: {e}; skipped", path.display()));
+                    continue;
+                }
+            };
+            let ft = m.file_type();
+            if let Some(ex) = &excludes {
+                if ex.matched_path_or_any_parents(&rel, ft.is_dir()).is_ignore() {
+                    continue;
+                }
+            }
+            let name16: Vec<u16> = name.encode_utf16().collect();
+            if !ft.is_dir() && m.nlink() > 1 {
+                if let Some(&ino) = links.get(&(m.dev(), m.ino())) {
+                    tree.add_dentry(dentry, name16, ino);
+                    count_type(&mut report, &ft);
+                    continue;
+                }
+            }
+            let xattrs = read_xattrs(&path, &mut report.warnings);
+            let unix = Some(unix_of(&m));
+            let inode = if ft.is_dir() {
+                let mut ino = base_inode(&m, FILE_ATTRIBUTE_DIRECTORY);
+                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino
+            } else if ft.is_file() {
+                let sparse = m.blocks() * 512 < m.size();
+                let mut ino = base_inode(&m, if sparse { FILE_ATTRIBUTE_SPARSE_FILE } else { FILE_ATTRIBUTE_NORMAL });
+                let identity = FileIdentity { dev: m.dev(), ino: m.ino(), ctime: time::from_unix(m.ctime(), m.ctime_nsec()), size: m.size() };
+                ino.tagged = TaggedItems::build(unix, &xattrs, Some(identity));
+                ino
+            } else if ft.is_symlink() {
+                let target = match fs::read_link(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report.warnings.push(format!("{}: cannot read symlink: {e}; skipped", path.display()));
+                        continue;
+                    }
+                };
+                let Some(target) = fsutil::utf8_name(target.as_os_str()) else {
+                    report.warnings.push(format!("{}: symlink target is not valid UTF-8; skipped", path.display()));
+                    continue;
+                };
+                let fixed = if opts.no_rpfix { None } else { rpfix_target(target, root_id) };
+                let (data, rp_flags) = encode_symlink(target, fixed.as_deref())?;
+                let mut attributes = FILE_ATTRIBUTE_REPARSE_POINT;
+                if fs::metadata(&path).map(|t| t.is_dir()).unwrap_or(false) {
+                    attributes |= FILE_ATTRIBUTE_DIRECTORY;
+                }
+                let mut ino = base_inode(&m, attributes);
+                ino.reparse_tag = REPARSE_TAG_SYMLINK;
+                ino.rp_flags = rp_flags;
+                ino.reparse_hash = writer.add_small_blob(&data)?;
+                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino
+            } else {
+                // FIFO, socket, character or block device: type and rdev live in the UNIX data.
+                let mut ino = base_inode(&m, 0);
+                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino
+            };
+            let is_file = ft.is_file();
+            let is_dir = ft.is_dir();
+            let size = m.size();
+            let idx = tree.add_inode(inode);
+            let d = tree.add_dentry(dentry, name16, idx);
+            count_type(&mut report, &ft);
+            if !is_dir && m.nlink() > 1 {
+                links.insert((m.dev(), m.ino()), idx);
+            }
+            if is_file && size > 0 {
+                report.bytes_total += size;
+                let reuse = known.get(&rel).filter(|k| {
+                    let id = tree.inodes[idx].tagged.identity();
+                    Some(k.identity) == id && k.mtime == tree.inodes[idx].last_write_time && writer.has_blob(&k.hash)
+                });
+                match reuse {
+                    Some(k) => {
+                        tree.inodes[idx].data_hash = k.hash;
+                        report.reused += 1;
+                    }
+                    None => jobs.push(DataJob { inode: idx, path, size }),
+                }
+            } else if is_dir {
+                stack.push((path, d, rel));
+            }
+        }
+    }
+
+    // ---- data ----
+    let failed = read_and_store(writer, &mut tree, jobs, &mut report, progress)?;
+    if !failed.is_empty() {
+        tree = without_inodes(&tree, &failed);
+    }
+    let now = time::now();
+    let info = ImageInfo { name: opts.name.clone(), description: opts.description.clone(), creation_time: now, last_modification_time: now, ..ImageInfo::default() };
+    report.image_index = writer.add_image(&tree, info)?;
+    Ok(report)
+}
+
+fn count_type(r: &mut CaptureReport, ft: &fs::FileType) {
+    if ft.is_dir() {
+        r.dirs += 1;
+    } else if ft.is_file() {
+        r.files += 1;
+    } else if ft.is_symlink() {
+        r.symlinks += 1;
+    } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device() {
+        r.specials += 1;
+    }
+}
+
+fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GitignoreBuilder::new(src);
+    for p in patterns {
+        b.add_line(None, p).map_err(|e| WimError::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
+    }
+    b.build().map(Some).map_err(|e| WimError::Invalid(format!("bad --exclude patterns: {e}")))
+}
+
+/// Hashes of regular files in the previous image, by relative path.
+fn known_hashes(tree: &ImageTree) -> HashMap<String, Known> {
+    let mut out = HashMap::new();
+    for d in tree.walk(0).into_iter().skip(1) {
+        let ino = tree.inode_of(d);
+        if ino.data_hash == ZERO_HASH || ino.is_dir() || ino.is_reparse() {
+            continue;
+        }
+        if let Some(identity) = ino.tagged.identity() {
+            let path = tree.path_of(d);
+            out.insert(path[1..].to_string(), Known { identity, mtime: ino.last_write_time, hash: ino.data_hash });
+        }
+    }
+    out
+}
+
+/// A copy of `tree` without the names of the given inodes (files we could not read).
+fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
+    let mut t = ImageTree::new(tree.inodes[0].clone());
+    t.security = tree.security.clone();
+    let mut map: HashMap<usize, usize> = HashMap::new();
+    let mut stack = vec![(0usize, 0usize)];
+    while let Some((old, new)) = stack.pop() {
+        for &c in &tree.dentries[old].children {
+            let oi = tree.dentries[c].inode;
+            if drop.contains(&oi) {
+                continue;
+            }
+            let ni = *map.entry(oi).or_insert_with(|| t.add_inode(tree.inodes[oi].clone()));
+            let nd = t.add_dentry(new, tree.dentries[c].name.clone(), ni);
+            stack.push((c, nd));
+        }
+    }
+    t
+}
+
+const BATCH_BYTES: usize = 2 << 20;
+
+enum Piece {
+    Chunk { job: usize, data: Vec<u8>, first: bool, last: Option<Sha1> },
+    Failed { job: usize, error: String },
+    Changed { job: usize },
+}
+
+/// Reads every job's file on a helper thread and stores the contents.
+/// Returns the inodes whose files could not be read.
+fn read_and_store(
+    writer: &mut WimWriter,
+    tree: &mut ImageTree,
+    jobs: Vec<DataJob>,
+    report: &mut CaptureReport,
+    progress: &mut ProgressFn,
+) -> Result<Vec<usize>> {
+    let chunk = if writer.chunk_size() == 0 { 32768 } else { writer.chunk_size() as usize };
+    let files_total = jobs.len() as u64;
+    let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
+    let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(2);
+    let mut failed = Vec::new();
+    std::thread::scope(|s| -> Result<()> {
+        let jobs_ref = &jobs;
+        s.spawn(move || {
+            let mut batch: Vec<Piece> = Vec::new();
+            let mut batch_bytes = 0usize;
+            for (i, job) in jobs_ref.iter().enumerate() {
+                let mut f = match fsutil::open_noatime(&job.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        batch.push(Piece::Failed { job: i, error: e.to_string() });
+                        continue;
+                    }
+                };
+                let mut h = Sha1Hasher::new();
+                let mut left = job.size;
+                let mut first = true;
+                let mut changed = false;
+                while left > 0 {
+                    let n = left.min(chunk as u64) as usize;
+                    let mut data = vec![0u8; n];
+                    let got = read_full(&mut f, &mut data);
+                    match got {
+                        Ok(g) if g < n => changed = true, // file shrank: keep zeros, flag it
+                        Ok(_) => {}
+                        Err(e) => {
+                            batch.push(Piece::Failed { job: i, error: e.to_string() });
+                            changed = false;
+                            left = u64::MAX;
+                            break;
+                        }
+                    }
+                    h.update(&data);
+                    left -= n as u64;
+                    batch_bytes += n;
+                    let last = if left == 0 { Some(h.clone().finalize().into()) } else { None };
+                    batch.push(Piece::Chunk { job: i, data, first, last });
+                    first = false;
+                    if batch_bytes >= BATCH_BYTES {
+                        if tx.send(std::mem::take(&mut batch)).is_err() {
+                            return;
+                        }
+                        batch_bytes = 0;
+                    }
+                }
+                if changed {
+                    batch.push(Piece::Changed { job: i });
+                }
+                if left == u64::MAX {
+                    continue;
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        let mut pending: Option<(usize, crate::wim::writer::PendingBlob)> = None;
+        let (mut files_done, mut bytes_done) = (0u64, 0u64);
+        for batch in rx {
+            enum Item {
+                Chunk(usize, bool, Option<Sha1>),
+                Failed(usize, String),
+                Changed(usize),
+            }
+            let mut cjobs: Vec<ChunkJob> = Vec::with_capacity(batch.len());
+            let mut items = Vec::with_capacity(batch.len());
+            for p in batch {
+                match p {
+                    Piece::Chunk { job, data, first, last } => {
+                        cjobs.push(ChunkJob { raw: data, compressed: Vec::new(), use_compressed: false });
+                        items.push(Item::Chunk(job, first, last));
+                    }
+                    Piece::Failed { job, error } => items.push(Item::Failed(job, error)),
+                    Piece::Changed { job } => items.push(Item::Changed(job)),
+                }
+            }
+            writer.compress_chunks(&mut cjobs);
+            let mut cj_iter = cjobs.iter();
+            for item in items {
+                match item {
+                    Item::Chunk(job, first, last) => {
+                        let cj = cj_iter.next().expect("one chunk job per chunk item");
+                        if first {
+                            pending = Some((job, writer.begin_blob(jobs[job].size)?));
+                        }
+                        let (_, b) = pending.as_mut().expect("a blob is open");
+                        writer.blob_chunk(b, cj)?;
+                        report.bytes_read += cj.raw.len() as u64;
+                        bytes_done += cj.raw.len() as u64;
+                        if let Some(hash) = last {
+                            let (_, b) = pending.take().expect("a blob is open");
+                            let stored = b.stored_bytes();
+                            if writer.finish_blob(b, hash)? {
+                                report.new_blobs += 1;
+                                report.bytes_stored += stored;
+                            }
+                            tree.inodes[jobs[job].inode].data_hash = hash;
+                            files_done += 1;
+                            progress(files_done, files_total, bytes_done, bytes_total);
+                        }
+                    }
+                    Item::Failed(job, error) => {
+                        // A read error abandons the partly written blob and drops the file.
+                        if let Some((j, b)) = pending.take() {
+                            if j == job {
+                                writer.abandon_blob(b)?;
+                            } else {
+                                pending = Some((j, b));
+                            }
+                        }
+                        report.warnings.push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
+                        failed.push(jobs[job].inode);
+                    }
+                    Item::Changed(job) => {
+                        report.warnings.push(format!("{}: file changed while it was read; captured as read", jobs[job].path.display()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    // A failed file's blob is gone; its inode is dropped from the tree.
+    Ok(failed)
+}
+
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}

@@ -1,0 +1,325 @@
+//! `wimguard archive …`: the offline toolbox over WIM files.
+
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+
+use super::CliError;
+use crate::apply::{self, ApplyOptions};
+use crate::capture::{self, CaptureOptions};
+use crate::fsutil;
+use crate::wim::writer::{self, DEFAULT_CHUNK_SIZE};
+use crate::wim::{time, Compression, WimArchive, WimWriter};
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    None,
+    Xpress,
+    Lzx,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Xpress => Compression::Xpress,
+            CompressionArg::Lzx => Compression::Lzx,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ArchiveCommand {
+    /// Capture a directory as a new image (creates WIM, or appends when it exists).
+    Capture {
+        /// Directory to capture.
+        source: PathBuf,
+        /// WIM file to create or append to.
+        wim: PathBuf,
+        /// Image name (unique in the archive; default: wimguard-<UTC time>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Free-text description stored in the XML.
+        #[arg(long)]
+        description: Option<String>,
+        /// Codec for a new archive (an existing archive keeps its own). Default: lzx.
+        #[arg(long, value_enum)]
+        compression: Option<CompressionArg>,
+        /// Exclude paths matching this gitignore-style pattern (repeatable).
+        #[arg(long = "exclude", value_name = "PAT")]
+        excludes: Vec<String>,
+        /// Write an integrity table (SHA-1 of the file in 10 MiB chunks).
+        #[arg(long)]
+        check: bool,
+        /// Keep absolute symlinks into the tree as they are (no re-rooting).
+        #[arg(long)]
+        norpfix: bool,
+    },
+    /// Restore an image, or chosen paths of it, into a directory.
+    Extract {
+        wim: PathBuf,
+        /// 1-based index or image name.
+        image: String,
+        dest: PathBuf,
+        /// Paths inside the image (default: everything); directory structure is kept.
+        paths: Vec<String>,
+        /// Do not restore file ownership even when running as root.
+        #[arg(long)]
+        no_owner: bool,
+    },
+    /// Show the header and the images of a WIM.
+    Info {
+        wim: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the paths of an image (optionally below PATH).
+    Ls {
+        wim: PathBuf,
+        image: String,
+        path: Option<String>,
+        /// Show type and size too.
+        #[arg(long, short)]
+        long: bool,
+    },
+    /// Check every blob's SHA-1, every image's metadata and the integrity table.
+    Verify { wim: PathBuf },
+    /// Delete an image; the archive is rebuilt without blobs no image uses.
+    Delete { wim: PathBuf, image: String },
+}
+
+pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
+    match cmd {
+        ArchiveCommand::Capture { source, wim, name, description, compression, excludes, check, norpfix } => {
+            capture_cmd(source, wim, name, description, compression, excludes, check, norpfix)
+        }
+        ArchiveCommand::Extract { wim, image, dest, paths, no_owner } => {
+            let arch = WimArchive::open(&wim)?;
+            let index = arch.resolve_image(&image)?;
+            let opts = ApplyOptions { paths, restore_owner: fsutil::is_root() && !no_owner };
+            let r = apply::apply(&arch, index, &dest, &opts)?;
+            for w in &r.warnings {
+                eprintln!("wimguard: warning: {w}");
+            }
+            println!(
+                "extracted image {index} to {}: {} directories, {} files ({} bytes), {} hard links, {} symlinks, {} special files",
+                dest.display(), r.dirs, r.files, r.bytes, r.hard_links, r.symlinks, r.specials
+            );
+            Ok(())
+        }
+        ArchiveCommand::Info { wim, json } => info_cmd(wim, json),
+        ArchiveCommand::Ls { wim, image, path, long } => {
+            let arch = WimArchive::open(&wim)?;
+            let index = arch.resolve_image(&image)?;
+            let tree = arch.load_image(index)?;
+            let entries = apply::list(&arch, &tree, path.as_deref().unwrap_or("/"))?;
+            let mut out = String::new();
+            for (p, kind, size) in entries {
+                if long {
+                    out.push_str(&format!("{kind} {size:>12} {p}\n"));
+                } else {
+                    out.push_str(&p);
+                    out.push('\n');
+                }
+            }
+            print!("{out}");
+            Ok(())
+        }
+        ArchiveCommand::Verify { wim } => {
+            let arch = WimArchive::open(&wim)?;
+            let r = arch.verify(&mut |_, _| {})?;
+            println!(
+                "{}: OK — {} images, {} blobs ({} bytes) verified{}",
+                wim.display(),
+                r.images,
+                r.blobs,
+                r.bytes,
+                if r.integrity_chunks > 0 { format!(", integrity table ({} chunks) matches", r.integrity_chunks) } else { String::new() }
+            );
+            Ok(())
+        }
+        ArchiveCommand::Delete { wim, image } => {
+            let arch = WimArchive::open(&wim)?;
+            let index = arch.resolve_image(&image)?;
+            let before = arch.file_size;
+            drop(arch);
+            writer::delete_image(&wim, index)?;
+            let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
+            println!("deleted image {index} from {} ({before} → {after} bytes)", wim.display());
+            Ok(())
+        }
+    }
+}
+
+/// Image names must be addressable by wimlib too: not a number, not "all" or "*".
+fn check_name(name: &str) -> Result<(), CliError> {
+    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) || name.eq_ignore_ascii_case("all") || name == "*" {
+        return Err(CliError::usage(format!("invalid image name {name:?}: it must not be empty, a number, \"all\" or \"*\"")));
+    }
+    Ok(())
+}
+
+/// `wimguard-2024-01-02T03:04:05Z`, unique within the archive.
+fn default_name(taken: &dyn Fn(&str) -> bool) -> String {
+    let (secs, _) = time::to_unix(time::now());
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let base = format!("wimguard-{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_cmd(
+    source: PathBuf,
+    wim: PathBuf,
+    name: Option<String>,
+    description: Option<String>,
+    compression: Option<CompressionArg>,
+    excludes: Vec<String>,
+    check: bool,
+    norpfix: bool,
+) -> Result<(), CliError> {
+    if let Some(n) = &name {
+        check_name(n)?;
+    }
+    if !source.is_dir() {
+        return Err(CliError { message: format!("source {} is not a directory", source.display()), exit_code: super::EXIT_NOT_FOUND });
+    }
+    let exists = wim.exists();
+    let (mut w, previous) = if exists {
+        let arch = WimArchive::open(&wim)?;
+        if let Some(c) = compression {
+            let want: Compression = c.into();
+            if want != arch.header.compression()? {
+                return Err(CliError::usage(format!(
+                    "{} is compressed with {}; an appended image uses the archive's codec (drop --compression)",
+                    wim.display(),
+                    arch.header.compression()?.name()
+                )));
+            }
+        }
+        let previous = if arch.image_count() > 0 { Some(arch.load_image(arch.image_count())?) } else { None };
+        drop(arch);
+        (WimWriter::append(&wim)?, previous)
+    } else {
+        let c: Compression = compression.unwrap_or(CompressionArg::Lzx).into();
+        (WimWriter::create(&wim, c, DEFAULT_CHUNK_SIZE)?, None)
+    };
+    if check {
+        w.integrity = true;
+    }
+    let name = match name {
+        Some(n) => n,
+        None => default_name(&|n| w.xml().name_in_use(n)),
+    };
+    let opts = CaptureOptions { name, description: description.unwrap_or_default(), excludes, no_rpfix: norpfix };
+    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |_, _, _, _| {})?;
+    w.commit()?;
+    for warn in &report.warnings {
+        eprintln!("wimguard: warning: {warn}");
+    }
+    println!(
+        "{} image {} ({:?}) of {}: {} directories, {} files, {} symlinks, {} special; {} bytes read, {} new blobs, {} bytes stored, {} files unchanged",
+        if exists { "appended" } else { "created" },
+        report.image_index,
+        opts.name,
+        source.display(),
+        report.dirs,
+        report.files,
+        report.symlinks,
+        report.specials,
+        report.bytes_read,
+        report.new_blobs,
+        report.bytes_stored,
+        report.reused
+    );
+    Ok(())
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
+    let arch = WimArchive::open(&wim)?;
+    let h = &arch.header;
+    let comp = h.compression()?;
+    let images = arch.images();
+    if json {
+        let imgs: Vec<String> = images
+            .iter()
+            .map(|i| {
+                format!(
+                    "{{\"index\":{},\"name\":{},\"description\":{},\"dir_count\":{},\"file_count\":{},\"total_bytes\":{},\"hard_link_bytes\":{},\"creation_time\":{}}}",
+                    i.index, json_str(&i.name), json_str(&i.description), i.dir_count, i.file_count, i.total_bytes, i.hard_link_bytes,
+                    time::to_unix(i.creation_time).0
+                )
+            })
+            .collect();
+        println!(
+            "{{\"path\":{},\"size\":{},\"guid\":\"{}\",\"version\":{},\"flags\":{},\"compression\":\"{}\",\"chunk_size\":{},\"image_count\":{},\"blob_count\":{},\"integrity_table\":{},\"images\":[{}]}}",
+            json_str(&wim.display().to_string()),
+            arch.file_size,
+            h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            h.version,
+            h.flags,
+            comp.name(),
+            h.chunk_size,
+            h.image_count,
+            arch.blobs.len(),
+            !h.integrity.is_zero(),
+            imgs.join(",")
+        );
+        return Ok(());
+    }
+    println!("Path:            {}", wim.display());
+    println!("Size:            {} bytes", arch.file_size);
+    println!("GUID:            {}", h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    println!("Version:         {:#x}", h.version);
+    println!("Flags:           {:#010x}", h.flags);
+    println!("Compression:     {}", comp.name());
+    println!("Chunk size:      {}", h.chunk_size);
+    println!("Images:          {}", h.image_count);
+    println!("Blobs:           {}", arch.blobs.len());
+    println!("Integrity table: {}", if h.integrity.is_zero() { "no" } else { "yes" });
+    for i in images {
+        println!();
+        println!("Index:           {}", i.index);
+        println!("Name:            {}", i.name);
+        if !i.description.is_empty() {
+            println!("Description:     {}", i.description);
+        }
+        println!("Directories:     {}", i.dir_count);
+        println!("Files:           {}", i.file_count);
+        println!("Total bytes:     {}", i.total_bytes);
+        println!("Hard link bytes: {}", i.hard_link_bytes);
+    }
+    Ok(())
+}

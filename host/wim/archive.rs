@@ -1,0 +1,206 @@
+//! Opening a WIM for reading: header, blob table, XML, images, blobs.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use sha1::{Digest, Sha1 as Sha1Hasher};
+
+use super::blob_table::{BlobEntry, BlobTable, Sha1};
+use super::codecs::{codec_for, Decompressors};
+use super::error::{invalid, Result, WimError};
+use super::header::{Header, HEADER_SIZE, VERSION_SOLID};
+use super::metadata::ImageTree;
+use super::resource::ResourceContext;
+use super::xml::{ImageInfo, WimXml, XML_MAX};
+
+/// Largest metadata resource or blob table we load into memory.
+pub const METADATA_MAX: u64 = 1 << 30;
+
+/// An open WIM archive (read side).
+pub struct WimArchive {
+    pub path: PathBuf,
+    pub file: File,
+    pub file_size: u64,
+    pub header: Header,
+    /// File-data blobs by SHA-1.
+    pub blobs: HashMap<Sha1, BlobEntry>,
+    /// Metadata resources in image order.
+    pub metadata: Vec<BlobEntry>,
+    pub xml: WimXml,
+    ctx_codec: Option<&'static dyn wimguard_sdk::Codec>,
+    decompressors: Option<Decompressors>,
+}
+
+/// Formats a SHA-1 as lowercase hex.
+pub fn hex(h: &Sha1) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl WimArchive {
+    pub fn open(path: &Path) -> Result<WimArchive> {
+        let file = File::open(path).map_err(|e| {
+            WimError::Io(std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
+        })?;
+        Self::from_file(path, file)
+    }
+
+    pub fn from_file(path: &Path, file: File) -> Result<WimArchive> {
+        let file_size = file.metadata()?.len();
+        let mut hb = [0u8; HEADER_SIZE];
+        if file_size < HEADER_SIZE as u64 {
+            return invalid(format!("{} is only {file_size} bytes, too short to be a WIM", path.display()));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut hb, 0)?;
+        let header = Header::parse(&hb)?;
+        let codec = codec_for(header.compression()?)?;
+        let decompressors = codec.map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
+        let ctx = ResourceContext::new(&file, file_size, codec, header.chunk_size, decompressors.as_ref());
+        if header.blob_table.is_compressed() || header.xml.is_compressed() {
+            return invalid("blob table or XML is marked compressed");
+        }
+        let raw_table = ctx.read_all(&header.blob_table, METADATA_MAX, "blob table")?;
+        let table = BlobTable::parse(&raw_table, header.image_count, file_size, header.version == VERSION_SOLID)?;
+        let raw_xml = ctx.read_all(&header.xml, XML_MAX, "XML data")?;
+        let xml = WimXml::parse(&raw_xml, header.image_count)?;
+        drop(ctx);
+        let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
+        Ok(WimArchive { path: path.to_path_buf(), file, file_size, header, blobs, metadata: table.metadata, xml, ctx_codec: codec, decompressors })
+    }
+
+    pub fn context(&self) -> ResourceContext<'_> {
+        ResourceContext::new(&self.file, self.file_size, self.ctx_codec, self.header.chunk_size, self.decompressors.as_ref())
+    }
+
+    pub fn image_count(&self) -> u32 {
+        self.header.image_count
+    }
+
+    pub fn images(&self) -> Vec<ImageInfo> {
+        self.xml.images()
+    }
+
+    /// Resolves a 1-based index or an image name.
+    pub fn resolve_image(&self, spec: &str) -> Result<u32> {
+        let n = self.image_count();
+        if let Ok(i) = spec.trim().parse::<u32>() {
+            if i >= 1 && i <= n {
+                return Ok(i);
+            }
+            return Err(WimError::NotFound(format!("image {i} does not exist ({} has {n} images)", self.path.display())));
+        }
+        self.images()
+            .iter()
+            .find(|i| i.name == spec)
+            .map(|i| i.index)
+            .ok_or_else(|| WimError::NotFound(format!("no image named {spec:?} in {}", self.path.display())))
+    }
+
+    /// Reads, checks and parses the metadata of image `index` (1-based).
+    pub fn load_image(&self, index: u32) -> Result<ImageTree> {
+        let entry = self
+            .metadata
+            .get((index as usize).wrapping_sub(1))
+            .ok_or_else(|| WimError::NotFound(format!("image {index} does not exist")))?;
+        let what = format!("metadata of image {index}");
+        let raw = self.context().read_all(&entry.reshdr, METADATA_MAX, &what)?;
+        let actual: Sha1 = Sha1Hasher::digest(&raw).into();
+        if actual != entry.hash {
+            return Err(WimError::Corrupt(format!("{what} has SHA-1 {} but the blob table says {}", hex(&actual), hex(&entry.hash))));
+        }
+        ImageTree::parse(&raw).map_err(|e| match e {
+            WimError::Invalid(m) => WimError::Invalid(format!("{what}: {m}")),
+            other => other,
+        })
+    }
+
+    pub fn blob_size(&self, hash: &Sha1) -> Option<u64> {
+        self.blobs.get(hash).map(|b| b.reshdr.original_size)
+    }
+
+    /// Streams a blob and checks its SHA-1 at the end.
+    pub fn read_blob(&self, hash: &Sha1, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let entry = self.blobs.get(hash).ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(hash))))?;
+        let mut h = Sha1Hasher::new();
+        self.context().stream(&entry.reshdr, &format!("blob {}", hex(hash)), &mut |piece| {
+            h.update(piece);
+            sink(piece)
+        })?;
+        let actual: Sha1 = h.finalize().into();
+        if &actual != hash {
+            return Err(WimError::Corrupt(format!("blob {} decodes to data with SHA-1 {}", hex(hash), hex(&actual))));
+        }
+        Ok(())
+    }
+
+    /// Reads a small blob whole (symlink data).
+    pub fn read_blob_to_vec(&self, hash: &Sha1, limit: u64) -> Result<Vec<u8>> {
+        if self.blob_size(hash).unwrap_or(0) > limit {
+            return invalid(format!("blob {} is larger than expected", hex(hash)));
+        }
+        let mut v = Vec::new();
+        self.read_blob(hash, &mut |p| {
+            v.extend_from_slice(p);
+            Ok(())
+        })?;
+        Ok(v)
+    }
+
+    /// End of the last structure wimlib considers part of the file: the XML
+    /// or the integrity table. Appends write after it.
+    pub fn data_end(&self) -> u64 {
+        let xml_end = self.header.xml.offset + self.header.xml.size_in_wim;
+        let int_end = if self.header.integrity.is_zero() { 0 } else { self.header.integrity.offset + self.header.integrity.size_in_wim };
+        xml_end.max(int_end).max(self.header.blob_table.offset + self.header.blob_table.size_in_wim).max(HEADER_SIZE as u64)
+    }
+}
+
+/// What `verify` checked.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyReport {
+    pub images: u32,
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Integrity-table chunks checked (0 when the archive has none).
+    pub integrity_chunks: u32,
+}
+
+impl WimArchive {
+    /// Checks everything: the integrity table when present, every image's
+    /// metadata (hash and structure), that every referenced blob exists, and
+    /// every blob's SHA-1.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+        use rayon::prelude::*;
+        let mut report = VerifyReport::default();
+        if !self.header.integrity.is_zero() {
+            let raw = self.context().read_all(&self.header.integrity, METADATA_MAX, "integrity table")?;
+            let end = self.header.blob_table.offset + self.header.blob_table.size_in_wim;
+            report.integrity_chunks = super::integrity::verify(&self.file, &raw, end)?;
+        }
+        for i in 1..=self.image_count() {
+            let tree = self.load_image(i)?;
+            for ino in &tree.inodes {
+                for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+                    if *h != [0; 20] && !self.blobs.contains_key(h) {
+                        return Err(WimError::Corrupt(format!("image {i} refers to blob {} which is missing", hex(h))));
+                    }
+                }
+            }
+            report.images += 1;
+        }
+        let mut order: Vec<&BlobEntry> = self.blobs.values().collect();
+        order.sort_by_key(|b| b.reshdr.offset);
+        let total: u64 = order.iter().map(|b| b.reshdr.original_size).sum();
+        let mut done = 0u64;
+        for group in order.chunk_by(|a, b| a.reshdr.original_size < (4 << 20) && b.reshdr.original_size < (4 << 20)) {
+            for batch in group.chunks(512) {
+                batch.par_iter().try_for_each(|b| self.read_blob(&b.hash, &mut |_| Ok(())))?;
+                done += batch.iter().map(|b| b.reshdr.original_size).sum::<u64>();
+                report.blobs += batch.len() as u64;
+                progress(done, total);
+            }
+        }
+        report.bytes = total;
+        Ok(report)
+    }
+}

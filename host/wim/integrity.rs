@@ -1,0 +1,69 @@
+//! The optional integrity table: SHA-1 of each 10 MiB chunk of the file
+//! from the end of the header to the end of the blob table.
+//!
+//! Layout: total size (u32) = 12 + 20n, entry count n (u32), chunk size
+//! (u32), then n SHA-1 values. Stored uncompressed after the XML.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use sha1::{Digest, Sha1};
+
+use super::error::{invalid, Le, Result, WimError};
+use super::header::HEADER_SIZE;
+
+/// Chunk size wimlib writes.
+pub const INTEGRITY_CHUNK: u32 = 10 << 20;
+
+fn hash_range(file: &File, start: u64, end: u64, chunk: u32) -> Result<Vec<[u8; 20]>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; chunk as usize];
+    let mut pos = start;
+    while pos < end {
+        let n = (end - pos).min(chunk as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        out.push(Sha1::digest(&buf[..n]).into());
+        pos += n as u64;
+    }
+    Ok(out)
+}
+
+/// Builds the table for the file's bytes [208, blob_table_end).
+pub fn build(file: &File, blob_table_end: u64) -> Result<Vec<u8>> {
+    let hashes = hash_range(file, HEADER_SIZE as u64, blob_table_end, INTEGRITY_CHUNK)?;
+    let mut out = Vec::with_capacity(12 + 20 * hashes.len());
+    out.extend_from_slice(&((12 + 20 * hashes.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&INTEGRITY_CHUNK.to_le_bytes());
+    for h in hashes {
+        out.extend_from_slice(&h);
+    }
+    Ok(out)
+}
+
+/// Checks a stored table against the file. Returns the number of chunks checked.
+pub fn verify(file: &File, table: &[u8], blob_table_end: u64) -> Result<u32> {
+    let le = Le(table);
+    let what = "integrity table";
+    let size = le.u32(0, what)? as usize;
+    let n = le.u32(4, what)? as u64;
+    let chunk = le.u32(8, what)?;
+    if chunk == 0 || size != table.len() || 12 + 20 * n != table.len() as u64 {
+        return invalid("integrity table sizes are inconsistent");
+    }
+    let covered = blob_table_end.saturating_sub(HEADER_SIZE as u64);
+    if n != covered.div_ceil(chunk as u64) {
+        return invalid(format!("integrity table has {n} entries but the file needs {}", covered.div_ceil(chunk as u64)));
+    }
+    let actual = hash_range(file, HEADER_SIZE as u64, blob_table_end, chunk)?;
+    for (i, h) in actual.iter().enumerate() {
+        if &table[12 + 20 * i..32 + 20 * i] != h {
+            return Err(WimError::Corrupt(format!(
+                "integrity check failed for bytes {}..{}",
+                HEADER_SIZE as u64 + i as u64 * chunk as u64,
+                (HEADER_SIZE as u64 + (i as u64 + 1) * chunk as u64).min(blob_table_end)
+            )));
+        }
+    }
+    Ok(n as u32)
+}

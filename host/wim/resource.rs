@@ -1,0 +1,156 @@
+//! Reading resources: uncompressed ones and chunked, compressed ones.
+//!
+//! A compressed non-solid resource is `[chunk table][chunk 0]…[chunk N-1]`.
+//! The table has N-1 entries (none for chunk 0), each the start of the next
+//! chunk relative to the end of the table; entries are 8 bytes wide when the
+//! uncompressed size exceeds 4 GiB - 1, else 4. A chunk whose stored size
+//! equals its uncompressed size is stored raw.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use rayon::prelude::*;
+use wimguard_sdk::Codec;
+
+use super::codecs::Decompressors;
+use super::error::{invalid, Result, WimError};
+use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED};
+
+/// How many chunks are decoded together (in parallel) when streaming a blob.
+const CHUNKS_PER_BATCH: usize = 64;
+
+/// Everything needed to decode resources of one WIM.
+pub struct ResourceContext<'a> {
+    pub file: &'a File,
+    pub file_size: u64,
+    /// The WIM-wide codec, when the header names one.
+    pub codec: Option<&'static dyn Codec>,
+    pub chunk_size: u32,
+    pub decompressors: Option<&'a Decompressors>,
+}
+
+impl<'a> ResourceContext<'a> {
+    pub fn new(file: &'a File, file_size: u64, codec: Option<&'static dyn Codec>, chunk_size: u32, decompressors: Option<&'a Decompressors>) -> Self {
+        ResourceContext { file, file_size, codec, chunk_size, decompressors }
+    }
+
+    /// Reads a whole resource into memory. Only for bounded structures
+    /// (metadata, XML, tables): `limit` guards against hostile sizes.
+    pub fn read_all(&self, r: &ResHdr, limit: u64, what: &str) -> Result<Vec<u8>> {
+        if r.original_size > limit {
+            return invalid(format!("{what} claims {} bytes, more than the limit of {limit}", r.original_size));
+        }
+        let mut out = Vec::with_capacity(r.original_size as usize);
+        self.stream(r, what, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams the uncompressed bytes of a resource to `sink`, in order,
+    /// decoding chunks in parallel batches so memory stays bounded.
+    pub fn stream(&self, r: &ResHdr, what: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        r.end_within(self.file_size, what)?;
+        if r.flags & RESHDR_FLAG_COMPRESSED == 0 {
+            if r.size_in_wim != r.original_size {
+                return invalid(format!("{what}: uncompressed resource with stored size {} != size {}", r.size_in_wim, r.original_size));
+            }
+            let mut off = 0u64;
+            let mut buf = vec![0u8; (r.original_size.min(1 << 20)) as usize];
+            while off < r.original_size {
+                let n = (r.original_size - off).min(buf.len() as u64) as usize;
+                self.file.read_exact_at(&mut buf[..n], r.offset + off)?;
+                sink(&buf[..n])?;
+                off += n as u64;
+            }
+            return Ok(());
+        }
+        let codec = self.codec.ok_or_else(|| WimError::Invalid(format!("{what} is compressed but the WIM names no codec")))?;
+        let decomps = self.decompressors.ok_or_else(|| WimError::Invalid(format!("{what}: no decompressor")))?;
+        let table = ChunkTable::read(self, r, what)?;
+        let cs = self.chunk_size as u64;
+        let mut first = 0usize;
+        while first < table.count {
+            let last = (first + CHUNKS_PER_BATCH).min(table.count);
+            let (start, _) = table.span(first);
+            let (end_start, end_len) = table.span(last - 1);
+            let end = end_start + end_len;
+            let mut comp = vec![0u8; (end - start) as usize];
+            self.file.read_exact_at(&mut comp, r.offset + table.data_start + start)?;
+            let mut outs: Vec<Vec<u8>> = (first..last)
+                .map(|i| {
+                    let usize_ = if i + 1 == table.count { r.original_size - cs * i as u64 } else { cs };
+                    vec![0u8; usize_ as usize]
+                })
+                .collect();
+            outs.par_iter_mut().enumerate().try_for_each(|(k, out)| -> Result<()> {
+                let i = first + k;
+                let (s, len) = table.span(i);
+                let src = &comp[(s - start) as usize..(s - start + len) as usize];
+                if len as usize == out.len() {
+                    out.copy_from_slice(src);
+                    Ok(())
+                } else {
+                    decomps.with(|d| d.decompress(src, out)).map_err(|e| {
+                        WimError::Corrupt(format!("{what}: chunk {i} does not decode with {}: {e}", codec.name()))
+                    })
+                }
+            })?;
+            for o in &outs {
+                sink(o)?;
+            }
+            first = last;
+        }
+        Ok(())
+    }
+}
+
+/// The decoded chunk table of one compressed resource.
+struct ChunkTable {
+    count: usize,
+    /// Start of chunk data relative to the resource offset (= table bytes).
+    data_start: u64,
+    /// Chunk starts relative to `data_start`, plus the end as a last element.
+    bounds: Vec<u64>,
+}
+
+impl ChunkTable {
+    fn read(ctx: &ResourceContext, r: &ResHdr, what: &str) -> Result<ChunkTable> {
+        let cs = ctx.chunk_size as u64;
+        if r.original_size == 0 {
+            return invalid(format!("{what}: compressed resource of size 0"));
+        }
+        let count = r.original_size.div_ceil(cs);
+        let width: u64 = if r.original_size > u32::MAX as u64 { 8 } else { 4 };
+        let table_bytes = (count - 1)
+            .checked_mul(width)
+            .filter(|&t| t < r.size_in_wim)
+            .ok_or_else(|| WimError::Invalid(format!("{what}: chunk table does not fit in the resource")))?;
+        let mut raw = vec![0u8; table_bytes as usize];
+        ctx.file.read_exact_at(&mut raw, r.offset)?;
+        let data_len = r.size_in_wim - table_bytes;
+        let mut bounds = Vec::with_capacity(count as usize + 1);
+        bounds.push(0u64);
+        for e in raw.chunks_exact(width as usize) {
+            let v = if width == 8 { u64::from_le_bytes(e.try_into().unwrap()) } else { u32::from_le_bytes(e.try_into().unwrap()) as u64 };
+            bounds.push(v);
+        }
+        bounds.push(data_len);
+        for i in 0..count as usize {
+            let stored = bounds[i + 1].checked_sub(bounds[i]).unwrap_or(0);
+            let usize_ = if i + 1 == count as usize { r.original_size - cs * i as u64 } else { cs };
+            if stored == 0 || stored > usize_ {
+                return invalid(format!(
+                    "{what}: chunk {i} has stored size {stored} (offsets out of order or larger than its {usize_} bytes)"
+                ));
+            }
+        }
+        Ok(ChunkTable { count: count as usize, data_start: table_bytes, bounds })
+    }
+
+    /// (start, stored length) of chunk `i`.
+    fn span(&self, i: usize) -> (u64, u64) {
+        (self.bounds[i], self.bounds[i + 1] - self.bounds[i])
+    }
+}

@@ -1,0 +1,568 @@
+//! Writing WIMs: a new archive (temp file, fsync, rename) or an in-place
+//! append (new data after the old end, blob table before XML, header last).
+//!
+//! Crash safety: until [`WimWriter::commit`] rewrites the header, the file's
+//! header points at the old, intact structures; a new archive only appears
+//! under its name once complete. A writer dropped without commit truncates
+//! the file back (append) or removes the temp file (new archive).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha1::{Digest, Sha1 as Sha1Hasher};
+use wimguard_sdk::Codec;
+
+use super::archive::WimArchive;
+use super::blob_table::{BlobEntry, BlobTable, Sha1};
+use super::codecs::{codec_for, Compressors};
+use super::error::{Result, WimError};
+use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS, HEADER_SIZE};
+use super::integrity;
+use super::metadata::ImageTree;
+use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED, RESHDR_FLAG_METADATA};
+use super::xml::{ImageInfo, WimXml};
+
+/// Chunk size we write for XPRESS and LZX (the only one Microsoft tools take for LZX).
+pub const DEFAULT_CHUNK_SIZE: u32 = 32768;
+const OUT_BUFFER: usize = 4 << 20;
+
+/// A write position over a file with a large in-memory tail buffer, so that
+/// many small resources cost few syscalls and a just-written duplicate blob
+/// can be dropped by moving the position back.
+struct OutBuf {
+    file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+}
+
+impl OutBuf {
+    fn pos(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+    fn write(&mut self, d: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(d);
+        if self.buf.len() >= OUT_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all_at(&self.buf, self.buf_start)?;
+        self.buf_start += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+    /// Moves the write position back to `to` (later writes overwrite).
+    fn rewind(&mut self, to: u64) -> io::Result<()> {
+        if to >= self.buf_start {
+            self.buf.truncate((to - self.buf_start) as usize);
+        } else {
+            self.buf.clear();
+            self.buf_start = to;
+        }
+        Ok(())
+    }
+    /// Overwrites bytes already written at `at`.
+    fn patch(&mut self, at: u64, d: &[u8]) -> io::Result<()> {
+        let split = self.buf_start.saturating_sub(at).min(d.len() as u64) as usize;
+        if split > 0 {
+            self.file.write_all_at(&d[..split], at)?;
+        }
+        if split < d.len() {
+            let off = (at + split as u64 - self.buf_start) as usize;
+            self.buf[off..off + d.len() - split].copy_from_slice(&d[split..]);
+        }
+        Ok(())
+    }
+    fn read_at(&mut self, at: u64, out: &mut [u8]) -> io::Result<()> {
+        self.flush()?;
+        self.file.read_exact_at(out, at)
+    }
+}
+
+/// A blob being written chunk by chunk.
+pub struct PendingBlob {
+    start: u64,
+    size: u64,
+    chunks: u64,
+    /// Bytes of the chunk table reserved before chunk 0.
+    table_bytes: u64,
+    /// Start of each chunk after the first, relative to the end of the table.
+    starts: Vec<u64>,
+    data_bytes: u64,
+    all_raw: bool,
+    single_compressed: bool,
+    chunks_seen: u64,
+}
+
+impl PendingBlob {
+    /// Bytes written so far for this blob (table + chunks).
+    pub fn stored_bytes(&self) -> u64 {
+        self.table_bytes + self.data_bytes
+    }
+}
+
+/// One chunk of input and what compressing it produced.
+pub struct ChunkJob {
+    pub raw: Vec<u8>,
+    pub compressed: Vec<u8>,
+    /// True when `compressed` is strictly smaller than `raw` and should be stored.
+    pub use_compressed: bool,
+}
+
+enum Mode {
+    /// A new archive being written to `tmp`, renamed to the final path on commit.
+    New { tmp: PathBuf },
+    /// An in-place append; on failure the file is cut back to `old_end` and
+    /// the old header flags restored.
+    Append { old_end: u64, old_flags: u32 },
+}
+
+/// Writes new blobs and images into a WIM.
+pub struct WimWriter {
+    path: PathBuf,
+    out: OutBuf,
+    mode: Mode,
+    pub header: Header,
+    compression: Compression,
+    codec: Option<&'static dyn Codec>,
+    compressors: Option<Compressors>,
+    blobs: HashMap<Sha1, BlobEntry>,
+    metadata: Vec<BlobEntry>,
+    xml: WimXml,
+    /// Write an integrity table on commit.
+    pub integrity: bool,
+    committed: bool,
+}
+
+fn random_guid() -> [u8; 16] {
+    let mut g = [0u8; 16];
+    getrandom::fill(&mut g).expect("the OS random source works");
+    g
+}
+
+/// Takes an exclusive advisory lock (the same one wimlib takes), failing at once if busy.
+pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(WimError::Locked(format!("{} is being modified by another process; try again when it is done", path.display())));
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+fn fsync_dir(path: &Path) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+impl WimWriter {
+    /// Starts a new archive at `path` (written to a temp file next to it).
+    pub fn create(path: &Path, compression: Compression, chunk_size: u32) -> Result<WimWriter> {
+        Self::create_with_guid(path, compression, chunk_size, random_guid())
+    }
+
+    fn create_with_guid(path: &Path, compression: Compression, chunk_size: u32, guid: [u8; 16]) -> Result<WimWriter> {
+        let codec = codec_for(compression)?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().ok_or_else(|| WimError::Invalid(format!("{} is not a file path", path.display())))?;
+        let mut suffix = [0u8; 6];
+        getrandom::fill(&mut suffix).expect("the OS random source works");
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{}.wimguard-tmp-{suffix}", name.to_string_lossy()));
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(|e| {
+            WimError::Io(io::Error::new(e.kind(), format!("cannot create {}: {e}", tmp.display())))
+        })?;
+        let mut header = Header::new(compression, chunk_size, guid);
+        header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
+        let mut out = OutBuf { file, buf: Vec::new(), buf_start: 0 };
+        out.write(&header.to_bytes())?;
+        Ok(WimWriter {
+            path: path.to_path_buf(),
+            out,
+            mode: Mode::New { tmp },
+            header,
+            compression,
+            codec,
+            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+            blobs: HashMap::new(),
+            metadata: Vec::new(),
+            xml: WimXml::default(),
+            integrity: false,
+            committed: false,
+        })
+    }
+
+    /// Opens an existing archive for an in-place append, under an exclusive lock.
+    pub fn append(path: &Path) -> Result<WimWriter> {
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
+            WimError::Io(io::Error::new(e.kind(), format!("cannot open {} for writing: {e}", path.display())))
+        })?;
+        lock_exclusive(&file, path)?;
+        let arch = WimArchive::from_file(path, file.try_clone()?)?;
+        if arch.header.flags & HDR_FLAG_READONLY != 0 {
+            return Err(WimError::Unsupported(format!("{} is marked read-only", path.display())));
+        }
+        let compression = arch.header.compression()?;
+        let codec = codec_for(compression)?;
+        let old_end = arch.data_end();
+        let old_flags = arch.header.flags;
+        // Mark the file as being written, exactly as wimlib does: only the flags word.
+        file.write_all_at(&(old_flags | HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
+        let chunk_size = arch.header.chunk_size;
+        let integrity = !arch.header.integrity.is_zero();
+        Ok(WimWriter {
+            path: path.to_path_buf(),
+            out: OutBuf { file, buf: Vec::new(), buf_start: old_end },
+            mode: Mode::Append { old_end, old_flags },
+            header: arch.header.clone(),
+            compression,
+            codec,
+            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+            blobs: arch.blobs.clone(),
+            metadata: arch.metadata.clone(),
+            xml: arch.xml.clone(),
+            integrity,
+            committed: false,
+        })
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.header.chunk_size
+    }
+
+    pub fn xml(&self) -> &WimXml {
+        &self.xml
+    }
+
+    pub fn has_blob(&self, hash: &Sha1) -> bool {
+        self.blobs.contains_key(hash)
+    }
+
+    /// Compresses chunks in parallel on all cores (a no-op for uncompressed WIMs).
+    pub fn compress_chunks(&self, jobs: &mut [ChunkJob]) {
+        let Some(comps) = &self.compressors else { return };
+        jobs.par_iter_mut().for_each(|j| {
+            j.use_compressed = j.raw.len() >= 2 && comps.with(|c| c.compress(&j.raw, &mut j.compressed));
+        });
+    }
+
+    /// Reserves room for a blob of `size` bytes.
+    pub fn begin_blob(&mut self, size: u64) -> Result<PendingBlob> {
+        let start = self.out.pos();
+        let (chunks, table_bytes) = if self.codec.is_some() && size > 0 {
+            let n = size.div_ceil(self.header.chunk_size as u64);
+            let width = if size > u32::MAX as u64 { 8 } else { 4 };
+            (n, (n - 1) * width)
+        } else {
+            (size.div_ceil(self.header.chunk_size.max(1) as u64), 0)
+        };
+        if table_bytes > 0 {
+            self.out.write(&vec![0u8; table_bytes as usize])?;
+        }
+        Ok(PendingBlob { start, size, chunks, table_bytes, starts: Vec::new(), data_bytes: 0, all_raw: true, single_compressed: false, chunks_seen: 0 })
+    }
+
+    /// Appends the next chunk of a pending blob.
+    pub fn blob_chunk(&mut self, b: &mut PendingBlob, job: &ChunkJob) -> Result<()> {
+        if b.chunks_seen > 0 {
+            b.starts.push(b.data_bytes);
+        }
+        b.chunks_seen += 1;
+        let data: &[u8] = if self.codec.is_some() && job.use_compressed { &job.compressed } else { &job.raw };
+        if self.codec.is_some() && job.use_compressed {
+            b.all_raw = false;
+            b.single_compressed = true;
+        }
+        self.out.write(data)?;
+        b.data_bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Finishes a blob. If an identical blob is already stored, the bytes just
+    /// written are dropped and `false` is returned.
+    pub fn finish_blob(&mut self, b: PendingBlob, hash: Sha1) -> Result<bool> {
+        if self.blobs.contains_key(&hash) || b.size == 0 {
+            self.out.rewind(b.start)?;
+            return Ok(false);
+        }
+        let reshdr = self.finish_resource(b, 0)?;
+        self.blobs.insert(hash, BlobEntry { reshdr, part_number: 1, refcount: 0, hash });
+        Ok(true)
+    }
+
+    /// Drops a blob that could not be completed.
+    pub fn abandon_blob(&mut self, b: PendingBlob) -> Result<()> {
+        self.out.rewind(b.start)?;
+        Ok(())
+    }
+
+    fn finish_resource(&mut self, b: PendingBlob, extra_flags: u8) -> Result<ResHdr> {
+        debug_assert!(b.chunks_seen == b.chunks || self.codec.is_none());
+        let mut r = ResHdr { size_in_wim: b.size, flags: extra_flags, offset: b.start, original_size: b.size };
+        if self.codec.is_none() || b.all_raw {
+            if b.table_bytes > 0 {
+                // Every chunk stayed raw: drop the table and store the blob
+                // uncompressed, as wimlib does, by moving the data down.
+                let mut moved = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                while moved < b.size {
+                    let n = (b.size - moved).min(buf.len() as u64) as usize;
+                    self.out.read_at(b.start + b.table_bytes + moved, &mut buf[..n])?;
+                    self.out.file.write_all_at(&buf[..n], b.start + moved)?;
+                    moved += n as u64;
+                }
+                self.out.rewind(b.start + b.size)?;
+                self.out.buf_start = b.start + b.size;
+            }
+            return Ok(r);
+        }
+        if b.chunks == 1 {
+            debug_assert!(b.single_compressed);
+        }
+        let width = if b.size > u32::MAX as u64 { 8 } else { 4 };
+        let mut table = Vec::with_capacity(b.table_bytes as usize);
+        for s in &b.starts {
+            if width == 8 {
+                table.extend_from_slice(&s.to_le_bytes());
+            } else {
+                table.extend_from_slice(&(*s as u32).to_le_bytes());
+            }
+        }
+        self.out.patch(b.start, &table)?;
+        r.size_in_wim = b.table_bytes + b.data_bytes;
+        r.flags |= RESHDR_FLAG_COMPRESSED;
+        Ok(r)
+    }
+
+    /// Stores an in-memory blob (symlink data, metadata) whole.
+    pub fn write_buffer(&mut self, data: &[u8], extra_flags: u8) -> Result<ResHdr> {
+        let cs = self.header.chunk_size.max(1) as usize;
+        let mut jobs: Vec<ChunkJob> = if self.codec.is_some() {
+            data.chunks(cs).map(|c| ChunkJob { raw: c.to_vec(), compressed: Vec::new(), use_compressed: false }).collect()
+        } else {
+            vec![ChunkJob { raw: data.to_vec(), compressed: Vec::new(), use_compressed: false }]
+        };
+        self.compress_chunks(&mut jobs);
+        let mut b = self.begin_blob(data.len() as u64)?;
+        for j in &jobs {
+            self.blob_chunk(&mut b, j)?;
+        }
+        self.finish_resource(b, extra_flags)
+    }
+
+    /// Stores a small blob given whole, deduplicated by hash. Returns its hash.
+    pub fn add_small_blob(&mut self, data: &[u8]) -> Result<Sha1> {
+        let hash: Sha1 = Sha1Hasher::digest(data).into();
+        if !data.is_empty() && !self.blobs.contains_key(&hash) {
+            let reshdr = self.write_buffer(data, 0)?;
+            self.blobs.insert(hash, BlobEntry { reshdr, part_number: 1, refcount: 0, hash });
+        }
+        Ok(hash)
+    }
+
+    /// Adds an image: writes its metadata resource, counts its references,
+    /// records it in the XML. All blobs it names must already be stored.
+    pub fn add_image(&mut self, tree: &ImageTree, mut info: ImageInfo) -> Result<u32> {
+        if self.xml.name_in_use(&info.name) {
+            return Err(WimError::Invalid(format!("an image named {:?} already exists in {}", info.name, self.path.display())));
+        }
+        let counts = tree.link_counts();
+        let mut refs: HashMap<Sha1, u32> = HashMap::new();
+        for (i, ino) in tree.inodes.iter().enumerate() {
+            for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+                if *h != [0; 20] {
+                    *refs.entry(*h).or_default() += counts[i];
+                }
+            }
+        }
+        for (h, n) in &refs {
+            let e = self.blobs.get_mut(h).ok_or_else(|| WimError::Invalid(format!("image refers to blob {} that was never stored", super::archive::hex(h))))?;
+            e.refcount = e.refcount.saturating_add(*n);
+        }
+        let bytes = tree.serialize();
+        let hash: Sha1 = Sha1Hasher::digest(&bytes).into();
+        let reshdr = self.write_buffer(&bytes, RESHDR_FLAG_METADATA)?;
+        self.metadata.push(BlobEntry { reshdr, part_number: 1, refcount: 1, hash });
+        self.header.image_count += 1;
+        info.index = self.header.image_count;
+        let (dirs, files, total, hard) = image_stats(tree, &self.blobs);
+        info.dir_count = dirs;
+        info.file_count = files;
+        info.total_bytes = total;
+        info.hard_link_bytes = hard;
+        self.xml.add_image(&info);
+        Ok(info.index)
+    }
+
+    /// Writes blob table, XML and (optionally) integrity table, makes them
+    /// durable, then points the header at them.
+    pub fn commit(mut self) -> Result<()> {
+        let table = BlobTable::to_bytes(&self.metadata, &self.blobs.values().cloned().collect::<Vec<_>>());
+        let table_at = self.out.pos();
+        self.out.write(&table)?;
+        self.header.blob_table = ResHdr { size_in_wim: table.len() as u64, flags: RESHDR_FLAG_METADATA, offset: table_at, original_size: table.len() as u64 };
+        let xml_at = self.out.pos();
+        self.xml.set_total_bytes(xml_at);
+        let xml = self.xml.to_bytes();
+        self.out.write(&xml)?;
+        self.header.xml = ResHdr { size_in_wim: xml.len() as u64, flags: RESHDR_FLAG_METADATA, offset: xml_at, original_size: xml.len() as u64 };
+        self.out.flush()?;
+        if self.integrity {
+            let t = integrity::build(&self.out.file, table_at + table.len() as u64)?;
+            let at = self.out.pos();
+            self.out.write(&t)?;
+            self.out.flush()?;
+            self.header.integrity = ResHdr { size_in_wim: t.len() as u64, flags: 0, offset: at, original_size: t.len() as u64 };
+        } else {
+            self.header.integrity = ResHdr::default();
+        }
+        let end = self.out.pos();
+        self.out.file.set_len(end)?;
+        self.out.file.sync_all()?;
+        self.header.flags &= !HDR_FLAG_WRITE_IN_PROGRESS;
+        self.header.boot_index = 0;
+        self.header.boot_metadata = ResHdr::default();
+        self.out.file.write_all_at(&self.header.to_bytes(), 0)?;
+        self.out.file.sync_all()?;
+        if let Mode::New { tmp } = &self.mode {
+            std::fs::rename(tmp, &self.path).map_err(|e| {
+                WimError::Io(io::Error::new(e.kind(), format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display())))
+            })?;
+            fsync_dir(&self.path)?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for WimWriter {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        match &self.mode {
+            Mode::New { tmp } => {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Mode::Append { old_end, old_flags } => {
+                // Cut off what we wrote and clear our in-progress mark.
+                let _ = self.out.file.set_len(*old_end);
+                let _ = self.out.file.write_all_at(&old_flags.to_le_bytes(), 16);
+                let _ = self.out.file.sync_all();
+            }
+        }
+    }
+}
+
+/// (directories, non-directories, total bytes, hard-link bytes) as wimlib counts them.
+pub fn image_stats(tree: &ImageTree, blobs: &HashMap<Sha1, BlobEntry>) -> (u64, u64, u64, u64) {
+    let counts = tree.link_counts();
+    let (mut dirs, mut files, mut total, mut hard) = (0u64, 0u64, 0u64, 0u64);
+    for d in tree.dentries.iter().skip(1) {
+        if tree.inodes[d.inode].is_dir() {
+            dirs += 1;
+        } else {
+            files += 1;
+        }
+    }
+    // wimlib counts the root directory too.
+    dirs += 1;
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        let size: u64 = std::iter::once(&ino.data_hash)
+            .chain(std::iter::once(&ino.reparse_hash))
+            .chain(ino.named_streams.iter().map(|s| &s.hash))
+            .filter_map(|h| blobs.get(h))
+            .map(|b| b.reshdr.original_size)
+            .sum();
+        total += size * counts[i] as u64;
+        hard += size * (counts[i] as u64).saturating_sub(1);
+    }
+    (dirs, files, total, hard)
+}
+
+/// Removes image `index` by rebuilding the archive without it: blobs no image
+/// still uses are dropped, everything else is copied as stored (no
+/// recompression). The GUID and integrity-table choice are kept. Crash-safe:
+/// the rebuilt file replaces the old one by rename.
+pub fn delete_image(path: &Path, index: u32) -> Result<()> {
+    let lock_file = OpenOptions::new().read(true).write(true).open(path)?;
+    lock_exclusive(&lock_file, path)?;
+    let arch = WimArchive::from_file(path, lock_file.try_clone()?)?;
+    if index == 0 || index > arch.image_count() {
+        return Err(WimError::NotFound(format!("image {index} does not exist ({} has {} images)", path.display(), arch.image_count())));
+    }
+    let compression = arch.header.compression()?;
+    let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid)?;
+    w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX) | (arch.header.flags & super::header::HDR_FLAG_RP_FIX) | HDR_FLAG_WRITE_IN_PROGRESS;
+    w.integrity = !arch.header.integrity.is_zero();
+    let mut refs: HashMap<Sha1, u32> = HashMap::new();
+    let mut kept = Vec::new();
+    for i in 1..=arch.image_count() {
+        if i == index {
+            continue;
+        }
+        let tree = arch.load_image(i)?;
+        let counts = tree.link_counts();
+        for (n, ino) in tree.inodes.iter().enumerate() {
+            for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+                if *h != [0; 20] {
+                    *refs.entry(*h).or_default() += counts[n];
+                }
+            }
+        }
+        kept.push(i);
+    }
+    // Copy kept blobs in their old file order, so reads stay sequential.
+    let mut order: Vec<&BlobEntry> = arch.blobs.values().filter(|b| refs.contains_key(&b.hash)).collect();
+    order.sort_by_key(|b| b.reshdr.offset);
+    for b in order {
+        let reshdr = w.copy_raw(&arch, &b.reshdr)?;
+        w.blobs.insert(b.hash, BlobEntry { reshdr, part_number: 1, refcount: refs[&b.hash], hash: b.hash });
+    }
+    for i in kept {
+        let m = &arch.metadata[(i - 1) as usize];
+        let reshdr = w.copy_raw(&arch, &m.reshdr)?;
+        w.metadata.push(BlobEntry { reshdr, part_number: 1, refcount: 1, hash: m.hash });
+    }
+    let mut xml = arch.xml.clone();
+    xml.remove_image(index);
+    w.xml = xml;
+    w.header.image_count = arch.image_count() - 1;
+    debug_assert_eq!(w.xml.images().len() as u32, w.header.image_count);
+    w.commit()
+}
+
+impl WimWriter {
+    /// Copies a resource from another archive with the same codec and chunk size, byte for byte.
+    fn copy_raw(&mut self, src: &WimArchive, r: &ResHdr) -> Result<ResHdr> {
+        r.end_within(src.file_size, "resource")?;
+        let at = self.out.pos();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        while done < r.size_in_wim {
+            let n = (r.size_in_wim - done).min(buf.len() as u64) as usize;
+            src.file.read_exact_at(&mut buf[..n], r.offset + done)?;
+            self.out.write(&buf[..n])?;
+            done += n as u64;
+        }
+        Ok(ResHdr { offset: at, ..*r })
+    }
+}
+
+/// Header size, re-exported for callers that lay out files.
+pub const WIM_HEADER_SIZE: usize = HEADER_SIZE;
