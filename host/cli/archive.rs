@@ -229,6 +229,9 @@ fn capture_cmd(
         Some(n) => n,
         None => default_name(&|n| w.xml().name_in_use(n)),
     };
+    if w.xml().name_in_use(&name) {
+        return Err(CliError::usage(format!("{} already has an image named {name:?}; choose another --name", wim.display())));
+    }
     let opts = CaptureOptions { name, description: description.unwrap_or_default(), excludes, no_rpfix: norpfix };
     let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |_, _, _, _| {})?;
     w.commit()?;

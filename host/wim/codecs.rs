@@ -9,7 +9,7 @@ use super::error::{Result, WimError};
 use super::header::Compression;
 
 static XPRESS: wimguard_xpress::Xpress = wimguard_xpress::Xpress;
-static LZX: wimguard_xpress::Xpress = wimguard_xpress::Xpress; // TEMP
+static LZX: wimguard_lzx::Lzx = wimguard_lzx::Lzx;
 
 /// The codec for a compression type; `None` for uncompressed WIMs.
 pub fn codec_for(c: Compression) -> Result<Option<&'static dyn Codec>> {

@@ -15,15 +15,21 @@ use super::header::HEADER_SIZE;
 /// Chunk size wimlib writes.
 pub const INTEGRITY_CHUNK: u32 = 10 << 20;
 
+/// SHA-1 of each `chunk`-sized piece of [start, end), reading at most 4 MiB at a time.
 fn hash_range(file: &File, start: u64, end: u64, chunk: u32) -> Result<Vec<[u8; 20]>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; chunk as usize];
+    let mut buf = vec![0u8; (chunk as usize).min(4 << 20)];
     let mut pos = start;
     while pos < end {
-        let n = (end - pos).min(chunk as u64) as usize;
-        file.read_exact_at(&mut buf[..n], pos)?;
-        out.push(Sha1::digest(&buf[..n]).into());
-        pos += n as u64;
+        let chunk_end = (pos + chunk as u64).min(end);
+        let mut h = Sha1::new();
+        while pos < chunk_end {
+            let n = (chunk_end - pos).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], pos)?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        out.push(h.finalize().into());
     }
     Ok(out)
 }

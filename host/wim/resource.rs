@@ -16,8 +16,8 @@ use super::codecs::Decompressors;
 use super::error::{invalid, Result, WimError};
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED};
 
-/// How many chunks are decoded together (in parallel) when streaming a blob.
-const CHUNKS_PER_BATCH: usize = 64;
+/// Uncompressed bytes decoded together (in parallel) when streaming a blob.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// Everything needed to decode resources of one WIM.
 pub struct ResourceContext<'a> {
@@ -40,7 +40,8 @@ impl<'a> ResourceContext<'a> {
         if r.original_size > limit {
             return invalid(format!("{what} claims {} bytes, more than the limit of {limit}", r.original_size));
         }
-        let mut out = Vec::with_capacity(r.original_size as usize);
+        // Grow with the data actually decoded, not with what a header claims.
+        let mut out = Vec::with_capacity(r.original_size.min(64 << 20) as usize);
         self.stream(r, what, &mut |piece| {
             out.extend_from_slice(piece);
             Ok(())
@@ -70,9 +71,10 @@ impl<'a> ResourceContext<'a> {
         let decomps = self.decompressors.ok_or_else(|| WimError::Invalid(format!("{what}: no decompressor")))?;
         let table = ChunkTable::read(self, r, what)?;
         let cs = self.chunk_size as u64;
+        let per_batch = (BATCH_BYTES / self.chunk_size as usize).max(rayon::current_num_threads()).max(1);
         let mut first = 0usize;
         while first < table.count {
-            let last = (first + CHUNKS_PER_BATCH).min(table.count);
+            let last = (first + per_batch).min(table.count);
             let (start, _) = table.span(first);
             let (end_start, end_len) = table.span(last - 1);
             let end = end_start + end_len;

@@ -118,7 +118,7 @@ pub struct ChunkJob {
 
 enum Mode {
     /// A new archive being written to `tmp`, renamed to the final path on commit.
-    New { tmp: PathBuf },
+    New { tmp: PathBuf, replace: bool },
     /// An in-place append; on failure the file is cut back to `old_end` and
     /// the old header flags restored.
     Append { old_end: u64, old_flags: u32 },
@@ -161,6 +161,27 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Renames `from` to `to` unless `to` exists (two captures racing to create
+/// the same archive must not clobber each other).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let f = CString::new(from.as_os_str().as_bytes())?;
+    let t = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: two valid C strings; renameat2 does not retain them.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) {
+        // The filesystem cannot do it atomically: link + unlink also refuses to replace.
+        std::fs::hard_link(from, to)?;
+        return std::fs::remove_file(from);
+    }
+    Err(e)
+}
+
 fn fsync_dir(path: &Path) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
@@ -190,7 +211,7 @@ impl WimWriter {
         Ok(WimWriter {
             path: path.to_path_buf(),
             out,
-            mode: Mode::New { tmp },
+            mode: Mode::New { tmp, replace: false },
             header,
             compression,
             codec,
@@ -439,9 +460,14 @@ impl WimWriter {
         self.header.boot_metadata = ResHdr::default();
         self.out.file.write_all_at(&self.header.to_bytes(), 0)?;
         self.out.file.sync_all()?;
-        if let Mode::New { tmp } = &self.mode {
-            std::fs::rename(tmp, &self.path).map_err(|e| {
-                WimError::Io(io::Error::new(e.kind(), format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display())))
+        if let Mode::New { tmp, replace } = &self.mode {
+            let r = if *replace { std::fs::rename(tmp, &self.path) } else { rename_noreplace(tmp, &self.path) };
+            r.map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    WimError::Locked(format!("{} was created by someone else while we wrote it; nothing was changed", self.path.display()))
+                } else {
+                    WimError::Io(io::Error::new(e.kind(), format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display())))
+                }
             })?;
             fsync_dir(&self.path)?;
         }
@@ -456,7 +482,7 @@ impl Drop for WimWriter {
             return;
         }
         match &self.mode {
-            Mode::New { tmp } => {
+            Mode::New { tmp, .. } => {
                 let _ = std::fs::remove_file(tmp);
             }
             Mode::Append { old_end, old_flags } => {
@@ -508,6 +534,7 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
     }
     let compression = arch.header.compression()?;
     let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid)?;
+    w.mode = Mode::New { tmp: match &w.mode { Mode::New { tmp, .. } => tmp.clone(), Mode::Append { .. } => unreachable!() }, replace: true };
     w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX) | (arch.header.flags & super::header::HDR_FLAG_RP_FIX) | HDR_FLAG_WRITE_IN_PROGRESS;
     w.integrity = !arch.header.integrity.is_zero();
     let mut refs: HashMap<Sha1, u32> = HashMap::new();

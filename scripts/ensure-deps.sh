@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what WimGuard's tests and demo need beyond rustup, idempotently:
+# wimlib-imagex (Debian package wimtools). Fails with a clear message when
+# it cannot.
+set -euo pipefail
+
+if ! command -v wimlib-imagex >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing wimtools (wimlib-imagex) ..." >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq wimtools >/dev/null
+    else
+        echo "error: wimlib-imagex is missing and cannot be installed automatically." >&2
+        echo "       install it as root with: apt-get install wimtools" >&2
+        exit 1
+    fi
+fi
+command -v wimlib-imagex >/dev/null 2>&1 || { echo "error: wimtools installed but wimlib-imagex not on PATH" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install Rust with rustup" >&2; exit 1; }
