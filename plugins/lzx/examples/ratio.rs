@@ -1,0 +1,246 @@
+//! Compares our LZX compressor with wimlib's default level on real files.
+//!
+//! Usage: cargo run --release -p wimguard-lzx --example ratio [CHUNK_SIZE [MAX_MB]]
+//!
+//! Builds three corpora (docs, /usr/share text, /usr/bin binaries) by
+//! concatenating files, cuts them into chunks and reports compressed sizes
+//! (raw-stored chunks count at full size) and speeds of both libraries.
+
+use libloading::{Library, Symbol};
+use std::os::raw::{c_int, c_uint, c_void};
+use std::path::Path;
+use std::time::Instant;
+use wimguard_lzx::{LzxCompressor, LzxDecompressor};
+use wimguard_sdk::{ChunkCompressor, ChunkDecompressor};
+
+type CreateComp = unsafe extern "C" fn(c_int, usize, c_uint, *mut *mut c_void) -> c_int;
+type Compress =
+    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
+type CreateDec = unsafe extern "C" fn(c_int, usize, *mut *mut c_void) -> c_int;
+type Decompress =
+    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> c_int;
+
+fn collect(dir: &Path, limit: usize, out: &mut Vec<u8>, depth: u32) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if out.len() >= limit {
+            return;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.is_dir() && depth < 6 {
+            collect(&p, limit, out, depth + 1);
+        } else if md.is_file() && md.len() < 4 << 20 {
+            if let Ok(b) = std::fs::read(&p) {
+                out.extend_from_slice(&b[..b.len().min(limit - out.len())]);
+            }
+        }
+    }
+}
+
+/// Tuning overrides: LZX_NICE, LZX_DEPTH, LZX_PASSES, LZX_BLOCK.
+fn params_from_env() -> wimguard_lzx::Params {
+    let mut p = wimguard_lzx::Params::default();
+    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(v) = get("LZX_NICE") {
+        p.nice_len = v;
+    }
+    if let Some(v) = get("LZX_DEPTH") {
+        p.max_depth = v as u32;
+    }
+    if let Some(v) = get("LZX_PASSES") {
+        p.passes = v as u32;
+    }
+    if let Some(v) = get("LZX_BLOCK") {
+        p.block_size = v;
+    }
+    p
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let chunk: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32_768);
+    let max_mb: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let lib = unsafe { Library::new("/usr/lib/x86_64-linux-gnu/libwim.so.15") }
+        .expect("libwim.so.15 missing: apt-get install wimtools");
+    let (create, comp, create_d, decomp): (
+        Symbol<CreateComp>,
+        Symbol<Compress>,
+        Symbol<CreateDec>,
+        Symbol<Decompress>,
+    ) = unsafe {
+        (
+            lib.get(b"wimlib_create_compressor").unwrap(),
+            lib.get(b"wimlib_compress").unwrap(),
+            lib.get(b"wimlib_create_decompressor").unwrap(),
+            lib.get(b"wimlib_decompress").unwrap(),
+        )
+    };
+    let mut wc: *mut c_void = std::ptr::null_mut();
+    let mut wd: *mut c_void = std::ptr::null_mut();
+    unsafe {
+        assert_eq!(create(2, chunk, 0, &mut wc), 0);
+        assert_eq!(create_d(2, chunk, &mut wd), 0);
+    }
+
+    // LZX_BENCH=ours|wimlib: only compress with one side (for profiling).
+    if let Ok(which) = std::env::var("LZX_BENCH") {
+        let mut data = Vec::new();
+        for dir in ["/usr/share/doc", "/usr/share", "/usr/bin"] {
+            let mut d = Vec::new();
+            collect(Path::new(dir), max_mb << 20, &mut d, 0);
+            data.extend_from_slice(&d);
+        }
+        let mut c = LzxCompressor::with_params(chunk, params_from_env());
+        let mut total = 0usize;
+        let t = Instant::now();
+        for piece in data.chunks(chunk) {
+            let mut out = vec![0u8; piece.len()];
+            if which == "none" {
+                continue;
+            }
+            total += if which == "ours" {
+                if c.compress(piece, &mut out) {
+                    out.len()
+                } else {
+                    piece.len()
+                }
+            } else {
+                let n = unsafe {
+                    comp(
+                        piece.as_ptr() as _,
+                        piece.len(),
+                        out.as_mut_ptr() as _,
+                        piece.len() - 1,
+                        wc,
+                    )
+                };
+                if n == 0 {
+                    piece.len()
+                } else {
+                    n
+                }
+            };
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{which}: {} -> {total} bytes, {:.1} MB/s",
+            data.len(),
+            data.len() as f64 / 1e6 / secs
+        );
+        return;
+    }
+
+    let corpora = [
+        ("/usr/share/doc", "docs"),
+        ("/usr/share", "share"),
+        ("/usr/bin", "bin"),
+    ];
+    let (mut tot_in, mut tot_ours, mut tot_wim) = (0usize, 0usize, 0usize);
+    println!("chunk {chunk} bytes; sizes in bytes; speeds in MB/s of input");
+    println!(
+        "{:<6} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "corpus", "input", "ours", "wimlib", "ours/wl", "c-ours", "c-wimlib", "d-ours", "d-wimlib"
+    );
+    for (dir, name) in corpora {
+        let mut data = Vec::new();
+        collect(Path::new(dir), max_mb << 20, &mut data, 0);
+        let mut c = LzxCompressor::with_params(chunk, params_from_env());
+        let mut d = LzxDecompressor::new(chunk);
+        let mut ours: Vec<Option<Vec<u8>>> = Vec::new();
+        let t = Instant::now();
+        for piece in data.chunks(chunk) {
+            let mut out = Vec::new();
+            ours.push(if c.compress(piece, &mut out) {
+                Some(out)
+            } else {
+                None
+            });
+        }
+        let t_ours = t.elapsed().as_secs_f64();
+        let mut wim: Vec<Option<Vec<u8>>> = Vec::new();
+        let t = Instant::now();
+        for piece in data.chunks(chunk) {
+            let mut out = vec![0u8; piece.len()];
+            let n = unsafe {
+                comp(
+                    piece.as_ptr() as _,
+                    piece.len(),
+                    out.as_mut_ptr() as _,
+                    piece.len() - 1,
+                    wc,
+                )
+            };
+            wim.push(if n == 0 {
+                None
+            } else {
+                out.truncate(n);
+                Some(out)
+            });
+        }
+        let t_wim = t.elapsed().as_secs_f64();
+        let size = |v: &[Option<Vec<u8>>]| -> usize {
+            v.iter()
+                .zip(data.chunks(chunk))
+                .map(|(c, p)| c.as_ref().map_or(p.len(), |c| c.len()))
+                .sum()
+        };
+        let (s_ours, s_wim) = (size(&ours), size(&wim));
+
+        // Decompression: each library decodes its own output, checked.
+        let mut buf = vec![0u8; chunk];
+        let t = Instant::now();
+        for (cmp, piece) in ours.iter().zip(data.chunks(chunk)) {
+            if let Some(cmp) = cmp {
+                d.decompress(cmp, &mut buf[..piece.len()])
+                    .expect("own output");
+                assert!(&buf[..piece.len()] == piece);
+            }
+        }
+        let td_ours = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for (cmp, piece) in wim.iter().zip(data.chunks(chunk)) {
+            if let Some(cmp) = cmp {
+                let r = unsafe {
+                    decomp(
+                        cmp.as_ptr() as _,
+                        cmp.len(),
+                        buf.as_mut_ptr() as _,
+                        piece.len(),
+                        wd,
+                    )
+                };
+                assert_eq!(r, 0);
+            }
+        }
+        let td_wim = t.elapsed().as_secs_f64();
+        let mb = data.len() as f64 / 1e6;
+        println!(
+            "{:<6} {:>10} {:>10} {:>10} {:>8.4} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            data.len(),
+            s_ours,
+            s_wim,
+            s_ours as f64 / s_wim as f64,
+            mb / t_ours,
+            mb / t_wim,
+            mb / td_ours,
+            mb / td_wim
+        );
+        tot_in += data.len();
+        tot_ours += s_ours;
+        tot_wim += s_wim;
+    }
+    println!(
+        "total  {:>10} {:>10} {:>10} {:>8.4}",
+        tot_in,
+        tot_ours,
+        tot_wim,
+        tot_ours as f64 / tot_wim as f64
+    );
+}

@@ -1,0 +1,948 @@
+//! LZX (WIM dialect) chunk encoder: E8 preprocessing, binary-tree match
+//! finding, an iterative cost-based (near-optimal) parser aware of the three
+//! repeat offsets, and verbatim / aligned-offset block output.
+
+use crate::bits::BitWriter;
+use crate::e8;
+use crate::huffman::{assign_codes, build_lengths, HuffScratch};
+use crate::matchfinder::{extend, BtMatchFinder, Limits, Match};
+use crate::tables::*;
+
+/// Costs are kept in 1/16 bit so fractional estimates are possible.
+const COST_SHIFT: u32 = 4;
+const INF: u32 = u32::MAX;
+/// Blocks shorter than this are not split further.
+const MIN_SPLIT_BLOCK: usize = 4096;
+
+/// Compression effort knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Matches at least this long are taken without further search.
+    pub nice_len: usize,
+    /// Binary-tree nodes visited per position.
+    pub max_depth: u32,
+    /// Rounds of cost-based parsing after the greedy bootstrap.
+    pub passes: u32,
+    /// Parsing region: the chunk is parsed in regions of this size (blocks
+    /// never span two), each split further into blocks when separate
+    /// Huffman codes are estimated to pay off.
+    pub block_size: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            nice_len: 64,
+            max_depth: 32,
+            passes: 2,
+            block_size: 32768,
+        }
+    }
+}
+
+/// One parsed item. `len == 1` is a literal whose byte is `code`; otherwise
+/// `code` is the repeat slot (0..=2) or the formatted offset (distance + 2).
+#[derive(Clone, Copy, Default)]
+struct Item {
+    len: u32,
+    code: u32,
+}
+
+/// Shortest-path node: best cost to reach this position and the item that
+/// got there. The repeat offsets after it are derived once, when the node is
+/// processed, so relaxing an edge stays a small write.
+#[derive(Clone, Copy)]
+struct Node {
+    cost: u32,
+    len: u32,
+    code: u32,
+}
+
+/// Bit costs used by the parser (1/16 bit units).
+struct Model {
+    main: [u32; MAX_MAIN_SYMS],
+    len: [u32; LEN_SYMS],
+    aligned: [u32; ALIGNED_SYMS],
+    use_aligned: bool,
+}
+
+impl Model {
+    /// Cost of the extra bits of an explicit formatted offset.
+    #[inline(always)]
+    fn offset_cost(&self, f: u32, slot: usize) -> u32 {
+        let e = u32::from(EXTRA_BITS[slot]);
+        if self.use_aligned && e >= 3 {
+            ((e - 3) << COST_SHIFT) + self.aligned[(f & 7) as usize]
+        } else {
+            e << COST_SHIFT
+        }
+    }
+}
+
+/// Huffman codes for one block.
+struct Codes {
+    main_lens: [u8; MAX_MAIN_SYMS],
+    main: [u32; MAX_MAIN_SYMS],
+    len_lens: [u8; LEN_SYMS],
+    len: [u32; LEN_SYMS],
+    aligned_lens: [u8; ALIGNED_SYMS],
+    aligned: [u32; ALIGNED_SYMS],
+    use_aligned: bool,
+}
+
+/// Symbol counts of a parse.
+struct Freqs {
+    main: [u32; MAX_MAIN_SYMS],
+    len: [u32; LEN_SYMS],
+    aligned: [u32; ALIGNED_SYMS],
+}
+
+/// Encoder for one window size; all buffers are reused across chunks.
+pub struct Encoder {
+    order: u32,
+    num_main: usize,
+    params: Params,
+    window: Vec<u8>,
+    mf: BtMatchFinder,
+    cache_idx: Vec<u32>,
+    cache: Vec<Match>,
+    /// Position of `cache_idx[0]`.
+    cache_base: usize,
+    nodes: Vec<Node>,
+    queues: Vec<[u32; 3]>,
+    items: Vec<Item>,
+    region: Vec<Item>,
+    starts: Vec<u32>,
+    bounds: Vec<u32>,
+    est_freqs: Box<Freqs>,
+    toks: Vec<(u8, u8, u8)>,
+    huff: HuffScratch,
+    prev_main: [u8; MAX_MAIN_SYMS],
+    prev_len: [u8; LEN_SYMS],
+    model: Box<Model>,
+    codes: Box<Codes>,
+    freqs: Box<Freqs>,
+}
+
+/// Applies a match with distance `dist` to the repeat queue and returns its
+/// item code (repeat slot or formatted offset), mirroring the decoder.
+#[inline(always)]
+fn queue_code(q: &mut [u32; 3], dist: u32) -> u32 {
+    if dist == q[0] {
+        0
+    } else if dist == q[1] {
+        q.swap(0, 1);
+        1
+    } else if dist == q[2] {
+        q.swap(0, 2);
+        2
+    } else {
+        *q = [dist, q[0], q[1]];
+        dist + 2
+    }
+}
+
+#[inline(always)]
+fn slot_of_code(code: u32) -> usize {
+    if code < 3 {
+        code as usize
+    } else {
+        slot_of(code)
+    }
+}
+
+#[inline(always)]
+fn relax(nodes: &mut [Node], j: usize, cost: u32, len: u32, code: u32) {
+    let n = &mut nodes[j];
+    if cost < n.cost {
+        *n = Node { cost, len, code };
+    }
+}
+
+/// Repeat offsets after item (`len`, `code`) given those before it.
+#[inline(always)]
+fn next_queue(mut q: [u32; 3], len: u32, code: u32) -> [u32; 3] {
+    if len >= 2 {
+        if code < 3 {
+            q.swap(0, code as usize);
+        } else {
+            q = [code - 2, q[0], q[1]];
+        }
+    }
+    q
+}
+
+impl Encoder {
+    /// An encoder for a window of `1 << order` bytes.
+    pub fn new(order: u32, params: Params) -> Self {
+        let order = order.clamp(MIN_WINDOW_ORDER, MAX_WINDOW_ORDER);
+        Encoder {
+            order,
+            num_main: num_main_syms(order),
+            params,
+            window: Vec::new(),
+            mf: BtMatchFinder::default(),
+            cache_idx: Vec::new(),
+            cache: Vec::new(),
+            cache_base: 0,
+            nodes: Vec::new(),
+            queues: Vec::new(),
+            items: Vec::new(),
+            region: Vec::new(),
+            starts: Vec::new(),
+            bounds: Vec::new(),
+            est_freqs: Box::new(Freqs {
+                main: [0; MAX_MAIN_SYMS],
+                len: [0; LEN_SYMS],
+                aligned: [0; ALIGNED_SYMS],
+            }),
+            toks: Vec::new(),
+            huff: HuffScratch::default(),
+            prev_main: [0; MAX_MAIN_SYMS],
+            prev_len: [0; LEN_SYMS],
+            model: Box::new(Model {
+                main: [0; MAX_MAIN_SYMS],
+                len: [0; LEN_SYMS],
+                aligned: [0; ALIGNED_SYMS],
+                use_aligned: false,
+            }),
+            codes: Box::new(Codes {
+                main_lens: [0; MAX_MAIN_SYMS],
+                main: [0; MAX_MAIN_SYMS],
+                len_lens: [0; LEN_SYMS],
+                len: [0; LEN_SYMS],
+                aligned_lens: [0; ALIGNED_SYMS],
+                aligned: [0; ALIGNED_SYMS],
+                use_aligned: false,
+            }),
+            freqs: Box::new(Freqs {
+                main: [0; MAX_MAIN_SYMS],
+                len: [0; LEN_SYMS],
+                aligned: [0; ALIGNED_SYMS],
+            }),
+        }
+    }
+
+    /// Compresses one chunk; `false` means "store it raw".
+    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let n = input.len();
+        if n < 64 || n > 1usize << self.order {
+            return false;
+        }
+        let mut data = std::mem::take(&mut self.window);
+        data.clear();
+        data.extend_from_slice(input);
+        e8::apply(&mut data);
+        let ok = self.compress_prepared(&data, out);
+        self.window = data;
+        ok
+    }
+
+    fn compress_prepared(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        let n = data.len();
+        self.mf.reset(n);
+        self.prev_main.iter_mut().for_each(|l| *l = 0);
+        self.prev_len.iter_mut().for_each(|l| *l = 0);
+        let mut q = [1u32; 3];
+        let mut w = BitWriter::new(out);
+        let bsize = self.params.block_size.max(1);
+        let mut bs = 0;
+        while bs < n {
+            let be = (bs + bsize).min(n);
+            self.find_matches(data, bs, be);
+            let mut q_end = self.greedy(data, bs, be, q);
+            for _ in 0..self.params.passes {
+                self.tally();
+                self.make_codes();
+                self.make_model();
+                q_end = self.optimal(data, bs, be, q);
+            }
+            q = self.write_region(&mut w, data, bs, be, q, q_end);
+            if w.len() >= n {
+                return false;
+            }
+            bs = be;
+        }
+        w.finish();
+        out.len() < n
+    }
+
+    /// Runs the match finder over `bs..be`, caching every position's matches.
+    fn find_matches(&mut self, data: &[u8], bs: usize, be: usize) {
+        let n = data.len();
+        let lim = Limits {
+            nice_len: self.params.nice_len.clamp(3, MAX_MATCH),
+            max_depth: self.params.max_depth.max(1),
+            max_dist: (1usize << self.order) - 3,
+        };
+        self.cache.clear();
+        self.cache_idx.clear();
+        self.cache_base = bs;
+        self.cache_idx.push(0);
+        let mut i = bs;
+        while i < be {
+            let max_len = MAX_MATCH.min(n - i);
+            let best = self
+                .mf
+                .advance::<true>(data, i, max_len, &lim, &mut self.cache);
+            self.cache_idx.push(self.cache.len() as u32);
+            i += 1;
+            if best >= lim.nice_len {
+                // Inside a long match: keep the tree up to date (these
+                // positions are good match sources later) but record nothing.
+                let stop = (i - 1 + best).min(be);
+                while i < stop {
+                    let max_len = MAX_MATCH.min(n - i);
+                    self.mf
+                        .advance::<false>(data, i, max_len, &lim, &mut self.cache);
+                    self.cache_idx.push(self.cache.len() as u32);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn matches_at(&self, i: usize) -> &[Match] {
+        let k = i - self.cache_base;
+        &self.cache[self.cache_idx[k] as usize..self.cache_idx[k + 1] as usize]
+    }
+
+    /// Bootstrap parse: longest match (repeat offsets preferred), for the
+    /// first symbol statistics.
+    fn greedy(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) -> [u32; 3] {
+        self.items.clear();
+        let mut q = q0;
+        let mut i = bs;
+        while i < be {
+            let maxl = MAX_MATCH.min(be - i);
+            let (mut best_len, mut best_dist) = (0usize, 0u32);
+            for &d in q.iter() {
+                let du = d as usize;
+                if du <= i && maxl >= 2 {
+                    let l = extend(data, i - du, i, 0, maxl);
+                    if l > best_len {
+                        best_len = l;
+                        best_dist = d;
+                    }
+                }
+            }
+            if let Some(m) = self.matches_at(i).last() {
+                let l = (m.len as usize).min(maxl);
+                if l >= 3 && l > best_len + 1 {
+                    best_len = l;
+                    best_dist = m.dist;
+                }
+            }
+            if best_len >= 2 {
+                let code = queue_code(&mut q, best_dist);
+                self.items.push(Item {
+                    len: best_len as u32,
+                    code,
+                });
+                i += best_len;
+            } else {
+                self.items.push(Item {
+                    len: 1,
+                    code: u32::from(data[i]),
+                });
+                i += 1;
+            }
+        }
+        q
+    }
+
+    /// Counts the symbols used by `self.items`.
+    fn tally(&mut self) {
+        tally_items(&self.items, &mut self.freqs);
+    }
+
+    /// Splits the parsed region `bs..be` (items in `self.items`, repeat
+    /// offsets `q0` at its start and `q_end` after it) into blocks where
+    /// separate Huffman codes pay for their headers, re-parses each such
+    /// block with its own statistics and writes them. Returns the repeat
+    /// offsets after the region as written.
+    fn write_region(
+        &mut self,
+        w: &mut BitWriter,
+        data: &[u8],
+        bs: usize,
+        be: usize,
+        q0: [u32; 3],
+        q_end: [u32; 3],
+    ) -> [u32; 3] {
+        // Item start positions, and distances instead of queue-relative codes.
+        let mut parsed = std::mem::take(&mut self.region);
+        let mut starts = std::mem::take(&mut self.starts);
+        parsed.clear();
+        starts.clear();
+        let mut q = q0;
+        let mut p = bs;
+        for it in &self.items {
+            starts.push(p as u32);
+            let d = if it.len == 1 {
+                it.code
+            } else if it.code < 3 {
+                q[it.code as usize]
+            } else {
+                it.code - 2
+            };
+            q = next_queue(q, it.len, it.code);
+            parsed.push(Item {
+                len: it.len,
+                code: d,
+            });
+            p += it.len as usize;
+        }
+        let mut bounds = std::mem::take(&mut self.bounds);
+        bounds.clear();
+        if be - bs >= 2 * MIN_SPLIT_BLOCK {
+            let all = std::mem::take(&mut self.items);
+            self.choose_splits(&all, &starts, bs, be, &mut bounds);
+            self.items = all;
+        }
+        bounds.push(be as u32);
+
+        let mut q = q_end;
+        if bounds.len() > 1 {
+            q = q0;
+            let mut q_start = q0;
+            let mut s = bs;
+            let mut idx = 0;
+            for &e in &bounds {
+                let e = e as usize;
+                self.items.clear();
+                while idx < parsed.len() {
+                    let p = starts[idx] as usize;
+                    let it = parsed[idx];
+                    let a = p.max(s);
+                    let b = (p + it.len as usize).min(e);
+                    if b > a {
+                        if it.len == 1 || b - a == 1 {
+                            self.items.push(Item {
+                                len: 1,
+                                code: u32::from(data[a]),
+                            });
+                        } else {
+                            let code = queue_code(&mut q, it.code);
+                            self.items.push(Item {
+                                len: (b - a) as u32,
+                                code,
+                            });
+                        }
+                    }
+                    if p + it.len as usize <= e {
+                        idx += 1;
+                    } else {
+                        break;
+                    }
+                }
+                // Re-parse the block with its own statistics.
+                let q_block = q_start;
+                self.tally();
+                self.make_codes();
+                self.make_model();
+                q = self.optimal(data, s, e, q_block);
+                self.tally();
+                self.make_codes();
+                self.write_block(w, e - s);
+                s = e;
+                q_start = q;
+            }
+        } else {
+            self.tally();
+            self.make_codes();
+            self.write_block(w, be - bs);
+        }
+        self.region = parsed;
+        self.starts = starts;
+        self.bounds = bounds;
+        q
+    }
+
+    /// Recursively halves `s..e` while two blocks are estimated cheaper than
+    /// one, appending interior block ends to `bounds` in order.
+    fn choose_splits(
+        &mut self,
+        items: &[Item],
+        starts: &[u32],
+        s: usize,
+        e: usize,
+        bounds: &mut Vec<u32>,
+    ) {
+        if e - s < 2 * MIN_SPLIT_BLOCK {
+            return;
+        }
+        let mid = s + (e - s) / 2;
+        let at = |pos: usize| starts.partition_point(|&p| (p as usize) < pos);
+        let (i0, im, i1) = (at(s), at(mid), at(e));
+        let whole = self.estimate(&items[i0..i1]);
+        let split = self.estimate(&items[i0..im]) + self.estimate(&items[im..i1]);
+        if split < whole {
+            self.choose_splits(items, starts, s, mid, bounds);
+            bounds.push(mid as u32);
+            self.choose_splits(items, starts, mid, e, bounds);
+        }
+    }
+
+    /// Estimated size in bits of `items` as one block with its own codes.
+    fn estimate(&mut self, items: &[Item]) -> u64 {
+        let nm = self.num_main;
+        let f = &mut *self.est_freqs;
+        tally_items(items, f);
+        let mut lens = [0u8; MAX_MAIN_SYMS];
+        let mut llens = [0u8; LEN_SYMS];
+        let mut alens = [0u8; ALIGNED_SYMS];
+        build_lengths(&f.main[..nm], MAX_MAIN_LEN, &mut lens[..nm], &mut self.huff);
+        build_lengths(&f.len, MAX_LENTREE_LEN, &mut llens, &mut self.huff);
+        build_lengths(&f.aligned, MAX_ALIGNED_LEN, &mut alens, &mut self.huff);
+        let mut bits: u64 = 20;
+        for s in 0..nm {
+            bits += u64::from(f.main[s]) * u64::from(lens[s]);
+        }
+        for s in 0..LEN_SYMS {
+            bits += u64::from(f.len[s]) * u64::from(llens[s]);
+        }
+        let (mut verbatim, mut aligned) = (0u64, 24u64);
+        for s in 0..ALIGNED_SYMS {
+            verbatim += 3 * u64::from(f.aligned[s]);
+            aligned += u64::from(f.aligned[s]) * u64::from(alens[s]);
+        }
+        bits += verbatim.min(aligned);
+        for it in items {
+            if it.len > 1 {
+                let slot = slot_of_code(it.code);
+                if slot >= 3 {
+                    // Low 3 bits of larger offsets are counted above.
+                    let e = u64::from(EXTRA_BITS[slot]);
+                    bits += if e >= 3 { e - 3 } else { e };
+                }
+            }
+        }
+        let zeros = [0u8; MAX_MAIN_SYMS];
+        bits += lens_cost(
+            &zeros[..NUM_CHARS],
+            &lens[..NUM_CHARS],
+            &mut self.toks,
+            &mut self.huff,
+        );
+        bits += lens_cost(
+            &zeros[NUM_CHARS..nm],
+            &lens[NUM_CHARS..nm],
+            &mut self.toks,
+            &mut self.huff,
+        );
+        bits += lens_cost(&zeros[..LEN_SYMS], &llens, &mut self.toks, &mut self.huff);
+        bits
+    }
+
+    /// Builds the block's codes from the counts and picks verbatim or
+    /// aligned by which needs fewer extra-bit bits.
+    fn make_codes(&mut self) {
+        let nm = self.num_main;
+        let c = &mut *self.codes;
+        let f = &*self.freqs;
+        build_lengths(
+            &f.main[..nm],
+            MAX_MAIN_LEN,
+            &mut c.main_lens[..nm],
+            &mut self.huff,
+        );
+        build_lengths(&f.len, MAX_LENTREE_LEN, &mut c.len_lens, &mut self.huff);
+        build_lengths(
+            &f.aligned,
+            MAX_ALIGNED_LEN,
+            &mut c.aligned_lens,
+            &mut self.huff,
+        );
+        // Extra bits: verbatim spends 3 raw bits where aligned spends a code.
+        let mut verbatim: u64 = 0;
+        let mut aligned: u64 = 3 * ALIGNED_SYMS as u64;
+        for (s, &cnt) in f.aligned.iter().enumerate() {
+            verbatim += 3 * u64::from(cnt);
+            aligned += u64::from(c.aligned_lens[s]) * u64::from(cnt);
+        }
+        c.use_aligned = aligned < verbatim;
+        assign_codes(&c.main_lens[..nm], &mut c.main[..nm]);
+        assign_codes(&c.len_lens, &mut c.len);
+        assign_codes(&c.aligned_lens, &mut c.aligned);
+    }
+
+    /// Turns the current codes into parser costs.
+    fn make_model(&mut self) {
+        let c = &*self.codes;
+        let m = &mut *self.model;
+        let nm = self.num_main;
+        let cost = |l: u8, unused: u32| -> u32 {
+            if l == 0 {
+                unused << COST_SHIFT
+            } else {
+                u32::from(l) << COST_SHIFT
+            }
+        };
+        for s in 0..nm {
+            m.main[s] = cost(c.main_lens[s], 15);
+        }
+        for s in 0..LEN_SYMS {
+            m.len[s] = cost(c.len_lens[s], 14);
+        }
+        for s in 0..ALIGNED_SYMS {
+            m.aligned[s] = cost(c.aligned_lens[s], 6);
+        }
+        m.use_aligned = c.use_aligned;
+    }
+
+    /// Cost-based parse of `bs..be` by a forward shortest-path pass; each
+    /// node carries the repeat offsets of its best path.
+    fn optimal(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) -> [u32; 3] {
+        let blen = be - bs;
+        let nice = self.params.nice_len.clamp(3, MAX_MATCH);
+        let mut nodes = std::mem::take(&mut self.nodes);
+        nodes.clear();
+        nodes.resize(
+            blen + 1,
+            Node {
+                cost: INF,
+                len: 0,
+                code: 0,
+            },
+        );
+        nodes[0] = Node {
+            cost: 0,
+            len: 0,
+            code: 0,
+        };
+        let mut queues = std::mem::take(&mut self.queues);
+        queues.clear();
+        queues.resize(blen + 1, q0);
+        let m = &*self.model;
+        let mut i = bs;
+        while i < be {
+            let k = i - bs;
+            let Node {
+                cost: c0,
+                len: il,
+                code: ic,
+            } = nodes[k];
+            let q = if k == 0 {
+                q0
+            } else {
+                next_queue(queues[k - il as usize], il, ic)
+            };
+            queues[k] = q;
+            let maxl = MAX_MATCH.min(be - i);
+            let ms = self.matches_at(i);
+
+            // Repeat-offset match lengths (duplicate offsets skipped).
+            let mut rep_len = [0usize; 3];
+            if maxl >= 2 {
+                for r in 0..3 {
+                    let d = q[r] as usize;
+                    if d > i || (r >= 1 && q[r] == q[0]) || (r == 2 && q[2] == q[1]) {
+                        continue;
+                    }
+                    if data[i] == data[i - d] && data[i + 1] == data[i + 1 - d] {
+                        rep_len[r] = extend(data, i - d, i, 2, maxl);
+                    }
+                }
+            }
+            let (mut best_r, mut best_rl) = (0usize, rep_len[0]);
+            for r in 1..3 {
+                if rep_len[r] > best_rl {
+                    best_r = r;
+                    best_rl = rep_len[r];
+                }
+            }
+            let longest = ms.last().map_or(0, |x| (x.len as usize).min(maxl));
+
+            // A very long match is taken as is: cheap, and nearly always right.
+            if best_rl >= nice || longest >= nice {
+                if best_rl >= longest {
+                    let hdr = (best_rl - MIN_MATCH).min(LEN_ESCAPE);
+                    let mut c = m.main[NUM_CHARS + best_r * NUM_LEN_HEADERS + hdr];
+                    if hdr == LEN_ESCAPE {
+                        c += m.len[best_rl - MIN_MATCH - LEN_ESCAPE];
+                    }
+                    relax(
+                        &mut nodes,
+                        k + best_rl,
+                        c0 + c,
+                        best_rl as u32,
+                        best_r as u32,
+                    );
+                    i += best_rl;
+                } else {
+                    let mt = ms[ms.len() - 1];
+                    let mut nq = q;
+                    let code = queue_code(&mut nq, mt.dist);
+                    let slot = slot_of_code(code);
+                    let hdr = (longest - MIN_MATCH).min(LEN_ESCAPE);
+                    let mut c = m.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr];
+                    if hdr == LEN_ESCAPE {
+                        c += m.len[longest - MIN_MATCH - LEN_ESCAPE];
+                    }
+                    if slot >= 3 {
+                        c += m.offset_cost(code, slot);
+                    }
+                    relax(&mut nodes, k + longest, c0 + c, longest as u32, code);
+                    i += longest;
+                }
+                continue;
+            }
+
+            // Literal.
+            relax(
+                &mut nodes,
+                k + 1,
+                c0 + m.main[data[i] as usize],
+                1,
+                u32::from(data[i]),
+            );
+
+            // The longest repeat match, every length. Shorter repeat matches
+            // at other slots rarely win, and checking them costs time.
+            if best_rl >= 2 {
+                let r = best_r;
+                let base = NUM_CHARS + r * NUM_LEN_HEADERS;
+                for l in 2..=best_rl.min(8) {
+                    let c = c0 + m.main[base + l - MIN_MATCH];
+                    relax(&mut nodes, k + l, c, l as u32, r as u32);
+                }
+                if best_rl >= 9 {
+                    let c1 = c0 + m.main[base + LEN_ESCAPE];
+                    for l in 9..=best_rl {
+                        let c = c1 + m.len[l - 9];
+                        relax(&mut nodes, k + l, c, l as u32, r as u32);
+                    }
+                }
+            }
+
+            // Explicit matches: each length uses the nearest match reaching it;
+            // lengths a repeat match covers are left to it (cheaper, nearly
+            // always).
+            let mut prev = best_rl.max(1);
+            for mt in ms {
+                let d = mt.dist;
+                if d == q[0] || d == q[1] || d == q[2] {
+                    continue;
+                }
+                let top = (mt.len as usize).min(maxl);
+                if top <= prev {
+                    continue;
+                }
+                let f = d + 2;
+                let slot = slot_of(f);
+                let oc = c0 + m.offset_cost(f, slot);
+                let base = NUM_CHARS + slot * NUM_LEN_HEADERS;
+                for l in (prev + 1).max(2)..=top.min(8) {
+                    let c = oc + m.main[base + l - MIN_MATCH];
+                    relax(&mut nodes, k + l, c, l as u32, f);
+                }
+                if top >= 9 {
+                    let c1 = oc + m.main[base + LEN_ESCAPE];
+                    for l in (prev + 1).max(9)..=top {
+                        let c = c1 + m.len[l - 9];
+                        relax(&mut nodes, k + l, c, l as u32, f);
+                    }
+                }
+                prev = top;
+            }
+            i += 1;
+        }
+
+        // Walk back along the best path.
+        self.items.clear();
+        let mut j = blen;
+        while j > 0 {
+            let nd = nodes[j];
+            self.items.push(Item {
+                len: nd.len,
+                code: nd.code,
+            });
+            j -= nd.len as usize;
+        }
+        self.items.reverse();
+        let nd = nodes[blen];
+        let q_end = next_queue(queues[blen - nd.len as usize], nd.len, nd.code);
+        self.nodes = nodes;
+        self.queues = queues;
+        q_end
+    }
+
+    /// Emits one block: header, code lengths, items.
+    fn write_block(&mut self, w: &mut BitWriter, size: usize) {
+        let nm = self.num_main;
+        let c = &*self.codes;
+        w.put(if c.use_aligned { 2 } else { 1 }, 3);
+        if size == DEFAULT_BLOCK_SIZE {
+            w.put(1, 1);
+        } else {
+            w.put(0, 1);
+            if self.order >= 16 {
+                w.put((size >> 8) as u32, 16);
+                w.put((size & 0xff) as u32, 8);
+            } else {
+                w.put(size as u32, 16);
+            }
+        }
+        if c.use_aligned {
+            for &l in &c.aligned_lens {
+                w.put(u32::from(l), 3);
+            }
+        }
+        write_lens(
+            w,
+            &self.prev_main[..NUM_CHARS],
+            &c.main_lens[..NUM_CHARS],
+            &mut self.toks,
+            &mut self.huff,
+        );
+        write_lens(
+            w,
+            &self.prev_main[NUM_CHARS..nm],
+            &c.main_lens[NUM_CHARS..nm],
+            &mut self.toks,
+            &mut self.huff,
+        );
+        write_lens(
+            w,
+            &self.prev_len,
+            &c.len_lens,
+            &mut self.toks,
+            &mut self.huff,
+        );
+        self.prev_main[..nm].copy_from_slice(&c.main_lens[..nm]);
+        self.prev_len.copy_from_slice(&c.len_lens);
+
+        for it in &self.items {
+            if it.len == 1 {
+                let s = it.code as usize;
+                w.put(c.main[s], u32::from(c.main_lens[s]));
+                continue;
+            }
+            let slot = slot_of_code(it.code);
+            let hdr = (it.len as usize - MIN_MATCH).min(LEN_ESCAPE);
+            let s = NUM_CHARS + slot * NUM_LEN_HEADERS + hdr;
+            w.put(c.main[s], u32::from(c.main_lens[s]));
+            if hdr == LEN_ESCAPE {
+                let ls = it.len as usize - MIN_MATCH - LEN_ESCAPE;
+                w.put(c.len[ls], u32::from(c.len_lens[ls]));
+            }
+            if slot >= 3 {
+                let e = u32::from(EXTRA_BITS[slot]);
+                let v = it.code - SLOT_BASE[slot];
+                if c.use_aligned && e >= 3 {
+                    w.put(v >> 3, e - 3);
+                    let a = (v & 7) as usize;
+                    w.put(c.aligned[a], u32::from(c.aligned_lens[a]));
+                } else {
+                    w.put(v, e);
+                }
+            }
+        }
+    }
+}
+
+/// Counts the symbols `items` use.
+fn tally_items(items: &[Item], f: &mut Freqs) {
+    f.main.iter_mut().for_each(|x| *x = 0);
+    f.len.iter_mut().for_each(|x| *x = 0);
+    f.aligned.iter_mut().for_each(|x| *x = 0);
+    for it in items {
+        if it.len == 1 {
+            f.main[it.code as usize] += 1;
+            continue;
+        }
+        let slot = slot_of_code(it.code);
+        let hdr = (it.len as usize - MIN_MATCH).min(LEN_ESCAPE);
+        f.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr] += 1;
+        if hdr == LEN_ESCAPE {
+            f.len[it.len as usize - MIN_MATCH - LEN_ESCAPE] += 1;
+        }
+        if slot >= 3 && EXTRA_BITS[slot] >= 3 {
+            f.aligned[(it.code & 7) as usize] += 1;
+        }
+    }
+}
+
+/// Tokenizes new code lengths as pretree symbols: deltas from `prev`, runs
+/// of zeros (17, 18) and runs of equal values (19). Each token is (symbol,
+/// extra value, extra bit count). Returns the pretree symbol counts.
+fn tokenize(prev: &[u8], new: &[u8], toks: &mut Vec<(u8, u8, u8)>) -> [u32; PRE_SYMS] {
+    toks.clear();
+    let n = new.len();
+    let delta = |i: usize, v: u8| ((u32::from(prev[i]) + 17 - u32::from(v)) % 17) as u8;
+    let mut i = 0;
+    while i < n {
+        let v = new[i];
+        let mut run = 1;
+        while i + run < n && new[i + run] == v {
+            run += 1;
+        }
+        if v == 0 && run >= 4 {
+            while run >= 20 {
+                let t = run.min(51);
+                toks.push((18, (t - 20) as u8, 5));
+                run -= t;
+                i += t;
+            }
+            if run >= 4 {
+                let t = run.min(19);
+                toks.push((17, (t - 4) as u8, 4));
+                i += t;
+            }
+            continue;
+        }
+        if run >= 4 {
+            let t = if run == 8 || run == 9 { 4 } else { run.min(5) };
+            toks.push((19, (t - 4) as u8, 1));
+            toks.push((delta(i, v), 0, 0));
+            i += t;
+            continue;
+        }
+        toks.push((delta(i, v), 0, 0));
+        i += 1;
+    }
+    let mut freq = [0u32; PRE_SYMS];
+    for t in toks.iter() {
+        freq[t.0 as usize] += 1;
+    }
+    freq
+}
+
+/// Size in bits of one pretree pass for these lengths.
+fn lens_cost(prev: &[u8], new: &[u8], toks: &mut Vec<(u8, u8, u8)>, huff: &mut HuffScratch) -> u64 {
+    let freq = tokenize(prev, new, toks);
+    let mut lens = [0u8; PRE_SYMS];
+    build_lengths(&freq, MAX_PRE_LEN, &mut lens, huff);
+    let mut bits = 4 * PRE_SYMS as u64;
+    for &(s, _, nb) in toks.iter() {
+        bits += u64::from(lens[s as usize]) + u64::from(nb);
+    }
+    bits
+}
+
+/// Writes one pretree pass: the pretree lengths, then the tokens.
+fn write_lens(
+    w: &mut BitWriter,
+    prev: &[u8],
+    new: &[u8],
+    toks: &mut Vec<(u8, u8, u8)>,
+    huff: &mut HuffScratch,
+) {
+    let freq = tokenize(prev, new, toks);
+    let mut lens = [0u8; PRE_SYMS];
+    let mut codes = [0u32; PRE_SYMS];
+    build_lengths(&freq, MAX_PRE_LEN, &mut lens, huff);
+    assign_codes(&lens, &mut codes);
+    for &l in &lens {
+        w.put(u32::from(l), 4);
+    }
+    for &(s, x, nb) in toks.iter() {
+        w.put(codes[s as usize], u32::from(lens[s as usize]));
+        if nb > 0 {
+            w.put(u32::from(x), u32::from(nb));
+        }
+    }
+}
