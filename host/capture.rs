@@ -158,6 +158,7 @@ pub fn capture(
     let mut tree = ImageTree::new(root);
     let root_id = (root_meta.dev(), root_meta.ino());
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
+    let own_output = writer.output_identity();
     let mut jobs: Vec<DataJob> = Vec::new();
     // (directory path, its dentry, path relative to the source)
     let mut stack: Vec<(PathBuf, usize, String)> = vec![(src.to_path_buf(), 0, String::new())];
@@ -186,6 +187,9 @@ pub fn capture(
                 }
             };
             let ft = m.file_type();
+            if Some((m.dev(), m.ino())) == own_output {
+                continue; // the archive being written lives inside the source
+            }
             if let Some(ex) = &excludes {
                 if ex.matched_path_or_any_parents(&rel, ft.is_dir()).is_ignore() {
                     continue;
@@ -359,7 +363,7 @@ fn read_and_store(
     let chunk = if writer.chunk_size() == 0 { 32768 } else { writer.chunk_size() as usize };
     let files_total = jobs.len() as u64;
     let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
-    let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(2);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(1);
     let mut failed = Vec::new();
     std::thread::scope(|s| -> Result<()> {
         let jobs_ref = &jobs;

@@ -29,7 +29,7 @@ use super::xml::{ImageInfo, WimXml};
 
 /// Chunk size we write for XPRESS and LZX (the only one Microsoft tools take for LZX).
 pub const DEFAULT_CHUNK_SIZE: u32 = 32768;
-const OUT_BUFFER: usize = 4 << 20;
+const OUT_BUFFER: usize = 1 << 20;
 
 /// A write position over a file with a large in-memory tail buffer, so that
 /// many small resources cost few syscalls and a just-written duplicate blob
@@ -256,6 +256,13 @@ impl WimWriter {
             integrity,
             committed: false,
         })
+    }
+
+    /// (device, inode) of the file being written, so a capture can skip its
+    /// own output when the archive lives inside the source tree.
+    pub fn output_identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.out.file.metadata().ok().map(|m| (m.dev(), m.ino()))
     }
 
     pub fn compression(&self) -> Compression {
