@@ -161,6 +161,24 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes temp files of earlier writers of the same archive that died
+/// (their lock is gone). Best effort: failures are ignored.
+fn remove_stale_temps(dir: &Path, name: &str, ours: &Path) {
+    let prefix = format!(".{name}.wimguard-tmp-");
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p == ours || !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        if let Ok(f) = File::open(&p) {
+            if lock_exclusive(&f, &p).is_ok() {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
 /// Renames `from` to `to` unless `to` exists (two captures racing to create
 /// the same archive must not clobber each other).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
@@ -204,6 +222,10 @@ impl WimWriter {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(|e| {
             WimError::Io(io::Error::new(e.kind(), format!("cannot create {}: {e}", tmp.display())))
         })?;
+        // Held until the writer is gone, so a later writer can tell our temp
+        // file from one a killed process left behind.
+        lock_exclusive(&file, &tmp)?;
+        remove_stale_temps(dir, &name.to_string_lossy(), &tmp);
         let mut header = Header::new(compression, chunk_size, guid);
         header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
         let mut out = OutBuf { file, buf: Vec::new(), buf_start: 0 };
