@@ -233,7 +233,9 @@ fn capture_cmd(
         return Err(CliError::usage(format!("{} already has an image named {name:?}; choose another --name", wim.display())));
     }
     let opts = CaptureOptions { name, description: description.unwrap_or_default(), excludes, no_rpfix: norpfix };
-    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |_, _, _, _| {})?;
+    let mut bar = ProgressLine::new("capturing");
+    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |f, ft, b, bt| bar.update(f, ft, b, bt))?;
+    bar.finish();
     w.commit()?;
     for warn in &report.warnings {
         eprintln!("wimguard: warning: {warn}");
@@ -325,4 +327,39 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
         println!("Hard link bytes: {}", i.hard_link_bytes);
     }
     Ok(())
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal.
+struct ProgressLine {
+    what: &'static str,
+    enabled: bool,
+    start: std::time::Instant,
+    last: Option<std::time::Instant>,
+}
+
+impl ProgressLine {
+    fn new(what: &'static str) -> Self {
+        use std::io::IsTerminal;
+        ProgressLine { what, enabled: std::io::stderr().is_terminal(), start: std::time::Instant::now(), last: None }
+    }
+
+    fn update(&mut self, files: u64, files_total: u64, bytes: u64, bytes_total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && files < files_total {
+            return;
+        }
+        self.last = Some(now);
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let rate = mib(bytes) / self.start.elapsed().as_secs_f64().max(1e-3);
+        eprint!("\r{}: {files}/{files_total} files, {:.1}/{:.1} MiB, {rate:.1} MiB/s   ", self.what, mib(bytes), mib(bytes_total));
+    }
+
+    fn finish(&mut self) {
+        if self.enabled && self.last.is_some() {
+            eprintln!();
+        }
+    }
 }
