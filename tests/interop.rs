@@ -1,0 +1,20 @@
+//! Interoperability test suite between wimguard and wimlib-imagex (wimtools),
+//! following the conformance checklist of docs/wim-format.md §13.
+//!
+//! Run: `CARGO_TARGET_DIR=/tmp/tgt-tests cargo test --test interop`
+//! Tests needing root (devices, ownership) print "skipped: needs root" otherwise.
+
+mod common;
+
+#[path = "interop/baseline.rs"]
+mod baseline;
+#[path = "interop/direction_a.rs"]
+mod direction_a;
+#[path = "interop/direction_b.rs"]
+mod direction_b;
+#[path = "interop/mixed.rs"]
+mod mixed;
+#[path = "interop/bad_input.rs"]
+mod bad_input;
+#[path = "interop/safety.rs"]
+mod safety;
