@@ -225,6 +225,10 @@ fn capture_cmd(
     if check {
         w.integrity = true;
     }
+    if norpfix && !exists {
+        // Like wimlib: the flag tells readers that fixups were done at capture.
+        w.header.flags &= !crate::wim::header::HDR_FLAG_RP_FIX;
+    }
     let name = match name {
         Some(n) => n,
         None => default_name(&|n| w.xml().name_in_use(n)),

@@ -305,6 +305,14 @@ pub fn compare_names(a: &[u16], b: &[u16]) -> std::cmp::Ordering {
     a.iter().map(|&u| up(u)).cmp(b.iter().map(|&u| up(u))).then_with(|| a.cmp(b))
 }
 
+/// The tagged-item region, zero-padded to a multiple of 8 so that it can be
+/// written back without misaligning the dentries after it.
+fn padded8(b: &[u8]) -> Vec<u8> {
+    let mut v = b.to_vec();
+    v.resize(align8(v.len()), 0);
+    v
+}
+
 fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
@@ -458,7 +466,7 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
         last_access_time: le.u64(off + 48, what)?,
         last_write_time: le.u64(off + 56, what)?,
         unknown_0x54: le.u32(off + 84, what)?,
-        tagged: TaggedItems { raw: buf[tagged_start..off + length].to_vec() },
+        tagged: TaggedItems { raw: padded8(&buf[tagged_start..off + length]) },
         ..Inode::default()
     };
     let mut link_group = 0;
@@ -580,5 +588,72 @@ mod tests {
         let child = root_list as usize;
         bytes[child + 16..child + 24].copy_from_slice(&root_list.to_le_bytes());
         assert!(ImageTree::parse(&bytes).is_err());
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    fn dir() -> Inode {
+        Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() }
+    }
+
+    /// A symlink (or any non-directory) listing children must not get them:
+    /// extraction would otherwise create files "below" a link.
+    #[test]
+    fn children_of_a_reparse_point_are_ignored() {
+        let mut t = ImageTree::new(dir());
+        let d = t.add_inode(dir());
+        let evil = t.add_dentry(0, "evil".encode_utf16().collect(), d);
+        let f = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, ..Inode::default() });
+        t.add_dentry(evil, "x".encode_utf16().collect(), f);
+        let mut bytes = t.serialize();
+        // Turn "evil" into a symlink to a directory while keeping its child list.
+        let root_list = u64::from_le_bytes(bytes[8 + 16..8 + 24].try_into().unwrap()) as usize;
+        let attrs = (FILE_ATTRIBUTE_REPARSE_POINT | FILE_ATTRIBUTE_DIRECTORY).to_le_bytes();
+        bytes[root_list + 8..root_list + 12].copy_from_slice(&attrs);
+        let back = ImageTree::parse(&bytes).unwrap();
+        let e = back.lookup("/evil").unwrap();
+        assert!(back.inode_of(e).is_reparse());
+        assert!(back.dentries[e].children.is_empty());
+        assert!(back.lookup("/evil/x").is_none());
+    }
+
+    /// Names wimlib ignores (`.`, `..`, embedded NUL, duplicates) are dropped.
+    #[test]
+    fn dot_names_nul_names_and_duplicates_are_dropped() {
+        let mut t = ImageTree::new(dir());
+        for name in [".", "..", "a\0b", "dup", "dup", "ok"] {
+            let i = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, ..Inode::default() });
+            t.add_dentry(0, name.encode_utf16().collect(), i);
+        }
+        let back = ImageTree::parse(&t.serialize()).unwrap();
+        let names: Vec<String> = back.dentries[0].children.iter().map(|&c| String::from_utf16_lossy(&back.dentries[c].name)).collect();
+        assert_eq!(names, vec!["dup", "ok"]);
+    }
+
+    /// Truncations and bit flips anywhere in a metadata resource end in an
+    /// error or a tree, never a panic.
+    #[test]
+    fn truncated_and_flipped_resources_never_panic() {
+        let mut t = ImageTree::new(dir());
+        let d = t.add_inode(dir());
+        let sub = t.add_dentry(0, "sub".encode_utf16().collect(), d);
+        for i in 0..5 {
+            let f = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, data_hash: [i; 20], ..Inode::default() });
+            t.add_dentry(sub, format!("f{i}").encode_utf16().collect(), f);
+        }
+        let bytes = t.serialize();
+        for cut in 0..bytes.len() {
+            let _ = ImageTree::parse(&bytes[..cut]);
+        }
+        for pos in 0..bytes.len() {
+            for bit in [0x01u8, 0x10, 0x80] {
+                let mut b = bytes.clone();
+                b[pos] ^= bit;
+                let _ = ImageTree::parse(&b);
+            }
+        }
     }
 }
