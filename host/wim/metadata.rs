@@ -237,15 +237,10 @@ impl ImageTree {
             tree.dentries[d].children = kids;
         }
         let counts = tree.link_counts();
-        // Hard link group ids for multi-name inodes (not for dirs and reparse points).
+        // Hard link group ids for multi-name inodes (not for dirs and reparse
+        // points), numbered in write order so equal trees give equal bytes.
         let mut group = vec![0u64; tree.inodes.len()];
         let mut next = 1u64;
-        for (i, ino) in tree.inodes.iter().enumerate() {
-            if counts[i] > 1 && !ino.is_dir() && !ino.is_reparse() {
-                group[i] = next;
-                next += 1;
-            }
-        }
         // Pass 1: sizes and placement.
         let sizes: Vec<usize> = tree.dentries.iter().map(|d| dentry_size(d, &tree.inodes[d.inode])).collect();
         let mut pos = vec![0usize; tree.dentries.len()];
@@ -280,6 +275,10 @@ impl ImageTree {
                 let d = &tree.dentries[c];
                 let ino = &tree.inodes[d.inode];
                 let sub = if ino.is_dir() { subdir[c] as u64 } else { 0 };
+                if counts[d.inode] > 1 && !ino.is_dir() && !ino.is_reparse() && group[d.inode] == 0 {
+                    group[d.inode] = next;
+                    next += 1;
+                }
                 write_dentry(&mut out, d, ino, sub, group[d.inode]);
             }
             out.extend_from_slice(&[0; 8]);
