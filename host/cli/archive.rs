@@ -185,6 +185,20 @@ fn default_name(taken: &dyn Fn(&str) -> bool) -> String {
     name
 }
 
+/// The newest image (of the last few) that carries WimGuard's file identity
+/// items, whose hashes an unchanged file may reuse. Images appended by other
+/// tools (wimlib) lack them; an older WimGuard image behind them still helps.
+fn latest_wimguard_image(arch: &WimArchive) -> Result<Option<crate::wim::metadata::ImageTree>, CliError> {
+    let n = arch.image_count();
+    for i in (1..=n).rev().take(8) {
+        let tree = arch.load_image(i)?;
+        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
+            return Ok(Some(tree));
+        }
+    }
+    Ok(None)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn capture_cmd(
     source: PathBuf,
@@ -215,7 +229,7 @@ fn capture_cmd(
                 )));
             }
         }
-        let previous = if arch.image_count() > 0 { Some(arch.load_image(arch.image_count())?) } else { None };
+        let previous = latest_wimguard_image(&arch)?;
         drop(arch);
         (WimWriter::append(&wim)?, previous)
     } else {
