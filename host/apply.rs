@@ -73,7 +73,8 @@ fn unsafe_name(name: &str) -> bool {
 }
 
 /// Restores image `index` of `arch` into `dest`.
-pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport> {
+/// `progress(bytes done, bytes total)` is called as file contents are written.
+pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<ApplyReport> {
     let tree = arch.load_image(index)?;
     let mut report = ApplyReport::default();
 
@@ -173,6 +174,7 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions) ->
         (b.reshdr.offset, *h, b.reshdr.original_size)
     }).collect();
     order.sort();
+    let bytes_total: u64 = order.iter().map(|o| o.2).sum();
     let mut batch: Vec<Sha1> = Vec::new();
     let mut batch_bytes = 0u64;
     let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
@@ -194,12 +196,15 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions) ->
             if batch_bytes >= SMALL_BATCH_BYTES || batch.len() >= 1024 {
                 flush(&mut batch)?;
                 batch_bytes = 0;
+                progress(report.bytes, bytes_total);
             }
         } else {
             stream_large(arch, &h, &by_blob[&h])?;
+            progress(report.bytes, bytes_total);
         }
     }
     flush(&mut batch)?;
+    progress(report.bytes, bytes_total);
 
     // 3. Special files.
     let restore_owner = opts.restore_owner;

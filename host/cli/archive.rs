@@ -98,7 +98,9 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let arch = WimArchive::open(&wim)?;
             let index = arch.resolve_image(&image)?;
             let opts = ApplyOptions { paths, restore_owner: fsutil::is_root() && !no_owner };
-            let r = apply::apply(&arch, index, &dest, &opts)?;
+            let mut bar = ProgressLine::new("extracting");
+            let r = apply::apply(&arch, index, &dest, &opts, &mut |b, bt| bar.update_bytes(b, bt))?;
+            bar.finish();
             for w in &r.warnings {
                 eprintln!("wimguard: warning: {w}");
             }
@@ -128,7 +130,9 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         }
         ArchiveCommand::Verify { wim } => {
             let arch = WimArchive::open(&wim)?;
-            let r = arch.verify(&mut |_, _| {})?;
+            let mut bar = ProgressLine::new("verifying");
+            let r = arch.verify(&mut |b, bt| bar.update_bytes(b, bt))?;
+            bar.finish();
             println!(
                 "{}: OK — {} images, {} blobs ({} bytes) verified{}",
                 wim.display(),
@@ -373,6 +377,20 @@ impl ProgressLine {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let rate = mib(bytes) / self.start.elapsed().as_secs_f64().max(1e-3);
         eprint!("\r{}: {files}/{files_total} files, {:.1}/{:.1} MiB, {rate:.1} MiB/s   ", self.what, mib(bytes), mib(bytes_total));
+    }
+
+    fn update_bytes(&mut self, bytes: u64, bytes_total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && bytes < bytes_total {
+            return;
+        }
+        self.last = Some(now);
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let rate = mib(bytes) / self.start.elapsed().as_secs_f64().max(1e-3);
+        eprint!("\r{}: {:.1}/{:.1} MiB, {rate:.1} MiB/s   ", self.what, mib(bytes), mib(bytes_total));
     }
 
     fn finish(&mut self) {
