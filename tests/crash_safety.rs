@@ -143,7 +143,7 @@ fn concurrent_writers_are_refused_not_interleaved() {
     small_tree(&small);
     big_tree(&big, 16, 1 << 20);
     ok(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim).args(["--name", "one"]));
-    let mut slow = Command::new(wg())
+    let slow = Command::new(wg())
         .args(["archive", "capture"])
         .arg(&big)
         .arg(&wim)

@@ -63,7 +63,7 @@ impl WimArchive {
         let table = BlobTable::parse(&raw_table, header.image_count, file_size, header.version == VERSION_SOLID)?;
         let raw_xml = ctx.read_all(&header.xml, XML_MAX, "XML data")?;
         let xml = WimXml::parse(&raw_xml, header.image_count)?;
-        drop(ctx);
+
         let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
         Ok(WimArchive { path: path.to_path_buf(), file, file_size, header, blobs, metadata: table.metadata, xml, ctx_codec: codec, decompressors })
     }

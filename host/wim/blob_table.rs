@@ -62,15 +62,14 @@ impl BlobTable {
                 hash: le.sha1(30, what)?,
             };
             let flags = entry.reshdr.flags;
-            if flags & RESHDR_FLAG_SOLID != 0 {
-                if solid_version {
+            if flags & RESHDR_FLAG_SOLID != 0
+                && solid_version {
                     return Err(WimError::Unsupported(
                         "solid/LZMS resources (wimlib --solid or DISM ESD); convert with `wimlib-imagex export SRC all DEST --compress=lzx`"
                             .into(),
                     ));
                 }
                 // wimlib ignores the SOLID flag in ordinary (version 0x10D00) files.
-            }
             if entry.part_number != 1 {
                 continue;
             }

@@ -435,7 +435,7 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
     }
     let short_len = le.u16(off + 98, what)? as usize;
     let name_len = le.u16(off + 100, what)? as usize;
-    if name_len % 2 != 0 || short_len % 2 != 0 {
+    if !name_len.is_multiple_of(2) || !short_len.is_multiple_of(2) {
         return invalid(format!("dentry at offset {off} has an odd name length"));
     }
     let mut p = off + DENTRY_FIXED;
@@ -492,7 +492,7 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
         }
         let hash = le.sha1(q + 16, "stream entry")?;
         let nlen = le.u16(q + 36, "stream entry")? as usize;
-        if nlen % 2 != 0 || 38 + nlen > elen {
+        if !nlen.is_multiple_of(2) || 38 + nlen > elen {
             return invalid(format!("stream entry at offset {q} has a bad name length"));
         }
         if nlen == 0 {

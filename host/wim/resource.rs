@@ -140,7 +140,7 @@ impl ChunkTable {
         }
         bounds.push(data_len);
         for i in 0..count as usize {
-            let stored = bounds[i + 1].checked_sub(bounds[i]).unwrap_or(0);
+            let stored = bounds[i + 1].saturating_sub(bounds[i]);
             let usize_ = if i + 1 == count as usize { r.original_size - cs * i as u64 } else { cs };
             if stored == 0 || stored > usize_ {
                 return invalid(format!(

@@ -140,7 +140,7 @@ impl TaggedItems {
         self.raw.extend_from_slice(&tag.to_le_bytes());
         self.raw.extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.raw.extend_from_slice(data);
-        while self.raw.len() % 8 != 0 {
+        while !self.raw.len().is_multiple_of(8) {
             self.raw.push(0);
         }
     }

@@ -21,7 +21,7 @@ use super::archive::WimArchive;
 use super::blob_table::{BlobEntry, BlobTable, Sha1};
 use super::codecs::{codec_for, Compressors};
 use super::error::{Result, WimError};
-use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS, HEADER_SIZE};
+use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS};
 use super::integrity;
 use super::metadata::ImageTree;
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED, RESHDR_FLAG_METADATA};
@@ -208,10 +208,11 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
 impl WimWriter {
     /// Starts a new archive at `path` (written to a temp file next to it).
     pub fn create(path: &Path, compression: Compression, chunk_size: u32) -> Result<WimWriter> {
-        Self::create_with_guid(path, compression, chunk_size, random_guid())
+        Self::create_with_guid(path, compression, chunk_size, random_guid(), false)
     }
 
-    fn create_with_guid(path: &Path, compression: Compression, chunk_size: u32, guid: [u8; 16]) -> Result<WimWriter> {
+    /// `replace`: the finished file may replace an existing one (rebuilds).
+    fn create_with_guid(path: &Path, compression: Compression, chunk_size: u32, guid: [u8; 16], replace: bool) -> Result<WimWriter> {
         let codec = codec_for(compression)?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = path.file_name().ok_or_else(|| WimError::Invalid(format!("{} is not a file path", path.display())))?;
@@ -233,7 +234,7 @@ impl WimWriter {
         Ok(WimWriter {
             path: path.to_path_buf(),
             out,
-            mode: Mode::New { tmp, replace: false },
+            mode: Mode::New { tmp, replace },
             header,
             compression,
             codec,
@@ -562,8 +563,7 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
         return Err(WimError::NotFound(format!("image {index} does not exist ({} has {} images)", path.display(), arch.image_count())));
     }
     let compression = arch.header.compression()?;
-    let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid)?;
-    w.mode = Mode::New { tmp: match &w.mode { Mode::New { tmp, .. } => tmp.clone(), Mode::Append { .. } => unreachable!() }, replace: true };
+    let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid, true)?;
     w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX) | (arch.header.flags & super::header::HDR_FLAG_RP_FIX) | HDR_FLAG_WRITE_IN_PROGRESS;
     w.integrity = !arch.header.integrity.is_zero();
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
@@ -619,6 +619,3 @@ impl WimWriter {
         Ok(ResHdr { offset: at, ..*r })
     }
 }
-
-/// Header size, re-exported for callers that lay out files.
-pub const WIM_HEADER_SIZE: usize = HEADER_SIZE;

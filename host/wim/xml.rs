@@ -147,7 +147,7 @@ fn parse_hex(s: &str) -> u64 {
 impl WimXml {
     /// Decodes UTF-16LE bytes (BOM optional) and parses the document.
     pub fn parse(raw: &[u8], image_count: u32) -> Result<WimXml> {
-        if raw.len() % 2 != 0 {
+        if !raw.len().is_multiple_of(2) {
             return invalid("XML data has an odd number of bytes (not UTF-16)");
         }
         let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();

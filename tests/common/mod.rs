@@ -750,7 +750,7 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
             match i % 3 {
                 0 => mix.extend(text_bytes(&mut b.rng, 32768)),
                 1 => mix.extend(b.rng.bytes(32768)),
-                _ => mix.extend(std::iter::repeat(0u8).take(32768)),
+                _ => mix.extend(std::iter::repeat_n(0u8, 32768)),
             }
         }
         b.file("files/mix_aligned.bin", &mix);
