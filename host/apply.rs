@@ -74,7 +74,13 @@ fn unsafe_name(name: &str) -> bool {
 
 /// Restores image `index` of `arch` into `dest`.
 /// `progress(bytes done, bytes total)` is called as file contents are written.
-pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<ApplyReport> {
+pub fn apply(
+    arch: &WimArchive,
+    index: u32,
+    dest: &Path,
+    opts: &ApplyOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ApplyReport> {
     let tree = arch.load_image(index)?;
     let mut report = ApplyReport::default();
 
@@ -85,7 +91,9 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, pr
     } else {
         let mut seen = HashSet::new();
         for p in &opts.paths {
-            let d = tree.lookup(p).ok_or_else(|| WimError::NotFound(format!("path {p:?} does not exist in image {index}")))?;
+            let d = tree
+                .lookup(p)
+                .ok_or_else(|| WimError::NotFound(format!("path {p:?} does not exist in image {index}")))?;
             let mut anc = Vec::new();
             let mut a = d;
             while a != 0 {
@@ -112,9 +120,15 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, pr
         let name = String::from_utf16(&tree.dentries[d].name)
             .map_err(|_| WimError::Invalid(format!("{}: name is not valid UTF-16", tree.path_of(d))))?;
         if unsafe_name(&name) {
-            return Err(WimError::Invalid(format!("refusing to extract {:?}: unsafe file name", tree.path_of(d))));
+            return Err(WimError::Invalid(format!(
+                "refusing to extract {:?}: unsafe file name",
+                tree.path_of(d)
+            )));
         }
-        let parent = paths.get(&tree.dentries[d].parent).cloned().ok_or_else(|| WimError::Invalid("broken tree".into()))?;
+        let parent = paths
+            .get(&tree.dentries[d].parent)
+            .cloned()
+            .ok_or_else(|| WimError::Invalid("broken tree".into()))?;
         paths.insert(d, parent.join(name));
     }
 
@@ -165,14 +179,21 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, pr
     }
     for h in by_blob.keys() {
         if !arch.blobs.contains_key(h) {
-            return Err(WimError::Corrupt(format!("blob {} needed by {} is missing from the archive", hex(h), by_blob[h][0].0.display())));
+            return Err(WimError::Corrupt(format!(
+                "blob {} needed by {} is missing from the archive",
+                hex(h),
+                by_blob[h][0].0.display()
+            )));
         }
     }
     // Read blobs in file order so the archive is read sequentially.
-    let mut order: Vec<(u64, Sha1, u64)> = by_blob.keys().map(|h| {
-        let b = &arch.blobs[h];
-        (b.reshdr.offset, *h, b.reshdr.original_size)
-    }).collect();
+    let mut order: Vec<(u64, Sha1, u64)> = by_blob
+        .keys()
+        .map(|h| {
+            let b = &arch.blobs[h];
+            (b.reshdr.offset, *h, b.reshdr.original_size)
+        })
+        .collect();
     order.sort();
     let bytes_total: u64 = order.iter().map(|o| o.2).sum();
     let mut batch: Vec<Sha1> = Vec::new();
@@ -218,7 +239,9 @@ pub fn apply(arch: &WimArchive, index: u32, dest: &Path, opts: &ApplyOptions, pr
         remove_non_dir(p)?;
         match fsutil::mknod(p, u.mode & (libc::S_IFMT | 0o777), u.rdev as u64) {
             Ok(()) => report.specials += 1,
-            Err(e) => report.warnings.push(format!("{}: cannot create special file: {e}; skipped", p.display())),
+            Err(e) => report
+                .warnings
+                .push(format!("{}: cannot create special file: {e}; skipped", p.display())),
         }
     }
 
@@ -276,7 +299,10 @@ fn io_err(e: io::Error, p: &Path, what: &str) -> WimError {
 /// Removes a file, symlink or special file in the way (never a directory).
 fn remove_non_dir(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => Err(WimError::Invalid(format!("{} exists as a directory; refusing to replace it", p.display()))),
+        Ok(m) if m.is_dir() => Err(WimError::Invalid(format!(
+            "{} exists as a directory; refusing to replace it",
+            p.display()
+        ))),
         Ok(_) => fs::remove_file(p).map_err(|e| io_err(e, p, "cannot replace")),
         Err(_) => Ok(()),
     }
@@ -293,7 +319,11 @@ fn create_file(p: &Path) -> Result<File> {
 }
 
 fn open_existing(p: &Path) -> Result<File> {
-    OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(p).map_err(|e| io_err(e, p, "cannot open"))
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(|e| io_err(e, p, "cannot open"))
 }
 
 /// Writes data, leaving holes where a sparse file had zeros.
@@ -352,7 +382,9 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: 
     let unix = ino.tagged.unix_data();
     if let (Some(u), true) = (unix, restore_owner) {
         if let Err(e) = std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid)) {
-            report.warnings.push(format!("{}: cannot set owner {}:{}: {e}", p.display(), u.uid, u.gid));
+            report
+                .warnings
+                .push(format!("{}: cannot set owner {}:{}: {e}", p.display(), u.uid, u.gid));
         }
     }
     match ino.tagged.xattrs() {
@@ -361,7 +393,11 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: 
                 if let Err(e) = fsutil::set_xattr(p, &name, &value) {
                     // Linux refuses user.* xattrs on symlinks; not worth a warning.
                     if !(kind == Kind::Symlink && e.raw_os_error() == Some(libc::EPERM)) {
-                        report.warnings.push(format!("{}: cannot set extended attribute {}: {e}", p.display(), String::from_utf8_lossy(&name)));
+                        report.warnings.push(format!(
+                            "{}: cannot set extended attribute {}: {e}",
+                            p.display(),
+                            String::from_utf8_lossy(&name)
+                        ));
                     }
                 }
             }
@@ -376,14 +412,20 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: 
         };
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| io_err(e, p, "cannot set mode of"))?;
     }
-    fsutil::set_times(p, time::to_unix(ino.last_access_time), time::to_unix(ino.last_write_time))
-        .map_err(|e| io_err(e, p, "cannot set times of"))?;
+    fsutil::set_times(
+        p,
+        time::to_unix(ino.last_access_time),
+        time::to_unix(ino.last_write_time),
+    )
+    .map_err(|e| io_err(e, p, "cannot set times of"))?;
     Ok(())
 }
 
 /// Lists an image's paths under `start` (for `archive ls`), with sizes.
 pub fn list(arch: &WimArchive, tree: &ImageTree, start: &str) -> Result<Vec<(String, char, u64)>> {
-    let d = tree.lookup(start).ok_or_else(|| WimError::NotFound(format!("path {start:?} does not exist in the image")))?;
+    let d = tree
+        .lookup(start)
+        .ok_or_else(|| WimError::NotFound(format!("path {start:?} does not exist in the image")))?;
     let mut out = Vec::new();
     for x in tree.walk(d) {
         let ino = tree.inode_of(x);
@@ -398,4 +440,3 @@ pub fn list(arch: &WimArchive, tree: &ImageTree, start: &str) -> Result<Vec<(Str
     }
     Ok(out)
 }
-

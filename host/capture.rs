@@ -24,7 +24,8 @@ use sha1::{Digest, Sha1 as Sha1Hasher};
 use crate::fsutil;
 use crate::wim::blob_table::{Sha1, ZERO_HASH};
 use crate::wim::metadata::{
-    ImageTree, Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SPARSE_FILE,
+    ImageTree, Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_REPARSE_POINT,
+    FILE_ATTRIBUTE_SPARSE_FILE,
 };
 use crate::wim::reparse::{encode_symlink, REPARSE_TAG_SYMLINK};
 use crate::wim::tagged::{FileIdentity, TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
@@ -82,7 +83,12 @@ struct Known {
 }
 
 fn unix_of(m: &fs::Metadata) -> UnixData {
-    UnixData { uid: m.uid(), gid: m.gid(), mode: m.mode(), rdev: m.rdev() as u32 }
+    UnixData {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode(),
+        rdev: m.rdev() as u32,
+    }
 }
 
 fn read_xattrs(path: &Path, warnings: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -92,7 +98,11 @@ fn read_xattrs(path: &Path, warnings: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<u8>
             .filter(|(n, v)| {
                 let ok = n.len() <= XATTR_NAME_MAX && v.len() <= XATTR_VALUE_MAX;
                 if !ok {
-                    warnings.push(format!("{}: extended attribute {} is too large for a WIM; skipped", path.display(), String::from_utf8_lossy(n)));
+                    warnings.push(format!(
+                        "{}: extended attribute {} is too large for a WIM; skipped",
+                        path.display(),
+                        String::from_utf8_lossy(n)
+                    ));
                 }
                 ok
             })
@@ -143,9 +153,17 @@ pub fn capture(
     opts: &CaptureOptions,
     progress: &mut ProgressFn,
 ) -> Result<CaptureReport> {
-    let root_meta = fs::metadata(src).map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot read source {}: {e}", src.display()))))?;
+    let root_meta = fs::metadata(src).map_err(|e| {
+        WimError::Io(io::Error::new(
+            e.kind(),
+            format!("cannot read source {}: {e}", src.display()),
+        ))
+    })?;
     if !root_meta.is_dir() {
-        return Err(WimError::Invalid(format!("source {} is not a directory", src.display())));
+        return Err(WimError::Invalid(format!(
+            "source {} is not a directory",
+            src.display()
+        )));
     }
     let mut report = CaptureReport::default();
     let excludes = build_excludes(src, &opts.excludes)?;
@@ -166,7 +184,9 @@ pub fn capture(
         let mut entries: Vec<fs::DirEntry> = match fs::read_dir(&dir) {
             Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
             Err(e) => {
-                report.warnings.push(format!("{}: cannot list directory: {e}", dir.display()));
+                report
+                    .warnings
+                    .push(format!("{}: cannot list directory: {e}", dir.display()));
                 continue;
             }
         };
@@ -175,14 +195,23 @@ pub fn capture(
             let path = entry.path();
             let os_name = entry.file_name();
             let Some(name) = fsutil::utf8_name(&os_name) else {
-                report.warnings.push(format!("{}: name is not valid UTF-8; skipped (WIM names are UTF-16)", path.display()));
+                report.warnings.push(format!(
+                    "{}: name is not valid UTF-8; skipped (WIM names are UTF-16)",
+                    path.display()
+                ));
                 continue;
             };
-            let rel = if rel_dir.is_empty() { name.to_string() } else { format!("{rel_dir}/{name}") };
+            let rel = if rel_dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
             let m = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.warnings.push(format!("{}: cannot stat: {e}; skipped", path.display()));
+                    report
+                        .warnings
+                        .push(format!("{}: cannot stat: {e}; skipped", path.display()));
                     continue;
                 }
             };
@@ -211,23 +240,44 @@ pub fn capture(
                 ino
             } else if ft.is_file() {
                 let sparse = m.blocks() * 512 < m.size();
-                let mut ino = base_inode(&m, if sparse { FILE_ATTRIBUTE_SPARSE_FILE } else { FILE_ATTRIBUTE_NORMAL });
-                let identity = FileIdentity { dev: m.dev(), ino: m.ino(), ctime: time::from_unix(m.ctime(), m.ctime_nsec()), size: m.size() };
+                let mut ino = base_inode(
+                    &m,
+                    if sparse {
+                        FILE_ATTRIBUTE_SPARSE_FILE
+                    } else {
+                        FILE_ATTRIBUTE_NORMAL
+                    },
+                );
+                let identity = FileIdentity {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    ctime: time::from_unix(m.ctime(), m.ctime_nsec()),
+                    size: m.size(),
+                };
                 ino.tagged = TaggedItems::build(unix, &xattrs, Some(identity));
                 ino
             } else if ft.is_symlink() {
                 let target = match fs::read_link(&path) {
                     Ok(t) => t,
                     Err(e) => {
-                        report.warnings.push(format!("{}: cannot read symlink: {e}; skipped", path.display()));
+                        report
+                            .warnings
+                            .push(format!("{}: cannot read symlink: {e}; skipped", path.display()));
                         continue;
                     }
                 };
                 let Some(target) = fsutil::utf8_name(target.as_os_str()) else {
-                    report.warnings.push(format!("{}: symlink target is not valid UTF-8; skipped", path.display()));
+                    report.warnings.push(format!(
+                        "{}: symlink target is not valid UTF-8; skipped",
+                        path.display()
+                    ));
                     continue;
                 };
-                let fixed = if opts.no_rpfix { None } else { rpfix_target(target, root_id) };
+                let fixed = if opts.no_rpfix {
+                    None
+                } else {
+                    rpfix_target(target, root_id)
+                };
                 let (data, rp_flags) = encode_symlink(target, fixed.as_deref())?;
                 let mut attributes = FILE_ATTRIBUTE_REPARSE_POINT;
                 if fs::metadata(&path).map(|t| t.is_dir()).unwrap_or(false) {
@@ -279,7 +329,13 @@ pub fn capture(
         tree = without_inodes(&tree, &failed);
     }
     let now = time::now();
-    let info = ImageInfo { name: opts.name.clone(), description: opts.description.clone(), creation_time: now, last_modification_time: now, ..ImageInfo::default() };
+    let info = ImageInfo {
+        name: opts.name.clone(),
+        description: opts.description.clone(),
+        creation_time: now,
+        last_modification_time: now,
+        ..ImageInfo::default()
+    };
     report.image_index = writer.add_image(&tree, info)?;
     Ok(report)
 }
@@ -302,9 +358,12 @@ fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> 
     }
     let mut b = GitignoreBuilder::new(src);
     for p in patterns {
-        b.add_line(None, p).map_err(|e| WimError::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
+        b.add_line(None, p)
+            .map_err(|e| WimError::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
     }
-    b.build().map(Some).map_err(|e| WimError::Invalid(format!("bad --exclude patterns: {e}")))
+    b.build()
+        .map(Some)
+        .map_err(|e| WimError::Invalid(format!("bad --exclude patterns: {e}")))
 }
 
 /// Hashes of regular files in the previous image, by relative path.
@@ -317,7 +376,14 @@ fn known_hashes(tree: &ImageTree) -> HashMap<String, Known> {
         }
         if let Some(identity) = ino.tagged.identity() {
             let path = tree.path_of(d);
-            out.insert(path[1..].to_string(), Known { identity, mtime: ino.last_write_time, hash: ino.data_hash });
+            out.insert(
+                path[1..].to_string(),
+                Known {
+                    identity,
+                    mtime: ino.last_write_time,
+                    hash: ino.data_hash,
+                },
+            );
         }
     }
     out
@@ -346,9 +412,19 @@ fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
 const BATCH_BYTES: usize = 2 << 20;
 
 enum Piece {
-    Chunk { job: usize, data: Vec<u8>, first: bool, last: Option<Sha1> },
-    Failed { job: usize, error: String },
-    Changed { job: usize },
+    Chunk {
+        job: usize,
+        data: Vec<u8>,
+        first: bool,
+        last: Option<Sha1>,
+    },
+    Failed {
+        job: usize,
+        error: String,
+    },
+    Changed {
+        job: usize,
+    },
 }
 
 /// Reads every job's file on a helper thread and stores the contents.
@@ -360,7 +436,11 @@ fn read_and_store(
     report: &mut CaptureReport,
     progress: &mut ProgressFn,
 ) -> Result<Vec<usize>> {
-    let chunk = if writer.chunk_size() == 0 { 32768 } else { writer.chunk_size() as usize };
+    let chunk = if writer.chunk_size() == 0 {
+        32768
+    } else {
+        writer.chunk_size() as usize
+    };
     let files_total = jobs.len() as u64;
     let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
     let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(1);
@@ -374,7 +454,10 @@ fn read_and_store(
                 let mut f = match fsutil::open_noatime(&job.path) {
                     Ok(f) => f,
                     Err(e) => {
-                        batch.push(Piece::Failed { job: i, error: e.to_string() });
+                        batch.push(Piece::Failed {
+                            job: i,
+                            error: e.to_string(),
+                        });
                         continue;
                     }
                 };
@@ -390,7 +473,10 @@ fn read_and_store(
                         Ok(g) if g < n => changed = true, // file shrank: keep zeros, flag it
                         Ok(_) => {}
                         Err(e) => {
-                            batch.push(Piece::Failed { job: i, error: e.to_string() });
+                            batch.push(Piece::Failed {
+                                job: i,
+                                error: e.to_string(),
+                            });
                             changed = false;
                             left = u64::MAX;
                             break;
@@ -399,8 +485,17 @@ fn read_and_store(
                     h.update(&data);
                     left -= n as u64;
                     batch_bytes += n;
-                    let last = if left == 0 { Some(h.clone().finalize().into()) } else { None };
-                    batch.push(Piece::Chunk { job: i, data, first, last });
+                    let last = if left == 0 {
+                        Some(h.clone().finalize().into())
+                    } else {
+                        None
+                    };
+                    batch.push(Piece::Chunk {
+                        job: i,
+                        data,
+                        first,
+                        last,
+                    });
                     first = false;
                     if batch_bytes >= BATCH_BYTES {
                         if tx.send(std::mem::take(&mut batch)).is_err() {
@@ -431,7 +526,11 @@ fn read_and_store(
             for p in batch {
                 match p {
                     Piece::Chunk { job, data, first, last } => {
-                        cjobs.push(ChunkJob { raw: data, compressed: Vec::new(), use_compressed: false });
+                        cjobs.push(ChunkJob {
+                            raw: data,
+                            compressed: Vec::new(),
+                            use_compressed: false,
+                        });
                         items.push(Item::Chunk(job, first, last));
                     }
                     Piece::Failed { job, error } => items.push(Item::Failed(job, error)),
@@ -472,11 +571,16 @@ fn read_and_store(
                                 pending = Some((j, b));
                             }
                         }
-                        report.warnings.push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
+                        report
+                            .warnings
+                            .push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
                         failed.push(jobs[job].inode);
                     }
                     Item::Changed(job) => {
-                        report.warnings.push(format!("{}: file changed while it was read; captured as read", jobs[job].path.display()));
+                        report.warnings.push(format!(
+                            "{}: file changed while it was read; captured as read",
+                            jobs[job].path.display()
+                        ));
                     }
                 }
             }

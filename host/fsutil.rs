@@ -82,8 +82,14 @@ pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
 pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
     let c = cpath(p)?;
     let ts = [
-        libc::timespec { tv_sec: atime.0 as libc::time_t, tv_nsec: atime.1 as _ },
-        libc::timespec { tv_sec: mtime.0 as libc::time_t, tv_nsec: mtime.1 as _ },
+        libc::timespec {
+            tv_sec: atime.0 as libc::time_t,
+            tv_nsec: atime.1 as _,
+        },
+        libc::timespec {
+            tv_sec: mtime.0 as libc::time_t,
+            tv_nsec: mtime.1 as _,
+        },
     ];
     // SAFETY: `ts` is a valid array of two timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
@@ -96,8 +102,15 @@ pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<(
 
 /// Opens a file for reading without updating its atime when allowed.
 pub fn open_noatime(p: &Path) -> io::Result<File> {
-    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW).open(p) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(p),
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
+        .open(p)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p),
         r => r,
     }
 }

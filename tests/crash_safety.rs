@@ -14,13 +14,22 @@ fn wg() -> &'static str {
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("command starts");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "panic: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "panic: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -28,7 +37,10 @@ fn ok(cmd: &mut Command) -> String {
 /// killed writer leaves and the note wimlib prints for every archive without
 /// an integrity table (its own included).
 fn wimlib_verify(wim: &Path) {
-    assert!(Command::new("wimlib-imagex").arg("--version").output().is_ok(), "wimlib-imagex missing: apt-get install wimtools");
+    assert!(
+        Command::new("wimlib-imagex").arg("--version").output().is_ok(),
+        "wimlib-imagex missing: apt-get install wimtools"
+    );
     let out = run(Command::new("wimlib-imagex").arg("verify").arg(wim));
     let err = String::from_utf8_lossy(&out.stderr);
     for line in err.lines().filter(|l| l.contains("WARNING")) {
@@ -87,7 +99,12 @@ fn kill_mid_capture(src: &Path, wim: &Path, watch: &dyn Fn() -> u64, grow_past: 
 }
 
 fn temps_of(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("wimguard-tmp")).collect()
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("wimguard-tmp"))
+        .collect()
 }
 
 #[test]
@@ -96,25 +113,52 @@ fn killed_append_leaves_previous_images_intact() {
     let (small, big, wim) = (t.path().join("small"), t.path().join("big"), t.path().join("a.wim"));
     small_tree(&small);
     big_tree(&big, 24, 1 << 20);
-    ok(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim).args(["--name", "one"]));
+    ok(Command::new(wg())
+        .args(["archive", "capture"])
+        .arg(&small)
+        .arg(&wim)
+        .args(["--name", "one"]));
     let before = fs::read(&wim).unwrap();
     let w = wim.clone();
-    let killed = kill_mid_capture(&big, &wim, &move || fs::metadata(&w).map(|m| m.len()).unwrap_or(0), before.len() as u64 + (2 << 20));
-    assert!(killed, "capture finished before it could be killed; make the tree bigger");
+    let killed = kill_mid_capture(
+        &big,
+        &wim,
+        &move || fs::metadata(&w).map(|m| m.len()).unwrap_or(0),
+        before.len() as u64 + (2 << 20),
+    );
+    assert!(
+        killed,
+        "capture finished before it could be killed; make the tree bigger"
+    );
     // The old structures are untouched: the header still points at them.
     let after = fs::read(&wim).unwrap();
-    assert_eq!(&after[208..before.len()], &before[208..], "bytes of the old archive changed");
+    assert_eq!(
+        &after[208..before.len()],
+        &before[208..],
+        "bytes of the old archive changed"
+    );
     wimlib_verify(&wim);
     let out = ok(Command::new(wg()).args(["archive", "verify"]).arg(&wim));
     assert!(out.contains("1 images"), "{out}");
     let dest = t.path().join("restore");
-    ok(Command::new(wg()).args(["archive", "extract"]).arg(&wim).arg("one").arg(&dest));
+    ok(Command::new(wg())
+        .args(["archive", "extract"])
+        .arg(&wim)
+        .arg("one")
+        .arg(&dest));
     assert_eq!(fs::read(dest.join("sub/b.txt")).unwrap(), b"beta\n");
     // The next append writes over the debris and the archive is whole again.
-    ok(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim).args(["--name", "two"]));
+    ok(Command::new(wg())
+        .args(["archive", "capture"])
+        .arg(&small)
+        .arg(&wim)
+        .args(["--name", "two"]));
     wimlib_verify(&wim);
     let info = ok(Command::new("wimlib-imagex").arg("info").arg(&wim));
-    assert!(info.contains("Image Count:    2") || info.contains("Image Count:  2") || info.contains("Image Count"), "{info}");
+    assert!(
+        info.contains("Image Count:    2") || info.contains("Image Count:  2") || info.contains("Image Count"),
+        "{info}"
+    );
     let out = ok(Command::new(wg()).args(["archive", "verify"]).arg(&wim));
     assert!(out.contains("2 images"), "{out}");
 }
@@ -125,14 +169,32 @@ fn killed_create_leaves_no_archive_and_next_run_cleans_up() {
     let (big, wim) = (t.path().join("big"), t.path().join("new.wim"));
     big_tree(&big, 24, 1 << 20);
     let dir = t.path().to_path_buf();
-    let killed = kill_mid_capture(&big, &wim, &move || temps_of(&dir).iter().map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum(), 2 << 20);
+    let killed = kill_mid_capture(
+        &big,
+        &wim,
+        &move || {
+            temps_of(&dir)
+                .iter()
+                .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum()
+        },
+        2 << 20,
+    );
     assert!(killed, "capture finished before it could be killed");
     assert!(!wim.exists(), "a half-written archive appeared under the final name");
-    assert_eq!(temps_of(t.path()).len(), 1, "the killed writer's temp file should remain until the next run");
+    assert_eq!(
+        temps_of(t.path()).len(),
+        1,
+        "the killed writer's temp file should remain until the next run"
+    );
     let small = t.path().join("small");
     small_tree(&small);
     ok(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim));
-    assert!(temps_of(t.path()).is_empty(), "stale temp file was not cleaned up: {:?}", temps_of(t.path()));
+    assert!(
+        temps_of(t.path()).is_empty(),
+        "stale temp file was not cleaned up: {:?}",
+        temps_of(t.path())
+    );
     wimlib_verify(&wim);
 }
 
@@ -142,7 +204,11 @@ fn concurrent_writers_are_refused_not_interleaved() {
     let (small, big, wim) = (t.path().join("small"), t.path().join("big"), t.path().join("a.wim"));
     small_tree(&small);
     big_tree(&big, 16, 1 << 20);
-    ok(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim).args(["--name", "one"]));
+    ok(Command::new(wg())
+        .args(["archive", "capture"])
+        .arg(&small)
+        .arg(&wim)
+        .args(["--name", "one"]));
     let slow = Command::new(wg())
         .args(["archive", "capture"])
         .arg(&big)
@@ -162,12 +228,19 @@ fn concurrent_writers_are_refused_not_interleaved() {
         assert!(start.elapsed() < Duration::from_secs(30), "slow writer never started");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let second = run(Command::new(wg()).args(["archive", "capture"]).arg(&small).arg(&wim).args(["--name", "fast"]));
+    let second = run(Command::new(wg())
+        .args(["archive", "capture"])
+        .arg(&small)
+        .arg(&wim)
+        .args(["--name", "fast"]));
     let first = slow.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(!second.status.success(), "second writer should have been refused");
     let msg = String::from_utf8_lossy(&second.stderr);
-    assert!(msg.contains("being modified by another process"), "unclear refusal: {msg}");
+    assert!(
+        msg.contains("being modified by another process"),
+        "unclear refusal: {msg}"
+    );
     wimlib_verify(&wim);
     let out = ok(Command::new(wg()).args(["archive", "info"]).arg(&wim));
     assert!(out.contains("slow") && !out.contains("fast"), "{out}");

@@ -13,17 +13,39 @@ use wimguard::wim::{Compression, WimWriter};
 fn craft(wim: &Path, names: &[&str]) {
     let mut w = WimWriter::create(wim, Compression::Xpress, 32768).unwrap();
     let hash = w.add_small_blob(b"payload that must stay inside\n").unwrap();
-    let mut t = ImageTree::new(Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() });
+    let mut t = ImageTree::new(Inode {
+        attributes: FILE_ATTRIBUTE_DIRECTORY,
+        security_id: -1,
+        ..Inode::default()
+    });
     for n in names {
-        let i = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, data_hash: hash, ..Inode::default() });
+        let i = t.add_inode(Inode {
+            attributes: FILE_ATTRIBUTE_NORMAL,
+            security_id: -1,
+            data_hash: hash,
+            ..Inode::default()
+        });
         t.add_dentry(0, n.encode_utf16().collect(), i);
     }
-    w.add_image(&t, ImageInfo { name: "crafted".into(), ..ImageInfo::default() }).unwrap();
+    w.add_image(
+        &t,
+        ImageInfo {
+            name: "crafted".into(),
+            ..ImageInfo::default()
+        },
+    )
+    .unwrap();
     w.commit().unwrap();
 }
 
 fn extract(wim: &Path, dest: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wimguard")).args(["archive", "extract"]).arg(wim).arg("1").arg(dest).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_wimguard"))
+        .args(["archive", "extract"])
+        .arg(wim)
+        .arg("1")
+        .arg(dest)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -38,8 +60,16 @@ fn names_with_separators_are_refused_and_nothing_escapes() {
         assert!(!out.status.success(), "extraction of {evil:?} succeeded");
         assert!(err.contains("unsafe file name"), "unclear message for {evil:?}: {err}");
         assert!(!err.contains("panicked"));
-        for outside in [t.path().join("escaped"), t.path().join("deep/escaped"), t.path().join("a")] {
-            assert!(!outside.exists(), "{} was written outside the destination", outside.display());
+        for outside in [
+            t.path().join("escaped"),
+            t.path().join("deep/escaped"),
+            t.path().join("a"),
+        ] {
+            assert!(
+                !outside.exists(),
+                "{} was written outside the destination",
+                outside.display()
+            );
         }
     }
 }
@@ -52,7 +82,13 @@ fn dot_names_are_ignored_like_wimlib_does() {
     let dest = t.path().join("dest");
     let out = extract(&wim, &dest);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let names: Vec<String> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, vec!["fine"]);
-    assert_eq!(std::fs::read(dest.join("fine")).unwrap(), b"payload that must stay inside\n");
+    assert_eq!(
+        std::fs::read(dest.join("fine")).unwrap(),
+        b"payload that must stay inside\n"
+    );
 }

@@ -6,6 +6,8 @@
 
 mod common;
 
+#[path = "interop/bad_input.rs"]
+mod bad_input;
 #[path = "interop/baseline.rs"]
 mod baseline;
 #[path = "interop/direction_a.rs"]
@@ -14,7 +16,5 @@ mod direction_a;
 mod direction_b;
 #[path = "interop/mixed.rs"]
 mod mixed;
-#[path = "interop/bad_input.rs"]
-mod bad_input;
 #[path = "interop/safety.rs"]
 mod safety;

@@ -91,13 +91,29 @@ pub enum ArchiveCommand {
 
 pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
     match cmd {
-        ArchiveCommand::Capture { source, wim, name, description, compression, excludes, check, norpfix } => {
-            capture_cmd(source, wim, name, description, compression, excludes, check, norpfix)
-        }
-        ArchiveCommand::Extract { wim, image, dest, paths, no_owner } => {
+        ArchiveCommand::Capture {
+            source,
+            wim,
+            name,
+            description,
+            compression,
+            excludes,
+            check,
+            norpfix,
+        } => capture_cmd(source, wim, name, description, compression, excludes, check, norpfix),
+        ArchiveCommand::Extract {
+            wim,
+            image,
+            dest,
+            paths,
+            no_owner,
+        } => {
             let arch = WimArchive::open(&wim)?;
             let index = arch.resolve_image(&image)?;
-            let opts = ApplyOptions { paths, restore_owner: fsutil::is_root() && !no_owner };
+            let opts = ApplyOptions {
+                paths,
+                restore_owner: fsutil::is_root() && !no_owner,
+            };
             let mut bar = ProgressLine::new("extracting");
             let r = apply::apply(&arch, index, &dest, &opts, &mut |b, bt| bar.update_bytes(b, bt))?;
             bar.finish();
@@ -139,7 +155,11 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
                 r.images,
                 r.blobs,
                 r.bytes,
-                if r.integrity_chunks > 0 { format!(", integrity table ({} chunks) matches", r.integrity_chunks) } else { String::new() }
+                if r.integrity_chunks > 0 {
+                    format!(", integrity table ({} chunks) matches", r.integrity_chunks)
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }
@@ -150,7 +170,10 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             drop(arch);
             writer::delete_image(&wim, index)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
-            println!("deleted image {index} from {} ({before} → {after} bytes)", wim.display());
+            println!(
+                "deleted image {index} from {} ({before} → {after} bytes)",
+                wim.display()
+            );
             Ok(())
         }
     }
@@ -159,7 +182,9 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
 /// Image names must be addressable by wimlib too: not a number, not "all" or "*".
 fn check_name(name: &str) -> Result<(), CliError> {
     if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) || name.eq_ignore_ascii_case("all") || name == "*" {
-        return Err(CliError::usage(format!("invalid image name {name:?}: it must not be empty, a number, \"all\" or \"*\"")));
+        return Err(CliError::usage(format!(
+            "invalid image name {name:?}: it must not be empty, a number, \"all\" or \"*\""
+        )));
     }
     Ok(())
 }
@@ -179,7 +204,12 @@ fn default_name(taken: &dyn Fn(&str) -> bool) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let base = format!("wimguard-{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let base = format!(
+        "wimguard-{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     let mut name = base.clone();
     let mut n = 2;
     while taken(&name) {
@@ -218,7 +248,10 @@ fn capture_cmd(
         check_name(n)?;
     }
     if !source.is_dir() {
-        return Err(CliError { message: format!("source {} is not a directory", source.display()), exit_code: super::EXIT_NOT_FOUND });
+        return Err(CliError {
+            message: format!("source {} is not a directory", source.display()),
+            exit_code: super::EXIT_NOT_FOUND,
+        });
     }
     let exists = wim.exists();
     let (mut w, previous) = if exists {
@@ -252,11 +285,21 @@ fn capture_cmd(
         None => default_name(&|n| w.xml().name_in_use(n)),
     };
     if w.xml().name_in_use(&name) {
-        return Err(CliError::usage(format!("{} already has an image named {name:?}; choose another --name", wim.display())));
+        return Err(CliError::usage(format!(
+            "{} already has an image named {name:?}; choose another --name",
+            wim.display()
+        )));
     }
-    let opts = CaptureOptions { name, description: description.unwrap_or_default(), excludes, no_rpfix: norpfix };
+    let opts = CaptureOptions {
+        name,
+        description: description.unwrap_or_default(),
+        excludes,
+        no_rpfix: norpfix,
+    };
     let mut bar = ProgressLine::new("capturing");
-    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |f, ft, b, bt| bar.update(f, ft, b, bt))?;
+    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |f, ft, b, bt| {
+        bar.update(f, ft, b, bt)
+    })?;
     bar.finish();
     w.commit()?;
     for warn in &report.warnings {
@@ -328,7 +371,10 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
     }
     println!("Path:            {}", wim.display());
     println!("Size:            {} bytes", arch.file_size);
-    println!("GUID:            {}", h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    println!(
+        "GUID:            {}",
+        h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
     println!("Version:         {:#x}", h.version);
     println!("Flags:           {:#010x}", h.flags);
     println!("Compression:     {}", comp.name());
@@ -362,7 +408,12 @@ struct ProgressLine {
 impl ProgressLine {
     fn new(what: &'static str) -> Self {
         use std::io::IsTerminal;
-        ProgressLine { what, enabled: std::io::stderr().is_terminal(), start: std::time::Instant::now(), last: None }
+        ProgressLine {
+            what,
+            enabled: std::io::stderr().is_terminal(),
+            start: std::time::Instant::now(),
+            last: None,
+        }
     }
 
     fn update(&mut self, files: u64, files_total: u64, bytes: u64, bytes_total: u64) {
@@ -376,7 +427,12 @@ impl ProgressLine {
         self.last = Some(now);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let rate = mib(bytes) / self.start.elapsed().as_secs_f64().max(1e-3);
-        eprint!("\r{}: {files}/{files_total} files, {:.1}/{:.1} MiB, {rate:.1} MiB/s   ", self.what, mib(bytes), mib(bytes_total));
+        eprint!(
+            "\r{}: {files}/{files_total} files, {:.1}/{:.1} MiB, {rate:.1} MiB/s   ",
+            self.what,
+            mib(bytes),
+            mib(bytes_total)
+        );
     }
 
     fn update_bytes(&mut self, bytes: u64, bytes_total: u64) {
@@ -390,7 +446,12 @@ impl ProgressLine {
         self.last = Some(now);
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let rate = mib(bytes) / self.start.elapsed().as_secs_f64().max(1e-3);
-        eprint!("\r{}: {:.1}/{:.1} MiB, {rate:.1} MiB/s   ", self.what, mib(bytes), mib(bytes_total));
+        eprint!(
+            "\r{}: {:.1}/{:.1} MiB, {rate:.1} MiB/s   ",
+            self.what,
+            mib(bytes),
+            mib(bytes_total)
+        );
     }
 
     fn finish(&mut self) {

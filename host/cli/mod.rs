@@ -70,12 +70,18 @@ impl std::fmt::Display for CliError {
 
 impl From<WimError> for CliError {
     fn from(e: WimError) -> Self {
-        CliError { exit_code: exit_code(&e), message: e.to_string() }
+        CliError {
+            exit_code: exit_code(&e),
+            message: e.to_string(),
+        }
     }
 }
 
 impl CliError {
     pub fn usage(msg: impl Into<String>) -> Self {
-        CliError { message: msg.into(), exit_code: EXIT_USAGE }
+        CliError {
+            message: msg.into(),
+            exit_code: EXIT_USAGE,
+        }
     }
 }

@@ -40,7 +40,10 @@ pub fn hex(h: &Sha1) -> String {
 impl WimArchive {
     pub fn open(path: &Path) -> Result<WimArchive> {
         let file = File::open(path).map_err(|e| {
-            WimError::Io(std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
+            WimError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", path.display()),
+            ))
         })?;
         Self::from_file(path, file)
     }
@@ -49,7 +52,10 @@ impl WimArchive {
         let file_size = file.metadata()?.len();
         let mut hb = [0u8; HEADER_SIZE];
         if file_size < HEADER_SIZE as u64 {
-            return invalid(format!("{} is only {file_size} bytes, too short to be a WIM", path.display()));
+            return invalid(format!(
+                "{} is only {file_size} bytes, too short to be a WIM",
+                path.display()
+            ));
         }
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut hb, 0)?;
         let header = Header::parse(&hb)?;
@@ -60,16 +66,37 @@ impl WimArchive {
             return invalid("blob table or XML is marked compressed");
         }
         let raw_table = ctx.read_all(&header.blob_table, METADATA_MAX, "blob table")?;
-        let table = BlobTable::parse(&raw_table, header.image_count, file_size, header.version == VERSION_SOLID)?;
+        let table = BlobTable::parse(
+            &raw_table,
+            header.image_count,
+            file_size,
+            header.version == VERSION_SOLID,
+        )?;
         let raw_xml = ctx.read_all(&header.xml, XML_MAX, "XML data")?;
         let xml = WimXml::parse(&raw_xml, header.image_count)?;
 
         let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
-        Ok(WimArchive { path: path.to_path_buf(), file, file_size, header, blobs, metadata: table.metadata, xml, ctx_codec: codec, decompressors })
+        Ok(WimArchive {
+            path: path.to_path_buf(),
+            file,
+            file_size,
+            header,
+            blobs,
+            metadata: table.metadata,
+            xml,
+            ctx_codec: codec,
+            decompressors,
+        })
     }
 
     pub fn context(&self) -> ResourceContext<'_> {
-        ResourceContext::new(&self.file, self.file_size, self.ctx_codec, self.header.chunk_size, self.decompressors.as_ref())
+        ResourceContext::new(
+            &self.file,
+            self.file_size,
+            self.ctx_codec,
+            self.header.chunk_size,
+            self.decompressors.as_ref(),
+        )
     }
 
     pub fn image_count(&self) -> u32 {
@@ -87,7 +114,10 @@ impl WimArchive {
             if i >= 1 && i <= n {
                 return Ok(i);
             }
-            return Err(WimError::NotFound(format!("image {i} does not exist ({} has {n} images)", self.path.display())));
+            return Err(WimError::NotFound(format!(
+                "image {i} does not exist ({} has {n} images)",
+                self.path.display()
+            )));
         }
         self.images()
             .iter()
@@ -106,7 +136,11 @@ impl WimArchive {
         let raw = self.context().read_all(&entry.reshdr, METADATA_MAX, &what)?;
         let actual: Sha1 = Sha1Hasher::digest(&raw).into();
         if actual != entry.hash {
-            return Err(WimError::Corrupt(format!("{what} has SHA-1 {} but the blob table says {}", hex(&actual), hex(&entry.hash))));
+            return Err(WimError::Corrupt(format!(
+                "{what} has SHA-1 {} but the blob table says {}",
+                hex(&actual),
+                hex(&entry.hash)
+            )));
         }
         ImageTree::parse(&raw).map_err(|e| match e {
             WimError::Invalid(m) => WimError::Invalid(format!("{what}: {m}")),
@@ -120,15 +154,23 @@ impl WimArchive {
 
     /// Streams a blob and checks its SHA-1 at the end.
     pub fn read_blob(&self, hash: &Sha1, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let entry = self.blobs.get(hash).ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(hash))))?;
+        let entry = self
+            .blobs
+            .get(hash)
+            .ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(hash))))?;
         let mut h = Sha1Hasher::new();
-        self.context().stream(&entry.reshdr, &format!("blob {}", hex(hash)), &mut |piece| {
-            h.update(piece);
-            sink(piece)
-        })?;
+        self.context()
+            .stream(&entry.reshdr, &format!("blob {}", hex(hash)), &mut |piece| {
+                h.update(piece);
+                sink(piece)
+            })?;
         let actual: Sha1 = h.finalize().into();
         if &actual != hash {
-            return Err(WimError::Corrupt(format!("blob {} decodes to data with SHA-1 {}", hex(hash), hex(&actual))));
+            return Err(WimError::Corrupt(format!(
+                "blob {} decodes to data with SHA-1 {}",
+                hex(hash),
+                hex(&actual)
+            )));
         }
         Ok(())
     }
@@ -150,8 +192,15 @@ impl WimArchive {
     /// or the integrity table. Appends write after it.
     pub fn data_end(&self) -> u64 {
         let xml_end = self.header.xml.offset + self.header.xml.size_in_wim;
-        let int_end = if self.header.integrity.is_zero() { 0 } else { self.header.integrity.offset + self.header.integrity.size_in_wim };
-        xml_end.max(int_end).max(self.header.blob_table.offset + self.header.blob_table.size_in_wim).max(HEADER_SIZE as u64)
+        let int_end = if self.header.integrity.is_zero() {
+            0
+        } else {
+            self.header.integrity.offset + self.header.integrity.size_in_wim
+        };
+        xml_end
+            .max(int_end)
+            .max(self.header.blob_table.offset + self.header.blob_table.size_in_wim)
+            .max(HEADER_SIZE as u64)
     }
 }
 
@@ -173,16 +222,24 @@ impl WimArchive {
         use rayon::prelude::*;
         let mut report = VerifyReport::default();
         if !self.header.integrity.is_zero() {
-            let raw = self.context().read_all(&self.header.integrity, METADATA_MAX, "integrity table")?;
+            let raw = self
+                .context()
+                .read_all(&self.header.integrity, METADATA_MAX, "integrity table")?;
             let end = self.header.blob_table.offset + self.header.blob_table.size_in_wim;
             report.integrity_chunks = super::integrity::verify(&self.file, &raw, end)?;
         }
         for i in 1..=self.image_count() {
             let tree = self.load_image(i)?;
             for ino in &tree.inodes {
-                for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+                for h in std::iter::once(&ino.data_hash)
+                    .chain(std::iter::once(&ino.reparse_hash))
+                    .chain(ino.named_streams.iter().map(|s| &s.hash))
+                {
                     if *h != [0; 20] && !self.blobs.contains_key(h) {
-                        return Err(WimError::Corrupt(format!("image {i} refers to blob {} which is missing", hex(h))));
+                        return Err(WimError::Corrupt(format!(
+                            "image {i} refers to blob {} which is missing",
+                            hex(h)
+                        )));
                     }
                 }
             }
@@ -194,7 +251,9 @@ impl WimArchive {
         let mut done = 0u64;
         for group in order.chunk_by(|a, b| a.reshdr.original_size < (4 << 20) && b.reshdr.original_size < (4 << 20)) {
             for batch in group.chunks(512) {
-                batch.par_iter().try_for_each(|b| self.read_blob(&b.hash, &mut |_| Ok(())))?;
+                batch
+                    .par_iter()
+                    .try_for_each(|b| self.read_blob(&b.hash, &mut |_| Ok(())))?;
                 done += batch.iter().map(|b| b.reshdr.original_size).sum::<u64>();
                 report.blobs += batch.len() as u64;
                 progress(done, total);

@@ -62,14 +62,13 @@ impl BlobTable {
                 hash: le.sha1(30, what)?,
             };
             let flags = entry.reshdr.flags;
-            if flags & RESHDR_FLAG_SOLID != 0
-                && solid_version {
-                    return Err(WimError::Unsupported(
+            if flags & RESHDR_FLAG_SOLID != 0 && solid_version {
+                return Err(WimError::Unsupported(
                         "solid/LZMS resources (wimlib --solid or DISM ESD); convert with `wimlib-imagex export SRC all DEST --compress=lzx`"
                             .into(),
                     ));
-                }
-                // wimlib ignores the SOLID flag in ordinary (version 0x10D00) files.
+            }
+            // wimlib ignores the SOLID flag in ordinary (version 0x10D00) files.
             if entry.part_number != 1 {
                 continue;
             }
@@ -78,7 +77,10 @@ impl BlobTable {
                     continue;
                 }
                 if entry.refcount != 1 {
-                    return invalid(format!("metadata resource (entry {i}) has reference count {} instead of 1", entry.refcount));
+                    return invalid(format!(
+                        "metadata resource (entry {i}) has reference count {} instead of 1",
+                        entry.refcount
+                    ));
                 }
             } else if entry.hash == ZERO_HASH || entry.reshdr.original_size == 0 {
                 continue;

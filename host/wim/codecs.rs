@@ -29,7 +29,9 @@ pub struct PerThread<T> {
 impl<T> PerThread<T> {
     pub fn new(mut make: impl FnMut() -> T) -> Self {
         let n = rayon::current_num_threads() + 1;
-        PerThread { slots: (0..n).map(|_| Mutex::new(make())).collect() }
+        PerThread {
+            slots: (0..n).map(|_| Mutex::new(make())).collect(),
+        }
     }
 
     /// Runs `f` with this thread's state.

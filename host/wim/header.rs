@@ -107,7 +107,11 @@ impl Header {
         Header {
             version: VERSION_DEFAULT,
             flags,
-            chunk_size: if compression == Compression::None { 0 } else { chunk_size },
+            chunk_size: if compression == Compression::None {
+                0
+            } else {
+                chunk_size
+            },
             guid,
             part_number: 1,
             total_parts: 1,
@@ -124,11 +128,16 @@ impl Header {
     /// accept is one wimlib accepts too.
     pub fn parse(b: &[u8]) -> Result<Header> {
         if b.len() < HEADER_SIZE {
-            return invalid(format!("file is only {} bytes, shorter than a WIM header (208)", b.len()));
+            return invalid(format!(
+                "file is only {} bytes, shorter than a WIM header (208)",
+                b.len()
+            ));
         }
         let magic: [u8; 8] = b[0..8].try_into().unwrap();
         if magic == PIPABLE_MAGIC {
-            return Err(WimError::Unsupported("pipable WIM (wimlib --pipable); convert it with `wimlib-imagex optimize`".into()));
+            return Err(WimError::Unsupported(
+                "pipable WIM (wimlib --pipable); convert it with `wimlib-imagex optimize`".into(),
+            ));
         }
         if magic != WIM_MAGIC {
             return invalid("not a WIM file (bad magic)");
@@ -169,7 +178,10 @@ impl Header {
         let (min, max) = comp.chunk_size_range();
         if comp == Compression::None {
             if hdr.chunk_size != 0 {
-                return invalid(format!("chunk size {} for an uncompressed WIM (must be 0)", hdr.chunk_size));
+                return invalid(format!(
+                    "chunk size {} for an uncompressed WIM (must be 0)",
+                    hdr.chunk_size
+                ));
             }
         } else if !hdr.chunk_size.is_power_of_two() || hdr.chunk_size < min || hdr.chunk_size > max {
             return invalid(format!("invalid chunk size {} for {}", hdr.chunk_size, comp.name()));
@@ -226,8 +238,18 @@ mod tests {
     fn roundtrip_and_packed_integrity_offset() {
         let mut h = Header::new(Compression::Lzx, 32768, [7; 16]);
         h.image_count = 2;
-        h.xml = ResHdr { size_in_wim: 10, flags: 2, offset: 300, original_size: 10 };
-        h.integrity = ResHdr { size_in_wim: 32, flags: 0, offset: 310, original_size: 32 };
+        h.xml = ResHdr {
+            size_in_wim: 10,
+            flags: 2,
+            offset: 300,
+            original_size: 10,
+        };
+        h.integrity = ResHdr {
+            size_in_wim: 32,
+            flags: 0,
+            offset: 310,
+            original_size: 32,
+        };
         let b = h.to_bytes();
         assert_eq!(&b[0x7C..0x7D], &[32]);
         assert_eq!(u32::from_le_bytes(b[0x10..0x14].try_into().unwrap()), 0x0004_0082);
@@ -239,6 +261,9 @@ mod tests {
         let mut h = Header::new(Compression::None, 0, [0; 16]);
         h.xml.original_size = 2;
         h.chunk_size = 32768;
-        assert!(Header::parse(&h.to_bytes()).unwrap_err().to_string().contains("chunk size"));
+        assert!(Header::parse(&h.to_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("chunk size"));
     }
 }

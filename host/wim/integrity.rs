@@ -59,7 +59,10 @@ pub fn verify(file: &File, table: &[u8], blob_table_end: u64) -> Result<u32> {
     }
     let covered = blob_table_end.saturating_sub(HEADER_SIZE as u64);
     if n != covered.div_ceil(chunk as u64) {
-        return invalid(format!("integrity table has {n} entries but the file needs {}", covered.div_ceil(chunk as u64)));
+        return invalid(format!(
+            "integrity table has {n} entries but the file needs {}",
+            covered.div_ceil(chunk as u64)
+        ));
     }
     let actual = hash_range(file, HEADER_SIZE as u64, blob_table_end, chunk)?;
     for (i, h) in actual.iter().enumerate() {

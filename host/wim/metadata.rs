@@ -97,7 +97,13 @@ impl ImageTree {
     pub fn new(root: Inode) -> ImageTree {
         ImageTree {
             security: security::empty(),
-            dentries: vec![Dentry { name: Vec::new(), short_name: Vec::new(), inode: 0, parent: 0, children: Vec::new() }],
+            dentries: vec![Dentry {
+                name: Vec::new(),
+                short_name: Vec::new(),
+                inode: 0,
+                parent: 0,
+                children: Vec::new(),
+            }],
             inodes: vec![root],
         }
     }
@@ -110,7 +116,13 @@ impl ImageTree {
     /// Adds a name for `inode` under directory dentry `parent`.
     pub fn add_dentry(&mut self, parent: usize, name: Vec<u16>, inode: usize) -> usize {
         let id = self.dentries.len();
-        self.dentries.push(Dentry { name, short_name: Vec::new(), inode, parent, children: Vec::new() });
+        self.dentries.push(Dentry {
+            name,
+            short_name: Vec::new(),
+            inode,
+            parent,
+            children: Vec::new(),
+        });
         self.dentries[parent].children.push(id);
         id
     }
@@ -144,7 +156,10 @@ impl ImageTree {
         let mut cur = 0usize;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let want: Vec<u16> = comp.encode_utf16().collect();
-            cur = *self.dentries[cur].children.iter().find(|&&c| self.dentries[c].name == want)?;
+            cur = *self.dentries[cur]
+                .children
+                .iter()
+                .find(|&&c| self.dentries[c].name == want)?;
         }
         Some(cur)
     }
@@ -165,8 +180,13 @@ impl ImageTree {
     /// Parses an uncompressed metadata resource.
     pub fn parse(buf: &[u8]) -> Result<ImageTree> {
         let (sec, _count, root_off) = security::parse(buf)?;
-        let mut tree = ImageTree { security: sec, dentries: Vec::new(), inodes: Vec::new() };
-        let root = parse_dentry(buf, root_off)?.ok_or_else(|| super::error::WimError::Invalid("metadata resource has no root dentry".into()))?;
+        let mut tree = ImageTree {
+            security: sec,
+            dentries: Vec::new(),
+            inodes: Vec::new(),
+        };
+        let root = parse_dentry(buf, root_off)?
+            .ok_or_else(|| super::error::WimError::Invalid("metadata resource has no root dentry".into()))?;
         if root.inode.attributes & FILE_ATTRIBUTE_DIRECTORY == 0 || root.inode.is_reparse() {
             return invalid("root of the image is not a directory");
         }
@@ -176,7 +196,13 @@ impl ImageTree {
         seen_dentries.insert(root_off);
         let root_subdir = root.subdir_offset;
         tree.inodes.push(root.inode);
-        tree.dentries.push(Dentry { name: Vec::new(), short_name: Vec::new(), inode: 0, parent: 0, children: Vec::new() });
+        tree.dentries.push(Dentry {
+            name: Vec::new(),
+            short_name: Vec::new(),
+            inode: 0,
+            parent: 0,
+            children: Vec::new(),
+        });
         // (dentry id, list offset, depth)
         let mut stack = vec![(0usize, root_subdir, 0usize)];
         while let Some((dir, list_off, depth)) = stack.pop() {
@@ -186,18 +212,18 @@ impl ImageTree {
             if depth >= MAX_DEPTH {
                 return invalid("directory tree is too deep (cyclic?)");
             }
-            let mut off = usize::try_from(list_off).map_err(|_| super::error::WimError::Invalid("subdirectory offset out of range".into()))?;
+            let mut off = usize::try_from(list_off)
+                .map_err(|_| super::error::WimError::Invalid("subdirectory offset out of range".into()))?;
             let mut names: HashSet<Vec<u16>> = HashSet::new();
             loop {
                 if !seen_dentries.insert(off) {
-                    return invalid(format!("dentry at offset {off} is listed twice (overlapping or cyclic directory lists)"));
+                    return invalid(format!(
+                        "dentry at offset {off} is listed twice (overlapping or cyclic directory lists)"
+                    ));
                 }
                 let Some(p) = parse_dentry(buf, off)? else { break };
                 off = p.next;
-                let bad = p.name.is_empty()
-                    || p.name.contains(&0)
-                    || p.name == [0x2E]
-                    || p.name == [0x2E, 0x2E];
+                let bad = p.name.is_empty() || p.name.contains(&0) || p.name == [0x2E] || p.name == [0x2E, 0x2E];
                 if bad || !names.insert(p.name.clone()) {
                     continue; // wimlib ignores these; so do we
                 }
@@ -242,7 +268,11 @@ impl ImageTree {
         let mut group = vec![0u64; tree.inodes.len()];
         let mut next = 1u64;
         // Pass 1: sizes and placement.
-        let sizes: Vec<usize> = tree.dentries.iter().map(|d| dentry_size(d, &tree.inodes[d.inode])).collect();
+        let sizes: Vec<usize> = tree
+            .dentries
+            .iter()
+            .map(|d| dentry_size(d, &tree.inodes[d.inode]))
+            .collect();
         let mut pos = vec![0usize; tree.dentries.len()];
         let mut subdir = vec![0usize; tree.dentries.len()];
         let root_off = (tree.security.len() + 7) & !7;
@@ -267,7 +297,13 @@ impl ImageTree {
         let mut out = Vec::with_capacity(off);
         out.extend_from_slice(&tree.security);
         out.resize(root_off, 0);
-        write_dentry(&mut out, &tree.dentries[0], &tree.inodes[tree.dentries[0].inode], subdir[0] as u64, 0);
+        write_dentry(
+            &mut out,
+            &tree.dentries[0],
+            &tree.inodes[tree.dentries[0].inode],
+            subdir[0] as u64,
+            0,
+        );
         out.extend_from_slice(&[0; 8]);
         for dir in order {
             debug_assert_eq!(out.len(), subdir[dir]);
@@ -301,7 +337,10 @@ pub fn compare_names(a: &[u16], b: &[u16]) -> std::cmp::Ordering {
             None => u,
         }
     };
-    a.iter().map(|&u| up(u)).cmp(b.iter().map(|&u| up(u))).then_with(|| a.cmp(b))
+    a.iter()
+        .map(|&u| up(u))
+        .cmp(b.iter().map(|&u| up(u)))
+        .then_with(|| a.cmp(b))
 }
 
 /// The tagged-item region, zero-padded to a multiple of 8 so that it can be
@@ -371,7 +410,11 @@ fn write_dentry(out: &mut Vec<u8>, d: &Dentry, ino: &Inode, subdir: u64, group: 
     out.extend_from_slice(&ino.creation_time.to_le_bytes());
     out.extend_from_slice(&ino.last_access_time.to_le_bytes());
     out.extend_from_slice(&ino.last_write_time.to_le_bytes());
-    let default_hash = if ino.has_extra_streams() { ZERO_HASH } else { ino.data_hash };
+    let default_hash = if ino.has_extra_streams() {
+        ZERO_HASH
+    } else {
+        ino.data_hash
+    };
     out.extend_from_slice(&default_hash);
     out.extend_from_slice(&ino.unknown_0x54.to_le_bytes());
     if ino.is_reparse() {
@@ -381,7 +424,11 @@ fn write_dentry(out: &mut Vec<u8>, d: &Dentry, ino: &Inode, subdir: u64, group: 
     } else {
         out.extend_from_slice(&group.to_le_bytes());
     }
-    let extra = if ino.has_extra_streams() { 1 + ino.is_reparse() as usize + ino.named_streams.len() } else { 0 };
+    let extra = if ino.has_extra_streams() {
+        1 + ino.is_reparse() as usize + ino.named_streams.len()
+    } else {
+        0
+    };
     out.extend_from_slice(&(extra as u16).to_le_bytes());
     out.extend_from_slice(&((d.short_name.len() * 2) as u16).to_le_bytes());
     out.extend_from_slice(&((d.name.len() * 2) as u16).to_le_bytes());
@@ -417,7 +464,9 @@ struct ParsedDentry {
 }
 
 fn utf16_at(buf: &[u8], off: usize, bytes: usize) -> Result<Vec<u16>> {
-    let s = buf.get(off..off + bytes).ok_or_else(|| super::error::WimError::Invalid("dentry name runs past its dentry".into()))?;
+    let s = buf
+        .get(off..off + bytes)
+        .ok_or_else(|| super::error::WimError::Invalid("dentry name runs past its dentry".into()))?;
     Ok(s.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
 }
 
@@ -465,7 +514,9 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
         last_access_time: le.u64(off + 48, what)?,
         last_write_time: le.u64(off + 56, what)?,
         unknown_0x54: le.u32(off + 84, what)?,
-        tagged: TaggedItems { raw: padded8(&buf[tagged_start..off + length]) },
+        tagged: TaggedItems {
+            raw: padded8(&buf[tagged_start..off + length]),
+        },
         ..Inode::default()
     };
     let mut link_group = 0;
@@ -498,7 +549,10 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
         if nlen == 0 {
             unnamed.push(hash);
         } else {
-            inode.named_streams.push(NamedStream { name: utf16_at(buf, q + 38, nlen)?, hash });
+            inode.named_streams.push(NamedStream {
+                name: utf16_at(buf, q + 38, nlen)?,
+                hash,
+            });
         }
         q += elen;
     }
@@ -516,7 +570,14 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
             have_data = true;
         }
     }
-    Ok(Some(ParsedDentry { name, short_name, subdir_offset: le.u64(off + 16, what)?, link_group, inode, next: q }))
+    Ok(Some(ParsedDentry {
+        name,
+        short_name,
+        subdir_offset: le.u64(off + 16, what)?,
+        link_group,
+        inode,
+        next: q,
+    }))
 }
 
 #[cfg(test)]
@@ -529,15 +590,37 @@ mod tests {
             attributes: FILE_ATTRIBUTE_NORMAL,
             security_id: -1,
             data_hash: [hash; 20],
-            tagged: TaggedItems::build(Some(UnixData { uid: 1000, gid: 1000, mode: 0o100640, rdev: 0 }), &[], None),
+            tagged: TaggedItems::build(
+                Some(UnixData {
+                    uid: 1000,
+                    gid: 1000,
+                    mode: 0o100640,
+                    rdev: 0,
+                }),
+                &[],
+                None,
+            ),
             ..Inode::default()
         }
     }
 
     #[test]
     fn roundtrip_tree_with_links_and_symlink() {
-        let mut root = Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() };
-        root.tagged = TaggedItems::build(Some(UnixData { uid: 0, gid: 0, mode: 0o40755, rdev: 0 }), &[], None);
+        let mut root = Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        };
+        root.tagged = TaggedItems::build(
+            Some(UnixData {
+                uid: 0,
+                gid: 0,
+                mode: 0o40755,
+                rdev: 0,
+            }),
+            &[],
+            None,
+        );
         let mut t = ImageTree::new(root.clone());
         let f = t.add_inode(file(1));
         t.add_dentry(0, "hello.txt".encode_utf16().collect(), f);
@@ -570,7 +653,11 @@ mod tests {
 
     #[test]
     fn hello_dentry_is_152_bytes() {
-        let mut t = ImageTree::new(Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() });
+        let mut t = ImageTree::new(Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        });
         let f = t.add_inode(file(1));
         t.add_dentry(0, "hello.txt".encode_utf16().collect(), f);
         assert_eq!(dentry_size(&t.dentries[1], &t.inodes[f]), 152);
@@ -578,8 +665,16 @@ mod tests {
 
     #[test]
     fn cyclic_lists_are_refused() {
-        let mut t = ImageTree::new(Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() });
-        let d = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() });
+        let mut t = ImageTree::new(Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        });
+        let d = t.add_inode(Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        });
         t.add_dentry(0, "d".encode_utf16().collect(), d);
         let mut bytes = t.serialize();
         // Point the subdirectory back at the root's list.
@@ -595,7 +690,11 @@ mod hostile_tests {
     use super::*;
 
     fn dir() -> Inode {
-        Inode { attributes: FILE_ATTRIBUTE_DIRECTORY, security_id: -1, ..Inode::default() }
+        Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        }
     }
 
     /// A symlink (or any non-directory) listing children must not get them:
@@ -605,7 +704,11 @@ mod hostile_tests {
         let mut t = ImageTree::new(dir());
         let d = t.add_inode(dir());
         let evil = t.add_dentry(0, "evil".encode_utf16().collect(), d);
-        let f = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, ..Inode::default() });
+        let f = t.add_inode(Inode {
+            attributes: FILE_ATTRIBUTE_NORMAL,
+            security_id: -1,
+            ..Inode::default()
+        });
         t.add_dentry(evil, "x".encode_utf16().collect(), f);
         let mut bytes = t.serialize();
         // Turn "evil" into a symlink to a directory while keeping its child list.
@@ -624,11 +727,19 @@ mod hostile_tests {
     fn dot_names_nul_names_and_duplicates_are_dropped() {
         let mut t = ImageTree::new(dir());
         for name in [".", "..", "a\0b", "dup", "dup", "ok"] {
-            let i = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, ..Inode::default() });
+            let i = t.add_inode(Inode {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                security_id: -1,
+                ..Inode::default()
+            });
             t.add_dentry(0, name.encode_utf16().collect(), i);
         }
         let back = ImageTree::parse(&t.serialize()).unwrap();
-        let names: Vec<String> = back.dentries[0].children.iter().map(|&c| String::from_utf16_lossy(&back.dentries[c].name)).collect();
+        let names: Vec<String> = back.dentries[0]
+            .children
+            .iter()
+            .map(|&c| String::from_utf16_lossy(&back.dentries[c].name))
+            .collect();
         assert_eq!(names, vec!["dup", "ok"]);
     }
 
@@ -640,7 +751,12 @@ mod hostile_tests {
         let d = t.add_inode(dir());
         let sub = t.add_dentry(0, "sub".encode_utf16().collect(), d);
         for i in 0..5 {
-            let f = t.add_inode(Inode { attributes: FILE_ATTRIBUTE_NORMAL, security_id: -1, data_hash: [i; 20], ..Inode::default() });
+            let f = t.add_inode(Inode {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                security_id: -1,
+                data_hash: [i; 20],
+                ..Inode::default()
+            });
             t.add_dentry(sub, format!("f{i}").encode_utf16().collect(), f);
         }
         let bytes = t.serialize();

@@ -87,12 +87,16 @@ pub fn decode_link(tag: u32, rp_flags: u16, data: &[u8]) -> Result<LinkTarget> {
     }
     let f = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
     let (off, len) = (f(0), f(2));
-    let relative = tag == REPARSE_TAG_SYMLINK && u32::from_le_bytes(data[8..12].try_into().unwrap()) & SYMLINK_FLAG_RELATIVE != 0;
+    let relative =
+        tag == REPARSE_TAG_SYMLINK && u32::from_le_bytes(data[8..12].try_into().unwrap()) & SYMLINK_FLAG_RELATIVE != 0;
     let buf = &data[header..];
     if off % 2 != 0 || len % 2 != 0 || off + len > buf.len() {
         return invalid("reparse data names a substitute name outside its buffer");
     }
-    let mut units: Vec<u16> = buf[off..off + len].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let mut units: Vec<u16> = buf[off..off + len]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     if !relative {
         // Drop an NT namespace prefix together with the drive component.
         let s = String::from_utf16_lossy(&units);
@@ -106,8 +110,12 @@ pub fn decode_link(tag: u32, rp_flags: u16, data: &[u8]) -> Result<LinkTarget> {
         }
     }
     swap_separators(&mut units);
-    let path = String::from_utf16(&units).map_err(|_| super::error::WimError::Invalid("symlink target is not valid UTF-16".into()))?;
-    Ok(LinkTarget { fixed_absolute: !relative && rp_flags & RP_NOT_FIXED == 0, path })
+    let path = String::from_utf16(&units)
+        .map_err(|_| super::error::WimError::Invalid("symlink target is not valid UTF-16".into()))?;
+    Ok(LinkTarget {
+        fixed_absolute: !relative && rp_flags & RP_NOT_FIXED == 0,
+        path,
+    })
 }
 
 #[cfg(test)]
@@ -131,6 +139,12 @@ mod tests {
             assert!(!l.fixed_absolute);
         }
         let (d, f) = encode_symlink("/r/dir1", Some("/dir1")).unwrap();
-        assert_eq!(decode_link(REPARSE_TAG_SYMLINK, f, &d).unwrap(), LinkTarget { path: "/dir1".into(), fixed_absolute: true });
+        assert_eq!(
+            decode_link(REPARSE_TAG_SYMLINK, f, &d).unwrap(),
+            LinkTarget {
+                path: "/dir1".into(),
+                fixed_absolute: true
+            }
+        );
     }
 }

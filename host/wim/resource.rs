@@ -30,15 +30,30 @@ pub struct ResourceContext<'a> {
 }
 
 impl<'a> ResourceContext<'a> {
-    pub fn new(file: &'a File, file_size: u64, codec: Option<&'static dyn Codec>, chunk_size: u32, decompressors: Option<&'a Decompressors>) -> Self {
-        ResourceContext { file, file_size, codec, chunk_size, decompressors }
+    pub fn new(
+        file: &'a File,
+        file_size: u64,
+        codec: Option<&'static dyn Codec>,
+        chunk_size: u32,
+        decompressors: Option<&'a Decompressors>,
+    ) -> Self {
+        ResourceContext {
+            file,
+            file_size,
+            codec,
+            chunk_size,
+            decompressors,
+        }
     }
 
     /// Reads a whole resource into memory. Only for bounded structures
     /// (metadata, XML, tables): `limit` guards against hostile sizes.
     pub fn read_all(&self, r: &ResHdr, limit: u64, what: &str) -> Result<Vec<u8>> {
         if r.original_size > limit {
-            return invalid(format!("{what} claims {} bytes, more than the limit of {limit}", r.original_size));
+            return invalid(format!(
+                "{what} claims {} bytes, more than the limit of {limit}",
+                r.original_size
+            ));
         }
         // Grow with the data actually decoded, not with what a header claims.
         let mut out = Vec::with_capacity(r.original_size.min(64 << 20) as usize);
@@ -55,7 +70,10 @@ impl<'a> ResourceContext<'a> {
         r.end_within(self.file_size, what)?;
         if r.flags & RESHDR_FLAG_COMPRESSED == 0 {
             if r.size_in_wim != r.original_size {
-                return invalid(format!("{what}: uncompressed resource with stored size {} != size {}", r.size_in_wim, r.original_size));
+                return invalid(format!(
+                    "{what}: uncompressed resource with stored size {} != size {}",
+                    r.size_in_wim, r.original_size
+                ));
             }
             let mut off = 0u64;
             let mut buf = vec![0u8; (r.original_size.min(1 << 20)) as usize];
@@ -67,11 +85,17 @@ impl<'a> ResourceContext<'a> {
             }
             return Ok(());
         }
-        let codec = self.codec.ok_or_else(|| WimError::Invalid(format!("{what} is compressed but the WIM names no codec")))?;
-        let decomps = self.decompressors.ok_or_else(|| WimError::Invalid(format!("{what}: no decompressor")))?;
+        let codec = self
+            .codec
+            .ok_or_else(|| WimError::Invalid(format!("{what} is compressed but the WIM names no codec")))?;
+        let decomps = self
+            .decompressors
+            .ok_or_else(|| WimError::Invalid(format!("{what}: no decompressor")))?;
         let table = ChunkTable::read(self, r, what)?;
         let cs = self.chunk_size as u64;
-        let per_batch = (BATCH_BYTES / self.chunk_size as usize).max(rayon::current_num_threads()).max(1);
+        let per_batch = (BATCH_BYTES / self.chunk_size as usize)
+            .max(rayon::current_num_threads())
+            .max(1);
         let mut first = 0usize;
         while first < table.count {
             let last = (first + per_batch).min(table.count);
@@ -79,10 +103,15 @@ impl<'a> ResourceContext<'a> {
             let (end_start, end_len) = table.span(last - 1);
             let end = end_start + end_len;
             let mut comp = vec![0u8; (end - start) as usize];
-            self.file.read_exact_at(&mut comp, r.offset + table.data_start + start)?;
+            self.file
+                .read_exact_at(&mut comp, r.offset + table.data_start + start)?;
             let mut outs: Vec<Vec<u8>> = (first..last)
                 .map(|i| {
-                    let usize_ = if i + 1 == table.count { r.original_size - cs * i as u64 } else { cs };
+                    let usize_ = if i + 1 == table.count {
+                        r.original_size - cs * i as u64
+                    } else {
+                        cs
+                    };
                     vec![0u8; usize_ as usize]
                 })
                 .collect();
@@ -135,20 +164,32 @@ impl ChunkTable {
         let mut bounds = Vec::with_capacity(count as usize + 1);
         bounds.push(0u64);
         for e in raw.chunks_exact(width as usize) {
-            let v = if width == 8 { u64::from_le_bytes(e.try_into().unwrap()) } else { u32::from_le_bytes(e.try_into().unwrap()) as u64 };
+            let v = if width == 8 {
+                u64::from_le_bytes(e.try_into().unwrap())
+            } else {
+                u32::from_le_bytes(e.try_into().unwrap()) as u64
+            };
             bounds.push(v);
         }
         bounds.push(data_len);
         for i in 0..count as usize {
             let stored = bounds[i + 1].saturating_sub(bounds[i]);
-            let usize_ = if i + 1 == count as usize { r.original_size - cs * i as u64 } else { cs };
+            let usize_ = if i + 1 == count as usize {
+                r.original_size - cs * i as u64
+            } else {
+                cs
+            };
             if stored == 0 || stored > usize_ {
                 return invalid(format!(
                     "{what}: chunk {i} has stored size {stored} (offsets out of order or larger than its {usize_} bytes)"
                 ));
             }
         }
-        Ok(ChunkTable { count: count as usize, data_start: table_bytes, bounds })
+        Ok(ChunkTable {
+            count: count as usize,
+            data_start: table_bytes,
+            bounds,
+        })
     }
 
     /// (start, stored length) of chunk `i`.

@@ -18,7 +18,10 @@ pub fn parse(buf: &[u8]) -> Result<(Vec<u8>, u32, usize)> {
     }
     let min = 8 + 8 * count;
     if total < min || total > buf.len() as u64 {
-        return invalid(format!("security data length {total} does not fit {count} descriptors in a {}-byte resource", buf.len()));
+        return invalid(format!(
+            "security data length {total} does not fit {count} descriptors in a {}-byte resource",
+            buf.len()
+        ));
     }
     let mut sum = min;
     for i in 0..count as usize {

@@ -70,19 +70,31 @@ impl TaggedItems {
     }
 
     fn find(&self, tag: u32, min_len: usize) -> Option<&[u8]> {
-        self.iter().find(|(t, d)| *t == tag && d.len() >= min_len).map(|(_, d)| d)
+        self.iter()
+            .find(|(t, d)| *t == tag && d.len() >= min_len)
+            .map(|(_, d)| d)
     }
 
     pub fn unix_data(&self) -> Option<UnixData> {
         let d = self.find(TAG_UNIX_DATA, 16)?;
         let f = |i: usize| u32::from_le_bytes(d[i..i + 4].try_into().unwrap());
-        Some(UnixData { uid: f(0), gid: f(4), mode: f(8), rdev: f(12) })
+        Some(UnixData {
+            uid: f(0),
+            gid: f(4),
+            mode: f(8),
+            rdev: f(12),
+        })
     }
 
     pub fn identity(&self) -> Option<FileIdentity> {
         let d = self.find(TAG_WIMGUARD_IDENTITY, 32)?;
         let f = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().unwrap());
-        Some(FileIdentity { dev: f(0), ino: f(8), ctime: f(16), size: f(24) })
+        Some(FileIdentity {
+            dev: f(0),
+            ino: f(8),
+            ctime: f(16),
+            size: f(24),
+        })
     }
 
     /// Extended attributes, from the current format or the old wimlib one.
@@ -128,7 +140,12 @@ impl TaggedItems {
     }
 
     /// Same region with our regenerated items replaced and others preserved.
-    pub fn rebuilt_with(&self, unix: Option<UnixData>, xattrs: &[Xattr], identity: Option<FileIdentity>) -> TaggedItems {
+    pub fn rebuilt_with(
+        &self,
+        unix: Option<UnixData>,
+        xattrs: &[Xattr],
+        identity: Option<FileIdentity>,
+    ) -> TaggedItems {
         let mut t = TaggedItems::build(unix, xattrs, identity);
         for (tag, d) in self.others() {
             t.push(tag, &d);
@@ -196,7 +213,9 @@ fn parse_old_xattrs(d: &[u8]) -> Result<Vec<Xattr>> {
         let vlen = u32::from_le_bytes(d[off + 4..off + 8].try_into().unwrap()) as usize;
         let name_end = off + 8 + nlen;
         let end = name_end.checked_add(vlen).filter(|&e| e <= d.len());
-        let Some(end) = end else { return invalid("old-format extended attribute is truncated") };
+        let Some(end) = end else {
+            return invalid("old-format extended attribute is truncated");
+        };
         if nlen == 0 {
             return invalid("old-format extended attribute has an empty name");
         }
@@ -221,9 +240,27 @@ mod tests {
 
     #[test]
     fn unix_data_and_preserved_items() {
-        let mut t = TaggedItems::build(Some(UnixData { uid: 1, gid: 2, mode: 0o100644, rdev: 0 }), &[], None);
+        let mut t = TaggedItems::build(
+            Some(UnixData {
+                uid: 1,
+                gid: 2,
+                mode: 0o100644,
+                rdev: 0,
+            }),
+            &[],
+            None,
+        );
         t.push(TAG_OBJECT_ID, &[9; 16]);
-        let r = t.rebuilt_with(Some(UnixData { uid: 5, gid: 6, mode: 0o100600, rdev: 0 }), &[], None);
+        let r = t.rebuilt_with(
+            Some(UnixData {
+                uid: 5,
+                gid: 6,
+                mode: 0o100600,
+                rdev: 0,
+            }),
+            &[],
+            None,
+        );
         assert_eq!(r.unix_data().unwrap().uid, 5);
         assert!(r.iter().any(|(tag, d)| tag == TAG_OBJECT_ID && d == [9; 16]));
     }

@@ -18,7 +18,9 @@ pub fn to_unix(ft: u64) -> (i64, i64) {
 
 /// Now as FILETIME.
 pub fn now() -> u64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     from_unix(d.as_secs() as i64, d.subsec_nanos() as i64)
 }
 

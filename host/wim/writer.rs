@@ -154,7 +154,10 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     if rc != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(WimError::Locked(format!("{} is being modified by another process; try again when it is done", path.display())));
+            return Err(WimError::Locked(format!(
+                "{} is being modified by another process; try again when it is done",
+                path.display()
+            )));
         }
         return Err(e.into());
     }
@@ -187,7 +190,15 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let f = CString::new(from.as_os_str().as_bytes())?;
     let t = CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: two valid C strings; renameat2 does not retain them.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -201,7 +212,10 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 fn fsync_dir(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -212,24 +226,47 @@ impl WimWriter {
     }
 
     /// `replace`: the finished file may replace an existing one (rebuilds).
-    fn create_with_guid(path: &Path, compression: Compression, chunk_size: u32, guid: [u8; 16], replace: bool) -> Result<WimWriter> {
+    fn create_with_guid(
+        path: &Path,
+        compression: Compression,
+        chunk_size: u32,
+        guid: [u8; 16],
+        replace: bool,
+    ) -> Result<WimWriter> {
         let codec = codec_for(compression)?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().ok_or_else(|| WimError::Invalid(format!("{} is not a file path", path.display())))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| WimError::Invalid(format!("{} is not a file path", path.display())))?;
         let mut suffix = [0u8; 6];
         getrandom::fill(&mut suffix).expect("the OS random source works");
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = dir.join(format!(".{}.wimguard-tmp-{suffix}", name.to_string_lossy()));
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(|e| {
-            WimError::Io(io::Error::new(e.kind(), format!("cannot create {}: {e}", tmp.display())))
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| {
+                WimError::Io(io::Error::new(
+                    e.kind(),
+                    format!("cannot create {}: {e}", tmp.display()),
+                ))
+            })?;
         // Held until the writer is gone, so a later writer can tell our temp
         // file from one a killed process left behind.
         lock_exclusive(&file, &tmp)?;
         remove_stale_temps(dir, &name.to_string_lossy(), &tmp);
         let mut header = Header::new(compression, chunk_size, guid);
         header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
-        let mut out = OutBuf { file, buf: Vec::new(), buf_start: 0 };
+        let mut out = OutBuf {
+            file,
+            buf: Vec::new(),
+            buf_start: 0,
+        };
         out.write(&header.to_bytes())?;
         Ok(WimWriter {
             path: path.to_path_buf(),
@@ -250,7 +287,10 @@ impl WimWriter {
     /// Opens an existing archive for an in-place append, under an exclusive lock.
     pub fn append(path: &Path) -> Result<WimWriter> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
-            WimError::Io(io::Error::new(e.kind(), format!("cannot open {} for writing: {e}", path.display())))
+            WimError::Io(io::Error::new(
+                e.kind(),
+                format!("cannot open {} for writing: {e}", path.display()),
+            ))
         })?;
         lock_exclusive(&file, path)?;
         let arch = WimArchive::from_file(path, file.try_clone()?)?;
@@ -267,7 +307,11 @@ impl WimWriter {
         let integrity = !arch.header.integrity.is_zero();
         Ok(WimWriter {
             path: path.to_path_buf(),
-            out: OutBuf { file, buf: Vec::new(), buf_start: old_end },
+            out: OutBuf {
+                file,
+                buf: Vec::new(),
+                buf_start: old_end,
+            },
             mode: Mode::Append { old_end, old_flags },
             header: arch.header.clone(),
             compression,
@@ -325,7 +369,17 @@ impl WimWriter {
         if table_bytes > 0 {
             self.out.write(&vec![0u8; table_bytes as usize])?;
         }
-        Ok(PendingBlob { start, size, chunks, table_bytes, starts: Vec::new(), data_bytes: 0, all_raw: true, single_compressed: false, chunks_seen: 0 })
+        Ok(PendingBlob {
+            start,
+            size,
+            chunks,
+            table_bytes,
+            starts: Vec::new(),
+            data_bytes: 0,
+            all_raw: true,
+            single_compressed: false,
+            chunks_seen: 0,
+        })
     }
 
     /// Appends the next chunk of a pending blob.
@@ -334,7 +388,11 @@ impl WimWriter {
             b.starts.push(b.data_bytes);
         }
         b.chunks_seen += 1;
-        let data: &[u8] = if self.codec.is_some() && job.use_compressed { &job.compressed } else { &job.raw };
+        let data: &[u8] = if self.codec.is_some() && job.use_compressed {
+            &job.compressed
+        } else {
+            &job.raw
+        };
         if self.codec.is_some() && job.use_compressed {
             b.all_raw = false;
             b.single_compressed = true;
@@ -352,7 +410,15 @@ impl WimWriter {
             return Ok(false);
         }
         let reshdr = self.finish_resource(b, 0)?;
-        self.blobs.insert(hash, BlobEntry { reshdr, part_number: 1, refcount: 0, hash });
+        self.blobs.insert(
+            hash,
+            BlobEntry {
+                reshdr,
+                part_number: 1,
+                refcount: 0,
+                hash,
+            },
+        );
         Ok(true)
     }
 
@@ -364,7 +430,12 @@ impl WimWriter {
 
     fn finish_resource(&mut self, b: PendingBlob, extra_flags: u8) -> Result<ResHdr> {
         debug_assert!(b.chunks_seen == b.chunks || self.codec.is_none());
-        let mut r = ResHdr { size_in_wim: b.size, flags: extra_flags, offset: b.start, original_size: b.size };
+        let mut r = ResHdr {
+            size_in_wim: b.size,
+            flags: extra_flags,
+            offset: b.start,
+            original_size: b.size,
+        };
         if self.codec.is_none() || b.all_raw {
             if b.table_bytes > 0 {
                 // Every chunk stayed raw: drop the table and store the blob
@@ -404,9 +475,19 @@ impl WimWriter {
     pub fn write_buffer(&mut self, data: &[u8], extra_flags: u8) -> Result<ResHdr> {
         let cs = self.header.chunk_size.max(1) as usize;
         let mut jobs: Vec<ChunkJob> = if self.codec.is_some() {
-            data.chunks(cs).map(|c| ChunkJob { raw: c.to_vec(), compressed: Vec::new(), use_compressed: false }).collect()
+            data.chunks(cs)
+                .map(|c| ChunkJob {
+                    raw: c.to_vec(),
+                    compressed: Vec::new(),
+                    use_compressed: false,
+                })
+                .collect()
         } else {
-            vec![ChunkJob { raw: data.to_vec(), compressed: Vec::new(), use_compressed: false }]
+            vec![ChunkJob {
+                raw: data.to_vec(),
+                compressed: Vec::new(),
+                use_compressed: false,
+            }]
         };
         self.compress_chunks(&mut jobs);
         let mut b = self.begin_blob(data.len() as u64)?;
@@ -421,7 +502,15 @@ impl WimWriter {
         let hash: Sha1 = Sha1Hasher::digest(data).into();
         if !data.is_empty() && !self.blobs.contains_key(&hash) {
             let reshdr = self.write_buffer(data, 0)?;
-            self.blobs.insert(hash, BlobEntry { reshdr, part_number: 1, refcount: 0, hash });
+            self.blobs.insert(
+                hash,
+                BlobEntry {
+                    reshdr,
+                    part_number: 1,
+                    refcount: 0,
+                    hash,
+                },
+            );
         }
         Ok(hash)
     }
@@ -430,25 +519,42 @@ impl WimWriter {
     /// records it in the XML. All blobs it names must already be stored.
     pub fn add_image(&mut self, tree: &ImageTree, mut info: ImageInfo) -> Result<u32> {
         if self.xml.name_in_use(&info.name) {
-            return Err(WimError::Invalid(format!("an image named {:?} already exists in {}", info.name, self.path.display())));
+            return Err(WimError::Invalid(format!(
+                "an image named {:?} already exists in {}",
+                info.name,
+                self.path.display()
+            )));
         }
         let counts = tree.link_counts();
         let mut refs: HashMap<Sha1, u32> = HashMap::new();
         for (i, ino) in tree.inodes.iter().enumerate() {
-            for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+            for h in std::iter::once(&ino.data_hash)
+                .chain(std::iter::once(&ino.reparse_hash))
+                .chain(ino.named_streams.iter().map(|s| &s.hash))
+            {
                 if *h != [0; 20] {
                     *refs.entry(*h).or_default() += counts[i];
                 }
             }
         }
         for (h, n) in &refs {
-            let e = self.blobs.get_mut(h).ok_or_else(|| WimError::Invalid(format!("image refers to blob {} that was never stored", super::archive::hex(h))))?;
+            let e = self.blobs.get_mut(h).ok_or_else(|| {
+                WimError::Invalid(format!(
+                    "image refers to blob {} that was never stored",
+                    super::archive::hex(h)
+                ))
+            })?;
             e.refcount = e.refcount.saturating_add(*n);
         }
         let bytes = tree.serialize();
         let hash: Sha1 = Sha1Hasher::digest(&bytes).into();
         let reshdr = self.write_buffer(&bytes, RESHDR_FLAG_METADATA)?;
-        self.metadata.push(BlobEntry { reshdr, part_number: 1, refcount: 1, hash });
+        self.metadata.push(BlobEntry {
+            reshdr,
+            part_number: 1,
+            refcount: 1,
+            hash,
+        });
         self.header.image_count += 1;
         info.index = self.header.image_count;
         let (dirs, files, total, hard) = image_stats(tree, &self.blobs);
@@ -466,19 +572,34 @@ impl WimWriter {
         let table = BlobTable::to_bytes(&self.metadata, &self.blobs.values().cloned().collect::<Vec<_>>());
         let table_at = self.out.pos();
         self.out.write(&table)?;
-        self.header.blob_table = ResHdr { size_in_wim: table.len() as u64, flags: RESHDR_FLAG_METADATA, offset: table_at, original_size: table.len() as u64 };
+        self.header.blob_table = ResHdr {
+            size_in_wim: table.len() as u64,
+            flags: RESHDR_FLAG_METADATA,
+            offset: table_at,
+            original_size: table.len() as u64,
+        };
         let xml_at = self.out.pos();
         self.xml.set_total_bytes(xml_at);
         let xml = self.xml.to_bytes();
         self.out.write(&xml)?;
-        self.header.xml = ResHdr { size_in_wim: xml.len() as u64, flags: RESHDR_FLAG_METADATA, offset: xml_at, original_size: xml.len() as u64 };
+        self.header.xml = ResHdr {
+            size_in_wim: xml.len() as u64,
+            flags: RESHDR_FLAG_METADATA,
+            offset: xml_at,
+            original_size: xml.len() as u64,
+        };
         self.out.flush()?;
         if self.integrity {
             let t = integrity::build(&self.out.file, table_at + table.len() as u64)?;
             let at = self.out.pos();
             self.out.write(&t)?;
             self.out.flush()?;
-            self.header.integrity = ResHdr { size_in_wim: t.len() as u64, flags: 0, offset: at, original_size: t.len() as u64 };
+            self.header.integrity = ResHdr {
+                size_in_wim: t.len() as u64,
+                flags: 0,
+                offset: at,
+                original_size: t.len() as u64,
+            };
         } else {
             self.header.integrity = ResHdr::default();
         }
@@ -491,12 +612,22 @@ impl WimWriter {
         self.out.file.write_all_at(&self.header.to_bytes(), 0)?;
         self.out.file.sync_all()?;
         if let Mode::New { tmp, replace } = &self.mode {
-            let r = if *replace { std::fs::rename(tmp, &self.path) } else { rename_noreplace(tmp, &self.path) };
+            let r = if *replace {
+                std::fs::rename(tmp, &self.path)
+            } else {
+                rename_noreplace(tmp, &self.path)
+            };
             r.map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
-                    WimError::Locked(format!("{} was created by someone else while we wrote it; nothing was changed", self.path.display()))
+                    WimError::Locked(format!(
+                        "{} was created by someone else while we wrote it; nothing was changed",
+                        self.path.display()
+                    ))
                 } else {
-                    WimError::Io(io::Error::new(e.kind(), format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display())))
+                    WimError::Io(io::Error::new(
+                        e.kind(),
+                        format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display()),
+                    ))
                 }
             })?;
             fsync_dir(&self.path)?;
@@ -560,11 +691,17 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
     lock_exclusive(&lock_file, path)?;
     let arch = WimArchive::from_file(path, lock_file.try_clone()?)?;
     if index == 0 || index > arch.image_count() {
-        return Err(WimError::NotFound(format!("image {index} does not exist ({} has {} images)", path.display(), arch.image_count())));
+        return Err(WimError::NotFound(format!(
+            "image {index} does not exist ({} has {} images)",
+            path.display(),
+            arch.image_count()
+        )));
     }
     let compression = arch.header.compression()?;
     let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid, true)?;
-    w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX) | (arch.header.flags & super::header::HDR_FLAG_RP_FIX) | HDR_FLAG_WRITE_IN_PROGRESS;
+    w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX)
+        | (arch.header.flags & super::header::HDR_FLAG_RP_FIX)
+        | HDR_FLAG_WRITE_IN_PROGRESS;
     w.integrity = !arch.header.integrity.is_zero();
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
     let mut kept = Vec::new();
@@ -575,7 +712,10 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
         let tree = arch.load_image(i)?;
         let counts = tree.link_counts();
         for (n, ino) in tree.inodes.iter().enumerate() {
-            for h in std::iter::once(&ino.data_hash).chain(std::iter::once(&ino.reparse_hash)).chain(ino.named_streams.iter().map(|s| &s.hash)) {
+            for h in std::iter::once(&ino.data_hash)
+                .chain(std::iter::once(&ino.reparse_hash))
+                .chain(ino.named_streams.iter().map(|s| &s.hash))
+            {
                 if *h != [0; 20] {
                     *refs.entry(*h).or_default() += counts[n];
                 }
@@ -588,12 +728,25 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
     order.sort_by_key(|b| b.reshdr.offset);
     for b in order {
         let reshdr = w.copy_raw(&arch, &b.reshdr)?;
-        w.blobs.insert(b.hash, BlobEntry { reshdr, part_number: 1, refcount: refs[&b.hash], hash: b.hash });
+        w.blobs.insert(
+            b.hash,
+            BlobEntry {
+                reshdr,
+                part_number: 1,
+                refcount: refs[&b.hash],
+                hash: b.hash,
+            },
+        );
     }
     for i in kept {
         let m = &arch.metadata[(i - 1) as usize];
         let reshdr = w.copy_raw(&arch, &m.reshdr)?;
-        w.metadata.push(BlobEntry { reshdr, part_number: 1, refcount: 1, hash: m.hash });
+        w.metadata.push(BlobEntry {
+            reshdr,
+            part_number: 1,
+            refcount: 1,
+            hash: m.hash,
+        });
     }
     let mut xml = arch.xml.clone();
     xml.remove_image(index);

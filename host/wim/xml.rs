@@ -26,7 +26,10 @@ pub struct Element {
 
 impl Element {
     pub fn new(name: &str) -> Element {
-        Element { name: name.into(), ..Element::default() }
+        Element {
+            name: name.into(),
+            ..Element::default()
+        }
     }
 
     pub fn child(&self, name: &str) -> Option<&Element> {
@@ -105,7 +108,10 @@ impl Element {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// What we know about one image from the XML.
@@ -130,7 +136,9 @@ pub struct WimXml {
 
 impl Default for WimXml {
     fn default() -> Self {
-        WimXml { root: Element::new("WIM") }
+        WimXml {
+            root: Element::new("WIM"),
+        }
     }
 }
 
@@ -165,7 +173,10 @@ impl WimXml {
         for img in xml.image_elements() {
             let idx: usize = img.attr("INDEX").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             if idx == 0 || idx > image_count as usize || seen[idx - 1] {
-                return invalid(format!("XML has an IMAGE with bad or duplicate INDEX {:?}", img.attr("INDEX")));
+                return invalid(format!(
+                    "XML has an IMAGE with bad or duplicate INDEX {:?}",
+                    img.attr("INDEX")
+                ));
             }
             seen[idx - 1] = true;
         }
@@ -184,7 +195,11 @@ impl WimXml {
 
     pub fn image_element_mut(&mut self, index: u32) -> Option<&mut Element> {
         self.root.children.iter_mut().find_map(|c| match c {
-            XmlNode::Element(e) if e.name == "IMAGE" && e.attr("INDEX").and_then(|v| v.trim().parse().ok()) == Some(index) => Some(e),
+            XmlNode::Element(e)
+                if e.name == "IMAGE" && e.attr("INDEX").and_then(|v| v.trim().parse().ok()) == Some(index) =>
+            {
+                Some(e)
+            }
             _ => None,
         })
     }
@@ -307,7 +322,8 @@ fn parse_dom(text: &str) -> Result<Element> {
                 for a in s.attributes() {
                     let a = a.map_err(|e| err(&e))?;
                     let v = a.unescape_value().map_err(|e| err(&e))?;
-                    e.attrs.push((String::from_utf8_lossy(a.key.as_ref()).into_owned(), v.into_owned()));
+                    e.attrs
+                        .push((String::from_utf8_lossy(a.key.as_ref()).into_owned(), v.into_owned()));
                 }
                 if matches!(ev, Event::Empty(_)) {
                     attach(&mut stack, &mut root, e);
@@ -319,7 +335,9 @@ fn parse_dom(text: &str) -> Result<Element> {
                 }
             }
             Event::End(_) => {
-                let done = stack.pop().ok_or_else(|| WimError::Invalid("XML data has an unmatched end tag".into()))?;
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| WimError::Invalid("XML data has an unmatched end tag".into()))?;
                 attach(&mut stack, &mut root, done);
             }
             Event::Text(t) => {
@@ -341,7 +359,8 @@ fn parse_dom(text: &str) -> Result<Element> {
             }
             Event::CData(c) => {
                 if let Some(top) = stack.last_mut() {
-                    top.children.push(XmlNode::Text(String::from_utf8_lossy(&c).into_owned()));
+                    top.children
+                        .push(XmlNode::Text(String::from_utf8_lossy(&c).into_owned()));
                 }
             }
             Event::Eof => break,
@@ -371,7 +390,8 @@ fn push_text(stack: &mut [Element], t: &str) {
 /// Drops whitespace-only text between elements (wimlib writes none).
 fn trim_whitespace(e: &mut Element) {
     let has_elements = e.children.iter().any(|c| matches!(c, XmlNode::Element(_)));
-    e.children.retain(|c| !(has_elements && matches!(c, XmlNode::Text(t) if t.trim().is_empty())));
+    e.children
+        .retain(|c| !(has_elements && matches!(c, XmlNode::Text(t) if t.trim().is_empty())));
     for c in &mut e.children {
         if let XmlNode::Element(x) = c {
             trim_whitespace(x);
@@ -393,7 +413,12 @@ mod tests {
     #[test]
     fn roundtrip_keeps_unknown_elements() {
         let mut x = WimXml::default();
-        x.add_image(&ImageInfo { index: 1, name: "a & <b>".into(), creation_time: 0x01DD7C2C_8FB40BD8, ..ImageInfo::default() });
+        x.add_image(&ImageInfo {
+            index: 1,
+            name: "a & <b>".into(),
+            creation_time: 0x01DD7C2C_8FB40BD8,
+            ..ImageInfo::default()
+        });
         x.set_total_bytes(474);
         let mut raw = x.to_bytes();
         assert_eq!(&raw[..2], &[0xFF, 0xFE]);
@@ -401,11 +426,21 @@ mod tests {
         assert_eq!(back.images()[0].name, "a & <b>");
         assert_eq!(back.images()[0].creation_time, 0x01DD7C2C_8FB40BD8);
         raw = "\u{feff}<WIM><IMAGE INDEX=\"1\"><NAME>x</NAME><WINDOWS><ARCH>9</ARCH></WINDOWS></IMAGE></WIM>"
-            .encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
         let mut w = WimXml::parse(&raw, 1).unwrap();
-        w.add_image(&ImageInfo { index: 2, name: "y".into(), ..ImageInfo::default() });
+        w.add_image(&ImageInfo {
+            index: 2,
+            name: "y".into(),
+            ..ImageInfo::default()
+        });
         let again = WimXml::parse(&w.to_bytes(), 2).unwrap();
-        assert!(again.root.children.iter().any(|c| matches!(c, XmlNode::Element(e) if e.child("WINDOWS").is_some())));
+        assert!(again
+            .root
+            .children
+            .iter()
+            .any(|c| matches!(c, XmlNode::Element(e) if e.child("WINDOWS").is_some())));
         assert!(WimXml::parse(&raw, 2).is_err());
         let mut r = again.clone();
         r.remove_image(1);

@@ -201,7 +201,11 @@ pub fn wg<S: AsRef<OsStr>>(args: &[S]) -> Out {
 pub fn wg_must_fail<S: AsRef<OsStr>>(args: &[S]) -> Out {
     let out = run_with_timeout(&wimguard(), args, BAD_INPUT_TIMEOUT);
     assert_no_panic(&out);
-    assert!(!out.ok(), "wimguard unexpectedly SUCCEEDED on bad input:\n{}", out.describe());
+    assert!(
+        !out.ok(),
+        "wimguard unexpectedly SUCCEEDED on bad input:\n{}",
+        out.describe()
+    );
     assert!(
         !out.stderr.trim().is_empty(),
         "wimguard failed (as it should) but printed no message on stderr:\n{}",
@@ -274,7 +278,11 @@ pub fn wimlib<S: AsRef<OsStr>>(args: &[S]) -> Out {
 /// The "does not contain integrity information" warning is allowed only when
 /// `has_integrity` is false.
 pub fn wimlib_verify(wim: &Path, has_integrity: bool) -> Out {
-    let allowed: &[&str] = if has_integrity { &[] } else { &["does not contain integrity information"] };
+    let allowed: &[&str] = if has_integrity {
+        &[]
+    } else {
+        &["does not contain integrity information"]
+    };
     let out = wimlib_allow(&[OsStr::new("verify"), wim.as_os_str()], allowed);
     assert!(
         out.stdout.contains("successfully verified"),
@@ -436,12 +444,21 @@ pub fn assert_appendable_layout(wim: &Path) {
         h.xml
     );
     let end = if h.integrity.1 != 0 {
-        assert!(h.integrity.0 >= xml_end, "integrity table {:?} before XML end {xml_end}", h.integrity);
+        assert!(
+            h.integrity.0 >= xml_end,
+            "integrity table {:?} before XML end {xml_end}",
+            h.integrity
+        );
         h.integrity.0 + h.integrity.1
     } else {
         xml_end
     };
-    assert_eq!(end, len, "{}: data after the XML/integrity table (end {end}, file length {len})", wim.display());
+    assert_eq!(
+        end,
+        len,
+        "{}: data after the XML/integrity table (end {end}, file length {len})",
+        wim.display()
+    );
     for b in wimlib_blobs(wim) {
         let (bt0, bt1) = (h.blob_table.0, h.blob_table.0 + h.blob_table.1);
         let end = b.offset + b.stored_size;
@@ -490,9 +507,34 @@ impl Rng {
 /// Compressible English-ish text.
 pub fn text_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "archive", "image", "window",
-        "backup", "restore", "blob", "table", "metadata", "resource", "chunk", "huffman", "offset",
-        "wimguard", "wimlib", "symlink", "directory", "integrity", "compression", "lzx", "xpress",
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+        "dog",
+        "archive",
+        "image",
+        "window",
+        "backup",
+        "restore",
+        "blob",
+        "table",
+        "metadata",
+        "resource",
+        "chunk",
+        "huffman",
+        "offset",
+        "wimguard",
+        "wimlib",
+        "symlink",
+        "directory",
+        "integrity",
+        "compression",
+        "lzx",
+        "xpress",
     ];
     let mut v = Vec::with_capacity(n + 32);
     let mut col = 0;
@@ -551,7 +593,15 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
     if r != 0 {
         return Err(errno_err("lsetxattr", p));
     }
@@ -579,7 +629,14 @@ pub fn list_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
             b"<unreadable>".to_vec()
         } else {
             let mut val = vec![0u8; sz as usize + 1];
-            let got = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len()) };
+            let got = unsafe {
+                libc::lgetxattr(
+                    c.as_ptr(),
+                    cname.as_ptr(),
+                    val.as_mut_ptr() as *mut libc::c_void,
+                    val.len(),
+                )
+            };
             if got < 0 {
                 b"<unreadable>".to_vec()
             } else {
@@ -597,8 +654,14 @@ pub fn list_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
 pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let c = cpath(p);
     let ts = [
-        libc::timespec { tv_sec: atime.0 as libc::time_t, tv_nsec: atime.1 as _ },
-        libc::timespec { tv_sec: mtime.0 as libc::time_t, tv_nsec: mtime.1 as _ },
+        libc::timespec {
+            tv_sec: atime.0 as libc::time_t,
+            tv_nsec: atime.1 as _,
+        },
+        libc::timespec {
+            tv_sec: mtime.0 as libc::time_t,
+            tv_nsec: mtime.1 as _,
+        },
     ];
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(r, 0, "{}", errno_err("utimensat", p));
@@ -629,11 +692,15 @@ pub struct Fixture {
 
 /// A canonical temp directory (so that absolute symlinks and rpfix agree).
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("wgtest-").tempdir().expect("create temp dir")
+    tempfile::Builder::new()
+        .prefix("wgtest-")
+        .tempdir()
+        .expect("create temp dir")
 }
 
 pub fn canon(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap_or_else(|e| panic!("canonicalize {}: {e}", p.display()))
+    p.canonicalize()
+        .unwrap_or_else(|e| panic!("canonicalize {}: {e}", p.display()))
 }
 
 /// A scratch directory with a canonical path; `path()` gives it.
@@ -712,7 +779,12 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
     let tmp = tempdir();
     let root = canon(tmp.path()).join("tree");
     fs::create_dir(&root).unwrap();
-    let mut b = Builder { root: root.clone(), rng: Rng::new(seed), total: 0, times: HashMap::new() };
+    let mut b = Builder {
+        root: root.clone(),
+        rng: Rng::new(seed),
+        total: 0,
+        times: HashMap::new(),
+    };
     let rs = root.to_str().expect("temp dir path must be UTF-8").to_string();
 
     // --- regular files of boundary sizes (shared between trees: fixed seed) ---
@@ -861,9 +933,18 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
         b.times.insert("times/epoch".into(), ((2_208_988_804, 0), (0, 0)));
         b.file("times/pre1970", b"1960\n");
         b.file("times/post2038", b"2100\n");
-        b.times.insert("times/ns".into(), ((2_208_988_800, 999_999_999), (1_234_567_890, 123_456_789)));
-        b.times.insert("times/pre1970".into(), ((2_208_988_801, 1), (-315_619_200, 987_654_321)));
-        b.times.insert("times/post2038".into(), ((4_102_444_800 + 99_999, 500), (4_102_444_800 + 12345, 999_999_999)));
+        b.times.insert(
+            "times/ns".into(),
+            ((2_208_988_800, 999_999_999), (1_234_567_890, 123_456_789)),
+        );
+        b.times.insert(
+            "times/pre1970".into(),
+            ((2_208_988_801, 1), (-315_619_200, 987_654_321)),
+        );
+        b.times.insert(
+            "times/post2038".into(),
+            ((4_102_444_800 + 99_999, 500), (4_102_444_800 + 12345, 999_999_999)),
+        );
         b.times.insert("times".into(), ((2_208_988_803, 0), (-1, 999_999_900)));
     }
 
@@ -881,7 +962,11 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
             (c, k) => {
                 let _ = fs::remove_file(b.p("special/chr_1_3"));
                 let _ = fs::remove_file(b.p("special/blk_7_200"));
-                eprintln!("note: cannot create device nodes ({:?} / {:?}); devices left out", c.err(), k.err());
+                eprintln!(
+                    "note: cannot create device nodes ({:?} / {:?}); devices left out",
+                    c.err(),
+                    k.err()
+                );
             }
         }
         // owners
@@ -926,7 +1011,10 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
     // security.capability (VFS_CAP_REVISION_2, effective, cap_net_bind_service)
     // and POSIX ACLs (access ACL on a file, default ACL on a directory): root only.
     if full && is_root() && xattrs {
-        let cap: Vec<u8> = [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let cap: Vec<u8> = [0x0200_0001u32, 1 << 10, 0, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         if let Err(e) = lsetxattr(&b.p("files/x86/env"), "security.capability", &cap) {
             eprintln!("note: cannot set security.capability ({e}); left out");
         }
@@ -942,10 +1030,24 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
         const UNDEF: u32 = u32::MAX;
         let f = b.file("xattr/acl_file", b"acl carrier\n");
         chmod(&f, 0o640);
-        let access = acl(&[(0x01, 6, UNDEF), (0x02, 4, 1000), (0x04, 4, UNDEF), (0x10, 4, UNDEF), (0x20, 0, UNDEF)]);
+        let access = acl(&[
+            (0x01, 6, UNDEF),
+            (0x02, 4, 1000),
+            (0x04, 4, UNDEF),
+            (0x10, 4, UNDEF),
+            (0x20, 0, UNDEF),
+        ]);
         let d = b.dir("xattr/acl_dir");
-        let default = acl(&[(0x01, 7, UNDEF), (0x04, 5, UNDEF), (0x08, 5, 2000), (0x10, 5, UNDEF), (0x20, 5, UNDEF)]);
-        if let Err(e) = lsetxattr(&f, "system.posix_acl_access", &access).and_then(|_| lsetxattr(&d, "system.posix_acl_default", &default)) {
+        let default = acl(&[
+            (0x01, 7, UNDEF),
+            (0x04, 5, UNDEF),
+            (0x08, 5, 2000),
+            (0x10, 5, UNDEF),
+            (0x20, 5, UNDEF),
+        ]);
+        if let Err(e) = lsetxattr(&f, "system.posix_acl_access", &access)
+            .and_then(|_| lsetxattr(&d, "system.posix_acl_default", &default))
+        {
             eprintln!("note: cannot set POSIX ACLs ({e}); left out");
         }
     }
@@ -963,7 +1065,14 @@ fn build_tree(seed: u64, full: bool) -> Fixture {
     let (at, mt) = default_times(Path::new("/"));
     set_times(&root, at, mt);
 
-    Fixture { _tmp: tmp, root, xattrs, devices, owners, total_bytes: b.total }
+    Fixture {
+        _tmp: tmp,
+        root,
+        xattrs,
+        devices,
+        owners,
+        total_bytes: b.total,
+    }
 }
 
 /// Deterministic per-path times: mtime in 2001..2004 with nanoseconds,
@@ -975,7 +1084,10 @@ fn default_times(rel: &Path) -> ((i64, i64), (i64, i64)) {
     let x = u64::from_le_bytes(d[..8].try_into().unwrap());
     let y = u64::from_le_bytes(d[8..16].try_into().unwrap());
     let mtime = (1_000_000_000 + (x % 100_000_000) as i64, (y % 1_000_000_000) as i64);
-    let atime = (2_208_988_800 + (y % 1_000_000) as i64, ((x >> 7) % 1_000_000_000) as i64);
+    let atime = (
+        2_208_988_800 + (y % 1_000_000) as i64,
+        ((x >> 7) % 1_000_000_000) as i64,
+    );
     (atime, mtime)
 }
 
@@ -1034,7 +1146,11 @@ pub type Snapshot = BTreeMap<String, Entry>;
 
 fn file_sha1(p: &Path) -> String {
     // O_NOATIME so that hashing does not disturb atimes (we own the files or are root).
-    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(p).or_else(|_| fs::File::open(p));
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(p)
+        .or_else(|_| fs::File::open(p));
     let mut f = f.unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
     let mut h = Sha1::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -1090,16 +1206,36 @@ fn snap_rec(path: &Path, rel: &str, snap: &mut Snapshot, inodes: &mut BTreeMap<(
         libc::S_IFBLK => Kind::Block,
         _ => panic!("unknown file type {fmt:o} at {}", path.display()),
     };
-    let key = if rel.is_empty() { "/".to_string() } else { rel.to_string() };
+    let key = if rel.is_empty() {
+        "/".to_string()
+    } else {
+        rel.to_string()
+    };
     let e = Entry {
         kind,
-        mode: if kind == Kind::Symlink { None } else { Some(md.mode() & 0o7777) },
+        mode: if kind == Kind::Symlink {
+            None
+        } else {
+            Some(md.mode() & 0o7777)
+        },
         uid: md.uid(),
         gid: md.gid(),
         size: if kind == Kind::File { Some(md.len()) } else { None },
-        sha1: if kind == Kind::File { Some(file_sha1(path)) } else { None },
-        target: if kind == Kind::Symlink { Some(fs::read_link(path).unwrap().into_os_string().into_vec()) } else { None },
-        rdev: if matches!(kind, Kind::Char | Kind::Block) { Some(md.rdev()) } else { None },
+        sha1: if kind == Kind::File {
+            Some(file_sha1(path))
+        } else {
+            None
+        },
+        target: if kind == Kind::Symlink {
+            Some(fs::read_link(path).unwrap().into_os_string().into_vec())
+        } else {
+            None
+        },
+        rdev: if matches!(kind, Kind::Char | Kind::Block) {
+            Some(md.rdev())
+        } else {
+            None
+        },
         xattrs: list_xattrs(path),
         link_group: None,
         mtime: ticks(md.mtime(), md.mtime_nsec()),
@@ -1138,7 +1274,13 @@ pub struct CompareOpts {
 impl CompareOpts {
     /// Full comparison of an extraction of `src` at `dest` with rpfix.
     pub fn full(src: &Path, dest: &Path) -> CompareOpts {
-        CompareOpts { owners: is_root(), atime: true, mtime: true, root_meta: true, rpfix: Some((src.to_path_buf(), dest.to_path_buf())) }
+        CompareOpts {
+            owners: is_root(),
+            atime: true,
+            mtime: true,
+            root_meta: true,
+            rpfix: Some((src.to_path_buf(), dest.to_path_buf())),
+        }
     }
     pub fn no_rpfix(mut self) -> Self {
         self.rpfix = None;
@@ -1180,7 +1322,11 @@ pub fn diff_snapshots(expected: &Snapshot, actual: &Snapshot, o: &CompareOpts) -
         let is_root = p == "/";
         let meta = !is_root || o.root_meta;
         if meta && e.mode != a.mode {
-            f.push(format!("mode: expected {:o}, got {:o}", e.mode.unwrap_or(0), a.mode.unwrap_or(0)));
+            f.push(format!(
+                "mode: expected {:o}, got {:o}",
+                e.mode.unwrap_or(0),
+                a.mode.unwrap_or(0)
+            ));
         }
         if meta && o.owners && (e.uid, e.gid) != (a.uid, a.gid) {
             f.push(format!("owner: expected {}:{}, got {}:{}", e.uid, e.gid, a.uid, a.gid));
@@ -1212,17 +1358,33 @@ pub fn diff_snapshots(expected: &Snapshot, actual: &Snapshot, o: &CompareOpts) -
             f.push(format!("rdev: expected {:?}, got {:?}", e.rdev, a.rdev));
         }
         if meta && e.xattrs != a.xattrs {
-            let fx = |v: &Vec<(String, Vec<u8>)>| v.iter().map(|(n, v)| format!("{n}={}", show_bytes(v))).collect::<Vec<_>>().join(", ");
+            let fx = |v: &Vec<(String, Vec<u8>)>| {
+                v.iter()
+                    .map(|(n, v)| format!("{n}={}", show_bytes(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             f.push(format!("xattrs: expected [{}], got [{}]", fx(&e.xattrs), fx(&a.xattrs)));
         }
         if e.link_group != a.link_group {
-            f.push(format!("hard-link group: expected {:?}, got {:?}", e.link_group, a.link_group));
+            f.push(format!(
+                "hard-link group: expected {:?}, got {:?}",
+                e.link_group, a.link_group
+            ));
         }
         if meta && o.mtime && e.mtime != a.mtime {
-            f.push(format!("mtime: expected {}, got {}", fmt_time(e.mtime), fmt_time(a.mtime)));
+            f.push(format!(
+                "mtime: expected {}, got {}",
+                fmt_time(e.mtime),
+                fmt_time(a.mtime)
+            ));
         }
         if meta && o.atime && e.atime != a.atime {
-            f.push(format!("atime: expected {}, got {}", fmt_time(e.atime), fmt_time(a.atime)));
+            f.push(format!(
+                "atime: expected {}, got {}",
+                fmt_time(e.atime),
+                fmt_time(a.atime)
+            ));
         }
         if !f.is_empty() {
             d.push(format!("{p}: {}", f.join("; ")));
@@ -1251,7 +1413,11 @@ pub fn assert_snapshots_equal(e: &Snapshot, a: &Snapshot, o: &CompareOpts, ctx: 
         panic!(
             "{ctx}: extracted tree differs from the source in {n} path(s):\n  {}{}",
             shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "),
-            if n > 60 { format!("\n  ... and {} more", n - 60) } else { String::new() }
+            if n > 60 {
+                format!("\n  ... and {} more", n - 60)
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -1274,14 +1440,27 @@ pub fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
 
 /// `wimguard archive capture SRC WIM --name NAME [extra...]`
 pub fn wg_capture(src: &Path, wim: &Path, name: &str, extra: &[&str]) -> Out {
-    let mut a: Vec<&OsStr> = vec![os("archive"), os("capture"), src.as_os_str(), wim.as_os_str(), os("--name"), os(name)];
+    let mut a: Vec<&OsStr> = vec![
+        os("archive"),
+        os("capture"),
+        src.as_os_str(),
+        wim.as_os_str(),
+        os("--name"),
+        os(name),
+    ];
     a.extend(extra.iter().map(|s| os(*s)));
     wg(&a)
 }
 
 /// `wimguard archive extract WIM IMAGE DEST [PATH...]`
 pub fn wg_extract(wim: &Path, image: &str, dest: &Path, paths: &[&str]) -> Out {
-    let mut a: Vec<&OsStr> = vec![os("archive"), os("extract"), wim.as_os_str(), os(image), dest.as_os_str()];
+    let mut a: Vec<&OsStr> = vec![
+        os("archive"),
+        os("extract"),
+        wim.as_os_str(),
+        os(image),
+        dest.as_os_str(),
+    ];
     a.extend(paths.iter().map(|s| os(*s)));
     wg(&a)
 }
@@ -1297,13 +1476,25 @@ pub fn wg_verify(wim: &Path) -> Out {
 
 /// `wimlib-imagex capture SRC WIM NAME --unix-data [extra...]`
 pub fn wl_capture(src: &Path, wim: &Path, name: &str, extra: &[&str]) -> Out {
-    let mut a: Vec<&OsStr> = vec![os("capture"), src.as_os_str(), wim.as_os_str(), os(name), os("--unix-data")];
+    let mut a: Vec<&OsStr> = vec![
+        os("capture"),
+        src.as_os_str(),
+        wim.as_os_str(),
+        os(name),
+        os("--unix-data"),
+    ];
     a.extend(extra.iter().map(|s| os(*s)));
     wimlib(&a)
 }
 
 pub fn wl_append(src: &Path, wim: &Path, name: &str, extra: &[&str]) -> Out {
-    let mut a: Vec<&OsStr> = vec![os("append"), src.as_os_str(), wim.as_os_str(), os(name), os("--unix-data")];
+    let mut a: Vec<&OsStr> = vec![
+        os("append"),
+        src.as_os_str(),
+        wim.as_os_str(),
+        os(name),
+        os("--unix-data"),
+    ];
     a.extend(extra.iter().map(|s| os(*s)));
     let out = wimlib(&a);
     assert!(
@@ -1316,7 +1507,13 @@ pub fn wl_append(src: &Path, wim: &Path, name: &str, extra: &[&str]) -> Out {
 
 /// `wimlib-imagex apply WIM IMAGE DEST --unix-data`
 pub fn wl_apply(wim: &Path, image: &str, dest: &Path) -> Out {
-    wimlib(&[os("apply"), wim.as_os_str(), os(image), dest.as_os_str(), os("--unix-data")])
+    wimlib(&[
+        os("apply"),
+        wim.as_os_str(),
+        os(image),
+        dest.as_os_str(),
+        os("--unix-data"),
+    ])
 }
 
 pub fn file_len(p: &Path) -> u64 {

@@ -26,7 +26,14 @@ fn all_commands_fail_opt(wim: &Path, s: &Scratch, tag: &str, with_capture: bool)
         vec![os("archive"), os("ls"), wim.as_os_str(), os("1")],
         vec![os("archive"), os("verify"), wim.as_os_str()],
         vec![os("archive"), os("extract"), wim.as_os_str(), os("1"), dest.as_os_str()],
-        vec![os("archive"), os("capture"), src.as_os_str(), wim.as_os_str(), os("--name"), os("appended")],
+        vec![
+            os("archive"),
+            os("capture"),
+            src.as_os_str(),
+            wim.as_os_str(),
+            os("--name"),
+            os("appended"),
+        ],
         vec![os("archive"), os("delete"), wim.as_os_str(), os("1")],
     ];
     for c in cmds {
@@ -34,9 +41,16 @@ fn all_commands_fail_opt(wim: &Path, s: &Scratch, tag: &str, with_capture: bool)
             continue;
         }
         let out = run_bad(&c);
-        assert!(!out.ok(), "[{tag}] wimguard unexpectedly SUCCEEDED:\n{}", out.describe());
+        assert!(
+            !out.ok(),
+            "[{tag}] wimguard unexpectedly SUCCEEDED:\n{}",
+            out.describe()
+        );
     }
-    assert!(fs::read(wim).ok() == before, "[{tag}] failed commands modified the input file");
+    assert!(
+        fs::read(wim).ok() == before,
+        "[{tag}] failed commands modified the input file"
+    );
 }
 
 /// Like `wg_must_fail` but with the case name in the message.
@@ -65,7 +79,23 @@ fn bad_truncated_wims() {
     let data = fs::read(&wim).unwrap();
     let h = read_raw_header(&wim);
     let len = data.len();
-    let mut offsets = vec![1, 7, 8, 100, 207, 208, 209, 1000, len / 3, len / 2, h.blob_table.0 as usize + 10, h.xml.0 as usize, h.xml.0 as usize + 1, len - 2, len - 1];
+    let mut offsets = vec![
+        1,
+        7,
+        8,
+        100,
+        207,
+        208,
+        209,
+        1000,
+        len / 3,
+        len / 2,
+        h.blob_table.0 as usize + 10,
+        h.xml.0 as usize,
+        h.xml.0 as usize + 1,
+        len - 2,
+        len - 1,
+    ];
     offsets.sort();
     offsets.dedup();
     for cut in offsets {
@@ -85,20 +115,46 @@ fn corrupt_msg(out: &Out) -> bool {
 fn bit_flip_in_blob(wim: &Path, s: &Scratch, content: &[u8], tag: &str) {
     let mut data = fs::read(wim).unwrap();
     let needle = &content[..64];
-    let pos = data.windows(64).position(|w| w == needle).expect("file contents not found uncompressed in the WIM");
+    let pos = data
+        .windows(64)
+        .position(|w| w == needle)
+        .expect("file contents not found uncompressed in the WIM");
     data[pos + 1000] ^= 0x10;
     let bad = write_variant(s, &format!("flip_{tag}.wim"), &data);
     let wl = wimlib_raw(&[os("verify"), bad.as_os_str()]);
-    assert!(!wl.ok(), "premise: wimlib verify accepted the corrupted WIM:\n{}", wl.describe());
+    assert!(
+        !wl.ok(),
+        "premise: wimlib verify accepted the corrupted WIM:\n{}",
+        wl.describe()
+    );
 
     let v = wg_must_fail(&[os("archive"), os("verify"), bad.as_os_str()]);
-    assert!(corrupt_msg(&v), "[{tag}] verify must mention SHA-1 or corrupt:\n{}", v.describe());
+    assert!(
+        corrupt_msg(&v),
+        "[{tag}] verify must mention SHA-1 or corrupt:\n{}",
+        v.describe()
+    );
     let dest = s.path(&format!("out_{tag}"));
     let x = wg_must_fail(&[os("archive"), os("extract"), bad.as_os_str(), os("1"), dest.as_os_str()]);
-    assert!(corrupt_msg(&x), "[{tag}] extract must mention SHA-1 or corrupt:\n{}", x.describe());
+    assert!(
+        corrupt_msg(&x),
+        "[{tag}] extract must mention SHA-1 or corrupt:\n{}",
+        x.describe()
+    );
     let dest2 = s.path(&format!("out1_{tag}"));
-    let x = wg_must_fail(&[os("archive"), os("extract"), bad.as_os_str(), os("1"), dest2.as_os_str(), os("/files/unique_random.bin")]);
-    assert!(corrupt_msg(&x), "[{tag}] single-path extract must mention SHA-1 or corrupt:\n{}", x.describe());
+    let x = wg_must_fail(&[
+        os("archive"),
+        os("extract"),
+        bad.as_os_str(),
+        os("1"),
+        dest2.as_os_str(),
+        os("/files/unique_random.bin"),
+    ]);
+    assert!(
+        corrupt_msg(&x),
+        "[{tag}] single-path extract must mention SHA-1 or corrupt:\n{}",
+        x.describe()
+    );
 }
 
 #[test]
@@ -130,9 +186,21 @@ fn bad_bit_flip_in_compressed_blob() {
     let s = Scratch::new();
     let wim = sample_wim(&s, "c.wim", &[]);
     let blobs = wimlib_blobs(&wim);
-    let b = blobs.iter().filter(|b| !b.metadata).max_by_key(|b| b.stored_size).unwrap().clone();
+    let b = blobs
+        .iter()
+        .filter(|b| !b.metadata)
+        .max_by_key(|b| b.stored_size)
+        .unwrap()
+        .clone();
     let mut data = fs::read(&wim).unwrap();
-    for (i, delta) in [(b.stored_size / 2, 0x01u8), (b.stored_size / 3, 0x80), (b.stored_size - 3, 0xff)].iter().enumerate() {
+    for (i, delta) in [
+        (b.stored_size / 2, 0x01u8),
+        (b.stored_size / 3, 0x80),
+        (b.stored_size - 3, 0xff),
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut d = data.clone();
         d[(b.offset + delta.0) as usize] ^= delta.1;
         let bad = write_variant(&s, &format!("cflip{i}.wim"), &d);
@@ -154,7 +222,13 @@ fn bad_bit_flip_in_compressed_blob() {
     let bad = write_variant(&s, "mflip.wim", &data);
     wg_must_fail(&[os("archive"), os("ls"), bad.as_os_str(), os("1")]);
     wg_must_fail(&[os("archive"), os("verify"), bad.as_os_str()]);
-    wg_must_fail(&[os("archive"), os("extract"), bad.as_os_str(), os("1"), s.path("mout").as_os_str()]);
+    wg_must_fail(&[
+        os("archive"),
+        os("extract"),
+        bad.as_os_str(),
+        os("1"),
+        s.path("mout").as_os_str(),
+    ]);
 }
 
 #[test]
@@ -168,33 +242,61 @@ fn bad_header_fields() {
     type Mutator = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Mutator)> = vec![
         ("magic", Box::new(|d: &mut Vec<u8>| d[0] ^= 0x20)),
-        ("magic_pipable", Box::new(|d: &mut Vec<u8>| d[..8].copy_from_slice(b"WLPWM\0\0\0"))),
+        (
+            "magic_pipable",
+            Box::new(|d: &mut Vec<u8>| d[..8].copy_from_slice(b"WLPWM\0\0\0")),
+        ),
         ("header_size", Box::new(move |d: &mut Vec<u8>| put32(d, 8, 200))),
         ("version", Box::new(move |d: &mut Vec<u8>| put32(d, 12, 0x10C00))),
-        ("chunk_size_on_uncompressed", Box::new(move |d: &mut Vec<u8>| put32(d, 0x14, 32768))),
-        ("compression_flag_without_codec", Box::new(move |d: &mut Vec<u8>| {
-            let f = u32::from_le_bytes(d[0x10..0x14].try_into().unwrap());
-            put32(d, 0x10, f | 0x2)
-        })),
-        ("image_count_mismatch", Box::new(move |d: &mut Vec<u8>| put32(d, 0x2c, 5))),
+        (
+            "chunk_size_on_uncompressed",
+            Box::new(move |d: &mut Vec<u8>| put32(d, 0x14, 32768)),
+        ),
+        (
+            "compression_flag_without_codec",
+            Box::new(move |d: &mut Vec<u8>| {
+                let f = u32::from_le_bytes(d[0x10..0x14].try_into().unwrap());
+                put32(d, 0x10, f | 0x2)
+            }),
+        ),
+        (
+            "image_count_mismatch",
+            Box::new(move |d: &mut Vec<u8>| put32(d, 0x2c, 5)),
+        ),
         ("part_number", Box::new(|d: &mut Vec<u8>| d[0x28] = 3)),
-        ("blob_table_offset_past_eof", Box::new(move |d: &mut Vec<u8>| put_off(d, 0x30, 1 << 40))),
-        ("blob_table_huge_size", Box::new(move |d: &mut Vec<u8>| {
-            put_size(d, 0x30, 0x00FF_FFFF_FFFF_FFF0);
-            d[0x30 + 16..0x30 + 24].copy_from_slice(&0x00FF_FFFF_FFFF_FFF0u64.to_le_bytes());
-        })),
-        ("xml_huge_size", Box::new(move |d: &mut Vec<u8>| {
-            put_size(d, 0x48, 0x00FF_FFFF_FFFF_FFF0);
-            d[0x48 + 16..0x48 + 24].copy_from_slice(&0x00FF_FFFF_FFFF_FFF0u64.to_le_bytes());
-        })),
-        ("xml_offset_inside_header", Box::new(move |d: &mut Vec<u8>| put_off(d, 0x48, 4))),
+        (
+            "blob_table_offset_past_eof",
+            Box::new(move |d: &mut Vec<u8>| put_off(d, 0x30, 1 << 40)),
+        ),
+        (
+            "blob_table_huge_size",
+            Box::new(move |d: &mut Vec<u8>| {
+                put_size(d, 0x30, 0x00FF_FFFF_FFFF_FFF0);
+                d[0x30 + 16..0x30 + 24].copy_from_slice(&0x00FF_FFFF_FFFF_FFF0u64.to_le_bytes());
+            }),
+        ),
+        (
+            "xml_huge_size",
+            Box::new(move |d: &mut Vec<u8>| {
+                put_size(d, 0x48, 0x00FF_FFFF_FFFF_FFF0);
+                d[0x48 + 16..0x48 + 24].copy_from_slice(&0x00FF_FFFF_FFFF_FFF0u64.to_le_bytes());
+            }),
+        ),
+        (
+            "xml_offset_inside_header",
+            Box::new(move |d: &mut Vec<u8>| put_off(d, 0x48, 4)),
+        ),
     ];
     for (name, m) in cases {
         let mut d = good.clone();
         m(&mut d);
         let p = write_variant(&s, &format!("hdr_{name}.wim"), &d);
         let wl = wimlib_raw(&[os("info"), p.as_os_str()]);
-        assert!(!wl.ok(), "premise: wimlib accepts header variant {name}:\n{}", wl.describe());
+        assert!(
+            !wl.ok(),
+            "premise: wimlib accepts header variant {name}:\n{}",
+            wl.describe()
+        );
         all_commands_fail(&p, &s, name);
     }
 }
@@ -242,7 +344,13 @@ fn bad_directory_and_missing_paths() {
         vec![os("archive"), os("info"), missing.as_os_str()],
         vec![os("archive"), os("ls"), missing.as_os_str(), os("1")],
         vec![os("archive"), os("verify"), missing.as_os_str()],
-        vec![os("archive"), os("extract"), missing.as_os_str(), os("1"), s.path("o").as_os_str()],
+        vec![
+            os("archive"),
+            os("extract"),
+            missing.as_os_str(),
+            os("1"),
+            s.path("o").as_os_str(),
+        ],
         vec![os("archive"), os("delete"), missing.as_os_str(), os("1")],
     ] {
         wg_must_fail(&c);
@@ -250,14 +358,31 @@ fn bad_directory_and_missing_paths() {
     assert!(!missing.exists(), "a read command created the missing WIM");
     // capture of a missing source
     let out = s.path("new.wim");
-    wg_must_fail(&[os("archive"), os("capture"), s.path("no_such_src").as_os_str(), out.as_os_str()]);
+    wg_must_fail(&[
+        os("archive"),
+        os("capture"),
+        s.path("no_such_src").as_os_str(),
+        out.as_os_str(),
+    ]);
     // capture into a directory that does not exist
     let src = s.path("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), b"x").unwrap();
-    wg_must_fail(&[os("archive"), os("capture"), src.as_os_str(), s.path("no/such/dir/x.wim").as_os_str()]);
+    wg_must_fail(&[
+        os("archive"),
+        os("capture"),
+        src.as_os_str(),
+        s.path("no/such/dir/x.wim").as_os_str(),
+    ]);
     // unknown compression
-    wg_must_fail(&[os("archive"), os("capture"), src.as_os_str(), out.as_os_str(), os("--compression"), os("lzms-ultra")]);
+    wg_must_fail(&[
+        os("archive"),
+        os("capture"),
+        src.as_os_str(),
+        out.as_os_str(),
+        os("--compression"),
+        os("lzms-ultra"),
+    ]);
 }
 
 #[test]
@@ -266,12 +391,24 @@ fn bad_unknown_image() {
     let wim = sample_wim(&s, "good.wim", &[]);
     let orig = fs::read(&wim).unwrap();
     for image in ["2", "0", "-1", "nosuch", "", "99999999999999999999"] {
-        wg_must_fail(&[os("archive"), os("extract"), wim.as_os_str(), os(image), s.path("o").as_os_str()]);
+        wg_must_fail(&[
+            os("archive"),
+            os("extract"),
+            wim.as_os_str(),
+            os(image),
+            s.path("o").as_os_str(),
+        ]);
         wg_must_fail(&[os("archive"), os("ls"), wim.as_os_str(), os(image)]);
         wg_must_fail(&[os("archive"), os("delete"), wim.as_os_str(), os(image)]);
-        assert!(fs::read(&wim).unwrap() == orig, "a failed delete of image {image:?} modified the WIM");
+        assert!(
+            fs::read(&wim).unwrap() == orig,
+            "a failed delete of image {image:?} modified the WIM"
+        );
     }
-    assert!(!s.path("o").exists() || fs::read_dir(s.path("o")).unwrap().next().is_none(), "failed extract left files behind");
+    assert!(
+        !s.path("o").exists() || fs::read_dir(s.path("o")).unwrap().next().is_none(),
+        "failed extract left files behind"
+    );
     // the file is still fine
     wimlib_verify(&wim, false);
     wg_verify(&wim);
@@ -299,16 +436,26 @@ fn bad_integrity_table_mismatch() {
     let mut d = good.clone();
     d[hole] ^= 0x01;
     let p = write_variant(&s, "hole_flip.wim", &d);
-    assert!(!wimlib_raw(&[os("verify"), p.as_os_str()]).ok(), "premise: wimlib detects the hole flip");
+    assert!(
+        !wimlib_raw(&[os("verify"), p.as_os_str()]).ok(),
+        "premise: wimlib detects the hole flip"
+    );
     let v = wg_must_fail(&[os("archive"), os("verify"), p.as_os_str()]);
     let e = v.stderr.to_lowercase();
-    assert!(e.contains("integrity") || corrupt_msg(&v), "message should mention integrity:\n{}", v.describe());
+    assert!(
+        e.contains("integrity") || corrupt_msg(&v),
+        "message should mention integrity:\n{}",
+        v.describe()
+    );
     // the images themselves are still intact: extraction may succeed
     // flip inside the integrity table's hash array
     let mut d = good.clone();
     d[(new.integrity.0 + 12 + 5) as usize] ^= 0x40;
     let p = write_variant(&s, "table_flip.wim", &d);
-    assert!(!wimlib_raw(&[os("verify"), p.as_os_str()]).ok(), "premise: wimlib detects the table flip");
+    assert!(
+        !wimlib_raw(&[os("verify"), p.as_os_str()]).ok(),
+        "premise: wimlib detects the table flip"
+    );
     wg_must_fail(&[os("archive"), os("verify"), p.as_os_str()]);
     // wrong entry count in the table header
     let mut d = good.clone();

@@ -21,10 +21,18 @@ fn wimlib_only(extra: &[&str], rpfix: bool) {
         if !rpfix {
             o = o.no_rpfix();
         }
-        assert_trees_equal(&fx.root, &dest, &o, &format!("wimlib-only round trip {extra:?} → {out}"));
+        assert_trees_equal(
+            &fx.root,
+            &dest,
+            &o,
+            &format!("wimlib-only round trip {extra:?} → {out}"),
+        );
     }
     let sparse = snapshot(&s.path("out1"))["/files/sparse.img"].clone();
-    assert!(sparse.allocated < sparse.size.unwrap(), "wimlib did not restore the sparse file with holes: {sparse:?}");
+    assert!(
+        sparse.allocated < sparse.size.unwrap(),
+        "wimlib did not restore the sparse file with holes: {sparse:?}"
+    );
 }
 
 #[test]
@@ -62,11 +70,20 @@ fn baseline_comparator_detects_differences() {
     }
     let d = diff_snapshots(&base, &snapshot(&copy), &o);
     let text = d.join("\n");
-    for needle in ["/files/size_64: ", "/modes/m0777: mode", "/names/Case.txt: mtime", "/extra: UNEXPECTED", "/sym/abs_in_file: symlink target"] {
+    for needle in [
+        "/files/size_64: ",
+        "/modes/m0777: mode",
+        "/names/Case.txt: mtime",
+        "/extra: UNEXPECTED",
+        "/sym/abs_in_file: symlink target",
+    ] {
         assert!(text.contains(needle), "comparator missed {needle:?}; diff was:\n{text}");
     }
     if fx.xattrs {
-        assert!(text.contains("/xattr/with_xattrs: xattrs"), "comparator missed xattrs; diff:\n{text}");
+        assert!(
+            text.contains("/xattr/with_xattrs: xattrs"),
+            "comparator missed xattrs; diff:\n{text}"
+        );
     }
 }
 
@@ -85,13 +102,23 @@ fn baseline_fixture_contents() {
     assert!(snap["/times/pre1970"].mtime < 0);
     assert!(snap["/sym/backslash"].target.as_deref() == Some(&b"back\\slash\\target"[..]));
     if fx.xattrs {
-        assert!(snap["/xattr/with_xattrs"].xattrs.len() >= 4, "{:?}", snap["/xattr/with_xattrs"].xattrs);
+        assert!(
+            snap["/xattr/with_xattrs"].xattrs.len() >= 4,
+            "{:?}",
+            snap["/xattr/with_xattrs"].xattrs
+        );
     }
     if is_root() {
         assert!(fx.owners);
         assert!(snap["/modes/m0000"].mode == Some(0));
         let names = |p: &str| snap[p].xattrs.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        println!("env xattrs: {:?}; acl_file: {:?}; acl_dir: {:?}; devices: {}", names("/files/x86/env"), names("/xattr/acl_file"), names("/xattr/acl_dir"), fx.devices);
+        println!(
+            "env xattrs: {:?}; acl_file: {:?}; acl_dir: {:?}; devices: {}",
+            names("/files/x86/env"),
+            names("/xattr/acl_file"),
+            names("/xattr/acl_dir"),
+            fx.devices
+        );
         assert!(kinds.contains("Char") == fx.devices && kinds.contains("Block") == fx.devices);
     } else {
         skip("baseline_fixture_contents (root part)", "needs root");

@@ -17,8 +17,16 @@ fn direction_a(extra: &[&str], rpfix: bool) {
     wimlib_verify(&wim, extra.contains(&"--check"));
 
     wg_verify(&wim);
-    assert_eq!(wg_ls(&wim, "1"), wimlib_dir(&wim, "1"), "`wimguard archive ls` vs `wimlib-imagex dir`");
-    assert_eq!(wg_ls(&wim, "img1"), tree_paths(&fx.root), "`wimguard archive ls` (by name) vs source tree");
+    assert_eq!(
+        wg_ls(&wim, "1"),
+        wimlib_dir(&wim, "1"),
+        "`wimguard archive ls` vs `wimlib-imagex dir`"
+    );
+    assert_eq!(
+        wg_ls(&wim, "img1"),
+        tree_paths(&fx.root),
+        "`wimguard archive ls` (by name) vs source tree"
+    );
 
     for (image, out) in [("1", "by_index"), ("img1", "by_name")] {
         let dest = s.path(out);
@@ -27,7 +35,12 @@ fn direction_a(extra: &[&str], rpfix: bool) {
         if !rpfix {
             o = o.no_rpfix();
         }
-        assert_trees_equal(&fx.root, &dest, &o, &format!("wimguard extract of wimlib WIM {extra:?}, image {image}"));
+        assert_trees_equal(
+            &fx.root,
+            &dest,
+            &o,
+            &format!("wimguard extract of wimlib WIM {extra:?}, image {image}"),
+        );
     }
     let sp = snapshot(&s.path("by_index"))["/files/sparse.img"].clone();
     assert!(
@@ -86,8 +99,17 @@ fn a_append_delete_soft_optimize() {
     let check = |image: &str, src: &Path, tag: &str| {
         let dest = s.path(&format!("{tag}_{image}"));
         wg_extract(&wim, image, &dest, &[]);
-        assert_trees_equal(src, &dest, &CompareOpts::full(src, &dest), &format!("{tag}: wimguard extract image {image}"));
-        assert_eq!(wg_ls(&wim, image), wimlib_dir(&wim, image), "{tag}: ls vs dir of image {image}");
+        assert_trees_equal(
+            src,
+            &dest,
+            &CompareOpts::full(src, &dest),
+            &format!("{tag}: wimguard extract image {image}"),
+        );
+        assert_eq!(
+            wg_ls(&wim, image),
+            wimlib_dir(&wim, image),
+            "{tag}: ls vs dir of image {image}"
+        );
     };
     check("1", &t1.root, "appended");
     check("2", &t2.root, "appended");
@@ -101,8 +123,18 @@ fn a_append_delete_soft_optimize() {
     wg_verify(&wim);
     check("1", &t2.root, "soft_deleted");
     check("img2", &t2.root, "soft_deleted");
-    let bad = wg_raw(&[os("archive"), os("extract"), wim.as_os_str(), os("2"), s.path("nope").as_os_str()]);
-    assert!(!bad.ok(), "image 2 no longer exists after delete, extract must fail:\n{}", bad.describe());
+    let bad = wg_raw(&[
+        os("archive"),
+        os("extract"),
+        wim.as_os_str(),
+        os("2"),
+        s.path("nope").as_os_str(),
+    ]);
+    assert!(
+        !bad.ok(),
+        "image 2 no longer exists after delete, extract must fail:\n{}",
+        bad.describe()
+    );
 
     wimlib(&[os("optimize"), wim.as_os_str()]);
     wg_verify(&wim);
@@ -124,7 +156,16 @@ fn a_extract_single_paths() {
         deep.push_str(&format!("/level{i:02}"));
     }
     deep.push_str("/leaf.txt");
-    let wanted = ["/files/size_32769", "/names/😀 emoji.txt", deep.as_str(), "/names/ünïcödé dir", "/sym/rel", "/sym/abs_in_file", "/empty_dir", "/xattr"];
+    let wanted = [
+        "/files/size_32769",
+        "/names/😀 emoji.txt",
+        deep.as_str(),
+        "/names/ünïcödé dir",
+        "/sym/rel",
+        "/sym/abs_in_file",
+        "/empty_dir",
+        "/xattr",
+    ];
     let dest = s.path("out");
     wg_extract(&wim, "1", &dest, &wanted);
 
@@ -153,8 +194,16 @@ fn a_extract_single_paths() {
             }
         }
     }
-    assert!(extra.is_empty(), "extracting {wanted:?} created unrelated paths: {extra:?}");
-    assert_snapshots_equal(&exp_sub, &got_sub, &CompareOpts::full(&fx.root, &dest), "single-path extraction");
+    assert!(
+        extra.is_empty(),
+        "extracting {wanted:?} created unrelated paths: {extra:?}"
+    );
+    assert_snapshots_equal(
+        &exp_sub,
+        &got_sub,
+        &CompareOpts::full(&fx.root, &dest),
+        "single-path extraction",
+    );
 
     // ls with a PATH argument lists like `wimlib-imagex dir --path`
     for p in ["/names", "/files/size_1"] {
@@ -164,8 +213,19 @@ fn a_extract_single_paths() {
     }
 
     // a path that does not exist in the image is an error
-    let bad = wg_raw(&[os("archive"), os("extract"), wim.as_os_str(), os("1"), s.path("o2").as_os_str(), os("/no/such/path")]);
-    assert!(!bad.ok(), "extracting a nonexistent path must fail:\n{}", bad.describe());
+    let bad = wg_raw(&[
+        os("archive"),
+        os("extract"),
+        wim.as_os_str(),
+        os("1"),
+        s.path("o2").as_os_str(),
+        os("/no/such/path"),
+    ]);
+    assert!(
+        !bad.ok(),
+        "extracting a nonexistent path must fail:\n{}",
+        bad.describe()
+    );
     assert!(!bad.stderr.trim().is_empty(), "no error message:\n{}", bad.describe());
 }
 
@@ -181,9 +241,18 @@ fn a_solid_wim_extracts_or_fails_cleanly() {
     let dest = s.path("out");
     let out = wg_raw(&[os("archive"), os("extract"), wim.as_os_str(), os("1"), dest.as_os_str()]);
     if out.ok() {
-        assert_trees_equal(&fx.root, &dest, &CompareOpts::full(&fx.root, &dest), "solid WIM extraction");
+        assert_trees_equal(
+            &fx.root,
+            &dest,
+            &CompareOpts::full(&fx.root, &dest),
+            "solid WIM extraction",
+        );
     } else {
-        assert!(!out.stderr.trim().is_empty(), "solid WIM rejected without a message:\n{}", out.describe());
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "solid WIM rejected without a message:\n{}",
+            out.describe()
+        );
         println!("note: solid WIM not supported by wimguard: {}", out.stderr.trim());
     }
 }
@@ -202,18 +271,52 @@ fn a_root_devices_and_ownership() {
     let dest = s.path("out");
     wg_extract(&wim, "1", &dest, &[]);
     let snap = snapshot(&dest);
-    let e = |p: &str| snap.get(p).unwrap_or_else(|| panic!("{p} missing after wimguard extract")).clone();
-    assert_eq!((e("/owners/odd").uid, e("/owners/odd").gid), (12345, 54321), "ownership");
-    assert_eq!((e("/owners/link_4242").uid, e("/owners/link_4242").gid), (4242, 4243), "symlink ownership (lchown)");
-    assert_eq!(e("/owners/setuid_owned").mode, Some(0o6755), "setuid+setgid after chown");
-    assert_eq!((e("/special/fifo").uid, e("/special/fifo").gid), (77, 88), "fifo ownership");
+    let e = |p: &str| {
+        snap.get(p)
+            .unwrap_or_else(|| panic!("{p} missing after wimguard extract"))
+            .clone()
+    };
+    assert_eq!(
+        (e("/owners/odd").uid, e("/owners/odd").gid),
+        (12345, 54321),
+        "ownership"
+    );
+    assert_eq!(
+        (e("/owners/link_4242").uid, e("/owners/link_4242").gid),
+        (4242, 4243),
+        "symlink ownership (lchown)"
+    );
+    assert_eq!(
+        e("/owners/setuid_owned").mode,
+        Some(0o6755),
+        "setuid+setgid after chown"
+    );
+    assert_eq!(
+        (e("/special/fifo").uid, e("/special/fifo").gid),
+        (77, 88),
+        "fifo ownership"
+    );
     if fx.devices {
-        assert_eq!((e("/special/chr_1_3").kind, e("/special/chr_1_3").rdev), (Kind::Char, Some(makedev(1, 3))));
-        assert_eq!((e("/special/blk_7_200").kind, e("/special/blk_7_200").rdev), (Kind::Block, Some(makedev(7, 200))));
+        assert_eq!(
+            (e("/special/chr_1_3").kind, e("/special/chr_1_3").rdev),
+            (Kind::Char, Some(makedev(1, 3)))
+        );
+        assert_eq!(
+            (e("/special/blk_7_200").kind, e("/special/blk_7_200").rdev),
+            (Kind::Block, Some(makedev(7, 200)))
+        );
     } else {
-        skip("a_root_devices_and_ownership (devices part)", "mknod not permitted here");
+        skip(
+            "a_root_devices_and_ownership (devices part)",
+            "mknod not permitted here",
+        );
     }
-    assert_trees_equal(&fx.root, &dest, &CompareOpts::full(&fx.root, &dest), "root: wimlib capture → wimguard extract");
+    assert_trees_equal(
+        &fx.root,
+        &dest,
+        &CompareOpts::full(&fx.root, &dest),
+        "root: wimlib capture → wimguard extract",
+    );
 }
 
 /// Image names and indices: both select the same image; names listed by
@@ -229,12 +332,21 @@ fn a_image_selection_by_name_and_index() {
     wl_append(&t2.root, &wim, "beta gamma", &[]);
     let info = wg(&[os("archive"), os("info"), wim.as_os_str()]);
     for n in ["alpha", "beta gamma"] {
-        assert!(info.stdout.contains(n), "wimguard info misses image name {n:?}:\n{}", info.describe());
+        assert!(
+            info.stdout.contains(n),
+            "wimguard info misses image name {n:?}:\n{}",
+            info.describe()
+        );
     }
     let a: BTreeSet<String> = wg_ls(&wim, "beta gamma").into_iter().collect();
     let b: BTreeSet<String> = wg_ls(&wim, "2").into_iter().collect();
     assert_eq!(a, b);
     let dest = s.path("o");
     wg_extract(&wim, "beta gamma", &dest, &[]);
-    assert_trees_equal(&t2.root, &dest, &CompareOpts::full(&t2.root, &dest), "extract by name with a space");
+    assert_trees_equal(
+        &t2.root,
+        &dest,
+        &CompareOpts::full(&t2.root, &dest),
+        "extract by name with a space",
+    );
 }

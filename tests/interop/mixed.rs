@@ -8,10 +8,20 @@ use crate::common::*;
 fn both_extract_equal(wim: &Path, image: &str, src: &Path, s: &Scratch, tag: &str) {
     let d1 = s.path(&format!("{tag}_wg_{image}"));
     wg_extract(wim, image, &d1, &[]);
-    assert_trees_equal(src, &d1, &CompareOpts::full(src, &d1), &format!("{tag}: wimguard extract image {image}"));
+    assert_trees_equal(
+        src,
+        &d1,
+        &CompareOpts::full(src, &d1),
+        &format!("{tag}: wimguard extract image {image}"),
+    );
     let d2 = s.path(&format!("{tag}_wl_{image}"));
     wl_apply(wim, image, &d2);
-    assert_trees_equal(src, &d2, &CompareOpts::full(src, &d2), &format!("{tag}: wimlib apply image {image}"));
+    assert_trees_equal(
+        src,
+        &d2,
+        &CompareOpts::full(src, &d2),
+        &format!("{tag}: wimlib apply image {image}"),
+    );
 }
 
 fn wimlib_appends_to_wimguard(compression: &str, check: bool) {
@@ -67,7 +77,11 @@ fn wimguard_appends_to_wimlib(wl_extra: &[&str], check: bool) {
     // appended in place after the old end, layout keeps wimlib's append possible
     assert_appendable_layout(&wim);
     let h = read_raw_header(&wim);
-    assert!(h.blob_table.0 >= before, "new blob table should be written after the old end ({before}), got {:?}", h.blob_table);
+    assert!(
+        h.blob_table.0 >= before,
+        "new blob table should be written after the old end ({before}), got {:?}",
+        h.blob_table
+    );
     assert_eq!(h.flags & 0x40, 0, "WRITE_IN_PROGRESS left set");
     wimlib_verify(&wim, check);
     wg_verify(&wim);
@@ -107,8 +121,11 @@ fn mixed_unchanged_append_dedups() {
     let wim = s.path("d.wim");
     wg_capture(&fx.root, &wim, "first", &[]);
     let one = file_len(&wim);
-    let refs1: std::collections::BTreeMap<String, u64> =
-        wimlib_blobs(&wim).into_iter().filter(|b| !b.metadata).map(|b| (b.hash, b.refcount)).collect();
+    let refs1: std::collections::BTreeMap<String, u64> = wimlib_blobs(&wim)
+        .into_iter()
+        .filter(|b| !b.metadata)
+        .map(|b| (b.hash, b.refcount))
+        .collect();
     wg_capture(&fx.root, &wim, "second", &[]);
     let two = file_len(&wim);
     let growth = two - one;
@@ -121,7 +138,12 @@ fn mixed_unchanged_append_dedups() {
     let blobs = wimlib_blobs(&wim);
     assert_eq!(blobs.iter().filter(|b| b.metadata).count(), 2);
     for b in blobs.iter().filter(|b| !b.metadata) {
-        assert_eq!(refs1.get(&b.hash).map(|r| r * 2), Some(b.refcount), "refcount of {} after appending the same tree", b.hash);
+        assert_eq!(
+            refs1.get(&b.hash).map(|r| r * 2),
+            Some(b.refcount),
+            "refcount of {} after appending the same tree",
+            b.hash
+        );
     }
     both_extract_equal(&wim, "2", &fx.root, &s, "dedup");
     both_extract_equal(&wim, "first", &fx.root, &s, "dedup");
@@ -155,7 +177,10 @@ fn mixed_wimguard_delete() {
     both_extract_equal(&wim, "1", &t2.root, &s, "after-delete");
     both_extract_equal(&wim, "2", &t3.root, &s, "after-delete");
     both_extract_equal(&wim, "img-c", &t3.root, &s, "after-delete-byname");
-    assert!(wimlib_blobs(&wim).iter().all(|b| b.refcount > 0), "unreferenced blobs left after wimguard delete");
+    assert!(
+        wimlib_blobs(&wim).iter().all(|b| b.refcount > 0),
+        "unreferenced blobs left after wimguard delete"
+    );
     // delete by index
     wg(&[os("archive"), os("delete"), wim.as_os_str(), os("1")]);
     wimlib_verify(&wim, false);
@@ -205,7 +230,13 @@ fn mixed_wimlib_export_delete_optimize_wimguard_archive() {
     both_extract_equal(&c, "1", &t1.root, &s, "export-raw");
 
     let d = s.path("d.wim");
-    wimlib(&[os("export"), wim.as_os_str(), os("2"), d.as_os_str(), os("--compress=xpress")]);
+    wimlib(&[
+        os("export"),
+        wim.as_os_str(),
+        os("2"),
+        d.as_os_str(),
+        os("--compress=xpress"),
+    ]);
     wimlib_verify(&d, false);
     both_extract_equal(&d, "1", &t2.root, &s, "export-xpress");
 
@@ -219,7 +250,10 @@ fn mixed_wimlib_export_delete_optimize_wimguard_archive() {
     both_extract_equal(&wim, "1", &t3.root, &s, "wl-delete-soft");
 
     // (wimlib checks the existing integrity table while opening: the WIM has none yet)
-    wimlib_allow(&[os("optimize"), wim.as_os_str(), os("--check")], &["does not contain integrity information"]);
+    wimlib_allow(
+        &[os("optimize"), wim.as_os_str(), os("--check")],
+        &["does not contain integrity information"],
+    );
     wimlib_verify(&wim, true);
     wg_verify(&wim);
     both_extract_equal(&wim, "1", &t3.root, &s, "wl-optimize");
@@ -239,10 +273,22 @@ fn mixed_append_keeps_existing_codec() {
     let s = Scratch::new();
     let wim = s.path("k.wim");
     wl_capture(&t1.root, &wim, "x", &["--compress=xpress"]);
-    let out = wg_raw(&[os("archive"), os("capture"), t2.root.as_os_str(), wim.as_os_str(), os("--name"), os("y"), os("--compression"), os("lzx")]);
+    let out = wg_raw(&[
+        os("archive"),
+        os("capture"),
+        t2.root.as_os_str(),
+        wim.as_os_str(),
+        os("--name"),
+        os("y"),
+        os("--compression"),
+        os("lzx"),
+    ]);
     if out.ok() {
         let h = wimlib_header(&wim);
-        assert!(h["Flags"].contains("2008") || parse_num(&h["Flags"]) & 0x20000 != 0, "codec changed: {h:#?}");
+        assert!(
+            h["Flags"].contains("2008") || parse_num(&h["Flags"]) & 0x20000 != 0,
+            "codec changed: {h:#?}"
+        );
         wimlib_verify(&wim, false);
         both_extract_equal(&wim, "2", &t2.root, &s, "codec");
     } else {
@@ -265,17 +311,42 @@ fn mixed_respects_wimlib_lock() {
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&wim).unwrap();
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
     // premise: wimlib honours the lock
-    let wl = wimlib_raw(&[os("append"), t2.root.as_os_str(), wim.as_os_str(), os("two"), os("--unix-data")]);
-    assert!(!wl.ok(), "premise: wimlib appended although the file was locked:\n{}", wl.describe());
+    let wl = wimlib_raw(&[
+        os("append"),
+        t2.root.as_os_str(),
+        wim.as_os_str(),
+        os("two"),
+        os("--unix-data"),
+    ]);
+    assert!(
+        !wl.ok(),
+        "premise: wimlib appended although the file was locked:\n{}",
+        wl.describe()
+    );
     let out = run_with_timeout(
         &wimguard(),
-        &[os("archive"), os("capture"), t2.root.as_os_str(), wim.as_os_str(), os("--name"), os("two")],
+        &[
+            os("archive"),
+            os("capture"),
+            t2.root.as_os_str(),
+            wim.as_os_str(),
+            os("--name"),
+            os("two"),
+        ],
         std::time::Duration::from_secs(60),
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
-    assert!(!out.ok(), "wimguard appended to a WIM locked by another process:\n{}", out.describe());
+    assert!(
+        !out.ok(),
+        "wimguard appended to a WIM locked by another process:\n{}",
+        out.describe()
+    );
     let del = wg_raw(&[os("archive"), os("delete"), wim.as_os_str(), os("1")]);
-    assert!(!del.ok(), "wimguard deleted from a WIM locked by another process:\n{}", del.describe());
+    assert!(
+        !del.ok(),
+        "wimguard deleted from a WIM locked by another process:\n{}",
+        del.describe()
+    );
     assert!(std::fs::read(&wim).unwrap() == before, "locked WIM was modified");
     drop(f);
     wg_capture(&t2.root, &wim, "two", &[]);
@@ -301,7 +372,14 @@ fn mixed_kill_during_append() {
         let wim = s.path(&format!("k{i}.wim"));
         std::fs::copy(&base, &wim).unwrap();
         let mut child = Command::new(wimguard())
-            .args([os("archive"), os("capture"), t2.root.as_os_str(), wim.as_os_str(), os("--name"), os("two")])
+            .args([
+                os("archive"),
+                os("capture"),
+                t2.root.as_os_str(),
+                wim.as_os_str(),
+                os("--name"),
+                os("two"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -326,26 +404,53 @@ fn mixed_kill_during_append() {
         }
         let allowed = &["WRITE_IN_PROGRESS", "does not contain integrity information"];
         let v = wimlib_allow(&[os("verify"), wim.as_os_str()], allowed);
-        assert!(v.stdout.contains("successfully verified"), "after kill at {delay_ms} ms:\n{}", v.describe());
+        assert!(
+            v.stdout.contains("successfully verified"),
+            "after kill at {delay_ms} ms:\n{}",
+            v.describe()
+        );
         let info = wimlib_allow(&[os("info"), wim.as_os_str()], allowed);
-        let n = if info.stdout.contains("Image Count:    2") { 2 } else { 1 };
+        let n = if info.stdout.contains("Image Count:    2") {
+            2
+        } else {
+            1
+        };
         if st.success() {
             assert_eq!(n, 2, "wimguard exited 0 but the image is missing");
         }
         let d1 = s.path(&format!("k{i}_1"));
         wg_extract(&wim, "1", &d1, &[]);
-        assert_trees_equal(&t1.root, &d1, &CompareOpts::full(&t1.root, &d1), &format!("image 1 after kill at {delay_ms} ms"));
+        assert_trees_equal(
+            &t1.root,
+            &d1,
+            &CompareOpts::full(&t1.root, &d1),
+            &format!("image 1 after kill at {delay_ms} ms"),
+        );
         if n == 2 {
             let d2 = s.path(&format!("k{i}_2"));
             wg_extract(&wim, "2", &d2, &[]);
-            assert_trees_equal(&t2.root, &d2, &CompareOpts::full(&t2.root, &d2), &format!("image 2 after kill at {delay_ms} ms"));
+            assert_trees_equal(
+                &t2.root,
+                &d2,
+                &CompareOpts::full(&t2.root, &d2),
+                &format!("image 2 after kill at {delay_ms} ms"),
+            );
         }
         // and the file can be appended to again by both tools
         let t3 = s.path(&format!("t3_{i}"));
         std::fs::create_dir(&t3).unwrap();
         std::fs::write(t3.join("f"), format!("again {i}")).unwrap();
         wg_capture(&t3, &wim, "again", &[]);
-        wimlib_allow(&[os("append"), t3.as_os_str(), wim.as_os_str(), os("wl-again"), os("--unix-data")], allowed);
+        wimlib_allow(
+            &[
+                os("append"),
+                t3.as_os_str(),
+                wim.as_os_str(),
+                os("wl-again"),
+                os("--unix-data"),
+            ],
+            allowed,
+        );
         wimlib_verify(&wim, false);
     }
     println!("kill test: {interrupted} interrupted, {completed} completed appends");
@@ -362,8 +467,18 @@ fn mixed_image_name_rules() {
     wl_capture(&t1.root, &wim, "taken", &[]);
     let before = std::fs::read(&wim).unwrap();
     for bad in ["taken", "7", "all"] {
-        wg_must_fail(&[os("archive"), os("capture"), t1.root.as_os_str(), wim.as_os_str(), os("--name"), os(bad)]);
-        assert!(std::fs::read(&wim).unwrap() == before, "refused capture --name {bad:?} modified the WIM");
+        wg_must_fail(&[
+            os("archive"),
+            os("capture"),
+            t1.root.as_os_str(),
+            wim.as_os_str(),
+            os("--name"),
+            os(bad),
+        ]);
+        assert!(
+            std::fs::read(&wim).unwrap() == before,
+            "refused capture --name {bad:?} modified the WIM"
+        );
     }
     // default name (no --name) twice in a row: both appends succeed with distinct names
     wg(&[os("archive"), os("capture"), t1.root.as_os_str(), wim.as_os_str()]);

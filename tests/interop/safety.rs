@@ -18,7 +18,11 @@ use crate::common::*;
 
 fn outside_untouched(outside: &Path, what: &str) {
     let entries: Vec<_> = fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(entries.is_empty(), "{what}: wimguard wrote OUTSIDE the extraction directory, into {}: {entries:?}", outside.display());
+    assert!(
+        entries.is_empty(),
+        "{what}: wimguard wrote OUTSIDE the extraction directory, into {}: {entries:?}",
+        outside.display()
+    );
 }
 
 struct Attack {
@@ -60,11 +64,23 @@ fn two_step(writer_is_wimguard: bool) {
     let a = build_attack(writer_is_wimguard);
     let dest = a.s.path("dest");
     wg_extract(&a.wim, "1", &dest, &[]);
-    assert!(fs::symlink_metadata(dest.join("evil")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(dest.join("evil"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // second extraction into the same (now non-empty) DEST: may succeed
     // (replacing the symlinks by directories) or fail, but must not follow them.
-    let out = wg_raw(&[os("archive"), os("extract"), a.wim.as_os_str(), os("2"), dest.as_os_str()]);
-    outside_untouched(&a.outside, &format!("extract image 2 over image 1 (exit {:?})", out.code()));
+    let out = wg_raw(&[
+        os("archive"),
+        os("extract"),
+        a.wim.as_os_str(),
+        os("2"),
+        dest.as_os_str(),
+    ]);
+    outside_untouched(
+        &a.outside,
+        &format!("extract image 2 over image 1 (exit {:?})", out.code()),
+    );
     if out.ok() {
         for d in ["evil", "rel_evil"] {
             let md = fs::symlink_metadata(dest.join(d)).unwrap();
@@ -75,8 +91,19 @@ fn two_step(writer_is_wimguard: bool) {
     // single-path variant
     let dest2 = a.s.path("dest2");
     wg_extract(&a.wim, "1", &dest2, &[]);
-    let out = wg_raw(&[os("archive"), os("extract"), a.wim.as_os_str(), os("2"), dest2.as_os_str(), os("/evil/pwned.txt"), os("/rel_evil/pwned.txt")]);
-    outside_untouched(&a.outside, &format!("single-path extract over planted symlinks (exit {:?})", out.code()));
+    let out = wg_raw(&[
+        os("archive"),
+        os("extract"),
+        a.wim.as_os_str(),
+        os("2"),
+        dest2.as_os_str(),
+        os("/evil/pwned.txt"),
+        os("/rel_evil/pwned.txt"),
+    ]);
+    outside_untouched(
+        &a.outside,
+        &format!("single-path extract over planted symlinks (exit {:?})", out.code()),
+    );
 }
 
 #[test]
@@ -95,8 +122,19 @@ fn safety_two_step_symlink_plant_wimguard_written() {
 fn safety_path_through_symlink_is_not_followed() {
     let a = build_attack(false);
     let dest = a.s.path("d");
-    let out = wg_raw(&[os("archive"), os("extract"), a.wim.as_os_str(), os("1"), dest.as_os_str(), os("/evil/anything")]);
-    assert!(!out.ok(), "extracting a path below a symlink must fail:\n{}", out.describe());
+    let out = wg_raw(&[
+        os("archive"),
+        os("extract"),
+        a.wim.as_os_str(),
+        os("1"),
+        dest.as_os_str(),
+        os("/evil/anything"),
+    ]);
+    assert!(
+        !out.ok(),
+        "extracting a path below a symlink must fail:\n{}",
+        out.describe()
+    );
     outside_untouched(&a.outside, "extract /evil/anything");
 }
 
@@ -119,5 +157,8 @@ fn safety_fixture_extraction_writes_nothing_outside() {
     let dest = s.path("dest");
     wg_extract(&wim, "1", &dest, &[]);
     outside_untouched(&outside, "full extraction");
-    assert_eq!(fs::read_link(dest.join("to_outside_file")).unwrap(), outside.join("file"));
+    assert_eq!(
+        fs::read_link(dest.join("to_outside_file")).unwrap(),
+        outside.join("file")
+    );
 }
