@@ -518,6 +518,11 @@ impl WimWriter {
     /// Adds an image: writes its metadata resource, counts its references,
     /// records it in the XML. All blobs it names must already be stored.
     pub fn add_image(&mut self, tree: &ImageTree, mut info: ImageInfo) -> Result<u32> {
+        for (what, v) in [("name", &info.name), ("description", &info.description)] {
+            if !super::xml::valid_xml_text(v) {
+                return Err(WimError::Invalid(format!("image {what} contains control characters, which WIM's XML cannot hold")));
+            }
+        }
         if self.xml.name_in_use(&info.name) {
             return Err(WimError::Invalid(format!(
                 "an image named {:?} already exists in {}",
