@@ -334,11 +334,17 @@ fn parse_dom(text: &str) -> Result<Element> {
                     return invalid("XML data has more than one root element");
                 }
                 let mut e = Element::new(&String::from_utf8_lossy(s.name().as_ref()));
+                if !valid_xml_name(&e.name) {
+                    return invalid(format!("XML data has an invalid element name {:?}", e.name));
+                }
                 for a in s.attributes() {
                     let a = a.map_err(|e| err(&e))?;
                     let v = a.unescape_value().map_err(|e| err(&e))?;
-                    e.attrs
-                        .push((String::from_utf8_lossy(a.key.as_ref()).into_owned(), v.into_owned()));
+                    let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                    if !valid_xml_name(&k) || !valid_xml_text(&v) {
+                        return invalid(format!("XML data has an invalid attribute {k:?}"));
+                    }
+                    e.attrs.push((k, v.into_owned()));
                 }
                 if matches!(ev, Event::Empty(_)) {
                     attach(&mut stack, &mut root, e);
