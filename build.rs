@@ -1,4 +1,13 @@
-// The gRPC API (proto/v1) is compiled here once the daemon lands (issue 3).
-fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+//! Compiles the gRPC API in `proto/v1` with protox (a protobuf compiler in
+//! pure Rust, so no `protoc` needs installing) and tonic-prost-build.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["common", "backup", "restore", "snapshot", "schedule", "registry", "env", "statistics"]
+        .map(|f| format!("proto/v1/{f}.proto"));
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(&files, ["proto"])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    Ok(())
 }
