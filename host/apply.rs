@@ -30,6 +30,22 @@ pub struct ApplyOptions {
     pub paths: Vec<String>,
     /// Restore uid/gid (needs root). Defaults to "when running as root".
     pub restore_owner: bool,
+    /// What to do with files that already exist in the target.
+    pub overwrite: Overwrite,
+    /// Only report what would be written (`ApplyReport::planned`).
+    pub dry_run: bool,
+}
+
+/// Policy for paths that already exist in the target (directories merge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace them (what `wimlib-imagex apply` does).
+    #[default]
+    Replace,
+    /// Refuse the whole restore, writing nothing, when any exists.
+    Fail,
+    /// Keep them and restore everything else.
+    Skip,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,6 +57,10 @@ pub struct ApplyReport {
     pub hard_links: u64,
     pub bytes: u64,
     pub warnings: Vec<String>,
+    /// Dry run: the paths (relative to the target) that would be written.
+    pub planned: Vec<String>,
+    /// Existing paths kept under `Overwrite::Skip`.
+    pub skipped: Vec<String>,
 }
 
 /// Small blobs are decoded many at a time in parallel; larger ones stream.
@@ -109,8 +129,10 @@ pub fn apply(
     }
 
     // Destination path of every selected dentry, names checked.
-    fs::create_dir_all(dest).map_err(|e| io_err(e, dest, "cannot create"))?;
-    let dest_abs = fs::canonicalize(dest).map_err(|e| io_err(e, dest, "cannot resolve"))?;
+    if !opts.dry_run {
+        fs::create_dir_all(dest).map_err(|e| io_err(e, dest, "cannot create"))?;
+    }
+    let dest_abs = fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
     let mut paths: HashMap<usize, PathBuf> = HashMap::new();
     paths.insert(0, dest_abs.clone());
     for &d in &selected {
@@ -130,6 +152,44 @@ pub fn apply(
             .cloned()
             .ok_or_else(|| WimError::Invalid("broken tree".into()))?;
         paths.insert(d, parent.join(name));
+    }
+
+    // Existing non-directories: refuse, skip or replace, per policy.
+    let mut existing: Vec<usize> = Vec::new();
+    for &d in &selected {
+        if d != 0 && kind_of(tree.inode_of(d)) != Kind::Dir && fs::symlink_metadata(&paths[&d]).is_ok() {
+            existing.push(d);
+        }
+    }
+    let rel = |d: usize| tree.path_of(d);
+    if opts.overwrite == Overwrite::Fail && !existing.is_empty() && !opts.dry_run {
+        let names: Vec<String> = existing.iter().take(5).map(|&d| rel(d)).collect();
+        return Err(WimError::Locked(format!(
+            "{} path(s) already exist in {} (e.g. {}); choose overwrite or skip",
+            existing.len(),
+            dest_abs.display(),
+            names.join(", ")
+        )));
+    }
+    if opts.overwrite == Overwrite::Skip {
+        let skip: HashSet<usize> = existing.iter().copied().collect();
+        report.skipped = existing.iter().map(|&d| rel(d)).collect();
+        selected.retain(|d| !skip.contains(d));
+    }
+    if opts.dry_run {
+        report.planned = selected.iter().map(|&d| rel(d)).collect();
+        for &d in &selected {
+            match kind_of(tree.inode_of(d)) {
+                Kind::Dir => report.dirs += 1,
+                Kind::File => {
+                    report.files += 1;
+                    report.bytes += arch.blob_size(&tree.inode_of(d).data_hash).unwrap_or(0);
+                }
+                Kind::Symlink => report.symlinks += 1,
+                Kind::Special => report.specials += 1,
+            }
+        }
+        return Ok(report);
     }
 
     // 1. Directories, parents first.

@@ -16,7 +16,8 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use sha1::{Digest, Sha1 as Sha1Hasher};
@@ -43,6 +44,40 @@ pub struct CaptureOptions {
     pub excludes: Vec<String>,
     /// Disable re-rooting of absolute symlinks that point into the tree.
     pub no_rpfix: bool,
+    /// Set to stop the capture early; it then fails with `WimError::Cancelled`.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Recorded in the image's XML (see `ImageInfo::backup_uuid`).
+    pub backup_uuid: String,
+}
+
+impl CaptureOptions {
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(WimError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which part of the capture is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapturePhase {
+    /// Walking the tree; `files_done` counts entries seen.
+    Scanning,
+    /// Reading, hashing, compressing and writing file contents.
+    Writing,
+    /// Writing metadata, blob table and XML.
+    Finalizing,
+}
+
+/// A progress report.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureProgress {
+    pub phase: CapturePhase,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 /// Counts reported after a capture.
@@ -66,8 +101,8 @@ pub struct CaptureReport {
     pub warnings: Vec<String>,
 }
 
-/// Progress of the data phase: (files done, files total, bytes done, bytes total).
-pub type ProgressFn<'a> = dyn FnMut(u64, u64, u64, u64) + 'a;
+/// Receives progress reports (often: every batch of 2 MiB, every 1000 scanned entries).
+pub type ProgressFn<'a> = dyn FnMut(&CaptureProgress) + 'a;
 
 struct DataJob {
     inode: usize,
@@ -180,7 +215,9 @@ pub fn capture(
     let mut jobs: Vec<DataJob> = Vec::new();
     // (directory path, its dentry, path relative to the source)
     let mut stack: Vec<(PathBuf, usize, String)> = vec![(src.to_path_buf(), 0, String::new())];
+    let mut scanned = 0u64;
     while let Some((dir, dentry, rel_dir)) = stack.pop() {
+        opts.check_cancel()?;
         let mut entries: Vec<fs::DirEntry> = match fs::read_dir(&dir) {
             Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
             Err(e) => {
@@ -192,6 +229,10 @@ pub fn capture(
         };
         entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
         for entry in entries {
+            scanned += 1;
+            if scanned % 1000 == 0 {
+                progress(&CaptureProgress { phase: CapturePhase::Scanning, files_done: scanned, files_total: 0, bytes_done: 0, bytes_total: report.bytes_total });
+            }
             let path = entry.path();
             let os_name = entry.file_name();
             let Some(name) = fsutil::utf8_name(&os_name) else {
@@ -324,7 +365,9 @@ pub fn capture(
     }
 
     // ---- data ----
-    let failed = read_and_store(writer, &mut tree, jobs, &mut report, progress)?;
+    let failed = read_and_store(writer, &mut tree, jobs, &mut report, opts, progress)?;
+    opts.check_cancel()?;
+    progress(&CaptureProgress { phase: CapturePhase::Finalizing, files_done: 0, files_total: 0, bytes_done: report.bytes_read, bytes_total: report.bytes_read });
     if !failed.is_empty() {
         tree = without_inodes(&tree, &failed);
     }
@@ -334,6 +377,7 @@ pub fn capture(
         description: opts.description.clone(),
         creation_time: now,
         last_modification_time: now,
+        backup_uuid: opts.backup_uuid.clone(),
         ..ImageInfo::default()
     };
     report.image_index = writer.add_image(&tree, info)?;
@@ -434,6 +478,7 @@ fn read_and_store(
     tree: &mut ImageTree,
     jobs: Vec<DataJob>,
     report: &mut CaptureReport,
+    opts: &CaptureOptions,
     progress: &mut ProgressFn,
 ) -> Result<Vec<usize>> {
     let chunk = if writer.chunk_size() == 0 {
@@ -516,6 +561,8 @@ fn read_and_store(
         let mut pending: Option<(usize, crate::wim::writer::PendingBlob)> = None;
         let (mut files_done, mut bytes_done) = (0u64, 0u64);
         for batch in rx {
+            // Dropping `rx` (by returning) stops the reader thread too.
+            opts.check_cancel()?;
             enum Item {
                 Chunk(usize, bool, Option<Sha1>),
                 Failed(usize, String),
@@ -559,7 +606,13 @@ fn read_and_store(
                             }
                             tree.inodes[jobs[job].inode].data_hash = hash;
                             files_done += 1;
-                            progress(files_done, files_total, bytes_done, bytes_total);
+                            progress(&CaptureProgress {
+                                phase: CapturePhase::Writing,
+                                files_done,
+                                files_total,
+                                bytes_done,
+                                bytes_total,
+                            });
                         }
                     }
                     Item::Failed(job, error) => {

@@ -1,7 +1,12 @@
 pub mod api;
 pub mod apply;
 pub mod capture;
+pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod jobs;
+pub mod ops;
+pub mod server;
 pub mod wim;

@@ -113,6 +113,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let opts = ApplyOptions {
                 paths,
                 restore_owner: fsutil::is_root() && !no_owner,
+                ..ApplyOptions::default()
             };
             let mut bar = ProgressLine::new("extracting");
             let r = apply::apply(&arch, index, &dest, &opts, &mut |b, bt| bar.update_bytes(b, bt))?;
@@ -298,10 +299,13 @@ fn capture_cmd(
         description: description.unwrap_or_default(),
         excludes,
         no_rpfix: norpfix,
+        ..CaptureOptions::default()
     };
     let mut bar = ProgressLine::new("capturing");
-    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |f, ft, b, bt| {
-        bar.update(f, ft, b, bt)
+    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |p| {
+        if p.phase == capture::CapturePhase::Writing {
+            bar.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+        }
     })?;
     bar.finish();
     w.commit()?;

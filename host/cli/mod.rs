@@ -1,14 +1,67 @@
-//! The command line. Exit codes: 0 success, 1 failure, 2 bad usage,
-//! 3 archive damaged (checksum or structure), 4 not found (image, path).
+//! The command line: `wimguard server` (the daemon), the client commands
+//! that talk to it over gRPC (`health`, `backup`, `backups`, `restore`,
+//! `snapshots`, `env`, `stats`), and the offline `archive` toolbox.
+//!
+//! Exit codes (also in `wimguard --help`):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure, including a backup/restore job that ended FAILED or CANCELLED |
+//! | 2 | bad usage (also INVALID_ARGUMENT from the server) |
+//! | 3 | archive damaged (DATA_LOSS, failed verify, invalid WIM offline) |
+//! | 4 | not found (NOT_FOUND: backup, snapshot, source, image, path) |
+//! | 5 | unauthenticated (the server refused the token) |
+//! | 6 | server unreachable or unavailable (also not SERVING) |
+//! | 7 | conflict (ABORTED, FAILED_PRECONDITION, ALREADY_EXISTS) |
+//! | 130 | interrupted by Ctrl-C |
 
 pub mod archive;
+pub mod backup;
+pub mod backups;
+pub mod env;
+pub mod health;
+pub mod output;
+pub mod restore;
+pub mod server;
+pub mod snapshots;
+pub mod stats;
 
-use clap::{Parser, Subcommand};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 
+use clap::{Args, Parser, Subcommand};
+use tonic::Code;
+
+use crate::client::{Client, ClientError, ClientSettings};
 use crate::wim::WimError;
 
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_DAMAGED: i32 = 3;
+pub const EXIT_NOT_FOUND: i32 = 4;
+pub const EXIT_UNAUTHENTICATED: i32 = 5;
+pub const EXIT_UNREACHABLE: i32 = 6;
+pub const EXIT_CONFLICT: i32 = 7;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    failure (including a backup or restore that ended failed or cancelled)
+  2    bad usage
+  3    archive damaged (checksum or structure; DATA_LOSS)
+  4    not found (backup, snapshot, source, image or path; NOT_FOUND)
+  5    unauthenticated (the server refused the token)
+  6    server unreachable or unavailable
+  7    conflict (e.g. another backup to the same archive is running)
+  130  interrupted by Ctrl-C
+
+Client commands find the server through HOME/config.yaml (written by `wimguard server`);
+--server and --token override it.";
+
 #[derive(Parser)]
-#[command(name = "wimguard", version, about = "Backups as real WIM archives")]
+#[command(name = "wimguard", version, about = "Backups as real WIM archives", after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,21 +69,89 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground (owns the catalog; other commands talk to it).
+    Server(server::ServerArgs),
+    /// Check the server answers and is SERVING (exit 0 only then).
+    Health(health::HealthArgs),
+    /// Back up a directory into a WIM archive (a new image; appends when the archive exists).
+    Backup(backup::BackupArgs),
+    /// List, show and delete backups.
+    Backups(backups::BackupsArgs),
+    /// Restore a backup's snapshot, or chosen paths of it, into a directory.
+    Restore(restore::RestoreArgs),
+    /// List, browse, compare, verify and delete snapshots (the images of archives).
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Show facts about the running server (version, paths, codecs).
+    Env(env::EnvArgs),
+    /// Show totals over the catalog (bytes, dedupe and compression ratios, sources).
+    Stats(stats::StatsArgs),
     /// Work on WIM files directly, without a server (disaster recovery, benchmarks).
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
 }
 
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_DAMAGED: i32 = 3;
-pub const EXIT_NOT_FOUND: i32 = 4;
+/// Options every client command takes (also after its subcommand).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Home directory holding config.yaml. Default: $WIMGUARD_HOME, else the platform data dir.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Server address (HOST:PORT or http://HOST:PORT) instead of service.client.address from the config.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Bearer token instead of appSecret from the config.
+    #[arg(long, global = true, value_name = "T")]
+    pub token: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
 
-/// Maps an error to its exit code.
+impl ClientOptions {
+    /// A client for the server these options name (connects on first use).
+    pub fn client(&self) -> Result<Client, CliError> {
+        let settings = ClientSettings::resolve(self.home.as_deref(), self.server.as_deref(), self.token.as_deref())?;
+        Ok(Client::new(settings))
+    }
+}
+
+/// Runs an async command on a fresh single-threaded runtime.
+fn block_on(f: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| CliError {
+        message: format!("cannot start the async runtime: {e}"),
+        exit_code: EXIT_FAILURE,
+    })?;
+    rt.block_on(f)
+}
+
+/// Maps an offline-toolbox error to its exit code.
 pub fn exit_code(e: &WimError) -> i32 {
     match e {
         WimError::Corrupt(_) | WimError::Invalid(_) => EXIT_DAMAGED,
         WimError::NotFound(_) => EXIT_NOT_FOUND,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// Maps a client error to its exit code.
+pub fn client_exit_code(e: &ClientError) -> i32 {
+    match e {
+        ClientError::Config(_) => EXIT_FAILURE,
+        ClientError::Unreachable { .. } | ClientError::NotServing { .. } => EXIT_UNREACHABLE,
+        ClientError::Rpc { code, .. } => status_exit_code(*code),
+    }
+}
+
+/// Maps a gRPC status code to an exit code.
+pub fn status_exit_code(code: Code) -> i32 {
+    match code {
+        Code::Ok => 0,
+        Code::InvalidArgument | Code::OutOfRange => EXIT_USAGE,
+        Code::DataLoss => EXIT_DAMAGED,
+        Code::NotFound => EXIT_NOT_FOUND,
+        Code::Unauthenticated => EXIT_UNAUTHENTICATED,
+        Code::Unavailable => EXIT_UNREACHABLE,
+        Code::Aborted | Code::FailedPrecondition | Code::AlreadyExists => EXIT_CONFLICT,
         _ => EXIT_FAILURE,
     }
 }
@@ -45,18 +166,29 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Server(args) => server::run(args),
         Command::Archive(cmd) => archive::run(cmd),
+        Command::Health(args) => block_on(health::run(args)),
+        Command::Backup(args) => block_on(backup::run(args)),
+        Command::Backups(args) => block_on(backups::run(args)),
+        Command::Restore(args) => block_on(restore::run(args)),
+        Command::Snapshots(args) => block_on(snapshots::run(args)),
+        Command::Env(args) => block_on(env::run(args)),
+        Command::Stats(args) => block_on(stats::run(args)),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("wimguard: error: {e}");
+            if !e.message.is_empty() {
+                eprintln!("wimguard: error: {e}");
+            }
             e.exit_code
         }
     }
 }
 
 /// An error on its way to the user, with the exit code it maps to.
+#[derive(Debug)]
 pub struct CliError {
     pub message: String,
     pub exit_code: i32,
@@ -70,18 +202,92 @@ impl std::fmt::Display for CliError {
 
 impl From<WimError> for CliError {
     fn from(e: WimError) -> Self {
-        CliError {
-            exit_code: exit_code(&e),
-            message: e.to_string(),
-        }
+        CliError { exit_code: exit_code(&e), message: e.to_string() }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError { exit_code: client_exit_code(&e), message: e.to_string() }
     }
 }
 
 impl CliError {
     pub fn usage(msg: impl Into<String>) -> Self {
-        CliError {
-            message: msg.into(),
-            exit_code: EXIT_USAGE,
+        CliError { message: msg.into(), exit_code: EXIT_USAGE }
+    }
+
+    pub fn failure(msg: impl Into<String>) -> Self {
+        CliError { message: msg.into(), exit_code: EXIT_FAILURE }
+    }
+
+    pub fn interrupted(msg: impl Into<String>) -> Self {
+        CliError { message: msg.into(), exit_code: EXIT_INTERRUPTED }
+    }
+}
+
+/// A path made absolute against the client's working directory (the
+/// server's differs), as the UTF-8 string the API carries.
+pub fn absolute_path(path: &Path, what: &str) -> Result<String, CliError> {
+    if path.as_os_str().is_empty() {
+        return Err(CliError::usage(format!("the {what} path is empty")));
+    }
+    let abs = std::path::absolute(path)
+        .map_err(|e| CliError::failure(format!("cannot resolve the {what} path {}: {e}", path.display())))?;
+    // Drops `.` components and trailing slashes; `..` is kept (symlinks make it non-lexical).
+    let abs: PathBuf = abs.components().collect();
+    abs.into_os_string()
+        .into_string()
+        .map_err(|p| CliError::usage(format!("the {what} path {} is not valid UTF-8", Path::new(&p).display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn status_codes_map_to_documented_exit_codes() {
+        assert_eq!(status_exit_code(Code::DataLoss), 3);
+        assert_eq!(status_exit_code(Code::NotFound), 4);
+        assert_eq!(status_exit_code(Code::Unauthenticated), 5);
+        assert_eq!(status_exit_code(Code::Unavailable), 6);
+        for c in [Code::Aborted, Code::FailedPrecondition, Code::AlreadyExists] {
+            assert_eq!(status_exit_code(c), 7);
+        }
+        assert_eq!(status_exit_code(Code::InvalidArgument), 2);
+        assert_eq!(status_exit_code(Code::PermissionDenied), 1);
+        assert_eq!(status_exit_code(Code::Cancelled), 1);
+        assert_eq!(client_exit_code(&ClientError::Unreachable { address: "x".into() }), 6);
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute_path(Path::new("a/./b/"), "source").unwrap(), cwd.join("a/b").to_str().unwrap());
+        assert_eq!(absolute_path(Path::new("/x/y"), "source").unwrap(), "/x/y");
+        assert!(absolute_path(Path::new(""), "source").is_err());
+    }
+
+    #[test]
+    fn global_options_parse_after_subcommands() {
+        let cli = Cli::try_parse_from(["wimguard", "backups", "list", "--json", "--home", "/h", "--limit", "5"]).unwrap();
+        let Command::Backups(args) = cli.command else { panic!("not backups") };
+        assert!(args.client.json);
+        assert_eq!(args.client.home.as_deref(), Some(Path::new("/h")));
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for code in ["130", "unauthenticated", "conflict", "server unreachable"] {
+            assert!(help.contains(code), "{code} missing in --help");
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum WimError {
     /// Another process is modifying the archive.
     #[error("{0}")]
     Locked(String),
+    /// The caller asked the operation to stop; nothing was changed.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = WimError> = std::result::Result<T, E>;

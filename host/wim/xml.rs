@@ -126,6 +126,9 @@ pub struct ImageInfo {
     pub hard_link_bytes: u64,
     pub creation_time: u64,
     pub last_modification_time: u64,
+    /// WimGuard extension element `WIMGUARDBACKUP`: the backup that made
+    /// this image, so the catalog can find it after images are renumbered.
+    pub backup_uuid: String,
 }
 
 /// The parsed XML document.
@@ -227,6 +230,7 @@ impl WimXml {
                     hard_link_bytes: parse_num(&t("HARDLINKBYTES")),
                     creation_time: time("CREATIONTIME"),
                     last_modification_time: time("LASTMODIFICATIONTIME"),
+                    backup_uuid: t("WIMGUARDBACKUP"),
                 }
             })
             .collect();
@@ -247,6 +251,9 @@ impl WimXml {
         Self::fill_counts(&mut e, info);
         e.set_time("CREATIONTIME", info.creation_time);
         e.set_time("LASTMODIFICATIONTIME", info.last_modification_time);
+        if !info.backup_uuid.is_empty() {
+            e.set_child_text("WIMGUARDBACKUP", &info.backup_uuid);
+        }
         let pos = self
             .root
             .children

@@ -1,0 +1,65 @@
+//! Versioned schema migrations. Each entry runs once, in order, inside a
+//! transaction, and is recorded in `schema_migrations`. Never edit a
+//! published migration: add a new one.
+
+use rusqlite::{params, Connection};
+
+const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    "CREATE TABLE archives (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE backups (
+        uuid TEXT PRIMARY KEY,
+        archive_id INTEGER REFERENCES archives(id) ON DELETE SET NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued','running','succeeded','failed','cancelled','interrupted')),
+        phase TEXT NOT NULL,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        compression TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        excludes TEXT NOT NULL DEFAULT '[]',
+        plugins TEXT NOT NULL DEFAULT '[]',
+        image_index INTEGER NOT NULL DEFAULT 0,
+        files INTEGER NOT NULL DEFAULT 0,
+        directories INTEGER NOT NULL DEFAULT 0,
+        bytes_total INTEGER NOT NULL DEFAULT 0,
+        bytes_read INTEGER NOT NULL DEFAULT 0,
+        bytes_stored INTEGER NOT NULL DEFAULT 0,
+        files_unchanged INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        error TEXT NOT NULL DEFAULT '',
+        warnings TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX backups_by_created ON backups(created_at DESC);
+    CREATE INDEX backups_by_destination ON backups(destination, image_index);
+    CREATE INDEX backups_by_source ON backups(source);",
+)];
+
+/// Highest schema version this build knows.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: u32 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("catalog schema version {current} is newer than this wimguard ({SCHEMA_VERSION}); upgrade wimguard")
+                .into(),
+        ));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, super::now_ms()])?;
+        tx.commit()?;
+    }
+    Ok(())
+}

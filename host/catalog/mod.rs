@@ -1,0 +1,354 @@
+//! The catalog: a SQLite index of archives and backups, owned by the server.
+//!
+//! The archives are the source of truth for their contents; the catalog
+//! records what ran, when, with what result, and where each backup's image
+//! lives. WAL mode, foreign keys, versioned migrations.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub use migrations::SCHEMA_VERSION;
+
+/// Lifecycle of a job, stored as a lowercase word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "queued" => Status::Queued,
+            "running" => Status::Running,
+            "succeeded" => Status::Succeeded,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            _ => Status::Interrupted,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+}
+
+/// One backup run, as recorded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BackupRecord {
+    pub uuid: String,
+    pub status: String,
+    pub phase: String,
+    pub source: String,
+    pub destination: String,
+    pub compression: String,
+    pub name: String,
+    pub description: String,
+    pub excludes: Vec<String>,
+    pub plugins: Vec<String>,
+    /// 1-based image index in the archive when last known; 0 = not written.
+    pub image_index: u32,
+    pub files: u64,
+    pub directories: u64,
+    pub bytes_total: u64,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    pub files_unchanged: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: String,
+    pub warnings: Vec<String>,
+}
+
+impl BackupRecord {
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status)
+    }
+}
+
+/// Filters for listing backups.
+#[derive(Debug, Clone, Default)]
+pub struct BackupFilter {
+    pub status: Option<Status>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("catalog: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// The catalog handle; cheap to share behind an `Arc`.
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+const BACKUP_COLUMNS: &str = "uuid, status, phase, source, destination, compression, name, description, excludes, plugins, \
+     image_index, files, directories, bytes_total, bytes_read, bytes_stored, files_unchanged, created_at, started_at, \
+     finished_at, error, warnings";
+
+fn json_list(s: String) -> Vec<String> {
+    serde_json::from_str(&s).unwrap_or_default()
+}
+
+fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
+    Ok(BackupRecord {
+        uuid: r.get(0)?,
+        status: r.get(1)?,
+        phase: r.get(2)?,
+        source: r.get(3)?,
+        destination: r.get(4)?,
+        compression: r.get(5)?,
+        name: r.get(6)?,
+        description: r.get(7)?,
+        excludes: json_list(r.get(8)?),
+        plugins: json_list(r.get(9)?),
+        image_index: r.get::<_, i64>(10)? as u32,
+        files: r.get::<_, i64>(11)? as u64,
+        directories: r.get::<_, i64>(12)? as u64,
+        bytes_total: r.get::<_, i64>(13)? as u64,
+        bytes_read: r.get::<_, i64>(14)? as u64,
+        bytes_stored: r.get::<_, i64>(15)? as u64,
+        files_unchanged: r.get::<_, i64>(16)? as u64,
+        created_at: r.get(17)?,
+        started_at: r.get(18)?,
+        finished_at: r.get(19)?,
+        error: r.get(20)?,
+        warnings: json_list(r.get(21)?),
+    })
+}
+
+impl Catalog {
+    /// Opens (creating and migrating) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut conn = conn;
+        migrations::migrate(&mut conn)?;
+        Ok(Catalog { conn: Mutex::new(conn) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self.db().query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get::<_, i64>(0))? as u32)
+    }
+
+    /// Marks jobs a crash left `running` or `queued` as `interrupted`; returns how many.
+    pub fn mark_interrupted(&self) -> Result<usize> {
+        Ok(self.db().execute(
+            "UPDATE backups SET status = 'interrupted', phase = 'done', finished_at = ?1, \
+             error = CASE WHEN error = '' THEN 'the server stopped while this backup was running' ELSE error END \
+             WHERE status IN ('running', 'queued')",
+            params![now_ms()],
+        )?)
+    }
+
+    pub fn insert_backup(&self, b: &BackupRecord) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO archives (path, created_at) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
+            params![b.destination, now_ms()],
+        )?;
+        tx.execute(
+            &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, (SELECT id FROM archives WHERE path = ?5))"),
+            params![
+                b.uuid,
+                b.status,
+                b.phase,
+                b.source,
+                b.destination,
+                b.compression,
+                b.name,
+                b.description,
+                serde_json::to_string(&b.excludes).unwrap_or_default(),
+                serde_json::to_string(&b.plugins).unwrap_or_default(),
+                b.image_index as i64,
+                b.files as i64,
+                b.directories as i64,
+                b.bytes_total as i64,
+                b.bytes_read as i64,
+                b.bytes_stored as i64,
+                b.files_unchanged as i64,
+                b.created_at,
+                b.started_at,
+                b.finished_at,
+                b.error,
+                serde_json::to_string(&b.warnings).unwrap_or_default(),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes every mutable field of a backup.
+    pub fn update_backup(&self, b: &BackupRecord) -> Result<()> {
+        self.db().execute(
+            "UPDATE backups SET status = ?2, phase = ?3, name = ?4, image_index = ?5, files = ?6, directories = ?7, \
+             bytes_total = ?8, bytes_read = ?9, bytes_stored = ?10, files_unchanged = ?11, started_at = ?12, \
+             finished_at = ?13, error = ?14, warnings = ?15, compression = ?16 WHERE uuid = ?1",
+            params![
+                b.uuid,
+                b.status,
+                b.phase,
+                b.name,
+                b.image_index as i64,
+                b.files as i64,
+                b.directories as i64,
+                b.bytes_total as i64,
+                b.bytes_read as i64,
+                b.bytes_stored as i64,
+                b.files_unchanged as i64,
+                b.started_at,
+                b.finished_at,
+                b.error,
+                serde_json::to_string(&b.warnings).unwrap_or_default(),
+                b.compression,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_backup(&self, uuid: &str) -> Result<Option<BackupRecord>> {
+        Ok(self
+            .db()
+            .query_row(&format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE uuid = ?1"), params![uuid], backup_from_row)
+            .optional()?)
+    }
+
+    fn where_clause(f: &BackupFilter) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut conds = Vec::new();
+        let mut vals: Vec<Value> = Vec::new();
+        if let Some(s) = f.status {
+            conds.push("status = ?");
+            vals.push(Value::Text(s.as_str().into()));
+        }
+        if let Some(s) = &f.source {
+            conds.push("source = ?");
+            vals.push(Value::Text(s.clone()));
+        }
+        if let Some(s) = &f.destination {
+            conds.push("destination = ?");
+            vals.push(Value::Text(s.clone()));
+        }
+        if let Some(t) = f.created_after {
+            conds.push("created_at >= ?");
+            vals.push(Value::Integer(t));
+        }
+        if let Some(t) = f.created_before {
+            conds.push("created_at < ?");
+            vals.push(Value::Integer(t));
+        }
+        let w = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        (w, vals)
+    }
+
+    /// Newest first; returns the page and the total number of matches.
+    pub fn list_backups(&self, f: &BackupFilter, offset: u64, limit: u64) -> Result<(Vec<BackupRecord>, u64)> {
+        let (w, vals) = Self::where_clause(f);
+        let db = self.db();
+        let total: i64 =
+            db.query_row(&format!("SELECT COUNT(*) FROM backups {w}"), rusqlite::params_from_iter(vals.iter()), |r| r.get(0))?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups {w} ORDER BY created_at DESC, uuid DESC LIMIT {limit} OFFSET {offset}"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((rows, total as u64))
+    }
+
+    /// Successful backups stored in `destination`, oldest first.
+    pub fn backups_in_archive(&self, destination: &str) -> Result<Vec<BackupRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE destination = ?1 AND status = 'succeeded' ORDER BY image_index"
+        ))?;
+        let rows = stmt.query_map(params![destination], backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// After an image was deleted from an archive, later images move down by one.
+    pub fn delete_backup_and_renumber(&self, uuid: &str, destination: &str, image_index: u32) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        if image_index > 0 {
+            tx.execute(
+                "UPDATE backups SET image_index = image_index - 1 WHERE destination = ?1 AND image_index > ?2",
+                params![destination, image_index as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a backup that never produced an image.
+    pub fn delete_backup(&self, uuid: &str) -> Result<()> {
+        self.db().execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        Ok(())
+    }
+
+    /// Counts per status.
+    pub fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT status, COUNT(*) FROM backups GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Every archive path known to the catalog.
+    pub fn archive_paths(&self) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT path FROM archives ORDER BY path")?;
+        let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Every successful backup (for statistics), oldest first.
+    pub fn all_succeeded(&self) -> Result<Vec<BackupRecord>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare(&format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE status = 'succeeded' ORDER BY created_at"))?;
+        let rows = stmt.query_map([], backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,530 @@
+//! The client library every `wimguard …` command except `server` and
+//! `archive` uses to talk to the daemon.
+//!
+//! - [`ClientSettings::resolve`] finds the server the way the CLI documents
+//!   it: `--server`/`--token` flags, else `service.client.address` and
+//!   `appSecret` from `$HOME/config.yaml` (written by `wimguard server`).
+//! - [`Client`] connects lazily, on the first call, with a connect timeout,
+//!   and checks `grpc.health.v1.Health/Check("")` is SERVING before the first
+//!   real call.
+//! - Every call carries `authorization: Bearer <appSecret>`; unary calls get
+//!   the configured per-call timeout, streams (backup, restore, verify) none.
+//! - Failures come back as [`ClientError`], whose text tells the user what
+//!   happened and what to do, keeping the server's own message.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::api::v1 as pb;
+use crate::api::v1::backup_service_client::BackupServiceClient;
+use crate::api::v1::env_service_client::EnvServiceClient;
+use crate::api::v1::restore_service_client::RestoreServiceClient;
+use crate::api::v1::snapshot_service_client::SnapshotServiceClient;
+use crate::api::v1::statistics_service_client::StatisticsServiceClient;
+use crate::config::{self, Config};
+
+/// How long establishing the TCP/HTTP2 connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how to reach the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    /// `http://host:port`.
+    pub address: String,
+    /// The bearer token (`appSecret`); empty sends no `authorization` header.
+    pub token: String,
+    /// Deadline of each unary call.
+    pub call_timeout: Duration,
+    /// Deadline of establishing the connection.
+    pub connect_timeout: Duration,
+    /// The config file the settings came from (named in error messages).
+    pub config_path: PathBuf,
+}
+
+impl ClientSettings {
+    /// Resolves the settings: `home` (`--home`, else `WIMGUARD_HOME`, else the
+    /// platform data dir) names the config; `server` and `token` override it.
+    /// A missing config is not an error: the default address is tried and the
+    /// server will ask for a token.
+    pub fn resolve(home: Option<&Path>, server: Option<&str>, token: Option<&str>) -> Result<Self, ClientError> {
+        let home = config::resolve_home(home).map_err(|e| ClientError::Config(e.to_string()))?;
+        let config = match Config::load(&home) {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ClientError::Config(e.to_string())),
+        };
+        Self::from_config(config.as_ref(), Config::path(&home), server, token)
+    }
+
+    /// The settings from an already loaded config (None: no config file).
+    pub fn from_config(
+        config: Option<&Config>,
+        config_path: PathBuf,
+        server: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let address = match server {
+            Some(s) => normalize_address(s)?,
+            None => match config {
+                Some(c) if !c.service.client.address.trim().is_empty() => normalize_address(&c.service.client.address)?,
+                Some(c) => address_from_listen(&c.service.server.listen, c.service.server.port),
+                None => address_from_listen("127.0.0.1", config::DEFAULT_PORT),
+            },
+        };
+        let token = match token {
+            Some(t) => t.trim().to_string(),
+            None => config.map(|c| c.app_secret.trim().to_string()).unwrap_or_default(),
+        };
+        if !token.is_empty() && MetadataValue::<Ascii>::try_from(format!("Bearer {token}")).is_err() {
+            return Err(ClientError::Config(
+                "the token contains characters that cannot be sent in a header (check --token or appSecret)".into(),
+            ));
+        }
+        let call_timeout = Duration::from_secs(config.map(|c| c.service.client.timeout_seconds).unwrap_or(30).max(1));
+        Ok(ClientSettings { address, token, call_timeout, connect_timeout: CONNECT_TIMEOUT, config_path })
+    }
+}
+
+/// `host:port` → `http://host:port`; keeps an explicit `http://`. TLS is not
+/// offered by the server, so `https://` is refused with a clear message.
+pub fn normalize_address(address: &str) -> Result<String, ClientError> {
+    let a = address.trim();
+    if a.is_empty() {
+        return Err(ClientError::Config("the server address is empty (pass --server HOST:PORT)".into()));
+    }
+    let full = if a.contains("://") { a.to_string() } else { format!("http://{a}") };
+    let full = match full.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
+        None => full,
+    };
+    if !full.starts_with("http://") {
+        return Err(ClientError::Config(format!(
+            "unsupported server address {address:?}: the server speaks plain HTTP/2 (use http://HOST:PORT)"
+        )));
+    }
+    match full.parse::<tonic::codegen::http::Uri>() {
+        Ok(uri) if uri.host().is_some() => Ok(full),
+        _ => Err(ClientError::Config(format!("invalid server address {address:?} (expected HOST:PORT or http://HOST:PORT)"))),
+    }
+}
+
+/// The address a client uses for a server listening on `listen:port`
+/// (wildcards become loopback).
+fn address_from_listen(listen: &str, port: u16) -> String {
+    let host = match listen.trim() {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    format!("http://{host}:{port}")
+}
+
+/// Why a call failed, with a message meant for the user.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The flags or the config cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// Nothing answers at the address.
+    #[error("cannot reach wimguard server at {address} — start it with `wimguard server`")]
+    Unreachable { address: String },
+    /// The server answers but its health is not SERVING (e.g. shutting down).
+    #[error("wimguard server at {address} is {status}, not SERVING — it may be shutting down; wait, or restart it with `wimguard server`")]
+    NotServing { address: String, status: String },
+    /// The server (or the transport) answered a call with an error status.
+    #[error("{message}")]
+    Rpc { code: Code, message: String },
+}
+
+impl ClientError {
+    /// The gRPC code, for errors that came back from a call.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What error messages need to know about the connection.
+#[derive(Debug, Clone)]
+pub struct ErrorContext {
+    pub address: String,
+    pub config_path: PathBuf,
+}
+
+impl ErrorContext {
+    /// Turns a status into a [`ClientError`] whose message explains it.
+    pub fn error(&self, status: &Status) -> ClientError {
+        ClientError::Rpc { code: status.code(), message: describe_status(status.code(), status.message(), self) }
+    }
+}
+
+/// A readable message for a failed call; the server's own message is kept.
+pub fn describe_status(code: Code, server_message: &str, ctx: &ErrorContext) -> String {
+    let config = ctx.config_path.display();
+    let summary = match code {
+        Code::Unauthenticated => format!("the server refused the token (check appSecret in {config} or --token)"),
+        Code::NotFound => "not found".into(),
+        Code::DataLoss => "the archive is damaged".into(),
+        Code::PermissionDenied => "permission denied (the server process must be allowed to read or write the path)".into(),
+        Code::Aborted | Code::FailedPrecondition | Code::AlreadyExists => "conflict".into(),
+        Code::Cancelled => "cancelled".into(),
+        Code::InvalidArgument | Code::OutOfRange => "invalid request".into(),
+        Code::Unavailable => format!("the wimguard server at {} is unavailable", ctx.address),
+        Code::DeadlineExceeded => {
+            format!("the server did not answer in time (raise service.client.timeoutSeconds in {config})")
+        }
+        Code::Unimplemented => "the server does not support this call (is it an older wimguard version?)".into(),
+        Code::ResourceExhausted => "the server is out of resources".into(),
+        Code::Ok | Code::Unknown | Code::Internal => "server error".into(),
+    };
+    let detail = server_message.trim();
+    if detail.is_empty() {
+        summary
+    } else {
+        format!("{summary}: {detail}")
+    }
+}
+
+/// Puts `authorization: Bearer <token>` on every request.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: &str) -> Self {
+        BearerToken(if token.is_empty() { None } else { format!("Bearer {token}").try_into().ok() })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose requests carry the bearer token.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// A server stream whose errors are already explained.
+pub struct EventStream<T> {
+    inner: Streaming<T>,
+    ctx: ErrorContext,
+}
+
+impl<T> EventStream<T> {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<T>, ClientError> {
+        self.inner.message().await.map_err(|s| self.ctx.error(&s))
+    }
+}
+
+/// A lazily connected, health-checked, authenticated connection to the server.
+pub struct Client {
+    settings: ClientSettings,
+    ctx: ErrorContext,
+    channel: OnceCell<Channel>,
+    checked: OnceCell<()>,
+}
+
+impl Client {
+    /// Does not connect yet: the first call does.
+    pub fn new(settings: ClientSettings) -> Self {
+        let ctx = ErrorContext { address: settings.address.clone(), config_path: settings.config_path.clone() };
+        Client { settings, ctx, channel: OnceCell::new(), checked: OnceCell::new() }
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// Connects once; failures mean nothing usable answers at the address.
+    async fn channel(&self) -> Result<Channel, ClientError> {
+        self.channel
+            .get_or_try_init(|| async {
+                let unreachable = || ClientError::Unreachable { address: self.settings.address.clone() };
+                let endpoint = Endpoint::from_shared(self.settings.address.clone())
+                    .map_err(|e| ClientError::Config(format!("invalid server address {}: {e}", self.settings.address)))?
+                    .connect_timeout(self.settings.connect_timeout)
+                    .tcp_nodelay(true);
+                match tokio::time::timeout(self.settings.connect_timeout, endpoint.connect()).await {
+                    Ok(Ok(channel)) => Ok(channel),
+                    _ => Err(unreachable()),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    fn authed(&self, channel: Channel) -> AuthChannel {
+        InterceptedService::new(channel, BearerToken::new(&self.settings.token))
+    }
+
+    /// The server's health (`grpc.health.v1`, service ""), without requiring SERVING.
+    pub async fn health(&self) -> Result<ServingStatus, ClientError> {
+        let channel = self.channel().await?;
+        let mut health = HealthClient::new(self.authed(channel));
+        let request = self.unary_request(HealthCheckRequest { service: String::new() });
+        match self.unary(health.check(request)).await {
+            Ok(r) => Ok(r.status()),
+            // Something answers TCP but not gRPC: it is not our server.
+            Err(ClientError::Rpc { code: Code::Unavailable | Code::Unknown, .. }) => {
+                Err(ClientError::Unreachable { address: self.settings.address.clone() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Connects (once) and checks (once) that the server is SERVING.
+    async fn ready(&self) -> Result<AuthChannel, ClientError> {
+        self.checked
+            .get_or_try_init(|| async {
+                match self.health().await? {
+                    ServingStatus::Serving => Ok(()),
+                    other => Err(ClientError::NotServing {
+                        address: self.settings.address.clone(),
+                        status: other.as_str_name().to_string(),
+                    }),
+                }
+            })
+            .await?;
+        Ok(self.authed(self.channel().await?))
+    }
+
+    /// A request for a unary call, with the per-call deadline sent to the server.
+    fn unary_request<T>(&self, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        r.set_timeout(self.settings.call_timeout);
+        r
+    }
+
+    /// Awaits a unary call under the per-call deadline and explains failures.
+    async fn unary<R>(&self, call: impl Future<Output = Result<Response<R>, Status>>) -> Result<R, ClientError> {
+        // A little slack so the server's own DEADLINE_EXCEEDED (with its message) wins.
+        let deadline = self.settings.call_timeout + Duration::from_millis(500);
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(self.ctx.error(&s)),
+            Err(_) => Err(self.ctx.error(&Status::deadline_exceeded(format!(
+                "no answer within {} s",
+                self.settings.call_timeout.as_secs()
+            )))),
+        }
+    }
+
+    /// Awaits the start of a server stream (no deadline: the work may take hours).
+    async fn stream<T>(
+        &self,
+        call: impl Future<Output = Result<Response<Streaming<T>>, Status>>,
+    ) -> Result<EventStream<T>, ClientError> {
+        match call.await {
+            Ok(r) => Ok(EventStream { inner: r.into_inner(), ctx: self.ctx.clone() }),
+            Err(s) => Err(self.ctx.error(&s)),
+        }
+    }
+
+    // ---- BackupService ----
+
+    /// Starts a backup; the first event names it, the last carries its final state.
+    pub async fn create_backup(&self, request: pb::CreateBackupRequest) -> Result<EventStream<pb::BackupEvent>, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.stream(c.create_backup(Request::new(request))).await
+    }
+
+    /// Attaches to a running (or finished) backup.
+    pub async fn watch_backup(&self, uuid: &str) -> Result<EventStream<pb::BackupEvent>, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.stream(c.watch_backup(Request::new(pb::WatchBackupRequest { uuid: uuid.into() }))).await
+    }
+
+    pub async fn cancel_backup(&self, uuid: &str) -> Result<pb::Backup, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.unary(c.cancel_backup(self.unary_request(pb::CancelBackupRequest { uuid: uuid.into() }))).await
+    }
+
+    pub async fn list_backups(&self, request: pb::ListBackupsRequest) -> Result<pb::ListBackupsResponse, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.unary(c.list_backups(self.unary_request(request))).await
+    }
+
+    pub async fn get_backup(&self, uuid: &str) -> Result<pb::Backup, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.unary(c.get_backup(self.unary_request(pb::GetBackupRequest { uuid: uuid.into() }))).await
+    }
+
+    pub async fn delete_backup(&self, uuid: &str) -> Result<pb::DeleteBackupResponse, ClientError> {
+        let mut c = BackupServiceClient::new(self.ready().await?);
+        self.unary(c.delete_backup(self.unary_request(pb::DeleteBackupRequest { uuid: uuid.into() }))).await
+    }
+
+    // ---- RestoreService ----
+
+    pub async fn restore(&self, request: pb::RestoreRequest) -> Result<EventStream<pb::RestoreEvent>, ClientError> {
+        let mut c = RestoreServiceClient::new(self.ready().await?);
+        self.stream(c.restore(Request::new(request))).await
+    }
+
+    // ---- SnapshotService ----
+
+    pub async fn list_snapshots(
+        &self,
+        request: pb::ListSnapshotsRequest,
+    ) -> Result<pb::ListSnapshotsResponse, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        self.unary(c.list_snapshots(self.unary_request(request))).await
+    }
+
+    pub async fn get_snapshot(&self, uuid: &str) -> Result<pb::Snapshot, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        self.unary(c.get_snapshot(self.unary_request(pb::GetSnapshotRequest { backup_uuid: uuid.into() }))).await
+    }
+
+    pub async fn browse_snapshot(
+        &self,
+        request: pb::BrowseSnapshotRequest,
+    ) -> Result<pb::BrowseSnapshotResponse, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        self.unary(c.browse_snapshot(self.unary_request(request))).await
+    }
+
+    pub async fn diff_snapshots(&self, base: &str, target: &str) -> Result<pb::DiffSnapshotsResponse, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        let request = pb::DiffSnapshotsRequest { base_uuid: base.into(), target_uuid: target.into() };
+        self.unary(c.diff_snapshots(self.unary_request(request))).await
+    }
+
+    pub async fn verify_snapshot(&self, uuid: &str) -> Result<EventStream<pb::VerifyEvent>, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        self.stream(c.verify_snapshot(Request::new(pb::VerifySnapshotRequest { backup_uuid: uuid.into() }))).await
+    }
+
+    pub async fn delete_snapshot(&self, uuid: &str) -> Result<pb::DeleteSnapshotResponse, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        self.unary(c.delete_snapshot(self.unary_request(pb::DeleteSnapshotRequest { backup_uuid: uuid.into() })))
+            .await
+    }
+
+    // ---- EnvService, StatisticsService ----
+
+    pub async fn get_environment(&self) -> Result<pb::Environment, ClientError> {
+        let mut c = EnvServiceClient::new(self.ready().await?);
+        self.unary(c.get_environment(self.unary_request(pb::GetEnvironmentRequest {}))).await
+    }
+
+    pub async fn get_statistics(&self) -> Result<pb::Statistics, ClientError> {
+        let mut c = StatisticsServiceClient::new(self.ready().await?);
+        self.unary(c.get_statistics(self.unary_request(pb::GetStatisticsRequest {}))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(address: &str, secret: &str) -> Config {
+        let mut c = Config::generate();
+        c.service.client.address = address.into();
+        c.app_secret = secret.into();
+        c.service.client.timeout_seconds = 7;
+        c
+    }
+
+    #[test]
+    fn addresses_are_normalized() {
+        assert_eq!(normalize_address("127.0.0.1:1234").unwrap(), "http://127.0.0.1:1234");
+        assert_eq!(normalize_address(" http://localhost:1/ ").unwrap(), "http://localhost:1");
+        assert_eq!(normalize_address("[::1]:5").unwrap(), "http://[::1]:5");
+        assert!(normalize_address("").is_err());
+        assert!(normalize_address("https://x:1").unwrap_err().to_string().contains("plain HTTP/2"));
+        assert!(normalize_address("http://").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_config() {
+        let c = config_with("http://127.0.0.1:4000", "secret");
+        let p = PathBuf::from("/h/config.yaml");
+        let s = ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap();
+        assert_eq!((s.address.as_str(), s.token.as_str()), ("http://127.0.0.1:4000", "secret"));
+        assert_eq!(s.call_timeout, Duration::from_secs(7));
+        assert_eq!(s.config_path, p);
+        let s = ClientSettings::from_config(Some(&c), p, Some("10.0.0.1:9"), Some("tok")).unwrap();
+        assert_eq!((s.address.as_str(), s.token.as_str()), ("http://10.0.0.1:9", "tok"));
+    }
+
+    #[test]
+    fn missing_address_falls_back_to_the_listen_address_or_the_default_port() {
+        let p = PathBuf::from("/h/config.yaml");
+        let mut c = config_with("", "s");
+        c.service.server.listen = "0.0.0.0".into();
+        c.service.server.port = 6000;
+        let s = ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap();
+        assert_eq!(s.address, "http://127.0.0.1:6000");
+        c.service.server.listen = "::".into();
+        assert_eq!(ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap().address, "http://[::1]:6000");
+        let s = ClientSettings::from_config(None, p, None, None).unwrap();
+        assert_eq!(s.address, format!("http://127.0.0.1:{}", config::DEFAULT_PORT));
+        assert_eq!(s.token, "");
+    }
+
+    #[test]
+    fn tokens_that_cannot_be_headers_are_refused() {
+        let e = ClientSettings::from_config(None, PathBuf::from("/c"), None, Some("bad\ntoken")).unwrap_err();
+        assert!(matches!(e, ClientError::Config(_)));
+    }
+
+    #[test]
+    fn statuses_are_explained_keeping_the_server_message() {
+        let ctx = ErrorContext { address: "http://127.0.0.1:1".into(), config_path: PathBuf::from("/h/config.yaml") };
+        let m = describe_status(Code::Unauthenticated, "bad token", &ctx);
+        assert_eq!(m, "the server refused the token (check appSecret in /h/config.yaml or --token): bad token");
+        assert_eq!(describe_status(Code::NotFound, "no backup abc", &ctx), "not found: no backup abc");
+        assert_eq!(describe_status(Code::DataLoss, "", &ctx), "the archive is damaged");
+        assert!(describe_status(Code::Unavailable, "x", &ctx).contains("http://127.0.0.1:1"));
+        assert!(describe_status(Code::Aborted, "busy", &ctx).starts_with("conflict: busy"));
+        let e = ctx.error(&Status::permission_denied("/dst is read-only"));
+        assert_eq!(e.code(), Some(Code::PermissionDenied));
+        assert!(e.to_string().ends_with(": /dst is read-only"));
+    }
+
+    #[test]
+    fn unreachable_message_is_exact() {
+        let e = ClientError::Unreachable { address: "http://127.0.0.1:9".into() };
+        assert_eq!(e.to_string(), "cannot reach wimguard server at http://127.0.0.1:9 — start it with `wimguard server`");
+    }
+
+    #[test]
+    fn bearer_token_is_added_when_set() {
+        let mut with = BearerToken::new("abc");
+        let r = with.call(Request::new(())).unwrap();
+        assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer abc");
+        let mut without = BearerToken::new("");
+        assert!(without.call(Request::new(())).unwrap().metadata().get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        // Bind then drop to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let settings =
+            ClientSettings::from_config(None, PathBuf::from("/c"), Some(&format!("127.0.0.1:{port}")), None).unwrap();
+        let client = Client::new(settings);
+        let e = client.get_backup("x").await.unwrap_err();
+        assert_eq!(e, ClientError::Unreachable { address: format!("http://127.0.0.1:{port}") });
+    }
+}

@@ -1,0 +1,450 @@
+//! The job runner: backups run on their own threads, publish progress on a
+//! watch channel, can be cancelled, and are recorded in the catalog at every
+//! state change. Knows nothing of gRPC.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::capture::{self, CaptureOptions, CapturePhase};
+use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
+use crate::wim::{Compression, WimArchive, WimError, WimWriter};
+
+/// Why a request could not be served; the server maps these to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Another job holds what this one needs.
+    #[error("{0}")]
+    Conflict(String),
+    /// An archive is damaged.
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("cancelled")]
+    Cancelled,
+    /// The server is shutting down and takes no new work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<WimError> for CoreError {
+    fn from(e: WimError) -> Self {
+        match e {
+            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => CoreError::DataLoss(e.to_string()),
+            WimError::NotFound(m) => CoreError::NotFound(m),
+            WimError::Locked(m) => CoreError::Conflict(m),
+            WimError::Cancelled => CoreError::Cancelled,
+            WimError::Io(io) => match io.kind() {
+                std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
+                std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),
+                _ => CoreError::Internal(io.to_string()),
+            },
+        }
+    }
+}
+
+impl From<crate::catalog::CatalogError> for CoreError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        CoreError::Internal(e.to_string())
+    }
+}
+
+/// Live counters of a running job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProgress {
+    pub phase: String,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_per_second: f64,
+}
+
+/// What watchers see: the record plus live progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobUpdate {
+    pub record: BackupRecord,
+    pub progress: LiveProgress,
+}
+
+/// What a backup should do.
+#[derive(Debug, Clone, Default)]
+pub struct BackupSpec {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    /// None: the server default for new archives; an existing archive keeps its codec.
+    pub compression: Option<Compression>,
+    pub name: Option<String>,
+    pub description: String,
+    pub excludes: Vec<String>,
+    pub plugins: Vec<String>,
+}
+
+struct RunningJob {
+    cancel: Arc<AtomicBool>,
+    updates: watch::Receiver<JobUpdate>,
+}
+
+#[derive(Default)]
+struct State {
+    running: HashMap<String, RunningJob>,
+    /// Archive path → uuid of the backup writing it.
+    busy_archives: HashMap<PathBuf, String>,
+    /// Archive path → uuid of an operation (delete) holding it.
+    accepting_closed: bool,
+}
+
+/// Runs and tracks jobs.
+pub struct Jobs {
+    catalog: Arc<Catalog>,
+    state: Mutex<State>,
+    default_compression: Compression,
+}
+
+pub fn compression_name(c: Compression) -> &'static str {
+    c.name()
+}
+
+pub fn parse_compression(s: &str) -> Option<Compression> {
+    match s {
+        "none" => Some(Compression::None),
+        "xpress" => Some(Compression::Xpress),
+        "lzx" => Some(Compression::Lzx),
+        _ => None,
+    }
+}
+
+fn writable_dir(dir: &Path) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access(2) on a valid C string.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+impl Jobs {
+    pub fn new(catalog: Arc<Catalog>, default_compression: Compression) -> Jobs {
+        Jobs { catalog, state: Mutex::new(State::default()), default_compression }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates and starts a backup; returns its first update and a receiver of the following ones.
+    pub fn start_backup(self: &Arc<Self>, mut spec: BackupSpec) -> Result<watch::Receiver<JobUpdate>, CoreError> {
+        if !spec.source.is_absolute() || !spec.destination.is_absolute() {
+            return Err(CoreError::InvalidArgument("source and destination must be absolute paths".into()));
+        }
+        // One name per archive, however it was spelled (symlinks, `..`).
+        if let (Some(dir), Some(name)) = (spec.destination.parent(), spec.destination.file_name()) {
+            if let Ok(d) = std::fs::canonicalize(dir) {
+                spec.destination = d.join(name);
+            }
+        }
+        if let Ok(s) = std::fs::canonicalize(&spec.source) {
+            spec.source = s;
+        }
+        match std::fs::metadata(&spec.source) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(CoreError::InvalidArgument(format!("source {} is not a directory", spec.source.display()))),
+            Err(e) => return Err(CoreError::NotFound(format!("source {} cannot be read: {e}", spec.source.display()))),
+        }
+        let dir = spec.destination.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            return Err(CoreError::NotFound(format!("destination directory {} does not exist", dir.display())));
+        }
+        if !writable_dir(dir) {
+            return Err(CoreError::PermissionDenied(format!("destination directory {} is not writable", dir.display())));
+        }
+        let exists = spec.destination.exists();
+        let compression = if exists {
+            let arch = WimArchive::open(&spec.destination).map_err(|e| {
+                CoreError::DataLoss(format!("destination {} is not a usable WIM archive: {e}", spec.destination.display()))
+            })?;
+            let c = arch.header.compression().map_err(CoreError::from)?;
+            if let Some(want) = spec.compression {
+                if want != c {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "{} is compressed with {}; an appended image uses the archive's codec",
+                        spec.destination.display(),
+                        c.name()
+                    )));
+                }
+            }
+            if let Some(n) = &spec.name {
+                if arch.xml.name_in_use(n) {
+                    return Err(CoreError::InvalidArgument(format!("{} already has an image named {n:?}", spec.destination.display())));
+                }
+            }
+            c
+        } else {
+            spec.compression.unwrap_or(self.default_compression)
+        };
+        if let Some(n) = &spec.name {
+            if n.is_empty() || n.chars().all(|c| c.is_ascii_digit()) || n.eq_ignore_ascii_case("all") || n == "*" || !crate::wim::xml::valid_xml_text(n) {
+                return Err(CoreError::InvalidArgument(format!("invalid image name {n:?}: not empty, a number, \"all\", \"*\" or control characters")));
+            }
+        }
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let record = BackupRecord {
+            uuid: uuid.clone(),
+            status: Status::Running.as_str().into(),
+            phase: "scanning".into(),
+            source: spec.source.display().to_string(),
+            destination: spec.destination.display().to_string(),
+            compression: compression.name().into(),
+            name: spec.name.clone().unwrap_or_default(),
+            description: spec.description.clone(),
+            excludes: spec.excludes.clone(),
+            plugins: spec.plugins.clone(),
+            created_at: now_ms(),
+            started_at: Some(now_ms()),
+            ..BackupRecord::default()
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = watch::channel(JobUpdate { record: record.clone(), progress: LiveProgress { phase: "scanning".into(), ..LiveProgress::default() } });
+        {
+            let mut st = self.state();
+            if st.accepting_closed {
+                return Err(CoreError::Unavailable("the server is shutting down; try again after it restarts".into()));
+            }
+            if let Some(other) = st.busy_archives.get(&spec.destination) {
+                return Err(CoreError::Conflict(format!(
+                    "backup {other} is already writing {}; wait for it or cancel it",
+                    spec.destination.display()
+                )));
+            }
+            self.catalog.insert_backup(&record)?;
+            st.busy_archives.insert(spec.destination.clone(), uuid.clone());
+            st.running.insert(uuid.clone(), RunningJob { cancel: cancel.clone(), updates: rx.clone() });
+        }
+        let jobs = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(format!("backup-{}", &uuid[..8]))
+            .spawn(move || jobs.run_backup(record, spec, compression, exists, cancel, tx))
+            .map_err(|e| CoreError::Internal(format!("cannot start a worker thread: {e}")))?;
+        Ok(rx)
+    }
+
+    fn run_backup(
+        &self,
+        mut record: BackupRecord,
+        spec: BackupSpec,
+        compression: Compression,
+        exists: bool,
+        cancel: Arc<AtomicBool>,
+        tx: watch::Sender<JobUpdate>,
+    ) {
+        tracing::info!(uuid = %record.uuid, source = %record.source, destination = %record.destination, "backup started");
+        let start = Instant::now();
+        let result = self.capture_into(&mut record, &spec, compression, exists, &cancel, &tx, start);
+        record.finished_at = Some(now_ms());
+        record.phase = "done".into();
+        match result {
+            Ok(()) => record.status = Status::Succeeded.as_str().into(),
+            Err(CoreError::Cancelled) => {
+                record.status = Status::Cancelled.as_str().into();
+                record.error = "cancelled; the archive is unchanged".into();
+            }
+            Err(e) => {
+                record.status = Status::Failed.as_str().into();
+                record.error = e.to_string();
+            }
+        }
+        if let Err(e) = self.catalog.update_backup(&record) {
+            tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
+        }
+        tracing::info!(uuid = %record.uuid, status = %record.status, error = %record.error, "backup finished");
+        {
+            let mut st = self.state();
+            st.running.remove(&record.uuid);
+            st.busy_archives.remove(&spec.destination);
+        }
+        let progress = LiveProgress { phase: "done".into(), ..tx.borrow().progress.clone() };
+        let _ = tx.send(JobUpdate { record, progress });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn capture_into(
+        &self,
+        record: &mut BackupRecord,
+        spec: &BackupSpec,
+        compression: Compression,
+        exists: bool,
+        cancel: &Arc<AtomicBool>,
+        tx: &watch::Sender<JobUpdate>,
+        start: Instant,
+    ) -> Result<(), CoreError> {
+        let (mut writer, previous) = if exists {
+            let arch = WimArchive::open(&spec.destination)?;
+            let prev = latest_wimguard_image(&arch)?;
+            drop(arch);
+            (WimWriter::append(&spec.destination)?, prev)
+        } else {
+            (WimWriter::create(&spec.destination, compression, crate::wim::writer::DEFAULT_CHUNK_SIZE)?, None)
+        };
+        if record.name.is_empty() {
+            record.name = default_image_name(&|n| writer.xml().name_in_use(n));
+        }
+        let opts = CaptureOptions {
+            name: record.name.clone(),
+            description: record.description.clone(),
+            excludes: spec.excludes.clone(),
+            no_rpfix: false,
+            cancel: Some(cancel.clone()),
+            backup_uuid: record.uuid.clone(),
+        };
+        let mut last_sent = Instant::now() - Duration::from_secs(1);
+        let report = capture::capture(&spec.source, &mut writer, previous.as_ref(), &opts, &mut |p| {
+            let now = Instant::now();
+            if now.duration_since(last_sent) < Duration::from_millis(100) && p.phase == CapturePhase::Writing && p.files_done < p.files_total {
+                return;
+            }
+            last_sent = now;
+            let phase = match p.phase {
+                CapturePhase::Scanning => "scanning",
+                CapturePhase::Writing => "writing",
+                CapturePhase::Finalizing => "finalizing",
+            };
+            tx.send_modify(|u| {
+                u.record.phase = phase.into();
+                u.progress = LiveProgress {
+                    phase: phase.into(),
+                    files_done: p.files_done,
+                    files_total: p.files_total,
+                    bytes_done: p.bytes_done,
+                    bytes_total: p.bytes_total,
+                    bytes_per_second: p.bytes_done as f64 / start.elapsed().as_secs_f64().max(1e-3),
+                };
+            });
+        })?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(CoreError::Cancelled);
+        }
+        writer.commit()?;
+        record.image_index = report.image_index;
+        record.files = report.files + report.symlinks + report.specials;
+        record.directories = report.dirs;
+        record.bytes_total = report.bytes_total;
+        record.bytes_read = report.bytes_read;
+        record.bytes_stored = report.bytes_stored;
+        record.files_unchanged = report.reused;
+        record.warnings = report.warnings;
+        Ok(())
+    }
+
+    /// Attaches to a job: live updates while it runs, or its final record.
+    pub fn watch(&self, uuid: &str) -> Result<watch::Receiver<JobUpdate>, CoreError> {
+        if let Some(j) = self.state().running.get(uuid) {
+            return Ok(j.updates.clone());
+        }
+        let rec = self.catalog.get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
+        let (_tx, rx) = watch::channel(JobUpdate { progress: LiveProgress { phase: rec.phase.clone(), ..LiveProgress::default() }, record: rec });
+        Ok(rx)
+    }
+
+    /// Asks a running backup to stop. Returns the current record.
+    pub fn cancel(&self, uuid: &str) -> Result<BackupRecord, CoreError> {
+        if let Some(j) = self.state().running.get(uuid) {
+            j.cancel.store(true, Ordering::Relaxed);
+            return Ok(j.updates.borrow().record.clone());
+        }
+        let rec = self.catalog.get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
+        Err(CoreError::Conflict(format!("backup {uuid} is not running (status {})", rec.status)))
+    }
+
+    pub fn is_running(&self, uuid: &str) -> bool {
+        self.state().running.contains_key(uuid)
+    }
+
+    /// Marks an archive busy for a non-backup operation (delete); None if busy.
+    pub fn lock_archive(&self, path: &Path, owner: &str) -> Result<(), CoreError> {
+        let mut st = self.state();
+        if let Some(other) = st.busy_archives.get(path) {
+            return Err(CoreError::Conflict(format!("{} is busy (job {other}); try again when it is done", path.display())));
+        }
+        st.busy_archives.insert(path.to_path_buf(), owner.to_string());
+        Ok(())
+    }
+
+    pub fn unlock_archive(&self, path: &Path) {
+        self.state().busy_archives.remove(path);
+    }
+
+    /// Stops taking jobs, lets running ones finish for `grace`, cancels the
+    /// rest and waits for them to wind down.
+    pub fn shutdown(&self, grace: Duration) {
+        self.state().accepting_closed = true;
+        let deadline = Instant::now() + grace;
+        while !self.state().running.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left: Vec<String> = self.state().running.keys().cloned().collect();
+        for uuid in &left {
+            tracing::warn!(%uuid, "cancelling backup: the server is stopping");
+            if let Some(j) = self.state().running.get(uuid) {
+                j.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        let hard = Instant::now() + Duration::from_secs(60);
+        while !self.state().running.is_empty() && Instant::now() < hard {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The newest of the last few images that carries WimGuard's identity items.
+pub fn latest_wimguard_image(arch: &WimArchive) -> Result<Option<crate::wim::metadata::ImageTree>, WimError> {
+    for i in (1..=arch.image_count()).rev().take(8) {
+        let tree = arch.load_image(i)?;
+        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
+            return Ok(Some(tree));
+        }
+    }
+    Ok(None)
+}
+
+/// `wimguard-2024-01-02T03:04:05Z`, made unique with a suffix.
+pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
+    let (secs, _) = crate::wim::time::to_unix(crate::wim::time::now());
+    let base = format!("wimguard-{}", rfc3339_seconds(secs));
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (proleptic Gregorian, UTC).
+pub fn rfc3339_seconds(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,131 @@
+//! Catalog and core types → API messages, and core errors → gRPC statuses.
+
+use prost_types::Timestamp;
+use tonic::Status;
+
+use crate::api::v1 as pb;
+use crate::catalog::{BackupRecord, Status as JobState};
+use crate::jobs::{CoreError, JobUpdate};
+
+pub fn timestamp_ms(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn ms_of(t: &Timestamp) -> i64 {
+    t.seconds * 1000 + (t.nanos as i64) / 1_000_000
+}
+
+pub fn job_status(s: JobState) -> pb::JobStatus {
+    match s {
+        JobState::Queued => pb::JobStatus::Queued,
+        JobState::Running => pb::JobStatus::Running,
+        JobState::Succeeded => pb::JobStatus::Succeeded,
+        JobState::Failed => pb::JobStatus::Failed,
+        JobState::Cancelled => pb::JobStatus::Cancelled,
+        JobState::Interrupted => pb::JobStatus::Interrupted,
+    }
+}
+
+pub fn job_state(s: pb::JobStatus) -> Option<JobState> {
+    Some(match s {
+        pb::JobStatus::Unspecified => return None,
+        pb::JobStatus::Queued => JobState::Queued,
+        pb::JobStatus::Running => JobState::Running,
+        pb::JobStatus::Succeeded => JobState::Succeeded,
+        pb::JobStatus::Failed => JobState::Failed,
+        pb::JobStatus::Cancelled => JobState::Cancelled,
+        pb::JobStatus::Interrupted => JobState::Interrupted,
+    })
+}
+
+pub fn phase(s: &str) -> pb::Phase {
+    match s {
+        "queued" => pb::Phase::Queued,
+        "scanning" => pb::Phase::Scanning,
+        "hashing" => pb::Phase::Hashing,
+        "writing" => pb::Phase::Writing,
+        "finalizing" => pb::Phase::Finalizing,
+        "restoring" => pb::Phase::Restoring,
+        "verifying" => pb::Phase::Verifying,
+        "done" => pb::Phase::Done,
+        _ => pb::Phase::Unspecified,
+    }
+}
+
+pub fn compression(s: &str) -> pb::Compression {
+    match s {
+        "none" => pb::Compression::None,
+        "xpress" => pb::Compression::Xpress,
+        "lzx" => pb::Compression::Lzx,
+        _ => pb::Compression::Unspecified,
+    }
+}
+
+pub fn backup(r: &BackupRecord) -> pb::Backup {
+    pb::Backup {
+        uuid: r.uuid.clone(),
+        status: job_status(r.status()) as i32,
+        phase: phase(&r.phase) as i32,
+        source: r.source.clone(),
+        destination: r.destination.clone(),
+        compression: compression(&r.compression) as i32,
+        name: r.name.clone(),
+        description: r.description.clone(),
+        excludes: r.excludes.clone(),
+        image_index: r.image_index,
+        files: r.files,
+        directories: r.directories,
+        bytes_total: r.bytes_total,
+        bytes_read: r.bytes_read,
+        bytes_stored: r.bytes_stored,
+        files_unchanged: r.files_unchanged,
+        created_at: Some(timestamp_ms(r.created_at)),
+        started_at: r.started_at.map(timestamp_ms),
+        finished_at: r.finished_at.map(timestamp_ms),
+        error: r.error.clone(),
+        warnings: r.warnings.clone(),
+        plugins: r.plugins.clone(),
+    }
+}
+
+pub fn progress(u: &JobUpdate) -> pb::Progress {
+    let p = &u.progress;
+    pb::Progress {
+        phase: phase(&p.phase) as i32,
+        files_done: p.files_done,
+        files_total: p.files_total,
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        bytes_per_second: p.bytes_per_second,
+        updated_at: Some(timestamp_ms(crate::catalog::now_ms())),
+    }
+}
+
+pub fn status(e: CoreError) -> Status {
+    match e {
+        CoreError::NotFound(m) => Status::not_found(m),
+        CoreError::InvalidArgument(m) => Status::invalid_argument(m),
+        CoreError::PermissionDenied(m) => Status::permission_denied(m),
+        CoreError::Conflict(m) => Status::aborted(m),
+        CoreError::DataLoss(m) => Status::data_loss(m),
+        CoreError::Cancelled => Status::cancelled("cancelled"),
+        CoreError::Unavailable(m) => Status::unavailable(m),
+        CoreError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// Offset-based page tokens: opaque to clients, decimal inside.
+pub fn page(req: Option<&pb::PageRequest>) -> Result<(u64, u64), Status> {
+    let size = req.map(|p| p.page_size).unwrap_or(0);
+    let size = if size == 0 { 100 } else { size.min(1000) } as u64;
+    let offset = match req.map(|p| p.page_token.as_str()).unwrap_or("") {
+        "" => 0,
+        t => t.strip_prefix("o").and_then(|n| n.parse().ok()).ok_or_else(|| Status::invalid_argument("bad page_token"))?,
+    };
+    Ok((offset, size))
+}
+
+pub fn page_info(offset: u64, returned: usize, total: u64) -> pb::PageInfo {
+    let next = offset + returned as u64;
+    pb::PageInfo { next_page_token: if next < total { format!("o{next}") } else { String::new() }, total }
+}

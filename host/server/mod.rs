@@ -1,0 +1,178 @@
+//! `wimguard server`: owns the home directory (config, catalog), serves
+//! the gRPC API on loopback by default, and stops gracefully on
+//! SIGINT/SIGTERM. One file per service; the services are thin over
+//! `jobs`, `catalog` and `ops`.
+
+mod backup;
+mod convert;
+mod env;
+mod restore;
+mod snapshot;
+mod statistics;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Status};
+
+use crate::api::v1 as pb;
+use crate::catalog::Catalog;
+use crate::cli::server::ServerArgs;
+use crate::config::{self, Config};
+use crate::jobs::{parse_compression, Jobs};
+
+/// What every service shares.
+pub struct Shared {
+    pub home: PathBuf,
+    pub config_path: PathBuf,
+    pub database_path: PathBuf,
+    pub listen: SocketAddr,
+    pub started_at_ms: i64,
+    pub jobs: Arc<Jobs>,
+}
+
+/// Holds the home's lock file for the server's lifetime.
+struct HomeLock(#[allow(dead_code)] File);
+
+fn lock_home(home: &Path) -> io::Result<HomeLock> {
+    let path = home.join("server.lock");
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another wimguard server (pid {}) is already running with home {}; stop it first or use another --home",
+                pid.trim(),
+                home.display()
+            ),
+        ));
+    }
+    f.set_len(0)?;
+    write!(f, "{}", std::process::id())?;
+    Ok(HomeLock(f))
+}
+
+/// Checks `authorization: Bearer <appSecret>` on every call it guards.
+#[derive(Clone)]
+struct Auth {
+    token: Arc<String>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        match given.strip_prefix("Bearer ") {
+            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("invalid token")),
+            None => Err(Status::unauthenticated("missing `authorization: Bearer <appSecret>` metadata")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WIMGUARD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(io::stderr)
+        .init();
+    let home = config::resolve_home(args.home.as_deref())?;
+    if !home.exists() {
+        std::fs::create_dir_all(&home).map_err(|e| format!("cannot create home {}: {e}", home.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let _lock = lock_home(&home)?;
+    let mut cfg = Config::load_or_create(&home)?;
+    if let Some(p) = args.port {
+        cfg.service.server.port = p;
+    }
+    if let Some(l) = &args.listen {
+        cfg.service.server.listen = l.clone();
+    }
+    let database_path = home.join(config::DATABASE_FILE);
+    let catalog = Arc::new(Catalog::open(&database_path)?);
+    let interrupted = catalog.mark_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(count = interrupted, "jobs left running by an earlier server were marked interrupted");
+    }
+    let default_compression = parse_compression(&cfg.backup.compression)
+        .ok_or_else(|| format!("config backup.compression {:?} is not none, xpress or lzx", cfg.backup.compression))?;
+    let jobs = Arc::new(Jobs::new(catalog, default_compression));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", cfg.service.server.listen, cfg.service.server.port)
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (cfg.service.server.listen.as_str(), cfg.service.server.port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or("bad listen address")
+            })
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.service.server.listen, cfg.service.server.port))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        // Clients find us through the shared config.
+        // Only the address is persisted; --port/--listen overrides stay per run.
+        let mut on_disk = Config::load(&home)?;
+        on_disk.service.client.address = format!("http://{local}");
+        on_disk.save(&home)?;
+        let shared = Arc::new(Shared {
+            home: home.clone(),
+            config_path: Config::path(&home),
+            database_path,
+            listen: local,
+            started_at_ms: crate::catalog::now_ms(),
+            jobs: jobs.clone(),
+        });
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let auth = Auth { token: Arc::new(cfg.app_secret.clone()) };
+        use tonic::service::interceptor::InterceptedService as I;
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(I::new(pb::backup_service_server::BackupServiceServer::new(backup::BackupApi::new(shared.clone())), auth.clone()))
+            .add_service(I::new(pb::restore_service_server::RestoreServiceServer::new(restore::RestoreApi::new(shared.clone())), auth.clone()))
+            .add_service(I::new(pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::SnapshotApi::new(shared.clone())), auth.clone()))
+            .add_service(I::new(pb::env_service_server::EnvServiceServer::new(env::EnvApi::new(shared.clone())), auth.clone()))
+            .add_service(I::new(pb::statistics_service_server::StatisticsServiceServer::new(statistics::StatisticsApi::new(shared.clone())), auth));
+        tracing::info!(address = %local, home = %home.display(), "wimguard server listening");
+        println!("wimguard server listening on {local} (home {})", home.display());
+        let grace = Duration::from_secs(cfg.service.server.shutdown_grace_seconds);
+        let stopping = async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: no new jobs; running ones get {}s to finish", grace.as_secs());
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let j = jobs.clone();
+            let _ = tokio::task::spawn_blocking(move || j.shutdown(grace)).await;
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        router.serve_with_incoming_shutdown(incoming, stopping).await?;
+        tracing::info!("stopped");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
