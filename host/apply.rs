@@ -34,6 +34,9 @@ pub struct ApplyOptions {
     pub overwrite: Overwrite,
     /// Only report what would be written (`ApplyReport::planned`).
     pub dry_run: bool,
+    /// Set to stop early (between batches of files); the restore then fails
+    /// with `WimError::Cancelled`, leaving what was already written.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Policy for paths that already exist in the target (directories merge).
@@ -165,7 +168,7 @@ pub fn apply(
     if opts.overwrite == Overwrite::Fail && !existing.is_empty() && !opts.dry_run {
         let names: Vec<String> = existing.iter().take(5).map(|&d| rel(d)).collect();
         return Err(WimError::Locked(format!(
-            "{} path(s) already exist in {} (e.g. {}); choose overwrite or skip",
+            "{} path(s) already exist in {} (e.g. {}); restore with overwrite (--overwrite) or skip (--skip-existing)",
             existing.len(),
             dest_abs.display(),
             names.join(", ")
@@ -269,7 +272,11 @@ pub fn apply(
         batch.clear();
         Ok(())
     };
+    let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     for (_, h, size) in order {
+        if cancelled() {
+            return Err(WimError::Cancelled);
+        }
         report.bytes += size;
         if size <= SMALL_BLOB {
             batch.push(h);

@@ -93,7 +93,13 @@ impl ClientSettings {
             ));
         }
         let call_timeout = Duration::from_secs(config.map(|c| c.service.client.timeout_seconds).unwrap_or(30).max(1));
-        Ok(ClientSettings { address, token, call_timeout, connect_timeout: CONNECT_TIMEOUT, config_path })
+        Ok(ClientSettings {
+            address,
+            token,
+            call_timeout,
+            connect_timeout: CONNECT_TIMEOUT,
+            config_path,
+        })
     }
 }
 
@@ -102,9 +108,15 @@ impl ClientSettings {
 pub fn normalize_address(address: &str) -> Result<String, ClientError> {
     let a = address.trim();
     if a.is_empty() {
-        return Err(ClientError::Config("the server address is empty (pass --server HOST:PORT)".into()));
+        return Err(ClientError::Config(
+            "the server address is empty (pass --server HOST:PORT)".into(),
+        ));
     }
-    let full = if a.contains("://") { a.to_string() } else { format!("http://{a}") };
+    let full = if a.contains("://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    };
     let full = match full.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
         None => full,
@@ -116,7 +128,9 @@ pub fn normalize_address(address: &str) -> Result<String, ClientError> {
     }
     match full.parse::<tonic::codegen::http::Uri>() {
         Ok(uri) if uri.host().is_some() => Ok(full),
-        _ => Err(ClientError::Config(format!("invalid server address {address:?} (expected HOST:PORT or http://HOST:PORT)"))),
+        _ => Err(ClientError::Config(format!(
+            "invalid server address {address:?} (expected HOST:PORT or http://HOST:PORT)"
+        ))),
     }
 }
 
@@ -169,7 +183,10 @@ pub struct ErrorContext {
 impl ErrorContext {
     /// Turns a status into a [`ClientError`] whose message explains it.
     pub fn error(&self, status: &Status) -> ClientError {
-        ClientError::Rpc { code: status.code(), message: describe_status(status.code(), status.message(), self) }
+        ClientError::Rpc {
+            code: status.code(),
+            message: describe_status(status.code(), status.message(), self),
+        }
     }
 }
 
@@ -180,7 +197,9 @@ pub fn describe_status(code: Code, server_message: &str, ctx: &ErrorContext) -> 
         Code::Unauthenticated => format!("the server refused the token (check appSecret in {config} or --token)"),
         Code::NotFound => "not found".into(),
         Code::DataLoss => "the archive is damaged".into(),
-        Code::PermissionDenied => "permission denied (the server process must be allowed to read or write the path)".into(),
+        Code::PermissionDenied => {
+            "permission denied (the server process must be allowed to read or write the path)".into()
+        }
         Code::Aborted | Code::FailedPrecondition | Code::AlreadyExists => "conflict".into(),
         Code::Cancelled => "cancelled".into(),
         Code::InvalidArgument | Code::OutOfRange => "invalid request".into(),
@@ -206,7 +225,11 @@ pub struct BearerToken(Option<MetadataValue<Ascii>>);
 
 impl BearerToken {
     pub fn new(token: &str) -> Self {
-        BearerToken(if token.is_empty() { None } else { format!("Bearer {token}").try_into().ok() })
+        BearerToken(if token.is_empty() {
+            None
+        } else {
+            format!("Bearer {token}").try_into().ok()
+        })
     }
 }
 
@@ -246,8 +269,16 @@ pub struct Client {
 impl Client {
     /// Does not connect yet: the first call does.
     pub fn new(settings: ClientSettings) -> Self {
-        let ctx = ErrorContext { address: settings.address.clone(), config_path: settings.config_path.clone() };
-        Client { settings, ctx, channel: OnceCell::new(), checked: OnceCell::new() }
+        let ctx = ErrorContext {
+            address: settings.address.clone(),
+            config_path: settings.config_path.clone(),
+        };
+        Client {
+            settings,
+            ctx,
+            channel: OnceCell::new(),
+            checked: OnceCell::new(),
+        }
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -258,7 +289,9 @@ impl Client {
     async fn channel(&self) -> Result<Channel, ClientError> {
         self.channel
             .get_or_try_init(|| async {
-                let unreachable = || ClientError::Unreachable { address: self.settings.address.clone() };
+                let unreachable = || ClientError::Unreachable {
+                    address: self.settings.address.clone(),
+                };
                 let endpoint = Endpoint::from_shared(self.settings.address.clone())
                     .map_err(|e| ClientError::Config(format!("invalid server address {}: {e}", self.settings.address)))?
                     .connect_timeout(self.settings.connect_timeout)
@@ -284,9 +317,12 @@ impl Client {
         match self.unary(health.check(request)).await {
             Ok(r) => Ok(r.status()),
             // Something answers TCP but not gRPC: it is not our server.
-            Err(ClientError::Rpc { code: Code::Unavailable | Code::Unknown, .. }) => {
-                Err(ClientError::Unreachable { address: self.settings.address.clone() })
-            }
+            Err(ClientError::Rpc {
+                code: Code::Unavailable | Code::Unknown,
+                ..
+            }) => Err(ClientError::Unreachable {
+                address: self.settings.address.clone(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -334,7 +370,10 @@ impl Client {
         call: impl Future<Output = Result<Response<Streaming<T>>, Status>>,
     ) -> Result<EventStream<T>, ClientError> {
         match call.await {
-            Ok(r) => Ok(EventStream { inner: r.into_inner(), ctx: self.ctx.clone() }),
+            Ok(r) => Ok(EventStream {
+                inner: r.into_inner(),
+                ctx: self.ctx.clone(),
+            }),
             Err(s) => Err(self.ctx.error(&s)),
         }
     }
@@ -342,7 +381,10 @@ impl Client {
     // ---- BackupService ----
 
     /// Starts a backup; the first event names it, the last carries its final state.
-    pub async fn create_backup(&self, request: pb::CreateBackupRequest) -> Result<EventStream<pb::BackupEvent>, ClientError> {
+    pub async fn create_backup(
+        &self,
+        request: pb::CreateBackupRequest,
+    ) -> Result<EventStream<pb::BackupEvent>, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
         self.stream(c.create_backup(Request::new(request))).await
     }
@@ -350,12 +392,14 @@ impl Client {
     /// Attaches to a running (or finished) backup.
     pub async fn watch_backup(&self, uuid: &str) -> Result<EventStream<pb::BackupEvent>, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
-        self.stream(c.watch_backup(Request::new(pb::WatchBackupRequest { uuid: uuid.into() }))).await
+        self.stream(c.watch_backup(Request::new(pb::WatchBackupRequest { uuid: uuid.into() })))
+            .await
     }
 
     pub async fn cancel_backup(&self, uuid: &str) -> Result<pb::Backup, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
-        self.unary(c.cancel_backup(self.unary_request(pb::CancelBackupRequest { uuid: uuid.into() }))).await
+        self.unary(c.cancel_backup(self.unary_request(pb::CancelBackupRequest { uuid: uuid.into() })))
+            .await
     }
 
     pub async fn list_backups(&self, request: pb::ListBackupsRequest) -> Result<pb::ListBackupsResponse, ClientError> {
@@ -365,12 +409,14 @@ impl Client {
 
     pub async fn get_backup(&self, uuid: &str) -> Result<pb::Backup, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
-        self.unary(c.get_backup(self.unary_request(pb::GetBackupRequest { uuid: uuid.into() }))).await
+        self.unary(c.get_backup(self.unary_request(pb::GetBackupRequest { uuid: uuid.into() })))
+            .await
     }
 
     pub async fn delete_backup(&self, uuid: &str) -> Result<pb::DeleteBackupResponse, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
-        self.unary(c.delete_backup(self.unary_request(pb::DeleteBackupRequest { uuid: uuid.into() }))).await
+        self.unary(c.delete_backup(self.unary_request(pb::DeleteBackupRequest { uuid: uuid.into() })))
+            .await
     }
 
     // ---- RestoreService ----
@@ -392,7 +438,10 @@ impl Client {
 
     pub async fn get_snapshot(&self, uuid: &str) -> Result<pb::Snapshot, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
-        self.unary(c.get_snapshot(self.unary_request(pb::GetSnapshotRequest { backup_uuid: uuid.into() }))).await
+        self.unary(c.get_snapshot(self.unary_request(pb::GetSnapshotRequest {
+            backup_uuid: uuid.into(),
+        })))
+        .await
     }
 
     pub async fn browse_snapshot(
@@ -405,31 +454,41 @@ impl Client {
 
     pub async fn diff_snapshots(&self, base: &str, target: &str) -> Result<pb::DiffSnapshotsResponse, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
-        let request = pb::DiffSnapshotsRequest { base_uuid: base.into(), target_uuid: target.into() };
+        let request = pb::DiffSnapshotsRequest {
+            base_uuid: base.into(),
+            target_uuid: target.into(),
+        };
         self.unary(c.diff_snapshots(self.unary_request(request))).await
     }
 
     pub async fn verify_snapshot(&self, uuid: &str) -> Result<EventStream<pb::VerifyEvent>, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
-        self.stream(c.verify_snapshot(Request::new(pb::VerifySnapshotRequest { backup_uuid: uuid.into() }))).await
+        self.stream(c.verify_snapshot(Request::new(pb::VerifySnapshotRequest {
+            backup_uuid: uuid.into(),
+        })))
+        .await
     }
 
     pub async fn delete_snapshot(&self, uuid: &str) -> Result<pb::DeleteSnapshotResponse, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
-        self.unary(c.delete_snapshot(self.unary_request(pb::DeleteSnapshotRequest { backup_uuid: uuid.into() })))
-            .await
+        self.unary(c.delete_snapshot(self.unary_request(pb::DeleteSnapshotRequest {
+            backup_uuid: uuid.into(),
+        })))
+        .await
     }
 
     // ---- EnvService, StatisticsService ----
 
     pub async fn get_environment(&self) -> Result<pb::Environment, ClientError> {
         let mut c = EnvServiceClient::new(self.ready().await?);
-        self.unary(c.get_environment(self.unary_request(pb::GetEnvironmentRequest {}))).await
+        self.unary(c.get_environment(self.unary_request(pb::GetEnvironmentRequest {})))
+            .await
     }
 
     pub async fn get_statistics(&self) -> Result<pb::Statistics, ClientError> {
         let mut c = StatisticsServiceClient::new(self.ready().await?);
-        self.unary(c.get_statistics(self.unary_request(pb::GetStatisticsRequest {}))).await
+        self.unary(c.get_statistics(self.unary_request(pb::GetStatisticsRequest {})))
+            .await
     }
 }
 
@@ -448,10 +507,16 @@ mod tests {
     #[test]
     fn addresses_are_normalized() {
         assert_eq!(normalize_address("127.0.0.1:1234").unwrap(), "http://127.0.0.1:1234");
-        assert_eq!(normalize_address(" http://localhost:1/ ").unwrap(), "http://localhost:1");
+        assert_eq!(
+            normalize_address(" http://localhost:1/ ").unwrap(),
+            "http://localhost:1"
+        );
         assert_eq!(normalize_address("[::1]:5").unwrap(), "http://[::1]:5");
         assert!(normalize_address("").is_err());
-        assert!(normalize_address("https://x:1").unwrap_err().to_string().contains("plain HTTP/2"));
+        assert!(normalize_address("https://x:1")
+            .unwrap_err()
+            .to_string()
+            .contains("plain HTTP/2"));
         assert!(normalize_address("http://").is_err());
     }
 
@@ -460,7 +525,10 @@ mod tests {
         let c = config_with("http://127.0.0.1:4000", "secret");
         let p = PathBuf::from("/h/config.yaml");
         let s = ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap();
-        assert_eq!((s.address.as_str(), s.token.as_str()), ("http://127.0.0.1:4000", "secret"));
+        assert_eq!(
+            (s.address.as_str(), s.token.as_str()),
+            ("http://127.0.0.1:4000", "secret")
+        );
         assert_eq!(s.call_timeout, Duration::from_secs(7));
         assert_eq!(s.config_path, p);
         let s = ClientSettings::from_config(Some(&c), p, Some("10.0.0.1:9"), Some("tok")).unwrap();
@@ -476,7 +544,12 @@ mod tests {
         let s = ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap();
         assert_eq!(s.address, "http://127.0.0.1:6000");
         c.service.server.listen = "::".into();
-        assert_eq!(ClientSettings::from_config(Some(&c), p.clone(), None, None).unwrap().address, "http://[::1]:6000");
+        assert_eq!(
+            ClientSettings::from_config(Some(&c), p.clone(), None, None)
+                .unwrap()
+                .address,
+            "http://[::1]:6000"
+        );
         let s = ClientSettings::from_config(None, p, None, None).unwrap();
         assert_eq!(s.address, format!("http://127.0.0.1:{}", config::DEFAULT_PORT));
         assert_eq!(s.token, "");
@@ -490,10 +563,19 @@ mod tests {
 
     #[test]
     fn statuses_are_explained_keeping_the_server_message() {
-        let ctx = ErrorContext { address: "http://127.0.0.1:1".into(), config_path: PathBuf::from("/h/config.yaml") };
+        let ctx = ErrorContext {
+            address: "http://127.0.0.1:1".into(),
+            config_path: PathBuf::from("/h/config.yaml"),
+        };
         let m = describe_status(Code::Unauthenticated, "bad token", &ctx);
-        assert_eq!(m, "the server refused the token (check appSecret in /h/config.yaml or --token): bad token");
-        assert_eq!(describe_status(Code::NotFound, "no backup abc", &ctx), "not found: no backup abc");
+        assert_eq!(
+            m,
+            "the server refused the token (check appSecret in /h/config.yaml or --token): bad token"
+        );
+        assert_eq!(
+            describe_status(Code::NotFound, "no backup abc", &ctx),
+            "not found: no backup abc"
+        );
         assert_eq!(describe_status(Code::DataLoss, "", &ctx), "the archive is damaged");
         assert!(describe_status(Code::Unavailable, "x", &ctx).contains("http://127.0.0.1:1"));
         assert!(describe_status(Code::Aborted, "busy", &ctx).starts_with("conflict: busy"));
@@ -504,8 +586,13 @@ mod tests {
 
     #[test]
     fn unreachable_message_is_exact() {
-        let e = ClientError::Unreachable { address: "http://127.0.0.1:9".into() };
-        assert_eq!(e.to_string(), "cannot reach wimguard server at http://127.0.0.1:9 — start it with `wimguard server`");
+        let e = ClientError::Unreachable {
+            address: "http://127.0.0.1:9".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach wimguard server at http://127.0.0.1:9 — start it with `wimguard server`"
+        );
     }
 
     #[test]
@@ -514,17 +601,31 @@ mod tests {
         let r = with.call(Request::new(())).unwrap();
         assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer abc");
         let mut without = BearerToken::new("");
-        assert!(without.call(Request::new(())).unwrap().metadata().get("authorization").is_none());
+        assert!(without
+            .call(Request::new(()))
+            .unwrap()
+            .metadata()
+            .get("authorization")
+            .is_none());
     }
 
     #[tokio::test]
     async fn a_closed_port_is_unreachable() {
         // Bind then drop to find a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let settings =
             ClientSettings::from_config(None, PathBuf::from("/c"), Some(&format!("127.0.0.1:{port}")), None).unwrap();
         let client = Client::new(settings);
         let e = client.get_backup("x").await.unwrap_err();
-        assert_eq!(e, ClientError::Unreachable { address: format!("http://127.0.0.1:{port}") });
+        assert_eq!(
+            e,
+            ClientError::Unreachable {
+                address: format!("http://127.0.0.1:{port}")
+            }
+        );
     }
 }

@@ -253,14 +253,25 @@ impl Jobs {
     ) {
         tracing::info!(uuid = %record.uuid, source = %record.source, destination = %record.destination, "backup started");
         let start = Instant::now();
-        let result = self.capture_into(&mut record, &spec, compression, exists, &cancel, &tx, start);
+        // A bug must not leave the job "running" and its archive locked forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.capture_into(&mut record, &spec, compression, exists, &cancel, &tx, start)
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            Err(CoreError::Internal(format!("internal error (please report): {}", msg.unwrap_or_default())))
+        });
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
         match result {
             Ok(()) => record.status = Status::Succeeded.as_str().into(),
             Err(CoreError::Cancelled) => {
                 record.status = Status::Cancelled.as_str().into();
-                record.error = "cancelled; the archive is unchanged".into();
+                record.error = if self.state().accepting_closed {
+                    "cancelled because the server stopped; the archive is unchanged".into()
+                } else {
+                    "cancelled; the archive is unchanged".into()
+                };
             }
             Err(e) => {
                 record.status = Status::Failed.as_str().into();

@@ -9,14 +9,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::archive::CompressionArg;
 use super::backups::print_backup_details;
 use super::output::{backup_json, bytes_human, duration_between, print_json, status_word, JobProgress};
 use super::{absolute_path, client_exit_code, CliError, ClientOptions};
 use crate::api::v1 as pb;
-use crate::client::ClientError;
+use crate::client::{Client, ClientError, EventStream};
 
 #[derive(Args, Debug, Clone)]
 pub struct BackupArgs {
@@ -79,14 +79,40 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         detach: args.detach,
     };
     let client = args.client.client()?;
-    let mut interrupts = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::failure(format!("cannot watch for Ctrl-C: {e}")))?;
-
-    let mut stream = tokio::select! {
+    let mut interrupts = interrupt_signal()?;
+    let stream = tokio::select! {
         s = client.create_backup(request) => s?,
         _ = interrupts.recv() => return Err(CliError::interrupted("interrupted before the server started the backup")),
     };
+    let mode = if args.detach { Follow::Detach } else { Follow::Own };
+    follow(&client, stream, mode, json, interrupts).await
+}
 
+/// SIGINT (Ctrl-C) as a stream, so the commands can react instead of dying.
+pub fn interrupt_signal() -> Result<Signal, CliError> {
+    signal(SignalKind::interrupt()).map_err(|e| CliError::failure(format!("cannot watch for Ctrl-C: {e}")))
+}
+
+/// How [`follow`] treats the backup it follows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Follow {
+    /// Started by this command: Ctrl-C cancels it.
+    Own,
+    /// Started with `--detach`: return at the first event.
+    Detach,
+    /// Attached with `backups watch`: Ctrl-C only stops watching.
+    Watch,
+}
+
+/// Follows a backup's event stream to its final state, showing progress,
+/// then prints the result and turns it into the exit status.
+pub async fn follow(
+    client: &Client,
+    mut stream: EventStream<pb::BackupEvent>,
+    mode: Follow,
+    json: bool,
+    mut interrupts: Signal,
+) -> Result<(), CliError> {
     let mut progress = JobProgress::new("backup", json);
     let mut uuid = String::new();
     let mut last: Option<pb::Backup> = None;
@@ -106,13 +132,13 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
                     } else {
                         event.uuid.clone()
                     };
-                    if !uuid.is_empty() && !json {
+                    if !uuid.is_empty() && !json && mode == Follow::Own {
                         progress.note(&format!("backup {uuid} started"));
                     }
                 }
                 if let Some(b) = event.backup {
                     progress.phase(b.phase());
-                    if args.detach && !is_final(b.status()) {
+                    if mode == Follow::Detach && !is_final(b.status()) {
                         progress.finish();
                         return detached(&b, json);
                     }
@@ -123,6 +149,12 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
                 }
             }
             _ = interrupts.recv() => {
+                if mode == Follow::Watch {
+                    progress.finish();
+                    return Err(CliError::interrupted(format!(
+                        "stopped watching; backup {uuid} keeps running (cancel it with `wimguard backups cancel {uuid}`)"
+                    )));
+                }
                 if interrupted {
                     progress.finish();
                     let hint = if uuid.is_empty() {
@@ -146,10 +178,13 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
     progress.finish();
 
     let Some(b) = last.filter(|b| is_final(b.status())) else {
-        let msg = format!(
-            "the server ended the stream before backup {uuid} finished; see `wimguard backups show {uuid}`"
-        );
-        return Err(if interrupted { CliError::interrupted(msg) } else { CliError::failure(msg) });
+        let msg =
+            format!("the server ended the stream before backup {uuid} finished; see `wimguard backups show {uuid}`");
+        return Err(if interrupted {
+            CliError::interrupted(msg)
+        } else {
+            CliError::failure(msg)
+        });
     };
     report(&b, json, interrupted);
     outcome(&b, interrupted)
@@ -160,7 +195,12 @@ fn detached(b: &pb::Backup, json: bool) -> Result<(), CliError> {
     if json {
         print_json(&backup_json(b));
     } else {
-        println!("backup {} {}; follow it with `wimguard backups show {}`", b.uuid, status_word(b.status()), b.uuid);
+        println!(
+            "backup {} {}; follow it with `wimguard backups show {}`",
+            b.uuid,
+            status_word(b.status()),
+            b.uuid
+        );
     }
     Ok(())
 }
@@ -170,9 +210,14 @@ fn lost_stream(e: ClientError, uuid: &str) -> CliError {
     let code = client_exit_code(&e);
     let mut message = e.to_string();
     if !uuid.is_empty() {
-        message.push_str(&format!(" (backup {uuid} may still be running: `wimguard backups show {uuid}`)"));
+        message.push_str(&format!(
+            " (backup {uuid} may still be running: `wimguard backups show {uuid}`)"
+        ));
     }
-    CliError { message, exit_code: code }
+    CliError {
+        message,
+        exit_code: code,
+    }
 }
 
 /// Prints the final backup: JSON object, or a summary (details on failure).
@@ -208,18 +253,25 @@ fn report(b: &pb::Backup, json: bool, interrupted: bool) {
 /// The exit status of a finished backup.
 fn outcome(b: &pb::Backup, interrupted: bool) -> Result<(), CliError> {
     let uuid = &b.uuid;
-    let reason = if b.error.is_empty() { "no reason given".to_string() } else { b.error.clone() };
+    let reason = if b.error.is_empty() {
+        "no reason given".to_string()
+    } else {
+        b.error.clone()
+    };
     match b.status() {
-        pb::JobStatus::Succeeded if interrupted => {
-            Err(CliError::interrupted(format!("interrupted, but backup {uuid} had already succeeded")))
-        }
+        pb::JobStatus::Succeeded if interrupted => Err(CliError::interrupted(format!(
+            "interrupted, but backup {uuid} had already succeeded"
+        ))),
         pb::JobStatus::Succeeded => Ok(()),
         pb::JobStatus::Cancelled if interrupted => Err(CliError::interrupted(format!("backup {uuid} cancelled"))),
         pb::JobStatus::Cancelled => Err(CliError::failure(format!("backup {uuid} was cancelled: {reason}"))),
         s => {
             let e = CliError::failure(format!("backup {uuid} {}: {reason}", status_word(s)));
             if interrupted {
-                Err(CliError { exit_code: super::EXIT_INTERRUPTED, ..e })
+                Err(CliError {
+                    exit_code: super::EXIT_INTERRUPTED,
+                    ..e
+                })
             } else {
                 Err(e)
             }
@@ -232,7 +284,12 @@ mod tests {
     use super::*;
 
     fn backup(status: pb::JobStatus, error: &str) -> pb::Backup {
-        pb::Backup { uuid: "u".into(), status: status as i32, error: error.into(), ..Default::default() }
+        pb::Backup {
+            uuid: "u".into(),
+            status: status as i32,
+            error: error.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -243,7 +300,17 @@ mod tests {
         let e = outcome(&backup(pb::JobStatus::Cancelled, "cancelled by a client"), false).unwrap_err();
         assert_eq!(e.exit_code, 1);
         assert!(e.message.contains("cancelled by a client"));
-        assert_eq!(outcome(&backup(pb::JobStatus::Cancelled, ""), true).unwrap_err().exit_code, 130);
-        assert_eq!(outcome(&backup(pb::JobStatus::Succeeded, ""), true).unwrap_err().exit_code, 130);
+        assert_eq!(
+            outcome(&backup(pb::JobStatus::Cancelled, ""), true)
+                .unwrap_err()
+                .exit_code,
+            130
+        );
+        assert_eq!(
+            outcome(&backup(pb::JobStatus::Succeeded, ""), true)
+                .unwrap_err()
+                .exit_code,
+            130
+        );
     }
 }

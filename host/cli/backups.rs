@@ -1,10 +1,11 @@
-//! `wimguard backups list|show|delete`: the catalog's backups.
+//! `wimguard backups list|show|watch|cancel|delete`: the catalog's backups.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use super::backup::{follow, interrupt_signal, Follow};
 use super::output::{
     backup_json, bytes_human, compression_word, duration_between, phase_word, print_json, status_word, time_human,
     Table,
@@ -42,6 +43,10 @@ pub enum BackupsCommand {
     },
     /// Show one backup.
     Show { uuid: String },
+    /// Follow a running backup's progress to its end (Ctrl-C stops watching, the backup goes on).
+    Watch { uuid: String },
+    /// Ask the server to cancel a running backup.
+    Cancel { uuid: String },
     /// Delete a backup: its image is removed from the archive (space is reclaimed) and from the catalog.
     Delete { uuid: String },
 }
@@ -74,15 +79,27 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
     let client = args.client.client()?;
     let json = args.client.json;
     match args.command {
-        BackupsCommand::List { status, source, destination, limit, page_token } => {
+        BackupsCommand::List {
+            status,
+            source,
+            destination,
+            limit,
+            page_token,
+        } => {
             let request = pb::ListBackupsRequest {
                 page: Some(pb::PageRequest {
                     page_size: limit.unwrap_or(0),
                     page_token: page_token.unwrap_or_default(),
                 }),
                 status: status.map(|s| pb::JobStatus::from(s) as i32).unwrap_or(0),
-                source: source.map(|p| absolute_path(&p, "source")).transpose()?.unwrap_or_default(),
-                destination: destination.map(|p| absolute_path(&p, "destination")).transpose()?.unwrap_or_default(),
+                source: source
+                    .map(|p| absolute_path(&p, "source"))
+                    .transpose()?
+                    .unwrap_or_default(),
+                destination: destination
+                    .map(|p| absolute_path(&p, "destination"))
+                    .transpose()?
+                    .unwrap_or_default(),
                 ..Default::default()
             };
             let response = client.list_backups(request).await?;
@@ -107,6 +124,28 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                 print_json(&backup_json(&b));
             } else {
                 print_backup_details(&b);
+            }
+            Ok(())
+        }
+        BackupsCommand::Watch { uuid } => {
+            let mut interrupts = interrupt_signal()?;
+            let stream = tokio::select! {
+                s = client.watch_backup(&uuid) => s?,
+                _ = interrupts.recv() => return Err(CliError::interrupted("interrupted")),
+            };
+            follow(&client, stream, Follow::Watch, json, interrupts).await
+        }
+        BackupsCommand::Cancel { uuid } => {
+            let b = client.cancel_backup(&uuid).await?;
+            if json {
+                print_json(&backup_json(&b));
+            } else {
+                match b.status() {
+                    pb::JobStatus::Queued | pb::JobStatus::Running => println!(
+                        "backup {uuid}: cancelling (`wimguard backups watch {uuid}` follows it to the end)"
+                    ),
+                    s => println!("backup {uuid}: {}", status_word(s)),
+                }
             }
             Ok(())
         }
@@ -142,7 +181,16 @@ pub fn print_backup_table(backups: &[pb::Backup]) {
         println!("no backups");
         return;
     }
-    let mut t = Table::new(&["UUID", "STATUS", "CREATED", "FILES>", "SIZE>", "STORED>", "SOURCE", "DESTINATION"]);
+    let mut t = Table::new(&[
+        "UUID",
+        "STATUS",
+        "CREATED",
+        "FILES>",
+        "SIZE>",
+        "STORED>",
+        "SOURCE",
+        "DESTINATION",
+    ]);
     for b in backups {
         t.row(vec![
             b.uuid.clone(),
@@ -169,7 +217,14 @@ pub fn print_backup_details(b: &pb::Backup) {
         ("Phase", phase_word(b.phase())),
         ("Source", b.source.clone()),
         ("Destination", b.destination.clone()),
-        ("Image", if b.image_index == 0 { "-".into() } else { format!("{} ({:?})", b.image_index, b.name) }),
+        (
+            "Image",
+            if b.image_index == 0 {
+                "-".into()
+            } else {
+                format!("{} ({:?})", b.image_index, b.name)
+            },
+        ),
         ("Compression", compression_word(b.compression())),
     ];
     if !b.description.is_empty() {

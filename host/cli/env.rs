@@ -32,7 +32,11 @@ pub async fn run(args: EnvArgs) -> Result<(), CliError> {
         ("Worker threads", e.worker_threads.to_string()),
         (
             "Plugin API",
-            if e.plugin_api_versions.is_empty() { "-".into() } else { e.plugin_api_versions.join(", ") },
+            if e.plugin_api_versions.is_empty() {
+                "-".into()
+            } else {
+                e.plugin_api_versions.join(", ")
+            },
         ),
     ];
     for (k, v) in rows {
@@ -43,7 +47,12 @@ pub async fn run(args: EnvArgs) -> Result<(), CliError> {
         let mut t = Table::new(&["CODEC", "COMPRESS", "DECOMPRESS", "PROVIDER"]);
         let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
         for c in &e.codecs {
-            t.row(vec![c.name.clone(), yes(c.can_compress), yes(c.can_decompress), c.provider.clone()]);
+            t.row(vec![
+                c.name.clone(),
+                yes(c.can_compress),
+                yes(c.can_decompress),
+                c.provider.clone(),
+            ]);
         }
         t.print();
     }

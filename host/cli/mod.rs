@@ -75,7 +75,7 @@ enum Command {
     Health(health::HealthArgs),
     /// Back up a directory into a WIM archive (a new image; appends when the archive exists).
     Backup(backup::BackupArgs),
-    /// List, show and delete backups.
+    /// List, show, watch, cancel and delete backups.
     Backups(backups::BackupsArgs),
     /// Restore a backup's snapshot, or chosen paths of it, into a directory.
     Restore(restore::RestoreArgs),
@@ -117,10 +117,13 @@ impl ClientOptions {
 
 /// Runs an async command on a fresh single-threaded runtime.
 fn block_on(f: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| CliError {
-        message: format!("cannot start the async runtime: {e}"),
-        exit_code: EXIT_FAILURE,
-    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError {
+            message: format!("cannot start the async runtime: {e}"),
+            exit_code: EXIT_FAILURE,
+        })?;
     rt.block_on(f)
 }
 
@@ -202,27 +205,42 @@ impl std::fmt::Display for CliError {
 
 impl From<WimError> for CliError {
     fn from(e: WimError) -> Self {
-        CliError { exit_code: exit_code(&e), message: e.to_string() }
+        CliError {
+            exit_code: exit_code(&e),
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
-        CliError { exit_code: client_exit_code(&e), message: e.to_string() }
+        CliError {
+            exit_code: client_exit_code(&e),
+            message: e.to_string(),
+        }
     }
 }
 
 impl CliError {
     pub fn usage(msg: impl Into<String>) -> Self {
-        CliError { message: msg.into(), exit_code: EXIT_USAGE }
+        CliError {
+            message: msg.into(),
+            exit_code: EXIT_USAGE,
+        }
     }
 
     pub fn failure(msg: impl Into<String>) -> Self {
-        CliError { message: msg.into(), exit_code: EXIT_FAILURE }
+        CliError {
+            message: msg.into(),
+            exit_code: EXIT_FAILURE,
+        }
     }
 
     pub fn interrupted(msg: impl Into<String>) -> Self {
-        CliError { message: msg.into(), exit_code: EXIT_INTERRUPTED }
+        CliError {
+            message: msg.into(),
+            exit_code: EXIT_INTERRUPTED,
+        }
     }
 }
 
@@ -236,9 +254,12 @@ pub fn absolute_path(path: &Path, what: &str) -> Result<String, CliError> {
         .map_err(|e| CliError::failure(format!("cannot resolve the {what} path {}: {e}", path.display())))?;
     // Drops `.` components and trailing slashes; `..` is kept (symlinks make it non-lexical).
     let abs: PathBuf = abs.components().collect();
-    abs.into_os_string()
-        .into_string()
-        .map_err(|p| CliError::usage(format!("the {what} path {} is not valid UTF-8", Path::new(&p).display())))
+    abs.into_os_string().into_string().map_err(|p| {
+        CliError::usage(format!(
+            "the {what} path {} is not valid UTF-8",
+            Path::new(&p).display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -269,15 +290,21 @@ mod tests {
     #[test]
     fn relative_paths_become_absolute() {
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(absolute_path(Path::new("a/./b/"), "source").unwrap(), cwd.join("a/b").to_str().unwrap());
+        assert_eq!(
+            absolute_path(Path::new("a/./b/"), "source").unwrap(),
+            cwd.join("a/b").to_str().unwrap()
+        );
         assert_eq!(absolute_path(Path::new("/x/y"), "source").unwrap(), "/x/y");
         assert!(absolute_path(Path::new(""), "source").is_err());
     }
 
     #[test]
     fn global_options_parse_after_subcommands() {
-        let cli = Cli::try_parse_from(["wimguard", "backups", "list", "--json", "--home", "/h", "--limit", "5"]).unwrap();
-        let Command::Backups(args) = cli.command else { panic!("not backups") };
+        let cli =
+            Cli::try_parse_from(["wimguard", "backups", "list", "--json", "--home", "/h", "--limit", "5"]).unwrap();
+        let Command::Backups(args) = cli.command else {
+            panic!("not backups")
+        };
         assert!(args.client.json);
         assert_eq!(args.client.home.as_deref(), Some(Path::new("/h")));
     }

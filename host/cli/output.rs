@@ -95,7 +95,7 @@ pub fn bytes_human(n: u64) -> String {
 pub fn duration_between(start: &Option<Timestamp>, end: &Option<Timestamp>) -> Option<Duration> {
     let (s, e) = (start.as_ref()?, end.as_ref()?);
     let nanos = (e.seconds - s.seconds) as i128 * 1_000_000_000 + (e.nanos - s.nanos) as i128;
-    u64::try_from(nanos).ok().map(|n| Duration::from_nanos(n))
+    u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
 /// `rwxr-xr-x` with the file type letter in front (`d`, `l`, `-`, `s`).
@@ -245,8 +245,11 @@ pub fn environment_json(e: &pb::Environment) -> Value {
 }
 
 pub fn statistics_json(s: &pb::Statistics) -> Value {
-    let by_status: serde_json::Map<String, Value> =
-        s.backups_by_status.iter().map(|c| (status_word(c.status()), Value::from(c.count))).collect();
+    let by_status: serde_json::Map<String, Value> = s
+        .backups_by_status
+        .iter()
+        .map(|c| (status_word(c.status()), Value::from(c.count)))
+        .collect();
     let sources: Vec<Value> = s
         .sources
         .iter()
@@ -397,7 +400,11 @@ impl JobProgress {
         if has_total != self.known_total {
             self.known_total = has_total;
             let template = if has_total { BAR_TEMPLATE } else { SPINNER_TEMPLATE };
-            bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
         }
         if has_total {
             bar.set_length(p.bytes_total);
@@ -413,7 +420,11 @@ impl JobProgress {
         }
         // The server measures the rate over the whole job; indicatif's own
         // estimate jumps with the server's coarse (per-file) updates.
-        let rate = if p.bytes_per_second > 0.0 { p.bytes_per_second } else { bar.per_sec() };
+        let rate = if p.bytes_per_second > 0.0 {
+            p.bytes_per_second
+        } else {
+            bar.per_sec()
+        };
         let mut info = self.files.clone();
         if rate > 0.0 && p.bytes_done > 0 {
             info.push_str(&format!(", {}/s", bytes_human(rate as u64)));
@@ -491,7 +502,10 @@ mod tests {
         assert_eq!(v["finished_at"], Value::Null);
         assert_eq!(v["error"], Value::Null);
         for key in v.as_object().unwrap().keys() {
-            assert!(key.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{key} is not snake_case");
+            assert!(
+                key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{key} is not snake_case"
+            );
         }
     }
 
@@ -508,13 +522,19 @@ mod tests {
         .into_iter()
         .map(status_word)
         .collect();
-        assert_eq!(words, ["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]);
+        assert_eq!(
+            words,
+            ["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+        );
     }
 
     #[test]
     fn statistics_json_keys_statuses_by_word() {
         let s = pb::Statistics {
-            backups_by_status: vec![pb::StatusCount { status: pb::JobStatus::Failed as i32, count: 3 }],
+            backups_by_status: vec![pb::StatusCount {
+                status: pb::JobStatus::Failed as i32,
+                count: 3,
+            }],
             ..Default::default()
         };
         assert_eq!(statistics_json(&s)["backups_by_status"]["failed"], 3);
@@ -530,7 +550,10 @@ mod tests {
         assert_eq!(time_human(&ts(1_700_000_000, 5)), "2023-11-14 22:13:20Z");
         assert_eq!(time_human(&None), "-");
         assert_eq!(mode_human(pb::EntryKind::Directory, 0o755), "drwxr-xr-x");
-        assert_eq!(duration_between(&ts(10, 0), &ts(12, 500_000_000)), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            duration_between(&ts(10, 0), &ts(12, 500_000_000)),
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]

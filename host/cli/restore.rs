@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
 
+use super::backup::interrupt_signal;
 use super::output::{bytes_human, print_json, restore_result_json, status_word, JobProgress};
 use super::{absolute_path, CliError, ClientOptions};
 use crate::api::v1 as pb;
@@ -51,8 +51,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         dry_run: args.dry_run,
     };
     let client = args.client.client()?;
-    let mut interrupts = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::failure(format!("cannot watch for Ctrl-C: {e}")))?;
+    let mut interrupts = interrupt_signal()?;
     let interrupted = || CliError::interrupted(format!("restore interrupted; {target} may hold a partial restore"));
 
     let mut stream = tokio::select! {
@@ -98,7 +97,11 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             "restore of {} {}: {}",
             args.uuid,
             status_word(s),
-            if r.error.is_empty() { "no reason given" } else { &r.error }
+            if r.error.is_empty() {
+                "no reason given"
+            } else {
+                &r.error
+            }
         ))),
     }
 }
@@ -115,7 +118,10 @@ fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
         println!("kept existing: {p}");
     }
     if r.skipped.len() > SHOWN {
-        println!("kept existing: … and {} more (--json lists them all)", r.skipped.len() - SHOWN);
+        println!(
+            "kept existing: … and {} more (--json lists them all)",
+            r.skipped.len() - SHOWN
+        );
     }
     if r.status() != pb::JobStatus::Succeeded {
         return;
@@ -127,6 +133,10 @@ fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
         r.directories,
         r.symlinks,
         bytes_human(r.bytes),
-        if r.skipped.is_empty() { String::new() } else { format!("; kept {} existing paths", r.skipped.len()) }
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; kept {} existing paths", r.skipped.len())
+        }
     );
 }

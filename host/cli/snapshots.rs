@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use tokio::signal::unix::{signal, SignalKind};
 
+use super::backup::interrupt_signal;
 use super::output::{
     bytes_human, change_word, diff_json, entry_json, mode_human, print_json, snapshot_json, time_human,
     verify_result_json, JobProgress, Table,
@@ -57,13 +57,20 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
     let client = args.client.client()?;
     let json = args.client.json;
     match args.command {
-        SnapshotsCommand::List { archive, limit, page_token } => {
+        SnapshotsCommand::List {
+            archive,
+            limit,
+            page_token,
+        } => {
             let request = pb::ListSnapshotsRequest {
                 page: Some(pb::PageRequest {
                     page_size: limit.unwrap_or(0),
                     page_token: page_token.unwrap_or_default(),
                 }),
-                archive: archive.map(|p| absolute_path(&p, "archive")).transpose()?.unwrap_or_default(),
+                archive: archive
+                    .map(|p| absolute_path(&p, "archive"))
+                    .transpose()?
+                    .unwrap_or_default(),
             };
             let response = client.list_snapshots(request).await?;
             let page = response.page.unwrap_or_default();
@@ -103,7 +110,14 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                     ("Backup", s.backup_uuid.clone()),
                     ("Archive", s.archive.clone()),
                     ("Image", format!("{} ({:?})", s.image_index, s.name)),
-                    ("Description", if s.description.is_empty() { "-".into() } else { s.description.clone() }),
+                    (
+                        "Description",
+                        if s.description.is_empty() {
+                            "-".into()
+                        } else {
+                            s.description.clone()
+                        },
+                    ),
                     ("Source", s.source.clone()),
                     ("Created", time_human(&s.created_at)),
                     ("Files", s.files.to_string()),
@@ -116,7 +130,9 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
-        SnapshotsCommand::Browse { uuid, path } => browse(&client, &uuid, path.unwrap_or_else(|| "/".into()), json).await,
+        SnapshotsCommand::Browse { uuid, path } => {
+            browse(&client, &uuid, path.unwrap_or_else(|| "/".into()), json).await
+        }
         SnapshotsCommand::Diff { base, target } => {
             let d = client.diff_snapshots(&base, &target).await?;
             if json {
@@ -165,7 +181,10 @@ async fn browse(client: &Client, uuid: &str, path: String, json: bool) -> Result
         let request = pb::BrowseSnapshotRequest {
             backup_uuid: uuid.into(),
             path: path.clone(),
-            page: Some(pb::PageRequest { page_size: 1000, page_token: token.clone() }),
+            page: Some(pb::PageRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+            }),
         };
         let r = client.browse_snapshot(request).await?;
         directory = directory.or(r.directory);
@@ -210,8 +229,7 @@ async fn browse(client: &Client, uuid: &str, path: String, json: bool) -> Result
 
 /// Follows a verification; a damaged snapshot exits 3.
 async fn verify(client: &Client, uuid: &str, json: bool) -> Result<(), CliError> {
-    let mut interrupts = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::failure(format!("cannot watch for Ctrl-C: {e}")))?;
+    let mut interrupts = interrupt_signal()?;
     let interrupted = || CliError::interrupted("verification interrupted");
     let mut stream = tokio::select! {
         s = client.verify_snapshot(uuid) => s?,
@@ -237,7 +255,9 @@ async fn verify(client: &Client, uuid: &str, json: bool) -> Result<(), CliError>
     }
     progress.finish();
     let Some(r) = result else {
-        return Err(CliError::failure(format!("the server ended the verification of {uuid} without a result")));
+        return Err(CliError::failure(format!(
+            "the server ended the verification of {uuid} without a result"
+        )));
     };
     if json {
         print_json(&verify_result_json(uuid, &r));
@@ -254,7 +274,11 @@ async fn verify(client: &Client, uuid: &str, json: bool) -> Result<(), CliError>
         Err(CliError {
             message: format!(
                 "snapshot {uuid} is damaged: {}",
-                if r.error.is_empty() { "no details given" } else { &r.error }
+                if r.error.is_empty() {
+                    "no details given"
+                } else {
+                    &r.error
+                }
             ),
             exit_code: EXIT_DAMAGED,
         })

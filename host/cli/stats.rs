@@ -18,26 +18,49 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         print_json(&statistics_json(&s));
         return Ok(());
     }
-    let by_status: Vec<String> =
-        s.backups_by_status.iter().map(|c| format!("{} {}", c.count, status_word(c.status()))).collect();
+    let by_status: Vec<String> = s
+        .backups_by_status
+        .iter()
+        .map(|c| format!("{} {}", c.count, status_word(c.status())))
+        .collect();
     let total: u64 = s.backups_by_status.iter().map(|c| c.count).sum();
     println!(
         "Backups:           {total}{}",
-        if by_status.is_empty() { String::new() } else { format!(" ({})", by_status.join(", ")) }
+        if by_status.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_status.join(", "))
+        }
     );
-    println!("Archives:          {} ({} on disk)", s.archives, bytes_human(s.archive_bytes));
+    println!(
+        "Archives:          {} ({} on disk)",
+        s.archives,
+        bytes_human(s.archive_bytes)
+    );
     println!("Bytes backed up:   {}", bytes_human(s.bytes_total));
     println!("Bytes read:        {}", bytes_human(s.bytes_read));
     println!("Bytes stored:      {}", bytes_human(s.bytes_stored));
     println!("Dedupe ratio:      {:.2}", s.dedupe_ratio);
     println!("Compression ratio: {:.2}", s.compression_ratio);
-    println!("Throughput:        {}/s", bytes_human(s.throughput_bytes_per_second as u64));
+    println!(
+        "Throughput:        {}/s",
+        bytes_human(s.throughput_bytes_per_second as u64)
+    );
     if !s.sources.is_empty() {
         println!();
         let mut t = Table::new(&["SOURCE", "BACKUPS>", "LAST SUCCESS", "LAST SUCCESSFUL BACKUP"]);
         for src in &s.sources {
-            let last = if src.last_success_uuid.is_empty() { "-".into() } else { src.last_success_uuid.clone() };
-            t.row(vec![src.source.clone(), src.backups.to_string(), time_human(&src.last_success_at), last]);
+            let last = if src.last_success_uuid.is_empty() {
+                "-".into()
+            } else {
+                src.last_success_uuid.clone()
+            };
+            t.row(vec![
+                src.source.clone(),
+                src.backups.to_string(),
+                time_human(&src.last_success_at),
+                last,
+            ]);
         }
         t.print();
     }

@@ -49,11 +49,22 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
             pb::OverwritePolicy::Skip => Overwrite::Skip,
         };
         let rec = crate::ops::snapshot_record(&self.shared.jobs, &r.backup_uuid).map_err(convert::status)?;
-        let opts = ApplyOptions { paths: r.paths, restore_owner: crate::fsutil::is_root(), overwrite, dry_run: r.dry_run };
+        // A client that goes away stops its restore.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opts = ApplyOptions {
+            paths: r.paths,
+            restore_owner: crate::fsutil::is_root(),
+            overwrite,
+            dry_run: r.dry_run,
+            cancel: Some(cancel.clone()),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::RestoreEvent, Status>>(16);
         tokio::task::spawn_blocking(move || {
             let mut last = std::time::Instant::now();
             let result = crate::ops::restore(&rec, &target, &opts, &mut |done, total| {
+                if tx.is_closed() {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if last.elapsed().as_millis() >= 100 || done == total {
                     last = std::time::Instant::now();
                     let _ = tx.blocking_send(Ok(pb::RestoreEvent { progress: Some(progress(done, total, pb::Phase::Restoring)), result: None }));
