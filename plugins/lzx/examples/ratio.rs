@@ -43,15 +43,18 @@ fn collect(dir: &Path, limit: usize, out: &mut Vec<u8>, depth: u32) {
     }
 }
 
-/// Tuning overrides: LZX_NICE, LZX_DEPTH, LZX_PASSES, LZX_BLOCK.
-fn params_from_env() -> wimguard_lzx::Params {
-    let mut p = wimguard_lzx::Params::default();
+/// Tuning overrides: LZX_NICE, LZX_DEPTH, LZX_SKIP_DEPTH, LZX_PASSES, LZX_BLOCK.
+fn params_from_env(chunk: usize) -> wimguard_lzx::Params {
+    let mut p = wimguard_lzx::Params::for_chunk_size(chunk);
     let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
     if let Some(v) = get("LZX_NICE") {
         p.nice_len = v;
     }
     if let Some(v) = get("LZX_DEPTH") {
         p.max_depth = v as u32;
+    }
+    if let Some(v) = get("LZX_SKIP_DEPTH") {
+        p.skip_depth = v as u32;
     }
     if let Some(v) = get("LZX_PASSES") {
         p.passes = v as u32;
@@ -88,15 +91,87 @@ fn main() {
         assert_eq!(create_d(2, chunk, &mut wd), 0);
     }
 
-    // LZX_BENCH=ours|wimlib: only compress with one side (for profiling).
+    // LZX_BENCH=ours|wimlib|none: only compress with one side (for profiling);
+    // LZX_BENCH=dec: decoder speed of both sides on wimlib's streams.
     if let Ok(which) = std::env::var("LZX_BENCH") {
         let mut data = Vec::new();
-        for dir in ["/usr/share/doc", "/usr/share", "/usr/bin"] {
+        // LZX_CORPUS=docs|share|bin limits the run to one corpus.
+        let only = std::env::var("LZX_CORPUS").ok();
+        for (dir, name) in [
+            ("/usr/share/doc", "docs"),
+            ("/usr/share", "share"),
+            ("/usr/bin", "bin"),
+        ] {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
             let mut d = Vec::new();
             collect(Path::new(dir), max_mb << 20, &mut d, 0);
             data.extend_from_slice(&d);
         }
-        let mut c = LzxCompressor::with_params(chunk, params_from_env());
+        if which == "dec" {
+            // Decoder speed: wimlib compresses once, each side decodes the
+            // same streams LZX_REPS (default 5) times.
+            let reps: usize = std::env::var("LZX_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5);
+            let mut streams = Vec::new();
+            for piece in data.chunks(chunk) {
+                let mut out = vec![0u8; piece.len()];
+                let n = unsafe {
+                    comp(
+                        piece.as_ptr() as _,
+                        piece.len(),
+                        out.as_mut_ptr() as _,
+                        piece.len() - 1,
+                        wc,
+                    )
+                };
+                if n > 0 {
+                    out.truncate(n);
+                    streams.push((out, piece));
+                }
+            }
+            let bytes: usize = streams.iter().map(|s| s.1.len()).sum::<usize>() * reps;
+            let mut buf = vec![0u8; chunk];
+            let mut d = LzxDecompressor::new(chunk);
+            let t = Instant::now();
+            for _ in 0..reps {
+                for (cmp, piece) in &streams {
+                    d.decompress(cmp, &mut buf[..piece.len()]).expect("decode");
+                }
+            }
+            let t_ours = t.elapsed().as_secs_f64();
+            for (cmp, piece) in &streams {
+                d.decompress(cmp, &mut buf[..piece.len()]).expect("decode");
+                assert!(&buf[..piece.len()] == *piece);
+            }
+            let t = Instant::now();
+            for _ in 0..reps {
+                for (cmp, piece) in &streams {
+                    let r = unsafe {
+                        decomp(
+                            cmp.as_ptr() as _,
+                            cmp.len(),
+                            buf.as_mut_ptr() as _,
+                            piece.len(),
+                            wd,
+                        )
+                    };
+                    assert_eq!(r, 0);
+                }
+            }
+            let t_wim = t.elapsed().as_secs_f64();
+            println!(
+                "decode {} bytes: ours {:.1} MB/s, wimlib {:.1} MB/s",
+                bytes,
+                bytes as f64 / 1e6 / t_ours,
+                bytes as f64 / 1e6 / t_wim
+            );
+            return;
+        }
+        let mut c = LzxCompressor::with_params(chunk, params_from_env(chunk));
         let mut total = 0usize;
         let t = Instant::now();
         for piece in data.chunks(chunk) {
@@ -150,7 +225,7 @@ fn main() {
     for (dir, name) in corpora {
         let mut data = Vec::new();
         collect(Path::new(dir), max_mb << 20, &mut data, 0);
-        let mut c = LzxCompressor::with_params(chunk, params_from_env());
+        let mut c = LzxCompressor::with_params(chunk, params_from_env(chunk));
         let mut d = LzxDecompressor::new(chunk);
         let mut ours: Vec<Option<Vec<u8>>> = Vec::new();
         let t = Instant::now();

@@ -5,12 +5,11 @@
 use crate::bits::BitWriter;
 use crate::e8;
 use crate::huffman::{assign_codes, build_lengths, HuffScratch};
-use crate::matchfinder::{extend, BtMatchFinder, Limits, Match};
+use crate::matchfinder::{common_len, BtMatchFinder, Limits, Match};
 use crate::tables::*;
 
 /// Costs are kept in 1/16 bit so fractional estimates are possible.
 const COST_SHIFT: u32 = 4;
-const INF: u32 = u32::MAX;
 /// Blocks shorter than this are not split further.
 const MIN_SPLIT_BLOCK: usize = 4096;
 
@@ -21,6 +20,11 @@ pub struct Params {
     pub nice_len: usize,
     /// Binary-tree nodes visited per position.
     pub max_depth: u32,
+    /// Binary-tree nodes visited when inserting the positions inside a
+    /// match of `nice_len` or more, which are skipped by the parser: they
+    /// only need to become match sources, and a shallow insertion keeps most
+    /// of that for a fraction of the work.
+    pub skip_depth: u32,
     /// Rounds of cost-based parsing after the greedy bootstrap.
     pub passes: u32,
     /// Parsing region: the chunk is parsed in regions of this size (blocks
@@ -29,14 +33,38 @@ pub struct Params {
     pub block_size: usize,
 }
 
-/// Defaults trade 0.2% of size for ~25% less CPU than two passes: one
-/// cost-based pass already lands within 0.3% of wimlib's default level
-/// (measured with `examples/ratio.rs`).
+impl Params {
+    /// Defaults for chunks (windows) of `chunk_size` bytes: [`Params::default`]
+    /// up to 32 KiB (the WIM default); larger windows find many more long
+    /// matches, where cutting the search at 28 bytes costs several percent
+    /// of size, so they search further (about 1% larger output than wimlib
+    /// there, at about its speed, on 1 MiB chunks).
+    pub fn for_chunk_size(chunk_size: usize) -> Self {
+        if chunk_size <= 32768 {
+            Params::default()
+        } else {
+            Params {
+                nice_len: 64,
+                max_depth: 32,
+                skip_depth: 16,
+                ..Params::default()
+            }
+        }
+    }
+}
+
+/// Defaults aim at wimlib's default level in CPU time on 32 KiB chunks: one
+/// cost-based pass, and matches of 28 bytes or more taken as found (each
+/// step up in `nice_len` costs more time than it gains). Measured with
+/// `examples/ratio.rs`: about 0.6% larger output than wimlib for about the
+/// same CPU time; `nice_len: 64, max_depth: 32, skip_depth: 32` is 0.3%
+/// smaller and about 20% slower.
 impl Default for Params {
     fn default() -> Self {
         Params {
-            nice_len: 64,
-            max_depth: 32,
+            nice_len: 28,
+            max_depth: 24,
+            skip_depth: 8,
             passes: 1,
             block_size: 32768,
         }
@@ -51,14 +79,22 @@ struct Item {
     code: u32,
 }
 
-/// Shortest-path node: best cost to reach this position and the item that
-/// got there. The repeat offsets after it are derived once, when the node is
-/// processed, so relaxing an edge stays a small write.
-#[derive(Clone, Copy)]
-struct Node {
-    cost: u32,
-    len: u32,
-    code: u32,
+/// Shortest-path nodes are kept as two parallel arrays: the best cost to
+/// reach each position, and the item that got there, packed as
+/// `len << CODE_BITS | code`. Among equal costs the first arrival stays,
+/// which in a forward pass is the longest item. The repeat offsets after a
+/// node are derived once, when it is processed.
+const CODE_BITS: u32 = 22;
+const INF: u32 = u32::MAX;
+
+#[inline(always)]
+fn pack(len: u32, code: u32) -> u32 {
+    (len << CODE_BITS) | code
+}
+
+#[inline(always)]
+fn unpack(it: u32) -> (u32, u32) {
+    (it >> CODE_BITS, it & ((1 << CODE_BITS) - 1))
 }
 
 /// Bit costs used by the parser (1/16 bit units).
@@ -98,6 +134,43 @@ struct Freqs {
     main: [u32; MAX_MAIN_SYMS],
     len: [u32; LEN_SYMS],
     aligned: [u32; ALIGNED_SYMS],
+    /// Verbatim offset bits outside the aligned part.
+    extra: u64,
+}
+
+impl Default for Freqs {
+    fn default() -> Self {
+        Freqs::new()
+    }
+}
+
+impl Freqs {
+    fn new() -> Self {
+        Freqs {
+            main: [0; MAX_MAIN_SYMS],
+            len: [0; LEN_SYMS],
+            aligned: [0; ALIGNED_SYMS],
+            extra: 0,
+        }
+    }
+
+    /// `self = a - b`, where `b` counts a part of what `a` counts.
+    fn diff(&mut self, a: &Freqs, b: &Freqs) {
+        for (x, (p, q)) in self.main.iter_mut().zip(a.main.iter().zip(&b.main)) {
+            *x = p - q;
+        }
+        for (x, (p, q)) in self.len.iter_mut().zip(a.len.iter().zip(&b.len)) {
+            *x = p - q;
+        }
+        for (x, (p, q)) in self
+            .aligned
+            .iter_mut()
+            .zip(a.aligned.iter().zip(&b.aligned))
+        {
+            *x = p - q;
+        }
+        self.extra = a.extra - b.extra;
+    }
 }
 
 /// Encoder for one window size; all buffers are reused across chunks.
@@ -111,15 +184,17 @@ pub struct Encoder {
     cache: Vec<Match>,
     /// Position of `cache_idx[0]`.
     cache_base: usize,
-    nodes: Vec<Node>,
+    costs: Vec<u32>,
+    path: Vec<u32>,
     queues: Vec<[u32; 3]>,
     items: Vec<Item>,
     region: Vec<Item>,
     starts: Vec<u32>,
     bounds: Vec<u32>,
-    est_freqs: Box<Freqs>,
     toks: Vec<(u8, u8, u8)>,
     huff: HuffScratch,
+    /// Symbol counts of the current region's bootstrap parse.
+    whole: Box<Freqs>,
     prev_main: [u8; MAX_MAIN_SYMS],
     prev_len: [u8; LEN_SYMS],
     model: Box<Model>,
@@ -155,10 +230,64 @@ fn slot_of_code(code: u32) -> usize {
 }
 
 #[inline(always)]
-fn relax(nodes: &mut [Node], j: usize, cost: u32, len: u32, code: u32) {
-    let n = &mut nodes[j];
-    if cost < n.cost {
-        *n = Node { cost, len, code };
+fn relax(cost: &mut u32, item: &mut u32, c: u32, len: u32, code: u32) {
+    if c < *cost {
+        *cost = c;
+        *item = pack(len, code);
+    }
+}
+
+/// Relaxation of one run: `cost[j] = min(cost[j], c0 + add[j])`, recording
+/// `it + j` lengths as the item where it improves. (A branch-free,
+/// vectorized form measured slower: most runs are short.)
+#[inline(always)]
+fn relax_slice(cost: &mut [u32], item: &mut [u32], add: &[u32], c0: u32, it: u32) {
+    let n = add.len();
+    let (cost, item) = (&mut cost[..n], &mut item[..n]);
+    for j in 0..n {
+        let v = c0 + add[j];
+        if v < cost[j] {
+            cost[j] = v;
+            item[j] = it + ((j as u32) << CODE_BITS);
+        }
+    }
+}
+
+/// Relaxes lengths `lo..=hi` (2 <= lo, hi <= cost.len()) of one match whose
+/// non-length cost is `c0`; `cost[l - 1]`/`item[l - 1]` are the node `l`
+/// bytes ahead, `hdr` the main-symbol costs of the match's 8 length headers
+/// and `lens` the length-tree costs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn relax_run(
+    cost: &mut [u32],
+    item: &mut [u32],
+    lo: usize,
+    hi: usize,
+    c0: u32,
+    hdr: &[u32],
+    lens: &[u32],
+    code: u32,
+) {
+    let short_hi = hi.min(MIN_MATCH + LEN_ESCAPE - 1);
+    if lo <= short_hi {
+        relax_slice(
+            &mut cost[lo - 1..short_hi],
+            &mut item[lo - 1..short_hi],
+            &hdr[lo - MIN_MATCH..short_hi + 1 - MIN_MATCH],
+            c0,
+            pack(lo as u32, code),
+        );
+    }
+    let lo2 = lo.max(MIN_MATCH + LEN_ESCAPE);
+    if lo2 <= hi {
+        relax_slice(
+            &mut cost[lo2 - 1..hi],
+            &mut item[lo2 - 1..hi],
+            &lens[lo2 - MIN_MATCH - LEN_ESCAPE..hi + 1 - MIN_MATCH - LEN_ESCAPE],
+            c0 + hdr[LEN_ESCAPE],
+            pack(lo2 as u32, code),
+        );
     }
 }
 
@@ -188,19 +317,16 @@ impl Encoder {
             cache_idx: Vec::new(),
             cache: Vec::new(),
             cache_base: 0,
-            nodes: Vec::new(),
+            costs: Vec::new(),
+            path: Vec::new(),
             queues: Vec::new(),
             items: Vec::new(),
             region: Vec::new(),
             starts: Vec::new(),
             bounds: Vec::new(),
-            est_freqs: Box::new(Freqs {
-                main: [0; MAX_MAIN_SYMS],
-                len: [0; LEN_SYMS],
-                aligned: [0; ALIGNED_SYMS],
-            }),
             toks: Vec::new(),
             huff: HuffScratch::default(),
+            whole: Box::default(),
             prev_main: [0; MAX_MAIN_SYMS],
             prev_len: [0; LEN_SYMS],
             model: Box::new(Model {
@@ -218,11 +344,7 @@ impl Encoder {
                 aligned: [0; ALIGNED_SYMS],
                 use_aligned: false,
             }),
-            freqs: Box::new(Freqs {
-                main: [0; MAX_MAIN_SYMS],
-                len: [0; LEN_SYMS],
-                aligned: [0; ALIGNED_SYMS],
-            }),
+            freqs: Box::new(Freqs::new()),
         }
     }
 
@@ -254,14 +376,30 @@ impl Encoder {
         while bs < n {
             let be = (bs + bsize).min(n);
             self.find_matches(data, bs, be);
-            let mut q_end = self.greedy(data, bs, be, q);
-            for _ in 0..self.params.passes {
-                self.tally();
-                self.make_codes();
-                self.make_model();
-                q_end = self.optimal(data, bs, be, q);
+            self.greedy(data, bs, be, q);
+            let mut whole = std::mem::take(&mut self.whole);
+            tally_items(&self.items, &mut whole);
+            if bs == 0 && be == n && self.estimate(&whole) / 8 >= n as u64 {
+                // The bootstrap parse does not fit in the raw size (already
+                // compressed data, typically): a cost-based parse would at
+                // best land barely under it. Store raw and skip that work
+                // (measured: 22 bytes more on 8 MiB of /usr/share/doc,
+                // about 15% less CPU time there).
+                self.whole = whole;
+                return false;
             }
-            q = self.write_region(&mut w, data, bs, be, q, q_end);
+            if self.params.passes > 0 {
+                for _ in 0..self.params.passes {
+                    self.tally();
+                    self.make_codes();
+                    self.make_model();
+                    self.optimal(data, bs, be, q);
+                }
+                tally_items(&self.items, &mut whole);
+            }
+            let wb = self.estimate(&whole);
+            q = self.write_region(&mut w, data, bs, be, q, &whole, wb);
+            self.whole = whole;
             if w.len() >= n {
                 return false;
             }
@@ -272,12 +410,17 @@ impl Encoder {
     }
 
     /// Runs the match finder over `bs..be`, caching every position's matches.
+    #[inline(never)]
     fn find_matches(&mut self, data: &[u8], bs: usize, be: usize) {
         let n = data.len();
         let lim = Limits {
             nice_len: self.params.nice_len.clamp(3, MAX_MATCH),
             max_depth: self.params.max_depth.max(1),
             max_dist: (1usize << self.order) - 3,
+        };
+        let skim = Limits {
+            max_depth: self.params.skip_depth.max(1),
+            ..lim
         };
         self.cache.clear();
         self.cache_idx.clear();
@@ -298,7 +441,7 @@ impl Encoder {
                 while i < stop {
                     let max_len = MAX_MATCH.min(n - i);
                     self.mf
-                        .advance::<false>(data, i, max_len, &lim, &mut self.cache);
+                        .advance::<false>(data, i, max_len, &skim, &mut self.cache);
                     self.cache_idx.push(self.cache.len() as u32);
                     i += 1;
                 }
@@ -314,20 +457,28 @@ impl Encoder {
 
     /// Bootstrap parse: longest match (repeat offsets preferred), for the
     /// first symbol statistics.
-    fn greedy(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) -> [u32; 3] {
+    #[inline(never)]
+    fn greedy(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) {
         self.items.clear();
         let mut q = q0;
         let mut i = bs;
         while i < be {
             let maxl = MAX_MATCH.min(be - i);
             let (mut best_len, mut best_dist) = (0usize, 0u32);
-            for &d in q.iter() {
-                let du = d as usize;
-                if du <= i && maxl >= 2 {
-                    let l = extend(data, i - du, i, 0, maxl);
-                    if l > best_len {
-                        best_len = l;
-                        best_dist = d;
+            if maxl >= 2 {
+                let cur = &data[i..i + maxl];
+                for &d in q.iter() {
+                    let du = d as usize;
+                    if du <= i {
+                        let src = &data[i - du..i - du + maxl];
+                        // Shorter than 2 is no repeat match.
+                        if src[0] == cur[0] && src[1] == cur[1] {
+                            let l = common_len(src, cur, 2);
+                            if l > best_len {
+                                best_len = l;
+                                best_dist = d;
+                            }
+                        }
                     }
                 }
             }
@@ -353,7 +504,6 @@ impl Encoder {
                 i += 1;
             }
         }
-        q
     }
 
     /// Counts the symbols used by `self.items`.
@@ -362,10 +512,16 @@ impl Encoder {
     }
 
     /// Splits the parsed region `bs..be` (items in `self.items`, repeat
-    /// offsets `q0` at its start and `q_end` after it) into blocks where
-    /// separate Huffman codes pay for their headers, re-parses each such
-    /// block with its own statistics and writes them. Returns the repeat
-    /// offsets after the region as written.
+    /// offsets `q0` at its start, symbol counts `whole` and estimated size
+    /// `wb`) into blocks where separate Huffman codes are estimated to pay
+    /// for their headers, and writes them, each with codes built from its own
+    /// items. Returns the repeat offsets after the region.
+    ///
+    /// Re-parsing each block with its own statistics was measured: it costs
+    /// a second parse of split regions, and parsing blocks from their share of
+    /// the bootstrap statistics instead comes out larger than this.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn write_region(
         &mut self,
         w: &mut BitWriter,
@@ -373,17 +529,39 @@ impl Encoder {
         bs: usize,
         be: usize,
         q0: [u32; 3],
-        q_end: [u32; 3],
+        whole: &Freqs,
+        wb: u64,
     ) -> [u32; 3] {
-        // Item start positions, and distances instead of queue-relative codes.
+        let mut bounds = std::mem::take(&mut self.bounds);
+        bounds.clear();
+        if be - bs >= 2 * MIN_SPLIT_BLOCK {
+            let mut starts = std::mem::take(&mut self.starts);
+            starts.clear();
+            let mut p = bs;
+            for it in &self.items {
+                starts.push(p as u32);
+                p += it.len as usize;
+            }
+            let all = std::mem::take(&mut self.items);
+            self.choose_splits(&all, &starts, bs, be, whole, wb, &mut bounds);
+            self.items = all;
+            self.starts = starts;
+        }
+        if bounds.is_empty() {
+            self.tally();
+            self.make_codes();
+            self.write_block(w, be - bs);
+            self.bounds = bounds;
+            return end_queue(q0, &self.items);
+        }
+        bounds.push(be as u32);
+
+        // Items with distances instead of queue-relative codes, so blocks
+        // can be cut out and re-coded.
         let mut parsed = std::mem::take(&mut self.region);
-        let mut starts = std::mem::take(&mut self.starts);
         parsed.clear();
-        starts.clear();
         let mut q = q0;
-        let mut p = bs;
         for it in &self.items {
-            starts.push(p as u32);
             let d = if it.len == 1 {
                 it.code
             } else if it.code < 3 {
@@ -396,82 +574,63 @@ impl Encoder {
                 len: it.len,
                 code: d,
             });
-            p += it.len as usize;
         }
-        let mut bounds = std::mem::take(&mut self.bounds);
-        bounds.clear();
-        if be - bs >= 2 * MIN_SPLIT_BLOCK {
-            let all = std::mem::take(&mut self.items);
-            self.choose_splits(&all, &starts, bs, be, &mut bounds);
-            self.items = all;
-        }
-        bounds.push(be as u32);
-
-        let mut q = q_end;
-        if bounds.len() > 1 {
-            q = q0;
-            let mut q_start = q0;
-            let mut s = bs;
-            let mut idx = 0;
-            for &e in &bounds {
-                let e = e as usize;
-                self.items.clear();
-                while idx < parsed.len() {
-                    let p = starts[idx] as usize;
-                    let it = parsed[idx];
-                    let a = p.max(s);
-                    let b = (p + it.len as usize).min(e);
-                    if b > a {
-                        if it.len == 1 || b - a == 1 {
-                            self.items.push(Item {
-                                len: 1,
-                                code: u32::from(data[a]),
-                            });
-                        } else {
-                            let code = queue_code(&mut q, it.code);
-                            self.items.push(Item {
-                                len: (b - a) as u32,
-                                code,
-                            });
-                        }
-                    }
-                    if p + it.len as usize <= e {
-                        idx += 1;
+        let mut q = q0;
+        let mut s = bs;
+        let mut p = bs;
+        let mut idx = 0;
+        for &e in &bounds {
+            let e = e as usize;
+            // An item crossing the boundary is cut in two.
+            self.items.clear();
+            while idx < parsed.len() {
+                let it = parsed[idx];
+                let a = p.max(s);
+                let b = (p + it.len as usize).min(e);
+                if b > a {
+                    if it.len == 1 || b - a == 1 {
+                        self.items.push(Item {
+                            len: 1,
+                            code: u32::from(data[a]),
+                        });
                     } else {
-                        break;
+                        let code = queue_code(&mut q, it.code);
+                        self.items.push(Item {
+                            len: (b - a) as u32,
+                            code,
+                        });
                     }
                 }
-                // Re-parse the block with its own statistics.
-                let q_block = q_start;
-                self.tally();
-                self.make_codes();
-                self.make_model();
-                q = self.optimal(data, s, e, q_block);
-                self.tally();
-                self.make_codes();
-                self.write_block(w, e - s);
-                s = e;
-                q_start = q;
+                if p + it.len as usize <= e {
+                    p += it.len as usize;
+                    idx += 1;
+                } else {
+                    break;
+                }
             }
-        } else {
             self.tally();
             self.make_codes();
-            self.write_block(w, be - bs);
+            self.write_block(w, e - s);
+            s = e;
         }
         self.region = parsed;
-        self.starts = starts;
         self.bounds = bounds;
         q
     }
 
-    /// Recursively halves `s..e` while two blocks are estimated cheaper than
-    /// one, appending interior block ends to `bounds` in order.
+    /// Recursively halves `s..e` (symbol counts `whole`, estimated size
+    /// `whole_bits`) while two blocks are estimated cheaper than one,
+    /// appending interior block ends to `bounds` in order. Only the left
+    /// half is counted; the right half's counts are the difference.
+    #[allow(clippy::too_many_arguments)]
     fn choose_splits(
         &mut self,
         items: &[Item],
         starts: &[u32],
         s: usize,
         e: usize,
+        whole: &Freqs,
+        whole_bits: u64,
         bounds: &mut Vec<u32>,
     ) {
         if e - s < 2 * MIN_SPLIT_BLOCK {
@@ -479,28 +638,31 @@ impl Encoder {
         }
         let mid = s + (e - s) / 2;
         let at = |pos: usize| starts.partition_point(|&p| (p as usize) < pos);
-        let (i0, im, i1) = (at(s), at(mid), at(e));
-        let whole = self.estimate(&items[i0..i1]);
-        let split = self.estimate(&items[i0..im]) + self.estimate(&items[im..i1]);
-        if split < whole {
-            self.choose_splits(items, starts, s, mid, bounds);
+        let (i0, im) = (at(s), at(mid));
+        let mut left = Freqs::new();
+        tally_items(&items[i0..im], &mut left);
+        let mut right = Freqs::new();
+        right.diff(whole, &left);
+        let lb = self.estimate(&left);
+        let rb = self.estimate(&right);
+        if lb + rb < whole_bits {
+            self.choose_splits(items, starts, s, mid, &left, lb, bounds);
             bounds.push(mid as u32);
-            self.choose_splits(items, starts, mid, e, bounds);
+            self.choose_splits(items, starts, mid, e, &right, rb, bounds);
         }
     }
 
-    /// Estimated size in bits of `items` as one block with its own codes.
-    fn estimate(&mut self, items: &[Item]) -> u64 {
+    /// Estimated size in bits of a block with these symbol counts and its
+    /// own codes.
+    fn estimate(&mut self, f: &Freqs) -> u64 {
         let nm = self.num_main;
-        let f = &mut *self.est_freqs;
-        tally_items(items, f);
         let mut lens = [0u8; MAX_MAIN_SYMS];
         let mut llens = [0u8; LEN_SYMS];
         let mut alens = [0u8; ALIGNED_SYMS];
         build_lengths(&f.main[..nm], MAX_MAIN_LEN, &mut lens[..nm], &mut self.huff);
         build_lengths(&f.len, MAX_LENTREE_LEN, &mut llens, &mut self.huff);
         build_lengths(&f.aligned, MAX_ALIGNED_LEN, &mut alens, &mut self.huff);
-        let mut bits: u64 = 20;
+        let mut bits: u64 = 20 + f.extra;
         for s in 0..nm {
             bits += u64::from(f.main[s]) * u64::from(lens[s]);
         }
@@ -513,16 +675,6 @@ impl Encoder {
             aligned += u64::from(f.aligned[s]) * u64::from(alens[s]);
         }
         bits += verbatim.min(aligned);
-        for it in items {
-            if it.len > 1 {
-                let slot = slot_of_code(it.code);
-                if slot >= 3 {
-                    // Low 3 bits of larger offsets are counted above.
-                    let e = u64::from(EXTRA_BITS[slot]);
-                    bits += if e >= 3 { e - 3 } else { e };
-                }
-            }
-        }
         let zeros = [0u8; MAX_MAIN_SYMS];
         bits += lens_cost(
             &zeros[..NUM_CHARS],
@@ -596,26 +748,20 @@ impl Encoder {
         m.use_aligned = c.use_aligned;
     }
 
-    /// Cost-based parse of `bs..be` by a forward shortest-path pass; each
-    /// node carries the repeat offsets of its best path.
-    fn optimal(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) -> [u32; 3] {
+    /// Cost-based parse of `bs..be` (repeat offsets `q0` at its start) into
+    /// `self.items` by a forward shortest-path pass; each node carries the
+    /// repeat offsets of its best path.
+    #[inline(never)]
+    fn optimal(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) {
         let blen = be - bs;
         let nice = self.params.nice_len.clamp(3, MAX_MATCH);
-        let mut nodes = std::mem::take(&mut self.nodes);
-        nodes.clear();
-        nodes.resize(
-            blen + 1,
-            Node {
-                cost: INF,
-                len: 0,
-                code: 0,
-            },
-        );
-        nodes[0] = Node {
-            cost: 0,
-            len: 0,
-            code: 0,
-        };
+        let mut costs = std::mem::take(&mut self.costs);
+        let mut path = std::mem::take(&mut self.path);
+        costs.clear();
+        costs.resize(blen + 1, INF);
+        costs[0] = 0;
+        path.clear();
+        path.resize(blen + 1, 0);
         let mut queues = std::mem::take(&mut self.queues);
         queues.clear();
         queues.resize(blen + 1, q0);
@@ -623,38 +769,37 @@ impl Encoder {
         let mut i = bs;
         while i < be {
             let k = i - bs;
-            let Node {
-                cost: c0,
-                len: il,
-                code: ic,
-            } = nodes[k];
+            let c0 = costs[k];
             let q = if k == 0 {
                 q0
             } else {
+                let (il, ic) = unpack(path[k]);
                 next_queue(queues[k - il as usize], il, ic)
             };
             queues[k] = q;
             let maxl = MAX_MATCH.min(be - i);
+            // `win[l - 1]` is the node `l` bytes ahead.
+            let wc = &mut costs[k + 1..k + 1 + maxl];
+            let wi = &mut path[k + 1..k + 1 + maxl];
             let ms = self.matches_at(i);
 
             // Repeat-offset match lengths (duplicate offsets skipped).
-            let mut rep_len = [0usize; 3];
+            let (mut best_r, mut best_rl) = (0usize, 0usize);
             if maxl >= 2 {
+                let cur = &data[i..i + maxl];
                 for r in 0..3 {
                     let d = q[r] as usize;
                     if d > i || (r >= 1 && q[r] == q[0]) || (r == 2 && q[2] == q[1]) {
                         continue;
                     }
-                    if data[i] == data[i - d] && data[i + 1] == data[i + 1 - d] {
-                        rep_len[r] = extend(data, i - d, i, 2, maxl);
+                    let src = &data[i - d..i - d + maxl];
+                    if src[0] == cur[0] && src[1] == cur[1] {
+                        let l = common_len(src, cur, 2);
+                        if l > best_rl {
+                            best_r = r;
+                            best_rl = l;
+                        }
                     }
-                }
-            }
-            let (mut best_r, mut best_rl) = (0usize, rep_len[0]);
-            for r in 1..3 {
-                if rep_len[r] > best_rl {
-                    best_r = r;
-                    best_rl = rep_len[r];
                 }
             }
             let longest = ms.last().map_or(0, |x| (x.len as usize).min(maxl));
@@ -668,8 +813,8 @@ impl Encoder {
                         c += m.len[best_rl - MIN_MATCH - LEN_ESCAPE];
                     }
                     relax(
-                        &mut nodes,
-                        k + best_rl,
+                        &mut wc[best_rl - 1],
+                        &mut wi[best_rl - 1],
                         c0 + c,
                         best_rl as u32,
                         best_r as u32,
@@ -688,37 +833,36 @@ impl Encoder {
                     if slot >= 3 {
                         c += m.offset_cost(code, slot);
                     }
-                    relax(&mut nodes, k + longest, c0 + c, longest as u32, code);
+                    relax(
+                        &mut wc[longest - 1],
+                        &mut wi[longest - 1],
+                        c0 + c,
+                        longest as u32,
+                        code,
+                    );
                     i += longest;
                 }
                 continue;
             }
 
             // Literal.
-            relax(
-                &mut nodes,
-                k + 1,
-                c0 + m.main[data[i] as usize],
-                1,
-                u32::from(data[i]),
-            );
+            let lit = u32::from(data[i]);
+            relax(&mut wc[0], &mut wi[0], c0 + m.main[lit as usize], 1, lit);
 
             // The longest repeat match, every length. Shorter repeat matches
             // at other slots rarely win, and checking them costs time.
             if best_rl >= 2 {
-                let r = best_r;
-                let base = NUM_CHARS + r * NUM_LEN_HEADERS;
-                for l in 2..=best_rl.min(8) {
-                    let c = c0 + m.main[base + l - MIN_MATCH];
-                    relax(&mut nodes, k + l, c, l as u32, r as u32);
-                }
-                if best_rl >= 9 {
-                    let c1 = c0 + m.main[base + LEN_ESCAPE];
-                    for l in 9..=best_rl {
-                        let c = c1 + m.len[l - 9];
-                        relax(&mut nodes, k + l, c, l as u32, r as u32);
-                    }
-                }
+                let base = NUM_CHARS + best_r * NUM_LEN_HEADERS;
+                relax_run(
+                    wc,
+                    wi,
+                    2,
+                    best_rl,
+                    c0,
+                    &m.main[base..base + NUM_LEN_HEADERS],
+                    &m.len,
+                    best_r as u32,
+                );
             }
 
             // Explicit matches: each length uses the nearest match reaching it;
@@ -738,17 +882,16 @@ impl Encoder {
                 let slot = slot_of(f);
                 let oc = c0 + m.offset_cost(f, slot);
                 let base = NUM_CHARS + slot * NUM_LEN_HEADERS;
-                for l in (prev + 1).max(2)..=top.min(8) {
-                    let c = oc + m.main[base + l - MIN_MATCH];
-                    relax(&mut nodes, k + l, c, l as u32, f);
-                }
-                if top >= 9 {
-                    let c1 = oc + m.main[base + LEN_ESCAPE];
-                    for l in (prev + 1).max(9)..=top {
-                        let c = c1 + m.len[l - 9];
-                        relax(&mut nodes, k + l, c, l as u32, f);
-                    }
-                }
+                relax_run(
+                    wc,
+                    wi,
+                    prev + 1,
+                    top,
+                    oc,
+                    &m.main[base..base + NUM_LEN_HEADERS],
+                    &m.len,
+                    f,
+                );
                 prev = top;
             }
             i += 1;
@@ -758,19 +901,14 @@ impl Encoder {
         self.items.clear();
         let mut j = blen;
         while j > 0 {
-            let nd = nodes[j];
-            self.items.push(Item {
-                len: nd.len,
-                code: nd.code,
-            });
-            j -= nd.len as usize;
+            let (len, code) = unpack(path[j]);
+            self.items.push(Item { len, code });
+            j -= len as usize;
         }
         self.items.reverse();
-        let nd = nodes[blen];
-        let q_end = next_queue(queues[blen - nd.len as usize], nd.len, nd.code);
-        self.nodes = nodes;
+        self.costs = costs;
+        self.path = path;
         self.queues = queues;
-        q_end
     }
 
     /// Emits one block: header, code lengths, items.
@@ -847,11 +985,20 @@ impl Encoder {
     }
 }
 
+/// Repeat offsets after `items`, given those before them.
+fn end_queue(mut q: [u32; 3], items: &[Item]) -> [u32; 3] {
+    for it in items {
+        q = next_queue(q, it.len, it.code);
+    }
+    q
+}
+
 /// Counts the symbols `items` use.
 fn tally_items(items: &[Item], f: &mut Freqs) {
     f.main.iter_mut().for_each(|x| *x = 0);
     f.len.iter_mut().for_each(|x| *x = 0);
     f.aligned.iter_mut().for_each(|x| *x = 0);
+    f.extra = 0;
     for it in items {
         if it.len == 1 {
             f.main[it.code as usize] += 1;
@@ -863,8 +1010,15 @@ fn tally_items(items: &[Item], f: &mut Freqs) {
         if hdr == LEN_ESCAPE {
             f.len[it.len as usize - MIN_MATCH - LEN_ESCAPE] += 1;
         }
-        if slot >= 3 && EXTRA_BITS[slot] >= 3 {
-            f.aligned[(it.code & 7) as usize] += 1;
+        if slot >= 3 {
+            // The low 3 bits of larger offsets go to the aligned counts.
+            let e = u64::from(EXTRA_BITS[slot]);
+            if e >= 3 {
+                f.aligned[(it.code & 7) as usize] += 1;
+                f.extra += e - 3;
+            } else {
+                f.extra += e;
+            }
         }
     }
 }

@@ -154,13 +154,34 @@ impl Decoder {
         // Aligned decoding applies from 3 extra bits up; a threshold of 32
         // (never reached) turns it off for verbatim blocks.
         let aligned_min = if aligned { 3 } else { 32 };
+        let out = &mut out[..end];
         while pos < end {
             br.refill();
-            let sym = self.main.decode(br).ok_or_else(|| err("empty main code"))? as usize;
+            let mut sym = self.main.decode(br).ok_or_else(|| err("empty main code"))? as usize;
             if sym < NUM_CHARS {
+                // A refill leaves more than 48 bits: room for two more
+                // main symbols (16 bits at most) without refilling.
                 out[pos] = sym as u8;
                 pos += 1;
-                continue;
+                if pos == end {
+                    break;
+                }
+                sym = self.main.decode(br).ok_or_else(|| err("empty main code"))? as usize;
+                if sym < NUM_CHARS {
+                    out[pos] = sym as u8;
+                    pos += 1;
+                    if pos == end {
+                        break;
+                    }
+                    sym = self.main.decode(br).ok_or_else(|| err("empty main code"))? as usize;
+                    if sym < NUM_CHARS {
+                        out[pos] = sym as u8;
+                        pos += 1;
+                        continue;
+                    }
+                }
+                // A match follows: its length symbol needs up to 16 bits.
+                br.ensure(16);
             }
             let m = sym - NUM_CHARS;
             let mut len = m & 7;
@@ -209,11 +230,25 @@ impl Decoder {
     }
 }
 
-/// Copies an LZ77 match; overlapping copies repeat the pattern.
+/// Copies an LZ77 match; overlapping copies repeat the pattern. The caller
+/// has checked `dist <= pos` and `pos + len <= out.len()`.
 #[inline(always)]
 fn copy_match(out: &mut [u8], pos: usize, dist: usize, len: usize) {
     let src = pos - dist;
-    if dist >= len {
+    if dist >= 8 && pos + len + 8 <= out.len() {
+        // Whole words: each source word lies before its destination (the
+        // distance is at least a word), so it is already final. Up to 7
+        // bytes past the match are scribbled on; they are decoded later.
+        let mut s = src;
+        let mut d = pos;
+        let stop = pos + len;
+        while d < stop {
+            let w: [u8; 8] = out[s..s + 8].try_into().unwrap_or([0; 8]);
+            out[d..d + 8].copy_from_slice(&w);
+            s += 8;
+            d += 8;
+        }
+    } else if dist >= len {
         out.copy_within(src..src + len, pos);
     } else if dist == 1 {
         let b = out[src];

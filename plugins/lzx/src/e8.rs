@@ -6,6 +6,24 @@
 
 use crate::tables::E8_FILE_SIZE;
 
+/// First position in `i..limit` holding 0xE8, scanning a word at a time.
+#[inline]
+fn find_e8(data: &[u8], mut i: usize, limit: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    while i + 8 <= limit {
+        let w = u64::from_le_bytes(data[i..i + 8].try_into().unwrap_or([0; 8]));
+        // Zero bytes of `x` are 0xE8 bytes of `w`; the lowest flagged byte
+        // is always a true zero (borrows only travel upwards).
+        let x = w ^ (0xE8 * ONES);
+        let t = x.wrapping_sub(ONES) & !x & (0x80 * ONES);
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    (i..limit).find(|&k| data[k] == 0xE8)
+}
+
 /// Positions whose operand fits before the last 10 bytes are translated.
 #[inline]
 fn for_each_e8(data: &mut [u8], mut f: impl FnMut(i32, i32) -> i32) {
@@ -16,9 +34,9 @@ fn for_each_e8(data: &mut [u8], mut f: impl FnMut(i32, i32) -> i32) {
     let mut i = 0;
     while i < limit {
         // Jump to the next candidate quickly.
-        match data[i..limit].iter().position(|&b| b == 0xE8) {
+        match find_e8(data, i, limit) {
             None => break,
-            Some(k) => i += k,
+            Some(k) => i = k,
         }
         let b = [data[i + 1], data[i + 2], data[i + 3], data[i + 4]];
         let v = f(i32::from_le_bytes(b), i as i32);

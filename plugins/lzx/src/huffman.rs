@@ -150,13 +150,14 @@ pub fn build_lengths(freqs: &[u32], max_len: u32, lens: &mut [u8], scratch: &mut
     syms.clear();
     for (s, &f) in freqs.iter().enumerate() {
         if f != 0 {
-            syms.push((f, s as u16));
+            // (frequency, symbol) packed so one integer sort orders both.
+            syms.push(u64::from(f) << 16 | s as u64);
         }
     }
     match syms.len() {
         0 => return,
         1 => {
-            let s = syms[0].1 as usize;
+            let s = (syms[0] & 0xffff) as usize;
             let other = if s == 0 { 1 } else { 0 };
             lens[s] = 1;
             lens[other] = 1;
@@ -174,7 +175,7 @@ pub fn build_lengths(freqs: &[u32], max_len: u32, lens: &mut [u8], scratch: &mut
     let parent = &mut scratch.parent;
     weight.clear();
     parent.clear();
-    weight.extend(syms.iter().map(|&(f, _)| u64::from(f)));
+    weight.extend(syms.iter().map(|&x| x >> 16));
     weight.resize(2 * m - 1, 0);
     parent.resize(2 * m - 1, 0);
     let (mut leaf, mut node, mut next) = (0usize, m, m);
@@ -230,7 +231,7 @@ pub fn build_lengths(freqs: &[u32], max_len: u32, lens: &mut [u8], scratch: &mut
     for l in 1..=max_len as usize {
         for _ in 0..bl[l] {
             i -= 1;
-            lens[syms[i].1 as usize] = l as u8;
+            lens[(syms[i] & 0xffff) as usize] = l as u8;
         }
     }
 }
@@ -238,7 +239,7 @@ pub fn build_lengths(freqs: &[u32], max_len: u32, lens: &mut [u8], scratch: &mut
 /// Reusable buffers for [`build_lengths`].
 #[derive(Default)]
 pub struct HuffScratch {
-    syms: Vec<(u32, u16)>,
+    syms: Vec<u64>,
     weight: Vec<u64>,
     parent: Vec<usize>,
 }

@@ -68,7 +68,7 @@ impl LzxCompressor {
     /// A compressor whose window is `chunk_size` rounded up to a power of two
     /// (32 KiB..=2 MiB); it compresses chunks of at most that size.
     pub fn new(chunk_size: usize) -> Self {
-        Self::with_params(chunk_size, Params::default())
+        Self::with_params(chunk_size, Params::for_chunk_size(chunk_size))
     }
 
     /// Like [`LzxCompressor::new`] with explicit effort settings.
@@ -113,7 +113,9 @@ impl ChunkDecompressor for LzxDecompressor {
 pub fn compress(input: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     match tables::window_order_for(input.len()) {
-        Some(order) => compress::Encoder::new(order, Params::default()).compress(input, out),
+        Some(order) => {
+            compress::Encoder::new(order, Params::for_chunk_size(input.len())).compress(input, out)
+        }
         None => false,
     }
 }

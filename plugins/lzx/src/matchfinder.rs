@@ -5,12 +5,12 @@
 //! position walks down from the root, splitting the old tree into "smaller"
 //! and "greater" halves that become the new root's children; every node
 //! visited is a match candidate, and the common prefix length with each
-//! half is known, so comparisons resume where they left off. Lengths-2 matches
-//! come from a small separate table, since the tree needs 3 bytes.
+//! half is known, so comparisons resume where they left off. Explicit
+//! length-2 matches are not searched: they almost never beat two literals,
+//! and the parser still finds length-2 repeat matches itself.
 
 /// Empty link.
 const NIL: u32 = u32::MAX;
-const HASH2_BITS: u32 = 14;
 
 /// A match candidate: `len` bytes at distance `dist`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,26 +34,27 @@ pub struct Limits {
 #[derive(Default)]
 pub struct BtMatchFinder {
     head: Vec<u32>,
-    head2: Vec<u32>,
     child: Vec<u32>,
     hash_bits: u32,
 }
 
-/// Length of the common prefix of `d[a..]` and `d[b..]` (a < b), starting
-/// the comparison at `start` and stopping at `max`; `b + max <= d.len()`.
+/// Length of the common prefix of `a` and `b` (equal lengths), known to be
+/// at least `start`.
 #[inline(always)]
-pub fn extend(d: &[u8], a: usize, b: usize, start: usize, max: usize) -> usize {
+pub fn common_len(a: &[u8], b: &[u8], start: usize) -> usize {
+    let max = a.len().min(b.len());
+    let (a, b) = (&a[..max], &b[..max]);
     let mut l = start;
     while l + 8 <= max {
-        let x = u64::from_le_bytes(d[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(d[b + l..b + l + 8].try_into().unwrap_or([0; 8]));
+        let x = u64::from_le_bytes(a[l..l + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[l..l + 8].try_into().unwrap_or([0; 8]));
         let z = x ^ y;
         if z != 0 {
             return l + (z.trailing_zeros() / 8) as usize;
         }
         l += 8;
     }
-    while l < max && d[a + l] == d[b + l] {
+    while l < max && a[l] == b[l] {
         l += 1;
     }
     l
@@ -66,8 +67,6 @@ impl BtMatchFinder {
         self.hash_bits = bits;
         self.head.clear();
         self.head.resize(1 << bits, NIL);
-        self.head2.clear();
-        self.head2.resize(1 << HASH2_BITS, NIL);
         if self.child.len() < 2 * n {
             self.child.resize(2 * n, NIL);
         }
@@ -91,42 +90,16 @@ impl BtMatchFinder {
         lim: &Limits,
         out: &mut Vec<Match>,
     ) -> usize {
-        let mut best = 1usize;
-        if max_len < 2 {
-            return 0;
-        }
-        // Length-2 candidate: the most recent position with the same 2 bytes.
-        let h2 = ((u32::from(d[cur]) << 8 | u32::from(d[cur + 1])).wrapping_mul(0x9E37_79B1)
-            >> (32 - HASH2_BITS)) as usize;
-        let p2 = self.head2[h2];
-        self.head2[h2] = cur as u32;
+        // Only matches of 3 bytes or more are reported.
+        let mut best = 2usize;
         if max_len < 3 {
-            if RECORD && p2 != NIL {
-                let p = p2 as usize;
-                if cur - p <= lim.max_dist && d[p] == d[cur] && d[p + 1] == d[cur + 1] {
-                    out.push(Match {
-                        len: 2,
-                        dist: (cur - p) as u32,
-                    });
-                    return 2;
-                }
-            }
             return 0;
         }
-        if RECORD && p2 != NIL {
-            let p = p2 as usize;
-            if cur - p <= lim.max_dist && d[p] == d[cur] && d[p + 1] == d[cur + 1] {
-                out.push(Match {
-                    len: 2,
-                    dist: (cur - p) as u32,
-                });
-                best = 2;
-            }
-        }
-
         let h = self.hash3(d, cur);
         let mut m = self.head[h];
         self.head[h] = cur as u32;
+        let child = &mut self.child[..];
+        let cur_s = &d[cur..cur + max_len];
         // Slots still to be filled: the "smaller" and "greater" subtrees.
         let mut lt_slot = 2 * cur;
         let mut gt_slot = 2 * cur + 1;
@@ -134,50 +107,53 @@ impl BtMatchFinder {
         let mut depth = lim.max_depth;
         let nice = lim.nice_len.min(max_len);
         loop {
-            if m == NIL || cur - m as usize > lim.max_dist || depth == 0 {
-                self.child[lt_slot] = NIL;
-                self.child[gt_slot] = NIL;
+            let mu = m as usize;
+            // NIL wraps to a huge distance.
+            let dist = cur.wrapping_sub(mu);
+            if dist > lim.max_dist || depth == 0 {
+                child[lt_slot] = NIL;
+                child[gt_slot] = NIL;
                 return best;
             }
             depth -= 1;
-            let mu = m as usize;
+            let m_s = &d[mu..mu + max_len];
+            // Both halves' common prefixes are known; compare past them.
             let start = lt_len.min(gt_len);
-            // Quick reject on the byte just past the known prefix.
-            let len = if start < max_len && d[mu + start] != d[cur + start] {
+            let len = if m_s[start] != cur_s[start] {
                 start
             } else {
-                extend(d, mu, cur, start, max_len)
+                common_len(m_s, cur_s, start + 1)
             };
             if len > best {
                 best = len;
                 if RECORD {
                     out.push(Match {
                         len: len as u32,
-                        dist: (cur - mu) as u32,
+                        dist: dist as u32,
                     });
                 }
                 if len >= nice {
                     // The old node is fully covered by the new one: splice
                     // its subtrees in and drop it.
-                    self.child[lt_slot] = self.child[2 * mu];
-                    self.child[gt_slot] = self.child[2 * mu + 1];
+                    child[lt_slot] = child[2 * mu];
+                    child[gt_slot] = child[2 * mu + 1];
                     return best;
                 }
             }
             if len >= max_len {
-                self.child[lt_slot] = self.child[2 * mu];
-                self.child[gt_slot] = self.child[2 * mu + 1];
+                child[lt_slot] = child[2 * mu];
+                child[gt_slot] = child[2 * mu + 1];
                 return best;
             }
-            if d[mu + len] < d[cur + len] {
-                self.child[lt_slot] = m;
+            if m_s[len] < cur_s[len] {
+                child[lt_slot] = m;
                 lt_slot = 2 * mu + 1;
-                m = self.child[lt_slot];
+                m = child[lt_slot];
                 lt_len = len;
             } else {
-                self.child[gt_slot] = m;
+                child[gt_slot] = m;
                 gt_slot = 2 * mu;
-                m = self.child[gt_slot];
+                m = child[gt_slot];
                 gt_len = len;
             }
         }

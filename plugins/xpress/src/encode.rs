@@ -370,7 +370,11 @@ fn better(l2: usize, o2: usize, l1: usize, o1: usize) -> bool {
 
 #[inline(always)]
 fn read_u32(data: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]])
+    // One range check, then a single load (callers stay in bounds).
+    match data.get(i..i + 4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
 }
 
 #[inline(always)]
