@@ -272,7 +272,11 @@ pub fn apply(
         batch.clear();
         Ok(())
     };
-    let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    };
     for (_, h, size) in order {
         if cancelled() {
             return Err(WimError::Cancelled);

@@ -231,7 +231,13 @@ pub fn capture(
         for entry in entries {
             scanned += 1;
             if scanned % 1000 == 0 {
-                progress(&CaptureProgress { phase: CapturePhase::Scanning, files_done: scanned, files_total: 0, bytes_done: 0, bytes_total: report.bytes_total });
+                progress(&CaptureProgress {
+                    phase: CapturePhase::Scanning,
+                    files_done: scanned,
+                    files_total: 0,
+                    bytes_done: 0,
+                    bytes_total: report.bytes_total,
+                });
             }
             let path = entry.path();
             let os_name = entry.file_name();
@@ -367,7 +373,13 @@ pub fn capture(
     // ---- data ----
     let failed = read_and_store(writer, &mut tree, jobs, &mut report, opts, progress)?;
     opts.check_cancel()?;
-    progress(&CaptureProgress { phase: CapturePhase::Finalizing, files_done: 0, files_total: 0, bytes_done: report.bytes_read, bytes_total: report.bytes_read });
+    progress(&CaptureProgress {
+        phase: CapturePhase::Finalizing,
+        files_done: 0,
+        files_total: 0,
+        bytes_done: report.bytes_read,
+        bytes_total: report.bytes_read,
+    });
     if !failed.is_empty() {
         tree = without_inodes(&tree, &failed);
     }

@@ -56,7 +56,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), port: default_port(), shutdown_grace_seconds: default_grace() }
+        ServerConfig {
+            listen: default_listen(),
+            port: default_port(),
+            shutdown_grace_seconds: default_grace(),
+        }
     }
 }
 
@@ -73,7 +77,10 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { address: String::new(), timeout_seconds: default_timeout() }
+        ClientConfig {
+            address: String::new(),
+            timeout_seconds: default_timeout(),
+        }
     }
 }
 
@@ -87,7 +94,9 @@ pub struct BackupDefaults {
 
 impl Default for BackupDefaults {
     fn default() -> Self {
-        BackupDefaults { compression: default_compression() }
+        BackupDefaults {
+            compression: default_compression(),
+        }
     }
 }
 
@@ -121,9 +130,12 @@ pub fn resolve_home(flag: Option<&Path>) -> io::Result<PathBuf> {
     if let Some(h) = std::env::var_os("WIMGUARD_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
     }
-    dirs::data_dir()
-        .map(|d| d.join("wimguard"))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no home directory: pass --home or set WIMGUARD_HOME"))
+    dirs::data_dir().map(|d| d.join("wimguard")).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "no home directory: pass --home or set WIMGUARD_HOME",
+        )
+    })
 }
 
 impl Config {
@@ -147,9 +159,14 @@ impl Config {
     /// Reads `home/config.yaml`.
     pub fn load(home: &Path) -> io::Result<Config> {
         let p = Self::path(home);
-        let text = fs::read_to_string(&p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))?;
-        serde_yaml::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a valid WimGuard config: {e}", p.display())))
+        let text = fs::read_to_string(&p)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))?;
+        serde_yaml::from_str(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a valid WimGuard config: {e}", p.display()),
+            )
+        })
     }
 
     /// Reads the config, creating it (mode 0600) when missing.
@@ -172,7 +189,12 @@ impl Config {
         let text = serde_yaml::to_string(self).map_err(io::Error::other)?;
         {
             use io::Write;
-            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
         }

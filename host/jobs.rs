@@ -41,7 +41,9 @@ pub enum CoreError {
 impl From<WimError> for CoreError {
     fn from(e: WimError) -> Self {
         match e {
-            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => CoreError::DataLoss(e.to_string()),
+            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => {
+                CoreError::DataLoss(e.to_string())
+            }
             WimError::NotFound(m) => CoreError::NotFound(m),
             WimError::Locked(m) => CoreError::Conflict(m),
             WimError::Cancelled => CoreError::Cancelled,
@@ -128,14 +130,20 @@ pub fn parse_compression(s: &str) -> Option<Compression> {
 fn writable_dir(dir: &Path) -> bool {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: access(2) on a valid C string.
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 impl Jobs {
     pub fn new(catalog: Arc<Catalog>, default_compression: Compression) -> Jobs {
-        Jobs { catalog, state: Mutex::new(State::default()), default_compression }
+        Jobs {
+            catalog,
+            state: Mutex::new(State::default()),
+            default_compression,
+        }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -149,7 +157,9 @@ impl Jobs {
     /// Validates and starts a backup; returns its first update and a receiver of the following ones.
     pub fn start_backup(self: &Arc<Self>, mut spec: BackupSpec) -> Result<watch::Receiver<JobUpdate>, CoreError> {
         if !spec.source.is_absolute() || !spec.destination.is_absolute() {
-            return Err(CoreError::InvalidArgument("source and destination must be absolute paths".into()));
+            return Err(CoreError::InvalidArgument(
+                "source and destination must be absolute paths".into(),
+            ));
         }
         // One name per archive, however it was spelled (symlinks, `..`).
         if let (Some(dir), Some(name)) = (spec.destination.parent(), spec.destination.file_name()) {
@@ -162,20 +172,39 @@ impl Jobs {
         }
         match std::fs::metadata(&spec.source) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(CoreError::InvalidArgument(format!("source {} is not a directory", spec.source.display()))),
-            Err(e) => return Err(CoreError::NotFound(format!("source {} cannot be read: {e}", spec.source.display()))),
+            Ok(_) => {
+                return Err(CoreError::InvalidArgument(format!(
+                    "source {} is not a directory",
+                    spec.source.display()
+                )))
+            }
+            Err(e) => {
+                return Err(CoreError::NotFound(format!(
+                    "source {} cannot be read: {e}",
+                    spec.source.display()
+                )))
+            }
         }
         let dir = spec.destination.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
-            return Err(CoreError::NotFound(format!("destination directory {} does not exist", dir.display())));
+            return Err(CoreError::NotFound(format!(
+                "destination directory {} does not exist",
+                dir.display()
+            )));
         }
         if !writable_dir(dir) {
-            return Err(CoreError::PermissionDenied(format!("destination directory {} is not writable", dir.display())));
+            return Err(CoreError::PermissionDenied(format!(
+                "destination directory {} is not writable",
+                dir.display()
+            )));
         }
         let exists = spec.destination.exists();
         let compression = if exists {
             let arch = WimArchive::open(&spec.destination).map_err(|e| {
-                CoreError::DataLoss(format!("destination {} is not a usable WIM archive: {e}", spec.destination.display()))
+                CoreError::DataLoss(format!(
+                    "destination {} is not a usable WIM archive: {e}",
+                    spec.destination.display()
+                ))
             })?;
             let c = arch.header.compression().map_err(CoreError::from)?;
             if let Some(want) = spec.compression {
@@ -189,7 +218,10 @@ impl Jobs {
             }
             if let Some(n) = &spec.name {
                 if arch.xml.name_in_use(n) {
-                    return Err(CoreError::InvalidArgument(format!("{} already has an image named {n:?}", spec.destination.display())));
+                    return Err(CoreError::InvalidArgument(format!(
+                        "{} already has an image named {n:?}",
+                        spec.destination.display()
+                    )));
                 }
             }
             c
@@ -197,8 +229,15 @@ impl Jobs {
             spec.compression.unwrap_or(self.default_compression)
         };
         if let Some(n) = &spec.name {
-            if n.is_empty() || n.chars().all(|c| c.is_ascii_digit()) || n.eq_ignore_ascii_case("all") || n == "*" || !crate::wim::xml::valid_xml_text(n) {
-                return Err(CoreError::InvalidArgument(format!("invalid image name {n:?}: not empty, a number, \"all\", \"*\" or control characters")));
+            if n.is_empty()
+                || n.chars().all(|c| c.is_ascii_digit())
+                || n.eq_ignore_ascii_case("all")
+                || n == "*"
+                || !crate::wim::xml::valid_xml_text(n)
+            {
+                return Err(CoreError::InvalidArgument(format!(
+                    "invalid image name {n:?}: not empty, a number, \"all\", \"*\" or control characters"
+                )));
             }
         }
         let uuid = uuid::Uuid::new_v4().to_string();
@@ -218,11 +257,19 @@ impl Jobs {
             ..BackupRecord::default()
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = watch::channel(JobUpdate { record: record.clone(), progress: LiveProgress { phase: "scanning".into(), ..LiveProgress::default() } });
+        let (tx, rx) = watch::channel(JobUpdate {
+            record: record.clone(),
+            progress: LiveProgress {
+                phase: "scanning".into(),
+                ..LiveProgress::default()
+            },
+        });
         {
             let mut st = self.state();
             if st.accepting_closed {
-                return Err(CoreError::Unavailable("the server is shutting down; try again after it restarts".into()));
+                return Err(CoreError::Unavailable(
+                    "the server is shutting down; try again after it restarts".into(),
+                ));
             }
             if let Some(other) = st.busy_archives.get(&spec.destination) {
                 return Err(CoreError::Conflict(format!(
@@ -232,7 +279,13 @@ impl Jobs {
             }
             self.catalog.insert_backup(&record)?;
             st.busy_archives.insert(spec.destination.clone(), uuid.clone());
-            st.running.insert(uuid.clone(), RunningJob { cancel: cancel.clone(), updates: rx.clone() });
+            st.running.insert(
+                uuid.clone(),
+                RunningJob {
+                    cancel: cancel.clone(),
+                    updates: rx.clone(),
+                },
+            );
         }
         let jobs = Arc::clone(self);
         std::thread::Builder::new()
@@ -258,8 +311,14 @@ impl Jobs {
             self.capture_into(&mut record, &spec, compression, exists, &cancel, &tx, start)
         }))
         .unwrap_or_else(|p| {
-            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-            Err(CoreError::Internal(format!("internal error (please report): {}", msg.unwrap_or_default())))
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned());
+            Err(CoreError::Internal(format!(
+                "internal error (please report): {}",
+                msg.unwrap_or_default()
+            )))
         });
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
@@ -287,7 +346,10 @@ impl Jobs {
             st.running.remove(&record.uuid);
             st.busy_archives.remove(&spec.destination);
         }
-        let progress = LiveProgress { phase: "done".into(), ..tx.borrow().progress.clone() };
+        let progress = LiveProgress {
+            phase: "done".into(),
+            ..tx.borrow().progress.clone()
+        };
         let _ = tx.send(JobUpdate { record, progress });
     }
 
@@ -308,7 +370,10 @@ impl Jobs {
             drop(arch);
             (WimWriter::append(&spec.destination)?, prev)
         } else {
-            (WimWriter::create(&spec.destination, compression, crate::wim::writer::DEFAULT_CHUNK_SIZE)?, None)
+            (
+                WimWriter::create(&spec.destination, compression, crate::wim::writer::DEFAULT_CHUNK_SIZE)?,
+                None,
+            )
         };
         if record.name.is_empty() {
             record.name = default_image_name(&|n| writer.xml().name_in_use(n));
@@ -324,7 +389,10 @@ impl Jobs {
         let mut last_sent = Instant::now() - Duration::from_secs(1);
         let report = capture::capture(&spec.source, &mut writer, previous.as_ref(), &opts, &mut |p| {
             let now = Instant::now();
-            if now.duration_since(last_sent) < Duration::from_millis(100) && p.phase == CapturePhase::Writing && p.files_done < p.files_total {
+            if now.duration_since(last_sent) < Duration::from_millis(100)
+                && p.phase == CapturePhase::Writing
+                && p.files_done < p.files_total
+            {
                 return;
             }
             last_sent = now;
@@ -365,8 +433,17 @@ impl Jobs {
         if let Some(j) = self.state().running.get(uuid) {
             return Ok(j.updates.clone());
         }
-        let rec = self.catalog.get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
-        let (_tx, rx) = watch::channel(JobUpdate { progress: LiveProgress { phase: rec.phase.clone(), ..LiveProgress::default() }, record: rec });
+        let rec = self
+            .catalog
+            .get_backup(uuid)?
+            .ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
+        let (_tx, rx) = watch::channel(JobUpdate {
+            progress: LiveProgress {
+                phase: rec.phase.clone(),
+                ..LiveProgress::default()
+            },
+            record: rec,
+        });
         Ok(rx)
     }
 
@@ -376,8 +453,14 @@ impl Jobs {
             j.cancel.store(true, Ordering::Relaxed);
             return Ok(j.updates.borrow().record.clone());
         }
-        let rec = self.catalog.get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
-        Err(CoreError::Conflict(format!("backup {uuid} is not running (status {})", rec.status)))
+        let rec = self
+            .catalog
+            .get_backup(uuid)?
+            .ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
+        Err(CoreError::Conflict(format!(
+            "backup {uuid} is not running (status {})",
+            rec.status
+        )))
     }
 
     pub fn is_running(&self, uuid: &str) -> bool {
@@ -388,7 +471,10 @@ impl Jobs {
     pub fn lock_archive(&self, path: &Path, owner: &str) -> Result<(), CoreError> {
         let mut st = self.state();
         if let Some(other) = st.busy_archives.get(path) {
-            return Err(CoreError::Conflict(format!("{} is busy (job {other}); try again when it is done", path.display())));
+            return Err(CoreError::Conflict(format!(
+                "{} is busy (job {other}); try again when it is done",
+                path.display()
+            )));
         }
         st.busy_archives.insert(path.to_path_buf(), owner.to_string());
         Ok(())
@@ -457,5 +543,10 @@ pub fn rfc3339_seconds(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -17,9 +17,15 @@ use crate::wim::{time, WimArchive};
 
 /// A successful backup's record, or NOT_FOUND / a conflict.
 pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreError> {
-    let rec = jobs.catalog().get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
+    let rec = jobs
+        .catalog()
+        .get_backup(uuid)?
+        .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
     if rec.status() != Status::Succeeded {
-        return Err(CoreError::NotFound(format!("backup {uuid} has no snapshot (status {})", rec.status)));
+        return Err(CoreError::NotFound(format!(
+            "backup {uuid} has no snapshot (status {})",
+            rec.status
+        )));
     }
     Ok(rec)
 }
@@ -38,7 +44,12 @@ pub fn open_image(rec: &BackupRecord) -> Result<(WimArchive, u32), CoreError> {
         .iter()
         .find(|i| i.backup_uuid == rec.uuid)
         .map(|i| i.index)
-        .ok_or_else(|| CoreError::NotFound(format!("the image of backup {} is no longer in {}", rec.uuid, rec.destination)))?;
+        .ok_or_else(|| {
+            CoreError::NotFound(format!(
+                "the image of backup {} is no longer in {}",
+                rec.uuid, rec.destination
+            ))
+        })?;
     Ok((arch, index))
 }
 
@@ -93,7 +104,11 @@ fn entry(arch: &WimArchive, tree: &ImageTree, d: usize) -> EntryInfo {
         gid: unix.gid,
         mtime_ms: s * 1000 + ns / 1_000_000,
         symlink_target,
-        sha1: if ino.data_hash == ZERO_HASH || kind != '-' { String::new() } else { hex(&ino.data_hash) },
+        sha1: if ino.data_hash == ZERO_HASH || kind != '-' {
+            String::new()
+        } else {
+            hex(&ino.data_hash)
+        },
     }
 }
 
@@ -101,12 +116,18 @@ fn entry(arch: &WimArchive, tree: &ImageTree, d: usize) -> EntryInfo {
 pub fn browse(rec: &BackupRecord, path: &str) -> Result<(EntryInfo, Vec<EntryInfo>), CoreError> {
     let (arch, index) = open_image(rec)?;
     let tree = load(&arch, index)?;
-    let d = tree.lookup(path).ok_or_else(|| CoreError::NotFound(format!("{path} does not exist in backup {}", rec.uuid)))?;
+    let d = tree
+        .lookup(path)
+        .ok_or_else(|| CoreError::NotFound(format!("{path} does not exist in backup {}", rec.uuid)))?;
     let me = entry(&arch, &tree, d);
     if me.kind != 'd' {
         return Ok((me.clone(), vec![me]));
     }
-    let mut kids: Vec<EntryInfo> = tree.dentries[d].children.iter().map(|&c| entry(&arch, &tree, c)).collect();
+    let mut kids: Vec<EntryInfo> = tree.dentries[d]
+        .children
+        .iter()
+        .map(|&c| entry(&arch, &tree, c))
+        .collect();
     kids.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((me, kids))
 }
@@ -130,7 +151,12 @@ impl Change {
 fn all_entries(rec: &BackupRecord) -> Result<BTreeMap<String, EntryInfo>, CoreError> {
     let (arch, index) = open_image(rec)?;
     let tree = load(&arch, index)?;
-    Ok(tree.walk(0).into_iter().map(|d| entry(&arch, &tree, d)).map(|e| (e.path.clone(), e)).collect())
+    Ok(tree
+        .walk(0)
+        .into_iter()
+        .map(|d| entry(&arch, &tree, d))
+        .map(|e| (e.path.clone(), e))
+        .collect())
 }
 
 /// Does `after` differ from `before` in anything a user would call a change?
@@ -170,7 +196,10 @@ pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<
     let tree = load(&arch, index)?;
     let mut used: HashSet<Sha1> = HashSet::new();
     for ino in &tree.inodes {
-        for h in [ino.data_hash, ino.reparse_hash].into_iter().chain(ino.named_streams.iter().map(|s| s.hash)) {
+        for h in [ino.data_hash, ino.reparse_hash]
+            .into_iter()
+            .chain(ino.named_streams.iter().map(|s| s.hash))
+        {
             if h != ZERO_HASH {
                 used.insert(h);
             }
@@ -178,7 +207,10 @@ pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<
     }
     let mut blobs: Vec<(u64, Sha1, u64)> = Vec::new();
     for h in used {
-        let b = arch.blobs.get(&h).ok_or_else(|| CoreError::DataLoss(format!("blob {} used by the snapshot is missing", hex(&h))))?;
+        let b = arch
+            .blobs
+            .get(&h)
+            .ok_or_else(|| CoreError::DataLoss(format!("blob {} used by the snapshot is missing", hex(&h))))?;
         blobs.push((b.reshdr.offset, h, b.reshdr.original_size));
     }
     blobs.sort();
@@ -196,7 +228,12 @@ pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<
 }
 
 /// Restores a snapshot (or paths of it) into `target`.
-pub fn restore(rec: &BackupRecord, target: &Path, opts: &ApplyOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<ApplyReport, CoreError> {
+pub fn restore(
+    rec: &BackupRecord,
+    target: &Path,
+    opts: &ApplyOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ApplyReport, CoreError> {
     let (arch, index) = open_image(rec)?;
     apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
         crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
@@ -209,9 +246,14 @@ pub fn restore(rec: &BackupRecord, target: &Path, opts: &ApplyOptions, progress:
 /// other image uses) and its record. Returns the record and the archive
 /// size before and after.
 pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64), CoreError> {
-    let rec = jobs.catalog().get_backup(uuid)?.ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
+    let rec = jobs
+        .catalog()
+        .get_backup(uuid)?
+        .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
     if jobs.is_running(uuid) {
-        return Err(CoreError::Conflict(format!("backup {uuid} is still running; cancel it first")));
+        return Err(CoreError::Conflict(format!(
+            "backup {uuid} is still running; cancel it first"
+        )));
     }
     if rec.status() != Status::Succeeded {
         jobs.catalog().delete_backup(uuid)?;
@@ -233,7 +275,8 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
         drop(arch);
         crate::wim::writer::delete_image(&path, index)?;
         let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        jobs.catalog().delete_backup_and_renumber(uuid, &rec.destination, index)?;
+        jobs.catalog()
+            .delete_backup_and_renumber(uuid, &rec.destination, index)?;
         Ok((before, after))
     })();
     jobs.unlock_archive(&path);

@@ -48,17 +48,24 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: u32 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: u32 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })?;
     if current > SCHEMA_VERSION {
         return Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("catalog schema version {current} is newer than this wimguard ({SCHEMA_VERSION}); upgrade wimguard")
-                .into(),
+            format!(
+                "catalog schema version {current} is newer than this wimguard ({SCHEMA_VERSION}); upgrade wimguard"
+            )
+            .into(),
         ));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
-        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, super::now_ms()])?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, super::now_ms()],
+        )?;
         tx.commit()?;
     }
     Ok(())

@@ -113,10 +113,14 @@ pub struct Catalog {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
-const BACKUP_COLUMNS: &str = "uuid, status, phase, source, destination, compression, name, description, excludes, plugins, \
+const BACKUP_COLUMNS: &str =
+    "uuid, status, phase, source, destination, compression, name, description, excludes, plugins, \
      image_index, files, directories, bytes_total, bytes_read, bytes_stored, files_unchanged, created_at, started_at, \
      finished_at, error, warnings";
 
@@ -169,7 +173,9 @@ impl Catalog {
     }
 
     pub fn schema_version(&self) -> Result<u32> {
-        Ok(self.db().query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get::<_, i64>(0))? as u32)
+        Ok(self
+            .db()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get::<_, i64>(0))? as u32)
     }
 
     /// Marks jobs a crash left `running` or `queued` as `interrupted`; returns how many.
@@ -251,7 +257,11 @@ impl Catalog {
     pub fn get_backup(&self, uuid: &str) -> Result<Option<BackupRecord>> {
         Ok(self
             .db()
-            .query_row(&format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE uuid = ?1"), params![uuid], backup_from_row)
+            .query_row(
+                &format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE uuid = ?1"),
+                params![uuid],
+                backup_from_row,
+            )
             .optional()?)
     }
 
@@ -279,7 +289,11 @@ impl Catalog {
             conds.push("created_at < ?");
             vals.push(Value::Integer(t));
         }
-        let w = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        let w = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
         (w, vals)
     }
 
@@ -287,12 +301,17 @@ impl Catalog {
     pub fn list_backups(&self, f: &BackupFilter, offset: u64, limit: u64) -> Result<(Vec<BackupRecord>, u64)> {
         let (w, vals) = Self::where_clause(f);
         let db = self.db();
-        let total: i64 =
-            db.query_row(&format!("SELECT COUNT(*) FROM backups {w}"), rusqlite::params_from_iter(vals.iter()), |r| r.get(0))?;
+        let total: i64 = db.query_row(
+            &format!("SELECT COUNT(*) FROM backups {w}"),
+            rusqlite::params_from_iter(vals.iter()),
+            |r| r.get(0),
+        )?;
         let mut stmt = db.prepare(&format!(
             "SELECT {BACKUP_COLUMNS} FROM backups {w} ORDER BY created_at DESC, uuid DESC LIMIT {limit} OFFSET {offset}"
         ))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(vals.iter()), backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(vals.iter()), backup_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((rows, total as u64))
     }
 
@@ -302,7 +321,9 @@ impl Catalog {
         let mut stmt = db.prepare(&format!(
             "SELECT {BACKUP_COLUMNS} FROM backups WHERE destination = ?1 AND status = 'succeeded' ORDER BY image_index"
         ))?;
-        let rows = stmt.query_map(params![destination], backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map(params![destination], backup_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -323,7 +344,8 @@ impl Catalog {
 
     /// Removes a backup that never produced an image.
     pub fn delete_backup(&self, uuid: &str) -> Result<()> {
-        self.db().execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        self.db()
+            .execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
         Ok(())
     }
 
@@ -331,7 +353,9 @@ impl Catalog {
     pub fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT status, COUNT(*) FROM backups GROUP BY status ORDER BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -339,16 +363,21 @@ impl Catalog {
     pub fn archive_paths(&self) -> Result<Vec<String>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT path FROM archives ORDER BY path")?;
-        let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     /// Every successful backup (for statistics), oldest first.
     pub fn all_succeeded(&self) -> Result<Vec<BackupRecord>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare(&format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE status = 'succeeded' ORDER BY created_at"))?;
-        let rows = stmt.query_map([], backup_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE status = 'succeeded' ORDER BY created_at"
+        ))?;
+        let rows = stmt
+            .query_map([], backup_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 }

@@ -183,7 +183,9 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
 /// Image names must be addressable by wimlib too: not a number, not "all" or "*".
 fn check_name(name: &str) -> Result<(), CliError> {
     if !crate::wim::xml::valid_xml_text(name) {
-        return Err(CliError::usage(format!("invalid image name {name:?}: control characters cannot be stored")));
+        return Err(CliError::usage(format!(
+            "invalid image name {name:?}: control characters cannot be stored"
+        )));
     }
     if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) || name.eq_ignore_ascii_case("all") || name == "*" {
         return Err(CliError::usage(format!(

@@ -141,9 +141,9 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                 print_json(&backup_json(&b));
             } else {
                 match b.status() {
-                    pb::JobStatus::Queued | pb::JobStatus::Running => println!(
-                        "backup {uuid}: cancelling (`wimguard backups watch {uuid}` follows it to the end)"
-                    ),
+                    pb::JobStatus::Queued | pb::JobStatus::Running => {
+                        println!("backup {uuid}: cancelling (`wimguard backups watch {uuid}` follows it to the end)")
+                    }
                     s => println!("backup {uuid}: {}", status_word(s)),
                 }
             }

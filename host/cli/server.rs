@@ -20,5 +20,8 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
-    crate::server::run(args).map_err(|e| CliError { message: e.to_string(), exit_code: super::EXIT_FAILURE })
+    crate::server::run(args).map_err(|e| CliError {
+        message: e.to_string(),
+        exit_code: super::EXIT_FAILURE,
+    })
 }

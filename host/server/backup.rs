@@ -68,12 +68,14 @@ fn follow(shared: Arc<Shared>, mut rx: tokio::sync::watch::Receiver<JobUpdate>, 
 }
 
 fn compression(c: i32) -> Result<Option<Compression>, Status> {
-    Ok(match pb::Compression::try_from(c).map_err(|_| Status::invalid_argument(format!("unknown compression {c}")))? {
-        pb::Compression::Unspecified => None,
-        pb::Compression::None => Some(Compression::None),
-        pb::Compression::Xpress => Some(Compression::Xpress),
-        pb::Compression::Lzx => Some(Compression::Lzx),
-    })
+    Ok(
+        match pb::Compression::try_from(c).map_err(|_| Status::invalid_argument(format!("unknown compression {c}")))? {
+            pb::Compression::Unspecified => None,
+            pb::Compression::None => Some(Compression::None),
+            pb::Compression::Xpress => Some(Compression::Xpress),
+            pb::Compression::Lzx => Some(Compression::Lzx),
+        },
+    )
 }
 
 fn record_or_not_found(shared: &Shared, uuid: &str) -> Result<crate::catalog::BackupRecord, Status> {
@@ -130,7 +132,10 @@ impl pb::backup_service_server::BackupService for BackupApi {
         Ok(Response::new(convert::backup(&rec)))
     }
 
-    async fn list_backups(&self, req: Request<pb::ListBackupsRequest>) -> Result<Response<pb::ListBackupsResponse>, Status> {
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
         let r = req.into_inner();
         let (offset, limit) = convert::page(r.page.as_ref())?;
         let status = pb::JobStatus::try_from(r.status).map_err(|_| Status::invalid_argument("unknown status"))?;
@@ -141,7 +146,12 @@ impl pb::backup_service_server::BackupService for BackupApi {
             created_after: r.created_after.as_ref().map(convert::ms_of),
             created_before: r.created_before.as_ref().map(convert::ms_of),
         };
-        let (rows, total) = self.shared.jobs.catalog().list_backups(&filter, offset, limit).map_err(|e| Status::internal(e.to_string()))?;
+        let (rows, total) = self
+            .shared
+            .jobs
+            .catalog()
+            .list_backups(&filter, offset, limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListBackupsResponse {
             page: Some(convert::page_info(offset, rows.len(), total)),
             backups: rows.iter().map(convert::backup).collect(),
@@ -156,10 +166,16 @@ impl pb::backup_service_server::BackupService for BackupApi {
                 return Ok(Response::new(convert::backup(&rx.borrow().record)));
             }
         }
-        Ok(Response::new(convert::backup(&record_or_not_found(&self.shared, &uuid)?)))
+        Ok(Response::new(convert::backup(&record_or_not_found(
+            &self.shared,
+            &uuid,
+        )?)))
     }
 
-    async fn delete_backup(&self, req: Request<pb::DeleteBackupRequest>) -> Result<Response<pb::DeleteBackupResponse>, Status> {
+    async fn delete_backup(
+        &self,
+        req: Request<pb::DeleteBackupRequest>,
+    ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
         let uuid = req.into_inner().uuid;
         let shared = self.shared.clone();
         let (rec, before, after) = tokio::task::spawn_blocking(move || crate::ops::delete_backup(&shared.jobs, &uuid))

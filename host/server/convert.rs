@@ -8,7 +8,10 @@ use crate::catalog::{BackupRecord, Status as JobState};
 use crate::jobs::{CoreError, JobUpdate};
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn ms_of(t: &Timestamp) -> i64 {
@@ -120,12 +123,22 @@ pub fn page(req: Option<&pb::PageRequest>) -> Result<(u64, u64), Status> {
     let size = if size == 0 { 100 } else { size.min(1000) } as u64;
     let offset = match req.map(|p| p.page_token.as_str()).unwrap_or("") {
         "" => 0,
-        t => t.strip_prefix("o").and_then(|n| n.parse().ok()).ok_or_else(|| Status::invalid_argument("bad page_token"))?,
+        t => t
+            .strip_prefix("o")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Status::invalid_argument("bad page_token"))?,
     };
     Ok((offset, size))
 }
 
 pub fn page_info(offset: u64, returned: usize, total: u64) -> pb::PageInfo {
     let next = offset + returned as u64;
-    pb::PageInfo { next_page_token: if next < total { format!("o{next}") } else { String::new() }, total }
+    pb::PageInfo {
+        next_page_token: if next < total {
+            format!("o{next}")
+        } else {
+            String::new()
+        },
+        total,
+    }
 }

@@ -19,12 +19,24 @@ impl EnvApi {
 
 #[tonic::async_trait]
 impl pb::env_service_server::EnvService for EnvApi {
-    async fn get_environment(&self, _req: Request<pb::GetEnvironmentRequest>) -> Result<Response<pb::Environment>, Status> {
+    async fn get_environment(
+        &self,
+        _req: Request<pb::GetEnvironmentRequest>,
+    ) -> Result<Response<pb::Environment>, Status> {
         let s = &self.shared;
-        let codec = |name: &str| pb::Codec { name: name.into(), can_compress: true, can_decompress: true, provider: "builtin".into() };
+        let codec = |name: &str| pb::Codec {
+            name: name.into(),
+            can_compress: true,
+            can_decompress: true,
+            provider: "builtin".into(),
+        };
         Ok(Response::new(pb::Environment {
             version: env!("CARGO_PKG_VERSION").into(),
-            build: format!("{} ({})", option_env!("WIMGUARD_GIT_COMMIT").unwrap_or("unknown commit"), if cfg!(debug_assertions) { "debug" } else { "release" }),
+            build: format!(
+                "{} ({})",
+                option_env!("WIMGUARD_GIT_COMMIT").unwrap_or("unknown commit"),
+                if cfg!(debug_assertions) { "debug" } else { "release" }
+            ),
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
             home: s.home.display().to_string(),

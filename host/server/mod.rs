@@ -42,7 +42,13 @@ struct HomeLock(#[allow(dead_code)] File);
 
 fn lock_home(home: &Path) -> io::Result<HomeLock> {
     let path = home.join("server.lock");
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
@@ -68,11 +74,17 @@ struct Auth {
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         match given.strip_prefix("Bearer ") {
             Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated("invalid token")),
-            None => Err(Status::unauthenticated("missing `authorization: Bearer <appSecret>` metadata")),
+            None => Err(Status::unauthenticated(
+                "missing `authorization: Bearer <appSecret>` metadata",
+            )),
         }
     }
 }
@@ -104,10 +116,17 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let catalog = Arc::new(Catalog::open(&database_path)?);
     let interrupted = catalog.mark_interrupted()?;
     if interrupted > 0 {
-        tracing::warn!(count = interrupted, "jobs left running by an earlier server were marked interrupted");
+        tracing::warn!(
+            count = interrupted,
+            "jobs left running by an earlier server were marked interrupted"
+        );
     }
-    let default_compression = parse_compression(&cfg.backup.compression)
-        .ok_or_else(|| format!("config backup.compression {:?} is not none, xpress or lzx", cfg.backup.compression))?;
+    let default_compression = parse_compression(&cfg.backup.compression).ok_or_else(|| {
+        format!(
+            "config backup.compression {:?} is not none, xpress or lzx",
+            cfg.backup.compression
+        )
+    })?;
     let jobs = Arc::new(Jobs::new(catalog, default_compression));
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -122,8 +141,15 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
                     .and_then(|mut a| a.next())
                     .ok_or("bad listen address")
             })
-            .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.service.server.listen, cfg.service.server.port))?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    cfg.service.server.listen, cfg.service.server.port
+                )
+            })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr()?;
         // Clients find us through the shared config.
         // Only the address is persisted; --port/--listen overrides stay per run.
@@ -139,23 +165,46 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             jobs: jobs.clone(),
         });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        let auth = Auth { token: Arc::new(cfg.app_secret.clone()) };
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let auth = Auth {
+            token: Arc::new(cfg.app_secret.clone()),
+        };
         use tonic::service::interceptor::InterceptedService as I;
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(I::new(pb::backup_service_server::BackupServiceServer::new(backup::BackupApi::new(shared.clone())), auth.clone()))
-            .add_service(I::new(pb::restore_service_server::RestoreServiceServer::new(restore::RestoreApi::new(shared.clone())), auth.clone()))
-            .add_service(I::new(pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::SnapshotApi::new(shared.clone())), auth.clone()))
-            .add_service(I::new(pb::env_service_server::EnvServiceServer::new(env::EnvApi::new(shared.clone())), auth.clone()))
-            .add_service(I::new(pb::statistics_service_server::StatisticsServiceServer::new(statistics::StatisticsApi::new(shared.clone())), auth));
+            .add_service(I::new(
+                pb::backup_service_server::BackupServiceServer::new(backup::BackupApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::restore_service_server::RestoreServiceServer::new(restore::RestoreApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::SnapshotApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::env_service_server::EnvServiceServer::new(env::EnvApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::statistics_service_server::StatisticsServiceServer::new(statistics::StatisticsApi::new(
+                    shared.clone(),
+                )),
+                auth,
+            ));
         tracing::info!(address = %local, home = %home.display(), "wimguard server listening");
         println!("wimguard server listening on {local} (home {})", home.display());
         let grace = Duration::from_secs(cfg.service.server.shutdown_grace_seconds);
         let stopping = async move {
             wait_for_signal().await;
             tracing::info!("stopping: no new jobs; running ones get {}s to finish", grace.as_secs());
-            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             let j = jobs.clone();
             let _ = tokio::task::spawn_blocking(move || j.shutdown(grace)).await;
         };

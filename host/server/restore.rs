@@ -43,7 +43,9 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
         if !target.is_absolute() {
             return Err(Status::invalid_argument("target must be an absolute directory path"));
         }
-        let overwrite = match pb::OverwritePolicy::try_from(r.overwrite).map_err(|_| Status::invalid_argument("unknown overwrite policy"))? {
+        let overwrite = match pb::OverwritePolicy::try_from(r.overwrite)
+            .map_err(|_| Status::invalid_argument("unknown overwrite policy"))?
+        {
             pb::OverwritePolicy::Unspecified | pb::OverwritePolicy::Fail => Overwrite::Fail,
             pb::OverwritePolicy::Overwrite => Overwrite::Replace,
             pb::OverwritePolicy::Skip => Overwrite::Skip,
@@ -67,7 +69,10 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
                 }
                 if last.elapsed().as_millis() >= 100 || done == total {
                     last = std::time::Instant::now();
-                    let _ = tx.blocking_send(Ok(pb::RestoreEvent { progress: Some(progress(done, total, pb::Phase::Restoring)), result: None }));
+                    let _ = tx.blocking_send(Ok(pb::RestoreEvent {
+                        progress: Some(progress(done, total, pb::Phase::Restoring)),
+                        result: None,
+                    }));
                 }
             });
             let msg = match result {

@@ -57,15 +57,23 @@ fn entry(e: &EntryInfo) -> pb::Entry {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::jobs::CoreError> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(e.to_string()))?.map_err(convert::status)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::jobs::CoreError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(convert::status)
 }
 
 #[tonic::async_trait]
 impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
     type VerifySnapshotStream = VerifyStream;
 
-    async fn list_snapshots(&self, req: Request<pb::ListSnapshotsRequest>) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
         let r = req.into_inner();
         let (offset, limit) = convert::page(r.page.as_ref())?;
         let filter = BackupFilter {
@@ -73,7 +81,12 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
             destination: (!r.archive.is_empty()).then_some(r.archive),
             ..BackupFilter::default()
         };
-        let (rows, total) = self.shared.jobs.catalog().list_backups(&filter, offset, limit).map_err(|e| Status::internal(e.to_string()))?;
+        let (rows, total) = self
+            .shared
+            .jobs
+            .catalog()
+            .list_backups(&filter, offset, limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListSnapshotsResponse {
             page: Some(convert::page_info(offset, rows.len(), total)),
             snapshots: rows.iter().map(snapshot).collect(),
@@ -85,14 +98,22 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         Ok(Response::new(snapshot(&rec)))
     }
 
-    async fn browse_snapshot(&self, req: Request<pb::BrowseSnapshotRequest>) -> Result<Response<pb::BrowseSnapshotResponse>, Status> {
+    async fn browse_snapshot(
+        &self,
+        req: Request<pb::BrowseSnapshotRequest>,
+    ) -> Result<Response<pb::BrowseSnapshotResponse>, Status> {
         let r = req.into_inner();
         let (offset, limit) = convert::page(r.page.as_ref())?;
         let rec = ops::snapshot_record(&self.shared.jobs, &r.backup_uuid).map_err(convert::status)?;
         let path = if r.path.is_empty() { "/".to_string() } else { r.path };
         let (dir, kids) = blocking(move || ops::browse(&rec, &path)).await?;
         let total = kids.len() as u64;
-        let page: Vec<pb::Entry> = kids.iter().skip(offset as usize).take(limit as usize).map(entry).collect();
+        let page: Vec<pb::Entry> = kids
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(entry)
+            .collect();
         Ok(Response::new(pb::BrowseSnapshotResponse {
             directory: Some(entry(&dir)),
             page: Some(convert::page_info(offset, page.len(), total)),
@@ -100,7 +121,10 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         }))
     }
 
-    async fn diff_snapshots(&self, req: Request<pb::DiffSnapshotsRequest>) -> Result<Response<pb::DiffSnapshotsResponse>, Status> {
+    async fn diff_snapshots(
+        &self,
+        req: Request<pb::DiffSnapshotsRequest>,
+    ) -> Result<Response<pb::DiffSnapshotsResponse>, Status> {
         let r = req.into_inner();
         let a = ops::snapshot_record(&self.shared.jobs, &r.base_uuid).map_err(convert::status)?;
         let b = ops::snapshot_record(&self.shared.jobs, &r.target_uuid).map_err(convert::status)?;
@@ -121,7 +145,12 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
                     (pb::ChangeKind::Modified, Some(entry(x)), Some(entry(y)))
                 }
             };
-            resp.changes.push(pb::Change { kind: kind as i32, path: c.path().to_string(), before, after });
+            resp.changes.push(pb::Change {
+                kind: kind as i32,
+                path: c.path().to_string(),
+                before,
+                after,
+            });
         }
         Ok(Response::new(resp))
     }
@@ -138,16 +167,28 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
                 ..pb::Progress::default()
             };
             let result = ops::verify(&rec, &mut |done, total| {
-                let _ = tx.blocking_send(Ok(pb::VerifyEvent { progress: Some(progress(done, total, pb::Phase::Verifying)), result: None }));
+                let _ = tx.blocking_send(Ok(pb::VerifyEvent {
+                    progress: Some(progress(done, total, pb::Phase::Verifying)),
+                    result: None,
+                }));
             });
             let ev = match result {
                 Ok((blobs, bytes)) => pb::VerifyEvent {
                     progress: Some(progress(bytes, bytes, pb::Phase::Done)),
-                    result: Some(pb::VerifyResult { ok: true, blobs_checked: blobs, bytes_checked: bytes, error: String::new() }),
+                    result: Some(pb::VerifyResult {
+                        ok: true,
+                        blobs_checked: blobs,
+                        bytes_checked: bytes,
+                        error: String::new(),
+                    }),
                 },
                 Err(crate::jobs::CoreError::DataLoss(m)) => pb::VerifyEvent {
                     progress: None,
-                    result: Some(pb::VerifyResult { ok: false, error: m, ..pb::VerifyResult::default() }),
+                    result: Some(pb::VerifyResult {
+                        ok: false,
+                        error: m,
+                        ..pb::VerifyResult::default()
+                    }),
                 },
                 Err(e) => {
                     let _ = tx.blocking_send(Err(convert::status(e)));
@@ -159,11 +200,17 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn delete_snapshot(&self, req: Request<pb::DeleteSnapshotRequest>) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
         let uuid = req.into_inner().backup_uuid;
         ops::snapshot_record(&self.shared.jobs, &uuid).map_err(convert::status)?;
         let shared = self.shared.clone();
         let (_, before, after) = blocking(move || ops::delete_backup(&shared.jobs, &uuid)).await?;
-        Ok(Response::new(pb::DeleteSnapshotResponse { archive_bytes_before: before, archive_bytes_after: after }))
+        Ok(Response::new(pb::DeleteSnapshotResponse {
+            archive_bytes_before: before,
+            archive_bytes_after: after,
+        }))
     }
 }

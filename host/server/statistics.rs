@@ -21,12 +21,18 @@ impl StatisticsApi {
 
 #[tonic::async_trait]
 impl pb::statistics_service_server::StatisticsService for StatisticsApi {
-    async fn get_statistics(&self, _req: Request<pb::GetStatisticsRequest>) -> Result<Response<pb::Statistics>, Status> {
+    async fn get_statistics(
+        &self,
+        _req: Request<pb::GetStatisticsRequest>,
+    ) -> Result<Response<pb::Statistics>, Status> {
         let cat = self.shared.jobs.catalog();
         let internal = |e: crate::catalog::CatalogError| Status::internal(e.to_string());
         let mut st = pb::Statistics::default();
         for (status, count) in cat.count_by_status().map_err(internal)? {
-            st.backups_by_status.push(pb::StatusCount { status: convert::job_status(JobState::parse(&status)) as i32, count });
+            st.backups_by_status.push(pb::StatusCount {
+                status: convert::job_status(JobState::parse(&status)) as i32,
+                count,
+            });
         }
         let ok = cat.all_succeeded().map_err(internal)?;
         let mut run_ms = 0i64;
@@ -38,15 +44,30 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
             if let (Some(s), Some(f)) = (b.started_at, b.finished_at) {
                 run_ms += (f - s).max(0);
             }
-            let e = sources.entry(b.source.clone()).or_insert_with(|| pb::SourceStatistics { source: b.source.clone(), ..Default::default() });
+            let e = sources.entry(b.source.clone()).or_insert_with(|| pb::SourceStatistics {
+                source: b.source.clone(),
+                ..Default::default()
+            });
             e.backups += 1;
             // Rows come oldest first, so the last one seen is the latest.
             e.last_success_at = b.finished_at.map(convert::timestamp_ms);
             e.last_success_uuid = b.uuid.clone();
         }
-        st.dedupe_ratio = if st.bytes_read > 0 { st.bytes_total as f64 / st.bytes_read as f64 } else { 0.0 };
-        st.compression_ratio = if st.bytes_stored > 0 { st.bytes_read as f64 / st.bytes_stored as f64 } else { 0.0 };
-        st.throughput_bytes_per_second = if run_ms > 0 { st.bytes_read as f64 * 1000.0 / run_ms as f64 } else { 0.0 };
+        st.dedupe_ratio = if st.bytes_read > 0 {
+            st.bytes_total as f64 / st.bytes_read as f64
+        } else {
+            0.0
+        };
+        st.compression_ratio = if st.bytes_stored > 0 {
+            st.bytes_read as f64 / st.bytes_stored as f64
+        } else {
+            0.0
+        };
+        st.throughput_bytes_per_second = if run_ms > 0 {
+            st.bytes_read as f64 * 1000.0 / run_ms as f64
+        } else {
+            0.0
+        };
         for p in cat.archive_paths().map_err(internal)? {
             if let Ok(m) = std::fs::metadata(&p) {
                 st.archives += 1;

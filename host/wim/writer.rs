@@ -520,7 +520,9 @@ impl WimWriter {
     pub fn add_image(&mut self, tree: &ImageTree, mut info: ImageInfo) -> Result<u32> {
         for (what, v) in [("name", &info.name), ("description", &info.description)] {
             if !super::xml::valid_xml_text(v) {
-                return Err(WimError::Invalid(format!("image {what} contains control characters, which WIM's XML cannot hold")));
+                return Err(WimError::Invalid(format!(
+                    "image {what} contains control characters, which WIM's XML cannot hold"
+                )));
             }
         }
         if self.xml.name_in_use(&info.name) {

@@ -316,7 +316,8 @@ impl WimXml {
 /// XML 1.0 allows no control characters other than tab, newline and CR
 /// (libxml2, which wimlib uses, rejects them), not even escaped.
 pub fn valid_xml_text(s: &str) -> bool {
-    !s.chars().any(|c| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}')
+    !s.chars()
+        .any(|c| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}')
 }
 
 fn valid_xml_name(s: &str) -> bool {
@@ -375,7 +376,12 @@ fn parse_dom(text: &str) -> Result<Element> {
             Event::GeneralRef(r) => {
                 let text = match r.resolve_char_ref().map_err(|e| err(&e))? {
                     Some(c) if valid_xml_text(&c.to_string()) => c.to_string(),
-                    Some(c) => return invalid(format!("XML data references character {:#x}, not allowed in XML", c as u32)),
+                    Some(c) => {
+                        return invalid(format!(
+                            "XML data references character {:#x}, not allowed in XML",
+                            c as u32
+                        ))
+                    }
                     None => {
                         let name = r.decode().map_err(|e| err(&e))?;
                         match quick_xml::escape::resolve_predefined_entity(&name) {

@@ -14,11 +14,9 @@ use wimguard_lzx::{LzxCompressor, LzxDecompressor};
 use wimguard_sdk::{ChunkCompressor, ChunkDecompressor};
 
 type CreateComp = unsafe extern "C" fn(c_int, usize, c_uint, *mut *mut c_void) -> c_int;
-type Compress =
-    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
+type Compress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
 type CreateDec = unsafe extern "C" fn(c_int, usize, *mut *mut c_void) -> c_int;
-type Decompress =
-    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> c_int;
+type Decompress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> c_int;
 
 fn collect(dir: &Path, limit: usize, out: &mut Vec<u8>, depth: u32) {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -97,11 +95,7 @@ fn main() {
         let mut data = Vec::new();
         // LZX_CORPUS=docs|share|bin limits the run to one corpus.
         let only = std::env::var("LZX_CORPUS").ok();
-        for (dir, name) in [
-            ("/usr/share/doc", "docs"),
-            ("/usr/share", "share"),
-            ("/usr/bin", "bin"),
-        ] {
+        for (dir, name) in [("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")] {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
@@ -112,10 +106,7 @@ fn main() {
         if which == "dec" {
             // Decoder speed: wimlib compresses once, each side decodes the
             // same streams LZX_REPS (default 5) times.
-            let reps: usize = std::env::var("LZX_REPS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(5);
+            let reps: usize = std::env::var("LZX_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
             let mut streams = Vec::new();
             for piece in data.chunks(chunk) {
                 let mut out = vec![0u8; piece.len()];
@@ -150,15 +141,7 @@ fn main() {
             let t = Instant::now();
             for _ in 0..reps {
                 for (cmp, piece) in &streams {
-                    let r = unsafe {
-                        decomp(
-                            cmp.as_ptr() as _,
-                            cmp.len(),
-                            buf.as_mut_ptr() as _,
-                            piece.len(),
-                            wd,
-                        )
-                    };
+                    let r = unsafe { decomp(cmp.as_ptr() as _, cmp.len(), buf.as_mut_ptr() as _, piece.len(), wd) };
                     assert_eq!(r, 0);
                 }
             }
@@ -211,11 +194,7 @@ fn main() {
         return;
     }
 
-    let corpora = [
-        ("/usr/share/doc", "docs"),
-        ("/usr/share", "share"),
-        ("/usr/bin", "bin"),
-    ];
+    let corpora = [("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")];
     let (mut tot_in, mut tot_ours, mut tot_wim) = (0usize, 0usize, 0usize);
     println!("chunk {chunk} bytes; sizes in bytes; speeds in MB/s of input");
     println!(
@@ -231,11 +210,7 @@ fn main() {
         let t = Instant::now();
         for piece in data.chunks(chunk) {
             let mut out = Vec::new();
-            ours.push(if c.compress(piece, &mut out) {
-                Some(out)
-            } else {
-                None
-            });
+            ours.push(if c.compress(piece, &mut out) { Some(out) } else { None });
         }
         let t_ours = t.elapsed().as_secs_f64();
         let mut wim: Vec<Option<Vec<u8>>> = Vec::new();
@@ -272,8 +247,7 @@ fn main() {
         let t = Instant::now();
         for (cmp, piece) in ours.iter().zip(data.chunks(chunk)) {
             if let Some(cmp) = cmp {
-                d.decompress(cmp, &mut buf[..piece.len()])
-                    .expect("own output");
+                d.decompress(cmp, &mut buf[..piece.len()]).expect("own output");
                 assert!(&buf[..piece.len()] == piece);
             }
         }
@@ -281,15 +255,7 @@ fn main() {
         let t = Instant::now();
         for (cmp, piece) in wim.iter().zip(data.chunks(chunk)) {
             if let Some(cmp) = cmp {
-                let r = unsafe {
-                    decomp(
-                        cmp.as_ptr() as _,
-                        cmp.len(),
-                        buf.as_mut_ptr() as _,
-                        piece.len(),
-                        wd,
-                    )
-                };
+                let r = unsafe { decomp(cmp.as_ptr() as _, cmp.len(), buf.as_mut_ptr() as _, piece.len(), wd) };
                 assert_eq!(r, 0);
             }
         }

@@ -122,11 +122,7 @@ pub struct BitWriter<'a> {
 
 impl<'a> BitWriter<'a> {
     pub fn new(out: &'a mut Vec<u8>) -> Self {
-        BitWriter {
-            out,
-            buf: 0,
-            count: 0,
-        }
+        BitWriter { out, buf: 0, count: 0 }
     }
 
     /// Appends the low `n` bits of `v` (n ≤ 32), most significant first.

@@ -162,11 +162,7 @@ impl Freqs {
         for (x, (p, q)) in self.len.iter_mut().zip(a.len.iter().zip(&b.len)) {
             *x = p - q;
         }
-        for (x, (p, q)) in self
-            .aligned
-            .iter_mut()
-            .zip(a.aligned.iter().zip(&b.aligned))
-        {
+        for (x, (p, q)) in self.aligned.iter_mut().zip(a.aligned.iter().zip(&b.aligned)) {
             *x = p - q;
         }
         self.extra = a.extra - b.extra;
@@ -259,16 +255,7 @@ fn relax_slice(cost: &mut [u32], item: &mut [u32], add: &[u32], c0: u32, it: u32
 /// and `lens` the length-tree costs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn relax_run(
-    cost: &mut [u32],
-    item: &mut [u32],
-    lo: usize,
-    hi: usize,
-    c0: u32,
-    hdr: &[u32],
-    lens: &[u32],
-    code: u32,
-) {
+fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, hdr: &[u32], lens: &[u32], code: u32) {
     let short_hi = hi.min(MIN_MATCH + LEN_ESCAPE - 1);
     if lo <= short_hi {
         relax_slice(
@@ -429,9 +416,7 @@ impl Encoder {
         let mut i = bs;
         while i < be {
             let max_len = MAX_MATCH.min(n - i);
-            let best = self
-                .mf
-                .advance::<true>(data, i, max_len, &lim, &mut self.cache);
+            let best = self.mf.advance::<true>(data, i, max_len, &lim, &mut self.cache);
             self.cache_idx.push(self.cache.len() as u32);
             i += 1;
             if best >= lim.nice_len {
@@ -440,8 +425,7 @@ impl Encoder {
                 let stop = (i - 1 + best).min(be);
                 while i < stop {
                     let max_len = MAX_MATCH.min(n - i);
-                    self.mf
-                        .advance::<false>(data, i, max_len, &skim, &mut self.cache);
+                    self.mf.advance::<false>(data, i, max_len, &skim, &mut self.cache);
                     self.cache_idx.push(self.cache.len() as u32);
                     i += 1;
                 }
@@ -570,10 +554,7 @@ impl Encoder {
                 it.code - 2
             };
             q = next_queue(q, it.len, it.code);
-            parsed.push(Item {
-                len: it.len,
-                code: d,
-            });
+            parsed.push(Item { len: it.len, code: d });
         }
         let mut q = q0;
         let mut s = bs;
@@ -676,12 +657,7 @@ impl Encoder {
         }
         bits += verbatim.min(aligned);
         let zeros = [0u8; MAX_MAIN_SYMS];
-        bits += lens_cost(
-            &zeros[..NUM_CHARS],
-            &lens[..NUM_CHARS],
-            &mut self.toks,
-            &mut self.huff,
-        );
+        bits += lens_cost(&zeros[..NUM_CHARS], &lens[..NUM_CHARS], &mut self.toks, &mut self.huff);
         bits += lens_cost(
             &zeros[NUM_CHARS..nm],
             &lens[NUM_CHARS..nm],
@@ -698,19 +674,9 @@ impl Encoder {
         let nm = self.num_main;
         let c = &mut *self.codes;
         let f = &*self.freqs;
-        build_lengths(
-            &f.main[..nm],
-            MAX_MAIN_LEN,
-            &mut c.main_lens[..nm],
-            &mut self.huff,
-        );
+        build_lengths(&f.main[..nm], MAX_MAIN_LEN, &mut c.main_lens[..nm], &mut self.huff);
         build_lengths(&f.len, MAX_LENTREE_LEN, &mut c.len_lens, &mut self.huff);
-        build_lengths(
-            &f.aligned,
-            MAX_ALIGNED_LEN,
-            &mut c.aligned_lens,
-            &mut self.huff,
-        );
+        build_lengths(&f.aligned, MAX_ALIGNED_LEN, &mut c.aligned_lens, &mut self.huff);
         // Extra bits: verbatim spends 3 raw bits where aligned spends a code.
         let mut verbatim: u64 = 0;
         let mut aligned: u64 = 3 * ALIGNED_SYMS as u64;
@@ -833,13 +799,7 @@ impl Encoder {
                     if slot >= 3 {
                         c += m.offset_cost(code, slot);
                     }
-                    relax(
-                        &mut wc[longest - 1],
-                        &mut wi[longest - 1],
-                        c0 + c,
-                        longest as u32,
-                        code,
-                    );
+                    relax(&mut wc[longest - 1], &mut wi[longest - 1], c0 + c, longest as u32, code);
                     i += longest;
                 }
                 continue;
@@ -946,13 +906,7 @@ impl Encoder {
             &mut self.toks,
             &mut self.huff,
         );
-        write_lens(
-            w,
-            &self.prev_len,
-            &c.len_lens,
-            &mut self.toks,
-            &mut self.huff,
-        );
+        write_lens(w, &self.prev_len, &c.len_lens, &mut self.toks, &mut self.huff);
         self.prev_main[..nm].copy_from_slice(&c.main_lens[..nm]);
         self.prev_len.copy_from_slice(&c.len_lens);
 
@@ -1081,13 +1035,7 @@ fn lens_cost(prev: &[u8], new: &[u8], toks: &mut Vec<(u8, u8, u8)>, huff: &mut H
 }
 
 /// Writes one pretree pass: the pretree lengths, then the tokens.
-fn write_lens(
-    w: &mut BitWriter,
-    prev: &[u8],
-    new: &[u8],
-    toks: &mut Vec<(u8, u8, u8)>,
-    huff: &mut HuffScratch,
-) {
+fn write_lens(w: &mut BitWriter, prev: &[u8], new: &[u8], toks: &mut Vec<(u8, u8, u8)>, huff: &mut HuffScratch) {
     let freq = tokenize(prev, new, toks);
     let mut lens = [0u8; PRE_SYMS];
     let mut codes = [0u32; PRE_SYMS];

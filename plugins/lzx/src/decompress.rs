@@ -86,16 +86,12 @@ impl Decoder {
                         for l in self.aligned_lens.iter_mut() {
                             *l = br.bits_nocheck(3) as u8;
                         }
-                        self.aligned
-                            .build(&self.aligned_lens, MAX_ALIGNED_LEN)
-                            .map_err(err)?;
+                        self.aligned.build(&self.aligned_lens, MAX_ALIGNED_LEN).map_err(err)?;
                     }
                     let nm = self.num_main;
                     read_lens(&mut br, &mut self.pre, &mut self.main_lens, 0, NUM_CHARS)?;
                     read_lens(&mut br, &mut self.pre, &mut self.main_lens, NUM_CHARS, nm)?;
-                    self.main
-                        .build(&self.main_lens[..nm], MAX_MAIN_LEN)
-                        .map_err(err)?;
+                    self.main.build(&self.main_lens[..nm], MAX_MAIN_LEN).map_err(err)?;
                     read_lens(&mut br, &mut self.pre, &mut self.len_lens, 0, LEN_SYMS)?;
                     self.len
                         .build(&self.len_lens[..LEN_SYMS], MAX_LENTREE_LEN)
@@ -107,24 +103,15 @@ impl Decoder {
                 }
                 3 => {
                     br.align_to_bytes();
-                    let hdr = br
-                        .take_bytes(12)
-                        .ok_or_else(|| err("truncated raw block"))?;
+                    let hdr = br.take_bytes(12).ok_or_else(|| err("truncated raw block"))?;
                     for (i, slot) in r.iter_mut().enumerate() {
-                        let v = u32::from_le_bytes([
-                            hdr[4 * i],
-                            hdr[4 * i + 1],
-                            hdr[4 * i + 2],
-                            hdr[4 * i + 3],
-                        ]);
+                        let v = u32::from_le_bytes([hdr[4 * i], hdr[4 * i + 1], hdr[4 * i + 2], hdr[4 * i + 3]]);
                         if v == 0 {
                             return Err(err("zero repeat offset in raw block"));
                         }
                         *slot = v;
                     }
-                    let data = br
-                        .take_bytes(size)
-                        .ok_or_else(|| err("truncated raw block"))?;
+                    let data = br.take_bytes(size).ok_or_else(|| err("truncated raw block"))?;
                     out[pos..end].copy_from_slice(data);
                     if size & 1 == 1 {
                         br.skip_byte();
@@ -187,10 +174,7 @@ impl Decoder {
             let mut len = m & 7;
             let slot = m >> 3;
             if len == LEN_ESCAPE {
-                len += self
-                    .len
-                    .decode(br)
-                    .ok_or_else(|| err("empty length code"))? as usize;
+                len += self.len.decode(br).ok_or_else(|| err("empty length code"))? as usize;
             }
             len += MIN_MATCH;
             let dist;
@@ -204,10 +188,7 @@ impl Decoder {
                 let mut f = SLOT_BASE[slot];
                 if e >= aligned_min {
                     f += br.bits_nocheck(e - 3) << 3;
-                    f += self
-                        .aligned
-                        .decode(br)
-                        .ok_or_else(|| err("empty aligned code"))?;
+                    f += self.aligned.decode(br).ok_or_else(|| err("empty aligned code"))?;
                 } else {
                     f += br.bits_nocheck(e);
                 }

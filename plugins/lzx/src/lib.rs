@@ -113,9 +113,7 @@ impl ChunkDecompressor for LzxDecompressor {
 pub fn compress(input: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     match tables::window_order_for(input.len()) {
-        Some(order) => {
-            compress::Encoder::new(order, Params::for_chunk_size(input.len())).compress(input, out)
-        }
+        Some(order) => compress::Encoder::new(order, Params::for_chunk_size(input.len())).compress(input, out),
         None => false,
     }
 }

@@ -54,10 +54,7 @@ fn bit_flipped_chunks() {
         }
     }
     assert!(errors > 0 && errors <= total);
-    assert!(
-        start.elapsed().as_secs() < 60,
-        "decoding hostile input is too slow"
-    );
+    assert!(start.elapsed().as_secs() < 60, "decoding hostile input is too slow");
 }
 
 #[test]
@@ -78,15 +75,9 @@ fn garbage_input() {
 #[test]
 fn empty_and_oversized() {
     let mut buf = vec![0u8; 100];
-    assert!(
-        decompress(&[], &mut buf).is_err(),
-        "zero bits give block type 0"
-    );
+    assert!(decompress(&[], &mut buf).is_err(), "zero bits give block type 0");
     let mut empty: [u8; 0] = [];
-    assert!(
-        decompress(&[1, 2, 3], &mut empty).is_ok(),
-        "nothing to produce"
-    );
+    assert!(decompress(&[1, 2, 3], &mut empty).is_ok(), "nothing to produce");
     let mut big = vec![0u8; (2 << 20) + 1];
     assert!(decompress(&[0; 16], &mut big).is_err());
     let mut d = LzxDecompressor::new(32_768);

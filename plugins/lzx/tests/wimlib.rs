@@ -12,12 +12,10 @@ const LIB_PATHS: &[&str] = &["/usr/lib/x86_64-linux-gnu/libwim.so.15", "libwim.s
 const CTYPE_LZX: c_int = 2;
 
 type CreateComp = unsafe extern "C" fn(c_int, usize, c_uint, *mut *mut c_void) -> c_int;
-type Compress =
-    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
+type Compress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
 type FreeComp = unsafe extern "C" fn(*mut c_void);
 type CreateDec = unsafe extern "C" fn(c_int, usize, *mut *mut c_void) -> c_int;
-type Decompress =
-    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> c_int;
+type Decompress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> c_int;
 type FreeDec = unsafe extern "C" fn(*mut c_void);
 
 struct Wimlib {
@@ -46,11 +44,7 @@ impl Wimlib {
             let comp: Symbol<Compress> = self.lib.get(b"wimlib_compress").unwrap();
             let free: Symbol<FreeComp> = self.lib.get(b"wimlib_free_compressor").unwrap();
             let mut c: *mut c_void = std::ptr::null_mut();
-            assert_eq!(
-                create(CTYPE_LZX, max, level, &mut c),
-                0,
-                "create compressor"
-            );
+            assert_eq!(create(CTYPE_LZX, max, level, &mut c), 0, "create compressor");
             let mut out = vec![0u8; data.len()];
             let n = comp(
                 data.as_ptr() as *const c_void,
@@ -117,12 +111,9 @@ fn our_output_decodes_with_wimlib() {
         for data in inputs(chunk, chunk as u64) {
             let mut out = Vec::new();
             if c.compress(&data, &mut out) {
-                let back = w.decompress(&out, data.len(), chunk).unwrap_or_else(|e| {
-                    panic!(
-                        "wimlib rejected our chunk (len {}, window {chunk}): {e}",
-                        data.len()
-                    )
-                });
+                let back = w
+                    .decompress(&out, data.len(), chunk)
+                    .unwrap_or_else(|e| panic!("wimlib rejected our chunk (len {}, window {chunk}): {e}", data.len()));
                 assert!(
                     back == data,
                     "wimlib decoded different bytes (len {}, window {chunk})",
@@ -131,10 +122,7 @@ fn our_output_decodes_with_wimlib() {
                 decoded += 1;
             }
         }
-        assert!(
-            decoded > 10,
-            "window {chunk}: only {decoded} chunks compressed"
-        );
+        assert!(decoded > 10, "window {chunk}: only {decoded} chunks compressed");
     }
 }
 
@@ -149,7 +137,10 @@ fn wimlib_output_decodes_with_ours() {
                 if let Some(comp) = w.compress(&data, chunk, level) {
                     let mut back = vec![0u8; data.len()];
                     d.decompress(&comp, &mut back).unwrap_or_else(|e| {
-                        panic!("we rejected wimlib's chunk (len {}, window {chunk}, level {level}): {e}", data.len())
+                        panic!(
+                            "we rejected wimlib's chunk (len {}, window {chunk}, level {level}): {e}",
+                            data.len()
+                        )
                     });
                     assert!(
                         back == data,
@@ -159,10 +150,7 @@ fn wimlib_output_decodes_with_ours() {
                     decoded += 1;
                 }
             }
-            assert!(
-                decoded > 10,
-                "window {chunk} level {level}: only {decoded} chunks"
-            );
+            assert!(decoded > 10, "window {chunk} level {level}: only {decoded} chunks");
         }
     }
 }
@@ -172,11 +160,7 @@ fn wimlib_output_decodes_with_ours() {
 fn real_files_both_directions() {
     let w = wimlib();
     let mut corpus = Vec::new();
-    for p in [
-        "/usr/bin/bash",
-        "/usr/bin/ls",
-        "/usr/share/common-licenses/GPL-3",
-    ] {
+    for p in ["/usr/bin/bash", "/usr/bin/ls", "/usr/share/common-licenses/GPL-3"] {
         if let Ok(b) = std::fs::read(p) {
             corpus.extend_from_slice(&b[..b.len().min(400_000)]);
         }
@@ -219,9 +203,7 @@ fn multi_block_chunks_decode_with_wimlib() {
             let data = generate(kind, chunk, &mut rng);
             let mut out = Vec::new();
             if c.compress(&data, &mut out) {
-                let back = w
-                    .decompress(&out, data.len(), chunk)
-                    .expect("wimlib decode");
+                let back = w.decompress(&out, data.len(), chunk).expect("wimlib decode");
                 assert!(back == data, "chunk {chunk} block {block} kind {kind}");
             }
         }

@@ -53,8 +53,19 @@ fn run_ours(chunks: &[&[u8]], effort: Option<(u32, usize, usize)>) -> (Totals, V
             }
         }
     });
-    let stored = chunks.iter().zip(&packed).map(|(c, p)| p.as_ref().map_or(c.len(), Vec::len)).sum();
-    (Totals { stored, comp_time, dec_time }, packed)
+    let stored = chunks
+        .iter()
+        .zip(&packed)
+        .map(|(c, p)| p.as_ref().map_or(c.len(), Vec::len))
+        .sum();
+    (
+        Totals {
+            stored,
+            comp_time,
+            dec_time,
+        },
+        packed,
+    )
 }
 
 fn run_wimlib(w: &Wimlib, chunks: &[&[u8]]) -> (Totals, Vec<Option<Vec<u8>>>) {
@@ -67,8 +78,19 @@ fn run_wimlib(w: &Wimlib, chunks: &[&[u8]]) -> (Totals, Vec<Option<Vec<u8>>>) {
             }
         }
     });
-    let stored = chunks.iter().zip(&packed).map(|(c, p)| p.as_ref().map_or(c.len(), Vec::len)).sum();
-    (Totals { stored, comp_time, dec_time }, packed)
+    let stored = chunks
+        .iter()
+        .zip(&packed)
+        .map(|(c, p)| p.as_ref().map_or(c.len(), Vec::len))
+        .sum();
+    (
+        Totals {
+            stored,
+            comp_time,
+            dec_time,
+        },
+        packed,
+    )
 }
 
 fn mbps(bytes: usize, d: Duration) -> f64 {

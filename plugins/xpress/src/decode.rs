@@ -88,11 +88,7 @@ impl Bits {
 }
 
 /// Decodes one chunk into exactly `out.len()` bytes using `table` as scratch.
-pub(crate) fn decompress_with(
-    table: &mut DecodeTable,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), CodecError> {
+pub(crate) fn decompress_with(table: &mut DecodeTable, input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     if input.len() < LENGTH_TABLE_BYTES {
         return Err(err("xpress: chunk shorter than its 256-byte code-length table"));
     }
@@ -134,7 +130,13 @@ pub(crate) fn decompress_with(
                 bits = new_bits;
                 pos += 2 * units as usize;
             } else {
-                let r = Bits { pos, buf, bits, phantom }.refill_slow(data);
+                let r = Bits {
+                    pos,
+                    buf,
+                    bits,
+                    phantom,
+                }
+                .refill_slow(data);
                 (pos, buf, bits, phantom) = (r.pos, r.buf, r.bits, r.phantom);
             }
         }
@@ -153,7 +155,13 @@ pub(crate) fn decompress_with(
         let off_bits = m >> 4;
         let mut length = (m & 15) as usize;
         if length == 15 {
-            let (r, l) = Bits { pos, buf, bits, phantom }.long_length(data)?;
+            let (r, l) = Bits {
+                pos,
+                buf,
+                bits,
+                phantom,
+            }
+            .long_length(data)?;
             (pos, buf, bits, phantom) = (r.pos, r.buf, r.bits, r.phantom);
             length = l;
         }

@@ -28,7 +28,11 @@ struct Params {
 /// Tuned for speed close to wimlib's default (lazy) level at a size within
 /// 0.5% of it; depth 24 / nice 48 is 0.2% smaller but ~1.7x slower
 /// (`examples/ratio.rs 8 32768 24 48 16`).
-const DEFAULT_PARAMS: Params = Params { max_depth: 12, nice_len: 32, good_len: 12 };
+const DEFAULT_PARAMS: Params = Params {
+    max_depth: 12,
+    nice_len: 32,
+    good_len: 12,
+};
 
 /// Per-thread XPRESS compressor. All tables are allocated once and reused;
 /// no state from one chunk influences the next.
@@ -87,7 +91,11 @@ impl XpressCompressor {
     #[doc(hidden)]
     pub fn with_effort(chunk_size: usize, max_depth: u32, nice_len: usize, good_len: usize) -> Self {
         let mut c = Self::new(chunk_size);
-        c.params = Params { max_depth: max_depth.max(1), nice_len: nice_len.clamp(3, MAX_MATCH), good_len };
+        c.params = Params {
+            max_depth: max_depth.max(1),
+            nice_len: nice_len.clamp(3, MAX_MATCH),
+            good_len,
+        };
         c
     }
 
@@ -429,7 +437,14 @@ struct BitWriter<'a> {
 
 impl<'a> BitWriter<'a> {
     fn new(out: &'a mut [u8], start: usize) -> Self {
-        BitWriter { out, buf: 0, count: 0, slot_a: start, slot_b: start + 2, next: start + 4 }
+        BitWriter {
+            out,
+            buf: 0,
+            count: 0,
+            slot_a: start,
+            slot_b: start + 2,
+            next: start + 4,
+        }
     }
 
     #[inline(always)]

@@ -104,9 +104,8 @@ impl CodeBuilder {
         for k in 0..m - 1 {
             let mut weight = 0u64;
             for _ in 0..2 {
-                let take_leaf = next_leaf < m
-                    && (next_node >= k
-                        || (self.leaves[next_leaf] >> 10) <= self.node_weight[next_node]);
+                let take_leaf =
+                    next_leaf < m && (next_node >= k || (self.leaves[next_leaf] >> 10) <= self.node_weight[next_node]);
                 if take_leaf {
                     weight += self.leaves[next_leaf] >> 10;
                     self.leaf_parent[next_leaf] = k as u32;

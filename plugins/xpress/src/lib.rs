@@ -60,7 +60,9 @@ pub struct XpressDecompressor {
 impl XpressDecompressor {
     /// A new decompressor (usable for any chunk size up to 64 KiB).
     pub fn new() -> Self {
-        XpressDecompressor { table: Box::new(DecodeTable::new()) }
+        XpressDecompressor {
+            table: Box::new(DecodeTable::new()),
+        }
     }
 
     /// Decodes `compressed` into exactly `out.len()` bytes.

@@ -18,7 +18,11 @@ fn probe(w: &Wimlib, input: &[u8], out_len: usize) -> bool {
     let mut b = vec![0u8; out_len];
     let theirs = w.decompress(input, &mut b);
     if ours.is_ok() {
-        assert!(theirs, "we accepted a chunk wimlib rejects (len {}, out {out_len})", input.len());
+        assert!(
+            theirs,
+            "we accepted a chunk wimlib rejects (len {}, out {out_len})",
+            input.len()
+        );
         assert!(a == b, "we and wimlib decode a chunk differently");
     }
     ours.is_ok()

@@ -13,9 +13,15 @@ fn check(comp: &mut dyn ChunkCompressor, dec: &mut dyn ChunkDecompressor, input:
     if !comp.compress(input, &mut out) {
         return false;
     }
-    assert!(out.len() < input.len(), "compressed {} -> {} not smaller", input.len(), out.len());
+    assert!(
+        out.len() < input.len(),
+        "compressed {} -> {} not smaller",
+        input.len(),
+        out.len()
+    );
     let mut back = vec![0x55u8; input.len()];
-    dec.decompress(&out, &mut back).unwrap_or_else(|e| panic!("decode failed for len {}: {e}", input.len()));
+    dec.decompress(&out, &mut back)
+        .unwrap_or_else(|e| panic!("decode failed for len {}: {e}", input.len()));
     assert!(back == input, "round trip mismatch for len {}", input.len());
     true
 }

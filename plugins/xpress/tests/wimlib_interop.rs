@@ -12,8 +12,16 @@ fn cross_check(w: &Wimlib, ours: &mut XpressCompressor, input: &[u8], what: &str
     let mut ours_out = Vec::new();
     let ours_len = if ours.compress_chunk(input, &mut ours_out) {
         let mut back = vec![0u8; input.len()];
-        assert!(w.decompress(&ours_out, &mut back), "wimlib rejected our chunk ({what}, len {})", input.len());
-        assert!(back == input, "wimlib decoded our chunk wrongly ({what}, len {})", input.len());
+        assert!(
+            w.decompress(&ours_out, &mut back),
+            "wimlib rejected our chunk ({what}, len {})",
+            input.len()
+        );
+        assert!(
+            back == input,
+            "wimlib decoded our chunk wrongly ({what}, len {})",
+            input.len()
+        );
         ours_out.len()
     } else {
         input.len()
@@ -23,7 +31,11 @@ fn cross_check(w: &Wimlib, ours: &mut XpressCompressor, input: &[u8], what: &str
             let mut back = vec![0u8; input.len()];
             decompress(&c, &mut back)
                 .unwrap_or_else(|e| panic!("we rejected wimlib's chunk ({what}, len {}): {e}", input.len()));
-            assert!(back == input, "we decoded wimlib's chunk wrongly ({what}, len {})", input.len());
+            assert!(
+                back == input,
+                "we decoded wimlib's chunk wrongly ({what}, len {})",
+                input.len()
+            );
             c.len()
         }
         None => input.len(),
@@ -37,7 +49,9 @@ fn generated_inputs_interoperate() {
     let mut ours = XpressCompressor::new(65536);
     let mut rng = Rng::new(11);
     let mut lens: Vec<usize> = (0..=64).collect();
-    lens.extend([255, 256, 257, 258, 259, 260, 300, 1000, 4096, 32767, 32768, 65535, 65536]);
+    lens.extend([
+        255, 256, 257, 258, 259, 260, 300, 1000, 4096, 32767, 32768, 65535, 65536,
+    ]);
     for &kind in KINDS {
         for &len in &lens {
             let input = generate(kind, len, &mut rng);

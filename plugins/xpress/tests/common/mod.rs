@@ -30,9 +30,35 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "of", "and", "archive", "image", "backup", "file", "stream", "chunk", "WIM",
-    "compression", "Huffman", "match", "offset", "length", "resource", "header", "a", "in",
-    "to", "is", "with", "for", "data", "wimguard", "directory", "metadata", "XML", "table",
+    "the",
+    "of",
+    "and",
+    "archive",
+    "image",
+    "backup",
+    "file",
+    "stream",
+    "chunk",
+    "WIM",
+    "compression",
+    "Huffman",
+    "match",
+    "offset",
+    "length",
+    "resource",
+    "header",
+    "a",
+    "in",
+    "to",
+    "is",
+    "with",
+    "for",
+    "data",
+    "wimguard",
+    "directory",
+    "metadata",
+    "XML",
+    "table",
 ];
 
 /// Kinds of generated input.
@@ -80,7 +106,11 @@ pub fn generate(kind: Kind, len: usize, rng: &mut Rng) -> Vec<u8> {
         Kind::Skewed => {
             while v.len() < len {
                 let r = rng.next_u64();
-                v.push(if r & 3 != 0 { b'a' + (r >> 8) as u8 % 4 } else { (r >> 16) as u8 });
+                v.push(if r & 3 != 0 {
+                    b'a' + (r >> 8) as u8 % 4
+                } else {
+                    (r >> 16) as u8
+                });
             }
         }
         Kind::Mixed => {
@@ -152,7 +182,9 @@ pub fn file_corpus(dirs: &[&str], limit: usize) -> Vec<u8> {
         if out.len() >= limit {
             break;
         }
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.is_dir() {
             let Ok(rd) = std::fs::read_dir(&p) else { continue };
             let mut entries: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -215,7 +247,15 @@ impl Wimlib {
             let mut decomp = std::ptr::null_mut();
             let rc = create_d(WIMLIB_COMPRESSION_TYPE_XPRESS, max_chunk, &mut decomp);
             assert_eq!(rc, 0, "wimlib_create_decompressor failed: {rc}");
-            Wimlib { comp, decomp, compress, decompress, free_c, free_d, _lib: lib }
+            Wimlib {
+                comp,
+                decomp,
+                compress,
+                decompress,
+                free_c,
+                free_d,
+                _lib: lib,
+            }
         }
     }
 
