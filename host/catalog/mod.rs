@@ -178,14 +178,20 @@ impl Catalog {
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get::<_, i64>(0))? as u32)
     }
 
-    /// Marks jobs a crash left `running` or `queued` as `interrupted`; returns how many.
-    pub fn mark_interrupted(&self) -> Result<usize> {
-        Ok(self.db().execute(
+    /// Marks jobs a crash left `running` or `queued` as `interrupted`;
+    /// returns the archives they were writing.
+    pub fn mark_interrupted(&self) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT DISTINCT destination FROM backups WHERE status IN ('running', 'queued')")?;
+        let archives = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        db.execute(
             "UPDATE backups SET status = 'interrupted', phase = 'done', finished_at = ?1, \
              error = CASE WHEN error = '' THEN 'the server stopped while this backup was running' ELSE error END \
              WHERE status IN ('running', 'queued')",
             params![now_ms()],
-        )?)
+        )?;
+        Ok(archives)
     }
 
     pub fn insert_backup(&self, b: &BackupRecord) -> Result<()> {

@@ -27,6 +27,9 @@ use crate::cli::server::ServerArgs;
 use crate::config::{self, Config};
 use crate::jobs::{parse_compression, Jobs};
 
+/// How long connections may linger after jobs are done during a stop.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
+
 /// What every service shares.
 pub struct Shared {
     pub home: PathBuf,
@@ -115,6 +118,15 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let database_path = home.join(config::DATABASE_FILE);
     let catalog = Arc::new(Catalog::open(&database_path)?);
     let interrupted = catalog.mark_interrupted()?;
+    for archive in &interrupted {
+        // The crash left the archive readable; tidy what it left behind.
+        match crate::wim::writer::repair_after_crash(Path::new(archive)) {
+            Ok(true) => tracing::info!(%archive, "cleared the write-in-progress mark left by the crash"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),
+        }
+    }
+    let interrupted = interrupted.len();
     if interrupted > 0 {
         tracing::warn!(
             count = interrupted,
@@ -173,6 +185,8 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         };
         use tonic::service::interceptor::InterceptedService as I;
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
             .add_service(I::new(
                 pb::backup_service_server::BackupServiceServer::new(backup::BackupApi::new(shared.clone())),
@@ -199,6 +213,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(address = %local, home = %home.display(), "wimguard server listening");
         println!("wimguard server listening on {local} (home {})", home.display());
         let grace = Duration::from_secs(cfg.service.server.shutdown_grace_seconds);
+        let (jobs_done_tx, jobs_done_rx) = tokio::sync::oneshot::channel::<()>();
         let stopping = async move {
             wait_for_signal().await;
             tracing::info!("stopping: no new jobs; running ones get {}s to finish", grace.as_secs());
@@ -207,9 +222,21 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .await;
             let j = jobs.clone();
             let _ = tokio::task::spawn_blocking(move || j.shutdown(grace)).await;
+            let _ = jobs_done_tx.send(());
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        router.serve_with_incoming_shutdown(incoming, stopping).await?;
+        // Graceful shutdown waits for clients to close their connections; one
+        // that never does (a stalled or suspended client) must not keep the
+        // server alive, so connections get a few seconds once jobs are done.
+        let serve = router.serve_with_incoming_shutdown(incoming, stopping);
+        tokio::pin!(serve);
+        tokio::select! {
+            r = &mut serve => r?,
+            _ = async {
+                let _ = jobs_done_rx.await;
+                tokio::time::sleep(CONNECTION_DRAIN).await;
+            } => tracing::warn!("clients still connected after {}s; closing their connections", CONNECTION_DRAIN.as_secs()),
+        }
         tracing::info!("stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;

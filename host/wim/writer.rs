@@ -779,3 +779,30 @@ impl WimWriter {
         Ok(ResHdr { offset: at, ..*r })
     }
 }
+
+/// Tidies an archive after its writer was killed: removes temp files of
+/// dead writers next to it, and when the header still carries
+/// WRITE_IN_PROGRESS, cuts off the partial data after the last complete
+/// structure and clears the mark. The header itself always points at
+/// complete structures (it is rewritten last), so nothing valid is lost.
+/// Returns whether the archive needed it.
+pub fn repair_after_crash(path: &Path) -> Result<bool> {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        remove_stale_temps(dir, &name.to_string_lossy(), Path::new(""));
+    }
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    lock_exclusive(&file, path)?;
+    let arch = WimArchive::from_file(path, file.try_clone()?)?;
+    if arch.header.flags & HDR_FLAG_WRITE_IN_PROGRESS == 0 {
+        return Ok(false);
+    }
+    file.set_len(arch.data_end())?;
+    file.write_all_at(&(arch.header.flags & !HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
+    file.sync_all()?;
+    Ok(true)
+}

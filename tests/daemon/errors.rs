@@ -1,0 +1,378 @@
+//! Issue 3 §4: errors come back with the right gRPC code, exit code and a
+//! message that names what went wrong.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use wimguard::api::v1 as pb;
+
+use crate::common::{self, Rng};
+use crate::harness::*;
+
+#[test]
+fn wrong_or_missing_token_is_unauthenticated() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    let src = env.path("src");
+    small_tree(&src, "t");
+    let wim = env.path("a.wim");
+
+    // CLI with a wrong token: exit 5, for reads and for a backup.
+    for args in [
+        vec![os("backups"), os("list"), os("--token"), os("wrong")],
+        vec![os("stats"), os("--token"), os("wrong")],
+        vec![
+            os("backup"),
+            os("--source"),
+            src.as_os_str(),
+            os("--destination"),
+            wim.as_os_str(),
+            os("--token"),
+            os("wrong"),
+        ],
+    ] {
+        let out = cli_code(&env.home, &args, 5);
+        assert!(
+            out.stderr.contains("token"),
+            "the message should mention the token:\n{}",
+            out.describe()
+        );
+    }
+    assert!(!wim.exists(), "an unauthenticated backup wrote {}", wim.display());
+    // The right token given explicitly works.
+    let secret = config_secret(&env.home);
+    cli_ok(&env.home, &[os("backups"), os("list"), os("--token"), os(&secret)]);
+
+    let rt = runtime();
+    // Client library without a token: UNAUTHENTICATED.
+    let c = client(&env.home, Some(""));
+    let e = rt
+        .block_on(c.list_backups(pb::ListBackupsRequest::default()))
+        .expect_err("a call without token succeeded");
+    assert_eq!(e.code(), Some(tonic::Code::Unauthenticated), "{e}");
+    // Client library with a wrong token.
+    let c = client(&env.home, Some("wrong"));
+    let e = rt
+        .block_on(c.get_statistics())
+        .expect_err("a call with a wrong token succeeded");
+    assert_eq!(e.code(), Some(tonic::Code::Unauthenticated), "{e}");
+
+    // Raw tonic, no metadata at all, on every service.
+    let addr = server.address.clone();
+    rt.block_on(async {
+        use pb::backup_service_client::BackupServiceClient;
+        use pb::env_service_client::EnvServiceClient;
+        use pb::snapshot_service_client::SnapshotServiceClient;
+        use pb::statistics_service_client::StatisticsServiceClient;
+        let ch = tonic::transport::Endpoint::from_shared(addr.clone())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect");
+        let s = BackupServiceClient::new(ch.clone())
+            .list_backups(pb::ListBackupsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        assert!(
+            s.message().contains("authorization"),
+            "the message should say what is missing: {s:?}"
+        );
+        let s = BackupServiceClient::new(ch.clone())
+            .create_backup(pb::CreateBackupRequest {
+                source: src.to_str().unwrap().into(),
+                destination: wim.to_str().unwrap().into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        let s = SnapshotServiceClient::new(ch.clone())
+            .list_snapshots(pb::ListSnapshotsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        let s = EnvServiceClient::new(ch.clone())
+            .get_environment(pb::GetEnvironmentRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        let s = StatisticsServiceClient::new(ch.clone())
+            .get_statistics(pb::GetStatisticsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        // A wrong bearer token in raw metadata.
+        let mut req = tonic::Request::new(pb::ListBackupsRequest::default());
+        req.metadata_mut()
+            .insert("authorization", "Bearer wrong".parse().unwrap());
+        let s = BackupServiceClient::new(ch.clone())
+            .list_backups(req)
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+        // The right token in raw metadata works.
+        let mut req = tonic::Request::new(pb::ListBackupsRequest::default());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+        BackupServiceClient::new(ch)
+            .list_backups(req)
+            .await
+            .expect("raw call with the right token");
+    });
+    assert!(!wim.exists());
+    drop(c);
+    drop(rt); // closes the client's connection before the server stops
+    server.stop();
+}
+
+#[test]
+fn missing_source_unknown_uuid_and_unwritable_destination() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+
+    // Missing source: NOT_FOUND (exit 4) naming the path.
+    let missing = env.path("no-such-source");
+    let wim = env.path("a.wim");
+    let out = cli_code(
+        &env.home,
+        &[
+            os("backup"),
+            os("--source"),
+            missing.as_os_str(),
+            os("--destination"),
+            wim.as_os_str(),
+        ],
+        4,
+    );
+    assert!(
+        out.stderr.contains(missing.to_str().unwrap()),
+        "the message should name the missing source:\n{}",
+        out.describe()
+    );
+    assert!(!wim.exists());
+
+    // Unknown uuid: NOT_FOUND (exit 4) for every command that takes one.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let t = env.path("t");
+    for args in [
+        vec![os("backups"), os("show"), os(unknown)],
+        vec![os("backups"), os("delete"), os(unknown)],
+        vec![os("restore"), os(unknown), os("--target"), t.as_os_str()],
+        vec![os("snapshots"), os("show"), os(unknown)],
+        vec![os("snapshots"), os("browse"), os(unknown)],
+        vec![os("snapshots"), os("verify"), os(unknown)],
+        vec![os("snapshots"), os("diff"), os(unknown), os(unknown)],
+    ] {
+        let out = cli_code(&env.home, &args, 4);
+        assert!(
+            out.stderr.contains(unknown),
+            "the message should name the uuid:\n{}",
+            out.describe()
+        );
+    }
+    let rt = runtime();
+    let c = client(&env.home, None);
+    let e = rt.block_on(c.get_backup(unknown)).unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+
+    // Unwritable destination, 1: below a regular file.
+    let src = env.path("src");
+    small_tree(&src, "u");
+    let file = env.path("plain-file");
+    fs::write(&file, b"not a directory").unwrap();
+    let under_file = file.join("a.wim");
+    let out = cli(
+        &env.home,
+        &[
+            os("backup"),
+            os("--source"),
+            src.as_os_str(),
+            os("--destination"),
+            under_file.as_os_str(),
+        ],
+    );
+    assert!(
+        !out.ok() && !out.stderr.trim().is_empty(),
+        "a destination below a file should fail:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains(file.to_str().unwrap()),
+        "the message should name the path:\n{}",
+        out.describe()
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"not a directory");
+
+    // Unwritable destination, 2: a directory made immutable (works as root).
+    let ro = env.path("immutable");
+    fs::create_dir(&ro).unwrap();
+    let chattr = Command::new("chattr").arg("+i").arg(&ro).output();
+    match chattr {
+        Ok(o) if o.status.success() => {
+            struct Unfreeze(std::path::PathBuf);
+            impl Drop for Unfreeze {
+                fn drop(&mut self) {
+                    let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+                }
+            }
+            let _guard = Unfreeze(ro.clone());
+            let dest = ro.join("a.wim");
+            let out = cli(
+                &env.home,
+                &[
+                    os("backup"),
+                    os("--source"),
+                    src.as_os_str(),
+                    os("--destination"),
+                    dest.as_os_str(),
+                ],
+            );
+            assert!(
+                !out.ok(),
+                "a backup into an immutable directory succeeded:\n{}",
+                out.describe()
+            );
+            assert!(
+                out.stderr.contains(ro.to_str().unwrap()),
+                "the message should name the directory:\n{}",
+                out.describe()
+            );
+            assert!(
+                out.stderr.to_lowercase().contains("permission denied")
+                    || out.stderr.to_lowercase().contains("not writable"),
+                "expected a permission error:\n{}",
+                out.describe()
+            );
+            let c = client(&env.home, None);
+            let e = rt
+                .block_on(async {
+                    c.create_backup(pb::CreateBackupRequest {
+                        source: src.to_str().unwrap().into(),
+                        destination: dest.to_str().unwrap().into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                })
+                .unwrap_err();
+            assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+            assert!(!dest.exists());
+        }
+        other => common::skip(
+            "missing_source_unknown_uuid_and_unwritable_destination (immutable part)",
+            &format!("chattr +i does not work here: {other:?}"),
+        ),
+    }
+    // None of the refused backups left a record that claims success.
+    let l = list(&env.home);
+    assert!(l.iter().all(|b| b["status"] != "succeeded"), "{l:?}");
+    drop(c);
+    drop(rt); // closes the client's connection before the server stops
+    server.stop();
+}
+
+#[test]
+fn corrupt_archive_is_data_loss() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let payload = Rng::new(99).bytes(256 * 1024);
+    fs::write(src.join("payload.bin"), &payload).unwrap();
+    fs::write(src.join("small.txt"), b"small\n").unwrap();
+    let wim = env.path("c.wim");
+    // Uncompressed, so the file's bytes can be found in the archive.
+    let uuid = uuid_of(&backup(&env.home, &src, &wim, &["--compression", "none"]));
+    let v = cli_json(&env.home, &[os("snapshots"), os("verify"), os(&uuid)]);
+    assert_eq!(v["ok"], true, "{v}");
+
+    let mut bytes = fs::read(&wim).unwrap();
+    let needle = &payload[100_000..100_064];
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the payload is stored uncompressed in the archive");
+    bytes[at + 10] ^= 0x5a;
+    bytes[at + 11] ^= 0xa5;
+    fs::write(&wim, &bytes).unwrap();
+
+    let target = env.path("restored");
+    let out = cli_code(
+        &env.home,
+        &[os("restore"), os(&uuid), os("--target"), target.as_os_str()],
+        3,
+    );
+    let msg = out.stderr.to_lowercase();
+    assert!(
+        msg.contains("damaged") || msg.contains("corrupt") || msg.contains("checksum") || msg.contains("sha-1"),
+        "the restore error should say the archive is damaged:\n{}",
+        out.describe()
+    );
+    let out = cli_code(&env.home, &[os("snapshots"), os("verify"), os(&uuid)], 3);
+    let msg = out.stderr.to_lowercase();
+    assert!(
+        msg.contains("damaged")
+            && (msg.contains("sha") || msg.contains("corrupt") || msg.contains("checksum") || msg.contains("hash")),
+        "the verify error should say what is damaged:\n{}",
+        out.describe()
+    );
+    let out = cli(&env.home, &[os("snapshots"), os("verify"), os(&uuid), os("--json")]);
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
+    let v = last_json(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a failed verify should carry an error: {v}"
+    );
+    server.stop();
+}
+
+#[test]
+fn second_server_on_same_home_is_refused_and_catalog_survives_restart() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    let src = env.path("src");
+    small_tree(&src, "r");
+    backup(&env.home, &src, &env.path("a.wim"), &["--name", "one"]);
+    backup(&env.home, &src, &env.path("a.wim"), &["--name", "two"]);
+    backup(&env.home, &src, &env.path("b.wim"), &[]);
+
+    let second = common::run_with_timeout(
+        &wg_bin(),
+        &[os("server"), os("--home"), env.home.as_os_str(), os("--port"), os("0")],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !second.ok(),
+        "a second server on the same home started:\n{}",
+        second.describe()
+    );
+    assert!(!second.stderr.contains("panicked"), "{}", second.describe());
+    assert!(
+        second.stderr.contains("already running") && second.stderr.contains(env.home.to_str().unwrap()),
+        "the second server should say another one holds the home:\n{}",
+        second.describe()
+    );
+    // The first server is unaffected, and clients still find it.
+    assert_eq!(
+        config_address(&env.home),
+        server.address,
+        "the refused server rewrote the client address"
+    );
+    cli_ok(&env.home, &[os("health")]);
+
+    let before = cli_ok(&env.home, &[os("backups"), os("list"), os("--json")]).stdout;
+    let snaps_before = cli_ok(&env.home, &[os("snapshots"), os("list"), os("--json")]).stdout;
+    server.stop();
+    let server = Server::start(&env.home);
+    let after = cli_ok(&env.home, &[os("backups"), os("list"), os("--json")]).stdout;
+    let snaps_after = cli_ok(&env.home, &[os("snapshots"), os("list"), os("--json")]).stdout;
+    assert_eq!(before, after, "backups list changed across a restart");
+    assert_eq!(snaps_before, snaps_after, "snapshots list changed across a restart");
+    assert_eq!(list(&env.home).len(), 3);
+    server.stop();
+}
