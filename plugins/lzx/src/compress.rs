@@ -56,7 +56,7 @@ impl Params {
 /// Defaults aim at wimlib's default level in CPU time on 32 KiB chunks: one
 /// cost-based pass, and matches of 28 bytes or more taken as found (each
 /// step up in `nice_len` costs more time than it gains). Measured with
-/// `examples/ratio.rs`: about 0.6% larger output than wimlib for about the
+/// `examples/lzx_ratio.rs`: about 0.6% larger output than wimlib for about the
 /// same CPU time; `nice_len: 64, max_depth: 32, skip_depth: 32` is 0.3%
 /// smaller and about 20% slower.
 impl Default for Params {

@@ -27,7 +27,7 @@ struct Params {
 
 /// Tuned for speed close to wimlib's default (lazy) level at a size within
 /// 0.5% of it; depth 24 / nice 48 is 0.2% smaller but ~1.7x slower
-/// (`examples/ratio.rs 8 32768 24 48 16`).
+/// (`examples/xpress_ratio.rs 8 32768 24 48 16`).
 const DEFAULT_PARAMS: Params = Params {
     max_depth: 12,
     nice_len: 32,
@@ -360,7 +360,7 @@ fn link(head: u32, base: u32, i: usize) -> u16 {
 
 /// Should a match be used at all rather than a literal? A 3-byte match far
 /// away costs about as much as three literals. (Threshold tuned on system
-/// files; see examples/ratio.rs.)
+/// files; see examples/xpress_ratio.rs.)
 #[inline(always)]
 fn worth_taking(len: usize, off: usize) -> bool {
     len > MIN_MATCH || (len == MIN_MATCH && off <= 2048)

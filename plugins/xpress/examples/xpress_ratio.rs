@@ -1,7 +1,7 @@
 //! Compares our XPRESS compressor with wimlib's (default level) on a few
 //! corpora of system files cut into chunks: compressed size and speed.
 //!
-//! Run: `cargo run --release -p wimguard-xpress --example ratio [MiB per corpus] [chunk size]
+//! Run: `cargo run --release -p wimguard-xpress --example xpress_ratio [MiB per corpus] [chunk size]
 //! [depth nice good]`
 
 #[path = "../tests/common/mod.rs"]

@@ -1,6 +1,6 @@
 //! Compares our LZX compressor with wimlib's default level on real files.
 //!
-//! Usage: cargo run --release -p wimguard-lzx --example ratio [CHUNK_SIZE [MAX_MB]]
+//! Usage: cargo run --release -p wimguard-lzx --example lzx_ratio [CHUNK_SIZE [MAX_MB]]
 //!
 //! Builds three corpora (docs, /usr/share text, /usr/bin binaries) by
 //! concatenating files, cuts them into chunks and reports compressed sizes
