@@ -256,12 +256,17 @@ impl ImageTree {
     /// end marker, then child lists in depth-first pre-order, children
     /// sorted case-insensitively then case-sensitively.
     pub fn serialize(&self) -> Vec<u8> {
-        let mut tree = self.clone();
-        for d in 0..tree.dentries.len() {
-            let mut kids = std::mem::take(&mut tree.dentries[d].children);
-            kids.sort_by(|&a, &b| compare_names(&tree.dentries[a].name, &tree.dentries[b].name));
-            tree.dentries[d].children = kids;
-        }
+        let tree = self;
+        // Children in wimlib's order, without copying the whole tree.
+        let kids: Vec<Vec<usize>> = tree
+            .dentries
+            .iter()
+            .map(|d| {
+                let mut k = d.children.clone();
+                k.sort_by(|&a, &b| compare_names(&tree.dentries[a].name, &tree.dentries[b].name));
+                k
+            })
+            .collect();
         let counts = tree.link_counts();
         // Hard link group ids for multi-name inodes (not for dirs and reparse
         // points), numbered in write order so equal trees give equal bytes.
@@ -282,12 +287,12 @@ impl ImageTree {
         while let Some(dir) = stack.pop() {
             order.push(dir);
             subdir[dir] = off;
-            for &c in &tree.dentries[dir].children {
+            for &c in &kids[dir] {
                 pos[c] = off;
                 off += sizes[c];
             }
             off += 8;
-            for &c in tree.dentries[dir].children.iter().rev() {
+            for &c in kids[dir].iter().rev() {
                 if tree.inodes[tree.dentries[c].inode].is_dir() {
                     stack.push(c);
                 }
@@ -307,7 +312,7 @@ impl ImageTree {
         out.extend_from_slice(&[0; 8]);
         for dir in order {
             debug_assert_eq!(out.len(), subdir[dir]);
-            for &c in &tree.dentries[dir].children {
+            for &c in &kids[dir] {
                 let d = &tree.dentries[c];
                 let ino = &tree.inodes[d.inode];
                 let sub = if ino.is_dir() { subdir[c] as u64 } else { 0 };
