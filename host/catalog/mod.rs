@@ -183,7 +183,9 @@ impl Catalog {
     pub fn mark_interrupted(&self) -> Result<Vec<String>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT DISTINCT destination FROM backups WHERE status IN ('running', 'queued')")?;
-        let archives = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let archives = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         db.execute(
             "UPDATE backups SET status = 'interrupted', phase = 'done', finished_at = ?1, \

@@ -34,13 +34,60 @@ fn hash_range(file: &File, start: u64, end: u64, chunk: u32) -> Result<Vec<[u8; 
     Ok(out)
 }
 
-/// Builds the table for the file's bytes [208, blob_table_end).
-pub fn build(file: &File, blob_table_end: u64) -> Result<Vec<u8>> {
-    let hashes = hash_range(file, HEADER_SIZE as u64, blob_table_end, INTEGRITY_CHUNK)?;
+/// Hashes of an existing table that a rewrite may reuse: those of chunks
+/// lying entirely inside the range the old table covered, which an append
+/// never touches.
+#[derive(Debug, Clone)]
+pub struct Reusable {
+    pub chunk_size: u32,
+    pub hashes: Vec<[u8; 20]>,
+    /// End of the range the old table covered (the old blob table's end).
+    pub covered_end: u64,
+}
+
+impl Reusable {
+    /// Parses an old table; `None` when it is unusable (then everything is re-hashed).
+    pub fn parse(table: &[u8], covered_end: u64) -> Option<Reusable> {
+        let le = Le(table);
+        let n = le.u32(4, "integrity table").ok()? as usize;
+        let chunk_size = le.u32(8, "integrity table").ok()?;
+        // wimlib keeps an old chunk size between 4 KiB and 128 MiB.
+        if !(4096..=(128 << 20)).contains(&chunk_size) || table.len() != 12 + 20 * n {
+            return None;
+        }
+        let hashes = table[12..].chunks_exact(20).map(|c| c.try_into().unwrap()).collect();
+        Some(Reusable {
+            chunk_size,
+            hashes,
+            covered_end,
+        })
+    }
+}
+
+/// Builds the table for the file's bytes [208, blob_table_end), reusing the
+/// hashes of unchanged chunks when an old table is given.
+pub fn build(file: &File, blob_table_end: u64, old: Option<&Reusable>) -> Result<Vec<u8>> {
+    let chunk = old.map_or(INTEGRITY_CHUNK, |o| o.chunk_size);
+    let start = HEADER_SIZE as u64;
+    let n = blob_table_end.saturating_sub(start).div_ceil(chunk as u64) as usize;
+    let mut hashes = Vec::with_capacity(n);
+    for i in 0..n {
+        let lo = start + i as u64 * chunk as u64;
+        let hi = (lo + chunk as u64).min(blob_table_end);
+        let reused = old.and_then(|o| {
+            (hi <= o.covered_end && hi - lo == chunk as u64)
+                .then(|| o.hashes.get(i).copied())
+                .flatten()
+        });
+        match reused {
+            Some(h) => hashes.push(h),
+            None => hashes.extend(hash_range(file, lo, hi, chunk)?),
+        }
+    }
     let mut out = Vec::with_capacity(12 + 20 * hashes.len());
     out.extend_from_slice(&((12 + 20 * hashes.len()) as u32).to_le_bytes());
     out.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&INTEGRITY_CHUNK.to_le_bytes());
+    out.extend_from_slice(&chunk.to_le_bytes());
     for h in hashes {
         out.extend_from_slice(&h);
     }

@@ -138,6 +138,8 @@ pub struct WimWriter {
     xml: WimXml,
     /// Write an integrity table on commit.
     pub integrity: bool,
+    /// Hashes of the archive's old integrity table that are still valid.
+    old_integrity: Option<integrity::Reusable>,
     committed: bool,
 }
 
@@ -280,6 +282,7 @@ impl WimWriter {
             metadata: Vec::new(),
             xml: WimXml::default(),
             integrity: false,
+            old_integrity: None,
             committed: false,
         })
     }
@@ -305,6 +308,16 @@ impl WimWriter {
         file.write_all_at(&(old_flags | HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
         let chunk_size = arch.header.chunk_size;
         let integrity = !arch.header.integrity.is_zero();
+        let old_integrity = if integrity {
+            let raw = arch
+                .context()
+                .read_all(&arch.header.integrity, super::archive::METADATA_MAX, "integrity table")
+                .ok();
+            let covered_end = arch.header.blob_table.offset + arch.header.blob_table.size_in_wim;
+            raw.and_then(|r| integrity::Reusable::parse(&r, covered_end))
+        } else {
+            None
+        };
         Ok(WimWriter {
             path: path.to_path_buf(),
             out: OutBuf {
@@ -321,6 +334,7 @@ impl WimWriter {
             metadata: arch.metadata.clone(),
             xml: arch.xml.clone(),
             integrity,
+            old_integrity,
             committed: false,
         })
     }
@@ -597,7 +611,11 @@ impl WimWriter {
         };
         self.out.flush()?;
         if self.integrity {
-            let t = integrity::build(&self.out.file, table_at + table.len() as u64)?;
+            let t = integrity::build(
+                &self.out.file,
+                table_at + table.len() as u64,
+                self.old_integrity.as_ref(),
+            )?;
             let at = self.out.pos();
             self.out.write(&t)?;
             self.out.flush()?;
@@ -788,7 +806,11 @@ impl WimWriter {
 /// Returns whether the archive needed it.
 pub fn repair_after_crash(path: &Path) -> Result<bool> {
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         remove_stale_temps(dir, &name.to_string_lossy(), Path::new(""));
     }
     let file = match OpenOptions::new().read(true).write(true).open(path) {
