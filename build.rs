@@ -17,9 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     // The commit this binary was built from, for `wimguard env` (absent outside git).
-    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output() {
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+    {
         if out.status.success() {
-            println!("cargo:rustc-env=WIMGUARD_GIT_COMMIT={}", String::from_utf8_lossy(&out.stdout).trim());
+            println!(
+                "cargo:rustc-env=WIMGUARD_GIT_COMMIT={}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
         }
     }
     println!("cargo:rerun-if-changed=.git/HEAD");
