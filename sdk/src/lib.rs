@@ -1,10 +1,48 @@
 //! The WimGuard plugin SDK.
 //!
-//! For now this crate holds the codec contract as plain Rust; the WebAssembly
-//! export (WIT worlds, export macro) arrives with the plugin platform. Codec
-//! crates depend only on this crate, so they stay pure: no I/O, no unsafe.
+//! Two layers live here:
+//!
+//! * the native codec contract ([`Codec`], [`ChunkCompressor`],
+//!   [`ChunkDecompressor`], [`CodecError`]) that the daemon and the codec
+//!   crates use directly, and
+//! * the plugin API of the WIT package `wimguard:plugin@1.0.0` (`sdk/wit/`):
+//!   the traits in [`plugin`] ([`Plugin`], [`CodecPlugin`],
+//!   [`DestinationPlugin`], [`HookPlugin`]) and, with the `guest` feature,
+//!   the export macros ([`export_codec!`], [`export_destination!`],
+//!   [`export_hook!`]) and the host imports ([`log`], [`config`],
+//!   [`progress`]) that turn an implementation into a WebAssembly component
+//!   for `wasm32-wasip2`. wit-bindgen is an internal detail of that feature.
+//!
+//! See `sdk/README.md` for the contract and its compatibility rules.
 
 use std::fmt;
+
+pub mod plugin;
+pub use plugin::*;
+
+#[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
+#[doc(hidden)]
+pub mod guest;
+#[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
+pub use guest::{config, log, progress};
+
+/// The WIT text of the contract, for tools and the host's checks.
+pub mod wit {
+    /// `sdk/wit/types.wit`
+    pub const TYPES: &str = include_str!("../wit/types.wit");
+    /// `sdk/wit/host.wit`
+    pub const HOST: &str = include_str!("../wit/host.wit");
+    /// `sdk/wit/codec.wit`
+    pub const CODEC: &str = include_str!("../wit/codec.wit");
+    /// `sdk/wit/destination.wit`
+    pub const DESTINATION: &str = include_str!("../wit/destination.wit");
+    /// `sdk/wit/hook.wit`
+    pub const HOOK: &str = include_str!("../wit/hook.wit");
+    /// `sdk/wit/worlds.wit` (holds the package declaration)
+    pub const WORLDS: &str = include_str!("../wit/worlds.wit");
+    /// The package name and version every plugin is built against.
+    pub const PACKAGE: &str = "wimguard:plugin@1.0.0";
+}
 
 /// Why a compressed chunk could not be decoded.
 ///
