@@ -8,5 +8,6 @@ pub mod config;
 pub mod fsutil;
 pub mod jobs;
 pub mod ops;
+pub mod plugins;
 pub mod server;
 pub mod wim;
