@@ -80,6 +80,51 @@ pub struct CaptureProgress {
     pub bytes_total: u64,
 }
 
+/// Checks a user-chosen image name: it must be storable in WIM's XML and
+/// addressable by `wimlib-imagex` (which reads a number as an index and
+/// `all`/`*` as every image). Returns why not.
+pub fn check_image_name(name: &str) -> std::result::Result<(), String> {
+    if !crate::wim::xml::valid_xml_text(name) {
+        return Err(format!(
+            "invalid image name {name:?}: control characters cannot be stored"
+        ));
+    }
+    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) || name.eq_ignore_ascii_case("all") || name == "*" {
+        return Err(format!(
+            "invalid image name {name:?}: it must not be empty, a number, \"all\" or \"*\""
+        ));
+    }
+    Ok(())
+}
+
+/// `wimguard-2024-01-02T03:04:05Z` (now, UTC), with a `-2`, `-3`, … suffix
+/// until `taken` says the name is free.
+pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
+    let (seconds, _) = time::to_unix(time::now());
+    // prost's Timestamp prints RFC 3339 (no fraction when nanos is 0).
+    let base = format!("wimguard-{}", prost_types::Timestamp { seconds, nanos: 0 });
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The newest of the last few images that carries WimGuard's file identity
+/// items, whose hashes unchanged files may reuse. Images appended by other
+/// tools (wimlib) lack them; an older WimGuard image behind them still helps.
+pub fn latest_wimguard_image(arch: &crate::wim::WimArchive) -> Result<Option<ImageTree>> {
+    for i in (1..=arch.image_count()).rev().take(8) {
+        let tree = arch.load_image(i)?;
+        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
+            return Ok(Some(tree));
+        }
+    }
+    Ok(None)
+}
+
 /// Counts reported after a capture.
 #[derive(Debug, Clone, Default)]
 pub struct CaptureReport {
@@ -230,7 +275,7 @@ pub fn capture(
         entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
         for entry in entries {
             scanned += 1;
-            if scanned % 1000 == 0 {
+            if scanned.is_multiple_of(1000) {
                 progress(&CaptureProgress {
                     phase: CapturePhase::Scanning,
                     files_done: scanned,
@@ -667,4 +712,24 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn default_name_is_rfc3339_and_unique() {
+        let name = default_image_name(&|n| !n.ends_with("-3"));
+        assert!(name.starts_with("wimguard-20") && name.ends_with("Z-3"), "{name}");
+        assert_eq!(name.len(), "wimguard-2024-01-02T03:04:05Z-3".len(), "{name}");
+    }
+
+    #[test]
+    fn names_wimlib_cannot_address_are_refused() {
+        for bad in ["", "12", "ALL", "*", "a\u{1}b"] {
+            assert!(check_image_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_image_name("nightly 3").is_ok());
+    }
 }

@@ -229,16 +229,7 @@ impl Jobs {
             spec.compression.unwrap_or(self.default_compression)
         };
         if let Some(n) = &spec.name {
-            if n.is_empty()
-                || n.chars().all(|c| c.is_ascii_digit())
-                || n.eq_ignore_ascii_case("all")
-                || n == "*"
-                || !crate::wim::xml::valid_xml_text(n)
-            {
-                return Err(CoreError::InvalidArgument(format!(
-                    "invalid image name {n:?}: not empty, a number, \"all\", \"*\" or control characters"
-                )));
-            }
+            capture::check_image_name(n).map_err(CoreError::InvalidArgument)?;
         }
         let uuid = uuid::Uuid::new_v4().to_string();
         let record = BackupRecord {
@@ -366,7 +357,7 @@ impl Jobs {
     ) -> Result<(), CoreError> {
         let (mut writer, previous) = if exists {
             let arch = WimArchive::open(&spec.destination)?;
-            let prev = latest_wimguard_image(&arch)?;
+            let prev = capture::latest_wimguard_image(&arch)?;
             drop(arch);
             (WimWriter::append(&spec.destination)?, prev)
         } else {
@@ -376,7 +367,7 @@ impl Jobs {
             )
         };
         if record.name.is_empty() {
-            record.name = default_image_name(&|n| writer.xml().name_in_use(n));
+            record.name = capture::default_image_name(&|n| writer.xml().name_in_use(n));
         }
         let opts = CaptureOptions {
             name: record.name.clone(),
@@ -504,49 +495,4 @@ impl Jobs {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// The newest of the last few images that carries WimGuard's identity items.
-pub fn latest_wimguard_image(arch: &WimArchive) -> Result<Option<crate::wim::metadata::ImageTree>, WimError> {
-    for i in (1..=arch.image_count()).rev().take(8) {
-        let tree = arch.load_image(i)?;
-        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
-            return Ok(Some(tree));
-        }
-    }
-    Ok(None)
-}
-
-/// `wimguard-2024-01-02T03:04:05Z`, made unique with a suffix.
-pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
-    let (secs, _) = crate::wim::time::to_unix(crate::wim::time::now());
-    let base = format!("wimguard-{}", rfc3339_seconds(secs));
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken(&name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (proleptic Gregorian, UTC).
-pub fn rfc3339_seconds(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

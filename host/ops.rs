@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use rayon::prelude::*;
-
 use crate::apply::{self, ApplyOptions, ApplyReport};
 use crate::catalog::{BackupRecord, Status};
 use crate::jobs::{CoreError, Jobs};
@@ -194,37 +192,9 @@ pub fn diff(base: &BackupRecord, target: &BackupRecord) -> Result<Vec<Change>, C
 pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
     let (arch, index) = open_image(rec)?;
     let tree = load(&arch, index)?;
-    let mut used: HashSet<Sha1> = HashSet::new();
-    for ino in &tree.inodes {
-        for h in [ino.data_hash, ino.reparse_hash]
-            .into_iter()
-            .chain(ino.named_streams.iter().map(|s| s.hash))
-        {
-            if h != ZERO_HASH {
-                used.insert(h);
-            }
-        }
-    }
-    let mut blobs: Vec<(u64, Sha1, u64)> = Vec::new();
-    for h in used {
-        let b = arch
-            .blobs
-            .get(&h)
-            .ok_or_else(|| CoreError::DataLoss(format!("blob {} used by the snapshot is missing", hex(&h))))?;
-        blobs.push((b.reshdr.offset, h, b.reshdr.original_size));
-    }
-    blobs.sort();
-    let total: u64 = blobs.iter().map(|b| b.2).sum();
-    let mut done = 0u64;
-    for batch in blobs.chunks(256) {
-        batch
-            .par_iter()
-            .try_for_each(|(_, h, _)| arch.read_blob(h, &mut |_| Ok(())))
-            .map_err(|e| CoreError::DataLoss(e.to_string()))?;
-        done += batch.iter().map(|b| b.2).sum::<u64>();
-        progress(done, total);
-    }
-    Ok((blobs.len() as u64, total))
+    let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
+    arch.verify_blobs(used, progress)
+        .map_err(|e| CoreError::DataLoss(e.to_string()))
 }
 
 /// Restores a snapshot (or paths of it) into `target`.

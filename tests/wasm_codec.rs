@@ -26,7 +26,10 @@ fn root() -> PathBuf {
 fn ensure_wasm_target() {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => {}
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2") => {}
         _ => {
             // Same as scripts/ensure-deps.sh.
             let status = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
@@ -48,7 +51,11 @@ fn build_plugin(crate_dir: &Path, artifact: &str, target_dir: &Path) -> Vec<u8> 
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .expect("running cargo to build a wasm plugin");
-    assert!(status.success(), "building {} for wasm32-wasip2 failed", crate_dir.display());
+    assert!(
+        status.success(),
+        "building {} for wasm32-wasip2 failed",
+        crate_dir.display()
+    );
     let path = target_dir.join("wasm32-wasip2/release").join(artifact);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
@@ -57,12 +64,23 @@ fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         // Guest log/stdout/stderr show up with `--nocapture`.
-        let _ = tracing_subscriber::fmt().with_env_filter("wimguard=trace").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("wimguard=trace")
+            .with_test_writer()
+            .try_init();
         ensure_wasm_target();
         let target_dir = root().join("target/wasm-test-plugins");
         Built {
-            rle: build_plugin(&root().join("sdk/examples/rle-codec"), "wimguard_rle_codec.wasm", &target_dir),
-            hostile: build_plugin(&root().join("tests/fixtures/hostile-codec"), "wimguard_hostile_codec.wasm", &target_dir),
+            rle: build_plugin(
+                &root().join("sdk/examples/rle-codec"),
+                "wimguard_rle_codec.wasm",
+                &target_dir,
+            ),
+            hostile: build_plugin(
+                &root().join("tests/fixtures/hostile-codec"),
+                "wimguard_hostile_codec.wasm",
+                &target_dir,
+            ),
         }
     })
 }
@@ -83,7 +101,10 @@ fn rle_round_trip_and_cache() {
     assert_eq!(codec.plugin_name(), "wimguard-rle-codec");
     assert_eq!(codec.name(), "x-example-rle");
     assert_eq!(codec.max_chunk_size(), 1 << 20);
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(cached.len(), 1, "one compiled component in the cache: {cached:?}");
     assert!(cached[0].to_string_lossy().starts_with(codec.sha256()));
 
@@ -109,19 +130,34 @@ fn rle_round_trip_and_cache() {
     assert!(!comp.compress(&noise, &mut out));
     // Corrupt input: a CodecError naming the plugin, and the instance stays usable.
     let err = decomp.decompress(&[0, 1], &mut [0u8; 1]).unwrap_err();
-    assert!(err.reason.contains("wimguard-rle-codec") && err.reason.contains("corrupt"), "{err}");
+    assert!(
+        err.reason.contains("wimguard-rle-codec") && err.reason.contains("corrupt"),
+        "{err}"
+    );
     let mut back = [0u8; 3];
     decomp.decompress(&[3, 9], &mut back).unwrap();
     assert_eq!(back, [9, 9, 9]);
 
     // Second load hits the cache (same file, still works); settings reach `init`.
-    let codec2 = WasmCodec::load(rle, settings(&[("max-run", "3")]), PluginLimits::default(), Some(cache.path())).unwrap();
+    let codec2 = WasmCodec::load(
+        rle,
+        settings(&[("max-run", "3")]),
+        PluginLimits::default(),
+        Some(cache.path()),
+    )
+    .unwrap();
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
     let mut out = Vec::new();
     assert!(codec2.compressor(4096).compress(&[5u8; 12], &mut out));
     assert_eq!(out, [3, 5, 3, 5, 3, 5, 3, 5], "max-run=3 from config");
     // A bad setting fails the load with init's message.
-    let err = WasmCodec::load(rle, settings(&[("max-run", "0")]), PluginLimits::default(), Some(cache.path())).unwrap_err();
+    let err = WasmCodec::load(
+        rle,
+        settings(&[("max-run", "0")]),
+        PluginLimits::default(),
+        Some(cache.path()),
+    )
+    .unwrap_err();
     assert!(matches!(err, PluginError::Init { .. }), "{err}");
     assert!(err.to_string().contains("max-run"), "{err}");
 }
@@ -134,7 +170,10 @@ fn rejects_what_is_not_a_codec_component() {
     let empty = wat_component();
     let err = WasmCodec::load(&empty, PluginSettings::new(), PluginLimits::default(), None).unwrap_err();
     assert!(matches!(err, PluginError::WrongWorld { .. }), "{err}");
-    assert!(err.to_string().contains("not a wimguard:plugin@1.x codec plugin"), "{err}");
+    assert!(
+        err.to_string().contains("not a wimguard:plugin@1.x codec plugin"),
+        "{err}"
+    );
 }
 
 /// The smallest valid component: `(component)` in binary form.
@@ -144,7 +183,10 @@ fn wat_component() -> Vec<u8> {
 
 #[test]
 fn infinite_loop_hits_the_epoch_deadline() {
-    let limits = PluginLimits { call_timeout: Duration::from_millis(300), ..PluginLimits::default() };
+    let limits = PluginLimits {
+        call_timeout: Duration::from_millis(300),
+        ..PluginLimits::default()
+    };
     let codec = hostile("loop", limits);
     let mut comp = codec.wasm_compressor();
     let started = Instant::now();
@@ -163,13 +205,19 @@ fn infinite_loop_hits_the_epoch_deadline() {
 
 #[test]
 fn memory_bomb_hits_the_memory_limit() {
-    let limits = PluginLimits { memory_bytes: 16 << 20, ..PluginLimits::default() };
+    let limits = PluginLimits {
+        memory_bytes: 16 << 20,
+        ..PluginLimits::default()
+    };
     let codec = hostile("bomb", limits);
     let mut comp = codec.wasm_compressor();
     let err = comp.try_compress(&[1u8; 1000], &mut Vec::new()).unwrap_err();
     assert!(matches!(err, PluginError::MemoryLimit { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("hostile-codec") && msg.contains("memory limit of 16777216 bytes"), "{msg}");
+    assert!(
+        msg.contains("hostile-codec") && msg.contains("memory limit of 16777216 bytes"),
+        "{msg}"
+    );
 }
 
 #[test]

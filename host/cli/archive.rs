@@ -180,65 +180,6 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
     }
 }
 
-/// Image names must be addressable by wimlib too: not a number, not "all" or "*".
-fn check_name(name: &str) -> Result<(), CliError> {
-    if !crate::wim::xml::valid_xml_text(name) {
-        return Err(CliError::usage(format!(
-            "invalid image name {name:?}: control characters cannot be stored"
-        )));
-    }
-    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) || name.eq_ignore_ascii_case("all") || name == "*" {
-        return Err(CliError::usage(format!(
-            "invalid image name {name:?}: it must not be empty, a number, \"all\" or \"*\""
-        )));
-    }
-    Ok(())
-}
-
-/// `wimguard-2024-01-02T03:04:05Z`, unique within the archive.
-fn default_name(taken: &dyn Fn(&str) -> bool) -> String {
-    let (secs, _) = time::to_unix(time::now());
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let base = format!(
-        "wimguard-{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken(&name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
-/// The newest image (of the last few) that carries WimGuard's file identity
-/// items, whose hashes an unchanged file may reuse. Images appended by other
-/// tools (wimlib) lack them; an older WimGuard image behind them still helps.
-fn latest_wimguard_image(arch: &WimArchive) -> Result<Option<crate::wim::metadata::ImageTree>, CliError> {
-    let n = arch.image_count();
-    for i in (1..=n).rev().take(8) {
-        let tree = arch.load_image(i)?;
-        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
-            return Ok(Some(tree));
-        }
-    }
-    Ok(None)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn capture_cmd(
     source: PathBuf,
@@ -251,7 +192,7 @@ fn capture_cmd(
     norpfix: bool,
 ) -> Result<(), CliError> {
     if let Some(n) = &name {
-        check_name(n)?;
+        capture::check_image_name(n).map_err(CliError::usage)?;
     }
     if !source.is_dir() {
         return Err(CliError {
@@ -272,7 +213,7 @@ fn capture_cmd(
                 )));
             }
         }
-        let previous = latest_wimguard_image(&arch)?;
+        let previous = capture::latest_wimguard_image(&arch)?;
         drop(arch);
         (WimWriter::append(&wim)?, previous)
     } else {
@@ -288,7 +229,7 @@ fn capture_cmd(
     }
     let name = match name {
         Some(n) => n,
-        None => default_name(&|n| w.xml().name_in_use(n)),
+        None => capture::default_image_name(&|n| w.xml().name_in_use(n)),
     };
     if w.xml().name_in_use(&name) {
         return Err(CliError::usage(format!(

@@ -458,6 +458,38 @@ impl Drop for JobProgress {
     }
 }
 
+/// Follows a job's event stream to its end: progress goes to `bar`, the
+/// last result is returned (None when the server sent none). Ctrl-C ends
+/// the wait with `interrupted()`.
+pub async fn follow_to_result<E, R>(
+    mut stream: crate::client::EventStream<E>,
+    interrupts: &mut tokio::signal::unix::Signal,
+    bar: &mut JobProgress,
+    split: impl Fn(E) -> (Option<pb::Progress>, Option<R>),
+    interrupted: impl Fn() -> super::CliError,
+) -> Result<Option<R>, super::CliError> {
+    let mut result = None;
+    loop {
+        tokio::select! {
+            event = stream.next() => match event? {
+                Some(e) => {
+                    let (progress, r) = split(e);
+                    if let Some(p) = &progress {
+                        bar.update(p);
+                    }
+                    if r.is_some() {
+                        result = r;
+                    }
+                }
+                None => break,
+            },
+            _ = interrupts.recv() => return Err(interrupted()),
+        }
+    }
+    bar.finish();
+    Ok(result)
+}
+
 /// 75 → `1m15s`.
 pub fn eta_human(seconds: u64) -> String {
     match seconds {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::backup::interrupt_signal;
-use super::output::{bytes_human, print_json, restore_result_json, status_word, JobProgress};
+use super::output::{bytes_human, follow_to_result, print_json, restore_result_json, status_word, JobProgress};
 use super::{absolute_path, CliError, ClientOptions};
 use crate::api::v1 as pb;
 
@@ -54,29 +54,19 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     let mut interrupts = interrupt_signal()?;
     let interrupted = || CliError::interrupted(format!("restore interrupted; {target} may hold a partial restore"));
 
-    let mut stream = tokio::select! {
+    let stream = tokio::select! {
         s = client.restore(request) => s?,
         _ = interrupts.recv() => return Err(interrupted()),
     };
     let mut progress = JobProgress::new("restore", json);
-    let mut result: Option<pb::RestoreResult> = None;
-    loop {
-        tokio::select! {
-            event = stream.next() => match event? {
-                Some(e) => {
-                    if let Some(p) = &e.progress {
-                        progress.update(p);
-                    }
-                    if e.result.is_some() {
-                        result = e.result;
-                    }
-                }
-                None => break,
-            },
-            _ = interrupts.recv() => return Err(interrupted()),
-        }
-    }
-    progress.finish();
+    let result = follow_to_result(
+        stream,
+        &mut interrupts,
+        &mut progress,
+        |e| (e.progress, e.result),
+        interrupted,
+    )
+    .await?;
     let Some(r) = result else {
         return Err(CliError::failure(format!(
             "the server ended the restore of {} without a result; check {target}",

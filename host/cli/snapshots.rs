@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::backup::interrupt_signal;
 use super::output::{
-    bytes_human, change_word, diff_json, entry_json, mode_human, print_json, snapshot_json, time_human,
-    verify_result_json, JobProgress, Table,
+    bytes_human, change_word, diff_json, entry_json, follow_to_result, mode_human, print_json, snapshot_json,
+    time_human, verify_result_json, JobProgress, Table,
 };
 use super::{absolute_path, CliError, ClientOptions, EXIT_DAMAGED};
 use crate::api::v1 as pb;
@@ -231,29 +231,19 @@ async fn browse(client: &Client, uuid: &str, path: String, json: bool) -> Result
 async fn verify(client: &Client, uuid: &str, json: bool) -> Result<(), CliError> {
     let mut interrupts = interrupt_signal()?;
     let interrupted = || CliError::interrupted("verification interrupted");
-    let mut stream = tokio::select! {
+    let stream = tokio::select! {
         s = client.verify_snapshot(uuid) => s?,
         _ = interrupts.recv() => return Err(interrupted()),
     };
     let mut progress = JobProgress::new("verify", json);
-    let mut result = None;
-    loop {
-        tokio::select! {
-            event = stream.next() => match event? {
-                Some(e) => {
-                    if let Some(p) = &e.progress {
-                        progress.update(p);
-                    }
-                    if e.result.is_some() {
-                        result = e.result;
-                    }
-                }
-                None => break,
-            },
-            _ = interrupts.recv() => return Err(interrupted()),
-        }
-    }
-    progress.finish();
+    let result = follow_to_result(
+        stream,
+        &mut interrupts,
+        &mut progress,
+        |e| (e.progress, e.result),
+        interrupted,
+    )
+    .await?;
     let Some(r) = result else {
         return Err(CliError::failure(format!(
             "the server ended the verification of {uuid} without a result"

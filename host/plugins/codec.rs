@@ -11,7 +11,10 @@ use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec, CodecError};
 use super::host::bindings::exports::wimguard::plugin::codec as wit_codec;
 use super::host::bindings::wimguard::plugin::types;
 use super::host::bindings::{CodecPlugin, CodecPluginPre};
-use super::host::{call_error, codec_linker, compile_component, new_store, sha256_hex, HostState, PluginError, PluginLimits, PluginSettings};
+use super::host::{
+    call_error, codec_linker, compile_component, new_store, sha256_hex, HostState, PluginError, PluginLimits,
+    PluginSettings,
+};
 
 /// The contract major version this host speaks.
 const API_MAJOR: u16 = 1;
@@ -90,7 +93,10 @@ impl WasmCodec {
         limits: PluginLimits,
     ) -> Result<WasmCodec, PluginError> {
         let label = format!("sha256:{}", sha256.get(..12).unwrap_or(sha256));
-        let wrong = |reason: String| PluginError::WrongWorld { plugin: label.clone(), reason };
+        let wrong = |reason: String| PluginError::WrongWorld {
+            plugin: label.clone(),
+            reason,
+        };
         let linker = codec_linker().map_err(|e| wrong(format!("host linker: {e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| wrong(format!("{e:#}")))?;
         let pre = CodecPluginPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
@@ -98,8 +104,13 @@ impl WasmCodec {
 
         // Ask `info` and `describe` on a throwaway instance (before `init`).
         let mut store = new_store(label.clone().into(), settings.clone(), &limits);
-        let bindings = pre.instantiate(&mut store).map_err(|e| call_error(e, &store, "instantiate", &limits))?;
-        let info = bindings.wimguard_plugin_plugin().call_info(&mut store).map_err(|e| call_error(e, &store, "info", &limits))?;
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| call_error(e, &store, "instantiate", &limits))?;
+        let info = bindings
+            .wimguard_plugin_plugin()
+            .call_info(&mut store)
+            .map_err(|e| call_error(e, &store, "info", &limits))?;
         if info.api_version.major != API_MAJOR {
             return Err(wrong(format!(
                 "`{}` was built for plugin API {}.{}, this host speaks {API_MAJOR}.{API_MINOR}",
@@ -111,10 +122,16 @@ impl WasmCodec {
             other => return Err(wrong(format!("`{}` says it is a {other:?} plugin", info.name))),
         }
         if !valid_name(&info.name) {
-            return Err(wrong(format!("invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)", info.name)));
+            return Err(wrong(format!(
+                "invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)",
+                info.name
+            )));
         }
         store.set_epoch_deadline(limits.deadline_ticks());
-        let desc = bindings.wimguard_plugin_codec().call_describe(&mut store).map_err(|e| call_error(e, &store, "describe", &limits))?;
+        let desc = bindings
+            .wimguard_plugin_codec()
+            .call_describe(&mut store)
+            .map_err(|e| call_error(e, &store, "describe", &limits))?;
         if desc.max_chunk_size == 0 {
             return Err(PluginError::Contract {
                 plugin: info.name,
@@ -171,17 +188,27 @@ impl WasmCodec {
 
     /// The most recent compression failure, if any.
     pub fn last_compress_error(&self) -> Option<String> {
-        self.shared.last_compress_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .last_compress_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A compressor with a fallible API (see [`WasmCompressor::try_compress`]).
     pub fn wasm_compressor(&self) -> WasmCompressor {
-        WasmCompressor { shared: self.shared.clone(), live: self.shared.take_spare() }
+        WasmCompressor {
+            shared: self.shared.clone(),
+            live: self.shared.take_spare(),
+        }
     }
 
     /// A decompressor with its own instance (created on first use).
     pub fn wasm_decompressor(&self) -> WasmDecompressor {
-        WasmDecompressor { shared: self.shared.clone(), live: self.shared.take_spare() }
+        WasmDecompressor {
+            shared: self.shared.clone(),
+            live: self.shared.take_spare(),
+        }
     }
 }
 
@@ -197,7 +224,10 @@ impl std::fmt::Debug for WasmCodec {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Shared {
@@ -209,10 +239,16 @@ impl Shared {
     fn instantiate(&self) -> Result<Live, PluginError> {
         let limits = &self.limits;
         let mut store = new_store(self.plugin.clone(), self.settings.clone(), limits);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| call_error(e, &store, "instantiate", limits))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| call_error(e, &store, "instantiate", limits))?;
         let host = types::HostInfo {
             host_version: env!("CARGO_PKG_VERSION").into(),
-            api_version: types::ApiVersion { major: API_MAJOR, minor: API_MINOR },
+            api_version: types::ApiVersion {
+                major: API_MAJOR,
+                minor: API_MINOR,
+            },
             extras: Vec::new(),
         };
         store.set_epoch_deadline(limits.deadline_ticks());
@@ -224,7 +260,10 @@ impl Shared {
                     types::InitError::Unavailable(m) => format!("unavailable: {m}"),
                     types::InitError::Other(m) => m,
                 };
-                Err(PluginError::Init { plugin: self.plugin.to_string(), reason })
+                Err(PluginError::Init {
+                    plugin: self.plugin.to_string(),
+                    reason,
+                })
             }
             Err(e) => Err(call_error(e, &store, "init", limits)),
         }
@@ -291,11 +330,17 @@ impl WasmCompressor {
     /// instance is then replaced on the next call).
     pub fn try_compress(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<bool, PluginError> {
         out.clear();
-        let Some(max_out) = chunk.len().checked_sub(1) else { return Ok(false) };
-        let Ok(max_out) = u32::try_from(max_out) else { return Ok(false) };
+        let Some(max_out) = chunk.len().checked_sub(1) else {
+            return Ok(false);
+        };
+        let Ok(max_out) = u32::try_from(max_out) else {
+            return Ok(false);
+        };
         let shared = &*self.shared;
         let result = with_instance(shared, &mut self.live, "compress", |l| {
-            l.bindings.wimguard_plugin_codec().call_compress(&mut l.store, chunk, max_out)
+            l.bindings
+                .wimguard_plugin_codec()
+                .call_compress(&mut l.store, chunk, max_out)
         })?;
         match result {
             None => Ok(false),
@@ -338,10 +383,15 @@ impl WasmDecompressor {
         let shared = &*self.shared;
         let plugin = &shared.plugin;
         let Ok(out_len) = u32::try_from(out.len()) else {
-            return Ok(Err(CodecError::new(format!("plugin {plugin}: chunk of {} bytes is too large", out.len()))));
+            return Ok(Err(CodecError::new(format!(
+                "plugin {plugin}: chunk of {} bytes is too large",
+                out.len()
+            ))));
         };
         let result = with_instance(shared, &mut self.live, "decompress", |l| {
-            l.bindings.wimguard_plugin_codec().call_decompress(&mut l.store, compressed, out_len)
+            l.bindings
+                .wimguard_plugin_codec()
+                .call_decompress(&mut l.store, compressed, out_len)
         })?;
         Ok(match result {
             Ok(data) if data.len() == out.len() => {
@@ -353,8 +403,12 @@ impl WasmDecompressor {
                 data.len(),
                 out.len()
             ))),
-            Err(wit_codec::CodecError::Corrupt(m)) => Err(CodecError::new(format!("plugin {plugin}: corrupt data: {m}"))),
-            Err(wit_codec::CodecError::Unsupported(m)) => Err(CodecError::new(format!("plugin {plugin}: unsupported: {m}"))),
+            Err(wit_codec::CodecError::Corrupt(m)) => {
+                Err(CodecError::new(format!("plugin {plugin}: corrupt data: {m}")))
+            }
+            Err(wit_codec::CodecError::Unsupported(m)) => {
+                Err(CodecError::new(format!("plugin {plugin}: unsupported: {m}")))
+            }
             Err(wit_codec::CodecError::Other(m)) => Err(CodecError::new(format!("plugin {plugin}: {m}"))),
         })
     }

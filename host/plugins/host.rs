@@ -62,7 +62,10 @@ impl Default for PluginLimits {
     /// 256 MiB of memory and 10 s per call: generous for a codec working on
     /// chunks of at most a few MiB.
     fn default() -> Self {
-        PluginLimits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(10) }
+        PluginLimits {
+            memory_bytes: 256 << 20,
+            call_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -93,16 +96,32 @@ pub enum PluginError {
     Init { plugin: String, reason: String },
     /// A call ran past its epoch deadline and was interrupted.
     #[error("plugin {plugin}: `{call}` exceeded its time limit of {limit:?} and was stopped")]
-    Timeout { plugin: String, call: &'static str, limit: Duration },
+    Timeout {
+        plugin: String,
+        call: &'static str,
+        limit: Duration,
+    },
     /// The instance tried to grow its memory past the limit.
     #[error("plugin {plugin}: `{call}` exceeded its memory limit of {limit} bytes and was stopped")]
-    MemoryLimit { plugin: String, call: &'static str, limit: usize },
+    MemoryLimit {
+        plugin: String,
+        call: &'static str,
+        limit: usize,
+    },
     /// The plugin trapped (a panic, `unreachable`, an out-of-bounds access...).
     #[error("plugin {plugin}: `{call}` crashed (wasm trap): {reason}")]
-    Trap { plugin: String, call: &'static str, reason: String },
+    Trap {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
     /// The plugin returned something the contract forbids.
     #[error("plugin {plugin}: `{call}` broke the codec contract: {reason}")]
-    Contract { plugin: String, call: &'static str, reason: String },
+    Contract {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
     /// Reading or writing the component cache failed.
     #[error("plugin cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
@@ -130,11 +149,17 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
-        let limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { inner: limits, memory_hit: false },
+            limiter: Limiter {
+                inner: limits,
+                memory_hit: false,
+            },
             plugin,
             settings,
         }
@@ -176,7 +201,10 @@ impl ResourceLimiter for Limiter {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -201,7 +229,14 @@ impl config::Host for HostState {
     }
 
     fn list(&mut self) -> Vec<config::Entry> {
-        self.settings.keys().map(|key| config::Entry { key: key.clone(), secret: false, extras: Vec::new() }).collect()
+        self.settings
+            .keys()
+            .map(|key| config::Entry {
+                key: key.clone(),
+                secret: false,
+                extras: Vec::new(),
+            })
+            .collect()
     }
 }
 
@@ -238,11 +273,23 @@ pub(crate) fn call_error(
 ) -> PluginError {
     let plugin = store.data().plugin.to_string();
     if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        PluginError::Timeout { plugin, call, limit: limits.call_timeout }
+        PluginError::Timeout {
+            plugin,
+            call,
+            limit: limits.call_timeout,
+        }
     } else if store.data().limiter.memory_hit {
-        PluginError::MemoryLimit { plugin, call, limit: limits.memory_bytes }
+        PluginError::MemoryLimit {
+            plugin,
+            call,
+            limit: limits.memory_bytes,
+        }
     } else {
-        PluginError::Trap { plugin, call, reason: format!("{err:#}") }
+        PluginError::Trap {
+            plugin,
+            call,
+            reason: format!("{err:#}"),
+        }
     }
 }
 
@@ -280,7 +327,10 @@ pub fn compile_component(bytes: &[u8], cache_dir: Option<&Path>) -> Result<Compo
     let engine = engine();
     let digest = sha256_hex(bytes);
     let label = format!("sha256:{}", &digest[..12]);
-    let invalid = |e: wasmtime::Error| PluginError::Invalid { plugin: label.clone(), reason: format!("{e:#}") };
+    let invalid = |e: wasmtime::Error| PluginError::Invalid {
+        plugin: label.clone(),
+        reason: format!("{e:#}"),
+    };
     let Some(dir) = cache_dir else {
         return Component::new(engine, bytes).map_err(invalid);
     };
@@ -301,7 +351,10 @@ pub fn compile_component(bytes: &[u8], cache_dir: Option<&Path>) -> Result<Compo
         }
     }
     let compiled = engine.precompile_component(bytes).map_err(invalid)?;
-    let cache = |source| PluginError::Cache { path: path.clone(), source };
+    let cache = |source| PluginError::Cache {
+        path: path.clone(),
+        source,
+    };
     create_private_dir(dir).map_err(cache)?;
     let tmp = dir.join(format!(".{digest}-{compat}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, &compiled).map_err(cache)?;
@@ -330,7 +383,11 @@ const MAX_LINE: usize = 4096;
 
 impl GuestOutput {
     fn new(plugin: Arc<str>, stream: &'static str) -> Self {
-        GuestOutput { plugin, stream, pending: Arc::default() }
+        GuestOutput {
+            plugin,
+            stream,
+            pending: Arc::default(),
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -406,7 +463,10 @@ impl tokio::io::AsyncWrite for GuestOutput {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 

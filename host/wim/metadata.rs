@@ -64,6 +64,14 @@ impl Inode {
     pub fn is_reparse(&self) -> bool {
         self.attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0
     }
+    /// The blobs this inode uses (contents, reparse data, named streams), zero hashes skipped.
+    pub fn blob_hashes(&self) -> impl Iterator<Item = &Sha1> {
+        std::iter::once(&self.data_hash)
+            .chain(std::iter::once(&self.reparse_hash))
+            .chain(self.named_streams.iter().map(|s| &s.hash))
+            .filter(|h| **h != ZERO_HASH)
+    }
+
     fn has_extra_streams(&self) -> bool {
         self.is_reparse() || !self.named_streams.is_empty()
     }
@@ -138,6 +146,19 @@ impl ImageTree {
             c[d.inode] += 1;
         }
         c
+    }
+
+    /// References to each blob, counted per name as the blob table counts
+    /// them (a hard-linked file's blob counts once per link).
+    pub fn blob_references(&self) -> HashMap<Sha1, u32> {
+        let counts = self.link_counts();
+        let mut refs: HashMap<Sha1, u32> = HashMap::new();
+        for (i, ino) in self.inodes.iter().enumerate() {
+            for h in ino.blob_hashes() {
+                *refs.entry(*h).or_default() += counts[i];
+            }
+        }
+        refs
     }
 
     /// The path of a dentry from the root, `/`-separated, lossy for display.

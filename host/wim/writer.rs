@@ -546,18 +546,7 @@ impl WimWriter {
                 self.path.display()
             )));
         }
-        let counts = tree.link_counts();
-        let mut refs: HashMap<Sha1, u32> = HashMap::new();
-        for (i, ino) in tree.inodes.iter().enumerate() {
-            for h in std::iter::once(&ino.data_hash)
-                .chain(std::iter::once(&ino.reparse_hash))
-                .chain(ino.named_streams.iter().map(|s| &s.hash))
-            {
-                if *h != [0; 20] {
-                    *refs.entry(*h).or_default() += counts[i];
-                }
-            }
-        }
+        let refs = tree.blob_references();
         for (h, n) in &refs {
             let e = self.blobs.get_mut(h).ok_or_else(|| {
                 WimError::Invalid(format!(
@@ -695,9 +684,8 @@ pub fn image_stats(tree: &ImageTree, blobs: &HashMap<Sha1, BlobEntry>) -> (u64, 
     // wimlib counts the root directory too.
     dirs += 1;
     for (i, ino) in tree.inodes.iter().enumerate() {
-        let size: u64 = std::iter::once(&ino.data_hash)
-            .chain(std::iter::once(&ino.reparse_hash))
-            .chain(ino.named_streams.iter().map(|s| &s.hash))
+        let size: u64 = ino
+            .blob_hashes()
             .filter_map(|h| blobs.get(h))
             .map(|b| b.reshdr.original_size)
             .sum();
@@ -735,16 +723,8 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
             continue;
         }
         let tree = arch.load_image(i)?;
-        let counts = tree.link_counts();
-        for (n, ino) in tree.inodes.iter().enumerate() {
-            for h in std::iter::once(&ino.data_hash)
-                .chain(std::iter::once(&ino.reparse_hash))
-                .chain(ino.named_streams.iter().map(|s| &s.hash))
-            {
-                if *h != [0; 20] {
-                    *refs.entry(*h).or_default() += counts[n];
-                }
-            }
+        for (h, n) in tree.blob_references() {
+            *refs.entry(h).or_default() += n;
         }
         kept.push(i);
     }
