@@ -30,6 +30,7 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::api::v1 as pb;
 use crate::api::v1::backup_service_client::BackupServiceClient;
 use crate::api::v1::env_service_client::EnvServiceClient;
+use crate::api::v1::registry_service_client::RegistryServiceClient;
 use crate::api::v1::restore_service_client::RestoreServiceClient;
 use crate::api::v1::snapshot_service_client::SnapshotServiceClient;
 use crate::api::v1::statistics_service_client::StatisticsServiceClient;
@@ -482,6 +483,61 @@ impl Client {
     pub async fn get_environment(&self) -> Result<pb::Environment, ClientError> {
         let mut c = EnvServiceClient::new(self.ready().await?);
         self.unary(c.get_environment(self.unary_request(pb::GetEnvironmentRequest {})))
+            .await
+    }
+
+    // ---- RegistryService ----
+
+    /// Installs a plugin from its bytes (streamed in 1 MiB chunks). Compiling
+    /// and checking a component can take a while: no per-call deadline.
+    pub async fn install_plugin(&self, file_name: &str, bytes: Vec<u8>, native: bool) -> Result<pb::Plugin, ClientError> {
+        let mut c = RegistryServiceClient::new(self.ready().await?);
+        let mut chunks: Vec<pb::InstallPluginChunk> = bytes
+            .chunks(1 << 20)
+            .map(|d| pb::InstallPluginChunk {
+                data: d.to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(pb::InstallPluginChunk::default());
+        }
+        chunks[0].file_name = file_name.into();
+        chunks[0].native = native;
+        match c.install_plugin(Request::new(tokio_stream::iter(chunks))).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.ctx.error(&s)),
+        }
+    }
+
+    pub async fn list_plugins(&self) -> Result<Vec<pb::Plugin>, ClientError> {
+        let mut c = RegistryServiceClient::new(self.ready().await?);
+        Ok(self
+            .unary(c.list_plugins(self.unary_request(pb::ListPluginsRequest {})))
+            .await?
+            .plugins)
+    }
+
+    pub async fn get_plugin(&self, name: &str) -> Result<pb::Plugin, ClientError> {
+        let mut c = RegistryServiceClient::new(self.ready().await?);
+        self.unary(c.get_plugin(self.unary_request(pb::GetPluginRequest { name: name.into() })))
+            .await
+    }
+
+    pub async fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<pb::Plugin, ClientError> {
+        let mut c = RegistryServiceClient::new(self.ready().await?);
+        if enabled {
+            self.unary(c.enable_plugin(self.unary_request(pb::EnablePluginRequest { name: name.into() })))
+                .await
+        } else {
+            self.unary(c.disable_plugin(self.unary_request(pb::DisablePluginRequest { name: name.into() })))
+                .await
+        }
+    }
+
+    pub async fn remove_plugin(&self, name: &str) -> Result<pb::RemovePluginResponse, ClientError> {
+        let mut c = RegistryServiceClient::new(self.ready().await?);
+        self.unary(c.remove_plugin(self.unary_request(pb::RemovePluginRequest { name: name.into() })))
             .await
     }
 

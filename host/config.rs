@@ -4,6 +4,7 @@
 //! records the address it really listens on under `service.client.address`,
 //! where every client command finds it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -30,6 +31,119 @@ pub struct Config {
     pub service: Service,
     #[serde(default)]
     pub backup: BackupDefaults,
+    /// Per-plugin settings, by plugin name (see [`PluginConfig`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Commands run around every backup (see [`HooksConfig`]).
+    #[serde(default, skip_serializing_if = "HooksConfig::is_empty")]
+    pub hooks: HooksConfig,
+}
+
+/// What an admin sets for one plugin under `plugins.<name>`.
+///
+/// ```yaml
+/// plugins:
+///   webhook:
+///     enabled: true
+///     settings: { url: "https://hooks.example.com/backup" }
+///     secrets: { token: WEBHOOK_TOKEN }     # value read from this env var
+///     allowedHosts: ["hooks.example.com"]   # wasi:http allow-list (deny by default)
+///     limits: { memoryMib: 64, callTimeoutSeconds: 5 }
+///     failurePolicy: fail-open              # hooks only
+///   rle:
+///     trusted: true                         # native plugins only
+///     sha256: "…"                           # must match the registered bytes
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Overrides the enabled flag of the registry (`wimguard plugin enable|disable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Plain settings, handed to the plugin through the `config` import.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// Secret settings: key → name of the environment variable (of the
+    /// server process) that holds the value. Values never go to config files
+    /// or logs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Hosts (`name` or `name:port`; `*.example.com` for subdomains) that
+    /// wasi:http requests of this plugin may reach. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PluginLimitsConfig>,
+    /// Hook plugins: what a failing (trapping, timing out) hook does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Native plugins only: the admin vouches for this code (it runs unsandboxed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
+    /// Native plugins only: the sha256 the admin trusted; must match the registered file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginLimitsConfig {
+    /// Linear memory per instance, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Time one call may run, seconds (fractions allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_seconds: Option<f64>,
+}
+
+/// What happens when a hook itself fails (crashes, times out, cannot start).
+/// A veto is not a failure: a pre-backup veto always stops the backup.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// The backup goes on; the failure becomes a warning of the backup.
+    FailOpen,
+    /// The backup fails (pre-backup) — the safe default for hooks that
+    /// prepare data (database dumps, snapshots).
+    #[default]
+    FailClosed,
+}
+
+/// Command hooks: `hooks: { pre: [...], post: [...] }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<CommandHook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<CommandHook>,
+}
+
+impl HooksConfig {
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+}
+
+/// One command run by the daemon without a shell: `command[0]` is the
+/// program (looked up in PATH when it has no `/`), the rest its arguments.
+/// The backup's details arrive in `WIMGUARD_*` environment variables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandHook {
+    /// Shown in messages; default: the program's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub command: Vec<String>,
+    /// Seconds before the command (its whole process group) is killed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: f64,
+    #[serde(default, rename = "failure-policy", alias = "failurePolicy")]
+    pub failure_policy: FailurePolicy,
+}
+
+fn default_hook_timeout() -> f64 {
+    60.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -87,15 +201,36 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupDefaults {
-    /// Codec for new archives: none, xpress or lzx.
+    /// Codec for new archives: none, xpress, lzx, or a codec plugin's name.
     #[serde(default = "default_compression")]
     pub compression: String,
+    /// Who compresses standard codecs (xpress, lzx) for new images: the
+    /// daemon's built-in native code (`native`, the default: fastest, see
+    /// docs/plugins.md) or the bundled wasm plugins (`wasm`: sandboxed).
+    /// Reading standard archives always uses the built-in code.
+    #[serde(default, skip_serializing_if = "StandardCodecRuntime::is_native")]
+    pub standard_codec_runtime: StandardCodecRuntime,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StandardCodecRuntime {
+    #[default]
+    Native,
+    Wasm,
+}
+
+impl StandardCodecRuntime {
+    fn is_native(&self) -> bool {
+        *self == StandardCodecRuntime::Native
+    }
 }
 
 impl Default for BackupDefaults {
     fn default() -> Self {
         BackupDefaults {
             compression: default_compression(),
+            standard_codec_runtime: StandardCodecRuntime::Native,
         }
     }
 }
@@ -149,6 +284,8 @@ impl Config {
             app_secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
             service: Service::default(),
             backup: BackupDefaults::default(),
+            plugins: BTreeMap::new(),
+            hooks: HooksConfig::default(),
         }
     }
 
@@ -219,5 +356,36 @@ mod tests {
             assert!(text.contains(key), "{key} missing in\n{text}");
         }
         assert_eq!(Config::load_or_create(t.path()).unwrap(), c);
+    }
+
+    #[test]
+    fn plugins_and_hooks_sections() {
+        let text = r#"
+appSecret: x
+plugins:
+  webhook:
+    settings: { url: "http://127.0.0.1:9/x" }
+    secrets: { token: HOOK_TOKEN }
+    allowedHosts: ["127.0.0.1:9"]
+    limits: { memoryMib: 32, callTimeoutSeconds: 0.5 }
+    failurePolicy: fail-open
+hooks:
+  pre:
+    - command: ["/bin/true", "a b"]
+      timeout: 5
+      failure-policy: fail-open
+"#;
+        let c: Config = serde_yaml::from_str(text).unwrap();
+        let w = &c.plugins["webhook"];
+        assert_eq!(w.settings["url"], "http://127.0.0.1:9/x");
+        assert_eq!(w.secrets["token"], "HOOK_TOKEN");
+        assert_eq!(w.limits.unwrap().memory_mib, Some(32));
+        assert_eq!(w.failure_policy, Some(FailurePolicy::FailOpen));
+        assert_eq!(c.hooks.pre[0].command, ["/bin/true", "a b"]);
+        assert_eq!(c.hooks.pre[0].failure_policy, FailurePolicy::FailOpen);
+        assert_eq!(c.hooks.pre[0].timeout, 5.0);
+        // A typo in a key is an error, not a silently ignored setting.
+        let bad = "appSecret: x\nplugins:\n  webhook:\n    setings: {}\n";
+        assert!(serde_yaml::from_str::<Config>(bad).is_err());
     }
 }

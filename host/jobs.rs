@@ -12,7 +12,11 @@ use tokio::sync::watch;
 
 use crate::capture::{self, CaptureOptions, CapturePhase};
 use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
+use crate::config::{HooksConfig, StandardCodecRuntime};
+use crate::hooks::{BackupFacts, BackupHooks, BackupOutcome};
+use crate::plugins::PluginRegistry;
 use crate::wim::{Compression, WimArchive, WimError, WimWriter};
+use wimguard_sdk::Codec;
 
 /// Why a request could not be served; the server maps these to status codes.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,10 @@ pub enum CoreError {
     /// Another job holds what this one needs.
     #[error("{0}")]
     Conflict(String),
+    /// The system is not in the state the request needs (a plugin disabled
+    /// or not installed).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// An archive is damaged.
     #[error("{0}")]
     DataLoss(String),
@@ -46,6 +54,7 @@ impl From<WimError> for CoreError {
             }
             WimError::NotFound(m) => CoreError::NotFound(m),
             WimError::Locked(m) => CoreError::Conflict(m),
+            WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
             WimError::Cancelled => CoreError::Cancelled,
             WimError::Io(io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
@@ -85,8 +94,10 @@ pub struct JobUpdate {
 pub struct BackupSpec {
     pub source: PathBuf,
     pub destination: PathBuf,
-    /// None: the server default for new archives; an existing archive keeps its codec.
-    pub compression: Option<Compression>,
+    /// Codec by name (`none`, `xpress`, `lzx`, a codec plugin's name or
+    /// codec id). None: the server default for new archives; an existing
+    /// archive keeps its codec.
+    pub compression: Option<String>,
     pub name: Option<String>,
     pub description: String,
     pub excludes: Vec<String>,
@@ -107,17 +118,48 @@ struct State {
     accepting_closed: bool,
 }
 
+/// What the job runner needs from the server's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct JobSettings {
+    /// Codec name for new archives (`backup.compression`).
+    pub default_compression: String,
+    pub standard_codec_runtime: StandardCodecRuntime,
+    /// Command hooks (`hooks:`).
+    pub hooks: HooksConfig,
+}
+
 /// Runs and tracks jobs.
 pub struct Jobs {
     catalog: Arc<Catalog>,
     state: Mutex<State>,
-    default_compression: Compression,
+    settings: JobSettings,
+    plugins: Arc<PluginRegistry>,
 }
 
-pub fn compression_name(c: Compression) -> &'static str {
-    c.name()
+/// The codec a backup compresses with.
+#[derive(Clone, Copy)]
+pub enum CodecChoice {
+    /// A standard WIM codec; `implementation` overrides the built-in
+    /// compressor (the bundled wasm plugin when configured).
+    Standard {
+        compression: Compression,
+        implementation: Option<&'static dyn Codec>,
+    },
+    /// A third-party codec plugin (archives record its id).
+    Plugin(&'static dyn Codec),
 }
 
+impl CodecChoice {
+    /// The codec id recorded in the catalog.
+    pub fn id(&self) -> String {
+        match self {
+            CodecChoice::Standard { compression, .. } => compression.name().into(),
+            CodecChoice::Plugin(c) => c.name().into(),
+        }
+    }
+}
+
+/// The standard codec for a name, if it is one.
 pub fn parse_compression(s: &str) -> Option<Compression> {
     match s {
         "none" => Some(Compression::None),
@@ -125,6 +167,14 @@ pub fn parse_compression(s: &str) -> Option<Compression> {
         "lzx" => Some(Compression::Lzx),
         _ => None,
     }
+}
+
+/// The codec id an existing archive uses (`none`, `xpress`, …, or the plugin's id).
+fn archive_codec_id(arch: &WimArchive) -> Result<String, CoreError> {
+    Ok(match arch.header.compression().map_err(CoreError::from)? {
+        Compression::Plugin => arch.codec().map(|c| c.name().to_string()).unwrap_or_default(),
+        c => c.name().to_string(),
+    })
 }
 
 fn writable_dir(dir: &Path) -> bool {
@@ -138,16 +188,98 @@ fn writable_dir(dir: &Path) -> bool {
 }
 
 impl Jobs {
-    pub fn new(catalog: Arc<Catalog>, default_compression: Compression) -> Jobs {
+    pub fn new(catalog: Arc<Catalog>, settings: JobSettings, plugins: Arc<PluginRegistry>) -> Jobs {
         Jobs {
             catalog,
             state: Mutex::new(State::default()),
-            default_compression,
+            settings,
+            plugins,
         }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
+    }
+
+    /// Resolves a codec name: `none`, or a codec plugin by name or codec id.
+    /// The standard ids `xpress` and `lzx` are served by the bundled plugins
+    /// of those names; disabling one forbids new archives with it (reading
+    /// standard archives never depends on plugins).
+    pub fn resolve_codec(&self, name: &str) -> Result<CodecChoice, CoreError> {
+        if name == "none" {
+            return Ok(CodecChoice::Standard {
+                compression: Compression::None,
+                implementation: None,
+            });
+        }
+        let rec = match self.plugins.get(name) {
+            Ok(r) => r,
+            Err(CoreError::NotFound(_)) => self
+                .plugins
+                .list()?
+                .into_iter()
+                .find(|p| p.kind == "codec" && p.codec_id == name)
+                .ok_or_else(|| {
+                    CoreError::InvalidArgument(format!(
+                        "unknown codec `{name}`: use none, xpress, lzx or an installed codec plugin (see `wimguard \
+                         plugin list`)"
+                    ))
+                })?,
+            Err(e) => return Err(e),
+        };
+        if rec.kind != "codec" {
+            return Err(CoreError::InvalidArgument(format!(
+                "plugin `{}` is a {} plugin, not a codec",
+                rec.name, rec.kind
+            )));
+        }
+        if !rec.enabled {
+            return Err(CoreError::FailedPrecondition(format!(
+                "codec plugin `{}` is disabled; enable it with `wimguard plugin enable {}`",
+                rec.name, rec.name
+            )));
+        }
+        if let Some(compression) = parse_compression(&rec.codec_id) {
+            let implementation = match self.settings.standard_codec_runtime {
+                StandardCodecRuntime::Native => None,
+                StandardCodecRuntime::Wasm => Some(self.plugins.codec(&rec.name)?),
+            };
+            return Ok(CodecChoice::Standard {
+                compression,
+                implementation,
+            });
+        }
+        Ok(CodecChoice::Plugin(self.plugins.codec(&rec.name)?))
+    }
+
+    /// Loads the plugins attached with `--plugin`: hooks become the hook
+    /// stage; a codec plugin stands for `--compression NAME`.
+    fn attached_plugins(&self, spec: &mut BackupSpec) -> Result<BackupHooks, CoreError> {
+        let mut hook_plugins = Vec::new();
+        for name in &spec.plugins {
+            let rec = self.plugins.get(name)?;
+            match rec.kind.as_str() {
+                "hook" => hook_plugins.push(self.plugins.hook(name)?),
+                "codec" => match &spec.compression {
+                    Some(c) if c != name && *c != rec.codec_id => {
+                        return Err(CoreError::InvalidArgument(format!(
+                            "--plugin {name} is a codec, but --compression says {c}; give one of them"
+                        )))
+                    }
+                    _ => spec.compression = Some(name.clone()),
+                },
+                other => {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "plugin `{name}` is a {other} plugin; backups cannot use {other} plugins yet"
+                    )))
+                }
+            }
+        }
+        Ok(BackupHooks::new(&self.settings.hooks, hook_plugins))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -198,24 +330,42 @@ impl Jobs {
                 dir.display()
             )));
         }
+        let hooks = self.attached_plugins(&mut spec)?;
         let exists = spec.destination.exists();
-        let compression = if exists {
-            let arch = WimArchive::open(&spec.destination).map_err(|e| {
-                CoreError::DataLoss(format!(
+        let mut default_name = None;
+        let codec = if exists {
+            let arch = WimArchive::open(&spec.destination).map_err(|e| match e {
+                WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(format!(
+                    "cannot append to {}: {m}",
+                    spec.destination.display()
+                )),
+                e => CoreError::DataLoss(format!(
                     "destination {} is not a usable WIM archive: {e}",
                     spec.destination.display()
-                ))
+                )),
             })?;
-            let c = arch.header.compression().map_err(CoreError::from)?;
-            if let Some(want) = spec.compression {
-                if want != c {
-                    return Err(CoreError::InvalidArgument(format!(
-                        "{} is compressed with {}; an appended image uses the archive's codec",
-                        spec.destination.display(),
-                        c.name()
-                    )));
+            let have = archive_codec_id(&arch)?;
+            let codec = match &spec.compression {
+                Some(want) => {
+                    let choice = self.resolve_codec(want)?;
+                    if choice.id() != have {
+                        return Err(CoreError::InvalidArgument(format!(
+                            "{} is compressed with {have}; an appended image uses the archive's codec",
+                            spec.destination.display(),
+                        )));
+                    }
+                    choice
                 }
-            }
+                None => match (arch.header.compression().map_err(CoreError::from)?, arch.codec()) {
+                    (Compression::Plugin, Some(c)) => CodecChoice::Plugin(c),
+                    (Compression::None, _) => CodecChoice::Standard {
+                        compression: Compression::None,
+                        implementation: None,
+                    },
+                    // Same rules as for a new archive (a disabled codec plugin refuses).
+                    _ => self.resolve_codec(&have)?,
+                },
+            };
             if let Some(n) = &spec.name {
                 if arch.xml.name_in_use(n) {
                     return Err(CoreError::InvalidArgument(format!(
@@ -223,14 +373,18 @@ impl Jobs {
                         spec.destination.display()
                     )));
                 }
+            } else {
+                default_name = Some(capture::default_image_name(&|n| arch.xml.name_in_use(n)));
             }
-            c
+            codec
         } else {
-            spec.compression.unwrap_or(self.default_compression)
+            let name = spec.compression.clone().unwrap_or_else(|| self.settings.default_compression.clone());
+            self.resolve_codec(&name)?
         };
         if let Some(n) = &spec.name {
             capture::check_image_name(n).map_err(CoreError::InvalidArgument)?;
         }
+        let default_name = default_name.unwrap_or_else(|| capture::default_image_name(&|_| false));
         let uuid = uuid::Uuid::new_v4().to_string();
         let record = BackupRecord {
             uuid: uuid.clone(),
@@ -238,8 +392,8 @@ impl Jobs {
             phase: "scanning".into(),
             source: spec.source.display().to_string(),
             destination: spec.destination.display().to_string(),
-            compression: compression.name().into(),
-            name: spec.name.clone().unwrap_or_default(),
+            compression: codec.id(),
+            name: spec.name.clone().unwrap_or(default_name),
             description: spec.description.clone(),
             excludes: spec.excludes.clone(),
             plugins: spec.plugins.clone(),
@@ -281,25 +435,46 @@ impl Jobs {
         let jobs = Arc::clone(self);
         std::thread::Builder::new()
             .name(format!("backup-{}", &uuid[..8]))
-            .spawn(move || jobs.run_backup(record, spec, compression, exists, cancel, tx))
+            .spawn(move || jobs.run_backup(record, spec, codec, hooks, exists, cancel, tx))
             .map_err(|e| CoreError::Internal(format!("cannot start a worker thread: {e}")))?;
         Ok(rx)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_backup(
         &self,
         mut record: BackupRecord,
         spec: BackupSpec,
-        compression: Compression,
+        codec: CodecChoice,
+        hooks: BackupHooks,
         exists: bool,
         cancel: Arc<AtomicBool>,
         tx: watch::Sender<JobUpdate>,
     ) {
         tracing::info!(uuid = %record.uuid, source = %record.source, destination = %record.destination, "backup started");
         let start = Instant::now();
+        let facts = BackupFacts {
+            backup_id: record.uuid.clone(),
+            job: record.name.clone(),
+            source: record.source.clone(),
+            destination: record.destination.clone(),
+            compression: record.compression.clone(),
+        };
         // A bug must not leave the job "running" and its archive locked forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.capture_into(&mut record, &spec, compression, exists, &cancel, &tx, start)
+            if !hooks.is_empty() {
+                tx.send_modify(|u| u.progress.phase = "pre-backup hooks".into());
+            }
+            match hooks.run_pre(&facts, &cancel) {
+                Ok(warnings) => record.warnings.extend(warnings),
+                Err(_) if cancel.load(Ordering::Relaxed) => return Err(CoreError::Cancelled),
+                Err(stopped) => return Err(CoreError::FailedPrecondition(format!("{}; nothing was written", stopped.0))),
+            }
+            let mut warnings = std::mem::take(&mut record.warnings);
+            let r = self.capture_into(&mut record, &spec, codec, exists, &cancel, &tx, start);
+            warnings.append(&mut record.warnings);
+            record.warnings = warnings;
+            r
         }))
         .unwrap_or_else(|p| {
             let msg = p
@@ -328,6 +503,21 @@ impl Jobs {
                 record.error = e.to_string();
             }
         }
+        if !hooks.is_empty() {
+            tx.send_modify(|u| u.progress.phase = "post-backup hooks".into());
+            let outcome = BackupOutcome {
+                status: record.status.clone(),
+                error: (!record.error.is_empty()).then(|| record.error.clone()),
+                image_index: record.image_index,
+                files: record.files,
+                bytes_read: record.bytes_read,
+                bytes_written: record.bytes_stored,
+                duration: start.elapsed(),
+            };
+            let warnings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.run_post(&facts, &outcome)))
+                .unwrap_or_else(|_| vec!["post-backup hooks crashed (please report)".into()]);
+            record.warnings.extend(warnings);
+        }
         if let Err(e) = self.catalog.update_backup(&record) {
             tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
         }
@@ -349,7 +539,7 @@ impl Jobs {
         &self,
         record: &mut BackupRecord,
         spec: &BackupSpec,
-        compression: Compression,
+        codec: CodecChoice,
         exists: bool,
         cancel: &Arc<AtomicBool>,
         tx: &watch::Sender<JobUpdate>,
@@ -361,11 +551,24 @@ impl Jobs {
             drop(arch);
             (WimWriter::append(&spec.destination)?, prev)
         } else {
-            (
-                WimWriter::create(&spec.destination, compression, crate::wim::writer::DEFAULT_CHUNK_SIZE)?,
-                None,
-            )
+            let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE;
+            let w = match codec {
+                CodecChoice::Standard { compression, .. } => WimWriter::create(&spec.destination, compression, chunk)?,
+                CodecChoice::Plugin(c) => {
+                    let chunk = chunk.min(u32::try_from(c.max_chunk_size()).unwrap_or(u32::MAX));
+                    let chunk = if chunk.is_power_of_two() { chunk } else { chunk.next_power_of_two() / 2 };
+                    WimWriter::create_with_plugin(&spec.destination, c, chunk)?
+                }
+            };
+            (w, None)
         };
+        if let CodecChoice::Standard {
+            implementation: Some(c),
+            ..
+        } = codec
+        {
+            writer.compress_with(c)?;
+        }
         if record.name.is_empty() {
             record.name = capture::default_image_name(&|n| writer.xml().name_in_use(n));
         }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod hooks;
 pub mod jobs;
 pub mod ops;
 pub mod plugins;

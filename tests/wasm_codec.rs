@@ -86,7 +86,7 @@ fn built() -> &'static Built {
 }
 
 fn settings(pairs: &[(&str, &str)]) -> PluginSettings {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    wimguard::plugins::plain_settings(pairs.iter().copied())
 }
 
 fn hostile(mode: &str, limits: PluginLimits) -> WasmCodec {

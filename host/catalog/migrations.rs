@@ -4,9 +4,10 @@
 
 use rusqlite::{params, Connection};
 
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    "CREATE TABLE archives (
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE archives (
         id INTEGER PRIMARY KEY,
         path TEXT NOT NULL UNIQUE,
         created_at INTEGER NOT NULL
@@ -39,10 +40,27 @@ const MIGRATIONS: &[(u32, &str)] = &[(
     CREATE INDEX backups_by_created ON backups(created_at DESC);
     CREATE INDEX backups_by_destination ON backups(destination, image_index);
     CREATE INDEX backups_by_source ON backups(source);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE plugins (
+        name TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('codec','destination','hook')),
+        runtime TEXT NOT NULL CHECK (runtime IN ('wasm','native')),
+        api_version TEXT NOT NULL,
+        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        bundled INTEGER NOT NULL CHECK (bundled IN (0, 1)),
+        description TEXT NOT NULL DEFAULT '',
+        codec_id TEXT NOT NULL DEFAULT '',
+        installed_at INTEGER NOT NULL
+    );",
+    ),
+];
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

@@ -5,6 +5,7 @@
 //! lives. WAL mode, foreign keys, versioned migrations.
 
 mod migrations;
+mod plugins;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -12,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::SCHEMA_VERSION;
+pub use plugins::PluginRecord;
 
 /// Lifecycle of a job, stored as a lowercase word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

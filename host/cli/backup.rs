@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::archive::CompressionArg;
 use super::backups::print_backup_details;
 use super::output::{backup_json, bytes_human, duration_between, print_json, status_word, JobProgress};
 use super::{absolute_path, client_exit_code, CliError, ClientOptions};
@@ -28,9 +27,10 @@ pub struct BackupArgs {
     /// WIM archive to create, or to append a new image to when it exists.
     #[arg(long, value_name = "WIM")]
     pub destination: PathBuf,
-    /// Codec for a new archive (an existing archive keeps its own). Default: the server's (lzx).
-    #[arg(long, value_enum)]
-    pub compression: Option<CompressionArg>,
+    /// Codec for a new archive: none, xpress, lzx, or an installed codec plugin (name or codec id).
+    /// An existing archive keeps its own. Default: the server's (backup.compression, lzx).
+    #[arg(long, value_name = "CODEC")]
+    pub compression: Option<String>,
     /// Image name, unique in the archive (default: wimguard-<UTC time>).
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
@@ -40,7 +40,8 @@ pub struct BackupArgs {
     /// Exclude paths matching this gitignore-style pattern, relative to the source (repeatable).
     #[arg(long = "exclude", value_name = "PAT")]
     pub excludes: Vec<String>,
-    /// Attach this plugin to the run (repeatable).
+    /// Attach an enabled plugin to its stage (repeatable): hook plugins run before and after the
+    /// backup; a codec plugin compresses it (like --compression).
     #[arg(long = "plugin", value_name = "NAME")]
     pub plugins: Vec<String>,
     /// Return as soon as the server has queued the backup and keep it running without this client
@@ -49,14 +50,6 @@ pub struct BackupArgs {
     pub detach: bool,
 }
 
-fn compression(c: Option<CompressionArg>) -> pb::Compression {
-    match c {
-        None => pb::Compression::Unspecified,
-        Some(CompressionArg::None) => pb::Compression::None,
-        Some(CompressionArg::Xpress) => pb::Compression::Xpress,
-        Some(CompressionArg::Lzx) => pb::Compression::Lzx,
-    }
-}
 
 /// Whether a status is final.
 fn is_final(s: pb::JobStatus) -> bool {
@@ -71,7 +64,8 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
     let request = pb::CreateBackupRequest {
         source: absolute_path(&args.source, "source")?,
         destination: absolute_path(&args.destination, "destination")?,
-        compression: compression(args.compression) as i32,
+        compression: pb::Compression::Unspecified as i32,
+        codec: args.compression.unwrap_or_default(),
         name: args.name.unwrap_or_default(),
         description: args.description.unwrap_or_default(),
         excludes: args.excludes,

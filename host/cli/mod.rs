@@ -1,6 +1,6 @@
 //! The command line: `wimguard server` (the daemon), the client commands
 //! that talk to it over gRPC (`health`, `backup`, `backups`, `restore`,
-//! `snapshots`, `env`, `stats`), and the offline `archive` toolbox.
+//! `snapshots`, `env`, `stats`, `plugin`), and the offline `archive` toolbox.
 //!
 //! Exit codes (also in `wimguard --help`):
 //!
@@ -22,6 +22,7 @@ pub mod backups;
 pub mod env;
 pub mod health;
 pub mod output;
+pub mod plugin;
 pub mod restore;
 pub mod server;
 pub mod snapshots;
@@ -85,6 +86,8 @@ enum Command {
     Env(env::EnvArgs),
     /// Show totals over the catalog (bytes, dedupe and compression ratios, sources).
     Stats(stats::StatsArgs),
+    /// Install, list, show, enable, disable and remove plugins (codecs, hooks).
+    Plugin(plugin::PluginArgs),
     /// Work on WIM files directly, without a server (disaster recovery, benchmarks).
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
@@ -178,6 +181,7 @@ pub fn run() -> i32 {
         Command::Snapshots(args) => block_on(snapshots::run(args)),
         Command::Env(args) => block_on(env::run(args)),
         Command::Stats(args) => block_on(stats::run(args)),
+        Command::Plugin(args) => block_on(plugin::run(args)),
     };
     match result {
         Ok(()) => 0,

@@ -125,7 +125,7 @@ pub fn backup_json(b: &pb::Backup) -> Value {
         "phase": phase_word(b.phase()),
         "source": b.source,
         "destination": b.destination,
-        "compression": compression_word(b.compression()),
+        "compression": if b.codec.is_empty() { compression_word(b.compression()) } else { b.codec.clone() },
         "name": b.name,
         "description": b.description,
         "excludes": b.excludes,

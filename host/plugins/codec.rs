@@ -11,15 +11,12 @@ use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec, CodecError};
 use super::host::bindings::exports::wimguard::plugin::codec as wit_codec;
 use super::host::bindings::wimguard::plugin::types;
 use super::host::bindings::{CodecPlugin, CodecPluginPre};
+use super::http::HttpPolicy;
 use super::host::{
-    call_error, codec_linker, compile_component, new_store, sha256_hex, HostState, PluginError, PluginLimits,
+    host_info, valid_name, API_MAJOR, API_MINOR, call_error, codec_linker, compile_component, new_store, sha256_hex, HostState, PluginError, PluginLimits,
     PluginSettings,
 };
 
-/// The contract major version this host speaks.
-const API_MAJOR: u16 = 1;
-/// The contract minor version this host speaks.
-const API_MINOR: u16 = 0;
 
 /// A codec plugin loaded into the wasm runtime.
 ///
@@ -97,13 +94,19 @@ impl WasmCodec {
             plugin: label.clone(),
             reason,
         };
-        let linker = codec_linker().map_err(|e| wrong(format!("host linker: {e:#}")))?;
+        super::host::check_imports(component, "codec", &label)?;
+        let linker = codec_linker(component).map_err(|e| wrong(format!("host linker: {e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| wrong(format!("{e:#}")))?;
         let pre = CodecPluginPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
         let settings = Arc::new(settings);
 
         // Ask `info` and `describe` on a throwaway instance (before `init`).
-        let mut store = new_store(label.clone().into(), settings.clone(), &limits);
+        let mut store = new_store(
+            label.clone().into(),
+            settings.clone(),
+            &limits,
+            HttpPolicy::deny_all(label.clone().into()),
+        );
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| call_error(e, &store, "instantiate", &limits))?;
@@ -223,12 +226,6 @@ impl std::fmt::Debug for WasmCodec {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
 
 impl Shared {
     fn take_spare(&self) -> Option<Live> {
@@ -238,19 +235,17 @@ impl Shared {
     /// A fresh store and instance, with `init` done.
     fn instantiate(&self) -> Result<Live, PluginError> {
         let limits = &self.limits;
-        let mut store = new_store(self.plugin.clone(), self.settings.clone(), limits);
+        let mut store = new_store(
+            self.plugin.clone(),
+            self.settings.clone(),
+            limits,
+            HttpPolicy::deny_all(self.plugin.clone()),
+        );
         let bindings = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| call_error(e, &store, "instantiate", limits))?;
-        let host = types::HostInfo {
-            host_version: env!("CARGO_PKG_VERSION").into(),
-            api_version: types::ApiVersion {
-                major: API_MAJOR,
-                minor: API_MINOR,
-            },
-            extras: Vec::new(),
-        };
+        let host = host_info();
         store.set_epoch_deadline(limits.deadline_ticks());
         match bindings.wimguard_plugin_plugin().call_init(&mut store, &host) {
             Ok(Ok(())) => Ok(Live { store, bindings }),

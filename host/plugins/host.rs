@@ -22,7 +22,47 @@ pub(crate) mod bindings {
     });
 }
 
+/// Bindings for the hook world; the host interfaces are shared with
+/// [`bindings`], so one set of `Host` impls serves every world.
+pub(crate) mod hook_bindings {
+    wasmtime::component::bindgen!({
+        path: "sdk/wit",
+        world: "hook-plugin",
+        with: {
+            "wimguard:plugin/types": super::bindings::wimguard::plugin::types,
+            "wimguard:plugin/log": super::bindings::wimguard::plugin::log,
+            "wimguard:plugin/config": super::bindings::wimguard::plugin::config,
+            "wimguard:plugin/progress": super::bindings::wimguard::plugin::progress,
+        },
+    });
+}
+
 use bindings::wimguard::plugin::{config, log, progress, types};
+
+/// The contract major version this host speaks.
+pub const API_MAJOR: u16 = 1;
+/// The contract minor version this host speaks.
+pub const API_MINOR: u16 = 0;
+
+/// What `init` is told about the host.
+pub(crate) fn host_info() -> types::HostInfo {
+    types::HostInfo {
+        host_version: env!("CARGO_PKG_VERSION").into(),
+        api_version: types::ApiVersion {
+            major: API_MAJOR,
+            minor: API_MINOR,
+        },
+        extras: Vec::new(),
+    }
+}
+
+/// A plugin name: lowercase `[a-z0-9-]`, 1..=64 bytes.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// How often the background thread advances the engine's epoch. Deadlines
 /// are measured in these ticks, so they are accurate to about one tick.
@@ -77,8 +117,43 @@ impl PluginLimits {
     }
 }
 
-/// The admin's settings for one plugin, as returned by the `config` import.
-pub type PluginSettings = BTreeMap<String, String>;
+/// One value of the `config` import.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SettingValue {
+    pub value: String,
+    /// A bound secret (from an environment variable): never logged or shown.
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for SettingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.secret {
+            f.write_str("<secret>")
+        } else {
+            self.value.fmt(f)
+        }
+    }
+}
+
+/// The admin's settings and bound secrets for one plugin, as the `config`
+/// import hands them out.
+pub type PluginSettings = BTreeMap<String, SettingValue>;
+
+/// Plain settings (no secrets), e.g. for tests.
+pub fn plain_settings<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> PluginSettings {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                SettingValue {
+                    value: v.to_string(),
+                    secret: false,
+                },
+            )
+        })
+        .collect()
+}
 
 /// Why a plugin could not be loaded or a call into it failed. Every variant
 /// names the plugin (its name from `info`, or `sha256:<prefix>` before that
@@ -88,8 +163,8 @@ pub enum PluginError {
     /// The bytes are not a valid component, or compiling it failed.
     #[error("plugin {plugin}: not a valid WebAssembly component: {reason}")]
     Invalid { plugin: String, reason: String },
-    /// The component is valid but not a codec plugin of API 1.x.
-    #[error("plugin {plugin}: not a wimguard:plugin@1.x codec plugin: {reason}")]
+    /// The component is valid but not a plugin of a known world of API 1.x.
+    #[error("plugin {plugin}: not a usable wimguard:plugin@1.x plugin: {reason}")]
     WrongWorld { plugin: String, reason: String },
     /// `init` refused to start.
     #[error("plugin {plugin}: init failed: {reason}")]
@@ -115,6 +190,16 @@ pub enum PluginError {
         call: &'static str,
         reason: String,
     },
+    /// The plugin asked for a capability its kind is not granted (it
+    /// imports a filesystem or sockets, or sent HTTP to a host outside its
+    /// allow-list).
+    #[error("plugin {plugin}: `{call}` was stopped: {what} is not allowed for this plugin ({why})")]
+    Denied {
+        plugin: String,
+        call: &'static str,
+        what: String,
+        why: String,
+    },
     /// The plugin returned something the contract forbids.
     #[error("plugin {plugin}: `{call}` broke the codec contract: {reason}")]
     Contract {
@@ -135,11 +220,18 @@ pub(crate) struct HostState {
     pub(crate) limiter: Limiter,
     plugin: Arc<str>,
     settings: Arc<PluginSettings>,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_policy: super::http::HttpPolicy,
 }
 
 impl HostState {
     /// A fresh state for one instance of `plugin`.
-    pub(crate) fn new(plugin: Arc<str>, settings: Arc<PluginSettings>, limits: &PluginLimits) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        settings: Arc<PluginSettings>,
+        limits: &PluginLimits,
+        http_policy: super::http::HttpPolicy,
+    ) -> Self {
         // Empty WASI: no preopens, no env, no args, no sockets (the builder's
         // default socket check denies every address), empty stdin.
         let wasi = WasiCtxBuilder::new()
@@ -162,6 +254,8 @@ impl HostState {
             },
             plugin,
             settings,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_policy,
         }
     }
 }
@@ -208,6 +302,16 @@ impl WasiView for HostState {
     }
 }
 
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
+}
+
 impl types::Host for HostState {}
 
 impl log::Host for HostState {
@@ -225,15 +329,15 @@ impl log::Host for HostState {
 
 impl config::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.settings.get(&key).cloned()
+        self.settings.get(&key).map(|v| v.value.clone())
     }
 
     fn list(&mut self) -> Vec<config::Entry> {
         self.settings
-            .keys()
-            .map(|key| config::Entry {
+            .iter()
+            .map(|(key, v)| config::Entry {
                 key: key.clone(),
-                secret: false,
+                secret: v.secret,
                 extras: Vec::new(),
             })
             .collect()
@@ -245,18 +349,120 @@ impl progress::Host for HostState {
     fn report(&mut self, _bytes: u64, _items: u64) {}
 }
 
-/// The linker for codec plugins: the three host interfaces plus WASI
-/// (needed by anything built with Rust std; the context is empty).
-pub(crate) fn codec_linker() -> Result<Linker<HostState>, wasmtime::Error> {
+/// `HasData` for the WASI io interfaces, which work on the resource table.
+struct IoTable;
+
+impl wasmtime::component::HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// What every plugin gets from WASI: io streams and the cli interfaces that
+/// Rust std imports (stdio goes to the log; environment, arguments and
+/// stdin are empty; `exit` ends the call).
+fn add_wasi_base(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::p2::bindings::cli;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    wasmtime_wasi::p2::bindings::sync::io::streams::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    Ok(())
+}
+
+/// The import families each kind of plugin may use. Anything else
+/// (`wasi:filesystem`, `wasi:sockets`, and for codecs also clocks, random
+/// and http) is refused when the plugin is installed or loaded: a sandbox
+/// that never links a capability cannot be talked into granting it.
+fn allowed_imports(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "codec" => &["wimguard:plugin/", "wasi:io/", "wasi:cli/"],
+        _ => &[
+            "wimguard:plugin/",
+            "wasi:io/",
+            "wasi:cli/",
+            "wasi:clocks/",
+            "wasi:random/",
+            "wasi:http/types@",
+            "wasi:http/outgoing-handler@",
+        ],
+    }
+}
+
+/// Refuses a component of `kind` that imports a capability its kind is not
+/// granted, naming the plugin and the import.
+pub(crate) fn check_imports(component: &Component, kind: &str, plugin: &str) -> Result<(), PluginError> {
+    let allowed = allowed_imports(kind);
+    for (name, _) in component.component_type().imports(engine()) {
+        if !allowed.iter().any(|p| name.starts_with(p)) {
+            let family = name.split('@').next().unwrap_or(name);
+            let why = if family.starts_with("wasi:filesystem") {
+                "plugins get no filesystem"
+            } else if family.starts_with("wasi:sockets") {
+                "plugins get no sockets (hooks and destinations reach the network through wasi:http)"
+            } else if kind == "codec" {
+                "codec plugins are pure computation and get no WASI besides io and stdio"
+            } else {
+                "the sandbox does not grant it"
+            };
+            return Err(PluginError::Denied {
+                plugin: plugin.to_string(),
+                call: "load",
+                what: format!("the import `{name}`"),
+                why: why.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The linker for codec plugins: the three host interfaces and the WASI
+/// base, nothing else (see [`check_imports`]).
+pub(crate) fn codec_linker(component: &Component) -> Result<Linker<HostState>, wasmtime::Error> {
+    let _ = component;
     let mut linker = Linker::new(engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    add_wasi_base(&mut linker)?;
     bindings::CodecPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
+/// The linker for hook (and later destination) plugins: the WASI base plus
+/// clocks, random and `wasi:http` (every request checked against the
+/// plugin's allow-list); never filesystem or sockets.
+pub(crate) fn hook_linker(component: &Component) -> Result<Linker<HostState>, wasmtime::Error> {
+    let _ = component;
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{clocks, random};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+    let mut linker = Linker::new(engine());
+    let l = &mut linker;
+    add_wasi_base(l)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(l)?;
+    hook_bindings::HookPlugin::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s)?;
+    Ok(linker)
+}
+
 /// Makes a [`Store`] for one instance, with its limiter and no deadline yet.
-pub(crate) fn new_store(plugin: Arc<str>, settings: Arc<PluginSettings>, limits: &PluginLimits) -> Store<HostState> {
-    let mut store = Store::new(engine(), HostState::new(plugin, settings, limits));
+pub(crate) fn new_store(
+    plugin: Arc<str>,
+    settings: Arc<PluginSettings>,
+    limits: &PluginLimits,
+    http_policy: super::http::HttpPolicy,
+) -> Store<HostState> {
+    let mut store = Store::new(engine(), HostState::new(plugin, settings, limits, http_policy));
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(limits.deadline_ticks());

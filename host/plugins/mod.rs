@@ -1,29 +1,43 @@
-//! The WebAssembly plugin runtime (wasmtime).
+//! The plugin platform.
 //!
-//! This first piece runs **codec plugins**: components of the world
-//! `wimguard:plugin/codec-plugin@1.0.0` (see `sdk/wit/`). A loaded plugin
-//! becomes a [`WasmCodec`], which implements the native
-//! [`wimguard_sdk::Codec`] trait, so the WIM writer and reader can use it
-//! exactly like the built-in XPRESS and LZX codecs.
+//! * [`registry`]: install, validate, store (by sha256), enable, remove, and
+//!   load plugins for the stages that use them.
+//! * The wasm runtime (wasmtime): codec plugins become [`WasmCodec`]s, which
+//!   implement the native [`wimguard_sdk::Codec`] trait; hook plugins become
+//!   [`WasmHook`]s.
+//! * The native runtime ([`NativeCodec`], libloading): trusted codec
+//!   libraries built with the SDK's `native` feature.
 //!
-//! Sandbox, per plugin:
+//! Sandbox, per wasm plugin:
 //!
 //! * one shared [`wasmtime::Engine`] ([`engine`]) with the component model
 //!   and epoch interruption on; a background thread ticks the epoch every
 //!   [`EPOCH_TICK`];
 //! * components are compiled once and cached on disk by the sha256 of their
 //!   bytes and the engine's compatibility hash ([`compile_component`]);
-//! * every compressor and decompressor owns its own store and instance (one
-//!   per worker thread); each call runs under a memory limit and an epoch
-//!   deadline ([`PluginLimits`]); after any trap the instance is thrown away
-//!   and the next call gets a fresh one;
-//! * WASI is linked with an **empty** context: no preopened directories, no
-//!   environment, no arguments, no network, empty stdin. Guest stdout and
-//!   stderr, and the `log` import, go to `tracing` tagged with the plugin's
-//!   name.
+//! * every call runs under a memory limit and an epoch deadline
+//!   ([`PluginLimits`]); after any trap the instance is thrown away;
+//! * WASI: codecs get only io streams and empty cli interfaces (stdout and
+//!   stderr go to `tracing`, tagged with the plugin's name); hooks also get
+//!   clocks, random and `wasi:http`, every request checked against the
+//!   plugin's `allowedHosts` ([`http`]). Anything else a component imports
+//!   (filesystem, sockets) is linked as a trap that ends the call with
+//!   [`PluginError::Denied`].
 
 mod codec;
+mod hook;
 mod host;
+pub mod http;
+#[cfg(any())] // TEMP-NATIVE
+pub mod native;
+pub mod registry;
 
 pub use codec::{WasmCodec, WasmCompressor, WasmDecompressor};
-pub use host::{compile_component, engine, PluginError, PluginLimits, PluginSettings, EPOCH_TICK};
+pub use hook::{HookEvent, HookVerdict, WasmHook};
+pub use host::{
+    compile_component, engine, plain_settings, valid_name, PluginError, PluginLimits, PluginSettings, SettingValue,
+    EPOCH_TICK,
+};
+#[cfg(any())] // TEMP-NATIVE
+pub use native::NativeCodec;
+pub use registry::PluginRegistry;

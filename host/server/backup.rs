@@ -67,13 +67,17 @@ fn follow(shared: Arc<Shared>, mut rx: tokio::sync::watch::Receiver<JobUpdate>, 
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }
 
-fn compression(c: i32) -> Result<Option<Compression>, Status> {
+/// The codec name a request asks for: `codec` when set, else the enum.
+fn codec_name(c: i32, codec: &str) -> Result<Option<String>, Status> {
+    if !codec.is_empty() {
+        return Ok(Some(codec.to_string()));
+    }
     Ok(
         match pb::Compression::try_from(c).map_err(|_| Status::invalid_argument(format!("unknown compression {c}")))? {
             pb::Compression::Unspecified => None,
-            pb::Compression::None => Some(Compression::None),
-            pb::Compression::Xpress => Some(Compression::Xpress),
-            pb::Compression::Lzx => Some(Compression::Lzx),
+            pb::Compression::None => Some(Compression::None.name().into()),
+            pb::Compression::Xpress => Some(Compression::Xpress.name().into()),
+            pb::Compression::Lzx => Some(Compression::Lzx.name().into()),
         },
     )
 }
@@ -97,16 +101,10 @@ impl pb::backup_service_server::BackupService for BackupApi {
         if r.source.is_empty() || r.destination.is_empty() {
             return Err(Status::invalid_argument("source and destination are required"));
         }
-        if !r.plugins.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "plugins are not available yet (asked for: {}); this server has no plugin platform",
-                r.plugins.join(", ")
-            )));
-        }
         let spec = BackupSpec {
             source: PathBuf::from(&r.source),
             destination: PathBuf::from(&r.destination),
-            compression: compression(r.compression)?,
+            compression: codec_name(r.compression, &r.codec)?,
             name: (!r.name.is_empty()).then_some(r.name),
             description: r.description,
             excludes: r.excludes,

@@ -6,6 +6,7 @@
 mod backup;
 mod convert;
 mod env;
+mod registry;
 mod restore;
 mod snapshot;
 mod statistics;
@@ -25,7 +26,8 @@ use crate::api::v1 as pb;
 use crate::catalog::Catalog;
 use crate::cli::server::ServerArgs;
 use crate::config::{self, Config};
-use crate::jobs::{parse_compression, Jobs};
+use crate::jobs::{JobSettings, Jobs};
+use crate::plugins::PluginRegistry;
 
 /// How long connections may linger after jobs are done during a stop.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
@@ -133,13 +135,27 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             "jobs left running by an earlier server were marked interrupted"
         );
     }
-    let default_compression = parse_compression(&cfg.backup.compression).ok_or_else(|| {
-        format!(
-            "config backup.compression {:?} is not none, xpress or lzx",
-            cfg.backup.compression
-        )
-    })?;
-    let jobs = Arc::new(Jobs::new(catalog, default_compression));
+    let plugins = Arc::new(PluginRegistry::open(&home, catalog.clone(), cfg.plugins.clone())?);
+    plugins.register_bundled()?;
+    {
+        // Archives compressed by a codec plugin find it through the registry.
+        let registry = plugins.clone();
+        crate::wim::codecs::set_plugin_codec_resolver(Box::new(move |id| {
+            registry.codec_by_id(id).map_err(|e| e.to_string())
+        }));
+    }
+    let jobs = Arc::new(Jobs::new(
+        catalog,
+        JobSettings {
+            default_compression: cfg.backup.compression.clone(),
+            standard_codec_runtime: cfg.backup.standard_codec_runtime,
+            hooks: cfg.hooks.clone(),
+        },
+        plugins,
+    ));
+    // A bad default codec is a configuration error: say so at start, not at the first backup.
+    jobs.resolve_codec(&cfg.backup.compression)
+        .map_err(|e| format!("config backup.compression {:?}: {e}", cfg.backup.compression))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -202,6 +218,11 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             ))
             .add_service(I::new(
                 pb::env_service_server::EnvServiceServer::new(env::EnvApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::registry_service_server::RegistryServiceServer::new(registry::RegistryApi::new(shared.clone()))
+                    .max_decoding_message_size(8 << 20),
                 auth.clone(),
             ))
             .add_service(I::new(

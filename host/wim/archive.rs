@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1 as Sha1Hasher};
 
 use super::blob_table::{BlobEntry, BlobTable, Sha1};
-use super::codecs::{codec_for, Decompressors};
+use super::codecs::{codec_for_archive, Decompressors};
 use super::error::{invalid, Result, WimError};
 use super::header::{Header, HEADER_SIZE, VERSION_SOLID};
 use super::metadata::ImageTree;
@@ -59,9 +59,10 @@ impl WimArchive {
         }
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut hb, 0)?;
         let header = Header::parse(&hb)?;
-        let codec = codec_for(header.compression()?)?;
-        let decompressors = codec.map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
-        let ctx = ResourceContext::new(&file, file_size, codec, header.chunk_size, decompressors.as_ref());
+        let compression = header.compression()?;
+        // The blob table and the XML are never compressed, so they are read
+        // before the codec is known (a plugin codec is named in the XML).
+        let ctx = ResourceContext::new(&file, file_size, None, header.chunk_size, None);
         if header.blob_table.is_compressed() || header.xml.is_compressed() {
             return invalid("blob table or XML is marked compressed");
         }
@@ -74,6 +75,8 @@ impl WimArchive {
         )?;
         let raw_xml = ctx.read_all(&header.xml, XML_MAX, "XML data")?;
         let xml = WimXml::parse(&raw_xml, header.image_count)?;
+        let codec = codec_for_archive(compression, xml.plugin_codec().as_deref())?;
+        let decompressors = codec.map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
 
         let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
         Ok(WimArchive {
@@ -87,6 +90,11 @@ impl WimArchive {
             ctx_codec: codec,
             decompressors,
         })
+    }
+
+    /// The codec that decodes this archive's chunks (None: uncompressed).
+    pub fn codec(&self) -> Option<&'static dyn wimguard_sdk::Codec> {
+        self.ctx_codec
     }
 
     pub fn context(&self) -> ResourceContext<'_> {

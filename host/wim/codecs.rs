@@ -1,7 +1,7 @@
 //! Maps the WIM-wide compression type to a chunk codec, and keeps one
 //! compressor or decompressor per worker thread.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec};
 
@@ -11,13 +11,48 @@ use super::header::Compression;
 static XPRESS: wimguard_xpress::Xpress = wimguard_xpress::Xpress;
 static LZX: wimguard_lzx::Lzx = wimguard_lzx::Lzx;
 
-/// The codec for a compression type; `None` for uncompressed WIMs.
+/// The codec for a standard compression type; `None` for uncompressed WIMs.
+/// Standard codecs are always the built-in native ones, so a standard WIM
+/// restores whatever state the plugin registry is in.
 pub fn codec_for(c: Compression) -> Result<Option<&'static dyn Codec>> {
     match c {
         Compression::None => Ok(None),
         Compression::Xpress => Ok(Some(&XPRESS)),
         Compression::Lzx => Ok(Some(&LZX)),
         Compression::Lzms => Err(WimError::Unsupported("solid/LZMS compression".into())),
+        Compression::Plugin => Err(WimError::Unsupported(
+            "archive compressed by a codec plugin, but its codec id is unknown".into(),
+        )),
+    }
+}
+
+/// Finds the codec of a plugin by the id recorded in an archive. Returns a
+/// message for the user when it cannot (not installed, disabled, broken).
+pub type PluginCodecResolver = dyn Fn(&str) -> std::result::Result<&'static dyn Codec, String> + Send + Sync;
+
+static PLUGIN_RESOLVER: OnceLock<Box<PluginCodecResolver>> = OnceLock::new();
+
+/// Installs the process-wide resolver for plugin codecs (the daemon does,
+/// once, with its plugin registry). Returns false when one was set already.
+pub fn set_plugin_codec_resolver(resolver: Box<PluginCodecResolver>) -> bool {
+    PLUGIN_RESOLVER.set(resolver).is_ok()
+}
+
+/// The codec of an archive: the built-in one for standard types, the
+/// registered plugin named by `plugin_id` for plugin-compressed archives.
+pub fn codec_for_archive(c: Compression, plugin_id: Option<&str>) -> Result<Option<&'static dyn Codec>> {
+    if c != Compression::Plugin {
+        return codec_for(c);
+    }
+    let id = plugin_id.ok_or_else(|| {
+        WimError::Invalid("the header says a codec plugin compressed this archive, but the XML names none".into())
+    })?;
+    match PLUGIN_RESOLVER.get() {
+        Some(resolve) => resolve(id).map(Some).map_err(WimError::CodecUnavailable),
+        None => Err(WimError::CodecUnavailable(format!(
+            "this archive is compressed by the codec plugin `{id}`; read it through the wimguard server, \
+             which loads plugins"
+        ))),
     }
 }
 

@@ -22,6 +22,10 @@ pub enum WimError {
     /// Another process is modifying the archive.
     #[error("{0}")]
     Locked(String),
+    /// The archive needs a codec plugin that is not available (not
+    /// installed, disabled, refused); the message names it.
+    #[error("{0}")]
+    CodecUnavailable(String),
     /// The caller asked the operation to stop; nothing was changed.
     #[error("cancelled")]
     Cancelled,

@@ -31,6 +31,11 @@ pub const HDR_FLAG_COMPRESS_LZX: u32 = 0x0004_0000;
 pub const HDR_FLAG_COMPRESS_LZMS: u32 = 0x0008_0000;
 /// Seen in some Microsoft files; read as XPRESS, never written.
 pub const HDR_FLAG_COMPRESS_XPRESS_2: u32 = 0x0020_0000;
+/// Reserved by Microsoft and never set by wimlib or Windows. WimGuard sets it
+/// (alone) for archives compressed by a codec plugin; the codec's id is in the
+/// XML (`<WIM><WIMGUARDCODEC>`). wimlib refuses such files ("unknown
+/// compression type"), which is right: it cannot decode them.
+pub const HDR_FLAG_COMPRESS_PLUGIN: u32 = 0x0001_0000;
 
 /// The WIM-wide compression type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub enum Compression {
     Xpress,
     Lzx,
     Lzms,
+    /// A WimGuard codec plugin, named by the XML (see [`HDR_FLAG_COMPRESS_PLUGIN`]).
+    Plugin,
 }
 
 impl Compression {
@@ -48,6 +55,7 @@ impl Compression {
             Compression::Xpress => "xpress",
             Compression::Lzx => "lzx",
             Compression::Lzms => "lzms",
+            Compression::Plugin => "plugin",
         }
     }
 
@@ -58,6 +66,7 @@ impl Compression {
             Compression::Xpress => (1 << 12, 1 << 16),
             Compression::Lzx => (1 << 15, 1 << 21),
             Compression::Lzms => (1 << 15, 1 << 30),
+            Compression::Plugin => (1 << 12, 1 << 21),
         }
     }
 
@@ -67,6 +76,7 @@ impl Compression {
             Compression::Xpress => HDR_FLAG_COMPRESS_XPRESS,
             Compression::Lzx => HDR_FLAG_COMPRESS_LZX,
             Compression::Lzms => HDR_FLAG_COMPRESS_LZMS,
+            Compression::Plugin => HDR_FLAG_COMPRESS_PLUGIN,
         }
     }
 }
@@ -204,6 +214,8 @@ impl Header {
             Ok(Compression::Xpress)
         } else if self.flags & HDR_FLAG_COMPRESS_LZMS != 0 {
             Ok(Compression::Lzms)
+        } else if self.flags & HDR_FLAG_COMPRESS_PLUGIN != 0 {
+            Ok(Compression::Plugin)
         } else {
             invalid("compression flag set but no codec named")
         }

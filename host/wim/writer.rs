@@ -224,18 +224,36 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
 impl WimWriter {
     /// Starts a new archive at `path` (written to a temp file next to it).
     pub fn create(path: &Path, compression: Compression, chunk_size: u32) -> Result<WimWriter> {
-        Self::create_with_guid(path, compression, chunk_size, random_guid(), false)
+        let codec = codec_for(compression)?;
+        Self::create_with_guid(path, compression, codec, chunk_size, random_guid(), false)
+    }
+
+    /// Starts a new archive compressed by a codec plugin: the header gets
+    /// [`HDR_FLAG_COMPRESS_PLUGIN`](super::header::HDR_FLAG_COMPRESS_PLUGIN)
+    /// and the XML the codec's id, so a restore can find the plugin again.
+    pub fn create_with_plugin(path: &Path, codec: &'static dyn Codec, chunk_size: u32) -> Result<WimWriter> {
+        let (min, max) = Compression::Plugin.chunk_size_range();
+        let max = max.min(u32::try_from(codec.max_chunk_size()).unwrap_or(u32::MAX));
+        if !chunk_size.is_power_of_two() || chunk_size < min || chunk_size > max {
+            return Err(WimError::Invalid(format!(
+                "chunk size {chunk_size} is not usable with codec `{}` (powers of two from {min} to {max})",
+                codec.name()
+            )));
+        }
+        let mut w = Self::create_with_guid(path, Compression::Plugin, Some(codec), chunk_size, random_guid(), false)?;
+        w.xml.set_plugin_codec(codec.name());
+        Ok(w)
     }
 
     /// `replace`: the finished file may replace an existing one (rebuilds).
     fn create_with_guid(
         path: &Path,
         compression: Compression,
+        codec: Option<&'static dyn Codec>,
         chunk_size: u32,
         guid: [u8; 16],
         replace: bool,
     ) -> Result<WimWriter> {
-        let codec = codec_for(compression)?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -287,6 +305,25 @@ impl WimWriter {
         })
     }
 
+    /// Compresses new chunks with `codec`, another implementation of the
+    /// archive's own format (e.g. the bundled wasm XPRESS plugin instead of
+    /// the built-in one). Refused when `codec` is a different format.
+    pub fn compress_with(&mut self, codec: &'static dyn Codec) -> Result<()> {
+        match self.codec {
+            Some(own) if own.name() == codec.name() => {
+                let chunk_size = self.header.chunk_size as usize;
+                self.codec = Some(codec);
+                self.compressors = Some(Compressors::new(|| codec.compressor(chunk_size)));
+                Ok(())
+            }
+            own => Err(WimError::Invalid(format!(
+                "codec `{}` cannot write chunks of a {} archive",
+                codec.name(),
+                own.map_or("uncompressed", |c| c.name())
+            ))),
+        }
+    }
+
     /// Opens an existing archive for an in-place append, under an exclusive lock.
     pub fn append(path: &Path) -> Result<WimWriter> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
@@ -301,7 +338,7 @@ impl WimWriter {
             return Err(WimError::Unsupported(format!("{} is marked read-only", path.display())));
         }
         let compression = arch.header.compression()?;
-        let codec = codec_for(compression)?;
+        let codec = arch.codec();
         let old_end = arch.data_end();
         let old_flags = arch.header.flags;
         // Mark the file as being written, exactly as wimlib does: only the flags word.
@@ -711,7 +748,14 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
         )));
     }
     let compression = arch.header.compression()?;
-    let mut w = WimWriter::create_with_guid(path, compression, arch.header.chunk_size, arch.header.guid, true)?;
+    let mut w = WimWriter::create_with_guid(
+        path,
+        compression,
+        arch.codec(),
+        arch.header.chunk_size,
+        arch.header.guid,
+        true,
+    )?;
     w.header.flags = (w.header.flags & !super::header::HDR_FLAG_RP_FIX)
         | (arch.header.flags & super::header::HDR_FLAG_RP_FIX)
         | HDR_FLAG_WRITE_IN_PROGRESS;

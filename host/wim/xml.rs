@@ -290,6 +290,17 @@ impl WimXml {
         }
     }
 
+    /// The id of the codec plugin that compressed this archive
+    /// (`<WIM><WIMGUARDCODEC>`), when the header says a plugin did.
+    pub fn plugin_codec(&self) -> Option<String> {
+        self.root.child("WIMGUARDCODEC").map(|e| e.text()).filter(|t| !t.is_empty())
+    }
+
+    /// Records the codec plugin's id (kept before the top-level TOTALBYTES).
+    pub fn set_plugin_codec(&mut self, id: &str) {
+        self.root.set_child_text("WIMGUARDCODEC", id);
+    }
+
     /// Does an image already use this (non-empty) name?
     pub fn name_in_use(&self, name: &str) -> bool {
         !name.is_empty() && self.images().iter().any(|i| i.name == name)

@@ -1,7 +1,8 @@
-//! Guest-side glue (feature `guest`): wit-bindgen bindings for the three
-//! worlds, adapters from the SDK traits to the generated ones, and the host
-//! imports. Nothing here is meant to be named by plugin authors except
-//! through the export macros and the `log` / `config` / `progress` modules.
+//! Guest-side glue of a WebAssembly component (a world feature, wasm32
+//! only): wit-bindgen bindings for the three worlds, adapters from the SDK
+//! traits to the generated ones, and the host imports behind the `log` /
+//! `config` / `progress` modules (`imports.rs`). Nothing here is meant to be
+//! named by plugin authors except through the export macros.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -45,24 +46,14 @@ pub mod hook_bindings {
     });
 }
 
-#[cfg(any(
-    all(feature = "codec", feature = "destination"),
-    all(feature = "codec", feature = "hook"),
-    all(feature = "destination", feature = "hook"),
-))]
-compile_error!(
-    "wimguard-sdk: enable exactly one of the features `codec`, `destination`, `hook` \
-     (one plugin world per crate; build plugins of different kinds in separate cargo invocations)"
-);
-
 // The host imports are the same in every world; take them from the one world
 // this build has bindings for.
 #[cfg(feature = "codec")]
-use codec_bindings::wimguard::plugin as imports;
+pub(crate) use codec_bindings::wimguard::plugin as imports;
 #[cfg(all(feature = "destination", not(feature = "codec")))]
-use destination_bindings::wimguard::plugin as imports;
+pub(crate) use destination_bindings::wimguard::plugin as imports;
 #[cfg(all(feature = "hook", not(feature = "codec"), not(feature = "destination")))]
-use hook_bindings::wimguard::plugin as imports;
+pub(crate) use hook_bindings::wimguard::plugin as imports;
 
 // ------------------------------------------------------------ instance
 
@@ -101,7 +92,10 @@ macro_rules! impl_plugin_guest {
                     name: i.name,
                     version: i.version,
                     kind: $kind,
-                    api_version: w::ApiVersion { major: API_VERSION.major, minor: API_VERSION.minor },
+                    api_version: w::ApiVersion {
+                        major: API_VERSION.major,
+                        minor: API_VERSION.minor,
+                    },
                     description: i.description,
                     extras: i.extras,
                 }
@@ -113,7 +107,10 @@ macro_rules! impl_plugin_guest {
                 use $bindings::wimguard::plugin::types as w;
                 let host = HostInfo {
                     host_version: host.host_version,
-                    api_version: ApiVersion { major: host.api_version.major, minor: host.api_version.minor },
+                    api_version: ApiVersion {
+                        major: host.api_version.major,
+                        minor: host.api_version.minor,
+                    },
                     extras: host.extras,
                 };
                 match T::init(&host) {
@@ -131,7 +128,11 @@ macro_rules! impl_plugin_guest {
 }
 
 #[cfg(feature = "codec")]
-impl_plugin_guest!(codec_bindings, CodecPlugin, codec_bindings::wimguard::plugin::types::PluginKind::Codec);
+impl_plugin_guest!(
+    codec_bindings,
+    CodecPlugin,
+    codec_bindings::wimguard::plugin::types::PluginKind::Codec
+);
 #[cfg(feature = "destination")]
 impl_plugin_guest!(
     destination_bindings,
@@ -139,7 +140,11 @@ impl_plugin_guest!(
     destination_bindings::wimguard::plugin::types::PluginKind::Destination
 );
 #[cfg(feature = "hook")]
-impl_plugin_guest!(hook_bindings, HookPlugin, hook_bindings::wimguard::plugin::types::PluginKind::Hook);
+impl_plugin_guest!(
+    hook_bindings,
+    HookPlugin,
+    hook_bindings::wimguard::plugin::types::PluginKind::Hook
+);
 
 // --------------------------------------------------------------- codec
 
@@ -199,7 +204,13 @@ mod dest_conv {
     }
 
     pub fn obj(o: ObjectInfo) -> w::ObjectInfo {
-        w::ObjectInfo { key: o.key, size: o.size, modified_ms: o.modified_ms, etag: o.etag, extras: o.extras }
+        w::ObjectInfo {
+            key: o.key,
+            size: o.size,
+            modified_ms: o.modified_ms,
+            etag: o.etag,
+            extras: o.extras,
+        }
     }
 }
 
@@ -215,7 +226,11 @@ impl<T: DestinationPlugin> destination_bindings::exports::wimguard::plugin::dest
         token: String,
         receipts: Vec<String>,
     ) -> Result<dest_conv::w::ObjectInfo, dest_conv::w::DestinationError> {
-        with_instance::<T, _>(|p| p.finish_upload(&token, receipts).map(dest_conv::obj).map_err(dest_conv::err))
+        with_instance::<T, _>(|p| {
+            p.finish_upload(&token, receipts)
+                .map(dest_conv::obj)
+                .map_err(dest_conv::err)
+        })
     }
     fn abort_upload(token: String) -> Result<(), dest_conv::w::DestinationError> {
         with_instance::<T, _>(|p| p.abort_upload(&token).map_err(dest_conv::err))
@@ -268,146 +283,14 @@ impl<T: HookPlugin> hook_bindings::exports::wimguard::plugin::hook::Guest for Ex
                 duration_ms: s.duration_ms,
                 extras: s.extras,
             }),
-            w::BackupEvent::Other(o) => BackupEvent::Other { name: o.name, extras: o.extras },
+            w::BackupEvent::Other(o) => BackupEvent::Other {
+                name: o.name,
+                extras: o.extras,
+            },
         };
         match with_instance::<T, _>(|p| p.on_event(event)) {
             Verdict::Allow => w::Verdict::Allow,
             Verdict::Veto(reason) => w::Verdict::Veto(reason),
         }
     }
-}
-
-// ------------------------------------------------------------- imports
-
-/// Logging into the daemon's log (host import `wimguard:plugin/log`).
-pub mod log {
-    use super::imports::log as w;
-
-    /// Log levels, lowest first.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-    pub enum Level {
-        Trace,
-        Debug,
-        Info,
-        Warn,
-        Error,
-    }
-
-    /// Writes one message to the daemon's log.
-    pub fn log(level: Level, message: &str) {
-        let level = match level {
-            Level::Trace => w::Level::Trace,
-            Level::Debug => w::Level::Debug,
-            Level::Info => w::Level::Info,
-            Level::Warn => w::Level::Warn,
-            Level::Error => w::Level::Error,
-        };
-        w::log(level, message);
-    }
-    pub fn trace(message: &str) {
-        log(Level::Trace, message)
-    }
-    pub fn debug(message: &str) {
-        log(Level::Debug, message)
-    }
-    pub fn info(message: &str) {
-        log(Level::Info, message)
-    }
-    pub fn warn(message: &str) {
-        log(Level::Warn, message)
-    }
-    pub fn error(message: &str) {
-        log(Level::Error, message)
-    }
-}
-
-/// The admin's settings and bound secrets (host import `wimguard:plugin/config`).
-pub mod config {
-    use super::imports::config as w;
-    use crate::plugin::{Extras, InitError};
-
-    /// One configured key.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Entry {
-        pub key: String,
-        /// A bound secret: never log its value.
-        pub secret: bool,
-        pub extras: Extras,
-    }
-
-    /// The value of a setting or secret, if set.
-    pub fn get(key: &str) -> Option<String> {
-        w::get(key)
-    }
-
-    /// Like [`get`], but a missing key is an [`InitError::BadConfig`].
-    pub fn require(key: &str) -> Result<String, InitError> {
-        get(key).ok_or_else(|| InitError::BadConfig(format!("missing setting `{key}`")))
-    }
-
-    /// Every key configured for this plugin.
-    pub fn list() -> Vec<Entry> {
-        w::list().into_iter().map(|e| Entry { key: e.key, secret: e.secret, extras: e.extras }).collect()
-    }
-}
-
-/// Progress of the current operation (host import `wimguard:plugin/progress`).
-pub mod progress {
-    /// Adds `bytes` and `items` to the running totals.
-    pub fn report(bytes: u64, items: u64) {
-        super::imports::progress::report(bytes, items)
-    }
-}
-
-// -------------------------------------------------------------- macros
-
-/// Exports a [`CodecPlugin`](crate::CodecPlugin) as the component's
-/// `codec-plugin` world. Call once, at the crate root of a `cdylib`.
-#[macro_export]
-macro_rules! export_codec {
-    ($plugin:ty) => {
-        // Component exports only exist on wasm; a native build of the same
-        // crate (tests, or a later native cdylib) compiles without them.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type __WimguardExport = $crate::guest::Export<$plugin>;
-            $crate::guest::codec_bindings::export!(
-                __WimguardExport with_types_in $crate::guest::codec_bindings
-            );
-        };
-    };
-}
-
-/// Exports a [`DestinationPlugin`](crate::DestinationPlugin) as the
-/// component's `destination-plugin` world.
-#[macro_export]
-macro_rules! export_destination {
-    ($plugin:ty) => {
-        // Component exports only exist on wasm; a native build of the same
-        // crate (tests, or a later native cdylib) compiles without them.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type __WimguardExport = $crate::guest::Export<$plugin>;
-            $crate::guest::destination_bindings::export!(
-                __WimguardExport with_types_in $crate::guest::destination_bindings
-            );
-        };
-    };
-}
-
-/// Exports a [`HookPlugin`](crate::HookPlugin) as the component's
-/// `hook-plugin` world.
-#[macro_export]
-macro_rules! export_hook {
-    ($plugin:ty) => {
-        // Component exports only exist on wasm; a native build of the same
-        // crate (tests, or a later native cdylib) compiles without them.
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            type __WimguardExport = $crate::guest::Export<$plugin>;
-            $crate::guest::hook_bindings::export!(
-                __WimguardExport with_types_in $crate::guest::hook_bindings
-            );
-        };
-    };
 }

@@ -1,30 +1,66 @@
 //! The WimGuard plugin SDK.
 //!
-//! Two layers live here:
+//! Three layers live here:
 //!
 //! * the native codec contract ([`Codec`], [`ChunkCompressor`],
 //!   [`ChunkDecompressor`], [`CodecError`]) that the daemon and the codec
-//!   crates use directly, and
+//!   crates use directly,
 //! * the plugin API of the WIT package `wimguard:plugin@1.0.0` (`sdk/wit/`):
 //!   the traits in [`plugin`] ([`Plugin`], [`CodecPlugin`],
-//!   [`DestinationPlugin`], [`HookPlugin`]) and, with the `guest` feature,
-//!   the export macros ([`export_codec!`], [`export_destination!`],
-//!   [`export_hook!`]) and the host imports ([`log`], [`config`],
-//!   [`progress`]) that turn an implementation into a WebAssembly component
-//!   for `wasm32-wasip2`. wit-bindgen is an internal detail of that feature.
+//!   [`DestinationPlugin`], [`HookPlugin`]) and, with a world feature
+//!   (`codec`, `destination`, `hook`), the export macros
+//!   ([`export_codec!`], [`export_destination!`], [`export_hook!`]) and the
+//!   host imports ([`log`], [`config`], [`progress`]) that turn an
+//!   implementation into a WebAssembly component for `wasm32-wasip2`
+//!   (wit-bindgen is an internal detail of those features, compiled for
+//!   wasm32 only), and
+//! * the native plugin ABI ([`native`], version 1, codec plugins only): its
+//!   types are always here (the host uses them); with the feature `native`,
+//!   [`export_codec!`] also exports the ABI's `extern "C"` symbols in
+//!   non-wasm builds, so the same crate builds as a trusted native `cdylib`.
 //!
 //! See `sdk/README.md` for the contract and its compatibility rules.
 
 use std::fmt;
 
+pub mod native;
 pub mod plugin;
 pub use plugin::*;
 
-#[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
+#[cfg(any(
+    all(feature = "codec", feature = "destination"),
+    all(feature = "codec", feature = "hook"),
+    all(feature = "destination", feature = "hook"),
+))]
+compile_error!(
+    "wimguard-sdk: enable exactly one of the features `codec`, `destination`, `hook` \
+     (one plugin world per crate; build plugins of different kinds in separate cargo invocations)"
+);
+
+#[cfg(all(feature = "native", any(feature = "destination", feature = "hook")))]
+compile_error!(
+    "wimguard-sdk: the feature `native` is for codec plugins only (native ABI 1); \
+     destination and hook plugins are WebAssembly components"
+);
+
+#[cfg(all(
+    target_arch = "wasm32",
+    any(feature = "codec", feature = "destination", feature = "hook")
+))]
 #[doc(hidden)]
 pub mod guest;
 #[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
-pub use guest::{config, log, progress};
+mod imports;
+#[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
+pub use imports::{config, log, progress};
+#[cfg(any(feature = "codec", feature = "destination", feature = "hook"))]
+mod macros;
+#[cfg(all(
+    not(target_arch = "wasm32"),
+    any(feature = "codec", feature = "destination", feature = "hook")
+))]
+#[doc(hidden)]
+pub mod native_guest;
 
 /// The WIT text of the contract, for tools and the host's checks.
 pub mod wit {
@@ -77,6 +113,15 @@ pub trait ChunkCompressor: Send {
     /// Returns `false` when the result would not be strictly smaller than the
     /// input; the caller then stores the chunk raw and `out` is meaningless.
     fn compress(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool;
+
+    /// The first failure since the last call, if `compress` failed (a
+    /// crashed or stopped plugin) rather than found a chunk incompressible.
+    /// Writers poll this after a batch and abandon the write: a codec that
+    /// fails is not the same as data that does not compress. Built-in codecs
+    /// never fail.
+    fn take_failure(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Decompresses independent chunks. One instance per worker thread.

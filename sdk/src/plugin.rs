@@ -45,7 +45,12 @@ pub struct PluginInfo {
 impl PluginInfo {
     /// `PluginInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), "…")`
     pub fn new(name: impl Into<String>, version: impl Into<String>, description: impl Into<String>) -> Self {
-        PluginInfo { name: name.into(), version: version.into(), description: description.into(), extras: Vec::new() }
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            extras: Vec::new(),
+        }
     }
 }
 
@@ -190,7 +195,10 @@ pub enum BackupEvent {
     PreBackup(BackupStart),
     PostBackup(BackupSummary),
     /// An event of a later 1.x minor: answer `Allow` unless you know it.
-    Other { name: String, extras: Extras },
+    Other {
+        name: String,
+        extras: Extras,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -107,6 +107,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(home: &Path) -> Server {
+        Self::start_with_env(home, &[])
+    }
+
+    /// Starts the server with extra environment variables (e.g. plugin secrets).
+    pub fn start_with_env(home: &Path, env: &[(&str, &str)]) -> Server {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let log = home.parent().unwrap().join(format!("server-{n}.log"));
         let logf = fs::File::create(&log).unwrap();
@@ -118,6 +123,7 @@ impl Server {
             .env("WIMGUARD_LOG", "info")
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)

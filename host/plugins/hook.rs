@@ -1,0 +1,189 @@
+//! Hook plugins (world `hook-plugin`): called before and after a backup.
+//!
+//! Every event gets a fresh instance (hooks run twice per backup, so
+//! instantiating is cheap next to the backup, and no state can leak from
+//! one backup into the next). The call runs under the plugin's memory limit
+//! and epoch deadline; outgoing HTTP is filtered by its allow-list.
+
+use std::sync::Arc;
+
+use wasmtime::component::Component;
+
+use super::host::hook_bindings::exports::wimguard::plugin::hook as wit;
+use super::host::hook_bindings::{HookPlugin, HookPluginPre};
+use super::host::{call_error, hook_linker, host_info, new_store, PluginError, PluginLimits, PluginSettings};
+use super::http::{HostPattern, HttpPolicy};
+use super::host::bindings::wimguard::plugin::types;
+
+/// What a hook is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookEvent {
+    PreBackup {
+        job: String,
+        backup_id: String,
+        sources: Vec<String>,
+        destination: String,
+    },
+    PostBackup {
+        job: String,
+        backup_id: String,
+        succeeded: bool,
+        error: Option<String>,
+        files: u64,
+        bytes_read: u64,
+        bytes_written: u64,
+        duration_ms: u64,
+    },
+}
+
+impl HookEvent {
+    /// `pre-backup` or `post-backup`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookEvent::PreBackup { .. } => "pre-backup",
+            HookEvent::PostBackup { .. } => "post-backup",
+        }
+    }
+
+    fn to_wit(&self) -> wit::BackupEvent {
+        match self.clone() {
+            HookEvent::PreBackup {
+                job,
+                backup_id,
+                sources,
+                destination,
+            } => wit::BackupEvent::PreBackup(wit::BackupStart {
+                job,
+                backup_id,
+                sources,
+                destination,
+                extras: Vec::new(),
+            }),
+            HookEvent::PostBackup {
+                job,
+                backup_id,
+                succeeded,
+                error,
+                files,
+                bytes_read,
+                bytes_written,
+                duration_ms,
+            } => wit::BackupEvent::PostBackup(wit::BackupSummary {
+                job,
+                backup_id,
+                succeeded,
+                error,
+                files,
+                bytes_read,
+                bytes_written,
+                duration_ms,
+                extras: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// A hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookVerdict {
+    Allow,
+    Veto(String),
+}
+
+/// A loaded hook plugin.
+#[derive(Clone)]
+pub struct WasmHook {
+    pre: HookPluginPre<super::host::HostState>,
+    name: Arc<str>,
+    settings: Arc<PluginSettings>,
+    limits: PluginLimits,
+    allowed: Arc<Vec<HostPattern>>,
+}
+
+impl WasmHook {
+    /// Prepares `component` (already checked to be a hook plugin) to run
+    /// as `name` with the admin's settings, limits and allowed hosts.
+    pub fn new(
+        component: &Component,
+        name: &str,
+        settings: PluginSettings,
+        limits: PluginLimits,
+        allowed: Vec<HostPattern>,
+    ) -> Result<WasmHook, PluginError> {
+        let wrong = |reason: String| PluginError::WrongWorld {
+            plugin: name.to_string(),
+            reason,
+        };
+        super::host::check_imports(component, "hook", name)?;
+        let linker = hook_linker(component).map_err(|e| wrong(format!("host linker: {e:#}")))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| wrong(format!("{e:#}")))?;
+        let pre = HookPluginPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
+        Ok(WasmHook {
+            pre,
+            name: name.into(),
+            settings: Arc::new(settings),
+            limits,
+            allowed: Arc::new(allowed),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `init` and `on-event` on a fresh instance. An error names the
+    /// plugin and what stopped it (time or memory limit, trap, refused
+    /// capability); HTTP requests the allow-list refused are added to it.
+    pub fn call(&self, event: &HookEvent) -> Result<HookVerdict, PluginError> {
+        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone());
+        let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
+        let with_denials = |e: PluginError| match policy.take_denied() {
+            denied if denied.is_empty() => e,
+            denied => PluginError::Denied {
+                plugin: self.name.to_string(),
+                call: "on-event",
+                what: format!("HTTP request {}", denied.join(", ")),
+                why: format!("host not in allowedHosts; the call then failed: {e}"),
+            },
+        };
+        let bindings: HookPlugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| call_error(e, &store, "instantiate", &self.limits))?;
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        match bindings.wimguard_plugin_plugin().call_init(&mut store, &host_info()) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let reason = match e {
+                    types::InitError::BadConfig(m) => format!("bad configuration: {m}"),
+                    types::InitError::Unavailable(m) => format!("unavailable: {m}"),
+                    types::InitError::Other(m) => m,
+                };
+                return Err(PluginError::Init {
+                    plugin: self.name.to_string(),
+                    reason,
+                });
+            }
+            Err(e) => return Err(with_denials(call_error(e, &store, "init", &self.limits))),
+        }
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let verdict = bindings
+            .wimguard_plugin_hook()
+            .call_on_event(&mut store, &event.to_wit())
+            .map_err(|e| with_denials(call_error(e, &store, "on-event", &self.limits)))?;
+        Ok(match verdict {
+            wit::Verdict::Allow => HookVerdict::Allow,
+            wit::Verdict::Veto(reason) => {
+                let denied = policy.take_denied();
+                if denied.is_empty() {
+                    HookVerdict::Veto(reason)
+                } else {
+                    HookVerdict::Veto(format!(
+                        "{reason} (refused by the sandbox: HTTP request {}; host not in allowedHosts)",
+                        denied.join(", ")
+                    ))
+                }
+            }
+        })
+    }
+}

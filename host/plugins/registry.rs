@@ -1,0 +1,697 @@
+//! The plugin registry: installing (validate, store under sha256, record in
+//! the catalog), enabling, removing, and loading plugins for the stages that
+//! use them. Knows nothing of gRPC.
+//!
+//! Store layout in the home:
+//!
+//! * `plugins/store/<sha256>.wasm` | `.so` — the registered bytes, 0600;
+//! * `plugins/cache/` — precompiled components (see [`compile_component`]).
+//!
+//! Every load re-reads the file and checks its sha256 against the catalog:
+//! a file changed behind the daemon's back is refused, never run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wimguard_sdk::Codec;
+
+pub use super::host::{API_MAJOR, API_MINOR};
+use super::host::{
+    bindings, compile_component, engine, hook_linker, new_store, sha256_hex, valid_name, PluginError, PluginLimits,
+    PluginSettings, SettingValue,
+};
+use super::http::{HostPattern, HttpPolicy};
+use super::{WasmCodec, WasmHook};
+#[cfg(any())] // TEMP-NATIVE
+use super::NativeCodec;
+use crate::catalog::{now_ms, Catalog, PluginRecord};
+use crate::config::{FailurePolicy, PluginConfig};
+use crate::jobs::CoreError;
+
+/// The largest plugin file accepted (components are usually well below 10 MiB).
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// A first-party plugin compiled into the binary.
+pub struct BundledPlugin {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// The first-party plugins shipped inside this binary (built by build.rs
+/// from `plugins/`).
+pub fn bundled_plugins() -> &'static [BundledPlugin] {
+    &[
+        BundledPlugin {
+            name: "xpress",
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_xpress_plugin.wasm")),
+        },
+        BundledPlugin {
+            name: "lzx",
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_lzx_plugin.wasm")),
+        },
+        BundledPlugin {
+            name: "webhook",
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_webhook.wasm")),
+        },
+    ]
+}
+
+/// What a component says about itself, checked against the contract.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub name: String,
+    pub version: String,
+    pub kind: &'static str,
+    pub api_version: String,
+    pub description: String,
+    /// Codec plugins: the id archives record.
+    pub codec_id: String,
+}
+
+/// Checks that `component` is a plugin of a world this host knows, of API
+/// major 1, and asks its `info` (and, for codecs, `describe`).
+pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspected, PluginError> {
+    let label = format!("sha256:{}", &sha256[..12.min(sha256.len())]);
+    let wrong = |reason: String| PluginError::WrongWorld {
+        plugin: label.clone(),
+        reason,
+    };
+    let ty = component.component_type();
+    let mut plugin_export = None;
+    let mut kind = None;
+    for (name, _) in ty.exports(engine()) {
+        let Some(rest) = name.strip_prefix("wimguard:plugin/") else {
+            continue;
+        };
+        let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let major: Option<u16> = version.split('.').next().and_then(|m| m.parse().ok());
+        if major != Some(API_MAJOR) {
+            return Err(wrong(format!(
+                "it exports `{name}`, built for plugin API {version}; this host speaks {API_MAJOR}.{API_MINOR} \
+                 (rebuild it against wimguard-sdk {API_MAJOR}.x)"
+            )));
+        }
+        match iface {
+            "plugin" => plugin_export = Some(name.to_string()),
+            "codec" | "destination" | "hook" => {
+                if let Some(other) = kind.replace(iface) {
+                    return Err(wrong(format!("it exports both `{other}` and `{iface}`: one world per plugin")));
+                }
+            }
+            _ => {
+                return Err(wrong(format!(
+                    "it exports `{name}`, an interface this host does not know (newer SDK?)"
+                )))
+            }
+        }
+    }
+    let Some(plugin_export) = plugin_export else {
+        return Err(wrong(
+            "it does not export `wimguard:plugin/plugin` (not a WimGuard plugin: build it with wimguard-sdk's \
+             export macros)"
+                .into(),
+        ));
+    };
+    let Some(kind) = kind else {
+        // No world export: say what it does import/export, briefly.
+        return Err(wrong(
+            "it exports none of the worlds codec-plugin, destination-plugin, hook-plugin".into(),
+        ));
+    };
+    let kind: &'static str = match kind {
+        "codec" => "codec",
+        "destination" => "destination",
+        _ => "hook",
+    };
+    super::host::check_imports(component, kind, &label)?;
+    let limits = PluginLimits::default();
+    let linker = hook_linker(component).map_err(|e| wrong(format!("{e:#}")))?;
+    let mut store = new_store(
+        label.clone().into(),
+        Arc::new(PluginSettings::new()),
+        &limits,
+        HttpPolicy::deny_all(label.clone().into()),
+    );
+    let instance = linker
+        .instantiate(&mut store, component)
+        .map_err(|e| wrong(format!("cannot instantiate it: {e:#}")))?;
+    let iface = component
+        .get_export_index(None, plugin_export.as_str())
+        .ok_or_else(|| wrong("no plugin interface".into()))?;
+    let info_idx = component
+        .get_export_index(Some(&iface), "info")
+        .ok_or_else(|| wrong("its plugin interface has no `info`".into()))?;
+    let info_fn = instance
+        .get_typed_func::<(), (bindings::wimguard::plugin::types::PluginInfo,)>(&mut store, &info_idx)
+        .map_err(|e| wrong(format!("`info` has the wrong type: {e:#}")))?;
+    let (info,) = info_fn
+        .call(&mut store, ())
+        .map_err(|e| super::host::call_error(e, &store, "info", &limits))?;
+    use bindings::wimguard::plugin::types::PluginKind;
+    let said = match &info.kind {
+        PluginKind::Codec => "codec",
+        PluginKind::Destination => "destination",
+        PluginKind::Hook => "hook",
+        PluginKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
+    };
+    if said != kind {
+        return Err(wrong(format!("`info` says kind {said} but it exports the {kind} world")));
+    }
+    if info.api_version.major != API_MAJOR {
+        return Err(wrong(format!(
+            "`{}` was built for plugin API {}.{}, this host speaks {API_MAJOR}.{API_MINOR}",
+            info.name, info.api_version.major, info.api_version.minor
+        )));
+    }
+    if !valid_name(&info.name) {
+        return Err(wrong(format!("invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)", info.name)));
+    }
+    let mut codec_id = String::new();
+    if kind == "codec" {
+        let codec_iface = ty
+            .exports(engine())
+            .map(|(n, _)| n.to_string())
+            .find(|n| n.starts_with("wimguard:plugin/codec@"))
+            .and_then(|n| component.get_export_index(None, n.as_str()))
+            .ok_or_else(|| wrong("no codec interface".into()))?;
+        let describe_idx = component
+            .get_export_index(Some(&codec_iface), "describe")
+            .ok_or_else(|| wrong("its codec interface has no `describe`".into()))?;
+        let describe = instance
+            .get_typed_func::<(), (bindings::exports::wimguard::plugin::codec::CodecInfo,)>(&mut store, &describe_idx)
+            .map_err(|e| wrong(format!("`describe` has the wrong type: {e:#}")))?;
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let (desc,) = describe
+            .call(&mut store, ())
+            .map_err(|e| super::host::call_error(e, &store, "describe", &limits))?;
+        if !valid_codec_id(&desc.id) {
+            return Err(wrong(format!(
+                "codec id {:?} is not valid (want [a-z0-9-], 1..=64 bytes; third parties use `x-<vendor>-<name>`)",
+                desc.id
+            )));
+        }
+        codec_id = desc.id;
+    }
+    Ok(Inspected {
+        name: info.name,
+        version: info.version,
+        kind,
+        api_version: format!("{}.{}", info.api_version.major, info.api_version.minor),
+        description: info.description,
+        codec_id,
+    })
+}
+
+fn valid_codec_id(id: &str) -> bool {
+    valid_name(id) && id != "none" && id != "plugin" && id != "lzms"
+}
+
+/// The registry, shared by the server's services and the job runner.
+pub struct PluginRegistry {
+    store_dir: PathBuf,
+    cache_dir: PathBuf,
+    catalog: Arc<Catalog>,
+    config: HashMap<String, PluginConfig>,
+    /// Loaded codec plugins by sha256 (leaked once: codecs are `&'static`
+    /// for the WIM layer, and a registry holds a handful at most).
+    codecs: Mutex<HashMap<String, &'static dyn Codec>>,
+    /// Compiled components by sha256.
+    components: Mutex<HashMap<String, Component>>,
+}
+
+impl PluginRegistry {
+    /// Opens the store under `home/plugins`, with the admin's `plugins:` config.
+    pub fn open(
+        home: &Path,
+        catalog: Arc<Catalog>,
+        config: impl IntoIterator<Item = (String, PluginConfig)>,
+    ) -> Result<PluginRegistry, CoreError> {
+        let store_dir = home.join("plugins").join("store");
+        let cache_dir = home.join("plugins").join("cache");
+        for d in [&store_dir, &cache_dir] {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| CoreError::Internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        Ok(PluginRegistry {
+            store_dir,
+            cache_dir,
+            catalog,
+            config: config.into_iter().collect(),
+            codecs: Mutex::default(),
+            components: Mutex::default(),
+        })
+    }
+
+    fn config_of(&self, name: &str) -> PluginConfig {
+        self.config.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Registers the first-party plugins on first start, and refreshes them
+    /// when this binary carries other bytes (an upgrade). The enabled flag
+    /// an admin set survives.
+    pub fn register_bundled(&self) -> Result<(), CoreError> {
+        for b in bundled_plugins() {
+            let sha = sha256_hex(b.bytes);
+            if let Some(rec) = self.catalog.get_plugin(b.name)? {
+                if rec.sha256 == sha && self.path_of(&rec).is_file() {
+                    continue;
+                }
+                if !rec.bundled {
+                    tracing::warn!(plugin = b.name, "a third-party plugin uses the name of a bundled one; keeping it");
+                    continue;
+                }
+            }
+            let rec = self.install_wasm(b.bytes, true)?;
+            tracing::info!(plugin = %rec.name, version = %rec.version, "registered bundled plugin");
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, rec: &PluginRecord) -> PathBuf {
+        let ext = if rec.runtime == "native" { "so" } else { "wasm" };
+        self.store_dir.join(format!("{}.{ext}", rec.sha256))
+    }
+
+    /// Installs a plugin from its bytes: a component (validated: known world,
+    /// API major 1), or with `native` a trusted shared library (the admin
+    /// must have trusted its sha256 in config first).
+    pub fn install(&self, bytes: &[u8], native: bool) -> Result<PluginRecord, CoreError> {
+        if bytes.is_empty() {
+            return Err(CoreError::InvalidArgument("the plugin file is empty".into()));
+        }
+        if bytes.len() > MAX_PLUGIN_BYTES {
+            return Err(CoreError::InvalidArgument(format!(
+                "the plugin file is {} bytes, more than the {MAX_PLUGIN_BYTES} accepted",
+                bytes.len()
+            )));
+        }
+        let rec = if native {
+            self.install_native(bytes)?
+        } else {
+            if bytes.starts_with(b"\x7fELF") {
+                return Err(CoreError::InvalidArgument(
+                    "this is a native shared library, not a WebAssembly component; install native plugins with \
+                     `wimguard plugin install --native FILE`"
+                        .into(),
+                ));
+            }
+            self.install_wasm(bytes, false)?
+        };
+        tracing::info!(plugin = %rec.name, version = %rec.version, kind = %rec.kind, runtime = %rec.runtime, sha256 = %rec.sha256, "plugin installed");
+        Ok(rec)
+    }
+
+    fn install_wasm(&self, bytes: &[u8], bundled: bool) -> Result<PluginRecord, CoreError> {
+        let sha = sha256_hex(bytes);
+        let component = compile_component(bytes, Some(&self.cache_dir)).map_err(plugin_error)?;
+        let info = inspect_component(&component, &sha).map_err(plugin_error)?;
+        if !bundled {
+            if let Some(old) = self.catalog.get_plugin(&info.name)? {
+                if old.bundled {
+                    return Err(CoreError::Conflict(format!(
+                        "`{}` is the name of a bundled plugin; choose another name for yours",
+                        info.name
+                    )));
+                }
+            }
+        }
+        if info.kind == "codec" {
+            if let Some(other) = self
+                .catalog
+                .list_plugins()?
+                .into_iter()
+                .find(|p| p.codec_id == info.codec_id && p.name != info.name)
+            {
+                return Err(CoreError::Conflict(format!(
+                    "codec id `{}` is already provided by plugin `{}`",
+                    info.codec_id, other.name
+                )));
+            }
+        }
+        self.components.lock().unwrap_or_else(|p| p.into_inner()).insert(sha.clone(), component);
+        let rec = PluginRecord {
+            name: info.name,
+            version: info.version,
+            kind: info.kind.into(),
+            runtime: "wasm".into(),
+            api_version: info.api_version,
+            sha256: sha,
+            enabled: true,
+            bundled,
+            description: info.description,
+            codec_id: info.codec_id,
+            installed_at: now_ms(),
+        };
+        self.store_file(&rec, bytes)?;
+        self.replace_record(&rec)?;
+        Ok(rec)
+    }
+
+    #[cfg(not(any()))] // TEMP-NATIVE
+    fn install_native(&self, _bytes: &[u8]) -> Result<PluginRecord, CoreError> {
+        Err(CoreError::Internal("TEMP-NATIVE".into()))
+    }
+
+    #[cfg(any())] // TEMP-NATIVE
+    fn install_native(&self, bytes: &[u8]) -> Result<PluginRecord, CoreError> {
+        let sha = sha256_hex(bytes);
+        let Some((name, cfg)) = self
+            .config
+            .iter()
+            .find(|(_, c)| c.trusted && c.sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&sha)))
+        else {
+            return Err(CoreError::PermissionDenied(format!(
+                "native plugins run unsandboxed with the server's rights; to allow this file, add to config.yaml\n  \
+                 plugins:\n    NAME:\n      trusted: true\n      sha256: {sha}\nrestart the server and install it again"
+            )));
+        };
+        let tmp = self.store_dir.join(format!(".{sha}.so.install"));
+        let codec = NativeCodec::load_bytes(bytes, &sha, cfg.trusted, self.settings(name, cfg)?, &self.store_dir)
+            .map_err(|e| CoreError::InvalidArgument(e.to_string()));
+        let _ = std::fs::remove_file(&tmp);
+        let codec = codec?;
+        if codec.plugin_name() != name {
+            return Err(CoreError::InvalidArgument(format!(
+                "this library calls itself `{}`, but config.yaml trusts sha256 {sha} as `{name}`",
+                codec.plugin_name()
+            )));
+        }
+        let rec = PluginRecord {
+            name: name.clone(),
+            version: codec.plugin_version().to_string(),
+            kind: "codec".into(),
+            runtime: "native".into(),
+            api_version: format!("native-abi-{}", super::native::NATIVE_ABI_VERSION),
+            sha256: sha,
+            enabled: true,
+            bundled: false,
+            description: codec.description().to_string(),
+            codec_id: Codec::name(&codec).to_string(),
+            installed_at: now_ms(),
+        };
+        self.store_file(&rec, bytes)?;
+        self.replace_record(&rec)?;
+        Ok(rec)
+    }
+
+    fn store_file(&self, rec: &PluginRecord, bytes: &[u8]) -> Result<(), CoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path_of(rec);
+        let tmp = path.with_extension("tmp");
+        let io = |e: std::io::Error| CoreError::Internal(format!("cannot store plugin {}: {e}", path.display()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Records `rec`, keeping the enabled flag of an earlier registration and
+    /// dropping the old file when nothing else uses it.
+    fn replace_record(&self, rec: &PluginRecord) -> Result<(), CoreError> {
+        let old = self.catalog.get_plugin(&rec.name)?;
+        let mut rec = rec.clone();
+        if let Some(old) = &old {
+            rec.enabled = old.enabled;
+        }
+        self.catalog.upsert_plugin(&rec)?;
+        if let Some(old) = old {
+            if old.sha256 != rec.sha256 && !self.catalog.sha256_in_use(&old.sha256)? {
+                let _ = std::fs::remove_file(self.path_of(&old));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<PluginRecord>, CoreError> {
+        Ok(self
+            .catalog
+            .list_plugins()?
+            .into_iter()
+            .map(|r| self.effective(r))
+            .collect())
+    }
+
+    pub fn get(&self, name: &str) -> Result<PluginRecord, CoreError> {
+        self.catalog
+            .get_plugin(name)?
+            .map(|r| self.effective(r))
+            .ok_or_else(|| not_installed(name))
+    }
+
+    /// The record with config's `enabled` override applied.
+    fn effective(&self, mut r: PluginRecord) -> PluginRecord {
+        if let Some(e) = self.config.get(&r.name).and_then(|c| c.enabled) {
+            r.enabled = e;
+        }
+        r
+    }
+
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginRecord, CoreError> {
+        if !self.catalog.set_plugin_enabled(name, enabled)? {
+            return Err(not_installed(name));
+        }
+        let rec = self.get(name)?;
+        if rec.enabled != enabled {
+            return Err(CoreError::PermissionDenied(format!(
+                "config.yaml sets `plugins.{name}.enabled: {}`, which overrides this; edit the config instead",
+                rec.enabled
+            )));
+        }
+        Ok(rec)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<PluginRecord, CoreError> {
+        let rec = self.get(name)?;
+        if rec.bundled {
+            return Err(CoreError::PermissionDenied(format!(
+                "`{name}` is bundled with wimguard and cannot be removed; disable it with `wimguard plugin disable {name}`"
+            )));
+        }
+        self.catalog.delete_plugin(name)?;
+        if !self.catalog.sha256_in_use(&rec.sha256)? {
+            let _ = std::fs::remove_file(self.path_of(&rec));
+        }
+        Ok(rec)
+    }
+
+    /// The registered bytes of `rec`, refused when they changed since install.
+    fn verified_bytes(&self, rec: &PluginRecord) -> Result<Vec<u8>, CoreError> {
+        let path = self.path_of(rec);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            CoreError::DataLoss(format!(
+                "plugin `{}`: its file {} cannot be read ({e}); install it again",
+                rec.name,
+                path.display()
+            ))
+        })?;
+        let sha = sha256_hex(&bytes);
+        if sha != rec.sha256 {
+            tracing::error!(plugin = %rec.name, path = %path.display(), "plugin file was modified; refusing to load it");
+            return Err(CoreError::DataLoss(format!(
+                "plugin `{}` was modified after it was installed (sha256 {sha}, registered {}); refusing to run it — \
+                 install it again if the change is yours",
+                rec.name, rec.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn component(&self, rec: &PluginRecord) -> Result<Component, CoreError> {
+        // The bytes are checked on every load, even when a compiled form is
+        // at hand: the file on disk is what the admin can see and audit.
+        let bytes = self.verified_bytes(rec)?;
+        if let Some(c) = self.components.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
+            return Ok(c.clone());
+        }
+        let c = compile_component(&bytes, Some(&self.cache_dir)).map_err(plugin_error)?;
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.sha256.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Settings and secrets for a plugin, secrets read from the environment.
+    fn settings(&self, name: &str, cfg: &PluginConfig) -> Result<PluginSettings, CoreError> {
+        let mut s: PluginSettings = cfg
+            .settings
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    SettingValue {
+                        value: v.clone(),
+                        secret: false,
+                    },
+                )
+            })
+            .collect();
+        for (key, var) in &cfg.secrets {
+            let value = std::env::var(var).map_err(|_| {
+                CoreError::InvalidArgument(format!(
+                    "plugin `{name}`: secret `{key}` comes from the environment variable {var}, which the server \
+                     process does not have"
+                ))
+            })?;
+            s.insert(key.clone(), SettingValue { value, secret: true });
+        }
+        Ok(s)
+    }
+
+    fn limits(cfg: &PluginConfig, default_timeout: Duration) -> PluginLimits {
+        let mut l = PluginLimits {
+            call_timeout: default_timeout,
+            ..PluginLimits::default()
+        };
+        if let Some(c) = cfg.limits {
+            if let Some(m) = c.memory_mib {
+                l.memory_bytes = usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            }
+            if let Some(t) = c.call_timeout_seconds.filter(|t| t.is_finite() && *t > 0.0) {
+                l.call_timeout = Duration::from_secs_f64(t.min(86_400.0));
+            }
+        }
+        l
+    }
+
+    fn allowed_hosts(name: &str, cfg: &PluginConfig) -> Result<Vec<HostPattern>, CoreError> {
+        cfg.allowed_hosts
+            .iter()
+            .map(|h| HostPattern::parse(h).map_err(|e| CoreError::InvalidArgument(format!("plugin `{name}`: {e}"))))
+            .collect()
+    }
+
+    /// An enabled plugin of `kind` by name, or a clear error.
+    fn enabled(&self, name: &str, kind: &str) -> Result<PluginRecord, CoreError> {
+        let rec = self.get(name)?;
+        if rec.kind != kind {
+            return Err(CoreError::InvalidArgument(format!(
+                "plugin `{name}` is a {} plugin, not a {kind} plugin",
+                rec.kind
+            )));
+        }
+        if !rec.enabled {
+            return Err(CoreError::FailedPrecondition(format!(
+                "plugin `{name}` is disabled; enable it with `wimguard plugin enable {name}`"
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// The codec of an enabled codec plugin, loaded once per registered file.
+    pub fn codec(&self, name: &str) -> Result<&'static dyn Codec, CoreError> {
+        let rec = self.enabled(name, "codec")?;
+        if let Some(c) = self.codecs.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
+            // Still refuse a file that changed since it was loaded.
+            self.verified_bytes(&rec)?;
+            return Ok(*c);
+        }
+        let cfg = self.config_of(name);
+        let settings = self.settings(name, &cfg)?;
+        #[cfg(any())] // TEMP-NATIVE
+        let codec: Box<dyn Codec> = if rec.runtime == "native" {
+            let bytes = self.verified_bytes(&rec)?;
+            let trusted = cfg.trusted && cfg.sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&rec.sha256));
+            if !trusted {
+                return Err(CoreError::PermissionDenied(format!(
+                    "native plugin `{name}` is not trusted for sha256 {} in config.yaml (`plugins.{name}.trusted: \
+                     true` and `sha256: …`); refusing to load it",
+                    rec.sha256
+                )));
+            }
+            Box::new(
+                NativeCodec::load_bytes(&bytes, &rec.sha256, true, settings, &self.store_dir)
+                    .map_err(|e| CoreError::Internal(e.to_string()))?,
+            )
+        } else {
+            let component = self.component(&rec)?;
+            let limits = Self::limits(&cfg, PluginLimits::default().call_timeout);
+            Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(plugin_error)?)
+        };
+        #[cfg(not(any()))] // TEMP-NATIVE
+        let codec: Box<dyn Codec> = {
+            let component = self.component(&rec)?;
+            let limits = Self::limits(&cfg, PluginLimits::default().call_timeout);
+            Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(plugin_error)?)
+        };
+        if codec.name() != rec.codec_id {
+            return Err(CoreError::DataLoss(format!(
+                "plugin `{name}` now calls its codec `{}`, but it registered `{}`",
+                codec.name(),
+                rec.codec_id
+            )));
+        }
+        let codec: &'static dyn Codec = Box::leak(codec);
+        self.codecs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.sha256.clone(), codec);
+        Ok(codec)
+    }
+
+    /// The codec plugin that provides codec id `id` (for reading archives).
+    pub fn codec_by_id(&self, id: &str) -> Result<&'static dyn Codec, CoreError> {
+        let rec = self.catalog.list_plugins()?.into_iter().find(|p| p.codec_id == id).ok_or_else(|| {
+            CoreError::FailedPrecondition(format!(
+                "this archive was compressed by the codec plugin `{id}`, which is not installed; install it with \
+                 `wimguard plugin install FILE`"
+            ))
+        })?;
+        self.codec(&rec.name)
+    }
+
+    /// An enabled hook plugin, ready to call, and its failure policy.
+    pub fn hook(&self, name: &str) -> Result<(WasmHook, FailurePolicy), CoreError> {
+        let rec = self.enabled(name, "hook")?;
+        if rec.runtime != "wasm" {
+            return Err(CoreError::InvalidArgument(format!(
+                "hook plugin `{name}` is native; hooks run only as wasm components"
+            )));
+        }
+        let cfg = self.config_of(name);
+        let component = self.component(&rec)?;
+        let hook = WasmHook::new(
+            &component,
+            name,
+            self.settings(name, &cfg)?,
+            Self::limits(&cfg, Duration::from_secs(30)),
+            Self::allowed_hosts(name, &cfg)?,
+        )
+        .map_err(plugin_error)?;
+        Ok((hook, cfg.failure_policy.unwrap_or_default()))
+    }
+}
+
+fn not_installed(name: &str) -> CoreError {
+    CoreError::NotFound(format!(
+        "no plugin named `{name}` is installed (see `wimguard plugin list`)"
+    ))
+}
+
+/// A plugin error as a core error: refusing the file is the caller's fault.
+fn plugin_error(e: PluginError) -> CoreError {
+    match e {
+        PluginError::Invalid { .. }
+        | PluginError::WrongWorld { .. }
+        | PluginError::Contract { .. }
+        | PluginError::Denied { call: "load", .. } => {
+            CoreError::InvalidArgument(e.to_string())
+        }
+        PluginError::Init { .. } => CoreError::FailedPrecondition(e.to_string()),
+        _ => CoreError::Internal(e.to_string()),
+    }
+}

@@ -1,0 +1,126 @@
+//! RegistryService: install, list, inspect, enable, disable and remove
+//! plugins. Thin over `plugins::PluginRegistry`.
+
+use std::sync::Arc;
+
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, Shared};
+use crate::api::v1 as pb;
+use crate::catalog::PluginRecord;
+use crate::plugins::registry::MAX_PLUGIN_BYTES;
+
+pub struct RegistryApi {
+    shared: Arc<Shared>,
+}
+
+impl RegistryApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RegistryApi { shared }
+    }
+
+    /// Runs a registry call off the async threads (it compiles, reads files).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::plugins::PluginRegistry) -> Result<T, crate::jobs::CoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let jobs = self.shared.jobs.clone();
+        tokio::task::spawn_blocking(move || f(jobs.plugins()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(convert::status)
+    }
+}
+
+pub fn plugin(r: &PluginRecord) -> pb::Plugin {
+    pb::Plugin {
+        name: r.name.clone(),
+        version: r.version.clone(),
+        kind: match r.kind.as_str() {
+            "codec" => pb::PluginKind::Codec,
+            "destination" => pb::PluginKind::Destination,
+            "hook" => pb::PluginKind::Hook,
+            _ => pb::PluginKind::Unspecified,
+        } as i32,
+        runtime: match r.runtime.as_str() {
+            "wasm" => pb::PluginRuntime::Wasm,
+            "native" => pb::PluginRuntime::Native,
+            _ => pb::PluginRuntime::Unspecified,
+        } as i32,
+        api_version: r.api_version.clone(),
+        sha256: r.sha256.clone(),
+        enabled: r.enabled,
+        bundled: r.bundled,
+        description: r.description.clone(),
+        installed_at: Some(convert::timestamp_ms(r.installed_at)),
+        codec_id: r.codec_id.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::registry_service_server::RegistryService for RegistryApi {
+    async fn install_plugin(
+        &self,
+        req: Request<Streaming<pb::InstallPluginChunk>>,
+    ) -> Result<Response<pb::Plugin>, Status> {
+        let mut stream = req.into_inner();
+        let mut bytes = Vec::new();
+        let mut native = false;
+        let mut first = true;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if first {
+                native = chunk.native;
+                first = false;
+            }
+            if bytes.len() + chunk.data.len() > MAX_PLUGIN_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "the plugin file is larger than the {MAX_PLUGIN_BYTES} bytes accepted"
+                )));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let rec = self.blocking(move |r| r.install(&bytes, native)).await?;
+        Ok(Response::new(plugin(&rec)))
+    }
+
+    async fn list_plugins(
+        &self,
+        _req: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        let rows = self.blocking(|r| r.list()).await?;
+        Ok(Response::new(pb::ListPluginsResponse {
+            plugins: rows.iter().map(plugin).collect(),
+        }))
+    }
+
+    async fn get_plugin(&self, req: Request<pb::GetPluginRequest>) -> Result<Response<pb::Plugin>, Status> {
+        let name = req.into_inner().name;
+        let rec = self.blocking(move |r| r.get(&name)).await?;
+        Ok(Response::new(plugin(&rec)))
+    }
+
+    async fn enable_plugin(&self, req: Request<pb::EnablePluginRequest>) -> Result<Response<pb::Plugin>, Status> {
+        let name = req.into_inner().name;
+        let rec = self.blocking(move |r| r.set_enabled(&name, true)).await?;
+        Ok(Response::new(plugin(&rec)))
+    }
+
+    async fn disable_plugin(&self, req: Request<pb::DisablePluginRequest>) -> Result<Response<pb::Plugin>, Status> {
+        let name = req.into_inner().name;
+        let rec = self.blocking(move |r| r.set_enabled(&name, false)).await?;
+        Ok(Response::new(plugin(&rec)))
+    }
+
+    async fn remove_plugin(
+        &self,
+        req: Request<pb::RemovePluginRequest>,
+    ) -> Result<Response<pb::RemovePluginResponse>, Status> {
+        let name = req.into_inner().name;
+        let rec = self.blocking(move |r| r.remove(&name)).await?;
+        Ok(Response::new(pb::RemovePluginResponse {
+            plugin: Some(plugin(&rec)),
+        }))
+    }
+}

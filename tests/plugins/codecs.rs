@@ -1,0 +1,136 @@
+//! Codec plugins in backups and restores: a third-party codec built out of
+//! tree, standard codecs regardless of plugin state, hostile codecs.
+
+use std::fs;
+use std::path::Path;
+
+use crate::fixtures;
+use crate::harness::*;
+
+fn backup_args<'a>(src: &'a Path, wim: &'a Path, extra: &'a [&'a str]) -> Vec<&'a std::ffi::OsStr> {
+    let mut a = vec![os("backup"), os("--source"), src.as_os_str(), os("--destination"), wim.as_os_str()];
+    a.extend(extra.iter().map(os));
+    a
+}
+
+fn restore(home: &Path, uuid: &str, target: &Path) -> crate::common::Out {
+    cli(home, &[os("restore"), os(uuid), os("--target"), target.as_os_str()])
+}
+
+#[test]
+fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = fixtures::source_tree(&env.dir);
+    cli_ok(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
+    let wim = env.path("rle.wim");
+    let first = backup(&env.home, &src, &wim, &["--compression", "acme-rle"]);
+    assert_eq!(first["compression"], "x-example-rle", "{first}");
+    // The zeros compress under RLE: the codec really ran.
+    let stored = first["bytes_stored"].as_u64().unwrap();
+    assert!(stored < first["bytes_total"].as_u64().unwrap() / 2, "{first}");
+    // The archive names its codec (header flag + XML), and wimlib refuses it cleanly.
+    let raw = fs::read(&wim).unwrap();
+    let flags = u32::from_le_bytes(raw[16..20].try_into().unwrap());
+    assert_eq!(flags & 0x0001_0000, 0x0001_0000, "plugin compression flag missing: {flags:#x}");
+    let xml_off = u64::from_le_bytes(raw[80..88].try_into().unwrap()) as usize;
+    let xml_len = u64::from_le_bytes(raw[88..96].try_into().unwrap()) as usize & 0x00ff_ffff_ffff_ffff;
+    let units: Vec<u16> =
+        raw[xml_off..xml_off + xml_len].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let xml = String::from_utf16_lossy(&units);
+    assert!(xml.contains("<WIMGUARDCODEC>x-example-rle</WIMGUARDCODEC>"), "{xml}");
+    let w = crate::common::wimlib_raw(&[os("info"), wim.as_os_str()]);
+    assert!(!w.ok(), "wimlib-imagex accepted a plugin-compressed archive:\n{}", w.describe());
+    // An append without --compression keeps the archive's codec.
+    fs::write(src.join("new.txt"), "appended\n".repeat(1000)).unwrap();
+    let second = backup(&env.home, &src, &wim, &[]);
+    assert_eq!(second["compression"], "x-example-rle", "{second}");
+    assert_eq!(second["image_index"], 2);
+
+    let out_dir = env.path("restored");
+    let r = restore(&env.home, &uuid_of(&second), &out_dir);
+    assert!(r.ok(), "{}", r.describe());
+    fixtures::assert_same_tree(&src, &out_dir);
+
+    // Disabled or missing codec: a clear error naming it, nothing restored.
+    cli_ok(&env.home, &[os("plugin"), os("disable"), os("acme-rle")]);
+    let target = env.path("r2");
+    let r = restore(&env.home, &uuid_of(&first), &target);
+    assert_eq!(r.code(), Some(7), "{}", r.describe());
+    assert!(r.stderr.contains("acme-rle") && r.stderr.contains("disabled"), "{}", r.describe());
+    assert!(!target.join("text.txt").exists());
+    cli_ok(&env.home, &[os("plugin"), os("enable"), os("acme-rle")]);
+    cli_ok(&env.home, &[os("plugin"), os("remove"), os("acme-rle")]);
+    let r = restore(&env.home, &uuid_of(&first), &target);
+    assert_eq!(r.code(), Some(7), "{}", r.describe());
+    assert!(r.stderr.contains("x-example-rle") && r.stderr.contains("not installed"), "{}", r.describe());
+    // Reinstalled: readable again.
+    cli_ok(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
+    let r = restore(&env.home, &uuid_of(&first), &target);
+    assert!(r.ok(), "{}", r.describe());
+    fs::remove_file(src.join("new.txt")).unwrap();
+    fixtures::assert_same_tree(&src, &target);
+}
+
+#[test]
+fn standard_archives_restore_whatever_the_plugin_state() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = fixtures::source_tree(&env.dir);
+    let lzx = backup(&env.home, &src, &env.path("l.wim"), &["--compression", "lzx"]);
+    let xpress = backup(&env.home, &src, &env.path("x.wim"), &["--compression", "xpress"]);
+    crate::common::wimlib_verify(&env.path("l.wim"), false);
+    for name in ["lzx", "xpress"] {
+        cli_ok(&env.home, &[os("plugin"), os("disable"), os(name)]);
+    }
+    // New archives with a disabled codec are refused, by name...
+    let refused = cli(&env.home, &backup_args(&src, &env.path("n.wim"), &["--compression", "lzx"]));
+    assert_eq!(refused.code(), Some(7), "{}", refused.describe());
+    assert!(refused.stderr.contains("`lzx` is disabled"), "{}", refused.describe());
+    // ...but standard archives always restore.
+    for (b, dir) in [(&lzx, "rl"), (&xpress, "rx")] {
+        let r = restore(&env.home, &uuid_of(b), &env.path(dir));
+        assert!(r.ok(), "{}", r.describe());
+        fixtures::assert_same_tree(&src, &env.path(dir));
+    }
+    let bad = cli(&env.home, &backup_args(&src, &env.path("b.wim"), &["--compression", "nope"]));
+    assert_eq!(bad.code(), Some(2), "{}", bad.describe());
+    assert!(bad.stderr.contains("unknown codec `nope`"), "{}", bad.describe());
+}
+
+#[test]
+fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
+    let hostile = fixtures::hostile_codec();
+    for (mode, limits, expect) in [
+        ("loop", "{ callTimeoutSeconds: 0.5 }", "time limit"),
+        ("bomb", "{ memoryMib: 32 }", "memory limit"),
+        ("panic", "{}", "crashed"),
+    ] {
+        let env = Env::new();
+        env.write_config(&format!(
+            "appSecret: {}\nplugins:\n  hostile-codec:\n    settings: {{ mode: {mode} }}\n    limits: {limits}\n",
+            "s".repeat(64)
+        ));
+        let _server = Server::start(&env.home);
+        cli_ok(&env.home, &[os("plugin"), os("install"), hostile.as_os_str()]);
+        let src = env.dir.join("src");
+        fs::create_dir_all(&src).unwrap();
+        // `panic` mode panics on chunks starting with `!`.
+        fs::write(src.join("a.txt"), "!".repeat(100_000)).unwrap();
+        let wim = env.path("h.wim");
+        let bg = BgCli::spawn(&env.home, &backup_args(&src, &wim, &["--compression", "x-test-hostile", "--json"]));
+        // Meanwhile, the server answers other clients.
+        let list = cli_json(&env.home, &[os("plugin"), os("list")]);
+        assert_eq!(list.as_array().unwrap().len(), 4);
+        let out = bg.wait(JOB_TIMEOUT);
+        assert_eq!(out.code(), Some(1), "mode {mode}:\n{}", out.describe());
+        let b = last_json(&out);
+        assert_eq!(b["status"], "failed", "mode {mode}: {b}");
+        let err = b["error"].as_str().unwrap();
+        assert!(err.contains("hostile-codec") && err.contains(expect), "mode {mode}: {err}");
+        assert!(!wim.exists(), "mode {mode}: a failed backup left an archive");
+        cli_ok(&env.home, &[os("health")]);
+        let ok = backup(&env.home, &src, &env.path("fine.wim"), &["--compression", "lzx"]);
+        assert_eq!(ok["status"], "succeeded");
+    }
+}

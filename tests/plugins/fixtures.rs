@@ -1,0 +1,119 @@
+//! Building the wasm fixtures and small helpers shared by the plugin tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ensure_wasm_target() {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    if !matches!(&installed, Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2")) {
+        let ok = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+        assert!(
+            matches!(ok, Ok(s) if s.success()),
+            "the rustup target wasm32-wasip2 is missing; run scripts/ensure-deps.sh"
+        );
+    }
+}
+
+/// Builds the crate in `dir` for wasm32-wasip2 (release) and returns the
+/// path of `artifact`. One target dir for all fixtures keeps reruns fast.
+pub fn build(dir: &Path, artifact: &str) -> PathBuf {
+    static TARGET: OnceLock<()> = OnceLock::new();
+    TARGET.get_or_init(ensure_wasm_target);
+    let target_dir = root().join("target/wasm-test-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("running cargo to build a wasm fixture");
+    assert!(status.success(), "building {} for wasm32-wasip2 failed", dir.display());
+    let path = target_dir.join("wasm32-wasip2/release").join(artifact);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The SDK's RLE example, copied OUT OF TREE and renamed `acme-rle`, with
+/// only the SDK as a dependency: what a third party does.
+pub fn third_party_rle() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("wimguard-acme-rle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        let example = root().join("sdk/examples/rle-codec");
+        let manifest = std::fs::read_to_string(example.join("Cargo.toml"))
+            .unwrap()
+            .replace("name = \"wimguard-rle-codec\"", "name = \"acme-rle\"")
+            .replace("path = \"../..\"", &format!("path = {:?}", root().join("sdk").display().to_string()));
+        assert!(manifest.contains("acme-rle"), "the example's manifest changed shape:\n{manifest}");
+        std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+        for entry in std::fs::read_dir(example.join("src")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join("src").join(entry.file_name())).unwrap();
+        }
+        // The example's lockfile pins the same wit-bindgen the SDK was tested with.
+        let lock = std::fs::read_to_string(example.join("Cargo.lock"))
+            .unwrap()
+            .replace("name = \"wimguard-rle-codec\"", "name = \"acme-rle\"");
+        std::fs::write(dir.join("Cargo.lock"), lock).unwrap();
+        let built = build(&dir, "acme_rle.wasm");
+        let keep = root().join("target/wasm-test-plugins/acme_rle.wasm");
+        std::fs::copy(&built, &keep).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        keep
+    })
+}
+
+pub fn hostile_codec() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build(&root().join("tests/fixtures/hostile-codec"), "wimguard_hostile_codec.wasm"))
+}
+
+pub fn hostile_hook() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build(&root().join("tests/fixtures/hostile-hook"), "wimguard_hostile_hook.wasm"))
+}
+
+pub fn sneaky_codec() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build(&root().join("tests/fixtures/sneaky-codec"), "wimguard_sneaky_codec.wasm"))
+}
+
+pub fn future_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build(&root().join("tests/fixtures/future-plugin"), "wimguard_future_plugin.wasm"))
+}
+
+/// A small tree with compressible and incompressible files, a symlink and
+/// an empty file.
+pub fn source_tree(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("zeros.bin"), vec![0u8; 300_000]).unwrap();
+    std::fs::write(src.join("text.txt"), "hello plugin world\n".repeat(5000)).unwrap();
+    let mut rng = crate::common::Rng::new(4);
+    let noise: Vec<u8> = (0..100_000).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(src.join("sub/noise.bin"), noise).unwrap();
+    std::fs::write(src.join("sub/deeper/empty"), b"").unwrap();
+    std::os::unix::fs::symlink("../text.txt", src.join("sub/link")).unwrap();
+    src
+}
+
+/// Fails unless the two trees hold the same names, kinds and contents.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b).output().unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

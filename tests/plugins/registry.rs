@@ -1,0 +1,119 @@
+//! The registry through the CLI: bundled plugins, install validation,
+//! enable/disable/remove, tampered files.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::fixtures;
+use crate::harness::*;
+
+fn plugin_list(home: &std::path::Path) -> Vec<Value> {
+    cli_json(home, &[os("plugin"), os("list")]).as_array().cloned().expect("plugin list --json is an array")
+}
+
+#[test]
+fn bundled_plugins_are_registered_on_first_start() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let list = plugin_list(&env.home);
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["lzx", "webhook", "xpress"], "{list:?}");
+    for p in &list {
+        for key in ["name", "version", "kind", "runtime", "enabled", "sha256"] {
+            assert!(!p[key].is_null(), "{key} missing in {p}");
+        }
+        assert_eq!(p["runtime"], "wasm");
+        assert_eq!(p["enabled"], true);
+        assert_eq!(p["bundled"], true);
+        let sha = p["sha256"].as_str().unwrap();
+        assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+        // The file in the store is what the catalog says it is.
+        let stored = fs::read(env.home.join(format!("plugins/store/{sha}.wasm"))).unwrap();
+        assert_eq!(sha256_hex(&stored), sha);
+    }
+    let kinds: Vec<(&str, &str)> =
+        list.iter().map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap())).collect();
+    assert_eq!(kinds, [("lzx", "codec"), ("webhook", "hook"), ("xpress", "codec")]);
+    let lzx = cli_json(&env.home, &[os("plugin"), os("show"), os("lzx")]);
+    assert_eq!(lzx["codec_id"], "lzx");
+    // Bundled plugins can be disabled, not removed.
+    let out = cli(&env.home, &[os("plugin"), os("remove"), os("xpress")]);
+    assert!(!out.ok() && out.stderr.contains("bundled"), "{}", out.describe());
+    cli_code(&env.home, &[os("plugin"), os("show"), os("nope")], 4);
+}
+
+#[test]
+fn install_validates_and_the_registry_persists() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    // Not a component at all.
+    let junk = env.path("junk.wasm");
+    fs::write(&junk, b"\0asm\x01\0\0\0garbage").unwrap();
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), junk.as_os_str()], 2);
+    assert!(out.stderr.contains("not a valid WebAssembly component"), "{}", out.describe());
+    // A native library offered as a component, and as native without trust.
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), os("/bin/true")], 2);
+    assert!(out.stderr.contains("native shared library"), "{}", out.describe());
+    let out = cli(&env.home, &[os("plugin"), os("install"), os("--native"), os("/bin/true")]);
+    assert!(!out.ok() && out.stderr.contains("trusted: true"), "{}", out.describe());
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), env.path("missing.wasm").as_os_str()], 4);
+    assert!(out.stderr.contains("missing.wasm"), "{}", out.describe());
+    // A component built for plugin API 2.0, and one exporting an unknown world.
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::future_plugin().as_os_str()], 2);
+    assert!(out.stderr.contains("this host speaks 1.0"), "{}", out.describe());
+    // A codec that imports the filesystem is refused before it ever runs.
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::sneaky_codec().as_os_str()], 2);
+    assert!(
+        out.stderr.contains("wasi:filesystem") && out.stderr.contains("no filesystem"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(plugin_list(&env.home).len(), 3, "rejected files left traces");
+
+    let rle = fixtures::third_party_rle();
+    let p = cli_json(&env.home, &[os("plugin"), os("install"), rle.as_os_str()]);
+    assert_eq!(p["name"], "acme-rle");
+    assert_eq!(p["kind"], "codec");
+    assert_eq!(p["codec_id"], "x-example-rle");
+    assert_eq!(p["sha256"], sha256_hex(&fs::read(rle).unwrap()));
+    let p = cli_json(&env.home, &[os("plugin"), os("disable"), os("acme-rle")]);
+    assert_eq!(p["enabled"], false);
+    server.stop();
+    // Across a restart: still registered, still disabled.
+    let _server = Server::start(&env.home);
+    let p = cli_json(&env.home, &[os("plugin"), os("show"), os("acme-rle")]);
+    assert_eq!(p["enabled"], false);
+    cli_ok(&env.home, &[os("plugin"), os("enable"), os("acme-rle")]);
+    let removed = cli_json(&env.home, &[os("plugin"), os("remove"), os("acme-rle")]);
+    assert_eq!(removed["name"], "acme-rle");
+    let sha = removed["sha256"].as_str().unwrap();
+    assert!(!env.home.join(format!("plugins/store/{sha}.wasm")).exists(), "removed plugin's file is still there");
+    cli_code(&env.home, &[os("plugin"), os("show"), os("acme-rle")], 4);
+}
+
+#[test]
+fn a_tampered_plugin_file_is_refused() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = fixtures::source_tree(&env.dir);
+    let p = cli_json(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
+    let stored = env.home.join(format!("plugins/store/{}.wasm", p["sha256"].as_str().unwrap()));
+    let mut bytes = fs::read(&stored).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    fs::write(&stored, bytes).unwrap();
+    let wim = env.path("t.wim");
+    let out = cli(
+        &env.home,
+        &[os("backup"), os("--source"), src.as_os_str(), os("--destination"), wim.as_os_str(), os("--compression"), os("acme-rle")],
+    );
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
+    assert!(out.stderr.contains("acme-rle") && out.stderr.contains("modified"), "{}", out.describe());
+    assert!(!wim.exists(), "a refused plugin still wrote an archive");
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
