@@ -30,7 +30,13 @@ fn build_bundled_plugins() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| out.join("wasm-plugins"));
     let bundled = out.join("bundled");
     std::fs::create_dir_all(&bundled)?;
-    for dir in ["plugins/xpress/src", "plugins/lzx/src", "sdk/src", "sdk/wit", "sdk/Cargo.toml"] {
+    for dir in [
+        "plugins/xpress/src",
+        "plugins/lzx/src",
+        "sdk/src",
+        "sdk/wit",
+        "sdk/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

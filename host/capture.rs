@@ -641,7 +641,7 @@ fn read_and_store(
                     Piece::Changed { job } => items.push(Item::Changed(job)),
                 }
             }
-            writer.compress_chunks(&mut cjobs);
+            writer.compress_chunks(&mut cjobs)?;
             let mut cj_iter = cjobs.iter();
             for item in items {
                 match item {

@@ -490,7 +490,12 @@ impl Client {
 
     /// Installs a plugin from its bytes (streamed in 1 MiB chunks). Compiling
     /// and checking a component can take a while: no per-call deadline.
-    pub async fn install_plugin(&self, file_name: &str, bytes: Vec<u8>, native: bool) -> Result<pb::Plugin, ClientError> {
+    pub async fn install_plugin(
+        &self,
+        file_name: &str,
+        bytes: Vec<u8>,
+        native: bool,
+    ) -> Result<pb::Plugin, ClientError> {
         let mut c = RegistryServiceClient::new(self.ready().await?);
         let mut chunks: Vec<pb::InstallPluginChunk> = bytes
             .chunks(1 << 20)

@@ -110,15 +110,24 @@ impl BackupHooks {
                 Ok(HookVerdict::Allow) => {}
                 Ok(HookVerdict::Veto(reason)) => {
                     tracing::warn!(backup = %facts.backup_id, hook = %h.label, "pre-backup hook vetoed the backup: {reason}");
-                    return Err(Stopped(format!("pre-backup hook {} vetoed the backup: {reason}", h.label)));
+                    return Err(Stopped(format!(
+                        "pre-backup hook {} vetoed the backup: {reason}",
+                        h.label
+                    )));
                 }
                 Err(e) if h.policy == FailurePolicy::FailOpen => {
                     tracing::warn!(backup = %facts.backup_id, hook = %h.label, "pre-backup hook failed (fail-open): {e}");
-                    warnings.push(format!("pre-backup hook {} failed (fail-open, backup went on): {e}", h.label));
+                    warnings.push(format!(
+                        "pre-backup hook {} failed (fail-open, backup went on): {e}",
+                        h.label
+                    ));
                 }
                 Err(e) => {
                     tracing::error!(backup = %facts.backup_id, hook = %h.label, "pre-backup hook failed: {e}");
-                    return Err(Stopped(format!("pre-backup hook {} failed (fail-closed): {e}", h.label)));
+                    return Err(Stopped(format!(
+                        "pre-backup hook {} failed (fail-closed): {e}",
+                        h.label
+                    )));
                 }
             }
         }
@@ -315,24 +324,40 @@ mod tests {
     fn commands_get_the_facts_without_a_shell() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("env");
-        let script = format!("echo \"$WIMGUARD_EVENT|$WIMGUARD_BACKUP_ID|$WIMGUARD_SOURCE|$1\" > '{}'", out.display());
+        let script = format!(
+            "echo \"$WIMGUARD_EVENT|$WIMGUARD_BACKUP_ID|$WIMGUARD_SOURCE|$1\" > '{}'",
+            out.display()
+        );
         let cfg = HooksConfig {
-            pre: vec![hook(&["/bin/sh", "-c", &script, "sh", "a;b $HOME"], 10.0, FailurePolicy::FailClosed)],
+            pre: vec![hook(
+                &["/bin/sh", "-c", &script, "sh", "a;b $HOME"],
+                10.0,
+                FailurePolicy::FailClosed,
+            )],
             post: vec![],
         };
         let hooks = BackupHooks::new(&cfg, vec![]);
         hooks.run_pre(&facts(), &AtomicBool::new(false)).unwrap();
         // The argument reached the program verbatim: no shell expanded it.
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "pre-backup|b-1|/src dir|a;b $HOME\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "pre-backup|b-1|/src dir|a;b $HOME\n"
+        );
     }
 
     #[test]
     fn failures_follow_the_policy_and_timeouts_kill() {
         let closed = HooksConfig {
-            pre: vec![hook(&["/bin/sh", "-c", "echo boom >&2; exit 3"], 10.0, FailurePolicy::FailClosed)],
+            pre: vec![hook(
+                &["/bin/sh", "-c", "echo boom >&2; exit 3"],
+                10.0,
+                FailurePolicy::FailClosed,
+            )],
             post: vec![],
         };
-        let e = BackupHooks::new(&closed, vec![]).run_pre(&facts(), &AtomicBool::new(false)).unwrap_err();
+        let e = BackupHooks::new(&closed, vec![])
+            .run_pre(&facts(), &AtomicBool::new(false))
+            .unwrap_err();
         assert!(e.0.contains("exited with status 3: boom"), "{e:?}");
 
         let open = HooksConfig {
@@ -340,7 +365,9 @@ mod tests {
             post: vec![],
         };
         let t = Instant::now();
-        let w = BackupHooks::new(&open, vec![]).run_pre(&facts(), &AtomicBool::new(false)).unwrap();
+        let w = BackupHooks::new(&open, vec![])
+            .run_pre(&facts(), &AtomicBool::new(false))
+            .unwrap();
         assert!(t.elapsed() < Duration::from_secs(20));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("timed out"), "{w:?}");
@@ -349,7 +376,9 @@ mod tests {
             pre: vec![hook(&["/nonexistent/prog"], 10.0, FailurePolicy::FailClosed)],
             post: vec![],
         };
-        let e = BackupHooks::new(&missing, vec![]).run_pre(&facts(), &AtomicBool::new(false)).unwrap_err();
+        let e = BackupHooks::new(&missing, vec![])
+            .run_pre(&facts(), &AtomicBool::new(false))
+            .unwrap_err();
         assert!(e.0.contains("cannot start /nonexistent/prog"), "{e:?}");
     }
 
@@ -357,7 +386,10 @@ mod tests {
     fn post_hooks_see_the_outcome_and_only_warn() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("post");
-        let script = format!("echo \"$WIMGUARD_EVENT $WIMGUARD_STATUS $WIMGUARD_FILES\" > '{}'; exit 1", out.display());
+        let script = format!(
+            "echo \"$WIMGUARD_EVENT $WIMGUARD_STATUS $WIMGUARD_FILES\" > '{}'; exit 1",
+            out.display()
+        );
         let cfg = HooksConfig {
             pre: vec![],
             post: vec![hook(&["/bin/sh", "-c", &script], 10.0, FailurePolicy::FailClosed)],

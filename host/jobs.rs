@@ -55,6 +55,7 @@ impl From<WimError> for CoreError {
             WimError::NotFound(m) => CoreError::NotFound(m),
             WimError::Locked(m) => CoreError::Conflict(m),
             WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
+            e @ WimError::CodecFailed(_) => CoreError::Internal(e.to_string()),
             WimError::Cancelled => CoreError::Cancelled,
             WimError::Io(io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
@@ -335,10 +336,9 @@ impl Jobs {
         let mut default_name = None;
         let codec = if exists {
             let arch = WimArchive::open(&spec.destination).map_err(|e| match e {
-                WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(format!(
-                    "cannot append to {}: {m}",
-                    spec.destination.display()
-                )),
+                WimError::CodecUnavailable(m) => {
+                    CoreError::FailedPrecondition(format!("cannot append to {}: {m}", spec.destination.display()))
+                }
                 e => CoreError::DataLoss(format!(
                     "destination {} is not a usable WIM archive: {e}",
                     spec.destination.display()
@@ -378,7 +378,10 @@ impl Jobs {
             }
             codec
         } else {
-            let name = spec.compression.clone().unwrap_or_else(|| self.settings.default_compression.clone());
+            let name = spec
+                .compression
+                .clone()
+                .unwrap_or_else(|| self.settings.default_compression.clone());
             self.resolve_codec(&name)?
         };
         if let Some(n) = &spec.name {
@@ -468,7 +471,12 @@ impl Jobs {
             match hooks.run_pre(&facts, &cancel) {
                 Ok(warnings) => record.warnings.extend(warnings),
                 Err(_) if cancel.load(Ordering::Relaxed) => return Err(CoreError::Cancelled),
-                Err(stopped) => return Err(CoreError::FailedPrecondition(format!("{}; nothing was written", stopped.0))),
+                Err(stopped) => {
+                    return Err(CoreError::FailedPrecondition(format!(
+                        "{}; nothing was written",
+                        stopped.0
+                    )))
+                }
             }
             let mut warnings = std::mem::take(&mut record.warnings);
             let r = self.capture_into(&mut record, &spec, codec, exists, &cancel, &tx, start);
@@ -556,7 +564,11 @@ impl Jobs {
                 CodecChoice::Standard { compression, .. } => WimWriter::create(&spec.destination, compression, chunk)?,
                 CodecChoice::Plugin(c) => {
                     let chunk = chunk.min(u32::try_from(c.max_chunk_size()).unwrap_or(u32::MAX));
-                    let chunk = if chunk.is_power_of_two() { chunk } else { chunk.next_power_of_two() / 2 };
+                    let chunk = if chunk.is_power_of_two() {
+                        chunk
+                    } else {
+                        chunk.next_power_of_two() / 2
+                    };
                     WimWriter::create_with_plugin(&spec.destination, c, chunk)?
                 }
             };

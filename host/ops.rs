@@ -35,10 +35,9 @@ pub fn open_image(rec: &BackupRecord) -> Result<(WimArchive, u32), CoreError> {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("archive {} of backup {} is missing", rec.destination, rec.uuid))
         }
-        crate::wim::WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(format!(
-            "backup {} cannot be read: {m}",
-            rec.uuid
-        )),
+        crate::wim::WimError::CodecUnavailable(m) => {
+            CoreError::FailedPrecondition(format!("backup {} cannot be read: {m}", rec.uuid))
+        }
         other => CoreError::DataLoss(format!("archive {} cannot be read: {other}", rec.destination)),
     })?;
     let index = arch

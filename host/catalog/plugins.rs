@@ -81,7 +81,11 @@ impl Catalog {
     pub fn get_plugin(&self, name: &str) -> Result<Option<PluginRecord>> {
         Ok(self
             .db()
-            .query_row(&format!("SELECT {COLUMNS} FROM plugins WHERE name = ?1"), [name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM plugins WHERE name = ?1"),
+                [name],
+                from_row,
+            )
             .optional()?)
     }
 
@@ -95,10 +99,10 @@ impl Catalog {
 
     /// Sets the enabled flag; false when no such plugin exists.
     pub fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<bool> {
-        Ok(self
-            .db()
-            .execute("UPDATE plugins SET enabled = ?2 WHERE name = ?1", params![name, enabled])?
-            > 0)
+        Ok(self.db().execute(
+            "UPDATE plugins SET enabled = ?2 WHERE name = ?1",
+            params![name, enabled],
+        )? > 0)
     }
 
     /// Forgets a plugin; false when no such plugin exists.
@@ -110,7 +114,9 @@ impl Catalog {
     pub fn sha256_in_use(&self, sha256: &str) -> Result<bool> {
         Ok(self
             .db()
-            .query_row("SELECT COUNT(*) FROM plugins WHERE sha256 = ?1", [sha256], |r| r.get::<_, i64>(0))?
+            .query_row("SELECT COUNT(*) FROM plugins WHERE sha256 = ?1", [sha256], |r| {
+                r.get::<_, i64>(0)
+            })?
             > 0)
     }
 }

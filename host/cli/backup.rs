@@ -50,7 +50,6 @@ pub struct BackupArgs {
     pub detach: bool,
 }
 
-
 /// Whether a status is final.
 fn is_final(s: pb::JobStatus) -> bool {
     matches!(

@@ -225,7 +225,14 @@ pub fn print_backup_details(b: &pb::Backup) {
                 format!("{} ({:?})", b.image_index, b.name)
             },
         ),
-        ("Compression", if b.codec.is_empty() { compression_word(b.compression()) } else { b.codec.clone() }),
+        (
+            "Compression",
+            if b.codec.is_empty() {
+                compression_word(b.compression())
+            } else {
+                b.codec.clone()
+            },
+        ),
     ];
     if !b.description.is_empty() {
         rows.push(("Description", b.description.clone()));

@@ -82,7 +82,14 @@ fn print_plugin(p: &pb::Plugin) {
         ("Enabled", if p.enabled { "yes" } else { "no" }.into()),
         ("Bundled", if p.bundled { "yes" } else { "no" }.into()),
         ("API", p.api_version.clone()),
-        ("Codec id", if p.codec_id.is_empty() { "-".into() } else { p.codec_id.clone() }),
+        (
+            "Codec id",
+            if p.codec_id.is_empty() {
+                "-".into()
+            } else {
+                p.codec_id.clone()
+            },
+        ),
         ("SHA-256", p.sha256.clone()),
         ("Installed", time_human(&p.installed_at)),
         ("Description", p.description.clone()),
@@ -112,10 +119,19 @@ pub async fn run(args: PluginArgs) -> Result<(), CliError> {
                     EXIT_USAGE
                 },
             })?;
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let p = client.install_plugin(&name, bytes, native).await?;
             if !json {
-                println!("installed {} {} ({} plugin, {})", p.name, p.version, kind_word(&p), runtime_word(&p));
+                println!(
+                    "installed {} {} ({} plugin, {})",
+                    p.name,
+                    p.version,
+                    kind_word(&p),
+                    runtime_word(&p)
+                );
             }
             show(&p);
         }

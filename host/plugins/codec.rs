@@ -11,12 +11,11 @@ use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec, CodecError};
 use super::host::bindings::exports::wimguard::plugin::codec as wit_codec;
 use super::host::bindings::wimguard::plugin::types;
 use super::host::bindings::{CodecPlugin, CodecPluginPre};
-use super::http::HttpPolicy;
 use super::host::{
-    host_info, valid_name, API_MAJOR, API_MINOR, call_error, codec_linker, compile_component, new_store, sha256_hex, HostState, PluginError, PluginLimits,
-    PluginSettings,
+    call_error, codec_linker, compile_component, host_info, new_store, sha256_hex, valid_name, HostState, PluginError,
+    PluginLimits, PluginSettings, API_MAJOR, API_MINOR,
 };
-
+use super::http::HttpPolicy;
 
 /// A codec plugin loaded into the wasm runtime.
 ///
@@ -203,6 +202,7 @@ impl WasmCodec {
         WasmCompressor {
             shared: self.shared.clone(),
             live: self.shared.take_spare(),
+            failure: None,
         }
     }
 
@@ -225,7 +225,6 @@ impl std::fmt::Debug for WasmCodec {
             .finish()
     }
 }
-
 
 impl Shared {
     fn take_spare(&self) -> Option<Live> {
@@ -317,6 +316,8 @@ fn with_instance<R>(
 pub struct WasmCompressor {
     shared: Arc<Shared>,
     live: Option<Live>,
+    /// The first failure not yet taken by the writer.
+    failure: Option<String>,
 }
 
 impl WasmCompressor {
@@ -358,10 +359,15 @@ impl ChunkCompressor for WasmCompressor {
             Ok(compressed) => compressed,
             Err(e) => {
                 self.shared.record_compress_failure(&e);
+                self.failure.get_or_insert_with(|| e.to_string());
                 out.clear();
                 false
             }
         }
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
     }
 }
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use wasmtime::component::Component;
 
+use super::host::bindings::wimguard::plugin::types;
 use super::host::hook_bindings::exports::wimguard::plugin::hook as wit;
 use super::host::hook_bindings::{HookPlugin, HookPluginPre};
 use super::host::{call_error, hook_linker, host_info, new_store, PluginError, PluginLimits, PluginSettings};
 use super::http::{HostPattern, HttpPolicy};
-use super::host::bindings::wimguard::plugin::types;
 
 /// What a hook is told.
 #[derive(Debug, Clone, PartialEq, Eq)]

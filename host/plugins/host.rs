@@ -401,27 +401,34 @@ fn allowed_imports(kind: &str) -> &'static [&'static str] {
 /// granted, naming the plugin and the import.
 pub(crate) fn check_imports(component: &Component, kind: &str, plugin: &str) -> Result<(), PluginError> {
     let allowed = allowed_imports(kind);
-    for (name, _) in component.component_type().imports(engine()) {
-        if !allowed.iter().any(|p| name.starts_with(p)) {
-            let family = name.split('@').next().unwrap_or(name);
-            let why = if family.starts_with("wasi:filesystem") {
-                "plugins get no filesystem"
-            } else if family.starts_with("wasi:sockets") {
-                "plugins get no sockets (hooks and destinations reach the network through wasi:http)"
-            } else if kind == "codec" {
-                "codec plugins are pure computation and get no WASI besides io and stdio"
-            } else {
-                "the sandbox does not grant it"
-            };
-            return Err(PluginError::Denied {
-                plugin: plugin.to_string(),
-                call: "load",
-                what: format!("the import `{name}`"),
-                why: why.into(),
-            });
-        }
-    }
-    Ok(())
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(engine())
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !allowed.iter().any(|p| name.starts_with(p)))
+        .collect();
+    // Name the most telling refusal: filesystem, then sockets, then the rest
+    // (reading a file also pulls in clocks, which would hide the point).
+    let rank = |n: &String| match n {
+        n if n.starts_with("wasi:filesystem") => 0,
+        n if n.starts_with("wasi:sockets") => 1,
+        _ => 2,
+    };
+    let Some(name) = refused.iter().min_by_key(|n| rank(n)) else {
+        return Ok(());
+    };
+    let why = match rank(name) {
+        0 => "plugins get no filesystem",
+        1 => "plugins get no sockets (hooks and destinations reach the network through wasi:http)",
+        _ if kind == "codec" => "codec plugins are pure computation and get no WASI besides io and stdio",
+        _ => "the sandbox does not grant it",
+    };
+    Err(PluginError::Denied {
+        plugin: plugin.to_string(),
+        call: "load",
+        what: format!("the import `{name}`"),
+        why: why.into(),
+    })
 }
 
 /// The linker for codec plugins: the three host interfaces and the WASI

@@ -28,10 +28,15 @@ impl HostPattern {
             ));
         }
         let (host, port) = if let Some(rest) = e.strip_prefix('[') {
-            let end = rest.find(']').ok_or_else(|| format!("allowed host {entry:?}: missing `]`"))?;
+            let end = rest
+                .find(']')
+                .ok_or_else(|| format!("allowed host {entry:?}: missing `]`"))?;
             let port = match &rest[end + 1..] {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| format!("allowed host {entry:?}: bad port"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("allowed host {entry:?}: bad port"))?,
+                ),
             };
             (format!("[{}]", &rest[..end]), port)
         } else {
@@ -41,14 +46,19 @@ impl HostPattern {
             }
         };
         let port = port
-            .map(|p| p.parse::<u16>().map_err(|_| format!("allowed host {entry:?}: bad port {p:?}")))
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| format!("allowed host {entry:?}: bad port {p:?}"))
+            })
             .transpose()?;
         let (host, subdomains) = match host.strip_prefix("*.") {
             Some(h) => (h.to_string(), true),
             None => (host, false),
         };
         if host.is_empty() || host.contains('*') {
-            return Err(format!("allowed host {entry:?}: only a leading `*.` wildcard is allowed"));
+            return Err(format!(
+                "allowed host {entry:?}: only a leading `*.` wildcard is allowed"
+            ));
         }
         Ok(HostPattern { host, port, subdomains })
     }
@@ -96,7 +106,11 @@ impl HttpPolicy {
         let host = host.to_ascii_lowercase();
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
+            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                443
+            } else {
+                80
+            });
         self.allowed.iter().any(|p| p.matches(&host, port))
     }
 
@@ -108,10 +122,13 @@ impl HttpPolicy {
 
 type ResponseFuture = Box<
     dyn std::future::Future<
-            Output = Result<(
-                http::Response<WasiBody>,
-                Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-            ), HttpError>,
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
         > + Send,
 >;
 
@@ -173,7 +190,15 @@ mod tests {
 
     #[test]
     fn bad_entries_are_explained() {
-        for bad in ["", "http://x.com", "a.com/path", "*.", "a.*.com", "x.com:http", "u@x.com"] {
+        for bad in [
+            "",
+            "http://x.com",
+            "a.com/path",
+            "*.",
+            "a.*.com",
+            "x.com:http",
+            "u@x.com",
+        ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

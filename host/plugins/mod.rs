@@ -28,7 +28,6 @@ mod codec;
 mod hook;
 mod host;
 pub mod http;
-#[cfg(any())] // TEMP-NATIVE
 pub mod native;
 pub mod registry;
 
@@ -38,6 +37,5 @@ pub use host::{
     compile_component, engine, plain_settings, valid_name, PluginError, PluginLimits, PluginSettings, SettingValue,
     EPOCH_TICK,
 };
-#[cfg(any())] // TEMP-NATIVE
-pub use native::NativeCodec;
+pub use native::{NativeCodec, NativeCompressor, NativeDecompressor, NativeError};
 pub use registry::PluginRegistry;

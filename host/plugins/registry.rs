@@ -18,15 +18,13 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wimguard_sdk::Codec;
 
-pub use super::host::{API_MAJOR, API_MINOR};
 use super::host::{
     bindings, compile_component, engine, hook_linker, new_store, sha256_hex, valid_name, PluginError, PluginLimits,
     PluginSettings, SettingValue,
 };
+pub use super::host::{API_MAJOR, API_MINOR};
 use super::http::{HostPattern, HttpPolicy};
-use super::{WasmCodec, WasmHook};
-#[cfg(any())] // TEMP-NATIVE
-use super::NativeCodec;
+use super::{NativeCodec, WasmCodec, WasmHook};
 use crate::catalog::{now_ms, Catalog, PluginRecord};
 use crate::config::{FailurePolicy, PluginConfig};
 use crate::jobs::CoreError;
@@ -98,7 +96,9 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             "plugin" => plugin_export = Some(name.to_string()),
             "codec" | "destination" | "hook" => {
                 if let Some(other) = kind.replace(iface) {
-                    return Err(wrong(format!("it exports both `{other}` and `{iface}`: one world per plugin")));
+                    return Err(wrong(format!(
+                        "it exports both `{other}` and `{iface}`: one world per plugin"
+                    )));
                 }
             }
             _ => {
@@ -158,7 +158,9 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         PluginKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
     };
     if said != kind {
-        return Err(wrong(format!("`info` says kind {said} but it exports the {kind} world")));
+        return Err(wrong(format!(
+            "`info` says kind {said} but it exports the {kind} world"
+        )));
     }
     if info.api_version.major != API_MAJOR {
         return Err(wrong(format!(
@@ -167,7 +169,10 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         )));
     }
     if !valid_name(&info.name) {
-        return Err(wrong(format!("invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)", info.name)));
+        return Err(wrong(format!(
+            "invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)",
+            info.name
+        )));
     }
     let mut codec_id = String::new();
     if kind == "codec" {
@@ -264,7 +269,10 @@ impl PluginRegistry {
                     continue;
                 }
                 if !rec.bundled {
-                    tracing::warn!(plugin = b.name, "a third-party plugin uses the name of a bundled one; keeping it");
+                    tracing::warn!(
+                        plugin = b.name,
+                        "a third-party plugin uses the name of a bundled one; keeping it"
+                    );
                     continue;
                 }
             }
@@ -335,7 +343,10 @@ impl PluginRegistry {
                 )));
             }
         }
-        self.components.lock().unwrap_or_else(|p| p.into_inner()).insert(sha.clone(), component);
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha.clone(), component);
         let rec = PluginRecord {
             name: info.name,
             version: info.version,
@@ -354,12 +365,6 @@ impl PluginRegistry {
         Ok(rec)
     }
 
-    #[cfg(not(any()))] // TEMP-NATIVE
-    fn install_native(&self, _bytes: &[u8]) -> Result<PluginRecord, CoreError> {
-        Err(CoreError::Internal("TEMP-NATIVE".into()))
-    }
-
-    #[cfg(any())] // TEMP-NATIVE
     fn install_native(&self, bytes: &[u8]) -> Result<PluginRecord, CoreError> {
         let sha = sha256_hex(bytes);
         let Some((name, cfg)) = self
@@ -372,11 +377,24 @@ impl PluginRegistry {
                  plugins:\n    NAME:\n      trusted: true\n      sha256: {sha}\nrestart the server and install it again"
             )));
         };
-        let tmp = self.store_dir.join(format!(".{sha}.so.install"));
-        let codec = NativeCodec::load_bytes(bytes, &sha, cfg.trusted, self.settings(name, cfg)?, &self.store_dir)
-            .map_err(|e| CoreError::InvalidArgument(e.to_string()));
-        let _ = std::fs::remove_file(&tmp);
-        let codec = codec?;
+        // Stored first (the loader reads and re-checks the file itself).
+        let path = self.store_dir.join(format!("{sha}.so"));
+        let staged = PluginRecord {
+            sha256: sha.clone(),
+            runtime: "native".into(),
+            ..PluginRecord::default()
+        };
+        self.store_file(&staged, bytes)?;
+        let settings = plain(self.settings(name, cfg)?);
+        let codec = match NativeCodec::load(&path, &sha, cfg.trusted, settings) {
+            Ok(c) => c,
+            Err(e) => {
+                if !self.catalog.sha256_in_use(&sha)? {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(CoreError::InvalidArgument(format!("native plugin `{name}`: {e}")));
+            }
+        };
         if codec.plugin_name() != name {
             return Err(CoreError::InvalidArgument(format!(
                 "this library calls itself `{}`, but config.yaml trusts sha256 {sha} as `{name}`",
@@ -388,12 +406,12 @@ impl PluginRegistry {
             version: codec.plugin_version().to_string(),
             kind: "codec".into(),
             runtime: "native".into(),
-            api_version: format!("native-abi-{}", super::native::NATIVE_ABI_VERSION),
+            api_version: format!("native-abi-{}", wimguard_sdk::native::ABI_VERSION),
             sha256: sha,
             enabled: true,
             bundled: false,
-            description: codec.description().to_string(),
-            codec_id: Codec::name(&codec).to_string(),
+            description: format!("native codec `{}`", codec.codec_id()),
+            codec_id: codec.codec_id().to_string(),
             installed_at: now_ms(),
         };
         self.store_file(&rec, bytes)?;
@@ -514,7 +532,12 @@ impl PluginRegistry {
         // The bytes are checked on every load, even when a compiled form is
         // at hand: the file on disk is what the admin can see and audit.
         let bytes = self.verified_bytes(rec)?;
-        if let Some(c) = self.components.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
+        if let Some(c) = self
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&rec.sha256)
+        {
             return Ok(c.clone());
         }
         let c = compile_component(&bytes, Some(&self.cache_dir)).map_err(plugin_error)?;
@@ -602,10 +625,13 @@ impl PluginRegistry {
         }
         let cfg = self.config_of(name);
         let settings = self.settings(name, &cfg)?;
-        #[cfg(any())] // TEMP-NATIVE
         let codec: Box<dyn Codec> = if rec.runtime == "native" {
             let bytes = self.verified_bytes(&rec)?;
-            let trusted = cfg.trusted && cfg.sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&rec.sha256));
+            let trusted = cfg.trusted
+                && cfg
+                    .sha256
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&rec.sha256));
             if !trusted {
                 return Err(CoreError::PermissionDenied(format!(
                     "native plugin `{name}` is not trusted for sha256 {} in config.yaml (`plugins.{name}.trusted: \
@@ -613,21 +639,17 @@ impl PluginRegistry {
                     rec.sha256
                 )));
             }
+            drop(bytes);
             Box::new(
-                NativeCodec::load_bytes(&bytes, &rec.sha256, true, settings, &self.store_dir)
-                    .map_err(|e| CoreError::Internal(e.to_string()))?,
+                NativeCodec::load(&self.path_of(&rec), &rec.sha256, true, plain(settings))
+                    .map_err(|e| CoreError::FailedPrecondition(format!("native plugin `{name}`: {e}")))?,
             )
         } else {
             let component = self.component(&rec)?;
             let limits = Self::limits(&cfg, PluginLimits::default().call_timeout);
             Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(plugin_error)?)
         };
-        #[cfg(not(any()))] // TEMP-NATIVE
-        let codec: Box<dyn Codec> = {
-            let component = self.component(&rec)?;
-            let limits = Self::limits(&cfg, PluginLimits::default().call_timeout);
-            Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(plugin_error)?)
-        };
+
         if codec.name() != rec.codec_id {
             return Err(CoreError::DataLoss(format!(
                 "plugin `{name}` now calls its codec `{}`, but it registered `{}`",
@@ -645,12 +667,17 @@ impl PluginRegistry {
 
     /// The codec plugin that provides codec id `id` (for reading archives).
     pub fn codec_by_id(&self, id: &str) -> Result<&'static dyn Codec, CoreError> {
-        let rec = self.catalog.list_plugins()?.into_iter().find(|p| p.codec_id == id).ok_or_else(|| {
-            CoreError::FailedPrecondition(format!(
-                "this archive was compressed by the codec plugin `{id}`, which is not installed; install it with \
+        let rec = self
+            .catalog
+            .list_plugins()?
+            .into_iter()
+            .find(|p| p.codec_id == id)
+            .ok_or_else(|| {
+                CoreError::FailedPrecondition(format!(
+                    "this archive was compressed by the codec plugin `{id}`, which is not installed; install it with \
                  `wimguard plugin install FILE`"
-            ))
-        })?;
+                ))
+            })?;
         self.codec(&rec.name)
     }
 
@@ -676,6 +703,11 @@ impl PluginRegistry {
     }
 }
 
+/// Settings as the native ABI hands them out (values only).
+fn plain(s: PluginSettings) -> std::collections::BTreeMap<String, String> {
+    s.into_iter().map(|(k, v)| (k, v.value)).collect()
+}
+
 fn not_installed(name: &str) -> CoreError {
     CoreError::NotFound(format!(
         "no plugin named `{name}` is installed (see `wimguard plugin list`)"
@@ -688,9 +720,7 @@ fn plugin_error(e: PluginError) -> CoreError {
         PluginError::Invalid { .. }
         | PluginError::WrongWorld { .. }
         | PluginError::Contract { .. }
-        | PluginError::Denied { call: "load", .. } => {
-            CoreError::InvalidArgument(e.to_string())
-        }
+        | PluginError::Denied { call: "load", .. } => CoreError::InvalidArgument(e.to_string()),
         PluginError::Init { .. } => CoreError::FailedPrecondition(e.to_string()),
         _ => CoreError::Internal(e.to_string()),
     }

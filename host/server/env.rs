@@ -36,11 +36,17 @@ impl pb::env_service_server::EnvService for EnvApi {
         let plugins = s.jobs.plugins().list().map_err(convert::status)?;
         for std_codec in ["xpress", "lzx"] {
             let p = plugins.iter().find(|p| p.kind == "codec" && p.codec_id == std_codec);
-            let mut c = codec(std_codec, format!("builtin + plugin {}", p.map_or("-", |p| p.name.as_str())));
+            let mut c = codec(
+                std_codec,
+                format!("builtin + plugin {}", p.map_or("-", |p| p.name.as_str())),
+            );
             c.can_compress = p.is_some_and(|p| p.enabled);
             codecs.push(c);
         }
-        for p in plugins.iter().filter(|p| p.kind == "codec" && p.codec_id != "xpress" && p.codec_id != "lzx") {
+        for p in plugins
+            .iter()
+            .filter(|p| p.kind == "codec" && p.codec_id != "xpress" && p.codec_id != "lzx")
+        {
             let mut c = codec(&p.codec_id, format!("plugin {} ({})", p.name, p.runtime));
             c.can_compress = p.enabled;
             c.can_decompress = p.enabled;

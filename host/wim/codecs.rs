@@ -69,6 +69,13 @@ impl<T> PerThread<T> {
         }
     }
 
+    /// Visits every slot (between parallel sections: no slot is in use).
+    pub fn each(&self, mut f: impl FnMut(&mut T)) {
+        for slot in &self.slots {
+            f(&mut slot.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     /// Runs `f` with this thread's state.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let i = rayon::current_thread_index().map_or(self.slots.len() - 1, |i| i.min(self.slots.len() - 1));

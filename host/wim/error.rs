@@ -26,6 +26,10 @@ pub enum WimError {
     /// installed, disabled, refused); the message names it.
     #[error("{0}")]
     CodecUnavailable(String),
+    /// The codec failed while compressing (a plugin crashed or hit a limit);
+    /// the message names the plugin and what stopped it.
+    #[error("compression failed: {0}")]
+    CodecFailed(String),
     /// The caller asked the operation to stop; nothing was changed.
     #[error("cancelled")]
     Cancelled,

@@ -399,12 +399,25 @@ impl WimWriter {
         self.blobs.contains_key(hash)
     }
 
-    /// Compresses chunks in parallel on all cores (a no-op for uncompressed WIMs).
-    pub fn compress_chunks(&self, jobs: &mut [ChunkJob]) {
-        let Some(comps) = &self.compressors else { return };
+    /// Compresses chunks in parallel on all cores (a no-op for uncompressed
+    /// WIMs). A codec that *failed* (a plugin that crashed or hit a limit)
+    /// ends the write with [`WimError::CodecFailed`]: storing its chunks raw
+    /// would hide a broken codec behind a silently bigger archive.
+    pub fn compress_chunks(&self, jobs: &mut [ChunkJob]) -> Result<()> {
+        let Some(comps) = &self.compressors else { return Ok(()) };
         jobs.par_iter_mut().for_each(|j| {
             j.use_compressed = j.raw.len() >= 2 && comps.with(|c| c.compress(&j.raw, &mut j.compressed));
         });
+        let mut failure = None;
+        comps.each(|c| {
+            if let Some(f) = c.take_failure() {
+                failure.get_or_insert(f);
+            }
+        });
+        match failure {
+            Some(f) => Err(WimError::CodecFailed(f)),
+            None => Ok(()),
+        }
     }
 
     /// Reserves room for a blob of `size` bytes.
@@ -540,7 +553,7 @@ impl WimWriter {
                 use_compressed: false,
             }]
         };
-        self.compress_chunks(&mut jobs);
+        self.compress_chunks(&mut jobs)?;
         let mut b = self.begin_blob(data.len() as u64)?;
         for j in &jobs {
             self.blob_chunk(&mut b, j)?;

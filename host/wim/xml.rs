@@ -293,7 +293,10 @@ impl WimXml {
     /// The id of the codec plugin that compressed this archive
     /// (`<WIM><WIMGUARDCODEC>`), when the header says a plugin did.
     pub fn plugin_codec(&self) -> Option<String> {
-        self.root.child("WIMGUARDCODEC").map(|e| e.text()).filter(|t| !t.is_empty())
+        self.root
+            .child("WIMGUARDCODEC")
+            .map(|e| e.text())
+            .filter(|t| !t.is_empty())
     }
 
     /// Records the codec plugin's id (kept before the top-level TOTALBYTES).

@@ -8,7 +8,13 @@ use crate::fixtures;
 use crate::harness::*;
 
 fn backup_args<'a>(src: &'a Path, wim: &'a Path, extra: &'a [&'a str]) -> Vec<&'a std::ffi::OsStr> {
-    let mut a = vec![os("backup"), os("--source"), src.as_os_str(), os("--destination"), wim.as_os_str()];
+    let mut a = vec![
+        os("backup"),
+        os("--source"),
+        src.as_os_str(),
+        os("--destination"),
+        wim.as_os_str(),
+    ];
     a.extend(extra.iter().map(os));
     a
 }
@@ -22,7 +28,10 @@ fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
     let env = Env::new();
     let _server = Server::start(&env.home);
     let src = fixtures::source_tree(&env.dir);
-    cli_ok(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
+    cli_ok(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()],
+    );
     let wim = env.path("rle.wim");
     let first = backup(&env.home, &src, &wim, &["--compression", "acme-rle"]);
     assert_eq!(first["compression"], "x-example-rle", "{first}");
@@ -32,15 +41,25 @@ fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
     // The archive names its codec (header flag + XML), and wimlib refuses it cleanly.
     let raw = fs::read(&wim).unwrap();
     let flags = u32::from_le_bytes(raw[16..20].try_into().unwrap());
-    assert_eq!(flags & 0x0001_0000, 0x0001_0000, "plugin compression flag missing: {flags:#x}");
+    assert_eq!(
+        flags & 0x0001_0000,
+        0x0001_0000,
+        "plugin compression flag missing: {flags:#x}"
+    );
     let xml_off = u64::from_le_bytes(raw[80..88].try_into().unwrap()) as usize;
     let xml_len = u64::from_le_bytes(raw[88..96].try_into().unwrap()) as usize & 0x00ff_ffff_ffff_ffff;
-    let units: Vec<u16> =
-        raw[xml_off..xml_off + xml_len].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = raw[xml_off..xml_off + xml_len]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     let xml = String::from_utf16_lossy(&units);
     assert!(xml.contains("<WIMGUARDCODEC>x-example-rle</WIMGUARDCODEC>"), "{xml}");
     let w = crate::common::wimlib_raw(&[os("info"), wim.as_os_str()]);
-    assert!(!w.ok(), "wimlib-imagex accepted a plugin-compressed archive:\n{}", w.describe());
+    assert!(
+        !w.ok(),
+        "wimlib-imagex accepted a plugin-compressed archive:\n{}",
+        w.describe()
+    );
     // An append without --compression keeps the archive's codec.
     fs::write(src.join("new.txt"), "appended\n".repeat(1000)).unwrap();
     let second = backup(&env.home, &src, &wim, &[]);
@@ -57,15 +76,26 @@ fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
     let target = env.path("r2");
     let r = restore(&env.home, &uuid_of(&first), &target);
     assert_eq!(r.code(), Some(7), "{}", r.describe());
-    assert!(r.stderr.contains("acme-rle") && r.stderr.contains("disabled"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("acme-rle") && r.stderr.contains("disabled"),
+        "{}",
+        r.describe()
+    );
     assert!(!target.join("text.txt").exists());
     cli_ok(&env.home, &[os("plugin"), os("enable"), os("acme-rle")]);
     cli_ok(&env.home, &[os("plugin"), os("remove"), os("acme-rle")]);
     let r = restore(&env.home, &uuid_of(&first), &target);
     assert_eq!(r.code(), Some(7), "{}", r.describe());
-    assert!(r.stderr.contains("x-example-rle") && r.stderr.contains("not installed"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("x-example-rle") && r.stderr.contains("not installed"),
+        "{}",
+        r.describe()
+    );
     // Reinstalled: readable again.
-    cli_ok(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
+    cli_ok(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()],
+    );
     let r = restore(&env.home, &uuid_of(&first), &target);
     assert!(r.ok(), "{}", r.describe());
     fs::remove_file(src.join("new.txt")).unwrap();
@@ -84,7 +114,10 @@ fn standard_archives_restore_whatever_the_plugin_state() {
         cli_ok(&env.home, &[os("plugin"), os("disable"), os(name)]);
     }
     // New archives with a disabled codec are refused, by name...
-    let refused = cli(&env.home, &backup_args(&src, &env.path("n.wim"), &["--compression", "lzx"]));
+    let refused = cli(
+        &env.home,
+        &backup_args(&src, &env.path("n.wim"), &["--compression", "lzx"]),
+    );
     assert_eq!(refused.code(), Some(7), "{}", refused.describe());
     assert!(refused.stderr.contains("`lzx` is disabled"), "{}", refused.describe());
     // ...but standard archives always restore.
@@ -93,7 +126,10 @@ fn standard_archives_restore_whatever_the_plugin_state() {
         assert!(r.ok(), "{}", r.describe());
         fixtures::assert_same_tree(&src, &env.path(dir));
     }
-    let bad = cli(&env.home, &backup_args(&src, &env.path("b.wim"), &["--compression", "nope"]));
+    let bad = cli(
+        &env.home,
+        &backup_args(&src, &env.path("b.wim"), &["--compression", "nope"]),
+    );
     assert_eq!(bad.code(), Some(2), "{}", bad.describe());
     assert!(bad.stderr.contains("unknown codec `nope`"), "{}", bad.describe());
 }
@@ -118,7 +154,10 @@ fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
         // `panic` mode panics on chunks starting with `!`.
         fs::write(src.join("a.txt"), "!".repeat(100_000)).unwrap();
         let wim = env.path("h.wim");
-        let bg = BgCli::spawn(&env.home, &backup_args(&src, &wim, &["--compression", "x-test-hostile", "--json"]));
+        let bg = BgCli::spawn(
+            &env.home,
+            &backup_args(&src, &wim, &["--compression", "x-test-hostile", "--json"]),
+        );
         // Meanwhile, the server answers other clients.
         let list = cli_json(&env.home, &[os("plugin"), os("list")]);
         assert_eq!(list.as_array().unwrap().len(), 4);
@@ -127,10 +166,69 @@ fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
         let b = last_json(&out);
         assert_eq!(b["status"], "failed", "mode {mode}: {b}");
         let err = b["error"].as_str().unwrap();
-        assert!(err.contains("hostile-codec") && err.contains(expect), "mode {mode}: {err}");
+        assert!(
+            err.contains("hostile-codec") && err.contains(expect),
+            "mode {mode}: {err}"
+        );
         assert!(!wim.exists(), "mode {mode}: a failed backup left an archive");
         cli_ok(&env.home, &[os("health")]);
         let ok = backup(&env.home, &src, &env.path("fine.wim"), &["--compression", "lzx"]);
         assert_eq!(ok["status"], "succeeded");
     }
+}
+
+#[test]
+fn trusted_native_codec_runs_only_with_a_matching_sha256() {
+    let so = fixtures::native_rle();
+    let sha = crate::registry::sha256_hex(&fs::read(so).unwrap());
+    // Trusted for other bytes: refused.
+    let env = Env::new();
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  wimguard-rle-codec:\n    trusted: true\n    sha256: {}\n",
+        "s".repeat(64),
+        "0".repeat(64)
+    ));
+    let server = Server::start(&env.home);
+    let out = cli(
+        &env.home,
+        &[os("plugin"), os("install"), os("--native"), so.as_os_str()],
+    );
+    assert!(!out.ok() && out.stderr.contains(&sha), "{}", out.describe());
+    server.stop();
+
+    let env = Env::new();
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  wimguard-rle-codec:\n    trusted: true\n    sha256: {sha}\n",
+        "s".repeat(64)
+    ));
+    let _server = Server::start(&env.home);
+    let p = cli_json(
+        &env.home,
+        &[os("plugin"), os("install"), os("--native"), so.as_os_str()],
+    );
+    assert_eq!(p["runtime"], "native");
+    assert_eq!(p["codec_id"], "x-example-rle");
+    assert_eq!(p["sha256"], sha.as_str());
+    let src = fixtures::source_tree(&env.dir);
+    let b = backup(
+        &env.home,
+        &src,
+        &env.path("n.wim"),
+        &["--compression", "wimguard-rle-codec"],
+    );
+    assert_eq!(b["compression"], "x-example-rle");
+    let r = restore(&env.home, &uuid_of(&b), &env.path("out"));
+    assert!(r.ok(), "{}", r.describe());
+    fixtures::assert_same_tree(&src, &env.path("out"));
+    // The library in the store changes: refused at the next load.
+    let stored = env.home.join(format!("plugins/store/{sha}.so"));
+    let mut bytes = fs::read(&stored).unwrap();
+    bytes.push(0);
+    fs::write(&stored, bytes).unwrap();
+    let out = cli(
+        &env.home,
+        &backup_args(&src, &env.path("m.wim"), &["--compression", "wimguard-rle-codec"]),
+    );
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
+    assert!(out.stderr.contains("modified"), "{}", out.describe());
 }

@@ -52,8 +52,14 @@ pub fn third_party_rle() -> &'static Path {
         let manifest = std::fs::read_to_string(example.join("Cargo.toml"))
             .unwrap()
             .replace("name = \"wimguard-rle-codec\"", "name = \"acme-rle\"")
-            .replace("path = \"../..\"", &format!("path = {:?}", root().join("sdk").display().to_string()));
-        assert!(manifest.contains("acme-rle"), "the example's manifest changed shape:\n{manifest}");
+            .replace(
+                "path = \"../..\"",
+                &format!("path = {:?}", root().join("sdk").display().to_string()),
+            );
+        assert!(
+            manifest.contains("acme-rle"),
+            "the example's manifest changed shape:\n{manifest}"
+        );
         std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
         for entry in std::fs::read_dir(example.join("src")).unwrap() {
             let entry = entry.unwrap();
@@ -74,22 +80,42 @@ pub fn third_party_rle() -> &'static Path {
 
 pub fn hostile_codec() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build(&root().join("tests/fixtures/hostile-codec"), "wimguard_hostile_codec.wasm"))
+    BUILT.get_or_init(|| {
+        build(
+            &root().join("tests/fixtures/hostile-codec"),
+            "wimguard_hostile_codec.wasm",
+        )
+    })
 }
 
 pub fn hostile_hook() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build(&root().join("tests/fixtures/hostile-hook"), "wimguard_hostile_hook.wasm"))
+    BUILT.get_or_init(|| {
+        build(
+            &root().join("tests/fixtures/hostile-hook"),
+            "wimguard_hostile_hook.wasm",
+        )
+    })
 }
 
 pub fn sneaky_codec() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build(&root().join("tests/fixtures/sneaky-codec"), "wimguard_sneaky_codec.wasm"))
+    BUILT.get_or_init(|| {
+        build(
+            &root().join("tests/fixtures/sneaky-codec"),
+            "wimguard_sneaky_codec.wasm",
+        )
+    })
 }
 
 pub fn future_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build(&root().join("tests/fixtures/future-plugin"), "wimguard_future_plugin.wasm"))
+    BUILT.get_or_init(|| {
+        build(
+            &root().join("tests/fixtures/future-plugin"),
+            "wimguard_future_plugin.wasm",
+        )
+    })
 }
 
 /// A small tree with compressible and incompressible files, a symlink and
@@ -109,11 +135,39 @@ pub fn source_tree(dir: &Path) -> PathBuf {
 
 /// Fails unless the two trees hold the same names, kinds and contents.
 pub fn assert_same_tree(a: &Path, b: &Path) {
-    let out = Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b).output().unwrap();
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "trees differ:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The SDK's RLE example built as a trusted native plugin (`--features
+/// native`), for the native runtime.
+pub fn native_rle() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target_dir = root().join("target/native-test-plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "--features", "native"])
+            .current_dir(root().join("sdk/examples/rle-codec"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build the native RLE plugin");
+        assert!(status.success(), "building the native RLE plugin failed");
+        let path = target_dir.join("release/libwimguard_rle_codec.so");
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
 }

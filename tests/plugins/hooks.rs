@@ -18,7 +18,14 @@ fn secret() -> String {
 }
 
 fn backup_out(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> crate::common::Out {
-    let mut a = vec![os("backup"), os("--source"), src.as_os_str(), os("--destination"), wim.as_os_str(), os("--json")];
+    let mut a = vec![
+        os("backup"),
+        os("--source"),
+        src.as_os_str(),
+        os("--destination"),
+        wim.as_os_str(),
+        os("--json"),
+    ];
     a.extend(extra.iter().map(os));
     cli(home, &a)
 }
@@ -58,12 +65,20 @@ hooks:
     let uuid = uuid_of(&b);
     assert_eq!(
         fs::read_to_string(marks.join("pre")).unwrap(),
-        format!("{uuid} {} literal $HOME; no shell\n", src.canonicalize().unwrap().display())
+        format!(
+            "{uuid} {} literal $HOME; no shell\n",
+            src.canonicalize().unwrap().display()
+        )
     );
-    assert_eq!(fs::read_to_string(marks.join("post")).unwrap(), "post-backup succeeded 1 1\n");
+    assert_eq!(
+        fs::read_to_string(marks.join("post")).unwrap(),
+        "post-backup succeeded 1 1\n"
+    );
     let warnings = b["warnings"].as_array().unwrap();
     assert!(
-        warnings.iter().any(|w| w.as_str().unwrap().contains("exited with status 9")),
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("exited with status 9")),
         "the fail-open failure is not a warning: {b}"
     );
 }
@@ -82,7 +97,10 @@ fn a_failing_fail_closed_command_stops_the_backup_before_anything_is_written() {
     assert_eq!(out.code(), Some(1), "{}", out.describe());
     let b = last_json(&out);
     let err = b["error"].as_str().unwrap();
-    assert!(err.contains("dump-db") && err.contains("database is down") && err.contains("nothing was written"), "{b}");
+    assert!(
+        err.contains("dump-db") && err.contains("database is down") && err.contains("nothing was written"),
+        "{b}"
+    );
     assert!(!wim.exists());
 }
 
@@ -93,7 +111,10 @@ fn hook_server(mode: &str, extra: &str) -> (Env, Server) {
         secret()
     ));
     let server = Server::start(&env.home);
-    cli_ok(&env.home, &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()]);
+    cli_ok(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+    );
     (env, server)
 }
 
@@ -119,12 +140,14 @@ fn hook_plugins_veto_and_are_confined() {
     let err = b["error"].as_str().unwrap();
     assert!(err.contains("hostile-hook") && err.contains("time limit"), "{err}");
     // ...and under fail-open: the backup goes on with a warning.
-    let (env, _s) =
-        hook_server("bomb", "    limits: { memoryMib: 16 }\n    failurePolicy: fail-open\n");
+    let (env, _s) = hook_server("bomb", "    limits: { memoryMib: 16 }\n    failurePolicy: fail-open\n");
     let src = small_source(&env.dir);
     let b = backup(&env.home, &src, &env.path("b.wim"), &["--plugin", "hostile-hook"]);
     let warnings = b["warnings"].to_string();
-    assert!(warnings.contains("hostile-hook") && warnings.contains("memory limit"), "{b}");
+    assert!(
+        warnings.contains("hostile-hook") && warnings.contains("memory limit"),
+        "{b}"
+    );
 
     // A request to a host that is not allowed never leaves the machine.
     let (env, server) = hook_server("http", "");
@@ -136,14 +159,21 @@ fn hook_plugins_veto_and_are_confined() {
         err.contains("http request failed") && err.contains("refused by the sandbox") && err.contains("203.0.113.9"),
         "{err}"
     );
-    assert!(server.log_text().contains("refused HTTP request"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("refused HTTP request"),
+        "{}",
+        server.log_text()
+    );
 
     // A hook that cannot start (init refuses) under fail-closed.
     let (env, _s) = hook_server("init-fail", "");
     let src = small_source(&env.dir);
     let out = backup_out(&env.home, &src, &env.path("i.wim"), &["--plugin", "hostile-hook"]);
     let b = last_json(&out);
-    assert!(b["error"].as_str().unwrap().contains("hostile-hook refuses to start"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("hostile-hook refuses to start"),
+        "{b}"
+    );
 
     // Unknown and wrong-kind plugins are refused up front.
     let out = backup_out(&env.home, &src, &env.path("u.wim"), &["--plugin", "nope"]);
@@ -186,7 +216,9 @@ impl Recorder {
                 }
                 let mut body = vec![0u8; len];
                 let _ = reader.read_exact(&mut body);
-                seen.lock().unwrap().push((line.trim().to_string(), headers, String::from_utf8_lossy(&body).into()));
+                seen.lock()
+                    .unwrap()
+                    .push((line.trim().to_string(), headers, String::from_utf8_lossy(&body).into()));
                 let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
             }
         });

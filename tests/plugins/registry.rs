@@ -9,7 +9,10 @@ use crate::fixtures;
 use crate::harness::*;
 
 fn plugin_list(home: &std::path::Path) -> Vec<Value> {
-    cli_json(home, &[os("plugin"), os("list")]).as_array().cloned().expect("plugin list --json is an array")
+    cli_json(home, &[os("plugin"), os("list")])
+        .as_array()
+        .cloned()
+        .expect("plugin list --json is an array")
 }
 
 #[test]
@@ -32,8 +35,10 @@ fn bundled_plugins_are_registered_on_first_start() {
         let stored = fs::read(env.home.join(format!("plugins/store/{sha}.wasm"))).unwrap();
         assert_eq!(sha256_hex(&stored), sha);
     }
-    let kinds: Vec<(&str, &str)> =
-        list.iter().map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap())).collect();
+    let kinds: Vec<(&str, &str)> = list
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap()))
+        .collect();
     assert_eq!(kinds, [("lzx", "codec"), ("webhook", "hook"), ("xpress", "codec")]);
     let lzx = cli_json(&env.home, &[os("plugin"), os("show"), os("lzx")]);
     assert_eq!(lzx["codec_id"], "lzx");
@@ -51,19 +56,38 @@ fn install_validates_and_the_registry_persists() {
     let junk = env.path("junk.wasm");
     fs::write(&junk, b"\0asm\x01\0\0\0garbage").unwrap();
     let out = cli_code(&env.home, &[os("plugin"), os("install"), junk.as_os_str()], 2);
-    assert!(out.stderr.contains("not a valid WebAssembly component"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("not a valid WebAssembly component"),
+        "{}",
+        out.describe()
+    );
     // A native library offered as a component, and as native without trust.
     let out = cli_code(&env.home, &[os("plugin"), os("install"), os("/bin/true")], 2);
     assert!(out.stderr.contains("native shared library"), "{}", out.describe());
-    let out = cli(&env.home, &[os("plugin"), os("install"), os("--native"), os("/bin/true")]);
+    let out = cli(
+        &env.home,
+        &[os("plugin"), os("install"), os("--native"), os("/bin/true")],
+    );
     assert!(!out.ok() && out.stderr.contains("trusted: true"), "{}", out.describe());
-    let out = cli_code(&env.home, &[os("plugin"), os("install"), env.path("missing.wasm").as_os_str()], 4);
+    let out = cli_code(
+        &env.home,
+        &[os("plugin"), os("install"), env.path("missing.wasm").as_os_str()],
+        4,
+    );
     assert!(out.stderr.contains("missing.wasm"), "{}", out.describe());
     // A component built for plugin API 2.0, and one exporting an unknown world.
-    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::future_plugin().as_os_str()], 2);
+    let out = cli_code(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::future_plugin().as_os_str()],
+        2,
+    );
     assert!(out.stderr.contains("this host speaks 1.0"), "{}", out.describe());
     // A codec that imports the filesystem is refused before it ever runs.
-    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::sneaky_codec().as_os_str()], 2);
+    let out = cli_code(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::sneaky_codec().as_os_str()],
+        2,
+    );
     assert!(
         out.stderr.contains("wasi:filesystem") && out.stderr.contains("no filesystem"),
         "{}",
@@ -88,7 +112,10 @@ fn install_validates_and_the_registry_persists() {
     let removed = cli_json(&env.home, &[os("plugin"), os("remove"), os("acme-rle")]);
     assert_eq!(removed["name"], "acme-rle");
     let sha = removed["sha256"].as_str().unwrap();
-    assert!(!env.home.join(format!("plugins/store/{sha}.wasm")).exists(), "removed plugin's file is still there");
+    assert!(
+        !env.home.join(format!("plugins/store/{sha}.wasm")).exists(),
+        "removed plugin's file is still there"
+    );
     cli_code(&env.home, &[os("plugin"), os("show"), os("acme-rle")], 4);
 }
 
@@ -97,8 +124,13 @@ fn a_tampered_plugin_file_is_refused() {
     let env = Env::new();
     let _server = Server::start(&env.home);
     let src = fixtures::source_tree(&env.dir);
-    let p = cli_json(&env.home, &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()]);
-    let stored = env.home.join(format!("plugins/store/{}.wasm", p["sha256"].as_str().unwrap()));
+    let p = cli_json(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()],
+    );
+    let stored = env
+        .home
+        .join(format!("plugins/store/{}.wasm", p["sha256"].as_str().unwrap()));
     let mut bytes = fs::read(&stored).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 0xff;
@@ -106,10 +138,22 @@ fn a_tampered_plugin_file_is_refused() {
     let wim = env.path("t.wim");
     let out = cli(
         &env.home,
-        &[os("backup"), os("--source"), src.as_os_str(), os("--destination"), wim.as_os_str(), os("--compression"), os("acme-rle")],
+        &[
+            os("backup"),
+            os("--source"),
+            src.as_os_str(),
+            os("--destination"),
+            wim.as_os_str(),
+            os("--compression"),
+            os("acme-rle"),
+        ],
     );
     assert_eq!(out.code(), Some(3), "{}", out.describe());
-    assert!(out.stderr.contains("acme-rle") && out.stderr.contains("modified"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("acme-rle") && out.stderr.contains("modified"),
+        "{}",
+        out.describe()
+    );
     assert!(!wim.exists(), "a refused plugin still wrote an archive");
 }
 
