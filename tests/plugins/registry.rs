@@ -82,6 +82,9 @@ fn install_validates_and_the_registry_persists() {
         2,
     );
     assert!(out.stderr.contains("this host speaks 1.0"), "{}", out.describe());
+    // A valid component of another world (a wasi:cli command).
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::not_a_plugin().as_os_str()], 2);
+    assert!(out.stderr.contains("not a WimGuard plugin"), "{}", out.describe());
     // A codec that imports the filesystem is refused before it ever runs.
     let out = cli_code(
         &env.home,
