@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the example codec plugin (sdk/examples/rle-codec) as a WebAssembly
-# component and checks the result. Not part of the project's CI test command.
+# component and as a native plugin, and checks both. Not part of the CI test command.
 #   sdk/scripts/build-example.sh            # uses $CARGO_TARGET_DIR or /tmp/tgt-sdk
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,3 +28,11 @@ if command -v wasm-tools >/dev/null; then
 else
     echo "(wasm-tools not installed: skipped the WIT check; cargo install wasm-tools --locked)"
 fi
+# The same crate as a trusted native plugin (native ABI 1).
+cargo build --release --features native
+so="$CARGO_TARGET_DIR/release/libwimguard_rle_codec.so"
+for sym in wimguard_native_abi_version wimguard_native_plugin_info wimguard_native_codec_new \
+           wimguard_native_codec_free wimguard_native_codec_compress wimguard_native_codec_decompress; do
+    nm -D --defined-only "$so" | grep -qw "$sym" || { echo "FAIL: $so lacks $sym" >&2; exit 1; }
+done
+echo "OK: $so exports native ABI 1 (sha256 $(sha256sum "$so" | cut -d' ' -f1))"
