@@ -108,9 +108,10 @@ impl BtMatchFinder {
         let nice = lim.nice_len.min(max_len);
         loop {
             let mu = m as usize;
-            // NIL wraps to a huge distance.
+            // NIL is tested explicitly: the wrapped distance is only huge
+            // where usize is wider than u32 (on wasm32 it would be cur + 1).
             let dist = cur.wrapping_sub(mu);
-            if dist > lim.max_dist || depth == 0 {
+            if m == NIL || dist > lim.max_dist || depth == 0 {
                 child[lt_slot] = NIL;
                 child[gt_slot] = NIL;
                 return best;
