@@ -135,7 +135,7 @@ impl WasmHook {
     /// plugin and what stopped it (time or memory limit, trap, refused
     /// capability); HTTP requests the allow-list refused are added to it.
     pub fn call(&self, event: &HookEvent) -> Result<HookVerdict, PluginError> {
-        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone());
+        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.limits.call_timeout);
         let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
         let with_denials = |e: PluginError| match policy.take_denied() {
             denied if denied.is_empty() => e,

@@ -110,7 +110,12 @@ pub fn sneaky_codec() -> &'static Path {
 
 pub fn not_a_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build(&root().join("tests/fixtures/not-a-plugin"), "wimguard-not-a-plugin.wasm"))
+    BUILT.get_or_init(|| {
+        build(
+            &root().join("tests/fixtures/not-a-plugin"),
+            "wimguard-not-a-plugin.wasm",
+        )
+    })
 }
 
 pub fn future_plugin() -> &'static Path {

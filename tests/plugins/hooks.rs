@@ -265,3 +265,27 @@ plugins:
     assert!(post["error"].is_null());
     assert_eq!(post["bytes_read"], b["bytes_read"]);
 }
+
+#[test]
+fn a_hook_waiting_on_a_silent_server_is_stopped_by_its_time_limit() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tarpit.local_addr().unwrap().port();
+    let env = Env::new();
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  hostile-hook:\n    settings: {{ mode: http, url: \"http://127.0.0.1:{port}/x\" }}\n    \
+         allowedHosts: [\"127.0.0.1:{port}\"]\n    limits: {{ callTimeoutSeconds: 1 }}\n",
+        secret()
+    ));
+    let _server = Server::start(&env.home);
+    cli_ok(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+    );
+    let src = small_source(&env.dir);
+    let out = backup_out(&env.home, &src, &env.path("t.wim"), &["--plugin", "hostile-hook"]);
+    let b = last_json(&out);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(b["error"].as_str().unwrap().contains("ConnectionTimeout"), "{b}");
+    drop(tarpit);
+}

@@ -83,7 +83,11 @@ fn install_validates_and_the_registry_persists() {
     );
     assert!(out.stderr.contains("this host speaks 1.0"), "{}", out.describe());
     // A valid component of another world (a wasi:cli command).
-    let out = cli_code(&env.home, &[os("plugin"), os("install"), fixtures::not_a_plugin().as_os_str()], 2);
+    let out = cli_code(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::not_a_plugin().as_os_str()],
+        2,
+    );
     assert!(out.stderr.contains("not a WimGuard plugin"), "{}", out.describe());
     // A codec that imports the filesystem is refused before it ever runs.
     let out = cli_code(
