@@ -171,7 +171,7 @@ fn rejects_what_is_not_a_codec_component() {
     let err = WasmCodec::load(&empty, PluginSettings::new(), PluginLimits::default(), None).unwrap_err();
     assert!(matches!(err, PluginError::WrongWorld { .. }), "{err}");
     assert!(
-        err.to_string().contains("not a wimguard:plugin@1.x codec plugin"),
+        err.to_string().contains("not a usable wimguard:plugin@1.x plugin"),
         "{err}"
     );
 }
