@@ -317,8 +317,8 @@ pub fn cli_json(home: &Path, args: &[&std::ffi::OsStr]) -> Value {
     last_json(&cli_ok(home, &a))
 }
 
-/// `backup --source SRC --destination WIM [extra] --json`, must succeed; the final object.
-pub fn backup(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Value {
+/// The arguments of `backup --source SRC --destination WIM [extra]`.
+pub fn backup_args<'a>(src: &'a Path, wim: &'a Path, extra: &'a [&'a str]) -> Vec<&'a std::ffi::OsStr> {
     let mut a = vec![
         os("backup"),
         os("--source"),
@@ -327,7 +327,21 @@ pub fn backup(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Value {
         wim.as_os_str(),
     ];
     a.extend(extra.iter().map(os));
-    let b = cli_json(home, &a);
+    a
+}
+
+/// `backup … --json` whatever its outcome (for backups expected to fail;
+/// used by tests/plugins).
+#[allow(dead_code)]
+pub fn backup_out(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Out {
+    let mut a = backup_args(src, wim, extra);
+    a.push(os("--json"));
+    cli(home, &a)
+}
+
+/// `backup --source SRC --destination WIM [extra] --json`, must succeed; the final object.
+pub fn backup(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Value {
+    let b = cli_json(home, &backup_args(src, wim, extra));
     assert_eq!(b["status"], "succeeded", "backup did not succeed: {b}");
     assert!(b["uuid"].as_str().is_some_and(|u| u.len() == 36), "no uuid: {b}");
     b

@@ -7,18 +7,6 @@ use std::path::Path;
 use crate::fixtures;
 use crate::harness::*;
 
-fn backup_args<'a>(src: &'a Path, wim: &'a Path, extra: &'a [&'a str]) -> Vec<&'a std::ffi::OsStr> {
-    let mut a = vec![
-        os("backup"),
-        os("--source"),
-        src.as_os_str(),
-        os("--destination"),
-        wim.as_os_str(),
-    ];
-    a.extend(extra.iter().map(os));
-    a
-}
-
 fn restore(home: &Path, uuid: &str, target: &Path) -> crate::common::Out {
     cli(home, &[os("restore"), os(uuid), os("--target"), target.as_os_str()])
 }

@@ -17,19 +17,6 @@ fn secret() -> String {
     "s".repeat(64)
 }
 
-fn backup_out(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> crate::common::Out {
-    let mut a = vec![
-        os("backup"),
-        os("--source"),
-        src.as_os_str(),
-        os("--destination"),
-        wim.as_os_str(),
-        os("--json"),
-    ];
-    a.extend(extra.iter().map(os));
-    cli(home, &a)
-}
-
 fn small_source(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("src");
     fs::create_dir_all(&src).unwrap();
