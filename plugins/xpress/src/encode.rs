@@ -7,12 +7,29 @@ use crate::huffman::{canonical_codes, CodeBuilder, NUM_SYMBOLS};
 /// Largest chunk the format can address (offsets are at most 65535).
 pub(crate) const MAX_CHUNK: usize = 65536;
 const MIN_MATCH: usize = 3;
-const MAX_OFFSET: usize = 65535;
-/// Longest match we emit; the format allows 65538 but chunks are ≤ 64 KiB.
-const MAX_MATCH: usize = MAX_CHUNK;
 
-const HASH4_BITS: u32 = 15;
+/// 2^17 heads for 4-byte hashes, cleared per chunk (256 KiB of memset).
+/// Far more slots than positions keeps chains free of false candidates and
+/// "is this slot empty" predictable; on poorly compressible data that branch
+/// dominated: 15 bits ran at 2/3 the speed (and 18 bits is slower on text,
+/// where the clearing starts to show). `examples/xpress_prof.rs` measures.
+const HASH4_BITS: u32 = 17;
+/// The single-entry 3-byte table: larger finds a few more 3-byte matches
+/// but is much slower on incompressible data (empty slots again).
 const HASH3_BITS: u32 = 12;
+
+/// The chunk is copied into a fixed-size buffer at index 1 (position 0 is
+/// the "no candidate" marker of the hash tables). Every index into it is
+/// masked with `BUF_MASK`, which never changes an in-range index but lets
+/// the compiler drop the bounds checks, and the slack after the mask covers
+/// 8-byte reads.
+const BUF_MASK: usize = 0x1_FFFF;
+const BUF_LEN: usize = BUF_MASK + 1 + 8;
+type Buf = [u8; BUF_LEN];
+
+/// Positions fit in 16 bits: the last 3 bytes of a chunk are never hashed,
+/// so a stored position is at most 65533.
+const POS_MASK: usize = 0xFFFF;
 
 /// Search effort knobs.
 #[derive(Clone, Copy, Debug)]
@@ -34,30 +51,50 @@ const DEFAULT_PARAMS: Params = Params {
     good_len: 12,
 };
 
+/// Allocates a zeroed fixed-size array on the heap (not via the stack).
+fn boxed_array<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
+    match vec![T::default(); N].into_boxed_slice().try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!("length is N"),
+    }
+}
+
+/// Hash-chain match finder over one chunk. Positions are 1-based indexes
+/// into `buf`; 0 means "none". The head tables are cleared per chunk.
+struct MatchFinder {
+    buf: Box<Buf>,
+    /// Most recent position for each 4-byte hash.
+    head4: Box<[u16; 1 << HASH4_BITS]>,
+    /// Most recent position for each 3-byte hash.
+    head3: Box<[u16; 1 << HASH3_BITS]>,
+    /// For each position, the previous position with the same 4-byte hash
+    /// (or 0). Only read for positions that were inserted.
+    prev: Box<[u16; POS_MASK + 1]>,
+}
+
+/// Room for every match of a chunk (each covers at least 3 bytes).
+const MAX_MATCHES: usize = 1 << 15;
+
+/// The parsed chunk: matches, each with the run of literals before it,
+/// plus the symbol statistics. The literals themselves stay in the input.
+struct Items {
+    /// `literals before << 40 | (len - 3) << 16 | off`.
+    items: Box<[u64; MAX_MATCHES]>,
+    count: usize,
+    freqs: [u32; NUM_SYMBOLS],
+    /// Offset bits and interleaved length bytes of the parsed matches.
+    extra_bits: u64,
+    extra_bytes: usize,
+}
+
 /// Per-thread XPRESS compressor. All tables are allocated once and reused;
 /// no state from one chunk influences the next.
 pub struct XpressCompressor {
     params: Params,
-    /// Most recent position (plus `base`) for each 4-byte hash.
-    head4: Vec<u32>,
-    /// Most recent position (plus `base`) for each 3-byte hash.
-    head3: Vec<u32>,
-    /// For each chunk position, the distance back to the previous position
-    /// with the same 4-byte hash, or 0 for none (or none within reach).
-    /// 16-bit links halve the cache footprint of the chain walk.
-    prev: Vec<u16>,
-    /// Offset added to positions stored in the tables. Raising it by more
-    /// than a chunk's length invalidates every old entry without clearing
-    /// the tables: anything below `base` belongs to an earlier chunk.
-    base: u32,
-    /// Parsed items: literal = `byte << 16`; match = `(len - 3) << 16 | off`.
-    items: Vec<u32>,
-    freqs: [u32; NUM_SYMBOLS],
+    mf: MatchFinder,
+    parsed: Items,
     lens: [u8; NUM_SYMBOLS],
     codes: [u16; NUM_SYMBOLS],
-    /// Offset bits and interleaved length bytes of the parsed matches.
-    extra_bits: u64,
-    extra_bytes: usize,
     builder: CodeBuilder,
 }
 
@@ -68,21 +105,26 @@ impl Default for XpressCompressor {
 }
 
 impl XpressCompressor {
-    /// A compressor for chunks of up to `chunk_size` bytes (larger chunks
-    /// still work up to 64 KiB; tables grow on demand).
-    pub fn new(chunk_size: usize) -> Self {
+    /// A compressor for chunks of up to 64 KiB (`chunk_size` is accepted
+    /// for symmetry with other codecs; the tables have a fixed size).
+    pub fn new(_chunk_size: usize) -> Self {
         XpressCompressor {
             params: DEFAULT_PARAMS,
-            head4: vec![0; 1 << HASH4_BITS],
-            head3: vec![0; 1 << HASH3_BITS],
-            prev: vec![0; chunk_size.clamp(1, MAX_CHUNK)],
-            base: 1,
-            items: Vec::with_capacity(chunk_size.min(MAX_CHUNK)),
-            freqs: [0; NUM_SYMBOLS],
+            mf: MatchFinder {
+                buf: boxed_array(),
+                head4: boxed_array(),
+                head3: boxed_array(),
+                prev: boxed_array(),
+            },
+            parsed: Items {
+                items: boxed_array(),
+                count: 0,
+                freqs: [0; NUM_SYMBOLS],
+                extra_bits: 0,
+                extra_bytes: 0,
+            },
             lens: [0; NUM_SYMBOLS],
             codes: [0; NUM_SYMBOLS],
-            extra_bits: 0,
-            extra_bytes: 0,
             builder: CodeBuilder::new(),
         }
     }
@@ -93,7 +135,7 @@ impl XpressCompressor {
         let mut c = Self::new(chunk_size);
         c.params = Params {
             max_depth: max_depth.max(1),
-            nice_len: nice_len.clamp(3, MAX_MATCH),
+            nice_len: nice_len.clamp(3, MAX_CHUNK),
             good_len,
         };
         c
@@ -109,201 +151,29 @@ impl XpressCompressor {
         if n <= LENGTH_TABLE_BYTES + 4 || n > MAX_CHUNK {
             return false;
         }
-        self.start_chunk(n);
-        self.parse(chunk);
+        self.mf.start_chunk(chunk);
+        self.parsed.clear();
+        parse(&mut self.mf, &mut self.parsed, n, self.params);
         self.write(n, out)
-    }
-
-    fn start_chunk(&mut self, n: usize) {
-        if self.prev.len() < n {
-            self.prev.resize(n, 0);
-        }
-        // Every stored value is < old base + MAX_CHUNK; step past them all.
-        match self.base.checked_add(2 * MAX_CHUNK as u32) {
-            Some(b) if b < u32::MAX - 2 * MAX_CHUNK as u32 => self.base = b,
-            _ => {
-                self.head4.fill(0);
-                self.head3.fill(0);
-                self.base = 1;
-            }
-        }
-        self.items.clear();
-        self.freqs = [0; NUM_SYMBOLS];
-        self.extra_bits = 0;
-        self.extra_bytes = 0;
-    }
-
-    #[inline(always)]
-    fn push_literal(&mut self, b: u8) {
-        self.items.push(u32::from(b) << 16);
-        self.freqs[b as usize] += 1;
-    }
-
-    #[inline(always)]
-    fn push_match(&mut self, len: usize, off: usize) {
-        debug_assert!((MIN_MATCH..=MAX_MATCH).contains(&len) && (1..=MAX_OFFSET).contains(&off));
-        let adj = len - MIN_MATCH;
-        self.items.push(((adj as u32) << 16) | off as u32);
-        let off_bits = 31 - (off as u32).leading_zeros();
-        self.freqs[256 + ((off_bits as usize) << 4) + adj.min(15)] += 1;
-        self.extra_bits += u64::from(off_bits);
-        if adj >= 15 {
-            self.extra_bytes += if adj - 15 >= 255 { 3 } else { 1 };
-        }
-    }
-
-    /// Records position `i` in the hash tables (requires 4 readable bytes).
-    #[inline(always)]
-    fn insert(&mut self, data: &[u8], i: usize) {
-        let w = read_u32(data, i);
-        let h4 = hash4(w);
-        let h3 = hash3(w);
-        let v = self.base + i as u32;
-        self.prev[i] = link(self.head4[h4], self.base, i);
-        self.head4[h4] = v;
-        self.head3[h3] = v;
-    }
-
-    /// Inserts position `i` and returns the best `(length, offset)` match
-    /// for it that is longer than `min_len` (with length 0 when there is
-    /// none), following at most `depth` chain links.
-    /// Requires `i + 4 <= data.len()`.
-    #[inline(always)]
-    fn find(&mut self, data: &[u8], i: usize, min_len: usize, depth: u32) -> (usize, usize) {
-        let n = data.len();
-        let max_len = (n - i).min(MAX_MATCH);
-        let nice = self.params.nice_len.min(max_len);
-        let w = read_u32(data, i);
-        let h4 = hash4(w);
-        let h3 = hash3(w);
-        let base = self.base;
-        let v = base + i as u32;
-
-        // Only strictly longer matches are of interest; a shorter "best"
-        // would just be thrown away by the caller.
-        let mut best_len = min_len.max(MIN_MATCH - 1).min(max_len - 1);
-        let floor = best_len;
-        let mut best_off = 0usize;
-
-        // Length-3 candidate: a single-entry table keeps this cheap.
-        let c3 = self.head3[h3];
-        self.head3[h3] = v;
-        if c3 >= base {
-            let c = (c3 - base) as usize;
-            let off = i - c;
-            if off <= MAX_OFFSET && read_u32(data, c) & 0xFF_FFFF == w & 0xFF_FFFF {
-                let l = match_len(data, c, i, max_len);
-                if l > best_len {
-                    best_len = l;
-                    best_off = off;
-                }
-            }
-        }
-
-        let mut step = usize::from(link(self.head4[h4], base, i));
-        self.head4[h4] = v;
-        self.prev[i] = step as u16;
-        if best_len >= nice {
-            return (best_len, best_off);
-        }
-        let mut depth = depth;
-        let mut c = i;
-        while step != 0 && depth > 0 {
-            depth -= 1;
-            c -= step;
-            let off = i - c;
-            if off > MAX_OFFSET {
-                break;
-            }
-            // Cheap reject: the byte that would make this match longer than
-            // the best so far must agree, and so must the first four bytes.
-            // (`best_len < max_len` holds: reaching it would hit `nice`.)
-            if data[c + best_len] == data[i + best_len] && read_u32(data, c) == w {
-                let l = match_len(data, c, i, max_len);
-                if l > best_len {
-                    best_len = l;
-                    best_off = off;
-                    if l >= nice {
-                        break;
-                    }
-                }
-            }
-            step = usize::from(self.prev[c]);
-        }
-        if best_len == floor {
-            return (0, 0);
-        }
-        (best_len, best_off)
-    }
-
-    /// Lazy parse: take the best match at each position unless the next
-    /// position offers a clearly better one, in which case emit a literal.
-    fn parse(&mut self, data: &[u8]) {
-        let n = data.len();
-        let nice = self.params.nice_len;
-        // Positions below this are already in the hash tables.
-        let mut inserted: usize;
-        let mut i = 0usize;
-        // Hashing reads 4 bytes; the last 3 positions are always literals.
-        let last = n.saturating_sub(3);
-        while i < last {
-            let (mut len, mut off) = self.find(data, i, 0, self.params.max_depth);
-            inserted = i + 1;
-            if !worth_taking(len, off) {
-                self.push_literal(data[i]);
-                i += 1;
-                continue;
-            }
-            while len < nice && i + 1 < last {
-                // The look-ahead only needs to beat `len`, and a decent
-                // current match earns a shallower search.
-                let depth = if len >= self.params.good_len {
-                    self.params.max_depth / 4
-                } else {
-                    self.params.max_depth / 2
-                };
-                let (l2, o2) = self.find(data, i + 1, len, depth.max(1));
-                inserted = i + 2;
-                if worth_taking(l2, o2) && better(l2, o2, len, off) {
-                    self.push_literal(data[i]);
-                    i += 1;
-                    len = l2;
-                    off = o2;
-                } else {
-                    break;
-                }
-            }
-            self.push_match(len, off);
-            let end = i + len;
-            let stop = end.min(last);
-            while inserted < stop {
-                self.insert(data, inserted);
-                inserted += 1;
-            }
-            i = end;
-        }
-        while i < n {
-            self.push_literal(data[i]);
-            i += 1;
-        }
     }
 
     /// Builds the Huffman code and writes the chunk; false if it would not
     /// be strictly smaller than `n` bytes.
     fn write(&mut self, n: usize, out: &mut Vec<u8>) -> bool {
+        let parsed = &mut self.parsed;
         // End-of-data symbol: not needed by every decoder, but required by
         // Microsoft's, so it must have a codeword and be written.
-        self.freqs[256] += 1;
-        self.builder.build_lengths(&self.freqs, &mut self.lens);
+        parsed.freqs[256] += 1;
+        self.builder.build_lengths(&parsed.freqs, &mut self.lens);
         canonical_codes(&self.lens, &mut self.codes);
 
-        let mut bits = self.extra_bits;
-        for (f, &l) in self.freqs.iter().zip(self.lens.iter()) {
+        let mut bits = parsed.extra_bits;
+        for (f, &l) in parsed.freqs.iter().zip(self.lens.iter()) {
             bits += u64::from(*f) * u64::from(l);
         }
         // Units: every completed one plus the two reserved at the end.
         let units = bits.div_ceil(16) as usize + 1;
-        let size = LENGTH_TABLE_BYTES + self.extra_bytes + 2 * units;
+        let size = LENGTH_TABLE_BYTES + parsed.extra_bytes + 2 * units;
         if size >= n {
             return false;
         }
@@ -314,18 +184,24 @@ impl XpressCompressor {
         for (byte, pair) in out[..LENGTH_TABLE_BYTES].iter_mut().zip(self.lens.chunks_exact(2)) {
             *byte = pair[0] | (pair[1] << 4);
         }
+        // Codeword and length of each symbol in one table entry.
+        let mut table = [0u32; NUM_SYMBOLS];
+        for (t, (&c, &l)) in table.iter_mut().zip(self.codes.iter().zip(self.lens.iter())) {
+            *t = (u32::from(c) << 8) | u32::from(l);
+        }
         let mut w = BitWriter::new(out, LENGTH_TABLE_BYTES);
-        for &item in &self.items {
-            let off = (item & 0xFFFF) as usize;
-            let hi = (item >> 16) as usize;
-            if off == 0 {
-                w.put_bits(u32::from(self.codes[hi]), u32::from(self.lens[hi]));
-                continue;
-            }
-            let adj = hi;
-            let off_bits = 31 - (off as u32).leading_zeros();
-            let sym = 256 + ((off_bits as usize) << 4) + adj.min(15);
-            w.put_bits(u32::from(self.codes[sym]), u32::from(self.lens[sym]));
+        // The chunk's bytes sit at 1..=n in the match finder's buffer.
+        let data = &self.mf.buf[1..=n];
+        let mut pos = 0usize;
+        for &item in &parsed.items[..parsed.count] {
+            let run = (item >> 40) as usize;
+            let adj = ((item >> 16) & 0xFF_FFFF) as usize;
+            let off = (item & 0xFFFF) as u32;
+            w.put_literals(&data[pos..pos + run], &table);
+            pos += run + adj + MIN_MATCH;
+            let off_bits = 31 - off.leading_zeros();
+            let e = table[(256 + ((off_bits as usize) << 4) + adj.min(15)) & (NUM_SYMBOLS - 1)];
+            w.put_bits(e >> 8, e & 0xFF);
             if adj >= 15 {
                 let b = (adj - 15).min(255);
                 w.put_byte(b as u8);
@@ -334,28 +210,182 @@ impl XpressCompressor {
                     w.put_byte((adj >> 8) as u8);
                 }
             }
-            if off_bits != 0 {
-                w.put_bits(off as u32 & ((1 << off_bits) - 1), off_bits);
-            }
+            w.put_bits(off & ((1 << off_bits) - 1), off_bits);
         }
-        w.put_bits(u32::from(self.codes[256]), u32::from(self.lens[256]));
+        w.put_literals(&data[pos..], &table);
+        let e = table[256];
+        w.put_bits(e >> 8, e & 0xFF);
         let end = w.finish();
         debug_assert_eq!(end, size);
         end == size
     }
 }
 
-/// Chain link from position `i` to the table entry `head`: the distance,
-/// or 0 when `head` is stale (an earlier chunk) or beyond the offset limit.
-#[inline(always)]
-fn link(head: u32, base: u32, i: usize) -> u16 {
-    if head >= base {
-        let d = i - (head - base) as usize;
-        if d <= MAX_OFFSET {
-            return d as u16;
+impl Items {
+    fn clear(&mut self) {
+        self.count = 0;
+        self.freqs = [0; NUM_SYMBOLS];
+        self.extra_bits = 0;
+        self.extra_bytes = 0;
+    }
+
+    #[inline(always)]
+    fn literal(&mut self, b: u8) {
+        self.freqs[b as usize] += 1;
+    }
+
+    /// A match of `len` bytes at distance `off`, after `run` literals.
+    #[inline(always)]
+    fn matched(&mut self, run: usize, len: usize, off: usize) {
+        debug_assert!((MIN_MATCH..=MAX_CHUNK).contains(&len) && (1..=0xFFFF).contains(&off));
+        debug_assert!(self.count < MAX_MATCHES);
+        let adj = len - MIN_MATCH;
+        self.items[self.count & (MAX_MATCHES - 1)] = ((run as u64) << 40) | ((adj as u64) << 16) | off as u64;
+        self.count += 1;
+        let off_bits = 31 - (off as u32).leading_zeros();
+        self.freqs[(256 + ((off_bits as usize) << 4) + adj.min(15)) & (NUM_SYMBOLS - 1)] += 1;
+        self.extra_bits += u64::from(off_bits);
+        if adj >= 15 {
+            self.extra_bytes += if adj - 15 >= 255 { 3 } else { 1 };
         }
     }
-    0
+}
+
+impl MatchFinder {
+    /// Loads `chunk` (at position 1) and forgets every earlier position.
+    fn start_chunk(&mut self, chunk: &[u8]) {
+        self.buf[1..=chunk.len()].copy_from_slice(chunk);
+        self.head4.fill(0);
+        self.head3.fill(0);
+    }
+
+    /// Records position `p` in the hash tables (4 bytes must be readable).
+    #[inline(always)]
+    fn insert(&mut self, p: usize) {
+        let w = load32(&self.buf, p);
+        let h4 = hash4(w);
+        self.prev[p & POS_MASK] = self.head4[h4];
+        self.head4[h4] = p as u16;
+        self.head3[hash3(w)] = p as u16;
+    }
+
+    /// Inserts position `p` and returns the best `(length, offset)` match
+    /// for it that is longer than `min_len` (with length 0 when there is
+    /// none), following at most `depth` chain links. `end` is the position
+    /// of the last byte of the chunk; requires `p + 3 <= end`.
+    #[inline(always)]
+    fn find(&mut self, p: usize, end: usize, min_len: usize, depth: u32, nice: usize) -> (usize, usize) {
+        let buf = &*self.buf;
+        let max_len = end + 1 - p;
+        let nice = nice.min(max_len);
+        let w = load32(buf, p);
+        let h4 = hash4(w);
+        let h3 = hash3(w);
+
+        // Only strictly longer matches are of interest; a shorter "best"
+        // would just be thrown away by the caller.
+        let mut best_len = min_len.max(MIN_MATCH - 1).min(max_len - 1);
+        let floor = best_len;
+        let mut best_off = 0usize;
+
+        // Length-3 candidate: a single-entry table keeps this cheap.
+        let c = usize::from(self.head3[h3]);
+        self.head3[h3] = p as u16;
+        if c != 0 && (load32(buf, c) ^ w) & 0xFF_FFFF == 0 {
+            let l = match_len(buf, c, p, max_len);
+            if l > best_len {
+                best_len = l;
+                best_off = p - c;
+            }
+        }
+
+        let mut c = usize::from(self.head4[h4]);
+        self.head4[h4] = p as u16;
+        self.prev[p & POS_MASK] = c as u16;
+        if best_len >= nice {
+            return (best_len, best_off);
+        }
+        let mut depth = depth;
+        while c != 0 && depth > 0 {
+            depth -= 1;
+            // Cheap reject: the byte that would make this match longer than
+            // the best so far must agree, and so must the first four bytes.
+            // (`best_len < max_len` holds: reaching it would hit `nice`.)
+            if byte(buf, c + best_len) == byte(buf, p + best_len) && load32(buf, c) == w {
+                let l = match_len(buf, c, p, max_len);
+                if l > best_len {
+                    best_len = l;
+                    best_off = p - c;
+                    if l >= nice {
+                        break;
+                    }
+                }
+            }
+            c = usize::from(self.prev[c & POS_MASK]);
+        }
+        if best_len == floor {
+            return (0, 0);
+        }
+        (best_len, best_off)
+    }
+}
+
+/// Lazy parse of the `n`-byte chunk loaded in `mf`: take the best match at
+/// each position unless the next position offers a clearly better one, in
+/// which case emit a literal.
+fn parse(mf: &mut MatchFinder, out: &mut Items, n: usize, params: Params) {
+    let Params {
+        max_depth,
+        nice_len: nice,
+        good_len,
+    } = params;
+    // Good current match: shallower look-ahead; otherwise half depth.
+    let depth_good = (max_depth / 4).max(1);
+    let depth_other = (max_depth / 2).max(1);
+    let end = n;
+    // Hashing reads 4 bytes; the last 3 positions are always literals.
+    let last = n - 2;
+    let mut p = 1usize;
+    // Start of the current run of literals.
+    let mut run_start = p;
+    while p < last {
+        let (mut len, mut off) = mf.find(p, end, 0, max_depth, nice);
+        // Positions below this are already in the hash tables.
+        let mut inserted = p + 1;
+        if !worth_taking(len, off) {
+            out.literal(byte(&mf.buf, p));
+            p += 1;
+            continue;
+        }
+        while len < nice && p + 1 < last {
+            // The look-ahead only needs to beat `len`, and a decent
+            // current match earns a shallower search.
+            let depth = if len >= good_len { depth_good } else { depth_other };
+            let (l2, o2) = mf.find(p + 1, end, len, depth, nice);
+            inserted = p + 2;
+            if worth_taking(l2, o2) && better(l2, o2, len, off) {
+                out.literal(byte(&mf.buf, p));
+                p += 1;
+                len = l2;
+                off = o2;
+            } else {
+                break;
+            }
+        }
+        out.matched(p - run_start, len, off);
+        let next = p + len;
+        let stop = next.min(last);
+        while inserted < stop {
+            mf.insert(inserted);
+            inserted += 1;
+        }
+        p = next;
+        run_start = p;
+    }
+    while p <= end {
+        out.literal(byte(&mf.buf, p));
+        p += 1;
+    }
 }
 
 /// Should a match be used at all rather than a literal? A 3-byte match far
@@ -377,12 +407,24 @@ fn better(l2: usize, o2: usize, l1: usize, o1: usize) -> bool {
 }
 
 #[inline(always)]
-fn read_u32(data: &[u8], i: usize) -> u32 {
-    // One range check, then a single load (callers stay in bounds).
-    match data.get(i..i + 4) {
-        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        None => 0,
-    }
+fn byte(buf: &Buf, i: usize) -> u8 {
+    buf[i & BUF_MASK]
+}
+
+#[inline(always)]
+fn load32(buf: &Buf, i: usize) -> u32 {
+    let i = i & BUF_MASK;
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[i..i + 4]);
+    u32::from_le_bytes(b)
+}
+
+#[inline(always)]
+fn load64(buf: &Buf, i: usize) -> u64 {
+    let i = i & BUF_MASK;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[i..i + 8]);
+    u64::from_le_bytes(b)
 }
 
 #[inline(always)]
@@ -395,29 +437,20 @@ fn hash3(w: u32) -> usize {
     ((w << 8).wrapping_mul(0x9E37_79B1) >> (32 - HASH3_BITS)) as usize
 }
 
-/// Length of the common prefix of `data[a..]` and `data[b..]`, capped at
-/// `max` (`b + max` must be within `data`, `a < b`).
+/// Length of the common prefix of the bytes at `a` and `b` (`a < b`),
+/// capped at `max`; `b + max` must not pass the end of the chunk + 1.
+/// Reads up to 7 bytes beyond the cap (the buffer has slack for that).
 #[inline(always)]
-fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
+fn match_len(buf: &Buf, a: usize, b: usize, max: usize) -> usize {
     let mut l = 0;
-    while l + 8 <= max {
-        let x = read_u64(data, a + l) ^ read_u64(data, b + l);
+    while l < max {
+        let x = load64(buf, a + l) ^ load64(buf, b + l);
         if x != 0 {
-            return l + (x.trailing_zeros() / 8) as usize;
+            return (l + (x.trailing_zeros() / 8) as usize).min(max);
         }
         l += 8;
     }
-    while l < max && data[a + l] == data[b + l] {
-        l += 1;
-    }
-    l
-}
-
-#[inline(always)]
-fn read_u64(data: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&data[i..i + 8]);
-    u64::from_le_bytes(b)
+    max
 }
 
 /// Writes the bit stream with whole bytes interleaved.
@@ -458,6 +491,34 @@ impl<'a> BitWriter<'a> {
             self.slot_a = self.slot_b;
             self.slot_b = self.next;
             self.next += 2;
+        }
+    }
+
+    /// Writes the codewords of `bytes` (`table`: codeword << 8 | length).
+    /// Between bytes of the stream, flushing units two literals at a time
+    /// leaves exactly the state flushing after each one would.
+    #[inline(always)]
+    fn put_literals(&mut self, bytes: &[u8], table: &[u32; NUM_SYMBOLS]) {
+        let mut pairs = bytes.chunks_exact(2);
+        for pair in &mut pairs {
+            let a = table[pair[0] as usize];
+            let b = table[pair[1] as usize];
+            // At most 16 pending + 2 x 15 bits: fits the 64-bit buffer.
+            self.buf = (self.buf << (a & 0xFF)) | u64::from(a >> 8);
+            self.buf = (self.buf << (b & 0xFF)) | u64::from(b >> 8);
+            self.count += (a & 0xFF) + (b & 0xFF);
+            while self.count > 16 {
+                self.count -= 16;
+                let u = (self.buf >> self.count) as u16;
+                self.store(self.slot_a, u);
+                self.slot_a = self.slot_b;
+                self.slot_b = self.next;
+                self.next += 2;
+            }
+        }
+        for &x in pairs.remainder() {
+            let a = table[x as usize];
+            self.put_bits(a >> 8, a & 0xFF);
         }
     }
 
