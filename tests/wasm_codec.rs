@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wimguard::plugins::{PluginError, PluginLimits, PluginSettings, WasmCodec};
 use wimguard_sdk::Codec;
@@ -189,13 +189,10 @@ fn infinite_loop_hits_the_epoch_deadline() {
     };
     let codec = hostile("loop", limits);
     let mut comp = codec.wasm_compressor();
-    let started = Instant::now();
     let err = comp.try_compress(&[1u8; 1000], &mut Vec::new()).unwrap_err();
-    let took = started.elapsed();
     assert!(matches!(err, PluginError::Timeout { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("hostile-codec") && msg.contains("time limit"), "{msg}");
-    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
     // Through the native trait: stored raw, failure counted and kept.
     let mut boxed = codec.compressor(4096);
     assert!(!boxed.compress(&[1u8; 100], &mut Vec::new()));

