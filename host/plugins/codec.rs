@@ -26,11 +26,11 @@ use super::http::HttpPolicy;
 ///
 /// Errors: a failed decompression is a [`CodecError`] naming the plugin and
 /// the limit or trap. A failed compression cannot be reported through
-/// [`ChunkCompressor::compress`] (it returns only "compressed or not"), so the
-/// chunk is stored raw (the archive stays correct and readable by anyone),
-/// the error is logged at `error` level, and it is counted and kept for the
-/// caller: see [`WasmCodec::compress_failures`] and
-/// [`WasmCodec::last_compress_error`], so a job can surface it as a warning.
+/// [`ChunkCompressor::compress`] (it returns only "compressed or not"): the
+/// compressor keeps the error for [`ChunkCompressor::take_failure`], which
+/// the WIM writer checks and then fails the image (nothing is committed),
+/// and stops calling the plugin. Failures are also logged, counted and kept
+/// ([`WasmCodec::compress_failures`], [`WasmCodec::last_compress_error`]).
 /// Callers that want the error itself use [`WasmCodec::wasm_compressor`] and
 /// [`WasmCompressor::try_compress`].
 #[derive(Clone)]
@@ -264,7 +264,7 @@ impl Shared {
     }
 
     fn record_compress_failure(&self, err: &PluginError) {
-        tracing::error!(plugin = %self.plugin, "compression failed, storing the chunk uncompressed: {err}");
+        tracing::error!(plugin = %self.plugin, "compression failed: {err}");
         self.compress_failures.fetch_add(1, Ordering::Relaxed);
         *self.last_compress_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
     }
@@ -355,6 +355,12 @@ impl WasmCompressor {
 
 impl ChunkCompressor for WasmCompressor {
     fn compress(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        // After a failure the writer fails the image anyway: do not spend
+        // another time limit (or instantiate again) on each remaining chunk.
+        if self.failure.is_some() {
+            out.clear();
+            return false;
+        }
         match self.try_compress(chunk, out) {
             Ok(compressed) => compressed,
             Err(e) => {

@@ -2,9 +2,14 @@
 //!
 //! Every event gets a fresh instance (hooks run twice per backup, so
 //! instantiating is cheap next to the backup, and no state can leak from
-//! one backup into the next). The call runs under the plugin's memory limit
-//! and epoch deadline; outgoing HTTP is filtered by its allow-list.
+//! one backup into the next); the compiled component and its linked
+//! `InstancePre` are made once per load and reused. A call runs under the
+//! plugin's memory limit and, for `init` and `on-event` together, its time
+//! limit: the epoch deadline stops wasm code, and a wall-clock limit on the
+//! async call stops a guest waiting inside the host. Outgoing HTTP is
+//! filtered by the plugin's allow-list.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use wasmtime::component::Component;
@@ -12,7 +17,9 @@ use wasmtime::component::Component;
 use super::host::bindings::wimguard::plugin::types;
 use super::host::hook_bindings::exports::wimguard::plugin::hook as wit;
 use super::host::hook_bindings::{HookPlugin, HookPluginPre};
-use super::host::{call_error, hook_linker, host_info, new_store, PluginError, PluginLimits, PluginSettings};
+use super::host::{
+    call_error, hook_linker, host_info, new_store, run_bounded, PluginError, PluginLimits, PluginSettings, Stopped,
+};
 use super::http::{HostPattern, HttpPolicy};
 
 /// What a hook is told.
@@ -131,12 +138,15 @@ impl WasmHook {
         &self.name
     }
 
-    /// Runs `init` and `on-event` on a fresh instance. An error names the
-    /// plugin and what stopped it (time or memory limit, trap, refused
-    /// capability); HTTP requests the allow-list refused are added to it.
-    pub fn call(&self, event: &HookEvent) -> Result<HookVerdict, PluginError> {
+    /// Runs `init` and `on-event` on a fresh instance, within the plugin's
+    /// time limit for the two together (wall clock: a guest sleeping or
+    /// waiting on a slow server inside the host is stopped too), and
+    /// giving up early when `cancel` is raised. An error names the plugin
+    /// and what stopped it (time or memory limit, trap, refused
+    /// capability, cancellation); HTTP requests the allow-list refused are
+    /// added to it.
+    pub fn call(&self, event: &HookEvent, cancel: Option<&AtomicBool>) -> Result<HookVerdict, PluginError> {
         let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.limits.call_timeout);
-        let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
         let with_denials = |e: PluginError| match policy.take_denied() {
             denied if denied.is_empty() => e,
             denied => PluginError::Denied {
@@ -146,31 +156,59 @@ impl WasmHook {
                 why: format!("host not in allowedHosts; the call then failed: {e}"),
             },
         };
-        let bindings: HookPlugin = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| call_error(e, &store, "instantiate", &self.limits))?;
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        match bindings.wimguard_plugin_plugin().call_init(&mut store, &host_info()) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let reason = match e {
-                    types::InitError::BadConfig(m) => format!("bad configuration: {m}"),
-                    types::InitError::Unavailable(m) => format!("unavailable: {m}"),
-                    types::InitError::Other(m) => m,
-                };
-                return Err(PluginError::Init {
-                    plugin: self.name.to_string(),
-                    reason,
-                });
+        // Which call is running, for the error when the limit stops it.
+        let stage = std::sync::Mutex::new("instantiate");
+        let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        let run = async {
+            let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
+            let bindings: HookPlugin = match self.pre.instantiate_async(&mut store).await {
+                Ok(b) => b,
+                Err(e) => return Err(call_error(e, &store, "instantiate", &self.limits)),
+            };
+            set_stage("init");
+            match bindings
+                .wimguard_plugin_plugin()
+                .call_init(&mut store, &host_info())
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let reason = match e {
+                        types::InitError::BadConfig(m) => format!("bad configuration: {m}"),
+                        types::InitError::Unavailable(m) => format!("unavailable: {m}"),
+                        types::InitError::Other(m) => m,
+                    };
+                    return Err(PluginError::Init {
+                        plugin: self.name.to_string(),
+                        reason,
+                    });
+                }
+                Err(e) => return Err(with_denials(call_error(e, &store, "init", &self.limits))),
             }
-            Err(e) => return Err(with_denials(call_error(e, &store, "init", &self.limits))),
-        }
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        let verdict = bindings
-            .wimguard_plugin_hook()
-            .call_on_event(&mut store, &event.to_wit())
-            .map_err(|e| with_denials(call_error(e, &store, "on-event", &self.limits)))?;
+            set_stage("on-event");
+            bindings
+                .wimguard_plugin_hook()
+                .call_on_event(&mut store, &event.to_wit())
+                .await
+                .map_err(|e| with_denials(call_error(e, &store, "on-event", &self.limits)))
+        };
+        let verdict = match run_bounded(self.limits.call_timeout, cancel, run) {
+            Ok(r) => r?,
+            Err(stopped) => {
+                let call = *stage.lock().unwrap_or_else(|p| p.into_inner());
+                return Err(with_denials(match stopped {
+                    Stopped::TimedOut => PluginError::Timeout {
+                        plugin: self.name.to_string(),
+                        call,
+                        limit: self.limits.call_timeout,
+                    },
+                    Stopped::Cancelled => PluginError::Cancelled {
+                        plugin: self.name.to_string(),
+                        call,
+                    },
+                }));
+            }
+        };
         Ok(match verdict {
             wit::Verdict::Allow => HookVerdict::Allow,
             wit::Verdict::Veto(reason) => {

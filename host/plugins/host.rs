@@ -2,14 +2,16 @@
 //! (`log`, `config`, `progress`, an empty WASI) and the error type.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -28,6 +30,10 @@ pub(crate) mod hook_bindings {
     wasmtime::component::bindgen!({
         path: "sdk/wit",
         world: "hook-plugin",
+        // Hooks run as async calls so that a wall-clock limit can stop a
+        // guest that waits inside the host (a sleep, a slow HTTP body),
+        // which the epoch deadline cannot reach.
+        exports: { default: async },
         with: {
             "wimguard:plugin/types": super::bindings::wimguard::plugin::types,
             "wimguard:plugin/log": super::bindings::wimguard::plugin::log,
@@ -176,6 +182,9 @@ pub enum PluginError {
         call: &'static str,
         limit: Duration,
     },
+    /// The caller gave up on the call (the backup was cancelled).
+    #[error("plugin {plugin}: `{call}` was stopped because the backup was cancelled")]
+    Cancelled { plugin: String, call: &'static str },
     /// The instance tried to grow its memory past the limit.
     #[error("plugin {plugin}: `{call}` exceeded its memory limit of {limit} bytes and was stopped")]
     MemoryLimit {
@@ -216,6 +225,8 @@ pub enum PluginError {
 /// host imports need.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    /// The guest's stderr, for the last words of a crash.
+    stderr: GuestOutput,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     plugin: Arc<str>,
@@ -234,24 +245,19 @@ impl HostState {
     ) -> Self {
         // Empty WASI: no preopens, no env, no args, no sockets (the builder's
         // default socket check denies every address), empty stdin.
+        let stderr = GuestOutput::new(plugin.clone(), "stderr");
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(plugin.clone(), "stdout"))
-            .stderr(GuestOutput::new(plugin.clone(), "stderr"))
+            .stderr(stderr.clone())
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
         HostState {
             wasi,
+            stderr,
             table: ResourceTable::new(),
-            limiter: Limiter {
-                inner: limits,
-                memory_hit: false,
-            },
+            limiter: Limiter::new(limits.memory_bytes),
             plugin,
             settings,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
@@ -260,36 +266,64 @@ impl HostState {
     }
 }
 
-/// [`StoreLimits`] plus a note of whether the memory limit was hit, so a
-/// trap can be reported as "memory limit" rather than a generic crash.
+/// The memory limit of one plugin instance, counted over **all** its linear
+/// memories (a component may declare several; a per-memory cap would let it
+/// use many times its limit), plus caps on tables and instances.
 pub(crate) struct Limiter {
-    inner: StoreLimits,
+    /// The most bytes of linear memory the instance may hold in total.
+    memory_limit: usize,
+    /// Bytes of linear memory granted so far (memories never shrink).
+    memory_used: usize,
+    /// Set when a grow was refused, so the resulting trap is reported as
+    /// "memory limit" rather than as a crash.
     pub(crate) memory_hit: bool,
 }
 
-impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let r = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(r, Ok(true)) {
-            self.memory_hit = true;
+/// Table elements one table may hold (function tables of large Rust
+/// components have a few thousand).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl Limiter {
+    fn new(memory_limit: usize) -> Limiter {
+        Limiter {
+            memory_limit,
+            memory_used: 0,
+            memory_hit: false,
         }
-        r
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let extra = desired.saturating_sub(current);
+        let total = self.memory_used.saturating_add(extra);
+        if total > self.memory_limit {
+            self.memory_hit = true;
+            // An error (not `Ok(false)`) traps at the grow: a guest whose
+            // allocator ignores a failed grow cannot limp on.
+            wasmtime::bail!(
+                "memory limit: growing to {total} bytes in all would exceed {} bytes",
+                self.memory_limit
+            );
+        }
+        self.memory_used = total;
+        Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 
     fn instances(&self) -> usize {
-        self.inner.instances()
+        1000
     }
 
     fn tables(&self) -> usize {
-        self.inner.tables()
+        1000
     }
 
     fn memories(&self) -> usize {
-        self.inner.memories()
+        100
     }
 }
 
@@ -356,15 +390,21 @@ impl wasmtime::component::HasData for IoTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-/// What every plugin gets from WASI: io streams and the cli interfaces that
-/// Rust std imports (stdio goes to the log; environment, arguments and
-/// stdin are empty; `exit` ends the call).
+/// What codec plugins get from WASI: the io streams (sync: a codec's only
+/// streams are its stdio, which never block) and the cli interfaces that
+/// Rust std imports.
 fn add_wasi_base(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::p2::bindings::cli;
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
     wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
     wasmtime_wasi::p2::bindings::sync::io::streams::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    add_wasi_cli(l)
+}
+
+/// The cli interfaces: stdio goes to the log; environment, arguments and
+/// stdin are empty; `exit` ends the call.
+fn add_wasi_cli(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::p2::bindings::cli;
     cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
@@ -444,22 +484,87 @@ pub(crate) fn codec_linker(component: &Component) -> Result<Linker<HostState>, w
 /// The linker for hook (and later destination) plugins: the WASI base plus
 /// clocks, random and `wasi:http` (every request checked against the
 /// plugin's allow-list); never filesystem or sockets.
+///
+/// Its io and http functions are async: instances made with it are driven
+/// by [`run_bounded`], whose wall-clock limit also stops a guest blocked in
+/// the host (a sleep, a stalled response body). Calls go through the
+/// `*_async` APIs.
 pub(crate) fn hook_linker(component: &Component) -> Result<Linker<HostState>, wasmtime::Error> {
     let _ = component;
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::p2::bindings::{clocks, random};
     use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+    use wasmtime_wasi_io::bindings::wasi::io;
     let mut linker = Linker::new(engine());
     let l = &mut linker;
-    add_wasi_base(l)?;
+    io::error::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    add_wasi_cli(l)?;
     clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
     clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
     random::random::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
     random::insecure::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
     random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(l)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
     hook_bindings::HookPlugin::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s)?;
     Ok(linker)
+}
+
+/// Why [`run_bounded`] gave up on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// The wall-clock limit passed.
+    TimedOut,
+    /// The caller's cancel flag was raised.
+    Cancelled,
+}
+
+/// The runtime that drives async plugin calls (hooks, destinations): their
+/// HTTP connections and timers live here, apart from the server's runtime.
+fn plugin_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("wasm-plugin-io")
+            .enable_all()
+            .build()
+            .expect("building the plugin I/O runtime")
+    })
+}
+
+/// Runs `call` (an async plugin call) to completion on the plugin runtime,
+/// blocking this thread, but for at most `limit` of wall-clock time and
+/// only while `cancel` stays false. Giving up drops the future, which ends
+/// the guest wherever it is (in wasm or waiting in the host); its store is
+/// then unusable and must be dropped.
+///
+/// Must not be called from an async task (it blocks); the job threads and
+/// `spawn_blocking` closures that call plugins are fine.
+pub(crate) fn run_bounded<F: Future>(
+    limit: Duration,
+    cancel: Option<&AtomicBool>,
+    call: F,
+) -> Result<F::Output, Stopped> {
+    plugin_runtime().block_on(async {
+        let cancelled = async {
+            match cancel {
+                Some(flag) => loop {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                },
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = call => Ok(r),
+            () = tokio::time::sleep(limit) => Err(Stopped::TimedOut),
+            () = cancelled => Err(Stopped::Cancelled),
+        }
+    })
 }
 
 /// Makes a [`Store`] for one instance, with its limiter and no deadline yet.
@@ -498,11 +603,18 @@ pub(crate) fn call_error(
             limit: limits.memory_bytes,
         }
     } else {
-        PluginError::Trap {
-            plugin,
-            call,
-            reason: format!("{err:#}"),
-        }
+        // The trap's kind (not wasmtime's multi-line backtrace, which is in
+        // the debug log), and what the guest said before it died.
+        tracing::debug!(target: "wimguard::plugin", plugin = %plugin, "`{call}` failed: {err:?}");
+        let what = match err.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{err:#}").lines().next().unwrap_or_default().to_string(),
+        };
+        let reason = match store.data().stderr.last_words() {
+            Some(words) => format!("{what}; it said: {words}"),
+            None => what,
+        };
+        PluginError::Trap { plugin, call, reason }
     }
 }
 
@@ -528,11 +640,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles component `bytes`, or loads the compiled form from `cache_dir`.
-///
-/// The cache file is `<sha256 of bytes>-<engine compatibility hash>.cwasm`,
-/// so a new wasmtime or different engine settings never load stale code.
-/// Without a cache directory the component is just compiled.
+/// The cache file of the component whose bytes have sha256 `digest`:
+/// `<digest>-<engine compatibility hash>.cwasm`, so a new wasmtime or other
+/// engine settings never load stale code.
+fn cache_path(dir: &Path, digest: &str) -> PathBuf {
+    let mut h = ShaHasher(Sha256::new());
+    std::hash::Hash::hash(&engine().precompile_compatibility_hash(), &mut h);
+    let compat = hex(&h.0.finalize()[..8]);
+    dir.join(format!("{digest}-{compat}.cwasm"))
+}
+
+/// Compiles component `bytes`, or loads the compiled form from `cache_dir`
+/// (see [`cache_path`]), writing it there after compiling. Without a cache
+/// directory the component is just compiled.
 ///
 /// The cache directory must be private to the daemon (created `0700` here):
 /// compiled code in it is loaded and run as native code.
@@ -547,33 +667,76 @@ pub fn compile_component(bytes: &[u8], cache_dir: Option<&Path>) -> Result<Compo
     let Some(dir) = cache_dir else {
         return Component::new(engine, bytes).map_err(invalid);
     };
-    let mut h = ShaHasher(Sha256::new());
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
-    let compat = hex(&h.0.finalize()[..8]);
-    let path = dir.join(format!("{digest}-{compat}.cwasm"));
+    let path = cache_path(dir, &digest);
     if path.is_file() {
         // SAFETY: `deserialize_file` runs the file's contents as native code.
-        // The file is only ever written by `compile_component` below (via a
-        // temporary file and an atomic rename), into a directory the daemon
-        // owns and creates 0700, and its name binds both the source bytes'
-        // sha256 and this engine's compatibility hash. wasmtime itself also
-        // checks the header's version and configuration before using it.
+        // The file is only ever written by `write_cache` (via a temporary
+        // file and an atomic rename), into a directory the daemon owns and
+        // creates 0700, and its name binds both the source bytes' sha256
+        // and this engine's compatibility hash. wasmtime itself also checks
+        // the header's version and configuration before using it.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
             Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable plugin cache entry: {e:#}"),
         }
     }
     let compiled = engine.precompile_component(bytes).map_err(invalid)?;
-    let cache = |source| PluginError::Cache {
-        path: path.clone(),
-        source,
-    };
-    create_private_dir(dir).map_err(cache)?;
-    let tmp = dir.join(format!(".{digest}-{compat}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &compiled).map_err(cache)?;
-    std::fs::rename(&tmp, &path).map_err(cache)?;
+    write_cache(&path, &compiled)?;
     // SAFETY: as above; `compiled` was produced by this engine just now.
     unsafe { Component::deserialize(engine, &compiled) }.map_err(invalid)
+}
+
+/// Writes the compiled form of `component` (whose bytes have sha256
+/// `digest`) to the cache in `dir`, e.g. once an install accepted it.
+pub(crate) fn save_to_cache(component: &Component, digest: &str, dir: &Path) -> Result<(), PluginError> {
+    let path = cache_path(dir, digest);
+    let compiled = component.serialize().map_err(|e| PluginError::Cache {
+        path: path.clone(),
+        source: std::io::Error::other(format!("{e:#}")),
+    })?;
+    write_cache(&path, &compiled)
+}
+
+/// Deletes every compiled form of the component with sha256 `digest`
+/// (all engine versions); what cannot be deleted is only logged.
+pub(crate) fn remove_from_cache(digest: &str, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!("{digest}-");
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::warn!(path = %e.path().display(), "cannot remove a plugin cache entry: {err}");
+            }
+        }
+    }
+}
+
+/// Writes a cache file atomically (unique temporary file, fsync, rename).
+fn write_cache(path: &Path, compiled: &[u8]) -> Result<(), PluginError> {
+    use std::io::Write;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let cache = |source| PluginError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir).map_err(cache)?;
+    let tmp = dir.join(format!(
+        ".{}.{}-{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(compiled)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(cache)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -589,7 +752,13 @@ struct GuestOutput {
     plugin: Arc<str>,
     stream: &'static str,
     pending: Arc<Mutex<Vec<u8>>>,
+    /// The last few lines written, so a crash can quote the guest's own
+    /// explanation (a Rust panic message goes to stderr just before the trap).
+    recent: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Lines of guest output kept for crash reports.
+const RECENT_LINES: usize = 4;
 
 /// Longest line kept before it is emitted anyway.
 const MAX_LINE: usize = 4096;
@@ -600,7 +769,26 @@ impl GuestOutput {
             plugin,
             stream,
             pending: Arc::default(),
+            recent: Arc::default(),
         }
+    }
+
+    /// What the guest said last that explains a crash: the message of a
+    /// Rust panic (the line after "panicked at …"), else its last line.
+    fn last_words(&self) -> Option<String> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let panic_at = recent.iter().rposition(|l| l.contains("panicked at"));
+        let line = match panic_at {
+            Some(i) => recent.get(i + 1).or(recent.get(i)),
+            None => recent.back(),
+        }?;
+        let mut line = line.trim().to_string();
+        if line.len() > 300 {
+            let cut = (0..=300).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+            line.truncate(cut);
+            line.push('…');
+        }
+        Some(line)
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -621,6 +809,13 @@ impl GuestOutput {
             return;
         }
         let text = String::from_utf8_lossy(line);
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(text.chars().take(1024).collect());
+        }
         let plugin = &*self.plugin;
         if self.stream == "stderr" {
             tracing::warn!(target: "wimguard::plugin", plugin, stream = self.stream, "{text}");
@@ -688,5 +883,58 @@ impl tokio::io::AsyncWrite for GuestOutput {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component whose core instances each have a memory of `pages` 64 KiB
+    /// pages.
+    fn memories(count: usize, pages: u32) -> Component {
+        let mut wat = String::from("(component\n");
+        for i in 0..count {
+            wat.push_str(&format!(
+                "  (core module $m{i} (memory {pages}))\n  (core instance (instantiate $m{i}))\n"
+            ));
+        }
+        wat.push(')');
+        Component::new(engine(), wat).unwrap()
+    }
+
+    fn instantiate(component: &Component, limit_mib: usize) -> Result<(), PluginError> {
+        let limits = PluginLimits {
+            memory_bytes: limit_mib << 20,
+            call_timeout: Duration::from_secs(5),
+        };
+        let plugin: Arc<str> = "many-memories".into();
+        let mut store = new_store(
+            plugin.clone(),
+            Arc::default(),
+            &limits,
+            super::super::http::HttpPolicy::deny_all(plugin),
+        );
+        let linker: Linker<HostState> = Linker::new(engine());
+        linker
+            .instantiate(&mut store, component)
+            .map(drop)
+            .map_err(|e| call_error(e, &store, "instantiate", &limits))
+    }
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_a_component() {
+        // 6 MiB of memory fits a 10 MiB limit...
+        instantiate(&memories(1, 96), 10).unwrap();
+        // ...two memories of 6 MiB do not, though each alone would.
+        let e = instantiate(&memories(2, 96), 10).unwrap_err();
+        assert!(
+            matches!(e, PluginError::MemoryLimit { limit, .. } if limit == 10 << 20),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("many-memories"), "{e}");
+        // Many small memories add up the same way.
+        assert!(instantiate(&memories(20, 16), 10).is_err());
+        instantiate(&memories(9, 16), 10).unwrap();
     }
 }

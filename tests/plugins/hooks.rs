@@ -162,9 +162,98 @@ fn hook_plugins_veto_and_are_confined() {
         "{b}"
     );
 
-    // Unknown and wrong-kind plugins are refused up front.
+    // Unknown plugins are refused up front.
     let out = backup_out(&env.home, &src, &env.path("u.wim"), &["--plugin", "nope"]);
     assert_eq!(out.code(), Some(4), "{}", out.describe());
+}
+
+#[test]
+fn a_hook_blocked_inside_the_host_is_stopped_by_its_time_limit() {
+    // `sleep` waits in the host's clock, where the epoch deadline cannot
+    // reach; without a wall-clock limit this backup would take an hour.
+    let (env, server) = hook_server("sleep", "    limits: { callTimeoutSeconds: 1 }\n");
+    let src = small_source(&env.dir);
+    let wim = env.path("s.wim");
+    let out = backup_out(&env.home, &src, &wim, &["--plugin", "hostile-hook"]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    let b = last_json(&out);
+    let err = b["error"].as_str().unwrap();
+    assert!(
+        err.contains("plugin hostile-hook") && err.contains("time limit of 1s") && err.contains("nothing was written"),
+        "{err}"
+    );
+    // The post-backup call was stopped the same way, as a warning.
+    assert!(b["warnings"].to_string().contains("time limit of 1s"), "{b}");
+    assert!(!wim.exists());
+    server.assert_no_panic();
+}
+
+#[test]
+fn crashing_hooks_follow_their_policy_and_the_server_keeps_serving() {
+    let (env, server) = hook_server("panic", "");
+    let src = small_source(&env.dir);
+    let out = backup_out(&env.home, &src, &env.path("p.wim"), &["--plugin", "hostile-hook"]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    let err = last_json(&out)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("plugin hostile-hook")
+            && err.contains("crashed")
+            && err.contains("fail-closed")
+            && err.contains("it said: hostile-hook panics on purpose"),
+        "{err}"
+    );
+    // The same server still answers and backs up without the hook.
+    cli_ok(&env.home, &[os("health")]);
+    let b = backup(&env.home, &src, &env.path("ok.wim"), &[]);
+    assert_eq!(b["status"], "succeeded", "{b}");
+    server.assert_no_panic();
+
+    // A disabled hook is refused before anything runs (exit 7, names it).
+    cli_ok(&env.home, &[os("plugin"), os("disable"), os("hostile-hook")]);
+    let out = backup_out(&env.home, &src, &env.path("d.wim"), &["--plugin", "hostile-hook"]);
+    assert_eq!(out.code(), Some(7), "{}", out.describe());
+    assert!(
+        out.stderr.contains("hostile-hook") && out.stderr.contains("disabled"),
+        "{}",
+        out.describe()
+    );
+    assert!(!env.path("d.wim").exists());
+}
+
+#[test]
+fn a_hook_attached_twice_runs_once_and_a_codec_plugin_picks_the_codec() {
+    let (env, server) = hook_server("allow", "");
+    let src = small_source(&env.dir);
+    let b = backup(
+        &env.home,
+        &src,
+        &env.path("a.wim"),
+        &[
+            "--plugin",
+            "hostile-hook",
+            "--plugin",
+            "hostile-hook",
+            "--plugin",
+            "xpress",
+        ],
+    );
+    assert_eq!(b["compression"], "xpress", "{b}");
+    let log = server.log_text();
+    assert_eq!(log.matches("hostile-hook saw pre-backup").count(), 1, "{log}");
+    assert_eq!(log.matches("hostile-hook saw post-backup").count(), 1, "{log}");
+    // Two codecs for one backup are refused, naming both sides.
+    let out = backup_out(
+        &env.home,
+        &src,
+        &env.path("b.wim"),
+        &["--compression", "lzx", "--plugin", "xpress"],
+    );
+    assert_eq!(out.code(), Some(2), "{}", out.describe());
+    assert!(
+        out.stderr.contains("--compression already chose lzx"),
+        "{}",
+        out.describe()
+    );
 }
 
 /// A tiny HTTP/1.1 server on loopback that records every request.
@@ -217,6 +306,7 @@ impl Recorder {
 fn the_webhook_plugin_posts_json_to_an_allowed_host() {
     let hook = Recorder::start();
     let env = Env::new();
+    let marker = env.path("refuse");
     env.write_config(&format!(
         r#"appSecret: {}
 plugins:
@@ -224,9 +314,13 @@ plugins:
     settings: {{ url: "http://127.0.0.1:{port}/backup-events" }}
     secrets: {{ token: TEST_WEBHOOK_TOKEN }}
     allowedHosts: ["127.0.0.1:{port}"]
+hooks:
+  pre:
+    - {{ command: ["/bin/sh", "-c", "test ! -e '{marker}' && test -z \"${{TEST_WEBHOOK_TOKEN:-}}\""], name: gate }}
 "#,
         secret(),
-        port = hook.port
+        port = hook.port,
+        marker = marker.display()
     ));
     let _server = Server::start_with_env(&env.home, &[("TEST_WEBHOOK_TOKEN", "tok-123")]);
     let src = small_source(&env.dir);
@@ -251,6 +345,22 @@ plugins:
     assert_eq!(post["files"], 1);
     assert!(post["error"].is_null());
     assert_eq!(post["bytes_read"], b["bytes_read"]);
+
+    // A backup that fails (here: a command hook refuses once the marker
+    // exists, so the webhook's own pre-backup call never comes) is
+    // reported too.
+    fs::write(&marker, "").unwrap();
+    let out = backup_out(&env.home, &src, &env.path("w2.wim"), &["--plugin", "webhook"]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    let failed = last_json(&out);
+    let reqs = hook.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3, "{reqs:#?}");
+    let post: Value = serde_json::from_str(&reqs[2].2).unwrap();
+    assert_eq!(post["event"], "post-backup");
+    assert_eq!(post["backup_id"], uuid_of(&failed).as_str());
+    assert_eq!(post["succeeded"], false);
+    assert_eq!(post["error"], failed["error"]);
+    assert!(!post["error"].as_str().unwrap().is_empty(), "{post}");
 }
 
 #[test]
@@ -273,6 +383,13 @@ fn a_hook_waiting_on_a_silent_server_is_stopped_by_its_time_limit() {
     let out = backup_out(&env.home, &src, &env.path("t.wim"), &["--plugin", "hostile-hook"]);
     let b = last_json(&out);
     assert_eq!(b["status"], "failed", "{b}");
-    assert!(b["error"].as_str().unwrap().contains("ConnectionTimeout"), "{b}");
+    // The call's time limit stops it wherever it waits (here for a response
+    // head; the host also bounds the request itself, which then surfaces as
+    // the guest's ConnectionTimeout: either way the limit is named).
+    let err = b["error"].as_str().unwrap();
+    assert!(
+        err.contains("hostile-hook") && (err.contains("time limit of 1s") || err.contains("ConnectionTimeout")),
+        "{b}"
+    );
     drop(tarpit);
 }
