@@ -488,28 +488,40 @@ impl Client {
 
     // ---- RegistryService ----
 
-    /// Installs a plugin from its bytes (streamed in 1 MiB chunks). Compiling
-    /// and checking a component can take a while: no per-call deadline.
+    /// Installs a plugin from its bytes, streamed in 1 MiB chunks with the
+    /// size declared up front and the sha256 at the end (the server refuses
+    /// an upload that does not match). Compiling and checking a component
+    /// can take a while: no per-call deadline.
     pub async fn install_plugin(
         &self,
         file_name: &str,
         bytes: Vec<u8>,
         native: bool,
     ) -> Result<pb::Plugin, ClientError> {
+        use sha2::Digest;
+        const CHUNK: usize = 1 << 20;
         let mut c = RegistryServiceClient::new(self.ready().await?);
-        let mut chunks: Vec<pb::InstallPluginChunk> = bytes
-            .chunks(1 << 20)
-            .map(|d| pb::InstallPluginChunk {
-                data: d.to_vec(),
-                ..Default::default()
-            })
+        let sha256: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
             .collect();
-        if chunks.is_empty() {
-            chunks.push(pb::InstallPluginChunk::default());
-        }
-        chunks[0].file_name = file_name.into();
-        chunks[0].native = native;
-        match c.install_plugin(Request::new(tokio_stream::iter(chunks))).await {
+        let size = bytes.len() as u64;
+        let count = bytes.len().div_ceil(CHUNK).max(1);
+        let file_name = file_name.to_string();
+        // Chunks are made as the stream is polled: one copy in flight.
+        let chunks = tokio_stream::iter((0..count).map(move |i| {
+            let data = bytes
+                .get(i * CHUNK..bytes.len().min((i + 1) * CHUNK))
+                .unwrap_or_default();
+            pb::InstallPluginChunk {
+                file_name: if i == 0 { file_name.clone() } else { String::new() },
+                data: data.to_vec(),
+                native: i == 0 && native,
+                size: if i == 0 { size } else { 0 },
+                sha256: if i + 1 == count { sha256.clone() } else { String::new() },
+            }
+        }));
+        match c.install_plugin(Request::new(chunks)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.ctx.error(&s)),
         }
@@ -540,10 +552,14 @@ impl Client {
         }
     }
 
-    pub async fn remove_plugin(&self, name: &str) -> Result<pb::RemovePluginResponse, ClientError> {
+    /// Removes a plugin; `force` also removes a codec that archives need.
+    pub async fn remove_plugin(&self, name: &str, force: bool) -> Result<pb::RemovePluginResponse, ClientError> {
         let mut c = RegistryServiceClient::new(self.ready().await?);
-        self.unary(c.remove_plugin(self.unary_request(pb::RemovePluginRequest { name: name.into() })))
-            .await
+        self.unary(c.remove_plugin(self.unary_request(pb::RemovePluginRequest {
+            name: name.into(),
+            force,
+        })))
+        .await
     }
 
     pub async fn get_statistics(&self) -> Result<pb::Statistics, ClientError> {

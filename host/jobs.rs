@@ -30,6 +30,9 @@ pub enum CoreError {
     /// Another job holds what this one needs.
     #[error("{0}")]
     Conflict(String),
+    /// The name (or id) is taken by something else.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The system is not in the state the request needs (a plugin disabled
     /// or not installed).
     #[error("{0}")]
@@ -261,17 +264,26 @@ impl Jobs {
     /// stage; a codec plugin stands for `--compression NAME`.
     fn attached_plugins(&self, spec: &mut BackupSpec) -> Result<BackupHooks, CoreError> {
         let mut hook_plugins = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // Which option chose the codec, for the message when two disagree.
+        let mut codec_from = "--compression";
         for name in &spec.plugins {
+            if !seen.insert(name.as_str()) {
+                continue; // `--plugin x --plugin x` runs x once
+            }
             let rec = self.plugins.get(name)?;
             match rec.kind.as_str() {
                 "hook" => hook_plugins.push(self.plugins.hook(name)?),
                 "codec" => match &spec.compression {
                     Some(c) if c != name && *c != rec.codec_id => {
                         return Err(CoreError::InvalidArgument(format!(
-                            "--plugin {name} is a codec, but --compression says {c}; give one of them"
+                            "--plugin {name} is a codec, but {codec_from} already chose {c}; a backup uses one codec"
                         )))
                     }
-                    _ => spec.compression = Some(name.clone()),
+                    _ => {
+                        spec.compression = Some(name.clone());
+                        codec_from = "another --plugin";
+                    }
                 },
                 other => {
                     return Err(CoreError::InvalidArgument(format!(
@@ -280,7 +292,7 @@ impl Jobs {
                 }
             }
         }
-        Ok(BackupHooks::new(&self.settings.hooks, hook_plugins))
+        Ok(BackupHooks::new(&self.settings.hooks, hook_plugins).hide_env(self.plugins.secret_variables()))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

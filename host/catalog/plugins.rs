@@ -119,4 +119,17 @@ impl Catalog {
             })?
             > 0)
     }
+
+    /// The archives (destinations) holding a succeeded backup compressed
+    /// with codec id `codec_id`, oldest first: what removing or replacing
+    /// that codec's plugin would make unreadable.
+    pub fn archives_using_codec(&self, codec_id: &str) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT destination FROM backups WHERE compression = ?1 AND status = 'succeeded' \
+             GROUP BY destination ORDER BY MIN(created_at)",
+        )?;
+        let rows = st.query_map([codec_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::output::{print_json, time_human, time_json, Table};
 use super::{CliError, ClientOptions, EXIT_NOT_FOUND, EXIT_USAGE};
 use crate::api::v1 as pb;
+use crate::plugins::registry::MAX_PLUGIN_BYTES;
 
 #[derive(Args, Debug, Clone)]
 pub struct PluginArgs {
@@ -35,8 +36,14 @@ pub enum PluginCommand {
     Enable { name: String },
     /// Stop backups from using a plugin (archives it compressed cannot be read while disabled).
     Disable { name: String },
-    /// Unregister a plugin and delete its file (bundled plugins can only be disabled).
-    Remove { name: String },
+    /// Unregister a plugin and delete its file (bundled plugins can only be
+    /// disabled). A codec plugin that compressed archives is kept unless --force.
+    Remove {
+        name: String,
+        /// Remove a codec plugin even though archives need it to be restored.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn kind_word(p: &pb::Plugin) -> &'static str {
@@ -111,14 +118,32 @@ pub async fn run(args: PluginArgs) -> Result<(), CliError> {
     };
     match args.command {
         PluginCommand::Install { file, native } => {
-            let bytes = std::fs::read(&file).map_err(|e| CliError {
+            let unreadable = |e: std::io::Error| CliError {
                 message: format!("cannot read {}: {e}", file.display()),
                 exit_code: if e.kind() == std::io::ErrorKind::NotFound {
                     EXIT_NOT_FOUND
                 } else {
                     EXIT_USAGE
                 },
-            })?;
+            };
+            let meta = std::fs::metadata(&file).map_err(unreadable)?;
+            if !meta.is_file() {
+                return Err(CliError {
+                    message: format!("{} is not a file", file.display()),
+                    exit_code: EXIT_USAGE,
+                });
+            }
+            if meta.len() > MAX_PLUGIN_BYTES as u64 {
+                return Err(CliError {
+                    message: format!(
+                        "{} is {} bytes; plugins may be at most {MAX_PLUGIN_BYTES} bytes",
+                        file.display(),
+                        meta.len()
+                    ),
+                    exit_code: EXIT_USAGE,
+                });
+            }
+            let bytes = std::fs::read(&file).map_err(unreadable)?;
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -162,8 +187,8 @@ pub async fn run(args: PluginArgs) -> Result<(), CliError> {
         PluginCommand::Show { name } => show(&client.get_plugin(&name).await?),
         PluginCommand::Enable { name } => show(&client.set_plugin_enabled(&name, true).await?),
         PluginCommand::Disable { name } => show(&client.set_plugin_enabled(&name, false).await?),
-        PluginCommand::Remove { name } => {
-            let r = client.remove_plugin(&name).await?;
+        PluginCommand::Remove { name, force } => {
+            let r = client.remove_plugin(&name, force).await?;
             if json {
                 print_json(&r.plugin.as_ref().map(plugin_json).unwrap_or(Value::Null));
             } else {

@@ -42,6 +42,11 @@ impl HostPattern {
             (format!("[{}]", &rest[..end]), port)
         } else {
             match e.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!(
+                        "allowed host {entry:?}: write IPv6 addresses in brackets (`[::1]` or `[::1]:8080`)"
+                    ))
+                }
                 Some((h, p)) => (h.to_string(), Some(p)),
                 None => (e.clone(), None),
             }
@@ -213,6 +218,8 @@ mod tests {
             "a.*.com",
             "x.com:http",
             "u@x.com",
+            "::1",
+            "fe80::1:80",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
         }

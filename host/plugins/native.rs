@@ -18,7 +18,7 @@
 //!
 //! A loaded library is never unloaded (see [`NativeCodec::load`]).
 
-use std::collections::BTreeMap;
+use super::host::PluginSettings;
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -164,7 +164,7 @@ struct Functions {
 /// The state behind [`WgHostApi::ctx`].
 struct HostCtx {
     plugin: Arc<str>,
-    settings: BTreeMap<String, String>,
+    settings: PluginSettings,
 }
 
 /// One native instance; freed on drop.
@@ -212,7 +212,7 @@ impl NativeCodec {
         path: &Path,
         expected_sha256: &str,
         trusted: bool,
-        settings: BTreeMap<String, String>,
+        settings: PluginSettings,
     ) -> Result<NativeCodec, NativeError> {
         let expected = normalise_digest(expected_sha256);
         let label = format!("sha256:{}", expected.get(..12).unwrap_or(&expected));
@@ -861,32 +861,32 @@ unsafe extern "C" fn host_config_get(ctx: *mut c_void, key: *const u8, key_len: 
         };
         // SAFETY: the plugin passes `key_len` readable bytes at `key`.
         let key = unsafe { WgStr { ptr: key, len: key_len }.as_bytes() };
-        let Some(value) = std::str::from_utf8(key).ok().and_then(|k| ctx.settings.get(k)) else {
+        let Some(setting) = std::str::from_utf8(key).ok().and_then(|k| ctx.settings.get(k)) else {
             return false;
         };
         // SAFETY: the plugin passes a valid buffer (or null) for the call.
-        unsafe { WgBuf::write(out, value.as_bytes()) };
+        unsafe { WgBuf::write(out, setting.value.as_bytes()) };
         true
     }))
     .unwrap_or(false)
 }
 
-/// `WgHostApi::config_key`: the `index`-th setting's key (as the wasm
-/// `config.list`; settings are never secrets).
+/// `WgHostApi::config_key`: the `index`-th setting's key and whether it is
+/// a bound secret (as the wasm `config.list`).
 unsafe extern "C" fn host_config_key(ctx: *mut c_void, index: usize, out: *const WgBuf, secret: *mut bool) -> bool {
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in `host_log`.
         let Some(ctx) = (unsafe { ctx.cast::<HostCtx>().as_ref() }) else {
             return false;
         };
-        let Some(key) = ctx.settings.keys().nth(index) else {
+        let Some((key, setting)) = ctx.settings.iter().nth(index) else {
             return false;
         };
         // SAFETY: the plugin passes a valid buffer (or null) for the call.
         unsafe { WgBuf::write(out, key.as_bytes()) };
         if !secret.is_null() {
             // SAFETY: non-null, and the plugin passes a writable bool.
-            unsafe { *secret = false };
+            unsafe { *secret = setting.secret };
         }
         true
     }))

@@ -19,8 +19,8 @@ use wasmtime::component::Component;
 use wimguard_sdk::Codec;
 
 use super::host::{
-    bindings, compile_component, engine, hook_linker, new_store, sha256_hex, valid_name, PluginError, PluginLimits,
-    PluginSettings, SettingValue,
+    bindings, compile_component, engine, hook_linker, new_store, remove_from_cache, run_bounded, save_to_cache,
+    sha256_hex, valid_name, PluginError, PluginLimits, PluginSettings, SettingValue,
 };
 pub use super::host::{API_MAJOR, API_MINOR};
 use super::http::{HostPattern, HttpPolicy};
@@ -85,7 +85,15 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             continue;
         };
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        let major: Option<u16> = version.split('.').next().and_then(|m| m.parse().ok());
+        let mut parts = version.split('.').map(|p| p.parse::<u16>().ok());
+        let (major, minor) = (parts.next().flatten(), parts.next().flatten());
+        if major == Some(API_MAJOR) && minor.is_some_and(|m| m > API_MINOR) {
+            return Err(wrong(format!(
+                "it exports `{name}`, built for plugin API {version}; this host speaks {API_MAJOR}.{API_MINOR} \
+                 and cannot offer what a newer minor may rely on (upgrade wimguard, or rebuild the plugin against \
+                 wimguard-sdk {API_MAJOR}.{API_MINOR})"
+            )));
+        }
         if major != Some(API_MAJOR) {
             return Err(wrong(format!(
                 "it exports `{name}`, built for plugin API {version}; this host speaks {API_MAJOR}.{API_MINOR} \
@@ -129,53 +137,37 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
     super::host::check_imports(component, kind, &label)?;
     let limits = PluginLimits::default();
     let linker = hook_linker(component).map_err(|e| wrong(format!("{e:#}")))?;
-    let mut store = new_store(
-        label.clone().into(),
-        Arc::new(PluginSettings::new()),
-        &limits,
-        HttpPolicy::deny_all(label.clone().into()),
-    );
-    let instance = linker
-        .instantiate(&mut store, component)
-        .map_err(|e| wrong(format!("cannot instantiate it: {e:#}")))?;
-    let iface = component
-        .get_export_index(None, plugin_export.as_str())
-        .ok_or_else(|| wrong("no plugin interface".into()))?;
-    let info_idx = component
-        .get_export_index(Some(&iface), "info")
-        .ok_or_else(|| wrong("its plugin interface has no `info`".into()))?;
-    let info_fn = instance
-        .get_typed_func::<(), (bindings::wimguard::plugin::types::PluginInfo,)>(&mut store, &info_idx)
-        .map_err(|e| wrong(format!("`info` has the wrong type: {e:#}")))?;
-    let (info,) = info_fn
-        .call(&mut store, ())
-        .map_err(|e| super::host::call_error(e, &store, "info", &limits))?;
-    use bindings::wimguard::plugin::types::PluginKind;
-    let said = match &info.kind {
-        PluginKind::Codec => "codec",
-        PluginKind::Destination => "destination",
-        PluginKind::Hook => "hook",
-        PluginKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
-    };
-    if said != kind {
-        return Err(wrong(format!(
-            "`info` says kind {said} but it exports the {kind} world"
-        )));
-    }
-    if info.api_version.major != API_MAJOR {
-        return Err(wrong(format!(
-            "`{}` was built for plugin API {}.{}, this host speaks {API_MAJOR}.{API_MINOR}",
-            info.name, info.api_version.major, info.api_version.minor
-        )));
-    }
-    if !valid_name(&info.name) {
-        return Err(wrong(format!(
-            "invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)",
-            info.name
-        )));
-    }
-    let mut codec_id = String::new();
-    if kind == "codec" {
+    // Which call is running, for the error when the time limit stops it.
+    let stage = Mutex::new("instantiate");
+    let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    let ask = async {
+        let mut store = new_store(
+            label.clone().into(),
+            Arc::new(PluginSettings::new()),
+            &limits,
+            HttpPolicy::deny_all(label.clone().into()),
+        );
+        let instance = linker
+            .instantiate_async(&mut store, component)
+            .await
+            .map_err(|e| wrong(format!("cannot instantiate it: {e:#}")))?;
+        let iface = component
+            .get_export_index(None, plugin_export.as_str())
+            .ok_or_else(|| wrong("no plugin interface".into()))?;
+        let info_idx = component
+            .get_export_index(Some(&iface), "info")
+            .ok_or_else(|| wrong("its plugin interface has no `info`".into()))?;
+        let info_fn = instance
+            .get_typed_func::<(), (bindings::wimguard::plugin::types::PluginInfo,)>(&mut store, &info_idx)
+            .map_err(|e| wrong(format!("`info` has the wrong type: {e:#}")))?;
+        set_stage("info");
+        let (info,) = info_fn
+            .call_async(&mut store, ())
+            .await
+            .map_err(|e| super::host::call_error(e, &store, "info", &limits))?;
+        if kind != "codec" {
+            return Ok((info, None));
+        }
         let codec_iface = ty
             .exports(engine())
             .map(|(n, _)| n.to_string())
@@ -188,15 +180,58 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         let describe = instance
             .get_typed_func::<(), (bindings::exports::wimguard::plugin::codec::CodecInfo,)>(&mut store, &describe_idx)
             .map_err(|e| wrong(format!("`describe` has the wrong type: {e:#}")))?;
-        store.set_epoch_deadline(limits.deadline_ticks());
+        set_stage("describe");
         let (desc,) = describe
-            .call(&mut store, ())
+            .call_async(&mut store, ())
+            .await
             .map_err(|e| super::host::call_error(e, &store, "describe", &limits))?;
+        Ok((info, Some(desc)))
+    };
+    let (info, desc) = match run_bounded(limits.call_timeout, None, ask) {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(PluginError::Timeout {
+                plugin: label.clone(),
+                call: *stage.lock().unwrap_or_else(|p| p.into_inner()),
+                limit: limits.call_timeout,
+            })
+        }
+    };
+    use bindings::wimguard::plugin::types::PluginKind;
+    let said = match &info.kind {
+        PluginKind::Codec => "codec",
+        PluginKind::Destination => "destination",
+        PluginKind::Hook => "hook",
+        PluginKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
+    };
+    if said != kind {
+        return Err(wrong(format!(
+            "`info` says kind {said} but it exports the {kind} world"
+        )));
+    }
+    if info.api_version.major != API_MAJOR || info.api_version.minor > API_MINOR {
+        return Err(wrong(format!(
+            "`{}` was built for plugin API {}.{}, this host speaks {API_MAJOR}.{API_MINOR} (plugins built against \
+             an older or equal 1.x SDK work; upgrade wimguard or rebuild the plugin)",
+            info.name, info.api_version.major, info.api_version.minor
+        )));
+    }
+    if !valid_name(&info.name) {
+        return Err(wrong(format!(
+            "invalid plugin name {:?} (want [a-z0-9-], 1..=64 bytes)",
+            info.name
+        )));
+    }
+    let mut codec_id = String::new();
+    if let Some(desc) = desc {
         if !valid_codec_id(&desc.id) {
             return Err(wrong(format!(
                 "codec id {:?} is not valid (want [a-z0-9-], 1..=64 bytes; third parties use `x-<vendor>-<name>`)",
                 desc.id
             )));
+        }
+        if desc.max_chunk_size == 0 {
+            return Err(wrong("`describe` says max-chunk-size 0".into()));
         }
         codec_id = desc.id;
     }
@@ -214,6 +249,13 @@ fn valid_codec_id(id: &str) -> bool {
     valid_name(id) && id != "none" && id != "plugin" && id != "lzms"
 }
 
+/// The codec ids of standard WIM codecs: only the bundled plugins provide
+/// them (a third-party codec claiming one would write "standard" archives
+/// with foreign code).
+fn is_standard_codec_id(id: &str) -> bool {
+    matches!(id, "xpress" | "lzx")
+}
+
 /// The registry, shared by the server's services and the job runner.
 pub struct PluginRegistry {
     store_dir: PathBuf,
@@ -225,15 +267,28 @@ pub struct PluginRegistry {
     codecs: Mutex<HashMap<String, &'static dyn Codec>>,
     /// Compiled components by sha256.
     components: Mutex<HashMap<String, Component>>,
+    /// Hook plugins ready to instantiate (their linked `InstancePre`), by
+    /// name and sha256.
+    hooks: Mutex<HashMap<(String, String), WasmHook>>,
+    /// Serialises changes to the store and the registrations (install,
+    /// remove), so concurrent requests cannot interleave their checks.
+    changes: Mutex<()>,
 }
 
 impl PluginRegistry {
-    /// Opens the store under `home/plugins`, with the admin's `plugins:` config.
+    /// Opens the store under `home/plugins`, with the admin's `plugins:`
+    /// config, which is checked here so a mistake stops the server at start
+    /// rather than the first backup that uses the plugin.
     pub fn open(
         home: &Path,
         catalog: Arc<Catalog>,
         config: impl IntoIterator<Item = (String, PluginConfig)>,
     ) -> Result<PluginRegistry, CoreError> {
+        let config: HashMap<String, PluginConfig> = config.into_iter().collect();
+        for (name, cfg) in &config {
+            check_config(name, cfg)
+                .map_err(|e| CoreError::InvalidArgument(format!("config.yaml: plugins.{name}: {e}")))?;
+        }
         let store_dir = home.join("plugins").join("store");
         let cache_dir = home.join("plugins").join("cache");
         for d in [&store_dir, &cache_dir] {
@@ -248,9 +303,11 @@ impl PluginRegistry {
             store_dir,
             cache_dir,
             catalog,
-            config: config.into_iter().collect(),
+            config,
             codecs: Mutex::default(),
             components: Mutex::default(),
+            hooks: Mutex::default(),
+            changes: Mutex::default(),
         })
     }
 
@@ -258,10 +315,21 @@ impl PluginRegistry {
         self.config.get(name).cloned().unwrap_or_default()
     }
 
+    /// The names of the environment variables that hold plugin secrets
+    /// (command hooks do not get them).
+    pub fn secret_variables(&self) -> Vec<String> {
+        self.config.values().flat_map(|c| c.secrets.values().cloned()).collect()
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Registers the first-party plugins on first start, and refreshes them
     /// when this binary carries other bytes (an upgrade). The enabled flag
     /// an admin set survives.
     pub fn register_bundled(&self) -> Result<(), CoreError> {
+        let _changes = self.lock_changes();
         for b in bundled_plugins() {
             let sha = sha256_hex(b.bytes);
             if let Some(rec) = self.catalog.get_plugin(b.name)? {
@@ -288,8 +356,9 @@ impl PluginRegistry {
     }
 
     /// Installs a plugin from its bytes: a component (validated: known world,
-    /// API major 1), or with `native` a trusted shared library (the admin
-    /// must have trusted its sha256 in config first).
+    /// API 1.x up to this host's minor), or with `native` a trusted shared
+    /// library (the admin must have trusted its sha256 in config first).
+    /// A refused file leaves nothing behind.
     pub fn install(&self, bytes: &[u8], native: bool) -> Result<PluginRecord, CoreError> {
         if bytes.is_empty() {
             return Err(CoreError::InvalidArgument("the plugin file is empty".into()));
@@ -300,6 +369,7 @@ impl PluginRegistry {
                 bytes.len()
             )));
         }
+        let _changes = self.lock_changes();
         let rec = if native {
             self.install_native(bytes)?
         } else {
@@ -318,42 +388,17 @@ impl PluginRegistry {
 
     fn install_wasm(&self, bytes: &[u8], bundled: bool) -> Result<PluginRecord, CoreError> {
         let sha = sha256_hex(bytes);
-        let component = compile_component(bytes, Some(&self.cache_dir)).map_err(plugin_error)?;
-        let info = inspect_component(&component, &sha).map_err(plugin_error)?;
-        if !bundled {
-            if let Some(old) = self.catalog.get_plugin(&info.name)? {
-                if old.bundled {
-                    return Err(CoreError::Conflict(format!(
-                        "`{}` is the name of a bundled plugin; choose another name for yours",
-                        info.name
-                    )));
-                }
-            }
-        }
-        if info.kind == "codec" {
-            if let Some(other) = self
-                .catalog
-                .list_plugins()?
-                .into_iter()
-                .find(|p| p.codec_id == info.codec_id && p.name != info.name)
-            {
-                return Err(CoreError::Conflict(format!(
-                    "codec id `{}` is already provided by plugin `{}`",
-                    info.codec_id, other.name
-                )));
-            }
-        }
-        self.components
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sha.clone(), component);
+        // Compiled without the cache: a refused file leaves nothing behind.
+        let component = compile_component(bytes, None).map_err(install_error)?;
+        let info = inspect_component(&component, &sha).map_err(install_error)?;
+        self.check_registration(&info.name, info.kind, &info.codec_id, bundled)?;
         let rec = PluginRecord {
             name: info.name,
             version: info.version,
             kind: info.kind.into(),
             runtime: "wasm".into(),
             api_version: info.api_version,
-            sha256: sha,
+            sha256: sha.clone(),
             enabled: true,
             bundled,
             description: info.description,
@@ -361,8 +406,69 @@ impl PluginRegistry {
             installed_at: now_ms(),
         };
         self.store_file(&rec, bytes)?;
+        if let Err(e) = save_to_cache(&component, &sha, &self.cache_dir) {
+            tracing::warn!(plugin = %rec.name, "cannot cache the compiled plugin (it is compiled again at load): {e}");
+        }
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha, component);
         self.replace_record(&rec)?;
         Ok(rec)
+    }
+
+    /// May a plugin `name` of `kind` (codec id `codec_id`) be registered?
+    /// Refuses to take a bundled plugin's name or a standard codec id, to
+    /// change the kind of an installed plugin, to take another plugin's codec
+    /// id, and to change the codec id of a plugin that compressed archives
+    /// (they would become unreadable).
+    fn check_registration(&self, name: &str, kind: &str, codec_id: &str, bundled: bool) -> Result<(), CoreError> {
+        if let Some(old) = self.catalog.get_plugin(name)? {
+            if old.bundled && !bundled {
+                return Err(CoreError::AlreadyExists(format!(
+                    "`{name}` is the name of a bundled plugin; choose another name for yours"
+                )));
+            }
+            if old.kind != kind {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "`{name}` is installed as a {} plugin and this file is a {kind} plugin; remove the old one first \
+                     (`wimguard plugin remove {name}`) or give the new one another name",
+                    old.kind
+                )));
+            }
+            if old.kind == "codec" && old.codec_id != codec_id {
+                let archives = self.catalog.archives_using_codec(&old.codec_id)?;
+                if let Some(first) = archives.first() {
+                    return Err(CoreError::FailedPrecondition(format!(
+                        "plugin `{name}` registered codec id `{}`, which compressed {} archive(s) (e.g. {first}); \
+                         this file calls its codec `{codec_id}`, so those archives could no longer be read. Keep \
+                         the codec id, or install the new codec under another plugin name",
+                        old.codec_id,
+                        archives.len()
+                    )));
+                }
+            }
+        }
+        if kind == "codec" {
+            if !bundled && is_standard_codec_id(codec_id) {
+                return Err(CoreError::AlreadyExists(format!(
+                    "codec id `{codec_id}` is a standard WIM codec, provided by the bundled plugin; give your codec \
+                     its own id (`x-<vendor>-<name>`)"
+                )));
+            }
+            if let Some(other) = self
+                .catalog
+                .list_plugins()?
+                .into_iter()
+                .find(|p| p.codec_id == codec_id && p.name != name)
+            {
+                return Err(CoreError::AlreadyExists(format!(
+                    "codec id `{codec_id}` is already provided by plugin `{}`",
+                    other.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn install_native(&self, bytes: &[u8]) -> Result<PluginRecord, CoreError> {
@@ -377,45 +483,63 @@ impl PluginRegistry {
                  plugins:\n    NAME:\n      trusted: true\n      sha256: {sha}\nrestart the server and install it again"
             )));
         };
-        // Stored first (the loader reads and re-checks the file itself).
-        let path = self.store_dir.join(format!("{sha}.so"));
+        // Stored first (the loader reads and re-checks the file itself);
+        // removed again when anything below refuses it.
         let staged = PluginRecord {
             sha256: sha.clone(),
             runtime: "native".into(),
             ..PluginRecord::default()
         };
+        let path = self.path_of(&staged);
+        let was_there = path.is_file();
         self.store_file(&staged, bytes)?;
-        let settings = plain(self.settings(name, cfg)?);
-        let codec = match NativeCodec::load(&path, &sha, cfg.trusted, settings) {
+        let result = (|| {
+            let settings = self.settings(name, cfg)?;
+            let codec = NativeCodec::load(&path, &sha, cfg.trusted, settings)
+                .map_err(|e| CoreError::InvalidArgument(format!("native plugin `{name}`: {e}")))?;
+            if codec.plugin_name() != name {
+                return Err(CoreError::InvalidArgument(format!(
+                    "this library calls itself `{}`, but config.yaml trusts sha256 {sha} as `{name}`",
+                    codec.plugin_name()
+                )));
+            }
+            if !valid_codec_id(codec.codec_id()) {
+                return Err(CoreError::InvalidArgument(format!(
+                    "native plugin `{name}`: codec id {:?} is not valid (want [a-z0-9-], 1..=64 bytes; third parties \
+                     use `x-<vendor>-<name>`)",
+                    codec.codec_id()
+                )));
+            }
+            self.check_registration(name, "codec", codec.codec_id(), false)?;
+            Ok(codec)
+        })();
+        let codec = match result {
             Ok(c) => c,
             Err(e) => {
-                if !self.catalog.sha256_in_use(&sha)? {
+                if !was_there && !self.catalog.sha256_in_use(&sha)? {
                     let _ = std::fs::remove_file(&path);
                 }
-                return Err(CoreError::InvalidArgument(format!("native plugin `{name}`: {e}")));
+                return Err(e);
             }
         };
-        if codec.plugin_name() != name {
-            return Err(CoreError::InvalidArgument(format!(
-                "this library calls itself `{}`, but config.yaml trusts sha256 {sha} as `{name}`",
-                codec.plugin_name()
-            )));
-        }
         let rec = PluginRecord {
             name: name.clone(),
             version: codec.plugin_version().to_string(),
             kind: "codec".into(),
             runtime: "native".into(),
             api_version: format!("native-abi-{}", wimguard_sdk::native::ABI_VERSION),
-            sha256: sha,
+            sha256: sha.clone(),
             enabled: true,
             bundled: false,
             description: format!("native codec `{}`", codec.codec_id()),
             codec_id: codec.codec_id().to_string(),
             installed_at: now_ms(),
         };
-        self.store_file(&rec, bytes)?;
         self.replace_record(&rec)?;
+        // The library stays loaded (native code is never unloaded): keep
+        // this instance rather than loading a second copy at first use.
+        let codec: &'static dyn Codec = Box::leak(Box::new(codec));
+        self.codecs.lock().unwrap_or_else(|p| p.into_inner()).insert(sha, codec);
         Ok(rec)
     }
 
@@ -447,10 +571,29 @@ impl PluginRegistry {
         }
         self.catalog.upsert_plugin(&rec)?;
         if let Some(old) = old {
-            if old.sha256 != rec.sha256 && !self.catalog.sha256_in_use(&old.sha256)? {
-                let _ = std::fs::remove_file(self.path_of(&old));
+            if old.sha256 != rec.sha256 {
+                self.forget_file(&old)?;
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the stored file of `rec` and its compiled forms, unless
+    /// another registration uses the same bytes.
+    fn forget_file(&self, rec: &PluginRecord) -> Result<(), CoreError> {
+        if self.catalog.sha256_in_use(&rec.sha256)? {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(self.path_of(rec));
+        remove_from_cache(&rec.sha256, &self.cache_dir);
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.sha256);
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, sha), _| *sha != rec.sha256);
         Ok(())
     }
 
@@ -478,31 +621,54 @@ impl PluginRegistry {
         r
     }
 
+    /// Enables or disables a plugin. Refused (and nothing changed) when
+    /// config.yaml pins the other state.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginRecord, CoreError> {
+        let _changes = self.lock_changes();
+        self.get(name)?;
+        if let Some(pinned) = self.config.get(name).and_then(|c| c.enabled) {
+            if pinned != enabled {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "config.yaml sets `plugins.{name}.enabled: {pinned}`, which overrides this; edit the config and \
+                     restart the server instead"
+                )));
+            }
+        }
         if !self.catalog.set_plugin_enabled(name, enabled)? {
             return Err(not_installed(name));
         }
-        let rec = self.get(name)?;
-        if rec.enabled != enabled {
-            return Err(CoreError::PermissionDenied(format!(
-                "config.yaml sets `plugins.{name}.enabled: {}`, which overrides this; edit the config instead",
-                rec.enabled
-            )));
-        }
-        Ok(rec)
+        self.get(name)
     }
 
-    pub fn remove(&self, name: &str) -> Result<PluginRecord, CoreError> {
+    /// Unregisters a plugin and deletes its file. Bundled plugins can only
+    /// be disabled. A codec plugin that compressed archives the catalog
+    /// knows is kept unless `force` (without it those archives cannot be
+    /// restored until it is installed again).
+    pub fn remove(&self, name: &str, force: bool) -> Result<PluginRecord, CoreError> {
+        let _changes = self.lock_changes();
         let rec = self.get(name)?;
         if rec.bundled {
-            return Err(CoreError::PermissionDenied(format!(
+            return Err(CoreError::FailedPrecondition(format!(
                 "`{name}` is bundled with wimguard and cannot be removed; disable it with `wimguard plugin disable {name}`"
             )));
         }
-        self.catalog.delete_plugin(name)?;
-        if !self.catalog.sha256_in_use(&rec.sha256)? {
-            let _ = std::fs::remove_file(self.path_of(&rec));
+        if rec.kind == "codec" && !force {
+            let archives = self.catalog.archives_using_codec(&rec.codec_id)?;
+            if let Some(first) = archives.first() {
+                let more = match archives.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more", n - 1),
+                };
+                return Err(CoreError::FailedPrecondition(format!(
+                    "codec plugin `{name}` compressed {first}{more}; without it they cannot be restored. Remove it \
+                     anyway with `wimguard plugin remove --force {name}` (installing it again makes them readable), \
+                     or just disable it"
+                )));
+            }
         }
+        self.catalog.delete_plugin(name)?;
+        self.forget_file(&rec)?;
+        tracing::info!(plugin = %name, "plugin removed");
         Ok(rec)
     }
 
@@ -540,7 +706,7 @@ impl PluginRegistry {
         {
             return Ok(c.clone());
         }
-        let c = compile_component(&bytes, Some(&self.cache_dir)).map_err(plugin_error)?;
+        let c = compile_component(&bytes, Some(&self.cache_dir)).map_err(load_error)?;
         self.components
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -565,9 +731,9 @@ impl PluginRegistry {
             .collect();
         for (key, var) in &cfg.secrets {
             let value = std::env::var(var).map_err(|_| {
-                CoreError::InvalidArgument(format!(
+                CoreError::FailedPrecondition(format!(
                     "plugin `{name}`: secret `{key}` comes from the environment variable {var}, which the server \
-                     process does not have"
+                     process does not have (set it where the server starts)"
                 ))
             })?;
             s.insert(key.clone(), SettingValue { value, secret: true });
@@ -585,7 +751,7 @@ impl PluginRegistry {
                 l.memory_bytes = usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
             }
             if let Some(t) = c.call_timeout_seconds.filter(|t| t.is_finite() && *t > 0.0) {
-                l.call_timeout = Duration::from_secs_f64(t.min(86_400.0));
+                l.call_timeout = Duration::from_secs_f64(t.min(MAX_CALL_TIMEOUT_SECONDS));
             }
         }
         l
@@ -641,13 +807,13 @@ impl PluginRegistry {
             }
             drop(bytes);
             Box::new(
-                NativeCodec::load(&self.path_of(&rec), &rec.sha256, true, plain(settings))
+                NativeCodec::load(&self.path_of(&rec), &rec.sha256, true, settings)
                     .map_err(|e| CoreError::FailedPrecondition(format!("native plugin `{name}`: {e}")))?,
             )
         } else {
             let component = self.component(&rec)?;
             let limits = Self::limits(&cfg, PluginLimits::default().call_timeout);
-            Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(plugin_error)?)
+            Box::new(WasmCodec::from_component(&component, &rec.sha256, settings, limits).map_err(load_error)?)
         };
 
         if codec.name() != rec.codec_id {
@@ -657,11 +823,13 @@ impl PluginRegistry {
                 rec.codec_id
             )));
         }
+        let mut codecs = self.codecs.lock().unwrap_or_else(|p| p.into_inner());
+        // Two first uses at once both loaded it: keep the first one.
+        if let Some(c) = codecs.get(&rec.sha256) {
+            return Ok(*c);
+        }
         let codec: &'static dyn Codec = Box::leak(codec);
-        self.codecs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(rec.sha256.clone(), codec);
+        codecs.insert(rec.sha256.clone(), codec);
         Ok(codec)
     }
 
@@ -681,7 +849,8 @@ impl PluginRegistry {
         self.codec(&rec.name)
     }
 
-    /// An enabled hook plugin, ready to call, and its failure policy.
+    /// An enabled hook plugin, ready to call, and its failure policy. The
+    /// linked component is kept, so each call only instantiates it.
     pub fn hook(&self, name: &str) -> Result<(WasmHook, FailurePolicy), CoreError> {
         let rec = self.enabled(name, "hook")?;
         if rec.runtime != "wasm" {
@@ -690,7 +859,13 @@ impl PluginRegistry {
             )));
         }
         let cfg = self.config_of(name);
+        let policy = cfg.failure_policy.unwrap_or_default();
+        // Checks the file even when the hook is at hand.
         let component = self.component(&rec)?;
+        let key = (rec.name.clone(), rec.sha256.clone());
+        if let Some(h) = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok((h.clone(), policy));
+        }
         let hook = WasmHook::new(
             &component,
             name,
@@ -698,14 +873,59 @@ impl PluginRegistry {
             Self::limits(&cfg, Duration::from_secs(30)),
             Self::allowed_hosts(name, &cfg)?,
         )
-        .map_err(plugin_error)?;
-        Ok((hook, cfg.failure_policy.unwrap_or_default()))
+        .map_err(load_error)?;
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, hook.clone());
+        Ok((hook, policy))
     }
 }
 
-/// Settings as the native ABI hands them out (values only).
-fn plain(s: PluginSettings) -> std::collections::BTreeMap<String, String> {
-    s.into_iter().map(|(k, v)| (k, v.value)).collect()
+/// The longest call time limit config may set (a day).
+const MAX_CALL_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// The most memory config may give a plugin: all a wasm32 instance can address.
+const MAX_MEMORY_MIB: u64 = 4096;
+
+/// Checks one `plugins.<name>` entry of config.yaml; the error says what to fix.
+fn check_config(name: &str, cfg: &PluginConfig) -> Result<(), String> {
+    if !valid_name(name) {
+        return Err("not a plugin name (plugin names are [a-z0-9-], 1..=64 bytes)".into());
+    }
+    for h in &cfg.allowed_hosts {
+        HostPattern::parse(h).map_err(|e| format!("allowedHosts: {e}"))?;
+    }
+    if let Some(l) = cfg.limits {
+        if let Some(m) = l.memory_mib {
+            if m == 0 || m > MAX_MEMORY_MIB {
+                return Err(format!(
+                    "limits.memoryMib must be between 1 and {MAX_MEMORY_MIB}, not {m}"
+                ));
+            }
+        }
+        if let Some(t) = l.call_timeout_seconds {
+            if !(t.is_finite() && t > 0.0 && t <= MAX_CALL_TIMEOUT_SECONDS) {
+                return Err(format!(
+                    "limits.callTimeoutSeconds must be more than 0 and at most {MAX_CALL_TIMEOUT_SECONDS}, not {t}"
+                ));
+            }
+        }
+    }
+    for (key, var) in &cfg.secrets {
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            return Err(format!(
+                "secrets.{key} must name an environment variable of the server, not {var:?}"
+            ));
+        }
+    }
+    match (&cfg.sha256, cfg.trusted) {
+        (Some(sha), _) if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) => Err(format!(
+            "sha256 must be 64 hex digits (the output of sha256sum), not {sha:?}"
+        )),
+        (None, true) => Err("trusted: true needs the sha256 of the exact file you trust (sha256sum FILE)".into()),
+        _ => Ok(()),
+    }
 }
 
 fn not_installed(name: &str) -> CoreError {
@@ -714,14 +934,20 @@ fn not_installed(name: &str) -> CoreError {
     ))
 }
 
-/// A plugin error as a core error: refusing the file is the caller's fault.
-fn plugin_error(e: PluginError) -> CoreError {
+/// A file refused at install: the file is at fault, whatever stopped it
+/// (wrong world, a trap or a limit in `info`/`describe`...).
+fn install_error(e: PluginError) -> CoreError {
     match e {
-        PluginError::Invalid { .. }
-        | PluginError::WrongWorld { .. }
-        | PluginError::Contract { .. }
-        | PluginError::Denied { call: "load", .. } => CoreError::InvalidArgument(e.to_string()),
-        PluginError::Init { .. } => CoreError::FailedPrecondition(e.to_string()),
-        _ => CoreError::Internal(e.to_string()),
+        PluginError::Cache { .. } => CoreError::Internal(e.to_string()),
+        _ => CoreError::InvalidArgument(e.to_string()),
+    }
+}
+
+/// A registered plugin that cannot be loaded for a stage (it fails its
+/// `init`, traps, or this host can no longer compile it).
+fn load_error(e: PluginError) -> CoreError {
+    match e {
+        PluginError::Cache { .. } => CoreError::Internal(e.to_string()),
+        _ => CoreError::FailedPrecondition(e.to_string()),
     }
 }

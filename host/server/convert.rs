@@ -111,6 +111,7 @@ pub fn status(e: CoreError) -> Status {
         CoreError::InvalidArgument(m) => Status::invalid_argument(m),
         CoreError::PermissionDenied(m) => Status::permission_denied(m),
         CoreError::Conflict(m) => Status::aborted(m),
+        CoreError::AlreadyExists(m) => Status::already_exists(m),
         CoreError::FailedPrecondition(m) => Status::failed_precondition(m),
         CoreError::DataLoss(m) => Status::data_loss(m),
         CoreError::Cancelled => Status::cancelled("cancelled"),

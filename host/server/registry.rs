@@ -11,6 +11,9 @@ use crate::api::v1 as pb;
 use crate::catalog::PluginRecord;
 use crate::plugins::registry::MAX_PLUGIN_BYTES;
 
+/// How long an install stream may stay silent before it is dropped.
+const INSTALL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct RegistryApi {
     shared: Arc<Shared>,
 }
@@ -67,12 +70,32 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         let mut stream = req.into_inner();
         let mut bytes = Vec::new();
         let mut native = false;
+        let mut declared_size = 0u64;
+        let mut declared_sha = String::new();
+        let mut file_name = String::new();
         let mut first = true;
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = tokio::time::timeout(INSTALL_IDLE, stream.next()).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the plugin upload stalled (nothing received for {}s); nothing was installed",
+                    INSTALL_IDLE.as_secs()
+                ))
+            })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk?;
             if first {
                 native = chunk.native;
+                declared_size = chunk.size;
+                file_name = chunk.file_name.clone();
                 first = false;
+                if declared_size > MAX_PLUGIN_BYTES as u64 {
+                    return Err(Status::invalid_argument(format!(
+                        "the plugin file is {declared_size} bytes, more than the {MAX_PLUGIN_BYTES} accepted"
+                    )));
+                }
+            }
+            if !chunk.sha256.is_empty() {
+                declared_sha = chunk.sha256.to_ascii_lowercase();
             }
             if bytes.len() + chunk.data.len() > MAX_PLUGIN_BYTES {
                 return Err(Status::invalid_argument(format!(
@@ -80,6 +103,30 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
                 )));
             }
             bytes.extend_from_slice(&chunk.data);
+        }
+        let what = if file_name.is_empty() {
+            "the plugin file".to_string()
+        } else {
+            format!("plugin file {file_name}")
+        };
+        if declared_size != 0 && declared_size != bytes.len() as u64 {
+            return Err(Status::invalid_argument(format!(
+                "{what}: the upload ended after {} of {declared_size} bytes; nothing was installed",
+                bytes.len()
+            )));
+        }
+        if !declared_sha.is_empty() {
+            use sha2::Digest;
+            let got: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if got != declared_sha {
+                return Err(Status::invalid_argument(format!(
+                    "{what}: the bytes received have sha256 {got}, not the {declared_sha} the client sent; nothing \
+                     was installed"
+                )));
+            }
         }
         let rec = self.blocking(move |r| r.install(&bytes, native)).await?;
         Ok(Response::new(plugin(&rec)))
@@ -117,8 +164,8 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         &self,
         req: Request<pb::RemovePluginRequest>,
     ) -> Result<Response<pb::RemovePluginResponse>, Status> {
-        let name = req.into_inner().name;
-        let rec = self.blocking(move |r| r.remove(&name)).await?;
+        let req = req.into_inner();
+        let rec = self.blocking(move |r| r.remove(&req.name, req.force)).await?;
         Ok(Response::new(pb::RemovePluginResponse {
             plugin: Some(plugin(&rec)),
         }))

@@ -11,6 +11,16 @@ fn restore(home: &Path, uuid: &str, target: &Path) -> crate::common::Out {
     cli(home, &[os("restore"), os(uuid), os("--target"), target.as_os_str()])
 }
 
+fn plugin_names(home: &Path) -> Vec<String> {
+    let out = cli_ok(home, &[os("plugin"), os("list"), os("--json")]);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
     let env = Env::new();
@@ -71,7 +81,17 @@ fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
     );
     assert!(!target.join("text.txt").exists());
     cli_ok(&env.home, &[os("plugin"), os("enable"), os("acme-rle")]);
-    cli_ok(&env.home, &[os("plugin"), os("remove"), os("acme-rle")]);
+    // Removing a codec that archives need is refused, naming the archive...
+    let out = cli_code(&env.home, &[os("plugin"), os("remove"), os("acme-rle")], 7);
+    assert!(
+        out.stderr.contains(&*wim.to_string_lossy()) && out.stderr.contains("--force"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(plugin_names(&env.home).iter().filter(|n| *n == "acme-rle").count(), 1);
+    // ...unless forced.
+    cli_ok(&env.home, &[os("plugin"), os("remove"), os("--force"), os("acme-rle")]);
+    assert!(!plugin_names(&env.home).contains(&"acme-rle".to_string()));
     let r = restore(&env.home, &uuid_of(&first), &target);
     assert_eq!(r.code(), Some(7), "{}", r.describe());
     assert!(

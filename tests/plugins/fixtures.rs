@@ -128,6 +128,41 @@ pub fn future_plugin() -> &'static Path {
     })
 }
 
+/// The API-2.0 fixture relabelled as API **1.1**: a plugin built against a
+/// newer minor than this host speaks (copied out of tree and rebuilt).
+pub fn newer_minor_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let from = root().join("tests/fixtures/future-plugin");
+        let dir = std::env::temp_dir().join(format!("wimguard-newer-minor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let relabel = |text: String| {
+            text.replace("wimguard-future-plugin", "wimguard-newer-minor")
+                .replace("@2.0.0", "@1.1.0")
+                .replace("major: 2, minor: 0", "major: 1, minor: 1")
+                .replace("future-codec", "newer-codec")
+                .replace("x-test-future", "x-test-newer")
+        };
+        for sub in ["", "src", "wit"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    let text = std::fs::read_to_string(entry.path()).unwrap();
+                    std::fs::write(dir.join(sub).join(entry.file_name()), relabel(text)).unwrap();
+                }
+            }
+        }
+        let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("major: 1, minor: 1"), "the future fixture changed shape");
+        let built = build(&dir, "wimguard_newer_minor.wasm");
+        let keep = root().join("target/wasm-test-plugins/newer_minor.wasm");
+        std::fs::copy(&built, &keep).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        keep
+    })
+}
+
 /// A small tree with compressible and incompressible files, a symlink and
 /// an empty file.
 pub fn source_tree(dir: &Path) -> PathBuf {

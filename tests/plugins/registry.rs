@@ -82,6 +82,17 @@ fn install_validates_and_the_registry_persists() {
         2,
     );
     assert!(out.stderr.contains("this host speaks 1.0"), "{}", out.describe());
+    // One built for a newer minor (1.1) may rely on what this host lacks.
+    let out = cli_code(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::newer_minor_plugin().as_os_str()],
+        2,
+    );
+    assert!(
+        out.stderr.contains("plugin API 1.1") && out.stderr.contains("this host speaks 1.0"),
+        "{}",
+        out.describe()
+    );
     // A valid component of another world (a wasi:cli command).
     let out = cli_code(
         &env.home,
@@ -101,6 +112,9 @@ fn install_validates_and_the_registry_persists() {
         out.describe()
     );
     assert_eq!(plugin_list(&env.home).len(), 3, "rejected files left traces");
+    // ...on disk too: only the three bundled plugins, stored and compiled.
+    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 3);
+    assert_eq!(fs::read_dir(env.home.join("plugins/cache")).unwrap().count(), 3);
 
     let rle = fixtures::third_party_rle();
     let p = cli_json(&env.home, &[os("plugin"), os("install"), rle.as_os_str()]);
@@ -122,6 +136,15 @@ fn install_validates_and_the_registry_persists() {
     assert!(
         !env.home.join(format!("plugins/store/{sha}.wasm")).exists(),
         "removed plugin's file is still there"
+    );
+    let cached: Vec<_> = fs::read_dir(env.home.join("plugins/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(sha))
+        .collect();
+    assert!(
+        cached.is_empty(),
+        "removed plugin's compiled form is still cached: {cached:?}"
     );
     cli_code(&env.home, &[os("plugin"), os("show"), os("acme-rle")], 4);
 }
@@ -167,4 +190,119 @@ fn a_tampered_plugin_file_is_refused() {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A raw RegistryService client with the server's token, to send uploads
+/// the CLI never would.
+async fn raw_registry(
+    home: &std::path::Path,
+) -> wimguard::api::v1::registry_service_client::RegistryServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(config_address(home))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", config_secret(home)).parse().unwrap();
+    wimguard::api::v1::registry_service_client::RegistryServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", token.clone());
+            Ok(req)
+        },
+    )
+}
+
+#[test]
+fn uploads_that_do_not_match_what_the_client_declared_are_refused() {
+    use wimguard::api::v1::InstallPluginChunk;
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let bytes = fs::read(fixtures::third_party_rle()).unwrap();
+    let half = bytes.len() / 2;
+    runtime().block_on(async {
+        let mut c = raw_registry(&env.home).await;
+        // Cut off: the stream ends cleanly after half of the declared size.
+        let cut = vec![InstallPluginChunk {
+            file_name: "acme.wasm".into(),
+            data: bytes[..half].to_vec(),
+            size: bytes.len() as u64,
+            ..Default::default()
+        }];
+        let e = c.install_plugin(tokio_stream::iter(cut)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message()
+                .contains(&format!("ended after {half} of {} bytes", bytes.len())),
+            "{e:?}"
+        );
+        // Altered on the way: the bytes do not have the declared sha256.
+        let mut altered = bytes.clone();
+        altered[half] ^= 1;
+        let bad = vec![InstallPluginChunk {
+            data: altered,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+            ..Default::default()
+        }];
+        let e = c.install_plugin(tokio_stream::iter(bad)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("not the"), "{e:?}");
+        // Larger than accepted, refused from the declared size alone.
+        let huge = vec![InstallPluginChunk {
+            data: vec![0; 16],
+            size: 1 << 40,
+            ..Default::default()
+        }];
+        let e = c.install_plugin(tokio_stream::iter(huge)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    });
+    // Nothing of it was installed.
+    assert_eq!(plugin_list(&env.home).len(), 3);
+    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 3);
+}
+
+#[test]
+fn a_bad_plugins_section_stops_the_server_at_start_with_the_reason() {
+    for (yaml, expected) in [
+        (
+            "  webhook:\n    allowedHosts: [\"http://hooks.example.com/x\"]\n",
+            "plugins.webhook: allowedHosts",
+        ),
+        (
+            "  webhook:\n    limits: { memoryMib: 0 }\n",
+            "plugins.webhook: limits.memoryMib",
+        ),
+        (
+            "  rle:\n    trusted: true\n",
+            "plugins.rle: trusted: true needs the sha256",
+        ),
+        (
+            "  Bad_Name:\n    enabled: true\n",
+            "plugins.Bad_Name: not a plugin name",
+        ),
+    ] {
+        let env = Env::new();
+        env.write_config(&format!("appSecret: {}\nplugins:\n{yaml}", "s".repeat(64)));
+        let out = crate::common::run_with_timeout(
+            &wg_bin(),
+            &[os("server"), os("--home"), env.home.as_os_str(), os("--port"), os("0")],
+            std::time::Duration::from_secs(60),
+        );
+        assert!(
+            !out.ok(),
+            "the server started with a bad config:\n{yaml}\n{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains(expected),
+            "{expected:?} not in:\n{}",
+            out.describe()
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    }
 }
