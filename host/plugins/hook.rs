@@ -211,6 +211,15 @@ impl WasmHook {
         };
         Ok(match verdict {
             wit::Verdict::Allow => HookVerdict::Allow,
+            wit::Verdict::Other(o) => {
+                tracing::warn!(
+                    target: "wimguard::plugin",
+                    plugin = &*self.name,
+                    "answered verdict `{}`, which this host does not know; treated as allow",
+                    o.name
+                );
+                HookVerdict::Allow
+            }
             wit::Verdict::Veto(reason) => {
                 let denied = policy.take_denied();
                 if denied.is_empty() {

@@ -379,8 +379,12 @@ impl config::Host for HostState {
 }
 
 impl progress::Host for HostState {
-    /// Codecs have no progress of their own (the writer counts bytes).
-    fn report(&mut self, _bytes: u64, _items: u64) {}
+    /// Codec and hook calls are short and the job counts its own bytes, so
+    /// their reports only reach the debug log (destination uploads will feed
+    /// the job's progress).
+    fn report(&mut self, bytes: u64, items: u64) {
+        tracing::debug!(target: "wimguard::plugin", plugin = &*self.plugin, bytes, items, "progress");
+    }
 }
 
 /// `HasData` for the WASI io interfaces, which work on the resource table.

@@ -15,14 +15,17 @@
 //!   [`EPOCH_TICK`];
 //! * components are compiled once and cached on disk by the sha256 of their
 //!   bytes and the engine's compatibility hash ([`compile_component`]);
-//! * every call runs under a memory limit and an epoch deadline
-//!   ([`PluginLimits`]); after any trap the instance is thrown away;
+//! * every call runs under a memory limit (counted over all of an
+//!   instance's memories) and an epoch deadline ([`PluginLimits`]); hook
+//!   calls also run under a wall-clock limit that stops a guest waiting
+//!   inside the host; after any trap the instance is thrown away;
 //! * WASI: codecs get only io streams and empty cli interfaces (stdout and
 //!   stderr go to `tracing`, tagged with the plugin's name); hooks also get
 //!   clocks, random and `wasi:http`, every request checked against the
-//!   plugin's `allowedHosts` ([`http`]). Anything else a component imports
-//!   (filesystem, sockets) is linked as a trap that ends the call with
-//!   [`PluginError::Denied`].
+//!   plugin's `allowedHosts` ([`http`]). A component importing anything
+//!   else (filesystem, sockets, or for a codec clocks, random, http) is
+//!   refused at install and at load, naming the import: what is never
+//!   linked cannot be reached.
 
 mod codec;
 mod hook;

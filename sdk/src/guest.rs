@@ -291,6 +291,7 @@ impl<T: HookPlugin> hook_bindings::exports::wimguard::plugin::hook::Guest for Ex
         match with_instance::<T, _>(|p| p.on_event(event)) {
             Verdict::Allow => w::Verdict::Allow,
             Verdict::Veto(reason) => w::Verdict::Veto(reason),
+            Verdict::Other { name, extras } => w::Verdict::Other(w::OtherVerdict { name, extras }),
         }
     }
 }

@@ -206,6 +206,12 @@ pub enum Verdict {
     Allow,
     /// Only pre-backup vetoes stop anything.
     Veto(String),
+    /// A verdict of a later 1.x minor (a 1.0 plugin never needs it); a host
+    /// that does not know `name` treats it as `Allow` with a warning.
+    Other {
+        name: String,
+        extras: Extras,
+    },
 }
 
 /// A pre/post-backup hook plugin (world `hook-plugin`).

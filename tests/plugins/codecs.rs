@@ -111,6 +111,29 @@ fn third_party_codec_backs_up_and_restores_and_is_recorded_in_the_archive() {
 }
 
 #[test]
+fn the_sdk_readme_walkthrough_gives_an_installable_working_codec() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = fixtures::source_tree(&env.dir);
+    let p = cli_json(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::sdk_readme_codec().as_os_str()],
+    );
+    assert_eq!(p["name"], "my-codec", "{p}");
+    assert_eq!(p["kind"], "codec");
+    assert_eq!(p["codec_id"], "x-me-mycodec");
+    assert_eq!(p["description"], "My codec");
+    // The README's commands: back up with it, restore by the recorded id.
+    let wim = env.path("mine.wim");
+    let b = backup(&env.home, &src, &wim, &["--compression", "my-codec"]);
+    assert_eq!(b["compression"], "x-me-mycodec", "{b}");
+    let out_dir = env.path("restored");
+    let r = restore(&env.home, &uuid_of(&b), &out_dir);
+    assert!(r.ok(), "{}", r.describe());
+    fixtures::assert_same_tree(&src, &out_dir);
+}
+
+#[test]
 fn standard_archives_restore_whatever_the_plugin_state() {
     let env = Env::new();
     let _server = Server::start(&env.home);

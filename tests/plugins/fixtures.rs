@@ -78,6 +78,54 @@ pub fn third_party_rle() -> &'static Path {
     })
 }
 
+/// Takes the fenced block of `lang` that follows the line `marker` in `text`.
+fn block_after<'a>(text: &'a str, marker: &str, lang: &str) -> &'a str {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("sdk/README.md has no {marker:?}"));
+    let fence = format!("```{lang}\n");
+    let start = at + text[at..].find(&fence).expect("a fenced block after the marker") + fence.len();
+    let len = text[start..].find("```").expect("the block ends");
+    &text[start..start + len]
+}
+
+/// The plugin of sdk/README.md's walk-through, built exactly as written
+/// there (its `Cargo.toml` and `src/lib.rs` blocks, out of tree), with only
+/// the dependency path pointed at this checkout's SDK.
+pub fn sdk_readme_codec() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let readme = std::fs::read_to_string(root().join("sdk/README.md")).unwrap();
+        let manifest = block_after(&readme, "`Cargo.toml`:", "toml");
+        let lib = block_after(&readme, "`src/lib.rs`:", "rust");
+        let placeholder = "path = \"../wimguard/sdk\"";
+        assert!(
+            manifest.contains(placeholder),
+            "the README's dependency line changed:\n{manifest}"
+        );
+        let manifest = manifest.replace(
+            placeholder,
+            &format!("path = {:?}", root().join("sdk").display().to_string()),
+        );
+        let dir = std::env::temp_dir().join(format!("wimguard-readme-codec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        // Standalone, as after `cargo new` outside any workspace.
+        std::fs::write(dir.join("Cargo.toml"), format!("{manifest}\n[workspace]\n")).unwrap();
+        std::fs::write(dir.join("src/lib.rs"), lib).unwrap();
+        // Pin the dependencies the SDK was tested with (the example's lockfile).
+        let lock = std::fs::read_to_string(root().join("sdk/examples/rle-codec/Cargo.lock"))
+            .unwrap()
+            .replace("name = \"wimguard-rle-codec\"", "name = \"my-codec\"");
+        std::fs::write(dir.join("Cargo.lock"), lock).unwrap();
+        let built = build(&dir, "my_codec.wasm");
+        let keep = root().join("target/wasm-test-plugins/readme_my_codec.wasm");
+        std::fs::copy(&built, &keep).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        keep
+    })
+}
+
 pub fn hostile_codec() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {

@@ -189,6 +189,16 @@ fn a_hook_blocked_inside_the_host_is_stopped_by_its_time_limit() {
 }
 
 #[test]
+fn a_verdict_of_a_later_minor_is_treated_as_allow() {
+    let (env, server) = hook_server("future", "");
+    let src = small_source(&env.dir);
+    let b = backup(&env.home, &src, &env.path("f.wim"), &["--plugin", "hostile-hook"]);
+    assert_eq!(b["status"], "succeeded", "{b}");
+    let log = server.log_text();
+    assert_eq!(log.matches("answered verdict `defer`").count(), 2, "{log}");
+}
+
+#[test]
 fn crashing_hooks_follow_their_policy_and_the_server_keeps_serving() {
     let (env, server) = hook_server("panic", "");
     let src = small_source(&env.dir);
