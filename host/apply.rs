@@ -218,6 +218,8 @@ pub fn apply(
     // 2. Regular files: one primary path per inode, contents grouped by blob.
     let mut primary: HashMap<usize, PathBuf> = HashMap::new();
     let mut by_blob: HashMap<Sha1, Vec<(PathBuf, bool)>> = HashMap::new();
+    // The other names of each primary path (hard links), for clean-up.
+    let mut links: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     for &d in &selected {
         let inode = tree.dentries[d].inode;
         let ino = &tree.inodes[inode];
@@ -228,6 +230,7 @@ pub fn apply(
         remove_non_dir(&p)?;
         if let Some(first) = primary.get(&inode) {
             fs::hard_link(first, &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
+            links.entry(first.clone()).or_default().push(p);
             report.hard_links += 1;
             continue;
         }
@@ -240,63 +243,26 @@ pub fn apply(
             by_blob.entry(ino.data_hash).or_default().push((p, sparse));
         }
     }
-    for h in by_blob.keys() {
-        if !arch.blobs.contains_key(h) {
-            return Err(WimError::Corrupt(format!(
-                "blob {} needed by {} is missing from the archive",
-                hex(h),
-                by_blob[h][0].0.display()
-            )));
-        }
-    }
-    // Read blobs in file order so the archive is read sequentially.
-    let mut order: Vec<(u64, Sha1, u64)> = by_blob
-        .keys()
-        .map(|h| {
-            let b = &arch.blobs[h];
-            (b.reshdr.offset, *h, b.reshdr.original_size)
-        })
-        .collect();
-    order.sort();
-    let bytes_total: u64 = order.iter().map(|o| o.2).sum();
-    let mut batch: Vec<Sha1> = Vec::new();
-    let mut batch_bytes = 0u64;
-    let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
-        batch.par_iter().try_for_each(|h| -> Result<()> {
-            let data = arch.read_blob_to_vec(h, SMALL_BLOB)?;
-            for (p, sparse) in &by_blob[h] {
-                write_contents(p, &data, *sparse)?;
+    // Contents. Blobs whose files were all written completely are noted, so
+    // that after a failure (a damaged blob, a codec error, cancellation) the
+    // files left empty or half-written are removed rather than left looking
+    // restored.
+    let written: std::sync::Mutex<HashSet<Sha1>> = std::sync::Mutex::default();
+    let result = write_blobs(arch, &by_blob, &written, opts, &mut report, progress);
+    if let Err(e) = result {
+        let written = written.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, targets) in &by_blob {
+            if written.contains(h) {
+                continue;
             }
-            Ok(())
-        })?;
-        batch.clear();
-        Ok(())
-    };
-    let cancelled = || {
-        opts.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-    };
-    for (_, h, size) in order {
-        if cancelled() {
-            return Err(WimError::Cancelled);
-        }
-        report.bytes += size;
-        if size <= SMALL_BLOB {
-            batch.push(h);
-            batch_bytes += size;
-            if batch_bytes >= SMALL_BATCH_BYTES || batch.len() >= 1024 {
-                flush(&mut batch)?;
-                batch_bytes = 0;
-                progress(report.bytes, bytes_total);
+            for (p, _) in targets {
+                for q in std::iter::once(p).chain(links.get(p).into_iter().flatten()) {
+                    let _ = fs::remove_file(q);
+                }
             }
-        } else {
-            stream_large(arch, &h, &by_blob[&h])?;
-            progress(report.bytes, bytes_total);
         }
+        return Err(e);
     }
-    flush(&mut batch)?;
-    progress(report.bytes, bytes_total);
 
     // 3. Special files.
     let restore_owner = opts.restore_owner;
@@ -361,6 +327,78 @@ pub fn apply(
         }
     }
     Ok(report)
+}
+
+/// Writes the contents of every blob in `by_blob` to its files, noting in
+/// `written` each blob whose files are complete.
+fn write_blobs(
+    arch: &WimArchive,
+    by_blob: &HashMap<Sha1, Vec<(PathBuf, bool)>>,
+    written: &std::sync::Mutex<HashSet<Sha1>>,
+    opts: &ApplyOptions,
+    report: &mut ApplyReport,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    for h in by_blob.keys() {
+        if !arch.blobs.contains_key(h) {
+            return Err(WimError::Corrupt(format!(
+                "blob {} needed by {} is missing from the archive",
+                hex(h),
+                by_blob[h][0].0.display()
+            )));
+        }
+    }
+    // Read blobs in file order so the archive is read sequentially.
+    let mut order: Vec<(u64, Sha1, u64)> = by_blob
+        .keys()
+        .map(|h| {
+            let b = &arch.blobs[h];
+            (b.reshdr.offset, *h, b.reshdr.original_size)
+        })
+        .collect();
+    order.sort();
+    let bytes_total: u64 = order.iter().map(|o| o.2).sum();
+    let mut batch: Vec<Sha1> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
+        batch.par_iter().try_for_each(|h| -> Result<()> {
+            let data = arch.read_blob_to_vec(h, SMALL_BLOB)?;
+            for (p, sparse) in &by_blob[h] {
+                write_contents(p, &data, *sparse)?;
+            }
+            written.lock().unwrap_or_else(|p| p.into_inner()).insert(*h);
+            Ok(())
+        })?;
+        batch.clear();
+        Ok(())
+    };
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    for (_, h, size) in order {
+        if cancelled() {
+            return Err(WimError::Cancelled);
+        }
+        report.bytes += size;
+        if size <= SMALL_BLOB {
+            batch.push(h);
+            batch_bytes += size;
+            if batch_bytes >= SMALL_BATCH_BYTES || batch.len() >= 1024 {
+                flush(&mut batch)?;
+                batch_bytes = 0;
+                progress(report.bytes, bytes_total);
+            }
+        } else {
+            stream_large(arch, &h, &by_blob[&h])?;
+            written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
+            progress(report.bytes, bytes_total);
+        }
+    }
+    flush(&mut batch)?;
+    progress(report.bytes, bytes_total);
+    Ok(())
 }
 
 fn io_err(e: io::Error, p: &Path, what: &str) -> WimError {

@@ -209,6 +209,60 @@ fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn a_codec_failing_at_restore_is_named_and_the_server_keeps_serving() {
+    let hostile = fixtures::hostile_codec();
+    let env = Env::new();
+    let config = |mode: &str| {
+        format!(
+            "appSecret: {}\nplugins:\n  hostile-codec:\n    settings: {{ mode: {mode} }}\n    \
+             limits: {{ callTimeoutSeconds: 0.5 }}\n",
+            "s".repeat(64)
+        )
+    };
+    env.write_config(&config("behave"));
+    let server = Server::start(&env.home);
+    cli_ok(&env.home, &[os("plugin"), os("install"), hostile.as_os_str()]);
+    let src = env.dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("zeros"), vec![0u8; 200_000]).unwrap();
+    let b = backup(
+        &env.home,
+        &src,
+        &env.path("h.wim"),
+        &["--compression", "x-test-hostile"],
+    );
+    // (Each 32 KiB chunk of zeros is stored "compressed" by one byte, so a
+    // restore has to call the plugin's decompress.)
+    assert_eq!(b["compression"], "x-test-hostile", "{b}");
+    server.stop();
+    for (mode, expect) in [
+        ("decompress-loop", "time limit of 500ms"),
+        (
+            "decompress-panic",
+            "it said: hostile codec cannot decompress on purpose",
+        ),
+    ] {
+        env.write_config(&config(mode));
+        let server = Server::start(&env.home);
+        let target = env.path(mode);
+        let r = restore(&env.home, &uuid_of(&b), &target);
+        assert!(!r.ok(), "mode {mode}: restored with a broken codec:\n{}", r.describe());
+        assert!(
+            r.stderr.contains("hostile-codec") && r.stderr.contains(expect),
+            "mode {mode}:\n{}",
+            r.describe()
+        );
+        assert!(
+            !target.join("zeros").exists(),
+            "mode {mode}: a file restored from garbage"
+        );
+        cli_ok(&env.home, &[os("health")]);
+        server.assert_no_panic();
+        server.stop();
+    }
+}
+
+#[test]
 fn trusted_native_codec_runs_only_with_a_matching_sha256() {
     let so = fixtures::native_rle();
     let sha = crate::registry::sha256_hex(&fs::read(so).unwrap());
