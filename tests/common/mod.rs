@@ -720,12 +720,15 @@ impl Scratch {
     }
 }
 
+/// Seconds and nanoseconds of a timestamp.
+type Timespec = (i64, i64);
+
 struct Builder {
     root: PathBuf,
     rng: Rng,
     total: u64,
     /// (relative path, atime, mtime) overrides.
-    times: HashMap<PathBuf, ((i64, i64), (i64, i64))>,
+    times: HashMap<PathBuf, (Timespec, Timespec)>,
 }
 
 impl Builder {

@@ -266,10 +266,13 @@ fn a_hook_attached_twice_runs_once_and_a_codec_plugin_picks_the_codec() {
     );
 }
 
+/// One request the recorder saw: request line, headers (lowercase names), body.
+type Recorded = (String, Vec<(String, String)>, String);
+
 /// A tiny HTTP/1.1 server on loopback that records every request.
 struct Recorder {
     port: u16,
-    requests: Arc<Mutex<Vec<(String, Vec<(String, String)>, String)>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl Recorder {
