@@ -220,28 +220,42 @@ pub fn apply(
     let mut by_blob: HashMap<Sha1, Vec<(PathBuf, bool)>> = HashMap::new();
     // The other names of each primary path (hard links), for clean-up.
     let mut links: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
-    for &d in &selected {
-        let inode = tree.dentries[d].inode;
-        let ino = &tree.inodes[inode];
-        if kind_of(ino) != Kind::File {
-            continue;
+    // Every name created here, removed again if this step fails (none has
+    // its contents yet).
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut create_files = || -> Result<()> {
+        for &d in &selected {
+            let inode = tree.dentries[d].inode;
+            let ino = &tree.inodes[inode];
+            if kind_of(ino) != Kind::File {
+                continue;
+            }
+            let p = paths[&d].clone();
+            remove_non_dir(&p)?;
+            if let Some(first) = primary.get(&inode) {
+                fs::hard_link(first, &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
+                created.push(p.clone());
+                links.entry(first.clone()).or_default().push(p);
+                report.hard_links += 1;
+                continue;
+            }
+            primary.insert(inode, p.clone());
+            report.files += 1;
+            // Create it now (empty) so hard links can point at it.
+            create_file(&p)?;
+            created.push(p.clone());
+            if ino.data_hash != ZERO_HASH {
+                let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
+                by_blob.entry(ino.data_hash).or_default().push((p, sparse));
+            }
         }
-        let p = paths[&d].clone();
-        remove_non_dir(&p)?;
-        if let Some(first) = primary.get(&inode) {
-            fs::hard_link(first, &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
-            links.entry(first.clone()).or_default().push(p);
-            report.hard_links += 1;
-            continue;
+        Ok(())
+    };
+    if let Err(e) = create_files() {
+        for p in &created {
+            let _ = fs::remove_file(p);
         }
-        primary.insert(inode, p.clone());
-        report.files += 1;
-        // Create it now (empty) so hard links can point at it.
-        create_file(&p)?;
-        if ino.data_hash != ZERO_HASH {
-            let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
-            by_blob.entry(ino.data_hash).or_default().push((p, sparse));
-        }
+        return Err(e);
     }
     // Contents. Blobs whose files were all written completely are noted, so
     // that after a failure (a damaged blob, a codec error, cancellation) the

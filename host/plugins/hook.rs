@@ -18,7 +18,8 @@ use super::host::bindings::wimguard::plugin::types;
 use super::host::hook_bindings::exports::wimguard::plugin::hook as wit;
 use super::host::hook_bindings::{HookPlugin, HookPluginPre};
 use super::host::{
-    call_error, hook_linker, host_info, new_store, run_bounded, PluginError, PluginLimits, PluginSettings, Stopped,
+    call_error, hook_linker, host_info, new_store, run_bounded, yield_at_every_tick, PluginError, PluginLimits,
+    PluginSettings, Stopped,
 };
 use super::http::{HostPattern, HttpPolicy};
 
@@ -147,20 +148,35 @@ impl WasmHook {
     /// added to it.
     pub fn call(&self, event: &HookEvent, cancel: Option<&AtomicBool>) -> Result<HookVerdict, PluginError> {
         let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.limits.call_timeout);
-        let with_denials = |e: PluginError| match policy.take_denied() {
-            denied if denied.is_empty() => e,
-            denied => PluginError::Denied {
+        // A call that failed after the sandbox refused one of its requests
+        // most likely failed because of it: say so (a limit or a
+        // cancellation stays what it was; the refusal is in the log).
+        let with_denials = |e: PluginError| match (&e, policy.take_denied()) {
+            (_, denied) if denied.is_empty() => e,
+            (PluginError::Timeout { .. } | PluginError::Cancelled { .. }, _) => e,
+            (PluginError::Init { plugin, reason }, denied) => PluginError::Init {
+                plugin: plugin.clone(),
+                reason: format!(
+                    "{reason} (the sandbox refused HTTP request {}: host not in allowedHosts)",
+                    denied.join(", ")
+                ),
+            },
+            (PluginError::Trap { call, .. }, denied) => PluginError::Denied {
                 plugin: self.name.to_string(),
-                call: "on-event",
+                call: *call,
                 what: format!("HTTP request {}", denied.join(", ")),
                 why: format!("host not in allowedHosts; the call then failed: {e}"),
             },
+            (_, _) => e,
         };
         // Which call is running, for the error when the limit stops it.
         let stage = std::sync::Mutex::new("instantiate");
         let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
         let run = async {
             let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
+            // Give control back at every tick, so the wall-clock limit and
+            // cancellation also stop a guest busy in wasm.
+            yield_at_every_tick(&mut store);
             let bindings: HookPlugin = match self.pre.instantiate_async(&mut store).await {
                 Ok(b) => b,
                 Err(e) => return Err(call_error(e, &store, "instantiate", &self.limits)),
@@ -178,10 +194,10 @@ impl WasmHook {
                         types::InitError::Unavailable(m) => format!("unavailable: {m}"),
                         types::InitError::Other(m) => m,
                     };
-                    return Err(PluginError::Init {
+                    return Err(with_denials(PluginError::Init {
                         plugin: self.name.to_string(),
                         reason,
-                    });
+                    }));
                 }
                 Err(e) => return Err(with_denials(call_error(e, &store, "init", &self.limits))),
             }

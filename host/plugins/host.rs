@@ -274,6 +274,9 @@ pub(crate) struct Limiter {
     memory_limit: usize,
     /// Bytes of linear memory granted so far (memories never shrink).
     memory_used: usize,
+    /// The bytes of the last grant, taken back if wasmtime then fails the
+    /// grow (past the memory's own maximum, or the OS refused).
+    last_grant: usize,
     /// Set when a grow was refused, so the resulting trap is reported as
     /// "memory limit" rather than as a crash.
     pub(crate) memory_hit: bool,
@@ -288,6 +291,7 @@ impl Limiter {
         Limiter {
             memory_limit,
             memory_used: 0,
+            last_grant: 0,
             memory_hit: false,
         }
     }
@@ -307,7 +311,13 @@ impl ResourceLimiter for Limiter {
             );
         }
         self.memory_used = total;
+        self.last_grant = extra;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_used -= std::mem::take(&mut self.last_grant);
+        Ok(())
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -569,6 +579,14 @@ pub(crate) fn run_bounded<F: Future>(
             () = cancelled => Err(Stopped::Cancelled),
         }
     })
+}
+
+/// Makes an async call's store give control back to its caller at every
+/// epoch tick instead of trapping at a deadline, so the wall-clock limit and
+/// cancellation of [`run_bounded`] also stop a guest busy in wasm code.
+pub(crate) fn yield_at_every_tick(store: &mut Store<HostState>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
 }
 
 /// Makes a [`Store`] for one instance, with its limiter and no deadline yet.

@@ -147,6 +147,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             &limits,
             HttpPolicy::deny_all(label.clone().into()),
         );
+        super::host::yield_at_every_tick(&mut store);
         let instance = linker
             .instantiate_async(&mut store, component)
             .await

@@ -51,6 +51,8 @@ pub fn phase(s: &str) -> pb::Phase {
         "restoring" => pb::Phase::Restoring,
         "verifying" => pb::Phase::Verifying,
         "done" => pb::Phase::Done,
+        "pre-backup hooks" => pb::Phase::PreBackupHooks,
+        "post-backup hooks" => pb::Phase::PostBackupHooks,
         _ => pb::Phase::Unspecified,
     }
 }

@@ -201,7 +201,10 @@ pub enum BackupEvent {
     },
 }
 
+/// A hook's answer. Later 1.x minors may add variants (matching on a
+/// `Verdict` needs a wildcard arm; constructing one never breaks).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     Allow,
     /// Only pre-backup vetoes stop anything.

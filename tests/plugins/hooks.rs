@@ -189,6 +189,44 @@ fn a_hook_blocked_inside_the_host_is_stopped_by_its_time_limit() {
 }
 
 #[test]
+fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
+    // A ten-minute limit: only the cancellation can end this hook in time
+    // for the harness (which gives a job two minutes).
+    let (env, server) = hook_server("loop-pre", "    limits: { callTimeoutSeconds: 600 }\n");
+    let src = small_source(&env.dir);
+    let wim = env.path("c.wim");
+    let bg = BgCli::spawn(
+        &env.home,
+        &backup_args(&src, &wim, &["--plugin", "hostile-hook", "--json"]),
+    );
+    let uuid = running_uuid(&env.home, &wim);
+    // Wait until the hook is in its loop (it logs as it starts).
+    let waiting = std::time::Instant::now();
+    while !server.log_text().contains("on-event starts in mode loop-pre") {
+        assert!(
+            waiting.elapsed() < JOB_TIMEOUT,
+            "the hook never started:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cli_ok(&env.home, &[os("backups"), os("cancel"), os(&uuid)]);
+    let out = bg.wait(JOB_TIMEOUT);
+    let b = last_json(&out);
+    assert_eq!(b["status"], "cancelled", "{b}");
+    assert!(!wim.exists());
+    assert!(
+        server
+            .log_text()
+            .contains("plugin hostile-hook: `on-event` was stopped because the backup was cancelled"),
+        "{}",
+        server.log_text()
+    );
+    cli_ok(&env.home, &[os("health")]);
+    server.assert_no_panic();
+}
+
+#[test]
 fn a_verdict_of_a_later_minor_is_treated_as_allow() {
     let (env, server) = hook_server("future", "");
     let src = small_source(&env.dir);
