@@ -163,7 +163,7 @@ impl WasmHook {
             },
             (PluginError::Trap { call, .. }, denied) => PluginError::Denied {
                 plugin: self.name.to_string(),
-                call: *call,
+                call,
                 what: format!("HTTP request {}", denied.join(", ")),
                 why: format!("host not in allowedHosts; the call then failed: {e}"),
             },
