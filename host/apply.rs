@@ -218,11 +218,11 @@ pub fn apply(
     // 2. Regular files: one primary path per inode, contents grouped by blob.
     let mut primary: HashMap<usize, PathBuf> = HashMap::new();
     let mut by_blob: HashMap<Sha1, Vec<(PathBuf, bool)>> = HashMap::new();
-    // The other names of each primary path (hard links), for clean-up.
-    let mut links: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
-    // Every name created here, removed again if this step fails (none has
-    // its contents yet).
-    let mut created: Vec<PathBuf> = Vec::new();
+    // Every name created here and the blob it waits for (none for an empty
+    // file), so that after a failure (a damaged blob, a codec error,
+    // cancellation) the names left empty or half-written are removed rather
+    // than left looking restored.
+    let mut created: Vec<(PathBuf, Option<Sha1>)> = Vec::new();
     let mut create_files = || -> Result<()> {
         for &d in &selected {
             let inode = tree.dentries[d].inode;
@@ -231,11 +231,11 @@ pub fn apply(
                 continue;
             }
             let p = paths[&d].clone();
+            let blob = (ino.data_hash != ZERO_HASH).then_some(ino.data_hash);
             remove_non_dir(&p)?;
             if let Some(first) = primary.get(&inode) {
                 fs::hard_link(first, &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
-                created.push(p.clone());
-                links.entry(first.clone()).or_default().push(p);
+                created.push((p, blob));
                 report.hard_links += 1;
                 continue;
             }
@@ -243,36 +243,25 @@ pub fn apply(
             report.files += 1;
             // Create it now (empty) so hard links can point at it.
             create_file(&p)?;
-            created.push(p.clone());
-            if ino.data_hash != ZERO_HASH {
+            created.push((p.clone(), blob));
+            if let Some(h) = blob {
                 let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
-                by_blob.entry(ino.data_hash).or_default().push((p, sparse));
+                by_blob.entry(h).or_default().push((p, sparse));
             }
         }
         Ok(())
     };
-    if let Err(e) = create_files() {
-        for p in &created {
-            let _ = fs::remove_file(p);
-        }
-        return Err(e);
-    }
-    // Contents. Blobs whose files were all written completely are noted, so
-    // that after a failure (a damaged blob, a codec error, cancellation) the
-    // files left empty or half-written are removed rather than left looking
-    // restored.
+    // Blobs whose files were all written completely.
     let written: std::sync::Mutex<HashSet<Sha1>> = std::sync::Mutex::default();
-    let result = write_blobs(arch, &by_blob, &written, opts, &mut report, progress);
+    let mut result = create_files();
+    if result.is_ok() {
+        result = write_blobs(arch, &by_blob, &written, opts, &mut report, progress);
+    }
     if let Err(e) = result {
         let written = written.lock().unwrap_or_else(|p| p.into_inner());
-        for (h, targets) in &by_blob {
-            if written.contains(h) {
-                continue;
-            }
-            for (p, _) in targets {
-                for q in std::iter::once(p).chain(links.get(p).into_iter().flatten()) {
-                    let _ = fs::remove_file(q);
-                }
+        for (p, blob) in &created {
+            if blob.is_some_and(|h| !written.contains(&h)) {
+                let _ = fs::remove_file(p);
             }
         }
         return Err(e);

@@ -498,13 +498,9 @@ impl Client {
         bytes: Vec<u8>,
         native: bool,
     ) -> Result<pb::Plugin, ClientError> {
-        use sha2::Digest;
         const CHUNK: usize = 1 << 20;
         let mut c = RegistryServiceClient::new(self.ready().await?);
-        let sha256: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::plugins::sha256_hex(&bytes);
         let size = bytes.len() as u64;
         let count = bytes.len().div_ceil(CHUNK).max(1);
         let file_name = file_name.to_string();

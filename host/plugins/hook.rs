@@ -147,7 +147,7 @@ impl WasmHook {
     /// capability, cancellation); HTTP requests the allow-list refused are
     /// added to it.
     pub fn call(&self, event: &HookEvent, cancel: Option<&AtomicBool>) -> Result<HookVerdict, PluginError> {
-        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.limits.call_timeout);
+        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone());
         // A call that failed after the sandbox refused one of its requests
         // most likely failed because of it: say so (a limit or a
         // cancellation stays what it was; the refusal is in the log).
@@ -170,8 +170,7 @@ impl WasmHook {
             (_, _) => e,
         };
         // Which call is running, for the error when the limit stops it.
-        let stage = std::sync::Mutex::new("instantiate");
-        let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        let stage = std::cell::Cell::new("instantiate");
         let run = async {
             let mut store = new_store(self.name.clone(), self.settings.clone(), &self.limits, policy.clone());
             // Give control back at every tick, so the wall-clock limit and
@@ -181,7 +180,7 @@ impl WasmHook {
                 Ok(b) => b,
                 Err(e) => return Err(call_error(e, &store, "instantiate", &self.limits)),
             };
-            set_stage("init");
+            stage.set("init");
             match bindings
                 .wimguard_plugin_plugin()
                 .call_init(&mut store, &host_info())
@@ -201,7 +200,7 @@ impl WasmHook {
                 }
                 Err(e) => return Err(with_denials(call_error(e, &store, "init", &self.limits))),
             }
-            set_stage("on-event");
+            stage.set("on-event");
             bindings
                 .wimguard_plugin_hook()
                 .call_on_event(&mut store, &event.to_wit())
@@ -211,7 +210,7 @@ impl WasmHook {
         let verdict = match run_bounded(self.limits.call_timeout, cancel, run) {
             Ok(r) => r?,
             Err(stopped) => {
-                let call = *stage.lock().unwrap_or_else(|p| p.into_inner());
+                let call = stage.get();
                 return Err(with_denials(match stopped {
                     Stopped::TimedOut => PluginError::Timeout {
                         plugin: self.name.to_string(),

@@ -654,7 +654,7 @@ impl Hasher for ShaHasher {
 }
 
 /// Hex of a sha256.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -4,7 +4,6 @@
 //! failed because of one can say so.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -88,27 +87,24 @@ impl HostPattern {
 pub struct HttpPolicy {
     plugin: Arc<str>,
     allowed: Arc<Vec<HostPattern>>,
-    /// The longest a request may take to get its response head. The epoch
-    /// deadline cannot stop a guest blocked inside the host waiting on a
-    /// response (a tarpit server), so the request itself is bounded too.
-    deadline: Duration,
     /// Requests refused during the current call ("METHOD uri").
     denied: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpPolicy {
-    pub fn new(plugin: Arc<str>, allowed: Arc<Vec<HostPattern>>, deadline: Duration) -> Self {
+    /// The policy of `plugin`; how long its requests may take is bounded
+    /// by the call they belong to (see `run_bounded`), not here.
+    pub fn new(plugin: Arc<str>, allowed: Arc<Vec<HostPattern>>) -> Self {
         HttpPolicy {
             plugin,
             allowed,
-            deadline,
             denied: Arc::default(),
         }
     }
 
     /// No outgoing request at all (codecs).
     pub fn deny_all(plugin: Arc<str>) -> Self {
-        Self::new(plugin, Arc::new(Vec::new()), Duration::ZERO)
+        Self::new(plugin, Arc::new(Vec::new()))
     }
 
     /// Is a request to `uri` allowed?
@@ -162,18 +158,9 @@ impl WasiHttpHooks for HttpPolicy {
         }
         tracing::debug!(target: "wimguard::plugin", plugin = &*self.plugin, "HTTP {} {}", request.method(), request.uri());
         _ = fut;
-        let deadline = self.deadline;
-        let plugin = self.plugin.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
-            let send = wasmtime_wasi_http::default_send_request(request, options);
-            let (res, io) = match tokio::time::timeout(deadline, send).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    tracing::warn!(target: "wimguard::plugin", plugin = &*plugin, "HTTP request stopped after {deadline:?} (the plugin's call time limit)");
-                    return Err(HttpError::ConnectionTimeout);
-                }
-            };
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
@@ -188,7 +175,7 @@ mod tests {
 
     fn policy(entries: &[&str]) -> HttpPolicy {
         let p = entries.iter().map(|e| HostPattern::parse(e).unwrap()).collect();
-        HttpPolicy::new("t".into(), Arc::new(p), Duration::from_secs(1))
+        HttpPolicy::new("t".into(), Arc::new(p))
     }
 
     #[test]

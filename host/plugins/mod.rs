@@ -37,8 +37,8 @@ pub mod registry;
 pub use codec::{WasmCodec, WasmCompressor, WasmDecompressor};
 pub use hook::{HookEvent, HookVerdict, WasmHook};
 pub use host::{
-    compile_component, engine, plain_settings, valid_name, PluginError, PluginLimits, PluginSettings, SettingValue,
-    EPOCH_TICK,
+    compile_component, engine, plain_settings, sha256_hex, valid_name, PluginError, PluginLimits, PluginSettings,
+    SettingValue, EPOCH_TICK,
 };
 pub use native::{NativeCodec, NativeCompressor, NativeDecompressor, NativeError};
 pub use registry::PluginRegistry;

@@ -18,7 +18,7 @@
 //!
 //! A loaded library is never unloaded (see [`NativeCodec::load`]).
 
-use super::host::PluginSettings;
+use super::host::{sha256_hex, valid_name, PluginSettings};
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 
 use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
 use libloading::Library;
-use sha2::{Digest, Sha256};
 use wimguard_sdk::native::{
     self as abi, AbiVersionFn, CodecCompressFn, CodecDecompressFn, CodecFreeFn, CodecNewFn, PluginInfoFn, VecBuf,
     WgBuf, WgHostApi, WgPluginInfo, WgStr,
@@ -908,15 +907,4 @@ fn reason(message: Vec<u8>, fallback: &str) -> String {
 fn normalise_digest(digest: &str) -> String {
     let digest = digest.trim();
     digest.strip_prefix("sha256:").unwrap_or(digest).to_ascii_lowercase()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

@@ -138,8 +138,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
     let limits = PluginLimits::default();
     let linker = hook_linker(component).map_err(|e| wrong(format!("{e:#}")))?;
     // Which call is running, for the error when the time limit stops it.
-    let stage = Mutex::new("instantiate");
-    let set_stage = |s: &'static str| *stage.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    let stage = std::cell::Cell::new("instantiate");
     let ask = async {
         let mut store = new_store(
             label.clone().into(),
@@ -161,7 +160,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         let info_fn = instance
             .get_typed_func::<(), (bindings::wimguard::plugin::types::PluginInfo,)>(&mut store, &info_idx)
             .map_err(|e| wrong(format!("`info` has the wrong type: {e:#}")))?;
-        set_stage("info");
+        stage.set("info");
         let (info,) = info_fn
             .call_async(&mut store, ())
             .await
@@ -181,7 +180,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         let describe = instance
             .get_typed_func::<(), (bindings::exports::wimguard::plugin::codec::CodecInfo,)>(&mut store, &describe_idx)
             .map_err(|e| wrong(format!("`describe` has the wrong type: {e:#}")))?;
-        set_stage("describe");
+        stage.set("describe");
         let (desc,) = describe
             .call_async(&mut store, ())
             .await
@@ -193,7 +192,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         Err(_) => {
             return Err(PluginError::Timeout {
                 plugin: label.clone(),
-                call: *stage.lock().unwrap_or_else(|p| p.into_inner()),
+                call: stage.get(),
                 limit: limits.call_timeout,
             })
         }
@@ -248,13 +247,6 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
 
 fn valid_codec_id(id: &str) -> bool {
     valid_name(id) && id != "none" && id != "plugin" && id != "lzms"
-}
-
-/// The codec ids of standard WIM codecs: only the bundled plugins provide
-/// them (a third-party codec claiming one would write "standard" archives
-/// with foreign code).
-fn is_standard_codec_id(id: &str) -> bool {
-    matches!(id, "xpress" | "lzx")
 }
 
 /// The registry, shared by the server's services and the job runner.
@@ -345,7 +337,7 @@ impl PluginRegistry {
                     continue;
                 }
             }
-            let rec = self.install_wasm(b.bytes, true)?;
+            let rec = self.install_wasm(b.bytes, sha, true)?;
             tracing::info!(plugin = %rec.name, version = %rec.version, "registered bundled plugin");
         }
         Ok(())
@@ -359,8 +351,14 @@ impl PluginRegistry {
     /// Installs a plugin from its bytes: a component (validated: known world,
     /// API 1.x up to this host's minor), or with `native` a trusted shared
     /// library (the admin must have trusted its sha256 in config first).
-    /// A refused file leaves nothing behind.
-    pub fn install(&self, bytes: &[u8], native: bool) -> Result<PluginRecord, CoreError> {
+    /// A refused file leaves nothing behind. `expected_sha256` (hex) is what
+    /// the uploader said it sent; other bytes are refused.
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        native: bool,
+        expected_sha256: Option<&str>,
+    ) -> Result<PluginRecord, CoreError> {
         if bytes.is_empty() {
             return Err(CoreError::InvalidArgument("the plugin file is empty".into()));
         }
@@ -370,9 +368,15 @@ impl PluginRegistry {
                 bytes.len()
             )));
         }
+        let sha = sha256_hex(bytes);
+        if let Some(expected) = expected_sha256.filter(|e| !e.eq_ignore_ascii_case(&sha)) {
+            return Err(CoreError::InvalidArgument(format!(
+                "the bytes received have sha256 {sha}, not the {expected} the client sent; nothing was installed"
+            )));
+        }
         let _changes = self.lock_changes();
         let rec = if native {
-            self.install_native(bytes)?
+            self.install_native(bytes, sha)?
         } else {
             if bytes.starts_with(b"\x7fELF") {
                 return Err(CoreError::InvalidArgument(
@@ -381,14 +385,14 @@ impl PluginRegistry {
                         .into(),
                 ));
             }
-            self.install_wasm(bytes, false)?
+            self.install_wasm(bytes, sha, false)?
         };
         tracing::info!(plugin = %rec.name, version = %rec.version, kind = %rec.kind, runtime = %rec.runtime, sha256 = %rec.sha256, "plugin installed");
         Ok(rec)
     }
 
-    fn install_wasm(&self, bytes: &[u8], bundled: bool) -> Result<PluginRecord, CoreError> {
-        let sha = sha256_hex(bytes);
+    /// Installs component `bytes`, whose sha256 is `sha`.
+    fn install_wasm(&self, bytes: &[u8], sha: String, bundled: bool) -> Result<PluginRecord, CoreError> {
         // Compiled without the cache: a refused file leaves nothing behind.
         let component = compile_component(bytes, None).map_err(install_error)?;
         let info = inspect_component(&component, &sha).map_err(install_error)?;
@@ -451,7 +455,9 @@ impl PluginRegistry {
             }
         }
         if kind == "codec" {
-            if !bundled && is_standard_codec_id(codec_id) {
+            // Only the bundled plugins provide standard codecs: a third-party
+            // one would write "standard" archives with foreign code.
+            if !bundled && crate::jobs::parse_compression(codec_id).is_some() {
                 return Err(CoreError::AlreadyExists(format!(
                     "codec id `{codec_id}` is a standard WIM codec, provided by the bundled plugin; give your codec \
                      its own id (`x-<vendor>-<name>`)"
@@ -472,8 +478,8 @@ impl PluginRegistry {
         Ok(())
     }
 
-    fn install_native(&self, bytes: &[u8]) -> Result<PluginRecord, CoreError> {
-        let sha = sha256_hex(bytes);
+    /// Installs native library `bytes`, whose sha256 is `sha`.
+    fn install_native(&self, bytes: &[u8], sha: String) -> Result<PluginRecord, CoreError> {
         let Some((name, cfg)) = self
             .config
             .iter()

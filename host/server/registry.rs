@@ -71,7 +71,7 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         let mut bytes = Vec::new();
         let mut native = false;
         let mut declared_size = 0u64;
-        let mut declared_sha = String::new();
+        let mut declared_sha: Option<String> = None;
         let mut file_name = String::new();
         let mut first = true;
         loop {
@@ -95,7 +95,7 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
                 }
             }
             if !chunk.sha256.is_empty() {
-                declared_sha = chunk.sha256.to_ascii_lowercase();
+                declared_sha = Some(chunk.sha256);
             }
             if bytes.len() + chunk.data.len() > MAX_PLUGIN_BYTES {
                 return Err(Status::invalid_argument(format!(
@@ -104,31 +104,15 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
             }
             bytes.extend_from_slice(&chunk.data);
         }
-        let what = if file_name.is_empty() {
-            "the plugin file".to_string()
-        } else {
-            format!("plugin file {file_name}")
-        };
         if declared_size != 0 && declared_size != bytes.len() as u64 {
             return Err(Status::invalid_argument(format!(
-                "{what}: the upload ended after {} of {declared_size} bytes; nothing was installed",
+                "plugin file {file_name:?}: the upload ended after {} of {declared_size} bytes; nothing was installed",
                 bytes.len()
             )));
         }
-        if !declared_sha.is_empty() {
-            use sha2::Digest;
-            let got: String = sha2::Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            if got != declared_sha {
-                return Err(Status::invalid_argument(format!(
-                    "{what}: the bytes received have sha256 {got}, not the {declared_sha} the client sent; nothing \
-                     was installed"
-                )));
-            }
-        }
-        let rec = self.blocking(move |r| r.install(&bytes, native)).await?;
+        let rec = self
+            .blocking(move |r| r.install(&bytes, native, declared_sha.as_deref()))
+            .await?;
         Ok(Response::new(plugin(&rec)))
     }
 

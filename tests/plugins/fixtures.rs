@@ -40,13 +40,29 @@ pub fn build(dir: &Path, artifact: &str) -> PathBuf {
     path
 }
 
+/// A fresh, empty directory outside the repository for an out-of-tree build.
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Builds the out-of-tree crate in `dir` (see [`build`]), keeps its
+/// `artifact` as `target/wasm-test-plugins/<keep>` and removes `dir`.
+fn build_and_keep(dir: &Path, artifact: &str, keep: &str) -> PathBuf {
+    let built = build(dir, artifact);
+    let kept = root().join("target/wasm-test-plugins").join(keep);
+    std::fs::copy(&built, &kept).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    kept
+}
+
 /// The SDK's RLE example, copied OUT OF TREE and renamed `acme-rle`, with
 /// only the SDK as a dependency: what a third party does.
 pub fn third_party_rle() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("wimguard-acme-rle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("wimguard-acme-rle");
         std::fs::create_dir_all(dir.join("src")).unwrap();
         let example = root().join("sdk/examples/rle-codec");
         let manifest = std::fs::read_to_string(example.join("Cargo.toml"))
@@ -70,11 +86,7 @@ pub fn third_party_rle() -> &'static Path {
             .unwrap()
             .replace("name = \"wimguard-rle-codec\"", "name = \"acme-rle\"");
         std::fs::write(dir.join("Cargo.lock"), lock).unwrap();
-        let built = build(&dir, "acme_rle.wasm");
-        let keep = root().join("target/wasm-test-plugins/acme_rle.wasm");
-        std::fs::copy(&built, &keep).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        keep
+        build_and_keep(&dir, "acme_rle.wasm", "acme_rle.wasm")
     })
 }
 
@@ -107,8 +119,7 @@ pub fn sdk_readme_codec() -> &'static Path {
             placeholder,
             &format!("path = {:?}", root().join("sdk").display().to_string()),
         );
-        let dir = std::env::temp_dir().join(format!("wimguard-readme-codec-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("wimguard-readme-codec");
         std::fs::create_dir_all(dir.join("src")).unwrap();
         // Standalone, as after `cargo new` outside any workspace.
         std::fs::write(dir.join("Cargo.toml"), format!("{manifest}\n[workspace]\n")).unwrap();
@@ -118,11 +129,7 @@ pub fn sdk_readme_codec() -> &'static Path {
             .unwrap()
             .replace("name = \"wimguard-rle-codec\"", "name = \"my-codec\"");
         std::fs::write(dir.join("Cargo.lock"), lock).unwrap();
-        let built = build(&dir, "my_codec.wasm");
-        let keep = root().join("target/wasm-test-plugins/readme_my_codec.wasm");
-        std::fs::copy(&built, &keep).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        keep
+        build_and_keep(&dir, "my_codec.wasm", "readme_my_codec.wasm")
     })
 }
 
@@ -182,8 +189,7 @@ pub fn newer_minor_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let from = root().join("tests/fixtures/future-plugin");
-        let dir = std::env::temp_dir().join(format!("wimguard-newer-minor-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch_dir("wimguard-newer-minor");
         let relabel = |text: String| {
             text.replace("wimguard-future-plugin", "wimguard-newer-minor")
                 .replace("@2.0.0", "@1.1.0")
@@ -203,11 +209,7 @@ pub fn newer_minor_plugin() -> &'static Path {
         }
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("major: 1, minor: 1"), "the future fixture changed shape");
-        let built = build(&dir, "wimguard_newer_minor.wasm");
-        let keep = root().join("target/wasm-test-plugins/newer_minor.wasm");
-        std::fs::copy(&built, &keep).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        keep
+        build_and_keep(&dir, "wimguard_newer_minor.wasm", "newer_minor.wasm")
     })
 }
 
