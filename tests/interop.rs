@@ -14,6 +14,8 @@ mod baseline;
 mod direction_a;
 #[path = "interop/direction_b.rs"]
 mod direction_b;
+#[path = "interop/layout.rs"]
+mod layout;
 #[path = "interop/mixed.rs"]
 mod mixed;
 #[path = "interop/safety.rs"]

@@ -196,19 +196,36 @@ impl WimArchive {
         Ok(v)
     }
 
-    /// End of the last structure wimlib considers part of the file: the XML
-    /// or the integrity table. Appends write after it.
-    pub fn data_end(&self) -> u64 {
-        let xml_end = self.header.xml.offset + self.header.xml.size_in_wim;
-        let int_end = if self.header.integrity.is_zero() {
-            0
-        } else {
-            self.header.integrity.offset + self.header.integrity.size_in_wim
-        };
-        xml_end
-            .max(int_end)
-            .max(self.header.blob_table.offset + self.header.blob_table.size_in_wim)
-            .max(HEADER_SIZE as u64)
+    /// Where an append may start writing: the end of the furthest byte any
+    /// structure we keep refers to (blob table, XML, integrity table, every
+    /// metadata resource and every blob), never less than the header.
+    ///
+    /// Writers usually put the blob table and XML last, but nothing in the
+    /// format says so: a valid WIM may lay out header, blob table, XML, then
+    /// data. Taking the append point from the table or XML ends alone would
+    /// overwrite the blobs after them and destroy images. Every extent is
+    /// checked against the file size, so a locator pointing past the end (an
+    /// integrity table "1 TiB away") is refused at once instead of growing a
+    /// sparse file.
+    pub fn append_point(&self) -> Result<u64> {
+        let mut end = HEADER_SIZE as u64;
+        let header_parts = [
+            (&self.header.blob_table, "blob table"),
+            (&self.header.xml, "XML data"),
+            (&self.header.integrity, "integrity table"),
+        ];
+        for (r, what) in header_parts {
+            if !r.is_zero() {
+                end = end.max(r.end_within(self.file_size, what)?);
+            }
+        }
+        for (i, m) in self.metadata.iter().enumerate() {
+            end = end.max(m.reshdr.end_within(self.file_size, &format!("metadata of image {}", i + 1))?);
+        }
+        for b in self.blobs.values() {
+            end = end.max(b.reshdr.end_within(self.file_size, &format!("blob {}", hex(&b.hash)))?);
+        }
+        Ok(end)
     }
 }
 

@@ -166,10 +166,21 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The start of the temp names of writers of archive `name`: a hash of the
+/// name, not the name itself, so that a temp name is as short as the longest
+/// allowed file name needs it to be (the name can be NAME_MAX bytes already).
+fn temp_prefix(name: &std::ffi::OsStr) -> String {
+    use sha1::{Digest, Sha1};
+    use std::os::unix::ffi::OsStrExt;
+    let h = Sha1::digest(name.as_bytes());
+    let id: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!(".wimguard-tmp-{id}-")
+}
+
 /// Removes temp files of earlier writers of the same archive that died
 /// (their lock is gone). Best effort: failures are ignored.
-fn remove_stale_temps(dir: &Path, name: &str, ours: &Path) {
-    let prefix = format!(".{name}.wimguard-tmp-");
+fn remove_stale_temps(dir: &Path, name: &std::ffi::OsStr, ours: &Path) {
+    let prefix = temp_prefix(name);
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
@@ -264,7 +275,7 @@ impl WimWriter {
         let mut suffix = [0u8; 6];
         getrandom::fill(&mut suffix).expect("the OS random source works");
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let tmp = dir.join(format!(".{}.wimguard-tmp-{suffix}", name.to_string_lossy()));
+        let tmp = dir.join(format!("{}{suffix}", temp_prefix(name)));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -279,7 +290,7 @@ impl WimWriter {
         // Held until the writer is gone, so a later writer can tell our temp
         // file from one a killed process left behind.
         lock_exclusive(&file, &tmp)?;
-        remove_stale_temps(dir, &name.to_string_lossy(), &tmp);
+        remove_stale_temps(dir, name, &tmp);
         let mut header = Header::new(compression, chunk_size, guid);
         header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
         let mut out = OutBuf {
@@ -339,7 +350,7 @@ impl WimWriter {
         }
         let compression = arch.header.compression()?;
         let codec = arch.codec();
-        let old_end = arch.data_end();
+        let old_end = arch.append_point()?;
         let old_flags = arch.header.flags;
         // Mark the file as being written, exactly as wimlib does: only the flags word.
         file.write_all_at(&(old_flags | HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
@@ -848,7 +859,7 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
         } else {
             dir
         };
-        remove_stale_temps(dir, &name.to_string_lossy(), Path::new(""));
+        remove_stale_temps(dir, name, Path::new(""));
     }
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
@@ -860,7 +871,9 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
     if arch.header.flags & HDR_FLAG_WRITE_IN_PROGRESS == 0 {
         return Ok(false);
     }
-    file.set_len(arch.data_end())?;
+    // Everything the (complete) header refers to ends at the append point;
+    // what lies beyond is the dead writer's partial data.
+    file.set_len(arch.append_point()?)?;
     file.write_all_at(&(arch.header.flags & !HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
     file.sync_all()?;
     Ok(true)
