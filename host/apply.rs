@@ -64,6 +64,9 @@ pub struct ApplyReport {
     pub planned: Vec<String>,
     /// Existing paths kept under `Overwrite::Skip`.
     pub skipped: Vec<String>,
+    /// Entries of the image left out because they cannot be restored
+    /// safely (each also has a warning, the first thousand by name).
+    pub unsafe_skipped: u64,
 }
 
 /// Small blobs are decoded many at a time in parallel; larger ones stream.
@@ -88,6 +91,36 @@ fn kind_of(ino: &Inode) -> Kind {
     match ino.tagged.unix_data() {
         Some(u) if u.mode & libc::S_IFMT != libc::S_IFREG && u.mode & libc::S_IFMT != 0 => Kind::Special,
         _ => Kind::File,
+    }
+}
+
+/// Longest file name Linux file systems take (NAME_MAX), in bytes.
+const NAME_MAX_BYTES: usize = 255;
+/// Longest path one system call takes (PATH_MAX less the NUL), in bytes.
+const PATH_MAX_BYTES: usize = crate::wim::metadata::PATH_MAX_BYTES;
+/// Warnings a report keeps by name; the counts stay exact.
+const WARNINGS_KEPT: usize = 1000;
+
+/// Where each dentry of the image goes: rebuilt on demand from the tree,
+/// since the names are already in memory once.
+struct Targets<'a> {
+    tree: &'a ImageTree,
+    dest: PathBuf,
+}
+
+impl Targets<'_> {
+    /// The target path of dentry `d` (its names were checked when selected).
+    fn path(&self, mut d: usize) -> PathBuf {
+        let mut names = Vec::new();
+        while d != 0 {
+            names.push(String::from_utf16_lossy(&self.tree.dentries[d].name));
+            d = self.tree.dentries[d].parent;
+        }
+        let mut p = self.dest.clone();
+        for n in names.iter().rev() {
+            p.push(n);
+        }
+        p
     }
 }
 
@@ -131,36 +164,87 @@ pub fn apply(
         }
     }
 
-    // Destination path of every selected dentry, names checked.
     if !opts.dry_run {
         fs::create_dir_all(dest).map_err(|e| io_err(e, dest, "cannot create"))?;
     }
     let dest_abs = fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
-    let mut paths: HashMap<usize, PathBuf> = HashMap::new();
-    paths.insert(0, dest_abs.clone());
+    let targets = Targets {
+        tree: &tree,
+        dest: dest_abs.clone(),
+    };
+
+    // Entries that cannot be restored safely are left out, each with a
+    // warning (wimlib warns too): those the parser dropped, and here names
+    // this system cannot hold. A left-out directory takes its subtree along.
+    let chosen = |path: &str| {
+        opts.paths.is_empty()
+            || opts.paths.iter().any(|p| {
+                let p = format!("/{}", p.trim_matches('/'));
+                p == "/" || path == p || path.starts_with(&format!("{p}/"))
+            })
+    };
+    for sk in tree.skipped.iter().filter(|sk| chosen(&sk.path)) {
+        report.warnings.push(format!("skipped {}: {}", sk.path, sk.reason));
+    }
+    report.unsafe_skipped = if opts.paths.is_empty() {
+        tree.skipped_total
+    } else {
+        report.warnings.len() as u64
+    };
+    let dest_len = dest_abs.as_os_str().len();
+    // UTF-8 length of each selected dentry's path below the target.
+    let mut rel_len: HashMap<usize, usize> = HashMap::with_capacity(selected.len());
+    rel_len.insert(0, 0);
+    let mut left_out: HashSet<usize> = HashSet::new();
+    selected.retain(|&d| {
+        if d == 0 {
+            return true;
+        }
+        let parent = tree.dentries[d].parent;
+        if left_out.contains(&parent) || !rel_len.contains_key(&parent) {
+            left_out.insert(d);
+            return false;
+        }
+        let why = match String::from_utf16(&tree.dentries[d].name) {
+            Err(_) => Some("name is not valid UTF-16".to_string()),
+            Ok(n) if unsafe_name(&n) => Some("unsafe name (`/`, NUL, `.`, `..` or empty)".into()),
+            Ok(n) if n.len() > NAME_MAX_BYTES => Some(format!("name longer than {NAME_MAX_BYTES} bytes")),
+            Ok(n) if dest_len + rel_len[&parent] + 1 + n.len() > PATH_MAX_BYTES => Some(format!(
+                "path below {} longer than {PATH_MAX_BYTES} bytes",
+                dest_abs.display()
+            )),
+            Ok(n) => {
+                rel_len.insert(d, rel_len[&parent] + 1 + n.len());
+                None
+            }
+        };
+        match why {
+            Some(why) => {
+                report.unsafe_skipped += 1;
+                if report.warnings.len() < WARNINGS_KEPT {
+                    report.warnings.push(format!("skipped {}: {why}", tree.path_of(d)));
+                }
+                left_out.insert(d);
+                false
+            }
+            None => true,
+        }
+    });
+    drop(rel_len);
+
+    // Existing paths in the way: a non-directory where the image has a
+    // directory, or anything where it has a non-directory. Refuse, skip or
+    // replace them, per policy (existing directories merge).
+    let mut existing: Vec<usize> = Vec::new();
     for &d in &selected {
         if d == 0 {
             continue;
         }
-        let name = String::from_utf16(&tree.dentries[d].name)
-            .map_err(|_| WimError::Invalid(format!("{}: name is not valid UTF-16", tree.path_of(d))))?;
-        if unsafe_name(&name) {
-            return Err(WimError::Invalid(format!(
-                "refusing to extract {:?}: unsafe file name",
-                tree.path_of(d)
-            )));
-        }
-        let parent = paths
-            .get(&tree.dentries[d].parent)
-            .cloned()
-            .ok_or_else(|| WimError::Invalid("broken tree".into()))?;
-        paths.insert(d, parent.join(name));
-    }
-
-    // Existing non-directories: refuse, skip or replace, per policy.
-    let mut existing: Vec<usize> = Vec::new();
-    for &d in &selected {
-        if d != 0 && kind_of(tree.inode_of(d)) != Kind::Dir && fs::symlink_metadata(&paths[&d]).is_ok() {
+        let in_way = match fs::symlink_metadata(targets.path(d)) {
+            Ok(m) => kind_of(tree.inode_of(d)) != Kind::Dir || !m.is_dir(),
+            Err(_) => false,
+        };
+        if in_way {
             existing.push(d);
         }
     }
@@ -175,9 +259,17 @@ pub fn apply(
         )));
     }
     if opts.overwrite == Overwrite::Skip {
-        let skip: HashSet<usize> = existing.iter().copied().collect();
+        // A kept non-directory where the image has a directory keeps out
+        // the directory's whole subtree: nothing may be created below it.
+        let mut skip: HashSet<usize> = existing.iter().copied().collect();
         report.skipped = existing.iter().map(|&d| rel(d)).collect();
-        selected.retain(|d| !skip.contains(d));
+        selected.retain(|&d| {
+            if skip.contains(&d) || (d != 0 && skip.contains(&tree.dentries[d].parent)) {
+                skip.insert(d);
+                return false;
+            }
+            true
+        });
     }
     if opts.dry_run {
         report.planned = selected.iter().map(|&d| rel(d)).collect();
@@ -201,7 +293,7 @@ pub fn apply(
         if kind_of(ino) != Kind::Dir {
             continue;
         }
-        let p = &paths[&d];
+        let p = &targets.path(d);
         if d != 0 {
             match fs::symlink_metadata(p) {
                 Ok(m) if m.is_dir() => {}
@@ -216,13 +308,15 @@ pub fn apply(
     }
 
     // 2. Regular files: one primary path per inode, contents grouped by blob.
-    let mut primary: HashMap<usize, PathBuf> = HashMap::new();
-    let mut by_blob: HashMap<Sha1, Vec<(PathBuf, bool)>> = HashMap::new();
+    // Dentries, not paths, are kept: a path per entry would cost memory
+    // quadratic in depth; each is rebuilt from the tree when needed.
+    let mut primary: HashMap<usize, usize> = HashMap::new();
+    let mut by_blob: HashMap<Sha1, Vec<(usize, bool)>> = HashMap::new();
     // Every name created here and the blob it waits for (none for an empty
     // file), so that after a failure (a damaged blob, a codec error,
     // cancellation) the names left empty or half-written are removed rather
     // than left looking restored.
-    let mut created: Vec<(PathBuf, Option<Sha1>)> = Vec::new();
+    let mut created: Vec<(usize, Option<Sha1>)> = Vec::new();
     let mut create_files = || -> Result<()> {
         for &d in &selected {
             let inode = tree.dentries[d].inode;
@@ -230,23 +324,23 @@ pub fn apply(
             if kind_of(ino) != Kind::File {
                 continue;
             }
-            let p = paths[&d].clone();
+            let p = targets.path(d);
             let blob = (ino.data_hash != ZERO_HASH).then_some(ino.data_hash);
             remove_non_dir(&p)?;
-            if let Some(first) = primary.get(&inode) {
-                fs::hard_link(first, &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
-                created.push((p, blob));
+            if let Some(&first) = primary.get(&inode) {
+                fs::hard_link(targets.path(first), &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
+                created.push((d, blob));
                 report.hard_links += 1;
                 continue;
             }
-            primary.insert(inode, p.clone());
+            primary.insert(inode, d);
             report.files += 1;
             // Create it now (empty) so hard links can point at it.
             create_file(&p)?;
-            created.push((p.clone(), blob));
+            created.push((d, blob));
             if let Some(h) = blob {
                 let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
-                by_blob.entry(h).or_default().push((p, sparse));
+                by_blob.entry(h).or_default().push((d, sparse));
             }
         }
         Ok(())
@@ -255,13 +349,13 @@ pub fn apply(
     let written: std::sync::Mutex<HashSet<Sha1>> = std::sync::Mutex::default();
     let mut result = create_files();
     if result.is_ok() {
-        result = write_blobs(arch, &by_blob, &written, opts, &mut report, progress);
+        result = write_blobs(arch, &targets, &by_blob, &written, opts, &mut report, progress);
     }
     if let Err(e) = result {
         let written = written.lock().unwrap_or_else(|p| p.into_inner());
-        for (p, blob) in &created {
+        for (d, blob) in &created {
             if blob.is_some_and(|h| !written.contains(&h)) {
-                let _ = fs::remove_file(p);
+                let _ = fs::remove_file(targets.path(*d));
             }
         }
         return Err(e);
@@ -274,7 +368,7 @@ pub fn apply(
         if kind_of(ino) != Kind::Special {
             continue;
         }
-        let p = &paths[&d];
+        let p = &targets.path(d);
         let u = ino.tagged.unix_data().expect("specials have UNIX data");
         remove_non_dir(p)?;
         match fsutil::mknod(p, u.mode & (libc::S_IFMT | 0o777), u.rdev as u64) {
@@ -292,7 +386,7 @@ pub fn apply(
         if kind_of(ino) != Kind::Symlink {
             continue;
         }
-        let p = &paths[&d];
+        let p = &targets.path(d);
         let data = arch.read_blob_to_vec(&ino.reparse_hash, REPARSE_DATA_MAX as u64)?;
         let link = match decode_link(ino.reparse_tag, ino.rp_flags, &data) {
             Ok(l) => l,
@@ -321,12 +415,12 @@ pub fn apply(
         if kind_of(ino) == Kind::Dir || !done.insert(inode) {
             continue;
         }
-        set_metadata(&paths[&d], ino, kind_of(ino), restore_owner, &mut report)?;
+        set_metadata(&targets.path(d), ino, kind_of(ino), restore_owner, &mut report)?;
     }
     for &d in selected.iter().rev() {
         let ino = tree.inode_of(d);
         if kind_of(ino) == Kind::Dir {
-            set_metadata(&paths[&d], ino, Kind::Dir, restore_owner, &mut report)?;
+            set_metadata(&targets.path(d), ino, Kind::Dir, restore_owner, &mut report)?;
         }
     }
     Ok(report)
@@ -336,7 +430,8 @@ pub fn apply(
 /// `written` each blob whose files are complete.
 fn write_blobs(
     arch: &WimArchive,
-    by_blob: &HashMap<Sha1, Vec<(PathBuf, bool)>>,
+    targets: &Targets,
+    by_blob: &HashMap<Sha1, Vec<(usize, bool)>>,
     written: &std::sync::Mutex<HashSet<Sha1>>,
     opts: &ApplyOptions,
     report: &mut ApplyReport,
@@ -347,7 +442,7 @@ fn write_blobs(
             return Err(WimError::Corrupt(format!(
                 "blob {} needed by {} is missing from the archive",
                 hex(h),
-                by_blob[h][0].0.display()
+                targets.path(by_blob[h][0].0).display()
             )));
         }
     }
@@ -366,8 +461,8 @@ fn write_blobs(
     let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
         batch.par_iter().try_for_each(|h| -> Result<()> {
             let data = arch.read_blob_to_vec(h, SMALL_BLOB)?;
-            for (p, sparse) in &by_blob[h] {
-                write_contents(p, &data, *sparse)?;
+            for (d, sparse) in &by_blob[h] {
+                write_contents(&targets.path(*d), &data, *sparse)?;
             }
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(*h);
             Ok(())
@@ -394,7 +489,8 @@ fn write_blobs(
                 progress(report.bytes, bytes_total);
             }
         } else {
-            stream_large(arch, &h, &by_blob[&h])?;
+            let files: Vec<(PathBuf, bool)> = by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp)).collect();
+            stream_large(arch, &h, &files)?;
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
             progress(report.bytes, bytes_total);
         }
@@ -533,12 +629,18 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: 
     Ok(())
 }
 
-/// Lists an image's paths under `start` (for `archive ls`), with sizes.
-pub fn list(arch: &WimArchive, tree: &ImageTree, start: &str) -> Result<Vec<(String, char, u64)>> {
+/// Lists an image's paths under `start` (for `archive ls`), with their kind
+/// and size, one at a time: a full list of paths could be many times the
+/// size of the metadata.
+pub fn list(
+    arch: &WimArchive,
+    tree: &ImageTree,
+    start: &str,
+    out: &mut dyn FnMut(&str, char, u64) -> io::Result<()>,
+) -> Result<()> {
     let d = tree
         .lookup(start)
         .ok_or_else(|| WimError::NotFound(format!("path {start:?} does not exist in the image")))?;
-    let mut out = Vec::new();
     for x in tree.walk(d) {
         let ino = tree.inode_of(x);
         let k = match kind_of(ino) {
@@ -548,7 +650,7 @@ pub fn list(arch: &WimArchive, tree: &ImageTree, start: &str) -> Result<Vec<(Str
             Kind::Special => 's',
         };
         let size = arch.blob_size(&ino.data_hash).unwrap_or(0);
-        out.push((tree.path_of(x), k, size));
+        out(&tree.path_of(x), k, size)?;
     }
-    Ok(out)
+    Ok(())
 }

@@ -125,6 +125,12 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
                 "extracted image {index} to {}: {} directories, {} files ({} bytes), {} hard links, {} symlinks, {} special files",
                 dest.display(), r.dirs, r.files, r.bytes, r.hard_links, r.symlinks, r.specials
             );
+            if r.unsafe_skipped > 0 {
+                println!(
+                    "skipped {} entries that cannot be restored safely (see the warnings)",
+                    r.unsafe_skipped
+                );
+            }
             Ok(())
         }
         ArchiveCommand::Info { wim, json } => info_cmd(wim, json),
@@ -132,17 +138,26 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let arch = WimArchive::open(&wim)?;
             let index = arch.resolve_image(&image)?;
             let tree = arch.load_image(index)?;
-            let entries = apply::list(&arch, &tree, path.as_deref().unwrap_or("/"))?;
-            let mut out = String::new();
-            for (p, kind, size) in entries {
-                if long {
-                    out.push_str(&format!("{kind} {size:>12} {p}\n"));
-                } else {
-                    out.push_str(&p);
-                    out.push('\n');
-                }
+            for sk in &tree.skipped {
+                eprintln!("wimguard: warning: not listed: {}: {}", sk.path, sk.reason);
             }
-            print!("{out}");
+            if tree.skipped_total > tree.skipped.len() as u64 {
+                eprintln!(
+                    "wimguard: warning: … and {} more entries not listed",
+                    tree.skipped_total - tree.skipped.len() as u64
+                );
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            apply::list(&arch, &tree, path.as_deref().unwrap_or("/"), &mut |p, kind, size| {
+                use std::io::Write;
+                if long {
+                    writeln!(out, "{kind} {size:>12} {p}")
+                } else {
+                    writeln!(out, "{p}")
+                }
+            })?;
+            std::io::Write::flush(&mut out).map_err(crate::wim::WimError::from)?;
             Ok(())
         }
         ArchiveCommand::Verify { wim } => {

@@ -199,6 +199,7 @@ pub fn restore_result_json(r: &pb::RestoreResult) -> Value {
         "bytes": r.bytes,
         "planned": r.planned,
         "skipped": r.skipped,
+        "unsafe_skipped": r.unsafe_skipped,
         "warnings": r.warnings,
         "error": opt_str(&r.error),
     })

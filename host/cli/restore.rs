@@ -129,4 +129,10 @@ fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
             format!("; kept {} existing paths", r.skipped.len())
         }
     );
+    if r.unsafe_skipped > 0 {
+        println!(
+            "skipped {} entries that cannot be restored safely (see the warnings)",
+            r.unsafe_skipped
+        );
+    }
 }

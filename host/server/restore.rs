@@ -88,6 +88,7 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
                         skipped: rep.skipped,
                         warnings: rep.warnings,
                         error: String::new(),
+                        unsafe_skipped: rep.unsafe_skipped,
                     }),
                 }),
                 Err(e) => Err(convert::status(e)),

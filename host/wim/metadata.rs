@@ -25,6 +25,24 @@ const DENTRY_FIXED: usize = 102;
 /// Deeper trees are refused (wimlib's limit; also stops cycles).
 const MAX_DEPTH: usize = 16384;
 
+/// Longest path, in UTF-8 bytes from the image root, that we keep: Linux's
+/// PATH_MAX less its terminating NUL. Nothing longer can be created or even
+/// named in one system call, and without the cap a resource of deep long
+/// names makes every consumer that builds full paths quadratic in depth.
+pub const PATH_MAX_BYTES: usize = 4095;
+/// How many left-out names a tree remembers by name (all are counted).
+const SKIPPED_KEPT: usize = 1000;
+
+/// A name the parser left out of the tree, and why. Restores and listings
+/// report each one (wimlib warns about these too), never silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// Path of the entry as far as it can be shown (lossy UTF-16).
+    pub path: String,
+    /// Why it was left out, in words.
+    pub reason: &'static str,
+}
+
 /// A named data stream (NTFS alternate data stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedStream {
@@ -98,6 +116,12 @@ pub struct ImageTree {
     /// Dentry 0 is the root.
     pub dentries: Vec<Dentry>,
     pub inodes: Vec<Inode>,
+    /// Entries of the resource that are not in the tree (unsafe or duplicate
+    /// names, children of non-directories, paths past [`PATH_MAX_BYTES`]):
+    /// the first [`SKIPPED_KEPT`] by name.
+    pub skipped: Vec<SkippedEntry>,
+    /// How many entries were left out in all (subtrees count once).
+    pub skipped_total: u64,
 }
 
 impl ImageTree {
@@ -113,7 +137,24 @@ impl ImageTree {
                 children: Vec::new(),
             }],
             inodes: vec![root],
+            skipped: Vec::new(),
+            skipped_total: 0,
         }
+    }
+
+    /// Notes an entry left out of the tree.
+    fn skip(&mut self, path: String, reason: &'static str) {
+        self.skipped_total += 1;
+        if self.skipped.len() < SKIPPED_KEPT {
+            self.skipped.push(SkippedEntry { path, reason });
+        }
+    }
+
+    /// Path of child `name` of dentry `parent`, for messages.
+    fn child_path(&self, parent: usize, name: &[u16]) -> String {
+        let base = self.path_of(parent);
+        let sep = if base == "/" { "" } else { "/" };
+        format!("{base}{sep}{}", String::from_utf16_lossy(name))
     }
 
     pub fn add_inode(&mut self, inode: Inode) -> usize {
@@ -205,6 +246,8 @@ impl ImageTree {
             security: sec,
             dentries: Vec::new(),
             inodes: Vec::new(),
+            skipped: Vec::new(),
+            skipped_total: 0,
         };
         let root = parse_dentry(buf, root_off)?
             .ok_or_else(|| super::error::WimError::Invalid("metadata resource has no root dentry".into()))?;
@@ -224,9 +267,9 @@ impl ImageTree {
             parent: 0,
             children: Vec::new(),
         });
-        // (dentry id, list offset, depth)
-        let mut stack = vec![(0usize, root_subdir, 0usize)];
-        while let Some((dir, list_off, depth)) = stack.pop() {
+        // (dentry id, list offset, depth, UTF-8 length of its path)
+        let mut stack = vec![(0usize, root_subdir, 0usize, 0usize)];
+        while let Some((dir, list_off, depth, dir_len)) = stack.pop() {
             if list_off == 0 {
                 continue;
             }
@@ -244,9 +287,30 @@ impl ImageTree {
                 }
                 let Some(p) = parse_dentry(buf, off)? else { break };
                 off = p.next;
+                // wimlib ignores these names; so do we, but not silently.
                 let bad = p.name.is_empty() || p.name.contains(&0) || p.name == [0x2E] || p.name == [0x2E, 0x2E];
-                if bad || !names.insert(p.name.clone()) {
-                    continue; // wimlib ignores these; so do we
+                if bad {
+                    tree.skip(tree.child_path(dir, &p.name), "unsafe name (empty, `.`, `..` or NUL)");
+                    continue;
+                }
+                let len = dir_len + 1 + utf8_len(&p.name);
+                if len > PATH_MAX_BYTES {
+                    tree.skip(
+                        tree.child_path(dir, &p.name[..p.name.len().min(64)]) + "…",
+                        "path longer than 4095 bytes (the system's PATH_MAX)",
+                    );
+                    continue;
+                }
+                if names.contains(&p.name) {
+                    tree.skip(tree.child_path(dir, &p.name), "duplicate name in its directory");
+                    continue;
+                }
+                names.insert(p.name.clone());
+                if !p.inode.is_dir() && p.subdir_offset != 0 && matches!(parse_dentry(buf, p.subdir_offset as usize), Ok(Some(_))) {
+                    tree.skip(
+                        tree.child_path(dir, &p.name) + "/*",
+                        "children of a symlink or other non-directory",
+                    );
                 }
                 let key = (p.link_group, p.inode.data_hash);
                 let inode = if p.link_group != 0 && !p.inode.is_dir() && !p.inode.is_reparse() {
@@ -266,7 +330,7 @@ impl ImageTree {
                 let id = tree.add_dentry(dir, p.name, inode);
                 tree.dentries[id].short_name = p.short_name;
                 if is_dir {
-                    stack.push((id, p.subdir_offset, depth + 1));
+                    stack.push((id, p.subdir_offset, depth + 1, len));
                 }
             }
         }
@@ -487,6 +551,13 @@ struct ParsedDentry {
     inode: Inode,
     /// Offset just past this dentry and its extra stream entries.
     next: usize,
+}
+
+/// Bytes the name takes as UTF-8 (unpaired surrogates count as U+FFFD).
+fn utf8_len(name: &[u16]) -> usize {
+    char::decode_utf16(name.iter().copied())
+        .map(|c| c.map_or(3, char::len_utf8))
+        .sum()
 }
 
 fn utf16_at(buf: &[u8], off: usize, bytes: usize) -> Result<Vec<u16>> {
