@@ -376,3 +376,43 @@ fn second_server_on_same_home_is_refused_and_catalog_survives_restart() {
     assert_eq!(list(&env.home).len(), 3);
     server.stop();
 }
+
+/// Issue 9 §4: a file where the snapshot has a directory is existing data.
+/// Without `--overwrite` the restore refuses and the file stays; with
+/// `--skip-existing` the file stays and the directory's subtree is left
+/// out; with `--overwrite` the directory replaces it.
+#[test]
+fn a_file_in_place_of_a_snapshot_directory_is_not_clobbered() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/a.txt"), b"from the snapshot\n").unwrap();
+    fs::write(src.join("top.txt"), b"top\n").unwrap();
+    let wim = env.path("archive.wim");
+    let _server = Server::start(&env.home);
+    let uuid = uuid_of(&backup(&env.home, &src, &wim, &[]));
+
+    let target = env.path("target");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(target.join("docs"), b"precious\n").unwrap();
+    let out = cli(&env.home, &[os("restore"), os(&uuid), os("--target"), target.as_os_str()]);
+    assert!(!out.ok(), "restore over a file where the snapshot has a directory succeeded:\n{}", out.describe());
+    assert!(out.stderr.contains("docs"), "the refusal should name the path:\n{}", out.describe());
+    assert_eq!(fs::read(target.join("docs")).unwrap(), b"precious\n");
+
+    let r = cli_json(
+        &env.home,
+        &[os("restore"), os(&uuid), os("--target"), target.as_os_str(), os("--skip-existing")],
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(fs::read(target.join("docs")).unwrap(), b"precious\n", "--skip-existing replaced the file");
+    assert_eq!(fs::read(target.join("top.txt")).unwrap(), b"top\n");
+    assert!(r["skipped"].to_string().contains("docs"), "{r}");
+
+    let r = cli_json(
+        &env.home,
+        &[os("restore"), os(&uuid), os("--target"), target.as_os_str(), os("--overwrite")],
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(fs::read(target.join("docs/a.txt")).unwrap(), b"from the snapshot\n");
+}
