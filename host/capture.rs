@@ -153,6 +153,8 @@ struct DataJob {
     inode: usize,
     path: PathBuf,
     size: u64,
+    /// (device, inode) as listed: what may be read for it.
+    id: (u64, u64),
 }
 
 /// What the previous image knew about a path.
@@ -258,13 +260,21 @@ pub fn capture(
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
     let own_output = writer.output_identity();
     let mut jobs: Vec<DataJob> = Vec::new();
-    // (directory path, its dentry, path relative to the source)
-    let mut stack: Vec<(PathBuf, usize, String)> = vec![(src.to_path_buf(), 0, String::new())];
+    // (directory path, its dentry, path relative to the source, its listed (dev, ino))
+    let mut stack: Vec<(PathBuf, usize, String, (u64, u64))> = vec![(src.to_path_buf(), 0, String::new(), root_id)];
     let mut scanned = 0u64;
-    while let Some((dir, dentry, rel_dir)) = stack.pop() {
+    while let Some((dir, dentry, rel_dir, dir_id)) = stack.pop() {
         opts.check_cancel()?;
-        let mut entries: Vec<fs::DirEntry> = match fs::read_dir(&dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+        // Only the root may be reached through a symlink (the user named it).
+        let mut entries = match fsutil::list_source_dir(&dir, dir_id, dentry == 0) {
+            Ok(Ok(names)) => names,
+            Ok(Err(why)) => {
+                report.warnings.push(format!(
+                    "{}: {why} since it was listed; its contents are not in this backup",
+                    dir.display()
+                ));
+                continue;
+            }
             Err(e) => {
                 report
                     .warnings
@@ -272,10 +282,11 @@ pub fn capture(
                 continue;
             }
         };
-        entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        for entry in entries {
+        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for os_name in entries {
             scanned += 1;
             if scanned.is_multiple_of(1000) {
+                opts.check_cancel()?;
                 progress(&CaptureProgress {
                     phase: CapturePhase::Scanning,
                     files_done: scanned,
@@ -284,8 +295,7 @@ pub fn capture(
                     bytes_total: report.bytes_total,
                 });
             }
-            let path = entry.path();
-            let os_name = entry.file_name();
+            let path = dir.join(&os_name);
             let Some(name) = fsutil::utf8_name(&os_name) else {
                 report.warnings.push(format!(
                     "{}: name is not valid UTF-8; skipped (WIM names are UTF-16)",
@@ -407,10 +417,15 @@ pub fn capture(
                         tree.inodes[idx].data_hash = k.hash;
                         report.reused += 1;
                     }
-                    None => jobs.push(DataJob { inode: idx, path, size }),
+                    None => jobs.push(DataJob {
+                        inode: idx,
+                        path,
+                        size,
+                        id: (m.dev(), m.ino()),
+                    }),
                 }
             } else if is_dir {
-                stack.push((path, d, rel));
+                stack.push((path, d, rel, (m.dev(), m.ino())));
             }
         }
     }
@@ -523,9 +538,93 @@ enum Piece {
         job: usize,
         error: String,
     },
+    /// No longer the regular file that was listed (see `fsutil::SourceOpen`).
+    Swapped {
+        job: usize,
+        why: String,
+    },
     Changed {
         job: usize,
     },
+}
+
+/// How often the writing side looks at the cancel flag while it waits for
+/// the reader (which may sit in a read(2) of a hung network or FUSE file).
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The reader thread: opens and reads every job in order, sends batches of
+/// about `BATCH_BYTES`. Stops at cancel, or when the receiver is gone.
+fn read_jobs(jobs: &[DataJob], chunk: usize, cancel: Option<&AtomicBool>, tx: &mpsc::SyncSender<Vec<Piece>>) {
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let mut batch: Vec<Piece> = Vec::new();
+    let mut batch_bytes = 0usize;
+    for (i, job) in jobs.iter().enumerate() {
+        if cancelled() {
+            return;
+        }
+        let mut f = match fsutil::open_source_file(&job.path, job.id) {
+            Ok(fsutil::SourceOpen::File(f)) => f,
+            Ok(fsutil::SourceOpen::Changed(why)) => {
+                batch.push(Piece::Swapped { job: i, why });
+                continue;
+            }
+            Err(e) => {
+                batch.push(Piece::Failed {
+                    job: i,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut h = Sha1Hasher::new();
+        let mut left = job.size;
+        let mut first = true;
+        let mut changed = false;
+        while left > 0 {
+            if cancelled() {
+                return;
+            }
+            let n = left.min(chunk as u64) as usize;
+            let mut data = vec![0u8; n];
+            match read_full(&mut f, &mut data) {
+                Ok(g) if g < n => changed = true, // file shrank: keep zeros, flag it
+                Ok(_) => {}
+                Err(e) => {
+                    batch.push(Piece::Failed {
+                        job: i,
+                        error: e.to_string(),
+                    });
+                    changed = false;
+                    break;
+                }
+            }
+            h.update(&data);
+            left -= n as u64;
+            batch_bytes += n;
+            let last = if left == 0 {
+                Some(h.clone().finalize().into())
+            } else {
+                None
+            };
+            batch.push(Piece::Chunk {
+                job: i,
+                data,
+                first,
+                last,
+            });
+            first = false;
+            if batch_bytes >= BATCH_BYTES {
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+                batch_bytes = 0;
+            }
+        }
+        if changed {
+            batch.push(Piece::Changed { job: i });
+        }
+    }
+    let _ = tx.send(batch);
 }
 
 /// Reads every job's file on a helper thread and stores the contents.
@@ -547,156 +646,122 @@ fn read_and_store(
     let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
     let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(1);
     let mut failed = Vec::new();
-    std::thread::scope(|s| -> Result<()> {
-        let jobs_ref = &jobs;
-        s.spawn(move || {
-            let mut batch: Vec<Piece> = Vec::new();
-            let mut batch_bytes = 0usize;
-            for (i, job) in jobs_ref.iter().enumerate() {
-                let mut f = match fsutil::open_noatime(&job.path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        batch.push(Piece::Failed {
-                            job: i,
-                            error: e.to_string(),
-                        });
-                        continue;
-                    }
-                };
-                let mut h = Sha1Hasher::new();
-                let mut left = job.size;
-                let mut first = true;
-                let mut changed = false;
-                while left > 0 {
-                    let n = left.min(chunk as u64) as usize;
-                    let mut data = vec![0u8; n];
-                    let got = read_full(&mut f, &mut data);
-                    match got {
-                        Ok(g) if g < n => changed = true, // file shrank: keep zeros, flag it
-                        Ok(_) => {}
-                        Err(e) => {
-                            batch.push(Piece::Failed {
-                                job: i,
-                                error: e.to_string(),
-                            });
-                            changed = false;
-                            left = u64::MAX;
-                            break;
-                        }
-                    }
-                    h.update(&data);
-                    left -= n as u64;
-                    batch_bytes += n;
-                    let last = if left == 0 {
-                        Some(h.clone().finalize().into())
-                    } else {
-                        None
-                    };
-                    batch.push(Piece::Chunk {
-                        job: i,
-                        data,
-                        first,
-                        last,
+    // Not a scoped thread: a cancelled backup must end (and unlock its
+    // archive) even while the reader is stuck in the kernel; it exits on
+    // its own at its next cancel check or send.
+    let jobs = Arc::new(jobs);
+    let reader = {
+        let jobs = Arc::clone(&jobs);
+        let cancel = opts.cancel.clone();
+        std::thread::Builder::new()
+            .name("capture-reader".into())
+            .spawn(move || read_jobs(&jobs, chunk, cancel.as_deref(), &tx))
+            .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the reader thread: {e}"))))?
+    };
+    let mut pending: Option<(usize, crate::wim::writer::PendingBlob)> = None;
+    let (mut files_done, mut bytes_done) = (0u64, 0u64);
+    loop {
+        // Returning early drops `rx`, which stops the reader at its next send.
+        let batch = match rx.recv_timeout(CANCEL_POLL) {
+            Ok(b) => b,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                opts.check_cancel()?;
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        opts.check_cancel()?;
+        enum Item {
+            Chunk(usize, bool, Option<Sha1>),
+            Failed(usize, String),
+            Swapped(usize, String),
+            Changed(usize),
+        }
+        let mut cjobs: Vec<ChunkJob> = Vec::with_capacity(batch.len());
+        let mut items = Vec::with_capacity(batch.len());
+        for p in batch {
+            match p {
+                Piece::Chunk { job, data, first, last } => {
+                    cjobs.push(ChunkJob {
+                        raw: data,
+                        compressed: Vec::new(),
+                        use_compressed: false,
                     });
-                    first = false;
-                    if batch_bytes >= BATCH_BYTES {
-                        if tx.send(std::mem::take(&mut batch)).is_err() {
-                            return;
-                        }
-                        batch_bytes = 0;
+                    items.push(Item::Chunk(job, first, last));
+                }
+                Piece::Failed { job, error } => items.push(Item::Failed(job, error)),
+                Piece::Swapped { job, why } => items.push(Item::Swapped(job, why)),
+                Piece::Changed { job } => items.push(Item::Changed(job)),
+            }
+        }
+        writer.compress_chunks(&mut cjobs)?;
+        let mut cj_iter = cjobs.iter();
+        for item in items {
+            match item {
+                Item::Chunk(job, first, last) => {
+                    let cj = cj_iter.next().expect("one chunk job per chunk item");
+                    if first {
+                        pending = Some((job, writer.begin_blob(jobs[job].size)?));
                     }
-                }
-                if changed {
-                    batch.push(Piece::Changed { job: i });
-                }
-                if left == u64::MAX {
-                    continue;
-                }
-            }
-            let _ = tx.send(batch);
-        });
-        let mut pending: Option<(usize, crate::wim::writer::PendingBlob)> = None;
-        let (mut files_done, mut bytes_done) = (0u64, 0u64);
-        for batch in rx {
-            // Dropping `rx` (by returning) stops the reader thread too.
-            opts.check_cancel()?;
-            enum Item {
-                Chunk(usize, bool, Option<Sha1>),
-                Failed(usize, String),
-                Changed(usize),
-            }
-            let mut cjobs: Vec<ChunkJob> = Vec::with_capacity(batch.len());
-            let mut items = Vec::with_capacity(batch.len());
-            for p in batch {
-                match p {
-                    Piece::Chunk { job, data, first, last } => {
-                        cjobs.push(ChunkJob {
-                            raw: data,
-                            compressed: Vec::new(),
-                            use_compressed: false,
+                    let (_, b) = pending.as_mut().expect("a blob is open");
+                    writer.blob_chunk(b, cj)?;
+                    report.bytes_read += cj.raw.len() as u64;
+                    bytes_done += cj.raw.len() as u64;
+                    if let Some(hash) = last {
+                        let (_, b) = pending.take().expect("a blob is open");
+                        let stored = b.stored_bytes();
+                        if writer.finish_blob(b, hash)? {
+                            report.new_blobs += 1;
+                            report.bytes_stored += stored;
+                        }
+                        tree.inodes[jobs[job].inode].data_hash = hash;
+                        files_done += 1;
+                        progress(&CaptureProgress {
+                            phase: CapturePhase::Writing,
+                            files_done,
+                            files_total,
+                            bytes_done,
+                            bytes_total,
                         });
-                        items.push(Item::Chunk(job, first, last));
                     }
-                    Piece::Failed { job, error } => items.push(Item::Failed(job, error)),
-                    Piece::Changed { job } => items.push(Item::Changed(job)),
                 }
-            }
-            writer.compress_chunks(&mut cjobs)?;
-            let mut cj_iter = cjobs.iter();
-            for item in items {
-                match item {
-                    Item::Chunk(job, first, last) => {
-                        let cj = cj_iter.next().expect("one chunk job per chunk item");
-                        if first {
-                            pending = Some((job, writer.begin_blob(jobs[job].size)?));
-                        }
-                        let (_, b) = pending.as_mut().expect("a blob is open");
-                        writer.blob_chunk(b, cj)?;
-                        report.bytes_read += cj.raw.len() as u64;
-                        bytes_done += cj.raw.len() as u64;
-                        if let Some(hash) = last {
-                            let (_, b) = pending.take().expect("a blob is open");
-                            let stored = b.stored_bytes();
-                            if writer.finish_blob(b, hash)? {
-                                report.new_blobs += 1;
-                                report.bytes_stored += stored;
-                            }
-                            tree.inodes[jobs[job].inode].data_hash = hash;
-                            files_done += 1;
-                            progress(&CaptureProgress {
-                                phase: CapturePhase::Writing,
-                                files_done,
-                                files_total,
-                                bytes_done,
-                                bytes_total,
-                            });
+                Item::Failed(job, error) => {
+                    // A read error abandons the partly written blob and drops the file.
+                    if let Some((j, b)) = pending.take() {
+                        if j == job {
+                            writer.abandon_blob(b)?;
+                        } else {
+                            pending = Some((j, b));
                         }
                     }
-                    Item::Failed(job, error) => {
-                        // A read error abandons the partly written blob and drops the file.
-                        if let Some((j, b)) = pending.take() {
-                            if j == job {
-                                writer.abandon_blob(b)?;
-                            } else {
-                                pending = Some((j, b));
-                            }
-                        }
-                        report
-                            .warnings
-                            .push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
-                        failed.push(jobs[job].inode);
-                    }
-                    Item::Changed(job) => {
-                        report.warnings.push(format!(
-                            "{}: file changed while it was read; captured as read",
-                            jobs[job].path.display()
-                        ));
-                    }
+                    report
+                        .warnings
+                        .push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
+                    failed.push(jobs[job].inode);
+                }
+                Item::Swapped(job, why) => {
+                    report.warnings.push(format!(
+                        "{}: {why} since it was listed; skipped (not read)",
+                        jobs[job].path.display()
+                    ));
+                    failed.push(jobs[job].inode);
+                }
+                Item::Changed(job) => {
+                    report.warnings.push(format!(
+                        "{}: file changed while it was read; captured as read",
+                        jobs[job].path.display()
+                    ));
                 }
             }
         }
-        Ok(())
-    })?;
+    }
+    // The reader hung up: it finished, was cancelled, or panicked.
+    opts.check_cancel()?;
+    if reader.join().is_err() {
+        return Err(WimError::Io(io::Error::other(
+            "the file reader thread crashed (please report); the archive is unchanged",
+        )));
+    }
     // A failed file's blob is gone; its inode is dropped from the tree.
     Ok(failed)
 }

@@ -20,3 +20,5 @@ mod concurrency;
 mod errors;
 #[path = "daemon/roundtrip.rs"]
 mod roundtrip;
+#[path = "daemon/hostile_sources.rs"]
+mod hostile_sources;
