@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub const CONFIG_FILE: &str = "config.yaml";
 pub const DATABASE_FILE: &str = "catalog.sqlite";
-pub const DEFAULT_PORT: u16 = 50551;
+/// The seed's port, so existing clients and firewall rules keep working.
+pub const DEFAULT_PORT: u16 = 52730;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -181,7 +182,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientConfig {
-    /// Where clients connect, e.g. `http://127.0.0.1:50551` (written by the server).
+    /// Where clients connect, e.g. `http://127.0.0.1:52730` (written by the server).
     #[serde(default)]
     pub address: String,
     /// Per-call timeout for unary calls, seconds.
