@@ -192,17 +192,16 @@ pub fn apply(
         report.warnings.len() as u64
     };
     let dest_len = dest_abs.as_os_str().len();
-    // UTF-8 length of each selected dentry's path below the target.
+    // UTF-8 length of each kept dentry's path below the target; a dentry
+    // whose parent is not in it was left out with its parent.
     let mut rel_len: HashMap<usize, usize> = HashMap::with_capacity(selected.len());
     rel_len.insert(0, 0);
-    let mut left_out: HashSet<usize> = HashSet::new();
     selected.retain(|&d| {
         if d == 0 {
             return true;
         }
         let parent = tree.dentries[d].parent;
-        if left_out.contains(&parent) || !rel_len.contains_key(&parent) {
-            left_out.insert(d);
+        if !rel_len.contains_key(&parent) {
             return false;
         }
         let why = match String::from_utf16(&tree.dentries[d].name) {
@@ -224,7 +223,6 @@ pub fn apply(
                 if report.warnings.len() < WARNINGS_KEPT {
                     report.warnings.push(format!("skipped {}: {why}", tree.path_of(d)));
                 }
-                left_out.insert(d);
                 false
             }
             None => true,
