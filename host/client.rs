@@ -462,6 +462,21 @@ impl Client {
         self.unary(c.diff_snapshots(self.unary_request(request))).await
     }
 
+    /// Streams the changes between two snapshots in path order; the last
+    /// event carries the counts.
+    pub async fn diff_snapshots_stream(
+        &self,
+        base: &str,
+        target: &str,
+    ) -> Result<EventStream<pb::DiffEvent>, ClientError> {
+        let mut c = SnapshotServiceClient::new(self.ready().await?);
+        let request = pb::DiffSnapshotsRequest {
+            base_uuid: base.into(),
+            target_uuid: target.into(),
+        };
+        self.stream(c.diff_snapshots_stream(Request::new(request))).await
+    }
+
     pub async fn verify_snapshot(&self, uuid: &str) -> Result<EventStream<pb::VerifyEvent>, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
         self.stream(c.verify_snapshot(Request::new(pb::VerifySnapshotRequest {

@@ -167,6 +167,12 @@ pub struct ServerConfig {
     /// Seconds running jobs get to finish on SIGINT/SIGTERM before they are cancelled.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
+    /// MiB that image metadata loaded at the same time (browse, diff,
+    /// verify, restore, append, delete) may take together. A request whose
+    /// archive alone needs more is refused (RESOURCE_EXHAUSTED); others wait
+    /// their turn. Guards the server against metadata bombs.
+    #[serde(default = "default_metadata_memory")]
+    pub metadata_memory_mib: u64,
 }
 
 impl Default for ServerConfig {
@@ -175,6 +181,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             port: default_port(),
             shutdown_grace_seconds: default_grace(),
+            metadata_memory_mib: default_metadata_memory(),
         }
     }
 }
@@ -250,6 +257,10 @@ fn default_port() -> u16 {
 }
 fn default_grace() -> u64 {
     10
+}
+/// 2 GiB: a million-file tree (~200 MB of metadata) parses in about 1 GiB.
+fn default_metadata_memory() -> u64 {
+    2048
 }
 fn default_timeout() -> u64 {
     30

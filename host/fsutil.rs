@@ -5,8 +5,8 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -220,7 +220,10 @@ fn open_leased(p: &Path, c: &CString, listed: (u64, u64)) -> io::Result<SourceOp
     let fd = open_raw(&proc, libc::O_RDONLY | libc::O_CLOEXEC).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("{}: held by a lease and cannot be reopened through /proc ({e}); is /proc mounted?", p.display()),
+            format!(
+                "{}: held by a lease and cannot be reopened through /proc ({e}); is /proc mounted?",
+                p.display()
+            ),
         )
     })?;
     if let Some(why) = check_listed(&fd, listed)? {
@@ -233,7 +236,11 @@ fn open_leased(p: &Path, c: &CString, listed: (u64, u64)) -> io::Result<SourceOp
 /// and returns its entry names, without blocking on or following whatever
 /// was swapped in since (`follow` only for the source root, which may be a
 /// symlink the user named). Err(why) as in `SourceOpen::Changed`.
-pub fn list_source_dir(p: &Path, listed: (u64, u64), follow: bool) -> io::Result<std::result::Result<Vec<OsString>, String>> {
+pub fn list_source_dir(
+    p: &Path,
+    listed: (u64, u64),
+    follow: bool,
+) -> io::Result<std::result::Result<Vec<OsString>, String>> {
     let c = cpath(p)?;
     let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_CLOEXEC;
     if !follow {
@@ -271,7 +278,11 @@ pub fn list_source_dir(p: &Path, listed: (u64, u64), follow: bool) -> io::Result
         let ent = unsafe { libc::readdir64(dir) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
-            break if e.raw_os_error().unwrap_or(0) == 0 { Ok(()) } else { Err(e) };
+            break if e.raw_os_error().unwrap_or(0) == 0 {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         // SAFETY: d_name is NUL-terminated inside the entry.
         let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
@@ -433,12 +444,21 @@ mod source_open_tests {
         std::fs::create_dir(&d).unwrap();
         std::fs::write(d.join("x"), b"").unwrap();
         let listed = id(&d);
-        assert_eq!(list_source_dir(&d, listed, false).unwrap(), Ok(vec![OsString::from("x")]));
+        assert_eq!(
+            list_source_dir(&d, listed, false).unwrap(),
+            Ok(vec![OsString::from("x")])
+        );
         // The root may be a symlink the user named; other directories not.
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&d, &link).unwrap();
-        assert_eq!(list_source_dir(&link, listed, true).unwrap(), Ok(vec![OsString::from("x")]));
-        assert_eq!(list_source_dir(&link, listed, false).unwrap(), Err("became a symbolic link".into()));
+        assert_eq!(
+            list_source_dir(&link, listed, true).unwrap(),
+            Ok(vec![OsString::from("x")])
+        );
+        assert_eq!(
+            list_source_dir(&link, listed, false).unwrap(),
+            Err("became a symbolic link".into())
+        );
         let gone = t.path().join("gone");
         std::fs::rename(&d, &gone).unwrap();
         mknod(&d, libc::S_IFIFO | 0o644, 0).unwrap();

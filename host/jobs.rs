@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::budget::MemoryBudget;
 use crate::capture::{self, CaptureOptions, CapturePhase};
 use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
 use crate::config::{HooksConfig, StandardCodecRuntime};
@@ -42,6 +43,13 @@ pub enum CoreError {
     DataLoss(String),
     #[error("cancelled")]
     Cancelled,
+    /// A value is outside what the call can serve (e.g. a reply too large).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The request needs more memory (or another limited resource) than the
+    /// server grants it now or ever.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The server is shutting down and takes no new work.
     #[error("{0}")]
     Unavailable(String),
@@ -130,6 +138,8 @@ pub struct JobSettings {
     pub standard_codec_runtime: StandardCodecRuntime,
     /// Command hooks (`hooks:`).
     pub hooks: HooksConfig,
+    /// MiB of metadata all requests may hold at once (`service.server.metadataMemoryMib`).
+    pub metadata_memory_mib: u64,
 }
 
 /// Runs and tracks jobs.
@@ -138,6 +148,7 @@ pub struct Jobs {
     state: Mutex<State>,
     settings: JobSettings,
     plugins: Arc<PluginRegistry>,
+    memory: Arc<MemoryBudget>,
 }
 
 /// The codec a backup compresses with.
@@ -193,12 +204,19 @@ fn writable_dir(dir: &Path) -> bool {
 
 impl Jobs {
     pub fn new(catalog: Arc<Catalog>, settings: JobSettings, plugins: Arc<PluginRegistry>) -> Jobs {
+        let memory = MemoryBudget::new(settings.metadata_memory_mib, crate::budget::DEFAULT_WAIT);
         Jobs {
             catalog,
             state: Mutex::new(State::default()),
             settings,
             plugins,
+            memory,
         }
+    }
+
+    /// The server-wide budget for loaded metadata.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -565,8 +583,12 @@ impl Jobs {
         tx: &watch::Sender<JobUpdate>,
         start: Instant,
     ) -> Result<(), CoreError> {
+        // Held for the whole capture: the previous tree lives as long.
+        let mut _metadata_memory = None;
         let (mut writer, previous) = if exists {
             let arch = WimArchive::open(&spec.destination)?;
+            let candidates = capture::reuse_candidates(&arch);
+            _metadata_memory = Some(self.memory.reserve_images_in_turn(&arch, candidates, Some(cancel))?);
             let prev = capture::latest_wimguard_image(&arch)?;
             drop(arch);
             (WimWriter::append(&spec.destination)?, prev)

@@ -1,5 +1,6 @@
 pub mod api;
 pub mod apply;
+pub mod budget;
 pub mod capture;
 pub mod catalog;
 pub mod cli;

@@ -1,10 +1,12 @@
 //! Operations on recorded snapshots: find, browse, diff, verify, delete,
 //! restore. The core behind the snapshot and restore services; no gRPC.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::apply::{self, ApplyOptions, ApplyReport};
+use crate::budget::{MemoryBudget, Reservation};
 use crate::catalog::{BackupRecord, Status};
 use crate::jobs::{CoreError, Jobs};
 use crate::wim::archive::hex;
@@ -54,8 +56,26 @@ pub fn open_image(rec: &BackupRecord) -> Result<(WimArchive, u32), CoreError> {
     Ok((arch, index))
 }
 
-fn load(arch: &WimArchive, index: u32) -> Result<ImageTree, CoreError> {
-    arch.load_image(index).map_err(|e| CoreError::DataLoss(e.to_string()))
+/// A snapshot's archive, open, with its image's tree loaded and the memory
+/// both take reserved from the server's budget until it is dropped.
+pub struct LoadedImage {
+    pub arch: WimArchive,
+    pub index: u32,
+    pub tree: ImageTree,
+    _memory: Reservation,
+}
+
+/// Opens the snapshot's archive and loads its tree within the budget.
+pub fn load_snapshot(memory: &Arc<MemoryBudget>, rec: &BackupRecord) -> Result<LoadedImage, CoreError> {
+    let (arch, index) = open_image(rec)?;
+    let memory = memory.reserve_image(&arch, index, None)?;
+    let tree = arch.load_image(index).map_err(|e| CoreError::DataLoss(e.to_string()))?;
+    Ok(LoadedImage {
+        arch,
+        index,
+        tree,
+        _memory: memory,
+    })
 }
 
 /// One entry as shown to users.
@@ -114,20 +134,23 @@ fn entry(arch: &WimArchive, tree: &ImageTree, d: usize) -> EntryInfo {
 }
 
 /// Lists directory `path` of a snapshot: the directory and its children.
-pub fn browse(rec: &BackupRecord, path: &str) -> Result<(EntryInfo, Vec<EntryInfo>), CoreError> {
-    let (arch, index) = open_image(rec)?;
-    let tree = load(&arch, index)?;
+pub fn browse(
+    memory: &Arc<MemoryBudget>,
+    rec: &BackupRecord,
+    path: &str,
+) -> Result<(EntryInfo, Vec<EntryInfo>), CoreError> {
+    let LoadedImage { arch, tree, .. } = &load_snapshot(memory, rec)?;
     let d = tree
         .lookup(path)
         .ok_or_else(|| CoreError::NotFound(format!("{path} does not exist in backup {}", rec.uuid)))?;
-    let me = entry(&arch, &tree, d);
+    let me = entry(arch, tree, d);
     if me.kind != 'd' {
         return Ok((me.clone(), vec![me]));
     }
     let mut kids: Vec<EntryInfo> = tree.dentries[d]
         .children
         .iter()
-        .map(|&c| entry(&arch, &tree, c))
+        .map(|&c| entry(arch, tree, c))
         .collect();
     kids.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((me, kids))
@@ -149,17 +172,6 @@ impl Change {
     }
 }
 
-fn all_entries(rec: &BackupRecord) -> Result<BTreeMap<String, EntryInfo>, CoreError> {
-    let (arch, index) = open_image(rec)?;
-    let tree = load(&arch, index)?;
-    Ok(tree
-        .walk(0)
-        .into_iter()
-        .map(|d| entry(&arch, &tree, d))
-        .map(|e| (e.path.clone(), e))
-        .collect())
-}
-
 /// Does `after` differ from `before` in anything a user would call a change?
 /// Directory times are ignored (they move whenever a child is added).
 fn differs(a: &EntryInfo, b: &EntryInfo) -> bool {
@@ -171,30 +183,139 @@ fn differs(a: &EntryInfo, b: &EntryInfo) -> bool {
         || (a.kind != 'd' && (a.sha1 != b.sha1 || a.size != b.size || a.mtime_ms != b.mtime_ms))
 }
 
-pub fn diff(base: &BackupRecord, target: &BackupRecord) -> Result<Vec<Change>, CoreError> {
-    let a = all_entries(base)?;
-    let b = all_entries(target)?;
-    let mut out = Vec::new();
-    for (p, e) in &a {
-        match b.get(p) {
-            None => out.push(Change::Removed(e.clone())),
-            Some(f) if differs(e, f) => out.push(Change::Modified(e.clone(), f.clone())),
-            _ => {}
+/// Counts of a diff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffCounts {
+    pub added: u64,
+    pub removed: u64,
+    pub modified: u64,
+}
+
+/// One side of a diff: a loaded image.
+struct Side<'a> {
+    arch: &'a WimArchive,
+    tree: &'a ImageTree,
+}
+
+impl Side<'_> {
+    fn entry(&self, d: usize) -> EntryInfo {
+        entry(self.arch, self.tree, d)
+    }
+    fn is_dir(&self, d: usize) -> bool {
+        self.tree.inode_of(d).is_dir()
+    }
+    /// A directory's children by their (display) name.
+    fn children(&self, d: usize) -> impl Iterator<Item = (String, usize)> + '_ {
+        self.tree.dentries[d]
+            .children
+            .iter()
+            .map(|&c| (String::from_utf16_lossy(&self.tree.dentries[c].name), c))
+    }
+}
+
+/// What a key of a directory's merged listing stands for: the entry named
+/// `n` itself, or (key `n/`) everything below it.
+#[derive(Clone, Copy)]
+enum Slot {
+    Entry(Option<usize>, Option<usize>),
+    Below(Option<usize>, Option<usize>),
+}
+
+/// Compares two snapshots and hands every change to `emit` in path order
+/// (byte order of the paths, as `sort` would give), without building a map
+/// of all paths: both trees are walked together, one directory at a time,
+/// and entries are only turned into [`EntryInfo`]s where something changed.
+/// Both trees are loaded under one reservation of the memory budget.
+pub fn diff(
+    memory: &Arc<MemoryBudget>,
+    base: &BackupRecord,
+    target: &BackupRecord,
+    emit: &mut dyn FnMut(Change) -> Result<(), CoreError>,
+) -> Result<DiffCounts, CoreError> {
+    let (a_arch, a_index) = open_image(base)?;
+    let (b_arch, b_index) = open_image(target)?;
+    let need = crate::budget::image_cost(&a_arch, a_index)
+        + crate::budget::table_cost(&a_arch)
+        + crate::budget::image_cost(&b_arch, b_index)
+        + crate::budget::table_cost(&b_arch);
+    let _memory = memory.reserve(need, &format!("the diff of {} and {}", base.uuid, target.uuid), None)?;
+    let load = |arch: &WimArchive, i| arch.load_image(i).map_err(|e| CoreError::DataLoss(e.to_string()));
+    let (a_tree, b_tree) = (load(&a_arch, a_index)?, load(&b_arch, b_index)?);
+    let a = Side {
+        arch: &a_arch,
+        tree: &a_tree,
+    };
+    let b = Side {
+        arch: &b_arch,
+        tree: &b_tree,
+    };
+    let mut counts = DiffCounts::default();
+    let mut report = |x: Option<usize>, y: Option<usize>, counts: &mut DiffCounts| -> Result<(), CoreError> {
+        let change = match (x.map(|d| a.entry(d)), y.map(|d| b.entry(d))) {
+            (Some(e), None) => {
+                counts.removed += 1;
+                Change::Removed(e)
+            }
+            (None, Some(f)) => {
+                counts.added += 1;
+                Change::Added(f)
+            }
+            (Some(e), Some(f)) if differs(&e, &f) => {
+                counts.modified += 1;
+                Change::Modified(e, f)
+            }
+            _ => return Ok(()),
+        };
+        emit(change)
+    };
+    report(Some(0), Some(0), &mut counts)?;
+    // A directory pair's children merged by name; `name/` stands for what is
+    // below `name`, which sorts it exactly where its paths belong.
+    let listing = |x: Option<usize>, y: Option<usize>| {
+        let mut keys: std::collections::BTreeMap<String, Slot> = std::collections::BTreeMap::new();
+        for (first, side, dir) in [(true, &a, x), (false, &b, y)] {
+            let Some(dir) = dir else { continue };
+            for (name, c) in side.children(dir) {
+                let put = |slot: &mut Slot| {
+                    *slot = match (*slot, first) {
+                        (Slot::Entry(_, y), true) => Slot::Entry(Some(c), y),
+                        (Slot::Entry(x, _), false) => Slot::Entry(x, Some(c)),
+                        (Slot::Below(_, y), true) => Slot::Below(Some(c), y),
+                        (Slot::Below(x, _), false) => Slot::Below(x, Some(c)),
+                    }
+                };
+                if side.is_dir(c) {
+                    put(keys.entry(format!("{name}/")).or_insert(Slot::Below(None, None)));
+                }
+                put(keys.entry(name).or_insert(Slot::Entry(None, None)));
+            }
+        }
+        keys.into_iter()
+    };
+    // The directories being listed, innermost last, with what is left of them.
+    let mut stack = vec![listing(Some(0), Some(0))];
+    while let Some(frame) = stack.last_mut() {
+        match frame.next() {
+            None => {
+                stack.pop();
+            }
+            Some((_, Slot::Entry(x, y))) => report(x, y, &mut counts)?,
+            Some((_, Slot::Below(x, y))) => {
+                let next = listing(x, y);
+                stack.push(next);
+            }
         }
     }
-    for (p, f) in &b {
-        if !a.contains_key(p) {
-            out.push(Change::Added(f.clone()));
-        }
-    }
-    out.sort_by(|x, y| x.path().cmp(y.path()));
-    Ok(out)
+    Ok(counts)
 }
 
 /// Checks the snapshot's metadata and every blob it uses. Reports (blobs, bytes).
-pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
-    let (arch, index) = open_image(rec)?;
-    let tree = load(&arch, index)?;
+pub fn verify(
+    memory: &Arc<MemoryBudget>,
+    rec: &BackupRecord,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(u64, u64), CoreError> {
+    let LoadedImage { arch, tree, .. } = load_snapshot(memory, rec)?;
     let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
     arch.verify_blobs(used, progress)
         .map_err(|e| CoreError::DataLoss(e.to_string()))
@@ -202,12 +323,15 @@ pub fn verify(rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<
 
 /// Restores a snapshot (or paths of it) into `target`.
 pub fn restore(
+    memory: &Arc<MemoryBudget>,
     rec: &BackupRecord,
     target: &Path,
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ApplyReport, CoreError> {
     let (arch, index) = open_image(rec)?;
+    // apply loads the tree itself; the reservation covers it until the end.
+    let _memory = memory.reserve_image(&arch, index, opts.cancel.as_deref())?;
     apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
         crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
         crate::wim::WimError::Invalid(m) | crate::wim::WimError::Corrupt(m) => CoreError::DataLoss(m),
@@ -245,6 +369,17 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
             Err(e) => return Err(e),
         };
         let before = arch.file_size;
+        // The rebuild loads every other image in turn and holds two tables.
+        let largest = (1..=arch.image_count())
+            .filter(|&i| i != index)
+            .map(|i| crate::budget::image_cost(&arch, i))
+            .max()
+            .unwrap_or(0);
+        let _memory = jobs.memory().reserve(
+            largest + 2 * crate::budget::table_cost(&arch),
+            &format!("the rebuild of {}", path.display()),
+            None,
+        )?;
         drop(arch);
         crate::wim::writer::delete_image(&path, index)?;
         let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -255,4 +390,117 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
     jobs.unlock_archive(&path);
     let (before, after) = result?;
     Ok((rec, before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wim::metadata::{Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
+    use crate::wim::xml::ImageInfo;
+    use crate::wim::{Compression, WimWriter};
+
+    fn dir() -> Inode {
+        Inode {
+            attributes: FILE_ATTRIBUTE_DIRECTORY,
+            security_id: -1,
+            ..Inode::default()
+        }
+    }
+
+    /// Builds a tree from `(path, is_dir, contents byte)` entries, parents first.
+    fn tree(w: &mut WimWriter, entries: &[(&str, bool, u8)]) -> ImageTree {
+        let mut t = ImageTree::new(dir());
+        for &(path, is_dir, byte) in entries {
+            let (parent, name) = path.rsplit_once('/').unwrap();
+            let p = t.lookup(parent).unwrap();
+            let ino = if is_dir {
+                dir()
+            } else {
+                Inode {
+                    attributes: FILE_ATTRIBUTE_NORMAL,
+                    security_id: -1,
+                    data_hash: w.add_small_blob(&[byte]).unwrap(),
+                    ..Inode::default()
+                }
+            };
+            let i = t.add_inode(ino);
+            t.add_dentry(p, name.encode_utf16().collect(), i);
+        }
+        t
+    }
+
+    /// Changes come in the byte order of their paths (`/a` < `/a-b` <
+    /// `/a/x`), a directory that became a file removes its whole subtree,
+    /// and unchanged entries are not reported.
+    #[test]
+    fn diff_walks_both_trees_in_path_order() {
+        let t = tempfile::tempdir().unwrap();
+        let wim = t.path().join("d.wim");
+        let mut w = WimWriter::create(&wim, Compression::None, 32768).unwrap();
+        let before = tree(
+            &mut w,
+            &[
+                ("/a", true, 0),
+                ("/a/x", false, 1),
+                ("/a/y", false, 2),
+                ("/d", true, 0),
+                ("/d/sub", true, 0),
+                ("/d/sub/z", false, 3),
+                ("/same", false, 4),
+            ],
+        );
+        let after = tree(
+            &mut w,
+            &[
+                ("/a", true, 0),
+                ("/a/x", false, 9),
+                ("/a-b", false, 5),
+                ("/d", false, 6),
+                ("/same", false, 4),
+            ],
+        );
+        for (n, tr) in [("u1", &before), ("u2", &after)] {
+            let info = ImageInfo {
+                name: n.into(),
+                backup_uuid: n.into(),
+                ..ImageInfo::default()
+            };
+            w.add_image(tr, info).unwrap();
+        }
+        w.commit().unwrap();
+        let rec = |u: &str| BackupRecord {
+            uuid: u.into(),
+            destination: wim.display().to_string(),
+            ..BackupRecord::default()
+        };
+        let memory = MemoryBudget::new(64, std::time::Duration::from_secs(1));
+        let mut seen = Vec::new();
+        let counts = diff(&memory, &rec("u1"), &rec("u2"), &mut |c| {
+            let mark = match &c {
+                Change::Added(_) => '+',
+                Change::Removed(_) => '-',
+                Change::Modified(..) => 'M',
+            };
+            seen.push(format!("{mark}{}", c.path()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            ["+/a-b", "M/a/x", "-/a/y", "M/d", "-/d/sub", "-/d/sub/z"],
+            "changes out of order or wrong"
+        );
+        let mut sorted = seen.iter().map(|s| s[1..].to_string()).collect::<Vec<_>>();
+        sorted.sort();
+        assert_eq!(sorted, seen.iter().map(|s| s[1..].to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            counts,
+            DiffCounts {
+                added: 1,
+                removed: 3,
+                modified: 2
+            }
+        );
+        assert_eq!(memory.in_use(), 0, "the diff kept its reservation");
+    }
 }

@@ -12,13 +12,15 @@ mod harness;
 
 #[path = "daemon/basics.rs"]
 mod basics;
+#[path = "daemon/bombs.rs"]
+mod bombs;
 #[path = "daemon/cancel.rs"]
 mod cancel;
 #[path = "daemon/concurrency.rs"]
 mod concurrency;
 #[path = "daemon/errors.rs"]
 mod errors;
-#[path = "daemon/roundtrip.rs"]
-mod roundtrip;
 #[path = "daemon/hostile_sources.rs"]
 mod hostile_sources;
+#[path = "daemon/roundtrip.rs"]
+mod roundtrip;

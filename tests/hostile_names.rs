@@ -66,7 +66,10 @@ fn names_with_separators_are_skipped_with_a_warning_and_nothing_escapes() {
             err.contains(&format!("skipped /{evil}: unsafe name")),
             "no warning naming {evil:?}: {err}"
         );
-        assert!(stdout.contains("skipped 1 entries"), "no count in the summary: {stdout}");
+        assert!(
+            stdout.contains("skipped 1 entries"),
+            "no count in the summary: {stdout}"
+        );
         assert!(dest.join("innocent").is_file(), "the safe entry was not restored");
         assert!(!err.contains("panicked"));
         for outside in [
@@ -150,6 +153,9 @@ fn a_deep_tree_of_long_names_is_cut_at_path_max() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("longer than"), "{err}");
-    assert!(stdout.contains("skipped 1 entries") || stdout.contains("skipped 2 entries"), "{stdout}");
+    assert!(
+        stdout.contains("skipped 1 entries") || stdout.contains("skipped 2 entries"),
+        "{stdout}"
+    );
     assert!(dest.join("d".repeat(255)).is_dir());
 }

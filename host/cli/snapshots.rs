@@ -133,24 +133,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
         SnapshotsCommand::Browse { uuid, path } => {
             browse(&client, &uuid, path.unwrap_or_else(|| "/".into()), json).await
         }
-        SnapshotsCommand::Diff { base, target } => {
-            let d = client.diff_snapshots(&base, &target).await?;
-            if json {
-                print_json(&diff_json(&d));
-            } else {
-                for c in &d.changes {
-                    let mark = match c.kind() {
-                        pb::ChangeKind::Added => "+".to_string(),
-                        pb::ChangeKind::Removed => "-".to_string(),
-                        pb::ChangeKind::Modified => "M".to_string(),
-                        k => change_word(k),
-                    };
-                    println!("{mark} {}", c.path);
-                }
-                println!("{} added, {} removed, {} modified", d.added, d.removed, d.modified);
-            }
-            Ok(())
-        }
+        SnapshotsCommand::Diff { base, target } => diff(&client, &base, &target, json).await,
         SnapshotsCommand::Verify { uuid } => verify(&client, &uuid, json).await,
         SnapshotsCommand::Delete { uuid } => {
             let r = client.delete_snapshot(&uuid).await?;
@@ -170,6 +153,40 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Prints the changes between two snapshots as they stream in (JSON: one
+/// object at the end, as `DiffSnapshots` would give).
+async fn diff(client: &Client, base: &str, target: &str, json: bool) -> Result<(), CliError> {
+    let mut events = client.diff_snapshots_stream(base, target).await?;
+    let mut all = pb::DiffSnapshotsResponse::default();
+    while let Some(event) = events.next().await? {
+        for c in event.changes {
+            if json {
+                all.changes.push(c);
+                continue;
+            }
+            let mark = match c.kind() {
+                pb::ChangeKind::Added => "+".to_string(),
+                pb::ChangeKind::Removed => "-".to_string(),
+                pb::ChangeKind::Modified => "M".to_string(),
+                k => change_word(k),
+            };
+            println!("{mark} {}", c.path);
+        }
+        if let Some(s) = event.summary {
+            (all.added, all.removed, all.modified) = (s.added, s.removed, s.modified);
+            if json {
+                print_json(&diff_json(&all));
+            } else {
+                println!("{} added, {} removed, {} modified", s.added, s.removed, s.modified);
+            }
+            return Ok(());
+        }
+    }
+    Err(CliError::failure(
+        "the server ended the diff without its summary (did it stop?); the list above is incomplete",
+    ))
 }
 
 /// Lists a directory, following every page.

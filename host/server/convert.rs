@@ -117,6 +117,8 @@ pub fn status(e: CoreError) -> Status {
         CoreError::FailedPrecondition(m) => Status::failed_precondition(m),
         CoreError::DataLoss(m) => Status::data_loss(m),
         CoreError::Cancelled => Status::cancelled("cancelled"),
+        CoreError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        CoreError::OutOfRange(m) => Status::out_of_range(m),
         CoreError::Unavailable(m) => Status::unavailable(m),
         CoreError::Internal(m) => Status::internal(m),
     }

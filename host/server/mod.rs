@@ -150,6 +150,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             default_compression: cfg.backup.compression.clone(),
             standard_codec_runtime: cfg.backup.standard_codec_runtime,
             hooks: cfg.hooks.clone(),
+            metadata_memory_mib: cfg.service.server.metadata_memory_mib,
         },
         plugins,
     ));

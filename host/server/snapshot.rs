@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::{BackupFilter, BackupRecord, Status as JobState};
+use crate::jobs::CoreError;
 use crate::ops::{self, Change, EntryInfo};
 
 pub struct SnapshotApi {
@@ -22,6 +23,27 @@ impl SnapshotApi {
 }
 
 type VerifyStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyEvent, Status>> + Send>>;
+type DiffStream = Pin<Box<dyn Stream<Item = Result<pb::DiffEvent, Status>> + Send>>;
+
+/// Bytes of changes a unary DiffSnapshots reply may carry (gRPC clients
+/// refuse messages over 4 MiB by default).
+const MAX_UNARY_BYTES: usize = 3 << 20;
+/// Changes per event of DiffSnapshotsStream.
+const DIFF_BATCH: usize = 1000;
+
+fn change(c: &Change) -> pb::Change {
+    let (kind, before, after) = match c {
+        Change::Added(e) => (pb::ChangeKind::Added, None, Some(entry(e))),
+        Change::Removed(e) => (pb::ChangeKind::Removed, Some(entry(e)), None),
+        Change::Modified(x, y) => (pb::ChangeKind::Modified, Some(entry(x)), Some(entry(y))),
+    };
+    pb::Change {
+        kind: kind as i32,
+        path: c.path().to_string(),
+        before,
+        after,
+    }
+}
 
 fn snapshot(r: &BackupRecord) -> pb::Snapshot {
     pb::Snapshot {
@@ -69,6 +91,7 @@ async fn blocking<T: Send + 'static>(
 #[tonic::async_trait]
 impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
     type VerifySnapshotStream = VerifyStream;
+    type DiffSnapshotsStreamStream = DiffStream;
 
     async fn list_snapshots(
         &self,
@@ -106,7 +129,8 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let (offset, limit) = convert::page(r.page.as_ref())?;
         let rec = ops::snapshot_record(&self.shared.jobs, &r.backup_uuid).map_err(convert::status)?;
         let path = if r.path.is_empty() { "/".to_string() } else { r.path };
-        let (dir, kids) = blocking(move || ops::browse(&rec, &path)).await?;
+        let memory = self.shared.jobs.memory().clone();
+        let (dir, kids) = blocking(move || ops::browse(&memory, &rec, &path)).await?;
         let total = kids.len() as u64;
         let page: Vec<pb::Entry> = kids
             .iter()
@@ -128,35 +152,73 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let r = req.into_inner();
         let a = ops::snapshot_record(&self.shared.jobs, &r.base_uuid).map_err(convert::status)?;
         let b = ops::snapshot_record(&self.shared.jobs, &r.target_uuid).map_err(convert::status)?;
-        let changes = blocking(move || ops::diff(&a, &b)).await?;
-        let mut resp = pb::DiffSnapshotsResponse::default();
-        for c in &changes {
-            let (kind, before, after) = match c {
-                Change::Added(e) => {
-                    resp.added += 1;
-                    (pb::ChangeKind::Added, None, Some(entry(e)))
+        let memory = self.shared.jobs.memory().clone();
+        let (changes, counts) = blocking(move || {
+            let mut changes = Vec::new();
+            let mut bytes = 0;
+            let counts = ops::diff(&memory, &a, &b, &mut |c| {
+                let c = change(&c);
+                bytes += prost::Message::encoded_len(&c) + 4;
+                if bytes > MAX_UNARY_BYTES {
+                    return Err(CoreError::OutOfRange(format!(
+                        "the changes between the snapshots take more than {} MiB, too many for one reply; use \
+                         DiffSnapshotsStream (`wimguard snapshots diff` does)",
+                        MAX_UNARY_BYTES >> 20
+                    )));
                 }
-                Change::Removed(e) => {
-                    resp.removed += 1;
-                    (pb::ChangeKind::Removed, Some(entry(e)), None)
+                changes.push(c);
+                Ok(())
+            })?;
+            Ok((changes, counts))
+        })
+        .await?;
+        Ok(Response::new(pb::DiffSnapshotsResponse {
+            changes,
+            added: counts.added,
+            removed: counts.removed,
+            modified: counts.modified,
+        }))
+    }
+
+    async fn diff_snapshots_stream(
+        &self,
+        req: Request<pb::DiffSnapshotsRequest>,
+    ) -> Result<Response<Self::DiffSnapshotsStreamStream>, Status> {
+        let r = req.into_inner();
+        let a = ops::snapshot_record(&self.shared.jobs, &r.base_uuid).map_err(convert::status)?;
+        let b = ops::snapshot_record(&self.shared.jobs, &r.target_uuid).map_err(convert::status)?;
+        let memory = self.shared.jobs.memory().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DiffEvent, Status>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::new();
+            let result = ops::diff(&memory, &a, &b, &mut |c| {
+                batch.push(change(&c));
+                if batch.len() >= DIFF_BATCH {
+                    let event = pb::DiffEvent {
+                        changes: std::mem::take(&mut batch),
+                        summary: None,
+                    };
+                    // A client that went away ends the walk.
+                    tx.blocking_send(Ok(event)).map_err(|_| CoreError::Cancelled)?;
                 }
-                Change::Modified(x, y) => {
-                    resp.modified += 1;
-                    (pb::ChangeKind::Modified, Some(entry(x)), Some(entry(y)))
-                }
-            };
-            resp.changes.push(pb::Change {
-                kind: kind as i32,
-                path: c.path().to_string(),
-                before,
-                after,
+                Ok(())
             });
-        }
-        Ok(Response::new(resp))
+            let last = result.map(|counts| pb::DiffEvent {
+                changes: batch,
+                summary: Some(pb::DiffSummary {
+                    added: counts.added,
+                    removed: counts.removed,
+                    modified: counts.modified,
+                }),
+            });
+            let _ = tx.blocking_send(last.map_err(convert::status));
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn verify_snapshot(&self, req: Request<pb::VerifySnapshotRequest>) -> Result<Response<VerifyStream>, Status> {
         let rec = ops::snapshot_record(&self.shared.jobs, &req.into_inner().backup_uuid).map_err(convert::status)?;
+        let memory = self.shared.jobs.memory().clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::VerifyEvent, Status>>(16);
         tokio::task::spawn_blocking(move || {
             let progress = |done: u64, total: u64, phase: pb::Phase| pb::Progress {
@@ -166,7 +228,7 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
                 updated_at: Some(convert::timestamp_ms(crate::catalog::now_ms())),
                 ..pb::Progress::default()
             };
-            let result = ops::verify(&rec, &mut |done, total| {
+            let result = ops::verify(&memory, &rec, &mut |done, total| {
                 let _ = tx.blocking_send(Ok(pb::VerifyEvent {
                     progress: Some(progress(done, total, pb::Phase::Verifying)),
                     result: None,

@@ -220,7 +220,10 @@ impl WimArchive {
             }
         }
         for (i, m) in self.metadata.iter().enumerate() {
-            end = end.max(m.reshdr.end_within(self.file_size, &format!("metadata of image {}", i + 1))?);
+            end = end.max(
+                m.reshdr
+                    .end_within(self.file_size, &format!("metadata of image {}", i + 1))?,
+            );
         }
         for b in self.blobs.values() {
             end = end.max(b.reshdr.end_within(self.file_size, &format!("blob {}", hex(&b.hash)))?);

@@ -395,23 +395,50 @@ fn a_file_in_place_of_a_snapshot_directory_is_not_clobbered() {
     let target = env.path("target");
     fs::create_dir_all(&target).unwrap();
     fs::write(target.join("docs"), b"precious\n").unwrap();
-    let out = cli(&env.home, &[os("restore"), os(&uuid), os("--target"), target.as_os_str()]);
-    assert!(!out.ok(), "restore over a file where the snapshot has a directory succeeded:\n{}", out.describe());
-    assert!(out.stderr.contains("docs"), "the refusal should name the path:\n{}", out.describe());
+    let out = cli(
+        &env.home,
+        &[os("restore"), os(&uuid), os("--target"), target.as_os_str()],
+    );
+    assert!(
+        !out.ok(),
+        "restore over a file where the snapshot has a directory succeeded:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("docs"),
+        "the refusal should name the path:\n{}",
+        out.describe()
+    );
     assert_eq!(fs::read(target.join("docs")).unwrap(), b"precious\n");
 
     let r = cli_json(
         &env.home,
-        &[os("restore"), os(&uuid), os("--target"), target.as_os_str(), os("--skip-existing")],
+        &[
+            os("restore"),
+            os(&uuid),
+            os("--target"),
+            target.as_os_str(),
+            os("--skip-existing"),
+        ],
     );
     assert_eq!(r["status"], "succeeded", "{r}");
-    assert_eq!(fs::read(target.join("docs")).unwrap(), b"precious\n", "--skip-existing replaced the file");
+    assert_eq!(
+        fs::read(target.join("docs")).unwrap(),
+        b"precious\n",
+        "--skip-existing replaced the file"
+    );
     assert_eq!(fs::read(target.join("top.txt")).unwrap(), b"top\n");
     assert!(r["skipped"].to_string().contains("docs"), "{r}");
 
     let r = cli_json(
         &env.home,
-        &[os("restore"), os(&uuid), os("--target"), target.as_os_str(), os("--overwrite")],
+        &[
+            os("restore"),
+            os(&uuid),
+            os("--target"),
+            target.as_os_str(),
+            os("--overwrite"),
+        ],
     );
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(fs::read(target.join("docs/a.txt")).unwrap(), b"from the snapshot\n");

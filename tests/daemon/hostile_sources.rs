@@ -23,8 +23,8 @@ impl Lease {
     fn take(p: &Path) -> Option<Lease> {
         let f = fs::File::open(p).unwrap();
         const F_SETSIG: libc::c_int = 10; // <linux/fcntl.h>; not in the libc crate
-        // SAFETY: fcntl on an open fd. SIGWINCH is ignored by default, so
-        // the break notice does not kill the test process.
+                                          // SAFETY: fcntl on an open fd. SIGWINCH is ignored by default, so
+                                          // the break notice does not kill the test process.
         unsafe {
             libc::fcntl(f.as_raw_fd(), F_SETSIG, libc::SIGWINCH);
             if libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) != 0 {
@@ -50,7 +50,11 @@ impl Lease {
             assert!(start.elapsed() < JOB_TIMEOUT, "the server never opened the gate file");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        assert_eq!(self.state(), libc::F_RDLCK, "the lease was broken by force, not by the server's open");
+        assert_eq!(
+            self.state(),
+            libc::F_RDLCK,
+            "the lease was broken by force, not by the server's open"
+        );
     }
 
     fn release(self) {
@@ -98,7 +102,10 @@ fn files_swapped_after_listing_are_skipped_with_warnings() {
     let outside_fifo = env.path("outside.fifo");
     common::mknod(&outside_fifo, libc::S_IFIFO | 0o644, 0).unwrap();
     let Some(lease) = Lease::take(&src.join("a_gate")) else {
-        common::skip("files_swapped_after_listing_are_skipped_with_warnings", "file leases unavailable");
+        common::skip(
+            "files_swapped_after_listing_are_skipped_with_warnings",
+            "file leases unavailable",
+        );
         return;
     };
     let wim = env.path("a.wim");
@@ -139,7 +146,9 @@ fn files_swapped_after_listing_are_skipped_with_warnings() {
     let expect = |v: &str, what: &str| {
         let path = src.join(v).display().to_string();
         assert!(
-            warnings.iter().any(|w| w.starts_with(&path) && w.contains(what) && w.contains("skipped")),
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&path) && w.contains(what) && w.contains("skipped")),
             "no warning names {path} as \"{what}\": {warnings:#?}"
         );
     };
@@ -156,7 +165,10 @@ fn files_swapped_after_listing_are_skipped_with_warnings() {
 
     // The regular files restore bit-exactly; the swapped ones are absent.
     let dest = env.path("restored");
-    cli_ok(&env.home, &[os("restore"), os(&uuid_of(&b)), os("--target"), dest.as_os_str()]);
+    cli_ok(
+        &env.home,
+        &[os("restore"), os(&uuid_of(&b)), os("--target"), dest.as_os_str()],
+    );
     for (name, data) in &good {
         let got = fs::read(dest.join(name)).unwrap_or_else(|e| panic!("{name} not restored: {e}"));
         assert!(got == *data, "{name} restored with different bytes");
@@ -183,7 +195,10 @@ fn cancel_works_while_the_reader_is_blocked_in_open() {
     let src = env.path("src");
     good_files(&src);
     let Some(lease) = Lease::take(&src.join("a_gate")) else {
-        common::skip("cancel_works_while_the_reader_is_blocked_in_open", "file leases unavailable");
+        common::skip(
+            "cancel_works_while_the_reader_is_blocked_in_open",
+            "file leases unavailable",
+        );
         return;
     };
     let wim = env.path("a.wim");
@@ -195,7 +210,12 @@ fn cancel_works_while_the_reader_is_blocked_in_open() {
     rt.block_on(c.cancel_backup(&uuid))
         .unwrap_or_else(|e| panic!("CancelBackup({uuid}) failed: {e}"));
     let out = bg.wait(JOB_TIMEOUT);
-    assert_eq!(out.code(), Some(1), "a cancelled backup should exit 1:\n{}", out.describe());
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "a cancelled backup should exit 1:\n{}",
+        out.describe()
+    );
     assert_eq!(last_json(&out)["status"], "cancelled", "{}", out.describe());
     assert_eq!(wait_final(&env.home, &uuid)["status"], "cancelled");
     // The job ended while the server's open still waits on our lease.

@@ -145,7 +145,10 @@ fn integrity_table_past_the_end_is_refused_before_writing() {
         os("--name"),
         os("two"),
     ]);
-    assert!(!out.ok(), "append into a WIM with an impossible integrity offset succeeded");
+    assert!(
+        !out.ok(),
+        "append into a WIM with an impossible integrity offset succeeded"
+    );
     assert!(
         out.stderr.contains("integrity table") && out.stderr.contains("past the end"),
         "{}",

@@ -1,0 +1,225 @@
+//! The server-wide memory budget for archive metadata.
+//!
+//! Browsing, diffing, verifying, restoring and appending all load an image's
+//! metadata resource and parse it into a tree. How big that tree gets is
+//! decided by the archive, not by us: a few MB of LZX can claim and decode to
+//! a GiB of dentries. One such load is bounded by the parser; many at once
+//! are bounded here. Every load reserves its estimated peak first and gives
+//! it back when the tree is dropped. A load that could never fit is refused
+//! at once (RESOURCE_EXHAUSTED, naming the setting to raise); one that merely
+//! has to wait for others waits, for a bounded time. No gRPC here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::jobs::CoreError;
+use crate::wim::WimArchive;
+
+/// Peak bytes in memory per byte of an uncompressed metadata resource while
+/// it is parsed: the raw buffer (1x) plus the tree at its largest. Measured
+/// by `cargo run --release --example tree_memory` on trees of minimal
+/// dentries, the worst case: parsing peaks at 3.1x the resource on top of
+/// the buffer (an in-memory dentry and inode are about three times a
+/// 120-byte on-disk dentry), so 5 leaves a margin.
+pub const TREE_BYTES_PER_METADATA_BYTE: u64 = 5;
+/// Bytes one blob-table entry costs in memory once loaded (a 50-byte entry
+/// on disk becomes a hash-map slot of key, entry and control bytes).
+pub const BYTES_PER_BLOB_ENTRY: u64 = 112;
+/// How long a request waits for others' metadata to be freed before it is
+/// refused as RESOURCE_EXHAUSTED.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+const MIB: u64 = 1 << 20;
+
+/// A byte budget shared by every request of one server.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    wait: Duration,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// Bytes held from a [`MemoryBudget`]; given back on drop.
+#[derive(Debug)]
+#[must_use = "the bytes are given back as soon as the reservation is dropped"]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            let mut used = self.budget.lock();
+            *used = used.saturating_sub(self.bytes);
+            drop(used);
+            self.budget.freed.notify_all();
+        }
+    }
+}
+
+impl MemoryBudget {
+    /// A budget of `limit_mib` MiB; requests wait up to `wait` for room.
+    pub fn new(limit_mib: u64, wait: Duration) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit: limit_mib.saturating_mul(MIB),
+            wait,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes reserved right now.
+    pub fn in_use(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// The whole budget in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Reserves `bytes` for `what`: at once if there is room, else after
+    /// others give theirs back (up to the budget's wait, or until `cancel`
+    /// is set). A need larger than the whole budget is refused at once.
+    pub fn reserve(
+        self: &Arc<Self>,
+        bytes: u64,
+        what: &str,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Reservation, CoreError> {
+        if bytes > self.limit {
+            return Err(CoreError::ResourceExhausted(format!(
+                "{what} needs about {} MiB of memory, more than the server's whole metadata budget of {} MiB; \
+                 raise service.server.metadataMemoryMib in config.yaml if the archive is trusted",
+                bytes.div_ceil(MIB),
+                self.limit / MIB
+            )));
+        }
+        let deadline = Instant::now() + self.wait;
+        let mut used = self.lock();
+        loop {
+            if self.limit - *used >= bytes {
+                *used += bytes;
+                return Ok(Reservation {
+                    budget: Arc::clone(self),
+                    bytes,
+                });
+            }
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(CoreError::Cancelled);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CoreError::ResourceExhausted(format!(
+                    "the server is busy: {what} needs about {} MiB of memory and {} MiB of the {} MiB metadata \
+                     budget stayed in use for {} s; try again later",
+                    bytes.div_ceil(MIB),
+                    (*used).div_ceil(MIB),
+                    self.limit / MIB,
+                    self.wait.as_secs()
+                )));
+            }
+            // Wake now and then to notice a cancel.
+            let slice = (deadline - now).min(Duration::from_millis(200));
+            used = self
+                .freed
+                .wait_timeout(used, slice)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Reserves what holding `arch` open and loading image `index` (1-based)
+    /// costs: its blob table and the peak of parsing that image's metadata.
+    pub fn reserve_image(
+        self: &Arc<Self>,
+        arch: &WimArchive,
+        index: u32,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Reservation, CoreError> {
+        let what = format!("image {index} of {}", arch.path.display());
+        self.reserve(image_cost(arch, index) + table_cost(arch), &what, cancel)
+    }
+
+    /// Reserves the cost of loading the images `indexes` of `arch` one after
+    /// another (the largest of them at a time) while its table is held.
+    pub fn reserve_images_in_turn(
+        self: &Arc<Self>,
+        arch: &WimArchive,
+        indexes: impl IntoIterator<Item = u32>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Reservation, CoreError> {
+        let largest = indexes.into_iter().map(|i| image_cost(arch, i)).max().unwrap_or(0);
+        let what = format!("the images of {}", arch.path.display());
+        self.reserve(largest + table_cost(arch), &what, cancel)
+    }
+}
+
+/// Estimated peak bytes of loading image `index` of `arch`.
+pub fn image_cost(arch: &WimArchive, index: u32) -> u64 {
+    arch.metadata
+        .get((index as usize).wrapping_sub(1))
+        .map(|m| m.reshdr.original_size.saturating_mul(TREE_BYTES_PER_METADATA_BYTE))
+        .unwrap_or(0)
+}
+
+/// Bytes the archive's loaded blob table holds.
+pub fn table_cost(arch: &WimArchive) -> u64 {
+    (arch.blobs.len() as u64 + arch.metadata.len() as u64).saturating_mul(BYTES_PER_BLOB_ENTRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_is_refused_at_once_and_names_the_setting() {
+        let b = MemoryBudget::new(1, Duration::from_secs(3600));
+        let t = Instant::now();
+        let e = b.reserve(2 * MIB, "image 1 of x.wim", None).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(60));
+        let m = e.to_string();
+        assert!(matches!(e, CoreError::ResourceExhausted(_)), "{e:?}");
+        assert!(m.contains("image 1 of x.wim") && m.contains("metadataMemoryMib"), "{m}");
+        assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn waiters_get_room_when_it_is_given_back() {
+        let b = MemoryBudget::new(10, Duration::from_secs(3600));
+        let first = b.reserve(8 * MIB, "a", None).unwrap();
+        let b2 = b.clone();
+        let waiter = std::thread::spawn(move || b2.reserve(8 * MIB, "b", None).map(|r| r.bytes()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(b.in_use(), 8 * MIB, "the second must wait");
+        drop(first);
+        assert_eq!(waiter.join().unwrap().unwrap(), 8 * MIB);
+        assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn a_wait_ends_in_resource_exhausted_or_cancelled() {
+        let b = MemoryBudget::new(10, Duration::from_millis(300));
+        let _held = b.reserve(10 * MIB, "a", None).unwrap();
+        let e = b.reserve(MIB, "b", None).unwrap_err();
+        assert!(matches!(e, CoreError::ResourceExhausted(_)), "{e:?}");
+        assert!(e.to_string().contains("busy"), "{e}");
+        let cancel = AtomicBool::new(true);
+        let b = MemoryBudget::new(10, Duration::from_secs(3600));
+        let _held = b.reserve(10 * MIB, "a", None).unwrap();
+        assert!(matches!(b.reserve(MIB, "c", Some(&cancel)), Err(CoreError::Cancelled)));
+    }
+}
