@@ -52,6 +52,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// The config file the settings came from (named in error messages).
     pub config_path: PathBuf,
+    /// How to verify an `https://` server (`service.client.tls`).
+    pub tls: Option<crate::config::ClientTls>,
 }
 
 impl ClientSettings {
@@ -100,12 +102,13 @@ impl ClientSettings {
             call_timeout,
             connect_timeout: CONNECT_TIMEOUT,
             config_path,
+            tls: config.and_then(|c| c.service.client.tls.clone()),
         })
     }
 }
 
-/// `host:port` → `http://host:port`; keeps an explicit `http://`. TLS is not
-/// offered by the server, so `https://` is refused with a clear message.
+/// `host:port` → `http://host:port`; keeps an explicit `http://` or
+/// `https://` (TLS, verified as `service.client.tls` says).
 pub fn normalize_address(address: &str) -> Result<String, ClientError> {
     let a = address.trim();
     if a.is_empty() {
@@ -122,9 +125,9 @@ pub fn normalize_address(address: &str) -> Result<String, ClientError> {
         Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
         None => full,
     };
-    if !full.starts_with("http://") {
+    if !full.starts_with("http://") && !full.starts_with("https://") {
         return Err(ClientError::Config(format!(
-            "unsupported server address {address:?}: the server speaks plain HTTP/2 (use http://HOST:PORT)"
+            "unsupported server address {address:?} (use HOST:PORT, http://HOST:PORT or https://HOST:PORT)"
         )));
     }
     match full.parse::<tonic::codegen::http::Uri>() {
@@ -156,6 +159,21 @@ pub enum ClientError {
     /// Nothing answers at the address.
     #[error("cannot reach wimguard server at {address} — start it with `wimguard server`")]
     Unreachable { address: String },
+    /// Something answers at the address, but not as a wimguard server.
+    #[error("something answers at {address} but not as a wimguard server ({detail}){hint}")]
+    NotWimguard {
+        address: String,
+        detail: String,
+        hint: &'static str,
+    },
+    /// Something answers, but the TLS handshake failed: the server's
+    /// certificate was refused, or one side does not speak TLS.
+    #[error("TLS with the wimguard server at {address} failed: {detail} (check service.client.tls in {config})")]
+    Tls {
+        address: String,
+        detail: String,
+        config: String,
+    },
     /// The server answers but its health is not SERVING (e.g. shutting down).
     #[error("wimguard server at {address} is {status}, not SERVING — it may be shutting down; wait, or restart it with `wimguard server`")]
     NotServing { address: String, status: String },
@@ -293,17 +311,75 @@ impl Client {
                 let unreachable = || ClientError::Unreachable {
                     address: self.settings.address.clone(),
                 };
-                let endpoint = Endpoint::from_shared(self.settings.address.clone())
+                // TLS is ours (a pinning verifier tonic cannot express): the
+                // channel itself sees a plain http:// origin.
+                let tls = self.settings.address.strip_prefix("https://");
+                let origin = match tls {
+                    Some(rest) => format!("http://{rest}"),
+                    None => self.settings.address.clone(),
+                };
+                let endpoint = Endpoint::from_shared(origin)
                     .map_err(|e| ClientError::Config(format!("invalid server address {}: {e}", self.settings.address)))?
                     .connect_timeout(self.settings.connect_timeout)
                     .tcp_nodelay(true);
-                match tokio::time::timeout(self.settings.connect_timeout, endpoint.connect()).await {
+                let connecting = async {
+                    match tls {
+                        None => endpoint.connect().await,
+                        Some(_) => {
+                            let settings = self.settings.tls.clone().unwrap_or_default();
+                            let dir = self.settings.config_path.parent().unwrap_or(Path::new("."));
+                            let config = crate::tls::client_config(&settings, dir).map_err(ClientError::Config)?;
+                            let connector = crate::tls::TlsConnector::new(config, settings.server_name.clone());
+                            endpoint.connect_with_connector(connector).await
+                        }
+                    }
+                    .map_err(|e| self.transport_error(e))
+                };
+                match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
                     Ok(Ok(channel)) => Ok(channel),
-                    _ => Err(unreachable()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(unreachable()),
                 }
             })
             .await
             .cloned()
+    }
+
+    /// A connection failure in words: a TLS refusal says why, anything else
+    /// means nothing usable answers.
+    fn transport_error(&self, e: impl std::error::Error + 'static) -> ClientError {
+        let tls_error = |detail: String| ClientError::Tls {
+            address: self.settings.address.clone(),
+            detail,
+            config: self.settings.config_path.display().to_string(),
+        };
+        let explain = |e: &rustls::Error| match e {
+            rustls::Error::General(m) => m.clone(),
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                "the server's certificate is not signed by a trusted CA (a self-signed server? set caFile to its \
+                 certificate or certSha256 to its fingerprint)"
+                    .into()
+            }
+            other => other.to_string(),
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+                return tls_error(explain(tls));
+            }
+            if let Some(io) = err.downcast_ref::<io::Error>() {
+                if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    return tls_error(explain(tls));
+                }
+                if io.kind() == io::ErrorKind::InvalidData && self.settings.address.starts_with("https://") {
+                    return tls_error(format!("{io} (does the server serve TLS? use http:// if it does not)"));
+                }
+            }
+            source = err.source();
+        }
+        ClientError::Unreachable {
+            address: self.settings.address.clone(),
+        }
     }
 
     fn authed(&self, channel: Channel) -> AuthChannel {
@@ -317,12 +393,20 @@ impl Client {
         let request = self.unary_request(HealthCheckRequest { service: String::new() });
         match self.unary(health.check(request)).await {
             Ok(r) => Ok(r.status()),
-            // Something answers TCP but not gRPC: it is not our server.
+            // Something answers TCP but not gRPC: it is not our server, or
+            // it speaks TLS to a plain-HTTP client.
+            // (Health never fails with INTERNAL; a broken HTTP/2 exchange does.)
             Err(ClientError::Rpc {
-                code: Code::Unavailable | Code::Unknown,
-                ..
-            }) => Err(ClientError::Unreachable {
+                code: Code::Unavailable | Code::Unknown | Code::Internal,
+                message,
+            }) => Err(ClientError::NotWimguard {
                 address: self.settings.address.clone(),
+                detail: message,
+                hint: if self.settings.address.starts_with("http://") {
+                    "; if the server serves TLS, use https:// (service.client.address or --server)"
+                } else {
+                    ""
+                },
             }),
             Err(e) => Err(e),
         }
@@ -601,10 +685,11 @@ mod tests {
         );
         assert_eq!(normalize_address("[::1]:5").unwrap(), "http://[::1]:5");
         assert!(normalize_address("").is_err());
-        assert!(normalize_address("https://x:1")
+        assert_eq!(normalize_address("https://x:1/").unwrap(), "https://x:1");
+        assert!(normalize_address("ftp://x:1")
             .unwrap_err()
             .to_string()
-            .contains("plain HTTP/2"));
+            .contains("https://"));
         assert!(normalize_address("http://").is_err());
     }
 

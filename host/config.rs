@@ -173,6 +173,44 @@ pub struct ServerConfig {
     /// their turn. Guards the server against metadata bombs.
     #[serde(default = "default_metadata_memory")]
     pub metadata_memory_mib: u64,
+    /// TLS for the API. Required to listen beyond loopback (or `--insecure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+}
+
+/// `service.server.tls`: a certificate and key (PEM; relative paths are
+/// relative to the home), or `selfSigned: true` to have the server generate
+/// a pair into `HOME/tls/` on first start and pin it for local clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_signed: bool,
+    /// Extra DNS names or IP addresses a generated certificate is valid for
+    /// (localhost, the loopback addresses and the host name always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// `service.client.tls`: how a client verifies an `https://` server.
+/// Neither `caFile` nor `certSha256`: the Mozilla root set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM file of the CA (or the self-signed certificate) to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the server's certificate (`AB:CD:…` or plain hex): only
+    /// that certificate is accepted, whatever name it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// The name to verify when the address names the server otherwise (an IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +220,7 @@ impl Default for ServerConfig {
             port: default_port(),
             shutdown_grace_seconds: default_grace(),
             metadata_memory_mib: default_metadata_memory(),
+            tls: None,
         }
     }
 }
@@ -195,6 +234,10 @@ pub struct ClientConfig {
     /// Per-call timeout for unary calls, seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// How to verify an `https://` address (written by a server with a
+    /// self-signed certificate: its pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -202,6 +245,7 @@ impl Default for ClientConfig {
         ClientConfig {
             address: String::new(),
             timeout_seconds: default_timeout(),
+            tls: None,
         }
     }
 }

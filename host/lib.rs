@@ -12,4 +12,5 @@ pub mod jobs;
 pub mod ops;
 pub mod plugins;
 pub mod server;
+pub mod tls;
 pub mod wim;

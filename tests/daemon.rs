@@ -24,3 +24,5 @@ mod errors;
 mod hostile_sources;
 #[path = "daemon/roundtrip.rs"]
 mod roundtrip;
+#[path = "daemon/tls.rs"]
+mod tls;

@@ -143,7 +143,11 @@ pub fn exit_code(e: &WimError) -> i32 {
 pub fn client_exit_code(e: &ClientError) -> i32 {
     match e {
         ClientError::Config(_) => EXIT_FAILURE,
-        ClientError::Unreachable { .. } | ClientError::NotServing { .. } => EXIT_UNREACHABLE,
+        ClientError::Unreachable { .. } | ClientError::NotServing { .. } | ClientError::NotWimguard { .. } => {
+            EXIT_UNREACHABLE
+        }
+        // The server could not prove who it is (or the client cannot tell).
+        ClientError::Tls { .. } => EXIT_UNAUTHENTICATED,
         ClientError::Rpc { code, .. } => status_exit_code(*code),
     }
 }

@@ -14,9 +14,18 @@ pub struct ServerArgs {
     /// TCP port; 0 picks a free one and records it in the config for clients.
     #[arg(long)]
     pub port: Option<u16>,
-    /// Address to listen on (default 127.0.0.1).
+    /// Address to listen on (default 127.0.0.1). Beyond loopback the server
+    /// needs TLS (service.server.tls in config.yaml) or --insecure.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve TLS with a self-signed certificate generated into HOME/tls/ on
+    /// first start (same as `service.server.tls: {selfSigned: true}`).
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Allow listening beyond loopback without TLS: the token and every
+    /// request cross the network in clear text. Only for trusted networks.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {

@@ -112,6 +112,11 @@ impl Server {
 
     /// Starts the server with extra environment variables (e.g. plugin secrets).
     pub fn start_with_env(home: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(home, &[], env)
+    }
+
+    /// Starts the server with extra arguments and environment variables.
+    pub fn start_with(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let log = home.parent().unwrap().join(format!("server-{n}.log"));
         let logf = fs::File::create(&log).unwrap();
@@ -120,6 +125,7 @@ impl Server {
             .arg("--home")
             .arg(home)
             .args(["--port", "0"])
+            .args(args)
             .env("WIMGUARD_LOG", "info")
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
@@ -170,7 +176,7 @@ impl Server {
         }
         self.address = config_address(&self.home);
         assert!(
-            self.address.starts_with("http://127.0.0.1:"),
+            self.address.starts_with("http://127.0.0.1:") || self.address.starts_with("https://127.0.0.1:"),
             "unexpected address {:?}",
             self.address
         );
@@ -182,7 +188,10 @@ impl Server {
 
     /// `127.0.0.1:PORT`
     pub fn host_port(&self) -> String {
-        self.address.trim_start_matches("http://").to_string()
+        self.address
+            .split_once("://")
+            .map_or(&*self.address, |(_, rest)| rest)
+            .to_string()
     }
 
     pub fn signal(&self, sig: i32) {
