@@ -615,8 +615,13 @@ impl Jobs {
         {
             writer.compress_with(c)?;
         }
-        if record.name.is_empty() {
+        // The default name was chosen when the backup was asked for; another
+        // backup to this archive may have taken it since (names are per
+        // second), so choose again now that the archive is ours.
+        if record.name.is_empty() || (spec.name.is_none() && writer.xml().name_in_use(&record.name)) {
             record.name = capture::default_image_name(&|n| writer.xml().name_in_use(n));
+            let name = record.name.clone();
+            tx.send_modify(|u| u.record.name = name);
         }
         let opts = CaptureOptions {
             name: record.name.clone(),

@@ -24,5 +24,7 @@ mod errors;
 mod hostile_sources;
 #[path = "daemon/roundtrip.rs"]
 mod roundtrip;
+#[path = "daemon/soak.rs"]
+mod soak;
 #[path = "daemon/tls.rs"]
 mod tls;

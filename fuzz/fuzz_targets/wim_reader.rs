@@ -1,5 +1,6 @@
 //! Whole-archive reader: header, blob table, XML, every image's metadata,
-//! listing and verification, on arbitrary bytes.
+//! listing and verification, the append point and the memory estimates, on
+//! arbitrary bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
@@ -8,7 +9,11 @@ fuzz_target!(|data: &[u8]| {
     let mut f = tempfile_in_shm();
     f.1.write_all(data).unwrap();
     if let Ok(arch) = wimguard::wim::WimArchive::open(&f.0) {
+        // What an append and the daemon's memory budget derive from the file.
+        let _ = arch.append_point();
+        let _ = wimguard::budget::table_cost(&arch);
         for i in 1..=arch.image_count().min(4) {
+            let _ = wimguard::budget::image_cost(&arch, i);
             if let Ok(tree) = arch.load_image(i) {
                 let _ = wimguard::apply::list(&arch, &tree, "/");
                 let _ = tree.serialize();

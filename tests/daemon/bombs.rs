@@ -29,7 +29,7 @@ fn dir() -> Inode {
 }
 
 /// Writes `tree` as the only image of a new LZX archive at `wim`, owned by backup `uuid`.
-fn write_image(wim: &Path, uuid: &str, tree: &ImageTree) {
+pub fn write_image(wim: &Path, uuid: &str, tree: &ImageTree) {
     let _ = fs::remove_file(wim);
     let mut w = WimWriter::create(wim, Compression::Lzx, 32768).unwrap();
     w.add_image(
@@ -59,7 +59,7 @@ fn deep_bomb(wim: &Path, uuid: &str) {
 
 /// `files` empty files with short names in directory `/many`: metadata of
 /// about 120 bytes per file that compresses very well.
-fn wide_tree(files: usize) -> ImageTree {
+pub fn wide_tree(files: usize) -> ImageTree {
     let mut t = ImageTree::new(dir());
     let d = t.add_inode(dir());
     let many = t.add_dentry(0, "many".encode_utf16().collect(), d);
@@ -92,13 +92,6 @@ fn claim_metadata_size(wim: &Path, size: u64) {
     let entry = at - 30;
     bytes[entry + 16..entry + 24].copy_from_slice(&size.to_le_bytes());
     fs::write(wim, bytes).unwrap();
-}
-
-/// The server's peak resident set (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
 }
 
 #[test]

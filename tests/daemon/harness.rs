@@ -618,3 +618,10 @@ pub fn archive_verify(wim: &Path) -> Out {
     assert!(out.ok(), "wimguard archive verify failed:\n{}", out.describe());
     out
 }
+
+/// A process's peak resident set (VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
