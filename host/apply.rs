@@ -436,7 +436,7 @@ fn write_blobs(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     for h in by_blob.keys() {
-        if !arch.blobs.contains_key(h) {
+        if !arch.has_blob(h) {
             return Err(WimError::Corrupt(format!(
                 "blob {} needed by {} is missing from the archive",
                 hex(h),
@@ -445,11 +445,12 @@ fn write_blobs(
         }
     }
     // Read blobs in file order so the archive is read sequentially.
-    let mut order: Vec<(u64, Sha1, u64)> = by_blob
+    // (Checked above that every blob exists.)
+    let mut order: Vec<((usize, u64), Sha1, u64)> = by_blob
         .keys()
-        .map(|h| {
-            let b = &arch.blobs[h];
-            (b.reshdr.offset, *h, b.reshdr.original_size)
+        .filter_map(|h| {
+            arch.blob_entry(h)
+                .map(|(src, b)| ((src, b.reshdr.offset), *h, b.reshdr.original_size))
         })
         .collect();
     order.sort();

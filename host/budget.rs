@@ -178,7 +178,7 @@ pub fn image_cost(arch: &WimArchive, index: u32) -> u64 {
 
 /// Bytes the archive's loaded blob table holds.
 pub fn table_cost(arch: &WimArchive) -> u64 {
-    (arch.blobs.len() as u64 + arch.metadata.len() as u64).saturating_mul(BYTES_PER_BLOB_ENTRY)
+    (arch.blob_entries() + arch.metadata.len() as u64).saturating_mul(BYTES_PER_BLOB_ENTRY)
 }
 
 #[cfg(test)]

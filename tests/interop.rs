@@ -10,6 +10,8 @@ mod common;
 mod bad_input;
 #[path = "interop/baseline.rs"]
 mod baseline;
+#[path = "interop/delta.rs"]
+mod delta;
 #[path = "interop/direction_a.rs"]
 mod direction_a;
 #[path = "interop/direction_b.rs"]

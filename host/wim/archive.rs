@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1 as Sha1Hasher};
 
@@ -12,6 +13,7 @@ use super::error::{invalid, Result, WimError};
 use super::header::{Header, HEADER_SIZE, VERSION_SOLID};
 use super::metadata::ImageTree;
 use super::resource::ResourceContext;
+use super::storage::ReadAt;
 use super::xml::{ImageInfo, WimXml, XML_MAX};
 
 /// Largest metadata resource or blob table we load into memory.
@@ -19,12 +21,19 @@ pub const METADATA_MAX: u64 = 1 << 30;
 
 /// An open WIM archive (read side).
 pub struct WimArchive {
+    /// The file's path, or the name of a remote object (for messages).
     pub path: PathBuf,
-    pub file: File,
+    /// Where the bytes come from (a local file, a remote object).
+    pub source: Arc<dyn ReadAt>,
     pub file_size: u64,
     pub header: Header,
-    /// File-data blobs by SHA-1.
+    /// File-data blobs of this archive's own blob table, by SHA-1.
     pub blobs: HashMap<Sha1, BlobEntry>,
+    /// Blobs this archive's images use that live in other archives (wimlib's
+    /// `--ref`: the earlier objects of a delta chain), by SHA-1: which of
+    /// `ref_sources` holds each and where.
+    refs: HashMap<Sha1, (usize, BlobEntry)>,
+    ref_sources: Vec<(PathBuf, Arc<dyn ReadAt>)>,
     /// Metadata resources in image order.
     pub metadata: Vec<BlobEntry>,
     pub xml: WimXml,
@@ -49,7 +58,12 @@ impl WimArchive {
     }
 
     pub fn from_file(path: &Path, file: File) -> Result<WimArchive> {
-        let file_size = file.metadata()?.len();
+        Self::from_source(path, Arc::new(file))
+    }
+
+    /// Opens the archive whose bytes `source` reads; `path` names it in messages.
+    pub fn from_source(path: &Path, source: Arc<dyn ReadAt>) -> Result<WimArchive> {
+        let file_size = source.size();
         let mut hb = [0u8; HEADER_SIZE];
         if file_size < HEADER_SIZE as u64 {
             return invalid(format!(
@@ -57,14 +71,23 @@ impl WimArchive {
                 path.display()
             ));
         }
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut hb, 0)?;
+        source.read_exact_at(&mut hb, 0)?;
         let header = Header::parse(&hb)?;
         let compression = header.compression()?;
         // The blob table and the XML are never compressed, so they are read
         // before the codec is known (a plugin codec is named in the XML).
-        let ctx = ResourceContext::new(&file, file_size, None, header.chunk_size, None);
+        let ctx = ResourceContext::new(&*source, file_size, None, header.chunk_size, None);
         if header.blob_table.is_compressed() || header.xml.is_compressed() {
             return invalid("blob table or XML is marked compressed");
+        }
+        // Both usually sit together at the end: one request for a remote object.
+        if !header.blob_table.is_zero() && !header.xml.is_zero() {
+            let lo = header.blob_table.offset.min(header.xml.offset);
+            let hi = (header.blob_table.offset.saturating_add(header.blob_table.size_in_wim))
+                .max(header.xml.offset.saturating_add(header.xml.size_in_wim));
+            if hi <= file_size {
+                source.will_read(lo, hi - lo);
+            }
         }
         let raw_table = ctx.read_all(&header.blob_table, METADATA_MAX, "blob table")?;
         let table = BlobTable::parse(
@@ -81,10 +104,12 @@ impl WimArchive {
         let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
         Ok(WimArchive {
             path: path.to_path_buf(),
-            file,
+            source,
             file_size,
             header,
             blobs,
+            refs: HashMap::new(),
+            ref_sources: Vec::new(),
             metadata: table.metadata,
             xml,
             ctx_codec: codec,
@@ -99,12 +124,57 @@ impl WimArchive {
 
     pub fn context(&self) -> ResourceContext<'_> {
         ResourceContext::new(
-            &self.file,
+            &*self.source,
             self.file_size,
             self.ctx_codec,
             self.header.chunk_size,
             self.decompressors.as_ref(),
         )
+    }
+
+    /// Lets this archive's images use the blobs `entries` of another archive
+    /// (`name`, read through `source`), as wimlib's `--ref` does. That
+    /// archive must use the same codec and chunk size. Blobs of the own
+    /// table win over referenced ones.
+    pub fn add_ref(&mut self, name: &Path, source: Arc<dyn ReadAt>, entries: impl IntoIterator<Item = BlobEntry>) {
+        let i = self.ref_sources.len();
+        self.ref_sources.push((name.to_path_buf(), source));
+        for e in entries {
+            if !self.blobs.contains_key(&e.hash) {
+                self.refs.insert(e.hash, (i, e));
+            }
+        }
+    }
+
+    /// Where blob `hash` lives: the source that holds it (with its size and
+    /// name) and its table entry.
+    fn locate(&self, hash: &Sha1) -> Option<(&dyn ReadAt, u64, &Path, &BlobEntry)> {
+        if let Some(e) = self.blobs.get(hash) {
+            return Some((&*self.source, self.file_size, &self.path, e));
+        }
+        self.refs.get(hash).map(|(i, e)| {
+            let (name, src) = &self.ref_sources[*i];
+            (&**src, src.size(), name.as_path(), e)
+        })
+    }
+
+    /// Blob `hash`'s table entry and which archive holds it (0: this one,
+    /// i + 1: the i-th reference), to order reads by place.
+    pub fn blob_entry(&self, hash: &Sha1) -> Option<(usize, &BlobEntry)> {
+        match self.blobs.get(hash) {
+            Some(e) => Some((0, e)),
+            None => self.refs.get(hash).map(|(i, e)| (i + 1, e)),
+        }
+    }
+
+    /// Blob entries held in memory: the own table and the referenced ones.
+    pub fn blob_entries(&self) -> u64 {
+        (self.blobs.len() + self.refs.len()) as u64
+    }
+
+    /// Does the archive (or an archive it refers to) hold blob `hash`?
+    pub fn has_blob(&self, hash: &Sha1) -> bool {
+        self.blobs.contains_key(hash) || self.refs.contains_key(hash)
     }
 
     pub fn image_count(&self) -> u32 {
@@ -157,21 +227,31 @@ impl WimArchive {
     }
 
     pub fn blob_size(&self, hash: &Sha1) -> Option<u64> {
-        self.blobs.get(hash).map(|b| b.reshdr.original_size)
+        self.locate(hash).map(|(_, _, _, b)| b.reshdr.original_size)
     }
 
     /// Streams a blob and checks its SHA-1 at the end.
     pub fn read_blob(&self, hash: &Sha1, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let entry = self
-            .blobs
-            .get(hash)
+        let (source, size, name, entry) = self
+            .locate(hash)
             .ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(hash))))?;
+        let ctx = ResourceContext::new(
+            source,
+            size,
+            self.ctx_codec,
+            self.header.chunk_size,
+            self.decompressors.as_ref(),
+        );
+        let what = if std::ptr::eq(name, self.path.as_path()) {
+            format!("blob {}", hex(hash))
+        } else {
+            format!("blob {} (in {})", hex(hash), name.display())
+        };
         let mut h = Sha1Hasher::new();
-        self.context()
-            .stream(&entry.reshdr, &format!("blob {}", hex(hash)), &mut |piece| {
-                h.update(piece);
-                sink(piece)
-            })?;
+        ctx.stream(&entry.reshdr, &what, &mut |piece| {
+            h.update(piece);
+            sink(piece)
+        })?;
         let actual: Sha1 = h.finalize().into();
         if &actual != hash {
             return Err(WimError::Corrupt(format!(
@@ -253,7 +333,7 @@ impl WimArchive {
                 .context()
                 .read_all(&self.header.integrity, METADATA_MAX, "integrity table")?;
             let end = self.header.blob_table.offset + self.header.blob_table.size_in_wim;
-            report.integrity_chunks = super::integrity::verify(&self.file, &raw, end)?;
+            report.integrity_chunks = super::integrity::verify(&*self.source, &raw, end)?;
         }
         for i in 1..=self.image_count() {
             let tree = self.load_image(i)?;
@@ -261,7 +341,7 @@ impl WimArchive {
                 .inodes
                 .iter()
                 .flat_map(|ino| ino.blob_hashes())
-                .find(|h| !self.blobs.contains_key(*h))
+                .find(|h| !self.has_blob(h))
             {
                 return Err(WimError::Corrupt(format!(
                     "image {i} refers to blob {} which is missing",
@@ -288,8 +368,8 @@ impl WimArchive {
         let mut order: Vec<&BlobEntry> = Vec::new();
         for h in hashes {
             order.push(
-                self.blobs
-                    .get(&h)
+                self.locate(&h)
+                    .map(|(_, _, _, e)| e)
                     .ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(&h))))?,
             );
         }

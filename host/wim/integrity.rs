@@ -4,19 +4,17 @@
 //! Layout: total size (u32) = 12 + 20n, entry count n (u32), chunk size
 //! (u32), then n SHA-1 values. Stored uncompressed after the XML.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use sha1::{Digest, Sha1};
 
 use super::error::{invalid, Le, Result, WimError};
 use super::header::HEADER_SIZE;
+use super::storage::ReadAt;
 
 /// Chunk size wimlib writes.
 pub const INTEGRITY_CHUNK: u32 = 10 << 20;
 
 /// SHA-1 of each `chunk`-sized piece of [start, end), reading at most 4 MiB at a time.
-fn hash_range(file: &File, start: u64, end: u64, chunk: u32) -> Result<Vec<[u8; 20]>> {
+fn hash_range(file: &dyn ReadAt, start: u64, end: u64, chunk: u32) -> Result<Vec<[u8; 20]>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; (chunk as usize).min(4 << 20)];
     let mut pos = start;
@@ -66,7 +64,7 @@ impl Reusable {
 
 /// Builds the table for the file's bytes [208, blob_table_end), reusing the
 /// hashes of unchanged chunks when an old table is given.
-pub fn build(file: &File, blob_table_end: u64, old: Option<&Reusable>) -> Result<Vec<u8>> {
+pub fn build(file: &dyn ReadAt, blob_table_end: u64, old: Option<&Reusable>) -> Result<Vec<u8>> {
     let chunk = old.map_or(INTEGRITY_CHUNK, |o| o.chunk_size);
     let start = HEADER_SIZE as u64;
     let n = blob_table_end.saturating_sub(start).div_ceil(chunk as u64) as usize;
@@ -95,7 +93,7 @@ pub fn build(file: &File, blob_table_end: u64, old: Option<&Reusable>) -> Result
 }
 
 /// Checks a stored table against the file. Returns the number of chunks checked.
-pub fn verify(file: &File, table: &[u8], blob_table_end: u64) -> Result<u32> {
+pub fn verify(file: &dyn ReadAt, table: &[u8], blob_table_end: u64) -> Result<u32> {
     let le = Le(table);
     let what = "integrity table";
     let size = le.u32(0, what)? as usize;

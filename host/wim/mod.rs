@@ -13,6 +13,8 @@ pub mod reparse;
 pub mod reshdr;
 pub mod resource;
 pub mod security;
+pub mod spool;
+pub mod storage;
 pub mod tagged;
 pub mod time;
 pub mod writer;

@@ -6,22 +6,20 @@
 //! uncompressed size exceeds 4 GiB - 1, else 4. A chunk whose stored size
 //! equals its uncompressed size is stored raw.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use rayon::prelude::*;
 use wimguard_sdk::Codec;
 
 use super::codecs::Decompressors;
 use super::error::{invalid, Result, WimError};
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED};
+use super::storage::ReadAt;
 
 /// Uncompressed bytes decoded together (in parallel) when streaming a blob.
 const BATCH_BYTES: usize = 4 << 20;
 
 /// Everything needed to decode resources of one WIM.
 pub struct ResourceContext<'a> {
-    pub file: &'a File,
+    pub source: &'a dyn ReadAt,
     pub file_size: u64,
     /// The WIM-wide codec, when the header names one.
     pub codec: Option<&'static dyn Codec>,
@@ -31,14 +29,14 @@ pub struct ResourceContext<'a> {
 
 impl<'a> ResourceContext<'a> {
     pub fn new(
-        file: &'a File,
+        source: &'a dyn ReadAt,
         file_size: u64,
         codec: Option<&'static dyn Codec>,
         chunk_size: u32,
         decompressors: Option<&'a Decompressors>,
     ) -> Self {
         ResourceContext {
-            file,
+            source,
             file_size,
             codec,
             chunk_size,
@@ -68,6 +66,8 @@ impl<'a> ResourceContext<'a> {
     /// decoding chunks in parallel batches so memory stays bounded.
     pub fn stream(&self, r: &ResHdr, what: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         r.end_within(self.file_size, what)?;
+        // Remote sources fetch a small resource in one request.
+        self.source.will_read(r.offset, r.size_in_wim);
         if r.flags & RESHDR_FLAG_COMPRESSED == 0 {
             if r.size_in_wim != r.original_size {
                 return invalid(format!(
@@ -79,7 +79,7 @@ impl<'a> ResourceContext<'a> {
             let mut buf = vec![0u8; (r.original_size.min(1 << 20)) as usize];
             while off < r.original_size {
                 let n = (r.original_size - off).min(buf.len() as u64) as usize;
-                self.file.read_exact_at(&mut buf[..n], r.offset + off)?;
+                self.source.read_exact_at(&mut buf[..n], r.offset + off)?;
                 sink(&buf[..n])?;
                 off += n as u64;
             }
@@ -103,7 +103,7 @@ impl<'a> ResourceContext<'a> {
             let (end_start, end_len) = table.span(last - 1);
             let end = end_start + end_len;
             let mut comp = vec![0u8; (end - start) as usize];
-            self.file
+            self.source
                 .read_exact_at(&mut comp, r.offset + table.data_start + start)?;
             let mut outs: Vec<Vec<u8>> = (first..last)
                 .map(|i| {
@@ -159,7 +159,7 @@ impl ChunkTable {
             .filter(|&t| t < r.size_in_wim)
             .ok_or_else(|| WimError::Invalid(format!("{what}: chunk table does not fit in the resource")))?;
         let mut raw = vec![0u8; table_bytes as usize];
-        ctx.file.read_exact_at(&mut raw, r.offset)?;
+        ctx.source.read_exact_at(&mut raw, r.offset)?;
         let data_len = r.size_in_wim - table_bytes;
         let mut bounds = Vec::with_capacity(count as usize + 1);
         bounds.push(0u64);

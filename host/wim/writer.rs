@@ -25,6 +25,8 @@ use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PR
 use super::integrity;
 use super::metadata::ImageTree;
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED, RESHDR_FLAG_METADATA};
+use super::spool::PartSpool;
+use super::storage::PartUpload;
 use super::xml::{ImageInfo, WimXml};
 
 /// Chunk size we write for XPRESS and LZX (the only one Microsoft tools take for LZX).
@@ -86,6 +88,57 @@ impl OutBuf {
     }
 }
 
+/// Where a writer's bytes go: a local file, or parts for object storage.
+enum Out {
+    File(OutBuf),
+    Parts(PartSpool),
+}
+
+impl Out {
+    fn pos(&self) -> u64 {
+        match self {
+            Out::File(f) => f.pos(),
+            Out::Parts(p) => p.pos(),
+        }
+    }
+    fn write(&mut self, d: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.write(d),
+            Out::Parts(p) => p.write(d),
+        }
+    }
+    fn rewind(&mut self, to: u64) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.rewind(to),
+            Out::Parts(p) => p.rewind(to),
+        }
+    }
+    fn patch(&mut self, at: u64, d: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.patch(at, d),
+            Out::Parts(p) => p.patch(at, d),
+        }
+    }
+    /// Keeps `[start, end)` patchable (parts only; a file always is).
+    fn hold(&mut self, start: u64, end: u64) {
+        if let Out::Parts(p) = self {
+            p.hold(start, end)
+        }
+    }
+    fn release(&mut self, start: u64) -> io::Result<()> {
+        match self {
+            Out::File(_) => Ok(()),
+            Out::Parts(p) => p.release(start),
+        }
+    }
+    fn file(&mut self) -> Option<&mut OutBuf> {
+        match self {
+            Out::File(f) => Some(f),
+            Out::Parts(_) => None,
+        }
+    }
+}
+
 /// A blob being written chunk by chunk.
 pub struct PendingBlob {
     start: u64,
@@ -122,18 +175,24 @@ enum Mode {
     /// An in-place append; on failure the file is cut back to `old_end` and
     /// the old header flags restored.
     Append { old_end: u64, old_flags: u32 },
+    /// A new archive handed out in parts (object storage); whoever receives
+    /// the parts completes or abandons the upload.
+    Upload,
 }
 
 /// Writes new blobs and images into a WIM.
 pub struct WimWriter {
     path: PathBuf,
-    out: OutBuf,
+    out: Out,
     mode: Mode,
     pub header: Header,
     compression: Compression,
     codec: Option<&'static dyn Codec>,
     compressors: Option<Compressors>,
     blobs: HashMap<Sha1, BlobEntry>,
+    /// Blobs stored in other archives that images may use (a delta WIM's
+    /// `--ref`s): known for dedupe and sizes, left out of the blob table.
+    external: HashMap<Sha1, u64>,
     metadata: Vec<BlobEntry>,
     xml: WimXml,
     /// Write an integrity table on commit.
@@ -293,11 +352,11 @@ impl WimWriter {
         remove_stale_temps(dir, name, &tmp);
         let mut header = Header::new(compression, chunk_size, guid);
         header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
-        let mut out = OutBuf {
+        let mut out = Out::File(OutBuf {
             file,
             buf: Vec::new(),
             buf_start: 0,
-        };
+        });
         out.write(&header.to_bytes())?;
         Ok(WimWriter {
             path: path.to_path_buf(),
@@ -308,6 +367,7 @@ impl WimWriter {
             codec,
             compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             blobs: HashMap::new(),
+            external: HashMap::new(),
             metadata: Vec::new(),
             xml: WimXml::default(),
             integrity: false,
@@ -368,17 +428,18 @@ impl WimWriter {
         };
         Ok(WimWriter {
             path: path.to_path_buf(),
-            out: OutBuf {
+            out: Out::File(OutBuf {
                 file,
                 buf: Vec::new(),
                 buf_start: old_end,
-            },
+            }),
             mode: Mode::Append { old_end, old_flags },
             header: arch.header.clone(),
             compression,
             codec,
             compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             blobs: arch.blobs.clone(),
+            external: HashMap::new(),
             metadata: arch.metadata.clone(),
             xml: arch.xml.clone(),
             integrity,
@@ -391,7 +452,10 @@ impl WimWriter {
     /// own output when the archive lives inside the source tree.
     pub fn output_identity(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        self.out.file.metadata().ok().map(|m| (m.dev(), m.ino()))
+        match &self.out {
+            Out::File(f) => f.file.metadata().ok().map(|m| (m.dev(), m.ino())),
+            Out::Parts(_) => None,
+        }
     }
 
     pub fn compression(&self) -> Compression {
@@ -407,7 +471,7 @@ impl WimWriter {
     }
 
     pub fn has_blob(&self, hash: &Sha1) -> bool {
-        self.blobs.contains_key(hash)
+        self.blobs.contains_key(hash) || self.external.contains_key(hash)
     }
 
     /// Compresses chunks in parallel on all cores (a no-op for uncompressed
@@ -441,6 +505,9 @@ impl WimWriter {
         } else {
             (size.div_ceil(self.header.chunk_size.max(1) as u64), 0)
         };
+        // Until the blob is done, its start may be moved back to (a
+        // duplicate) and its chunk table is still to be filled in.
+        self.out.hold(start, start + table_bytes);
         if table_bytes > 0 {
             self.out.write(&vec![0u8; table_bytes as usize])?;
         }
@@ -480,8 +547,9 @@ impl WimWriter {
     /// Finishes a blob. If an identical blob is already stored, the bytes just
     /// written are dropped and `false` is returned.
     pub fn finish_blob(&mut self, b: PendingBlob, hash: Sha1) -> Result<bool> {
-        if self.blobs.contains_key(&hash) || b.size == 0 {
+        if self.has_blob(&hash) || b.size == 0 {
             self.out.rewind(b.start)?;
+            self.out.release(b.start)?;
             return Ok(false);
         }
         let reshdr = self.finish_resource(b, 0)?;
@@ -500,10 +568,18 @@ impl WimWriter {
     /// Drops a blob that could not be completed.
     pub fn abandon_blob(&mut self, b: PendingBlob) -> Result<()> {
         self.out.rewind(b.start)?;
+        self.out.release(b.start)?;
         Ok(())
     }
 
     fn finish_resource(&mut self, b: PendingBlob, extra_flags: u8) -> Result<ResHdr> {
+        let start = b.start;
+        let r = self.place_resource(b, extra_flags)?;
+        self.out.release(start)?;
+        Ok(r)
+    }
+
+    fn place_resource(&mut self, b: PendingBlob, extra_flags: u8) -> Result<ResHdr> {
         debug_assert!(b.chunks_seen == b.chunks || self.codec.is_none());
         let mut r = ResHdr {
             size_in_wim: b.size,
@@ -511,20 +587,24 @@ impl WimWriter {
             offset: b.start,
             original_size: b.size,
         };
-        if self.codec.is_none() || b.all_raw {
+        // Every chunk stayed raw: a file drops the table and stores the blob
+        // uncompressed, as wimlib does, by moving the data down. Parts
+        // already handed over cannot move, so there the blob keeps its
+        // table of raw chunks (valid, and 4 bytes per chunk).
+        let movable = self.codec.is_none() || b.table_bytes == 0 || self.out.file().is_some();
+        if (self.codec.is_none() || b.all_raw) && movable {
             if b.table_bytes > 0 {
-                // Every chunk stayed raw: drop the table and store the blob
-                // uncompressed, as wimlib does, by moving the data down.
+                let out = self.out.file().expect("movable");
                 let mut moved = 0u64;
                 let mut buf = vec![0u8; 1 << 20];
                 while moved < b.size {
                     let n = (b.size - moved).min(buf.len() as u64) as usize;
-                    self.out.read_at(b.start + b.table_bytes + moved, &mut buf[..n])?;
-                    self.out.file.write_all_at(&buf[..n], b.start + moved)?;
+                    out.read_at(b.start + b.table_bytes + moved, &mut buf[..n])?;
+                    out.file.write_all_at(&buf[..n], b.start + moved)?;
                     moved += n as u64;
                 }
-                self.out.rewind(b.start + b.size)?;
-                self.out.buf_start = b.start + b.size;
+                out.rewind(b.start + b.size)?;
+                out.buf_start = b.start + b.size;
             }
             return Ok(r);
         }
@@ -575,7 +655,7 @@ impl WimWriter {
     /// Stores a small blob given whole, deduplicated by hash. Returns its hash.
     pub fn add_small_blob(&mut self, data: &[u8]) -> Result<Sha1> {
         let hash: Sha1 = Sha1Hasher::digest(data).into();
-        if !data.is_empty() && !self.blobs.contains_key(&hash) {
+        if !data.is_empty() && !self.has_blob(&hash) {
             let reshdr = self.write_buffer(data, 0)?;
             self.blobs.insert(
                 hash,
@@ -609,6 +689,9 @@ impl WimWriter {
         }
         let refs = tree.blob_references();
         for (h, n) in &refs {
+            if self.external.contains_key(h) && !self.blobs.contains_key(h) {
+                continue; // counted in the archive that holds it
+            }
             let e = self.blobs.get_mut(h).ok_or_else(|| {
                 WimError::Invalid(format!(
                     "image refers to blob {} that was never stored",
@@ -628,7 +711,13 @@ impl WimWriter {
         });
         self.header.image_count += 1;
         info.index = self.header.image_count;
-        let (dirs, files, total, hard) = image_stats(tree, &self.blobs);
+        let size_of = |h: &Sha1| {
+            self.blobs
+                .get(h)
+                .map(|b| b.reshdr.original_size)
+                .or_else(|| self.external.get(h).copied())
+        };
+        let (dirs, files, total, hard) = image_stats(tree, &size_of);
         info.dir_count = dirs;
         info.file_count = files;
         info.total_bytes = total;
@@ -640,35 +729,19 @@ impl WimWriter {
     /// Writes blob table, XML and (optionally) integrity table, makes them
     /// durable, then points the header at them.
     pub fn commit(mut self) -> Result<()> {
-        let table = BlobTable::to_bytes(&self.metadata, &self.blobs.values().cloned().collect::<Vec<_>>());
-        let table_at = self.out.pos();
-        self.out.write(&table)?;
-        self.header.blob_table = ResHdr {
-            size_in_wim: table.len() as u64,
-            flags: RESHDR_FLAG_METADATA,
-            offset: table_at,
-            original_size: table.len() as u64,
-        };
-        let xml_at = self.out.pos();
-        self.xml.set_total_bytes(xml_at);
-        let xml = self.xml.to_bytes();
-        self.out.write(&xml)?;
-        self.header.xml = ResHdr {
-            size_in_wim: xml.len() as u64,
-            flags: RESHDR_FLAG_METADATA,
-            offset: xml_at,
-            original_size: xml.len() as u64,
-        };
-        self.out.flush()?;
+        if matches!(self.mode, Mode::Upload) {
+            return Err(WimError::Invalid(
+                "an archive written for upload is finished with finish_upload".into(),
+            ));
+        }
+        let (table_at, table_len) = self.write_tables()?;
+        let out = self.out.file().expect("a file-backed writer");
+        out.flush()?;
         if self.integrity {
-            let t = integrity::build(
-                &self.out.file,
-                table_at + table.len() as u64,
-                self.old_integrity.as_ref(),
-            )?;
-            let at = self.out.pos();
-            self.out.write(&t)?;
-            self.out.flush()?;
+            let t = integrity::build(&out.file, table_at + table_len, self.old_integrity.as_ref())?;
+            let at = out.pos();
+            out.write(&t)?;
+            out.flush()?;
             self.header.integrity = ResHdr {
                 size_in_wim: t.len() as u64,
                 flags: 0,
@@ -678,14 +751,14 @@ impl WimWriter {
         } else {
             self.header.integrity = ResHdr::default();
         }
-        let end = self.out.pos();
-        self.out.file.set_len(end)?;
-        self.out.file.sync_all()?;
+        let end = out.pos();
+        out.file.set_len(end)?;
+        out.file.sync_all()?;
         self.header.flags &= !HDR_FLAG_WRITE_IN_PROGRESS;
         self.header.boot_index = 0;
         self.header.boot_metadata = ResHdr::default();
-        self.out.file.write_all_at(&self.header.to_bytes(), 0)?;
-        self.out.file.sync_all()?;
+        out.file.write_all_at(&self.header.to_bytes(), 0)?;
+        out.file.sync_all()?;
         if let Mode::New { tmp, replace } = &self.mode {
             let r = if *replace {
                 std::fs::rename(tmp, &self.path)
@@ -712,6 +785,128 @@ impl WimWriter {
     }
 }
 
+impl WimWriter {
+    /// Starts a new archive written as parts for object storage (see
+    /// [`PartSpool`]); `name` names it in messages. Finish it with
+    /// [`finish_upload`](Self::finish_upload).
+    pub fn create_for_upload(
+        name: &str,
+        compression: Compression,
+        codec: Option<&'static dyn Codec>,
+        chunk_size: u32,
+        upload: Box<dyn PartUpload>,
+    ) -> Result<WimWriter> {
+        if compression == Compression::Plugin && codec.is_none() {
+            return Err(WimError::Invalid("a plugin-compressed archive needs its codec".into()));
+        }
+        let codec = match compression {
+            Compression::Plugin => codec,
+            c => codec.or(codec_for(c)?),
+        };
+        let mut header = Header::new(compression, chunk_size, random_guid());
+        header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
+        let mut spool = PartSpool::new(upload);
+        // The header is rewritten last.
+        spool.hold(0, super::header::HEADER_SIZE as u64);
+        let mut out = Out::Parts(spool);
+        out.write(&header.to_bytes())?;
+        let mut xml = WimXml::default();
+        if compression == Compression::Plugin {
+            xml.set_plugin_codec(codec.expect("checked").name());
+        }
+        Ok(WimWriter {
+            path: PathBuf::from(name),
+            out,
+            mode: Mode::Upload,
+            header,
+            compression,
+            codec,
+            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+            blobs: HashMap::new(),
+            external: HashMap::new(),
+            metadata: Vec::new(),
+            xml,
+            integrity: false,
+            old_integrity: None,
+            committed: false,
+        })
+    }
+
+    /// Lets images use blobs stored elsewhere (the earlier archives of a
+    /// delta chain, which a reader must be given as references): `(hash,
+    /// uncompressed size)`. They are not copied and not in the blob table.
+    pub fn add_external_blobs(&mut self, blobs: impl IntoIterator<Item = (Sha1, u64)>) {
+        self.external.extend(blobs);
+    }
+
+    /// The blobs stored in this archive so far (not the external ones).
+    pub fn stored_blobs(&self) -> impl Iterator<Item = &BlobEntry> {
+        self.blobs.values()
+    }
+
+    /// The metadata resources of the images, in image order.
+    pub fn metadata_entries(&self) -> &[BlobEntry] {
+        &self.metadata
+    }
+
+    /// Writes the blob table and the XML at the end; returns where the table starts and its length.
+    fn write_tables(&mut self) -> Result<(u64, u64)> {
+        let table = BlobTable::to_bytes(&self.metadata, &self.blobs.values().cloned().collect::<Vec<_>>());
+        let table_at = self.out.pos();
+        self.out.write(&table)?;
+        self.header.blob_table = ResHdr {
+            size_in_wim: table.len() as u64,
+            flags: RESHDR_FLAG_METADATA,
+            offset: table_at,
+            original_size: table.len() as u64,
+        };
+        let xml_at = self.out.pos();
+        self.xml.set_total_bytes(xml_at);
+        let xml = self.xml.to_bytes();
+        self.out.write(&xml)?;
+        self.header.xml = ResHdr {
+            size_in_wim: xml.len() as u64,
+            flags: RESHDR_FLAG_METADATA,
+            offset: xml_at,
+            original_size: xml.len() as u64,
+        };
+        Ok((table_at, table.len() as u64))
+    }
+
+    /// Finishes an archive written for upload: blob table, XML, the final
+    /// header, and every part not yet handed over. Returns the archive's
+    /// size and number of parts; completing the upload is the caller's.
+    pub fn finish_upload(mut self) -> Result<(u64, u32)> {
+        if !matches!(self.mode, Mode::Upload) {
+            return Err(WimError::Invalid(
+                "finish_upload is for archives written for upload".into(),
+            ));
+        }
+        self.write_tables()?;
+        self.header.integrity = ResHdr::default();
+        self.header.flags &= !HDR_FLAG_WRITE_IN_PROGRESS;
+        self.header.boot_index = 0;
+        self.header.boot_metadata = ResHdr::default();
+        let header = self.header.to_bytes();
+        self.out.patch(0, &header)?;
+        self.committed = true;
+        let out = std::mem::replace(&mut self.out, Out::Parts(PartSpool::new(Box::new(NoUpload))));
+        match out {
+            Out::Parts(spool) => Ok(spool.finish()?),
+            Out::File(_) => unreachable!("upload mode writes parts"),
+        }
+    }
+}
+
+/// Stands in for a spool's receiver after it was finished.
+struct NoUpload;
+
+impl PartUpload for NoUpload {
+    fn put_part(&mut self, _: u32, _: &[u8], _: Option<u64>) -> io::Result<()> {
+        Err(io::Error::other("the archive was already finished"))
+    }
+}
+
 impl Drop for WimWriter {
     fn drop(&mut self) {
         if self.committed {
@@ -723,16 +918,20 @@ impl Drop for WimWriter {
             }
             Mode::Append { old_end, old_flags } => {
                 // Cut off what we wrote and clear our in-progress mark.
-                let _ = self.out.file.set_len(*old_end);
-                let _ = self.out.file.write_all_at(&old_flags.to_le_bytes(), 16);
-                let _ = self.out.file.sync_all();
+                if let Some(out) = self.out.file() {
+                    let _ = out.file.set_len(*old_end);
+                    let _ = out.file.write_all_at(&old_flags.to_le_bytes(), 16);
+                    let _ = out.file.sync_all();
+                }
             }
+            // The receiver of the parts aborts its upload.
+            Mode::Upload => {}
         }
     }
 }
 
 /// (directories, non-directories, total bytes, hard-link bytes) as wimlib counts them.
-pub fn image_stats(tree: &ImageTree, blobs: &HashMap<Sha1, BlobEntry>) -> (u64, u64, u64, u64) {
+pub fn image_stats(tree: &ImageTree, size_of: &dyn Fn(&Sha1) -> Option<u64>) -> (u64, u64, u64, u64) {
     let counts = tree.link_counts();
     let (mut dirs, mut files, mut total, mut hard) = (0u64, 0u64, 0u64, 0u64);
     for d in tree.dentries.iter().skip(1) {
@@ -745,11 +944,7 @@ pub fn image_stats(tree: &ImageTree, blobs: &HashMap<Sha1, BlobEntry>) -> (u64, 
     // wimlib counts the root directory too.
     dirs += 1;
     for (i, ino) in tree.inodes.iter().enumerate() {
-        let size: u64 = ino
-            .blob_hashes()
-            .filter_map(|h| blobs.get(h))
-            .map(|b| b.reshdr.original_size)
-            .sum();
+        let size: u64 = ino.blob_hashes().filter_map(size_of).sum();
         total += size * counts[i] as u64;
         hard += size * (counts[i] as u64).saturating_sub(1);
     }
@@ -838,7 +1033,7 @@ impl WimWriter {
         let mut done = 0u64;
         while done < r.size_in_wim {
             let n = (r.size_in_wim - done).min(buf.len() as u64) as usize;
-            src.file.read_exact_at(&mut buf[..n], r.offset + done)?;
+            src.source.read_exact_at(&mut buf[..n], r.offset + done)?;
             self.out.write(&buf[..n])?;
             done += n as u64;
         }
