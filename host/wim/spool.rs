@@ -154,8 +154,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// Keeps what it is given, as the store would: the last bytes per part.
+    type Received = BTreeMap<u32, (Vec<u8>, Option<u64>)>;
     #[derive(Clone, Default)]
-    struct Parts(Arc<Mutex<BTreeMap<u32, (Vec<u8>, Option<u64>)>>>);
+    struct Parts(Arc<Mutex<Received>>);
 
     impl PartUpload for Parts {
         fn put_part(&mut self, n: u32, data: &[u8], whole: Option<u64>) -> io::Result<()> {
@@ -215,7 +216,7 @@ mod tests {
         let p = Parts::default();
         let mut s = PartSpool::new(Box::new(p.clone()));
         s.hold(0, 208);
-        s.write(&vec![1u8; 100]).unwrap();
+        s.write(&[1u8; 100]).unwrap();
         let blob = s.pos();
         s.hold(blob, blob + 1);
         s.write(&vec![2u8; 2 * PART]).unwrap(); // part 2 handed over
