@@ -593,6 +593,8 @@ impl Jobs {
         {
             writer.compress_with(c)?;
         }
+        // A codec plugin busy in a call stops as soon as the backup is cancelled.
+        writer.watch_cancel(cancel.clone());
         if record.name.is_empty() {
             record.name = capture::default_image_name(&|n| writer.xml().name_in_use(n));
         }

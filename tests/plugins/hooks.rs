@@ -188,31 +188,27 @@ fn a_hook_blocked_inside_the_host_is_stopped_by_its_time_limit() {
     server.assert_no_panic();
 }
 
-#[test]
-fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
-    // A ten-minute limit: only the cancellation can end this hook in time
-    // for the harness (which gives a job two minutes).
-    let (env, server) = hook_server("loop-pre", "    limits: { callTimeoutSeconds: 600 }\n");
+/// A backup with the hostile hook in `mode` (a loop) under a ten-minute
+/// limit and `extra` config, cancelled once the hook is in its loop (it
+/// logs as it starts): only the cancellation can end it in time for the
+/// harness (which gives a job two minutes). Returns the final object.
+fn cancel_a_looping_hook(mode: &str, extra: &str) -> (Env, Server, std::path::PathBuf, Value) {
+    let (env, server) = hook_server(mode, &format!("    limits: {{ callTimeoutSeconds: 600 }}\n{extra}"));
     let src = small_source(&env.dir);
     let wim = env.path("c.wim");
-    let bg = BgCli::spawn(
-        &env.home,
-        &backup_args(&src, &wim, &["--plugin", "hostile-hook", "--json"]),
+    let b = cancel_backup_when_logged(
+        &server,
+        &src,
+        &wim,
+        &["--plugin", "hostile-hook"],
+        &format!("on-event starts in mode {mode}"),
     );
-    let uuid = running_uuid(&env.home, &wim);
-    // Wait until the hook is in its loop (it logs as it starts).
-    let waiting = std::time::Instant::now();
-    while !server.log_text().contains("on-event starts in mode loop-pre") {
-        assert!(
-            waiting.elapsed() < JOB_TIMEOUT,
-            "the hook never started:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    cli_ok(&env.home, &[os("backups"), os("cancel"), os(&uuid)]);
-    let out = bg.wait(JOB_TIMEOUT);
-    let b = last_json(&out);
+    (env, server, wim, b)
+}
+
+#[test]
+fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
+    let (env, server, wim, b) = cancel_a_looping_hook("loop-pre", "");
     assert_eq!(b["status"], "cancelled", "{b}");
     assert!(!wim.exists());
     assert!(
