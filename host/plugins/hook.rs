@@ -11,6 +11,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::Component;
 
@@ -141,12 +142,18 @@ impl WasmHook {
 
     /// Runs `init` and `on-event` on a fresh instance, within the plugin's
     /// time limit for the two together (wall clock: a guest sleeping or
-    /// waiting on a slow server inside the host is stopped too), and
-    /// giving up early when `cancel` is raised. An error names the plugin
-    /// and what stopped it (time or memory limit, trap, refused
-    /// capability, cancellation); HTTP requests the allow-list refused are
-    /// added to it.
-    pub fn call(&self, event: &HookEvent, cancel: Option<&AtomicBool>) -> Result<HookVerdict, PluginError> {
+    /// waiting on a slow server inside the host is stopped too), or within
+    /// `cap` when that is shorter, and giving up early when `cancel` is
+    /// raised. An error names the plugin and what stopped it (time or
+    /// memory limit, trap, refused capability, cancellation); HTTP requests
+    /// the allow-list refused are added to it.
+    pub fn call(
+        &self,
+        event: &HookEvent,
+        cancel: Option<&AtomicBool>,
+        cap: Option<Duration>,
+    ) -> Result<HookVerdict, PluginError> {
+        let limit = cap.map_or(self.limits.call_timeout, |c| c.min(self.limits.call_timeout));
         let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone());
         // A call that failed after the sandbox refused one of its requests
         // most likely failed because of it: say so (a limit or a
@@ -207,7 +214,7 @@ impl WasmHook {
                 .await
                 .map_err(|e| with_denials(call_error(e, &store, "on-event", &self.limits)))
         };
-        let verdict = match run_bounded(self.limits.call_timeout, cancel, run) {
+        let verdict = match run_bounded(limit, cancel, run) {
             Ok(r) => r?,
             Err(stopped) => {
                 let call = stage.get();
@@ -215,7 +222,7 @@ impl WasmHook {
                     Stopped::TimedOut => PluginError::Timeout {
                         plugin: self.name.to_string(),
                         call,
-                        limit: self.limits.call_timeout,
+                        limit,
                     },
                     Stopped::Cancelled => PluginError::Cancelled {
                         plugin: self.name.to_string(),

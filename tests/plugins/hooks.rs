@@ -223,6 +223,40 @@ fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
 }
 
 #[test]
+fn post_backup_hooks_of_a_cancelled_backup_get_a_short_limit() {
+    // Both post-backup hooks would hang for ten minutes (their own limits;
+    // the harness waits two); after a cancel each gets
+    // POST_HOOK_LIMIT_AFTER_CANCEL (10 s) at most.
+    let (env, server, wim, b) = cancel_a_looping_hook(
+        "loop",
+        "hooks:\n  post:\n    - name: slow-post\n      command: [\"/bin/sleep\", \"3600\"]\n      timeout: 600\n",
+    );
+    assert_eq!(b["status"], "cancelled", "{b}");
+    let warnings: Vec<&str> = b["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let capped = "the post-backup hooks of a cancelled backup get at most 10s";
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("command `slow-post`") && w.contains("timed out after 10s") && w.contains(capped)),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("plugin `hostile-hook`")
+            && w.contains("`on-event` exceeded its time limit of 10s")
+            && w.contains(capped)),
+        "{warnings:#?}"
+    );
+    assert!(!wim.exists());
+    cli_ok(&env.home, &[os("health")]);
+    server.assert_no_panic();
+}
+
+#[test]
 fn a_verdict_of_a_later_minor_is_treated_as_allow() {
     let (env, server) = hook_server("future", "");
     let src = small_source(&env.dir);
