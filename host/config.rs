@@ -49,6 +49,7 @@ pub struct Config {
 ///     settings: { url: "https://hooks.example.com/backup" }
 ///     secrets: { token: WEBHOOK_TOKEN }     # value read from this env var
 ///     allowedHosts: ["hooks.example.com"]   # wasi:http allow-list (deny by default)
+///     allowPrivate: false                   # may those names resolve to private addresses?
 ///     limits: { memoryMib: 64, callTimeoutSeconds: 5 }
 ///     failurePolicy: fail-open              # hooks only
 ///   rle:
@@ -73,6 +74,11 @@ pub struct PluginConfig {
     /// wasi:http requests of this plugin may reach. Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// May the host *names* of `allowed_hosts` resolve to loopback, private,
+    /// link-local or other non-public addresses? Default no (DNS rebinding
+    /// protection); entries that are IP literals are always taken as written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PluginLimitsConfig>,
     /// Hook plugins: what a failing (trapping, timing out) hook does.
@@ -368,6 +374,7 @@ plugins:
     settings: { url: "http://127.0.0.1:9/x" }
     secrets: { token: HOOK_TOKEN }
     allowedHosts: ["127.0.0.1:9"]
+    allowPrivate: true
     limits: { memoryMib: 32, callTimeoutSeconds: 0.5 }
     failurePolicy: fail-open
 hooks:
@@ -380,6 +387,8 @@ hooks:
         let w = &c.plugins["webhook"];
         assert_eq!(w.settings["url"], "http://127.0.0.1:9/x");
         assert_eq!(w.secrets["token"], "HOOK_TOKEN");
+        assert!(w.allow_private);
+        assert!(!PluginConfig::default().allow_private);
         assert_eq!(w.limits.unwrap().memory_mib, Some(32));
         assert_eq!(w.failure_policy, Some(FailurePolicy::FailOpen));
         assert_eq!(c.hooks.pre[0].command, ["/bin/true", "a b"]);

@@ -879,6 +879,7 @@ impl PluginRegistry {
             self.settings(name, &cfg)?,
             Self::limits(&cfg, Duration::from_secs(30)),
             Self::allowed_hosts(name, &cfg)?,
+            cfg.allow_private,
         )
         .map_err(load_error)?;
         self.hooks

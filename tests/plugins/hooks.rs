@@ -444,31 +444,84 @@ hooks:
     assert!(!post["error"].as_str().unwrap().is_empty(), "{post}");
 }
 
+/// (Re)starts a server on `env` whose hostile-hook GETs `url` with
+/// `http_config` (allowedHosts, allowPrivate, limits), installing the hook
+/// the first time, and runs one backup with it, which fails; returns the
+/// backup's error (the hook vetoes with what became of its request, or
+/// failed).
+fn http_hook_verdict(env: &Env, url: &str, http_config: &str) -> String {
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  hostile-hook:\n    settings: {{ mode: http, url: \"{url}\" }}\n{http_config}",
+        secret()
+    ));
+    let server = Server::start(&env.home);
+    let installed = cli_json(&env.home, &[os("plugin"), os("list")]).to_string();
+    if !installed.contains("hostile-hook") {
+        cli_ok(
+            &env.home,
+            &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+        );
+    }
+    let src = small_source(&env.dir);
+    let out = backup_out(&env.home, &src, &env.path("r.wim"), &["--plugin", "hostile-hook"]);
+    let b = last_json(&out);
+    assert_eq!(b["status"], "failed", "{b}");
+    server.stop();
+    b["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn allowed_names_that_resolve_to_private_addresses_are_refused() {
+    let web = Recorder::start();
+    let env = Env::new();
+    let port = web.port;
+    // `localhost` is an allowed *name*, but it leads to loopback: refused
+    // at connect time, nothing reaches the server.
+    let url = format!("http://localhost:{port}/x");
+    let err = http_hook_verdict(&env, &url, &format!("    allowedHosts: [\"localhost:{port}\"]\n"));
+    assert!(
+        err.contains("http request failed")
+            && err.contains("refused by the sandbox")
+            && err.contains("localhost resolved to")
+            && err.contains("loopback address")
+            && err.contains("DNS rebinding"),
+        "{err}"
+    );
+    assert!(web.requests.lock().unwrap().is_empty(), "a refused request got through");
+    // With allowPrivate the same name reaches the server.
+    let err = http_hook_verdict(
+        &env,
+        &url,
+        &format!("    allowedHosts: [\"localhost:{port}\"]\n    allowPrivate: true\n"),
+    );
+    assert!(err.contains("http request succeeded: status 204"), "{err}");
+    let seen = web.requests.lock().unwrap().len();
+    assert!(seen >= 1, "no request arrived");
+    // So does the address itself, listed as such, without allowPrivate.
+    let err = http_hook_verdict(
+        &env,
+        &format!("http://127.0.0.1:{port}/x"),
+        &format!("    allowedHosts: [\"127.0.0.1:{port}\"]\n"),
+    );
+    assert!(err.contains("http request succeeded: status 204"), "{err}");
+    assert!(web.requests.lock().unwrap().len() > seen);
+}
+
 #[test]
 fn a_hook_waiting_on_a_silent_server_is_stopped_by_its_time_limit() {
     // Accepts connections (the kernel's backlog) but never answers.
     let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tarpit.local_addr().unwrap().port();
     let env = Env::new();
-    env.write_config(&format!(
-        "appSecret: {}\nplugins:\n  hostile-hook:\n    settings: {{ mode: http, url: \"http://127.0.0.1:{port}/x\" }}\n    \
-         allowedHosts: [\"127.0.0.1:{port}\"]\n    limits: {{ callTimeoutSeconds: 1 }}\n",
-        secret()
-    ));
-    let _server = Server::start(&env.home);
-    cli_ok(
-        &env.home,
-        &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+    let err = http_hook_verdict(
+        &env,
+        &format!("http://127.0.0.1:{port}/x"),
+        &format!("    allowedHosts: [\"127.0.0.1:{port}\"]\n    limits: {{ callTimeoutSeconds: 1 }}\n"),
     );
-    let src = small_source(&env.dir);
-    let out = backup_out(&env.home, &src, &env.path("t.wim"), &["--plugin", "hostile-hook"]);
-    let b = last_json(&out);
-    assert_eq!(b["status"], "failed", "{b}");
     // The call's time limit stops it wherever it waits (here for a response head).
-    let err = b["error"].as_str().unwrap();
     assert!(
         err.contains("plugin hostile-hook") && err.contains("time limit of 1s"),
-        "{b}"
+        "{err}"
     );
     drop(tarpit);
 }
