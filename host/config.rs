@@ -35,6 +35,9 @@ pub struct Config {
     /// Per-plugin settings, by plugin name (see [`PluginConfig`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Limits on compiling uploaded plugins (see [`PluginInstallConfig`]).
+    #[serde(default, skip_serializing_if = "PluginInstallConfig::is_default")]
+    pub plugin_install: PluginInstallConfig,
     /// Commands run around every backup (see [`HooksConfig`]).
     #[serde(default, skip_serializing_if = "HooksConfig::is_empty")]
     pub hooks: HooksConfig,
@@ -101,6 +104,32 @@ pub struct PluginLimitsConfig {
     /// Time one call may run, seconds (fractions allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_seconds: Option<f64>,
+}
+
+/// Limits on compiling a plugin at install (`pluginInstall:`); unset keys
+/// take the defaults of `plugins::CompileLimits`.
+///
+/// ```yaml
+/// pluginInstall:
+///   compileTimeoutSeconds: 60   # wall clock of the compiler process
+///   compileMemoryMib: 1024      # its address space (RLIMIT_AS)
+///   maxFunctionKib: 1024        # the largest function body accepted
+/// ```
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginInstallConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_function_kib: Option<u64>,
+}
+
+impl PluginInstallConfig {
+    fn is_default(&self) -> bool {
+        *self == PluginInstallConfig::default()
+    }
 }
 
 /// What happens when a hook itself fails (crashes, times out, cannot start).
@@ -292,6 +321,7 @@ impl Config {
             service: Service::default(),
             backup: BackupDefaults::default(),
             plugins: BTreeMap::new(),
+            plugin_install: PluginInstallConfig::default(),
             hooks: HooksConfig::default(),
         }
     }
@@ -377,6 +407,7 @@ plugins:
     allowPrivate: true
     limits: { memoryMib: 32, callTimeoutSeconds: 0.5 }
     failurePolicy: fail-open
+pluginInstall: { compileTimeoutSeconds: 5, compileMemoryMib: 512, maxFunctionKib: 64 }
 hooks:
   pre:
     - command: ["/bin/true", "a b"]
@@ -389,6 +420,14 @@ hooks:
         assert_eq!(w.secrets["token"], "HOOK_TOKEN");
         assert!(w.allow_private);
         assert!(!PluginConfig::default().allow_private);
+        assert_eq!(
+            c.plugin_install,
+            PluginInstallConfig {
+                compile_timeout_seconds: Some(5.0),
+                compile_memory_mib: Some(512),
+                max_function_kib: Some(64),
+            }
+        );
         assert_eq!(w.limits.unwrap().memory_mib, Some(32));
         assert_eq!(w.failure_policy, Some(FailurePolicy::FailOpen));
         assert_eq!(c.hooks.pre[0].command, ["/bin/true", "a b"]);
@@ -396,6 +435,8 @@ hooks:
         assert_eq!(c.hooks.pre[0].timeout, 5.0);
         // A typo in a key is an error, not a silently ignored setting.
         let bad = "appSecret: x\nplugins:\n  webhook:\n    setings: {}\n";
+        assert!(serde_yaml::from_str::<Config>(bad).is_err());
+        let bad = "appSecret: x\npluginInstall: { compileTimeout: 5 }\n";
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
     }
 }

@@ -74,15 +74,21 @@ pub fn valid_name(name: &str) -> bool {
 /// are measured in these ticks, so they are accurate to about one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The settings of the plugin engine; the compiler child
+/// (`super::compile`) uses the same, so its output loads here.
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
 /// The one engine every plugin runs on (created on first use, with its
 /// epoch ticker thread).
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).expect("the wasmtime engine configuration is valid");
+        let engine = Engine::new(&engine_config()).expect("the wasmtime engine configuration is valid");
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -208,6 +214,16 @@ pub enum PluginError {
         call: &'static str,
         reason: String,
     },
+    /// Compiling an uploaded component hit a limit of `pluginInstall`.
+    #[error("plugin {plugin}: {what}; refused (the limit is `pluginInstall.{key}` in config.yaml)")]
+    CompileLimit {
+        plugin: String,
+        what: String,
+        key: &'static str,
+    },
+    /// The host could not do its part (start the compiler process...).
+    #[error("plugin {plugin}: {reason}")]
+    Internal { plugin: String, reason: String },
     /// Reading or writing the component cache failed.
     #[error("plugin cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
