@@ -35,6 +35,9 @@ pub struct Config {
     /// Per-plugin settings, by plugin name (see [`PluginConfig`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Limits on compiling uploaded plugins (see [`PluginInstallConfig`]).
+    #[serde(default, skip_serializing_if = "PluginInstallConfig::is_default")]
+    pub plugin_install: PluginInstallConfig,
     /// Commands run around every backup (see [`HooksConfig`]).
     #[serde(default, skip_serializing_if = "HooksConfig::is_empty")]
     pub hooks: HooksConfig,
@@ -49,6 +52,7 @@ pub struct Config {
 ///     settings: { url: "https://hooks.example.com/backup" }
 ///     secrets: { token: WEBHOOK_TOKEN }     # value read from this env var
 ///     allowedHosts: ["hooks.example.com"]   # wasi:http allow-list (deny by default)
+///     allowPrivate: false                   # may those names resolve to private addresses?
 ///     limits: { memoryMib: 64, callTimeoutSeconds: 5 }
 ///     failurePolicy: fail-open              # hooks only
 ///   rle:
@@ -73,6 +77,11 @@ pub struct PluginConfig {
     /// wasi:http requests of this plugin may reach. Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// May the host *names* of `allowed_hosts` resolve to loopback, private,
+    /// link-local or other non-public addresses? Default no (DNS rebinding
+    /// protection); entries that are IP literals are always taken as written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PluginLimitsConfig>,
     /// Hook plugins: what a failing (trapping, timing out) hook does.
@@ -95,6 +104,32 @@ pub struct PluginLimitsConfig {
     /// Time one call may run, seconds (fractions allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_seconds: Option<f64>,
+}
+
+/// Limits on compiling a plugin at install (`pluginInstall:`); unset keys
+/// take the defaults of `plugins::CompileLimits`.
+///
+/// ```yaml
+/// pluginInstall:
+///   compileTimeoutSeconds: 60   # wall clock of the compiler process
+///   compileMemoryMib: 1024      # its address space (RLIMIT_AS)
+///   maxFunctionKib: 1024        # the largest function body accepted
+/// ```
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginInstallConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_function_kib: Option<u64>,
+}
+
+impl PluginInstallConfig {
+    fn is_default(&self) -> bool {
+        *self == PluginInstallConfig::default()
+    }
 }
 
 /// What happens when a hook itself fails (crashes, times out, cannot start).
@@ -341,6 +376,7 @@ impl Config {
             service: Service::default(),
             backup: BackupDefaults::default(),
             plugins: BTreeMap::new(),
+            plugin_install: PluginInstallConfig::default(),
             hooks: HooksConfig::default(),
         }
     }
@@ -423,8 +459,10 @@ plugins:
     settings: { url: "http://127.0.0.1:9/x" }
     secrets: { token: HOOK_TOKEN }
     allowedHosts: ["127.0.0.1:9"]
+    allowPrivate: true
     limits: { memoryMib: 32, callTimeoutSeconds: 0.5 }
     failurePolicy: fail-open
+pluginInstall: { compileTimeoutSeconds: 5, compileMemoryMib: 512, maxFunctionKib: 64 }
 hooks:
   pre:
     - command: ["/bin/true", "a b"]
@@ -435,6 +473,16 @@ hooks:
         let w = &c.plugins["webhook"];
         assert_eq!(w.settings["url"], "http://127.0.0.1:9/x");
         assert_eq!(w.secrets["token"], "HOOK_TOKEN");
+        assert!(w.allow_private);
+        assert!(!PluginConfig::default().allow_private);
+        assert_eq!(
+            c.plugin_install,
+            PluginInstallConfig {
+                compile_timeout_seconds: Some(5.0),
+                compile_memory_mib: Some(512),
+                max_function_kib: Some(64),
+            }
+        );
         assert_eq!(w.limits.unwrap().memory_mib, Some(32));
         assert_eq!(w.failure_policy, Some(FailurePolicy::FailOpen));
         assert_eq!(c.hooks.pre[0].command, ["/bin/true", "a b"]);
@@ -442,6 +490,8 @@ hooks:
         assert_eq!(c.hooks.pre[0].timeout, 5.0);
         // A typo in a key is an error, not a silently ignored setting.
         let bad = "appSecret: x\nplugins:\n  webhook:\n    setings: {}\n";
+        assert!(serde_yaml::from_str::<Config>(bad).is_err());
+        let bad = "appSecret: x\npluginInstall: { compileTimeout: 5 }\n";
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
     }
 }

@@ -6,6 +6,9 @@
 //! `fail-closed` (the default), or becomes a warning under `fail-open`.
 //! Post-backup: hooks get the summary; their vetoes and failures are
 //! warnings (the snapshot is already written; failing it would mislead).
+//! After a cancelled backup each gets at most
+//! [`POST_HOOK_LIMIT_AFTER_CANCEL`], so a hook that hangs cannot hold a job
+//! the user asked to stop.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -14,7 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{CommandHook, FailurePolicy, HooksConfig};
-use crate::plugins::{HookEvent, HookVerdict, WasmHook};
+use crate::plugins::{HookEvent, HookVerdict, PluginError, WasmHook};
+
+/// The most time one post-backup hook (command or plugin) gets after a
+/// cancelled backup, whatever its own limit: the user asked the job to stop,
+/// and monitoring only needs to hear of it.
+pub const POST_HOOK_LIMIT_AFTER_CANCEL: Duration = Duration::from_secs(10);
 
 /// What hooks are told about the backup.
 #[derive(Debug, Clone, Default)]
@@ -116,7 +124,7 @@ impl BackupHooks {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Stopped("cancelled".into()));
             }
-            match run(h, &event, &env, &self.hidden_env, cancel) {
+            match run(h, &event, &env, &self.hidden_env, cancel, None) {
                 Ok(HookVerdict::Allow) => {}
                 Ok(HookVerdict::Veto(reason)) => {
                     tracing::warn!(backup = %facts.backup_id, hook = %h.label, "pre-backup hook vetoed the backup: {reason}");
@@ -144,7 +152,8 @@ impl BackupHooks {
         Ok(warnings)
     }
 
-    /// Runs every post-backup hook; returns warnings for the backup.
+    /// Runs every post-backup hook; returns warnings for the backup. After
+    /// a cancelled backup each runs within [`POST_HOOK_LIMIT_AFTER_CANCEL`].
     pub fn run_post(&self, facts: &BackupFacts, outcome: &BackupOutcome) -> Vec<String> {
         let event = HookEvent::PostBackup {
             job: facts.job.clone(),
@@ -168,9 +177,10 @@ impl BackupHooks {
         ]);
         env[0].1 = "post-backup".into();
         let never = AtomicBool::new(false);
+        let cap = (outcome.status == "cancelled").then_some(POST_HOOK_LIMIT_AFTER_CANCEL);
         let mut warnings = Vec::new();
         for h in &self.post {
-            match run(h, &event, &env, &self.hidden_env, &never) {
+            match run(h, &event, &env, &self.hidden_env, &never, cap) {
                 Ok(HookVerdict::Allow) => {}
                 Ok(HookVerdict::Veto(reason)) => {
                     warnings.push(format!("post-backup hook {} objected: {reason}", h.label));
@@ -205,17 +215,30 @@ fn command_name(c: &CommandHook) -> String {
     })
 }
 
+/// Runs one hook within its own time limit, or `cap` when that is shorter.
 fn run(
     h: &Hook,
     event: &HookEvent,
     env: &[(&'static str, String)],
     hidden_env: &[String],
     cancel: &AtomicBool,
+    cap: Option<Duration>,
 ) -> Result<HookVerdict, String> {
     match &h.runner {
-        Runner::Plugin(p) => p.call(event, Some(cancel)).map_err(|e| e.to_string()),
-        Runner::Command(c) => run_command(c, env, hidden_env, cancel).map(|()| HookVerdict::Allow),
+        Runner::Plugin(p) => p.call(event, Some(cancel), cap).map_err(|e| match e {
+            PluginError::Timeout { limit, .. } if cap == Some(limit) => format!("{e} ({})", capped_why()),
+            e => e.to_string(),
+        }),
+        Runner::Command(c) => run_command(c, env, hidden_env, cancel, cap).map(|()| HookVerdict::Allow),
     }
+}
+
+/// Why a hook got less time than its own limit.
+fn capped_why() -> String {
+    format!(
+        "the post-backup hooks of a cancelled backup get at most {:?}",
+        POST_HOOK_LIMIT_AFTER_CANCEL
+    )
 }
 
 /// The most output of a command hook kept for messages and logs.
@@ -223,21 +246,27 @@ const OUTPUT_KEPT: usize = 16 * 1024;
 
 /// Runs a command hook without a shell, in its own process group (so a
 /// timeout kills what it started too), stdin closed, output captured, with
-/// the server's environment minus `hidden_env`, plus the backup's facts.
+/// the server's environment minus `hidden_env`, plus the backup's facts;
+/// within its `timeout`, or `cap` when that is shorter.
 fn run_command(
     c: &CommandHook,
     env: &[(&'static str, String)],
     hidden_env: &[String],
     cancel: &AtomicBool,
+    cap: Option<Duration>,
 ) -> Result<(), String> {
     let Some(program) = c.command.first().filter(|p| !p.is_empty()) else {
         return Err("has an empty `command` (write it as a list: [program, arg, ...])".into());
     };
-    let timeout = Duration::from_secs_f64(if c.timeout.is_finite() && c.timeout > 0.0 {
+    let own = Duration::from_secs_f64(if c.timeout.is_finite() && c.timeout > 0.0 {
         c.timeout.min(86_400.0)
     } else {
         60.0
     });
+    let (timeout, capped) = match cap {
+        Some(cap) if cap < own => (cap, true),
+        _ => (own, false),
+    };
     let mut cmd = Command::new(program);
     cmd.args(&c.command[1..])
         .stdin(Stdio::null())
@@ -278,7 +307,9 @@ fn run_command(
             Ok(None) => {}
             Err(e) => break Err(format!("waiting for {program}: {e}")),
         }
-        let stop = if start.elapsed() >= timeout {
+        let stop = if start.elapsed() >= timeout && capped {
+            Some(format!("timed out after {timeout:?} and was killed ({})", capped_why()))
+        } else if start.elapsed() >= timeout {
             Some(format!("timed out after {timeout:?} and was killed"))
         } else if cancel.load(Ordering::Relaxed) {
             Some("was killed because the backup was cancelled".to_string())

@@ -615,6 +615,8 @@ impl Jobs {
         {
             writer.compress_with(c)?;
         }
+        // A codec plugin busy in a call stops as soon as the backup is cancelled.
+        writer.watch_cancel(cancel.clone());
         // The default name was chosen when the backup was asked for; another
         // backup to this archive may have taken it since (names are per
         // second), so choose again now that the archive is ours.

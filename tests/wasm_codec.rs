@@ -201,6 +201,35 @@ fn infinite_loop_hits_the_epoch_deadline() {
 }
 
 #[test]
+fn raising_the_cancel_flag_stops_a_compress_call_in_progress() {
+    // Ten minutes of limit: only the flag can end this call.
+    let limits = PluginLimits {
+        call_timeout: Duration::from_secs(600),
+        ..PluginLimits::default()
+    };
+    let codec = hostile("loop", limits);
+    let mut comp = codec.compressor(4096);
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    comp.watch_cancel(cancel.clone());
+    let raise = std::thread::spawn({
+        let cancel = cancel.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(200));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    assert!(!comp.compress(&[1u8; 100], &mut Vec::new()));
+    raise.join().unwrap();
+    let failure = comp.take_failure().expect("the stopped call is reported");
+    assert!(
+        failure.contains("hostile-codec") && failure.contains("stopped because the backup was cancelled"),
+        "{failure}"
+    );
+    // A cancelled call is not the plugin's failure.
+    assert_eq!(codec.compress_failures(), 0);
+}
+
+#[test]
 fn memory_bomb_hits_the_memory_limit() {
     let limits = PluginLimits {
         memory_bytes: 16 << 20,

@@ -91,6 +91,10 @@ enum Command {
     /// Work on WIM files directly, without a server (disaster recovery, benchmarks).
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// (Internal) The server's plugin compiler: a component on stdin, its
+    /// compiled form on stdout, under limits the server set.
+    #[command(name = crate::plugins::compile::COMPILE_SUBCOMMAND, hide = true)]
+    InternalCompilePlugin,
 }
 
 /// Options every client command takes (also after its subcommand).
@@ -176,6 +180,7 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::InternalCompilePlugin => return crate::plugins::compile::compiler_child(),
         Command::Server(args) => server::run(args),
         Command::Archive(cmd) => archive::run(cmd),
         Command::Health(args) => block_on(health::run(args)),

@@ -1,7 +1,7 @@
 //! Codec plugins as native [`Codec`]s.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Component;
@@ -12,8 +12,8 @@ use super::host::bindings::exports::wimguard::plugin::codec as wit_codec;
 use super::host::bindings::wimguard::plugin::types;
 use super::host::bindings::{CodecPlugin, CodecPluginPre};
 use super::host::{
-    call_error, codec_linker, compile_component, host_info, new_store, sha256_hex, valid_name, HostState, PluginError,
-    PluginLimits, PluginSettings, API_MAJOR, API_MINOR,
+    arm_call, call_error, codec_linker, compile_component, host_info, new_store, sha256_hex, valid_name, HostState,
+    PluginError, PluginLimits, PluginSettings, API_MAJOR, API_MINOR,
 };
 use super::http::HttpPolicy;
 
@@ -129,7 +129,7 @@ impl WasmCodec {
                 info.name
             )));
         }
-        store.set_epoch_deadline(limits.deadline_ticks());
+        arm_call(&mut store, limits.call_timeout, None);
         let desc = bindings
             .wimguard_plugin_codec()
             .call_describe(&mut store)
@@ -157,7 +157,7 @@ impl WasmCodec {
             last_compress_error: Mutex::new(None),
         });
         // A real instance with `init`, so bad settings fail the load.
-        let live = shared.instantiate()?;
+        let live = shared.instantiate(None)?;
         *shared.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
         Ok(WasmCodec { shared })
     }
@@ -203,6 +203,7 @@ impl WasmCodec {
             shared: self.shared.clone(),
             live: self.shared.take_spare(),
             failure: None,
+            cancel: None,
         }
     }
 
@@ -231,8 +232,9 @@ impl Shared {
         self.spare.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// A fresh store and instance, with `init` done.
-    fn instantiate(&self) -> Result<Live, PluginError> {
+    /// A fresh store and instance, with `init` done (stopped early when
+    /// `cancel` is raised).
+    fn instantiate(&self, cancel: Option<&Arc<AtomicBool>>) -> Result<Live, PluginError> {
         let limits = &self.limits;
         let mut store = new_store(
             self.plugin.clone(),
@@ -245,7 +247,7 @@ impl Shared {
             .instantiate(&mut store)
             .map_err(|e| call_error(e, &store, "instantiate", limits))?;
         let host = host_info();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        arm_call(&mut store, limits.call_timeout, cancel.cloned());
         match bindings.wimguard_plugin_plugin().call_init(&mut store, &host) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(e)) => {
@@ -264,6 +266,11 @@ impl Shared {
     }
 
     fn record_compress_failure(&self, err: &PluginError) {
+        if let PluginError::Cancelled { .. } = err {
+            // Not the plugin's fault: the backup is being abandoned.
+            tracing::debug!(plugin = %self.plugin, "{err}");
+            return;
+        }
         tracing::error!(plugin = %self.plugin, "compression failed: {err}");
         self.compress_failures.fetch_add(1, Ordering::Relaxed);
         *self.last_compress_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
@@ -289,20 +296,22 @@ impl Codec for WasmCodec {
     }
 }
 
-/// Runs `call` on the live instance (creating one first when needed). On an
-/// error from wasmtime the instance is dropped, so the next call starts
-/// fresh.
+/// Runs `call` on the live instance (creating one first when needed),
+/// within the plugin's time limit and stopped within a tick of `cancel`
+/// being raised. On an error from wasmtime the instance is dropped, so the
+/// next call starts fresh.
 fn with_instance<R>(
     shared: &Shared,
     slot: &mut Option<Live>,
     name: &'static str,
+    cancel: Option<&Arc<AtomicBool>>,
     call: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
 ) -> Result<R, PluginError> {
     let mut live = match slot.take() {
         Some(live) => live,
-        None => shared.instantiate()?,
+        None => shared.instantiate(cancel)?,
     };
-    live.store.set_epoch_deadline(shared.limits.deadline_ticks());
+    arm_call(&mut live.store, shared.limits.call_timeout, cancel.cloned());
     match call(&mut live) {
         Ok(r) => {
             *slot = Some(live);
@@ -318,6 +327,9 @@ pub struct WasmCompressor {
     live: Option<Live>,
     /// The first failure not yet taken by the writer.
     failure: Option<String>,
+    /// The backup's cancel flag ([`ChunkCompressor::watch_cancel`]): a call
+    /// in progress stops within an epoch tick of it being raised.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl WasmCompressor {
@@ -333,7 +345,13 @@ impl WasmCompressor {
             return Ok(false);
         };
         let shared = &*self.shared;
-        let result = with_instance(shared, &mut self.live, "compress", |l| {
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(PluginError::Cancelled {
+                plugin: shared.plugin.to_string(),
+                call: "compress",
+            });
+        }
+        let result = with_instance(shared, &mut self.live, "compress", self.cancel.as_ref(), |l| {
             l.bindings
                 .wimguard_plugin_codec()
                 .call_compress(&mut l.store, chunk, max_out)
@@ -375,6 +393,10 @@ impl ChunkCompressor for WasmCompressor {
     fn take_failure(&mut self) -> Option<String> {
         self.failure.take()
     }
+
+    fn watch_cancel(&mut self, cancel: Arc<AtomicBool>) {
+        self.cancel = Some(cancel);
+    }
 }
 
 /// Decompresses chunks with one instance of a codec plugin.
@@ -395,7 +417,7 @@ impl WasmDecompressor {
                 out.len()
             ))));
         };
-        let result = with_instance(shared, &mut self.live, "decompress", |l| {
+        let result = with_instance(shared, &mut self.live, "decompress", None, |l| {
             l.bindings
                 .wimguard_plugin_codec()
                 .call_decompress(&mut l.store, compressed, out_len)

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::Component;
 
@@ -106,17 +107,21 @@ pub struct WasmHook {
     settings: Arc<PluginSettings>,
     limits: PluginLimits,
     allowed: Arc<Vec<HostPattern>>,
+    /// May allowed host names resolve to non-public addresses?
+    allow_private: bool,
 }
 
 impl WasmHook {
     /// Prepares `component` (already checked to be a hook plugin) to run
-    /// as `name` with the admin's settings, limits and allowed hosts.
+    /// as `name` with the admin's settings, limits and allowed hosts (whose
+    /// names may lead to non-public addresses only with `allow_private`).
     pub fn new(
         component: &Component,
         name: &str,
         settings: PluginSettings,
         limits: PluginLimits,
         allowed: Vec<HostPattern>,
+        allow_private: bool,
     ) -> Result<WasmHook, PluginError> {
         let wrong = |reason: String| PluginError::WrongWorld {
             plugin: name.to_string(),
@@ -132,6 +137,7 @@ impl WasmHook {
             settings: Arc::new(settings),
             limits,
             allowed: Arc::new(allowed),
+            allow_private,
         })
     }
 
@@ -141,13 +147,19 @@ impl WasmHook {
 
     /// Runs `init` and `on-event` on a fresh instance, within the plugin's
     /// time limit for the two together (wall clock: a guest sleeping or
-    /// waiting on a slow server inside the host is stopped too), and
-    /// giving up early when `cancel` is raised. An error names the plugin
-    /// and what stopped it (time or memory limit, trap, refused
-    /// capability, cancellation); HTTP requests the allow-list refused are
-    /// added to it.
-    pub fn call(&self, event: &HookEvent, cancel: Option<&AtomicBool>) -> Result<HookVerdict, PluginError> {
-        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone());
+    /// waiting on a slow server inside the host is stopped too), or within
+    /// `cap` when that is shorter, and giving up early when `cancel` is
+    /// raised. An error names the plugin and what stopped it (time or
+    /// memory limit, trap, refused capability, cancellation); HTTP requests
+    /// the sandbox refused are added to it.
+    pub fn call(
+        &self,
+        event: &HookEvent,
+        cancel: Option<&AtomicBool>,
+        cap: Option<Duration>,
+    ) -> Result<HookVerdict, PluginError> {
+        let limit = cap.map_or(self.limits.call_timeout, |c| c.min(self.limits.call_timeout));
+        let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.allow_private);
         // A call that failed after the sandbox refused one of its requests
         // most likely failed because of it: say so (a limit or a
         // cancellation stays what it was; the refusal is in the log).
@@ -156,16 +168,13 @@ impl WasmHook {
             (PluginError::Timeout { .. } | PluginError::Cancelled { .. }, _) => e,
             (PluginError::Init { plugin, reason }, denied) => PluginError::Init {
                 plugin: plugin.clone(),
-                reason: format!(
-                    "{reason} (the sandbox refused HTTP request {}: host not in allowedHosts)",
-                    denied.join(", ")
-                ),
+                reason: format!("{reason} (the sandbox refused HTTP request {})", denied.join(", ")),
             },
             (PluginError::Trap { call, .. }, denied) => PluginError::Denied {
                 plugin: self.name.to_string(),
                 call,
                 what: format!("HTTP request {}", denied.join(", ")),
-                why: format!("host not in allowedHosts; the call then failed: {e}"),
+                why: format!("the call then failed: {e}"),
             },
             (_, _) => e,
         };
@@ -207,7 +216,7 @@ impl WasmHook {
                 .await
                 .map_err(|e| with_denials(call_error(e, &store, "on-event", &self.limits)))
         };
-        let verdict = match run_bounded(self.limits.call_timeout, cancel, run) {
+        let verdict = match run_bounded(limit, cancel, run) {
             Ok(r) => r?,
             Err(stopped) => {
                 let call = stage.get();
@@ -215,7 +224,7 @@ impl WasmHook {
                     Stopped::TimedOut => PluginError::Timeout {
                         plugin: self.name.to_string(),
                         call,
-                        limit: self.limits.call_timeout,
+                        limit,
                     },
                     Stopped::Cancelled => PluginError::Cancelled {
                         plugin: self.name.to_string(),
@@ -241,7 +250,7 @@ impl WasmHook {
                     HookVerdict::Veto(reason)
                 } else {
                     HookVerdict::Veto(format!(
-                        "{reason} (refused by the sandbox: HTTP request {}; host not in allowedHosts)",
+                        "{reason} (refused by the sandbox: HTTP request {})",
                         denied.join(", ")
                     ))
                 }

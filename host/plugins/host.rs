@@ -7,11 +7,11 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -74,15 +74,21 @@ pub fn valid_name(name: &str) -> bool {
 /// are measured in these ticks, so they are accurate to about one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The settings of the plugin engine; the compiler child
+/// (`super::compile`) uses the same, so its output loads here.
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
 /// The one engine every plugin runs on (created on first use, with its
 /// epoch ticker thread).
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).expect("the wasmtime engine configuration is valid");
+        let engine = Engine::new(&engine_config()).expect("the wasmtime engine configuration is valid");
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -112,14 +118,6 @@ impl Default for PluginLimits {
             memory_bytes: 256 << 20,
             call_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-impl PluginLimits {
-    /// The deadline of one call in epoch ticks (at least 1).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 }
 
@@ -216,6 +214,16 @@ pub enum PluginError {
         call: &'static str,
         reason: String,
     },
+    /// Compiling an uploaded component hit a limit of `pluginInstall`.
+    #[error("plugin {plugin}: {what}; refused (the limit is `pluginInstall.{key}` in config.yaml)")]
+    CompileLimit {
+        plugin: String,
+        what: String,
+        key: &'static str,
+    },
+    /// The host could not do its part (start the compiler process...).
+    #[error("plugin {plugin}: {reason}")]
+    Internal { plugin: String, reason: String },
     /// Reading or writing the component cache failed.
     #[error("plugin cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
@@ -233,7 +241,29 @@ pub(crate) struct HostState {
     settings: Arc<PluginSettings>,
     http: wasmtime_wasi_http::WasiHttpCtx,
     pub(crate) http_policy: super::http::HttpPolicy,
+    /// What ends the current synchronous call (see [`arm_call`]).
+    call: CallBudget,
 }
+
+/// When the running synchronous call must stop: at its deadline, or as soon
+/// as its caller raises the cancel flag.
+#[derive(Default)]
+struct CallBudget {
+    deadline: Option<Instant>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// The error a synchronous call ends with when its caller cancelled it.
+#[derive(Debug)]
+struct CallCancelled;
+
+impl std::fmt::Display for CallCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call was cancelled by its caller")
+    }
+}
+
+impl std::error::Error for CallCancelled {}
 
 impl HostState {
     /// A fresh state for one instance of `plugin`.
@@ -262,6 +292,7 @@ impl HostState {
             settings,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_policy,
+            call: CallBudget::default(),
         }
     }
 }
@@ -589,7 +620,10 @@ pub(crate) fn yield_at_every_tick(store: &mut Store<HostState>) {
     store.epoch_deadline_async_yield_and_update(1);
 }
 
-/// Makes a [`Store`] for one instance, with its limiter and no deadline yet.
+/// Makes a [`Store`] for one instance, with its limiter, for synchronous
+/// calls: at every epoch tick it checks the budget set by [`arm_call`]
+/// (armed here with the call time limit, for instantiation). Async stores
+/// switch to [`yield_at_every_tick`] instead.
 pub(crate) fn new_store(
     plugin: Arc<str>,
     settings: Arc<PluginSettings>,
@@ -598,9 +632,35 @@ pub(crate) fn new_store(
 ) -> Store<HostState> {
     let mut store = Store::new(engine(), HostState::new(plugin, settings, limits, http_policy));
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(limits.deadline_ticks());
+    store.epoch_deadline_callback(|ctx| at_tick(&ctx.data().call));
+    arm_call(&mut store, limits.call_timeout, None);
     store
+}
+
+/// Arms `store` for its next synchronous call: it may run for `limit`, and
+/// stops within a tick of `cancel` being raised (the call then fails with
+/// [`PluginError::Cancelled`], see [`call_error`]). A codec call waits on
+/// nothing in the host, so the epoch tick is where it can be stopped: this
+/// costs one flag check per tick, nothing per call.
+pub(crate) fn arm_call(store: &mut Store<HostState>, limit: Duration, cancel: Option<Arc<AtomicBool>>) {
+    store.data_mut().call = CallBudget {
+        deadline: Instant::now().checked_add(limit),
+        cancel,
+    };
+    store.set_epoch_deadline(1);
+}
+
+/// What a synchronous call does at an epoch tick: stop when its caller
+/// cancelled it, trap with [`Trap::Interrupt`] past its deadline, else run
+/// on until the next tick.
+fn at_tick(budget: &CallBudget) -> wasmtime::Result<UpdateDeadline> {
+    if budget.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(wasmtime::Error::new(CallCancelled));
+    }
+    if budget.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    Ok(UpdateDeadline::Continue(1))
 }
 
 /// Turns the error of a call into a [`PluginError`] that says which limit
@@ -612,7 +672,9 @@ pub(crate) fn call_error(
     limits: &PluginLimits,
 ) -> PluginError {
     let plugin = store.data().plugin.to_string();
-    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+    if err.downcast_ref::<CallCancelled>().is_some() {
+        PluginError::Cancelled { plugin, call }
+    } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         PluginError::Timeout {
             plugin,
             call,

@@ -14,11 +14,15 @@
 //!   and epoch interruption on; a background thread ticks the epoch every
 //!   [`EPOCH_TICK`];
 //! * components are compiled once and cached on disk by the sha256 of their
-//!   bytes and the engine's compatibility hash ([`compile_component`]);
+//!   bytes and the engine's compatibility hash ([`compile_component`]); an
+//!   upload is compiled at install in a child process under a time and
+//!   memory limit ([`compile`]);
 //! * every call runs under a memory limit (counted over all of an
-//!   instance's memories) and an epoch deadline ([`PluginLimits`]); hook
-//!   calls also run under a wall-clock limit that stops a guest waiting
-//!   inside the host; after any trap the instance is thrown away;
+//!   instance's memories) and a time limit ([`PluginLimits`]), checked at
+//!   every epoch tick, where a codec call also stops once its backup is
+//!   cancelled; hook calls run under a wall-clock limit that also stops a
+//!   guest waiting inside the host; after any trap the instance is thrown
+//!   away;
 //! * WASI: codecs get only io streams and empty cli interfaces (stdout and
 //!   stderr go to `tracing`, tagged with the plugin's name); hooks also get
 //!   clocks, random and `wasi:http`, every request checked against the
@@ -28,6 +32,7 @@
 //!   linked cannot be reached.
 
 mod codec;
+pub mod compile;
 mod hook;
 mod host;
 pub mod http;

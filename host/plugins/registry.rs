@@ -18,6 +18,7 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wimguard_sdk::Codec;
 
+use super::compile::{compile_untrusted, CompileLimits};
 use super::host::{
     bindings, compile_component, engine, hook_linker, new_store, remove_from_cache, run_bounded, save_to_cache,
     sha256_hex, valid_name, PluginError, PluginLimits, PluginSettings, SettingValue,
@@ -26,7 +27,7 @@ pub use super::host::{API_MAJOR, API_MINOR};
 use super::http::{HostPattern, HttpPolicy};
 use super::{NativeCodec, WasmCodec, WasmHook};
 use crate::catalog::{now_ms, Catalog, PluginRecord};
-use crate::config::{FailurePolicy, PluginConfig};
+use crate::config::{FailurePolicy, PluginConfig, PluginInstallConfig};
 use crate::jobs::CoreError;
 
 /// The largest plugin file accepted (components are usually well below 10 MiB).
@@ -255,6 +256,8 @@ pub struct PluginRegistry {
     cache_dir: PathBuf,
     catalog: Arc<Catalog>,
     config: HashMap<String, PluginConfig>,
+    /// What compiling an uploaded component may take.
+    compile: CompileLimits,
     /// Loaded codec plugins by sha256 (leaked once: codecs are `&'static`
     /// for the WIM layer, and a registry holds a handful at most).
     codecs: Mutex<HashMap<String, &'static dyn Codec>>,
@@ -270,18 +273,22 @@ pub struct PluginRegistry {
 
 impl PluginRegistry {
     /// Opens the store under `home/plugins`, with the admin's `plugins:`
-    /// config, which is checked here so a mistake stops the server at start
-    /// rather than the first backup that uses the plugin.
+    /// and `pluginInstall:` config, which is checked here so a mistake stops
+    /// the server at start rather than the first backup that uses the
+    /// plugin.
     pub fn open(
         home: &Path,
         catalog: Arc<Catalog>,
         config: impl IntoIterator<Item = (String, PluginConfig)>,
+        install: &PluginInstallConfig,
     ) -> Result<PluginRegistry, CoreError> {
         let config: HashMap<String, PluginConfig> = config.into_iter().collect();
         for (name, cfg) in &config {
             check_config(name, cfg)
                 .map_err(|e| CoreError::InvalidArgument(format!("config.yaml: plugins.{name}: {e}")))?;
         }
+        let compile = compile_limits(install)
+            .map_err(|e| CoreError::InvalidArgument(format!("config.yaml: pluginInstall.{e}")))?;
         let store_dir = home.join("plugins").join("store");
         let cache_dir = home.join("plugins").join("cache");
         for d in [&store_dir, &cache_dir] {
@@ -297,6 +304,7 @@ impl PluginRegistry {
             cache_dir,
             catalog,
             config,
+            compile,
             codecs: Mutex::default(),
             components: Mutex::default(),
             hooks: Mutex::default(),
@@ -394,7 +402,14 @@ impl PluginRegistry {
     /// Installs component `bytes`, whose sha256 is `sha`.
     fn install_wasm(&self, bytes: &[u8], sha: String, bundled: bool) -> Result<PluginRecord, CoreError> {
         // Compiled without the cache: a refused file leaves nothing behind.
-        let component = compile_component(bytes, None).map_err(install_error)?;
+        // An upload compiles in a child process within the `pluginInstall`
+        // limits; the bundled plugins are our own build.
+        let component = if bundled {
+            compile_component(bytes, None)
+        } else {
+            compile_untrusted(bytes, &self.compile)
+        }
+        .map_err(install_error)?;
         let info = inspect_component(&component, &sha).map_err(install_error)?;
         self.check_registration(&info.name, info.kind, &info.codec_id, bundled)?;
         let rec = PluginRecord {
@@ -879,6 +894,7 @@ impl PluginRegistry {
             self.settings(name, &cfg)?,
             Self::limits(&cfg, Duration::from_secs(30)),
             Self::allowed_hosts(name, &cfg)?,
+            cfg.allow_private,
         )
         .map_err(load_error)?;
         self.hooks
@@ -894,6 +910,48 @@ const MAX_CALL_TIMEOUT_SECONDS: f64 = 86_400.0;
 
 /// The most memory config may give a plugin: all a wasm32 instance can address.
 const MAX_MEMORY_MIB: u64 = 4096;
+
+/// The longest compile time limit config may set (an hour).
+const MAX_COMPILE_SECONDS: f64 = 3600.0;
+
+/// The least compile memory config may set: the compiler process itself
+/// (this binary's mappings) needs some 60 MiB before it compiles a byte.
+const MIN_COMPILE_MEMORY_MIB: u64 = 256;
+
+/// The largest function body WebAssembly allows (7,654,321 bytes), in KiB.
+const MAX_FUNCTION_KIB: u64 = 7474;
+
+/// The compile limits of `pluginInstall:` (defaults for unset keys); the
+/// error names the key and says what to fix.
+fn compile_limits(cfg: &PluginInstallConfig) -> Result<CompileLimits, String> {
+    let mut limits = CompileLimits::default();
+    if let Some(t) = cfg.compile_timeout_seconds {
+        if !(t.is_finite() && t > 0.0 && t <= MAX_COMPILE_SECONDS) {
+            return Err(format!(
+                "compileTimeoutSeconds must be more than 0 and at most {MAX_COMPILE_SECONDS}, not {t}"
+            ));
+        }
+        limits.timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(m) = cfg.compile_memory_mib {
+        if !(MIN_COMPILE_MEMORY_MIB..=1 << 20).contains(&m) {
+            return Err(format!(
+                "compileMemoryMib must be between {MIN_COMPILE_MEMORY_MIB} and {}, not {m}",
+                1 << 20
+            ));
+        }
+        limits.memory_bytes = m << 20;
+    }
+    if let Some(k) = cfg.max_function_kib {
+        if !(1..=MAX_FUNCTION_KIB).contains(&k) {
+            return Err(format!(
+                "maxFunctionKib must be between 1 and {MAX_FUNCTION_KIB}, not {k}"
+            ));
+        }
+        limits.max_function_bytes = (k << 10) as usize;
+    }
+    Ok(limits)
+}
 
 /// Checks one `plugins.<name>` entry of config.yaml; the error says what to fix.
 fn check_config(name: &str, cfg: &PluginConfig) -> Result<(), String> {
@@ -945,7 +1003,7 @@ fn not_installed(name: &str) -> CoreError {
 /// (wrong world, a trap or a limit in `info`/`describe`...).
 fn install_error(e: PluginError) -> CoreError {
     match e {
-        PluginError::Cache { .. } => CoreError::Internal(e.to_string()),
+        PluginError::Cache { .. } | PluginError::Internal { .. } => CoreError::Internal(e.to_string()),
         _ => CoreError::InvalidArgument(e.to_string()),
     }
 }
@@ -954,7 +1012,7 @@ fn install_error(e: PluginError) -> CoreError {
 /// `init`, traps, or this host can no longer compile it).
 fn load_error(e: PluginError) -> CoreError {
     match e {
-        PluginError::Cache { .. } => CoreError::Internal(e.to_string()),
+        PluginError::Cache { .. } | PluginError::Internal { .. } => CoreError::Internal(e.to_string()),
         _ => CoreError::FailedPrecondition(e.to_string()),
     }
 }

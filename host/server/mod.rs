@@ -137,7 +137,12 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             "jobs left running by an earlier server were marked interrupted"
         );
     }
-    let plugins = Arc::new(PluginRegistry::open(&home, catalog.clone(), cfg.plugins.clone())?);
+    let plugins = Arc::new(PluginRegistry::open(
+        &home,
+        catalog.clone(),
+        cfg.plugins.clone(),
+        &cfg.plugin_install,
+    )?);
     plugins.register_bundled()?;
     {
         // Archives compressed by a codec plugin find it through the registry.

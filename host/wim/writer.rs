@@ -12,6 +12,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha1::{Digest, Sha1 as Sha1Hasher};
@@ -200,6 +202,8 @@ pub struct WimWriter {
     /// Hashes of the archive's old integrity table that are still valid.
     old_integrity: Option<integrity::Reusable>,
     committed: bool,
+    /// The caller's cancel flag, handed to every compressor.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 fn random_guid() -> [u8; 16] {
@@ -373,6 +377,7 @@ impl WimWriter {
             integrity: false,
             old_integrity: None,
             committed: false,
+            cancel: None,
         })
     }
 
@@ -385,6 +390,9 @@ impl WimWriter {
                 let chunk_size = self.header.chunk_size as usize;
                 self.codec = Some(codec);
                 self.compressors = Some(Compressors::new(|| codec.compressor(chunk_size)));
+                if let Some(cancel) = self.cancel.clone() {
+                    self.watch_cancel(cancel);
+                }
                 Ok(())
             }
             own => Err(WimError::Invalid(format!(
@@ -393,6 +401,16 @@ impl WimWriter {
                 own.map_or("uncompressed", |c| c.name())
             ))),
         }
+    }
+
+    /// Makes the write observe `cancel`: compressors get it (a codec plugin
+    /// stops a call in progress within a tick of it being raised), and
+    /// [`WimWriter::compress_chunks`] then ends with [`WimError::Cancelled`].
+    pub fn watch_cancel(&mut self, cancel: Arc<AtomicBool>) {
+        if let Some(comps) = &self.compressors {
+            comps.each(|c| c.watch_cancel(cancel.clone()));
+        }
+        self.cancel = Some(cancel);
     }
 
     /// Opens an existing archive for an in-place append, under an exclusive lock.
@@ -445,6 +463,7 @@ impl WimWriter {
             integrity,
             old_integrity,
             committed: false,
+            cancel: None,
         })
     }
 
@@ -489,6 +508,11 @@ impl WimWriter {
                 failure.get_or_insert(f);
             }
         });
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            // Chunks may have been left uncompressed (a codec stopped mid
+            // call): the write is being abandoned, not failed by the codec.
+            return Err(WimError::Cancelled);
+        }
         match failure {
             Some(f) => Err(WimError::CodecFailed(f)),
             None => Ok(()),
@@ -829,6 +853,7 @@ impl WimWriter {
             integrity: false,
             old_integrity: None,
             committed: false,
+            cancel: None,
         })
     }
 

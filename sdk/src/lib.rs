@@ -122,6 +122,15 @@ pub trait ChunkCompressor: Send {
     fn take_failure(&mut self) -> Option<String> {
         None
     }
+
+    /// Gives the compressor the caller's cancel flag. Once it is raised the
+    /// caller abandons the write, so a compressor whose calls can take long
+    /// (a sandboxed plugin) may stop the call in progress and every later
+    /// one, and report a failure. Built-in codecs, whose calls take
+    /// microseconds, ignore it.
+    fn watch_cancel(&mut self, cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = cancel;
+    }
 }
 
 /// Decompresses independent chunks. One instance per worker thread.

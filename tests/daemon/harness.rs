@@ -186,6 +186,20 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the server's log contains `needle` (e.g. a line a
+    /// plugin logs as it starts a call); fails the test after JOB_TIMEOUT.
+    pub fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                start.elapsed() < JOB_TIMEOUT,
+                "{needle:?} never appeared in the server log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `127.0.0.1:PORT`
     pub fn host_port(&self) -> String {
         self.address
@@ -561,6 +575,21 @@ pub fn wait_growth(wim: &Path, base: u64, grow: u64, alive: &mut dyn FnMut() -> 
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Starts `backup --source SRC --destination WIM [extra] --json` in the
+/// background, cancels it once the server has logged `needle` (a plugin
+/// saying it is busy), and returns the job's final object. Used by
+/// tests/plugins.
+#[allow(dead_code)]
+pub fn cancel_backup_when_logged(server: &Server, src: &Path, wim: &Path, extra: &[&str], needle: &str) -> Value {
+    let mut args = backup_args(src, wim, extra);
+    args.push(os("--json"));
+    let bg = BgCli::spawn(&server.home, &args);
+    let uuid = running_uuid(&server.home, wim);
+    server.wait_for_log(needle);
+    cli_ok(&server.home, &[os("backups"), os("cancel"), os(&uuid)]);
+    last_json(&bg.wait(JOB_TIMEOUT))
 }
 
 /// The uuid of the backup running into `wim` (polls `backups list --status running`).

@@ -208,33 +208,73 @@ fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
     }
 }
 
-#[test]
-fn a_codec_failing_at_restore_is_named_and_the_server_keeps_serving() {
-    let hostile = fixtures::hostile_codec();
-    let env = Env::new();
-    let config = |mode: &str| {
-        format!(
-            "appSecret: {}\nplugins:\n  hostile-codec:\n    settings: {{ mode: {mode} }}\n    \
-             limits: {{ callTimeoutSeconds: 0.5 }}\n",
-            "s".repeat(64)
-        )
-    };
-    env.write_config(&config("behave"));
+/// config.yaml for the hostile codec in `mode` with call time limit `limit`.
+fn hostile_config(mode: &str, limit: &str) -> String {
+    format!(
+        "appSecret: {}\nplugins:\n  hostile-codec:\n    settings: {{ mode: {mode} }}\n    \
+         limits: {{ callTimeoutSeconds: {limit} }}\n",
+        "s".repeat(64)
+    )
+}
+
+/// A server with the hostile codec installed (behaving, call time limit
+/// `limit`), and a backup of `src/zeros` (200 000 zeros) it compressed into
+/// `h.wim`: each 32 KiB chunk of zeros is stored "compressed" by one byte,
+/// so a restore has to call the plugin's decompress. Returns the stopped
+/// server's source directory, archive and backup.
+fn hostile_codec_archive(env: &Env, limit: &str) -> (std::path::PathBuf, std::path::PathBuf, serde_json::Value) {
+    env.write_config(&hostile_config("behave", limit));
     let server = Server::start(&env.home);
-    cli_ok(&env.home, &[os("plugin"), os("install"), hostile.as_os_str()]);
+    cli_ok(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::hostile_codec().as_os_str()],
+    );
     let src = env.dir.join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("zeros"), vec![0u8; 200_000]).unwrap();
-    let b = backup(
-        &env.home,
-        &src,
-        &env.path("h.wim"),
-        &["--compression", "x-test-hostile"],
-    );
-    // (Each 32 KiB chunk of zeros is stored "compressed" by one byte, so a
-    // restore has to call the plugin's decompress.)
+    let wim = env.path("h.wim");
+    let b = backup(&env.home, &src, &wim, &["--compression", "x-test-hostile"]);
     assert_eq!(b["compression"], "x-test-hostile", "{b}");
     server.stop();
+    (src, wim, b)
+}
+
+#[test]
+fn cancelling_a_backup_stops_a_codec_spinning_in_wasm() {
+    let env = Env::new();
+    let (src, wim, first) = hostile_codec_archive(&env, "300");
+    let before = fs::read(&wim).unwrap();
+    // An append while the codec spins in `compress` under a five-minute
+    // limit: only the cancellation can end the job within the harness's
+    // two minutes.
+    env.write_config(&hostile_config("loop", "300"));
+    let server = Server::start(&env.home);
+    fs::write(src.join("more"), vec![0u8; 100_000]).unwrap();
+    let b = cancel_backup_when_logged(&server, &src, &wim, &[], "hostile-codec: compress spins");
+    assert_eq!(b["status"], "cancelled", "{b}");
+    assert_eq!(b["error"], "cancelled; the archive is unchanged", "{b}");
+    assert!(
+        fs::read(&wim).unwrap() == before,
+        "the cancelled append changed the archive"
+    );
+    // The server keeps serving, and the archive still restores.
+    cli_ok(&env.home, &[os("health")]);
+    let ok = backup(&env.home, &src, &env.path("fine.wim"), &["--compression", "lzx"]);
+    assert_eq!(ok["status"], "succeeded");
+    server.assert_no_panic();
+    server.stop();
+    env.write_config(&hostile_config("behave", "300"));
+    let _server = Server::start(&env.home);
+    let target = env.path("restored");
+    let r = restore(&env.home, &uuid_of(&first), &target);
+    assert!(r.ok(), "{}", r.describe());
+    assert_eq!(fs::read(target.join("zeros")).unwrap(), vec![0u8; 200_000]);
+}
+
+#[test]
+fn a_codec_failing_at_restore_is_named_and_the_server_keeps_serving() {
+    let env = Env::new();
+    let (_src, _wim, b) = hostile_codec_archive(&env, "0.5");
     for (mode, expect) in [
         ("decompress-loop", "time limit of 500ms"),
         (
@@ -242,7 +282,7 @@ fn a_codec_failing_at_restore_is_named_and_the_server_keeps_serving() {
             "it said: hostile codec cannot decompress on purpose",
         ),
     ] {
-        env.write_config(&config(mode));
+        env.write_config(&hostile_config(mode, "0.5"));
         let server = Server::start(&env.home);
         let target = env.path(mode);
         let r = restore(&env.home, &uuid_of(&b), &target);

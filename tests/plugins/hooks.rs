@@ -188,31 +188,27 @@ fn a_hook_blocked_inside_the_host_is_stopped_by_its_time_limit() {
     server.assert_no_panic();
 }
 
-#[test]
-fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
-    // A ten-minute limit: only the cancellation can end this hook in time
-    // for the harness (which gives a job two minutes).
-    let (env, server) = hook_server("loop-pre", "    limits: { callTimeoutSeconds: 600 }\n");
+/// A backup with the hostile hook in `mode` (a loop) under a ten-minute
+/// limit and `extra` config, cancelled once the hook is in its loop (it
+/// logs as it starts): only the cancellation can end it in time for the
+/// harness (which gives a job two minutes). Returns the final object.
+fn cancel_a_looping_hook(mode: &str, extra: &str) -> (Env, Server, std::path::PathBuf, Value) {
+    let (env, server) = hook_server(mode, &format!("    limits: {{ callTimeoutSeconds: 600 }}\n{extra}"));
     let src = small_source(&env.dir);
     let wim = env.path("c.wim");
-    let bg = BgCli::spawn(
-        &env.home,
-        &backup_args(&src, &wim, &["--plugin", "hostile-hook", "--json"]),
+    let b = cancel_backup_when_logged(
+        &server,
+        &src,
+        &wim,
+        &["--plugin", "hostile-hook"],
+        &format!("on-event starts in mode {mode}"),
     );
-    let uuid = running_uuid(&env.home, &wim);
-    // Wait until the hook is in its loop (it logs as it starts).
-    let waiting = std::time::Instant::now();
-    while !server.log_text().contains("on-event starts in mode loop-pre") {
-        assert!(
-            waiting.elapsed() < JOB_TIMEOUT,
-            "the hook never started:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    cli_ok(&env.home, &[os("backups"), os("cancel"), os(&uuid)]);
-    let out = bg.wait(JOB_TIMEOUT);
-    let b = last_json(&out);
+    (env, server, wim, b)
+}
+
+#[test]
+fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
+    let (env, server, wim, b) = cancel_a_looping_hook("loop-pre", "");
     assert_eq!(b["status"], "cancelled", "{b}");
     assert!(!wim.exists());
     assert!(
@@ -222,6 +218,40 @@ fn cancelling_a_backup_stops_a_hook_busy_in_wasm_at_once() {
         "{}",
         server.log_text()
     );
+    cli_ok(&env.home, &[os("health")]);
+    server.assert_no_panic();
+}
+
+#[test]
+fn post_backup_hooks_of_a_cancelled_backup_get_a_short_limit() {
+    // Both post-backup hooks would hang for ten minutes (their own limits;
+    // the harness waits two); after a cancel each gets
+    // POST_HOOK_LIMIT_AFTER_CANCEL (10 s) at most.
+    let (env, server, wim, b) = cancel_a_looping_hook(
+        "loop",
+        "hooks:\n  post:\n    - name: slow-post\n      command: [\"/bin/sleep\", \"3600\"]\n      timeout: 600\n",
+    );
+    assert_eq!(b["status"], "cancelled", "{b}");
+    let warnings: Vec<&str> = b["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let capped = "the post-backup hooks of a cancelled backup get at most 10s";
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("command `slow-post`") && w.contains("timed out after 10s") && w.contains(capped)),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("plugin `hostile-hook`")
+            && w.contains("`on-event` exceeded its time limit of 10s")
+            && w.contains(capped)),
+        "{warnings:#?}"
+    );
+    assert!(!wim.exists());
     cli_ok(&env.home, &[os("health")]);
     server.assert_no_panic();
 }
@@ -414,31 +444,84 @@ hooks:
     assert!(!post["error"].as_str().unwrap().is_empty(), "{post}");
 }
 
+/// (Re)starts a server on `env` whose hostile-hook GETs `url` with
+/// `http_config` (allowedHosts, allowPrivate, limits), installing the hook
+/// the first time, and runs one backup with it, which fails; returns the
+/// backup's error (the hook vetoes with what became of its request, or
+/// failed).
+fn http_hook_verdict(env: &Env, url: &str, http_config: &str) -> String {
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  hostile-hook:\n    settings: {{ mode: http, url: \"{url}\" }}\n{http_config}",
+        secret()
+    ));
+    let server = Server::start(&env.home);
+    let installed = cli_json(&env.home, &[os("plugin"), os("list")]).to_string();
+    if !installed.contains("hostile-hook") {
+        cli_ok(
+            &env.home,
+            &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+        );
+    }
+    let src = small_source(&env.dir);
+    let out = backup_out(&env.home, &src, &env.path("r.wim"), &["--plugin", "hostile-hook"]);
+    let b = last_json(&out);
+    assert_eq!(b["status"], "failed", "{b}");
+    server.stop();
+    b["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn allowed_names_that_resolve_to_private_addresses_are_refused() {
+    let web = Recorder::start();
+    let env = Env::new();
+    let port = web.port;
+    // `localhost` is an allowed *name*, but it leads to loopback: refused
+    // at connect time, nothing reaches the server.
+    let url = format!("http://localhost:{port}/x");
+    let err = http_hook_verdict(&env, &url, &format!("    allowedHosts: [\"localhost:{port}\"]\n"));
+    assert!(
+        err.contains("http request failed")
+            && err.contains("refused by the sandbox")
+            && err.contains("localhost resolved to")
+            && err.contains("loopback address")
+            && err.contains("DNS rebinding"),
+        "{err}"
+    );
+    assert!(web.requests.lock().unwrap().is_empty(), "a refused request got through");
+    // With allowPrivate the same name reaches the server.
+    let err = http_hook_verdict(
+        &env,
+        &url,
+        &format!("    allowedHosts: [\"localhost:{port}\"]\n    allowPrivate: true\n"),
+    );
+    assert!(err.contains("http request succeeded: status 204"), "{err}");
+    let seen = web.requests.lock().unwrap().len();
+    assert!(seen >= 1, "no request arrived");
+    // So does the address itself, listed as such, without allowPrivate.
+    let err = http_hook_verdict(
+        &env,
+        &format!("http://127.0.0.1:{port}/x"),
+        &format!("    allowedHosts: [\"127.0.0.1:{port}\"]\n"),
+    );
+    assert!(err.contains("http request succeeded: status 204"), "{err}");
+    assert!(web.requests.lock().unwrap().len() > seen);
+}
+
 #[test]
 fn a_hook_waiting_on_a_silent_server_is_stopped_by_its_time_limit() {
     // Accepts connections (the kernel's backlog) but never answers.
     let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tarpit.local_addr().unwrap().port();
     let env = Env::new();
-    env.write_config(&format!(
-        "appSecret: {}\nplugins:\n  hostile-hook:\n    settings: {{ mode: http, url: \"http://127.0.0.1:{port}/x\" }}\n    \
-         allowedHosts: [\"127.0.0.1:{port}\"]\n    limits: {{ callTimeoutSeconds: 1 }}\n",
-        secret()
-    ));
-    let _server = Server::start(&env.home);
-    cli_ok(
-        &env.home,
-        &[os("plugin"), os("install"), fixtures::hostile_hook().as_os_str()],
+    let err = http_hook_verdict(
+        &env,
+        &format!("http://127.0.0.1:{port}/x"),
+        &format!("    allowedHosts: [\"127.0.0.1:{port}\"]\n    limits: {{ callTimeoutSeconds: 1 }}\n"),
     );
-    let src = small_source(&env.dir);
-    let out = backup_out(&env.home, &src, &env.path("t.wim"), &["--plugin", "hostile-hook"]);
-    let b = last_json(&out);
-    assert_eq!(b["status"], "failed", "{b}");
     // The call's time limit stops it wherever it waits (here for a response head).
-    let err = b["error"].as_str().unwrap();
     assert!(
         err.contains("plugin hostile-hook") && err.contains("time limit of 1s"),
-        "{b}"
+        "{err}"
     );
     drop(tarpit);
 }

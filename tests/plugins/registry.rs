@@ -149,6 +149,116 @@ fn install_validates_and_the_registry_persists() {
     cli_code(&env.home, &[os("plugin"), os("show"), os("acme-rle")], 4);
 }
 
+/// A component holding one core module whose functions (`count` of them,
+/// `() -> i32`) cost the compiler dearly: `reps` times, `if (local 0)
+/// { local[a] = local[b] + local[c] }` over `locals` locals (a block per
+/// `if` and values that stay live across all of them: time and memory grow
+/// much faster than the size), or with `nested: false` the same assignment
+/// in a straight line (cheap to compile, but big).
+fn costly_component(count: u32, reps: u32, locals: u32, nested: bool) -> Vec<u8> {
+    use wasm_encoder::{
+        BlockType, CodeSection, Function, FunctionSection, Module, ModuleSection, TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], [ValType::I32]);
+    let mut functions = FunctionSection::new();
+    let mut code = CodeSection::new();
+    let mut f = Function::new([(locals, ValType::I32)]);
+    for i in 0..reps {
+        let local = |k: u32| 1 + (i.wrapping_mul(k) + k) % (locals - 1);
+        let mut sink = f.instructions();
+        if nested {
+            sink.local_get(0).if_(BlockType::Empty);
+        }
+        sink.local_get(local(7))
+            .local_get(local(13))
+            .i32_add()
+            .local_set(local(1));
+        if nested {
+            sink.end();
+        }
+    }
+    f.instructions().local_get(1).end();
+    for _ in 0..count {
+        functions.function(0);
+        code.function(&f);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&functions).section(&code);
+    let mut component = wasm_encoder::Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+#[test]
+fn a_component_too_costly_to_compile_is_refused_at_install() {
+    let env = Env::new();
+    // The time and memory tests would take 15 s and 1.5 GiB without their
+    // limits (measured with the debug build); each is refused long before.
+    for (name, component, config, expected) in [
+        (
+            "one huge function",
+            costly_component(1, 200_000, 100, false),
+            String::new(),
+            "KiB, more than the 1024 KiB accepted; refused (the limit is `pluginInstall.maxFunctionKib`",
+        ),
+        (
+            "slow to compile",
+            costly_component(1, 50_000, 100, true),
+            "pluginInstall: { compileTimeoutSeconds: 1 }\n".to_string(),
+            "compiling it took longer than 1s; refused (the limit is `pluginInstall.compileTimeoutSeconds`",
+        ),
+        (
+            "memory-hungry to compile",
+            costly_component(1, 20_000, 1000, true),
+            "pluginInstall: { compileMemoryMib: 256 }\n".to_string(),
+            "compiling it needed more than 256 MiB of memory; refused (the limit is \
+             `pluginInstall.compileMemoryMib`",
+        ),
+    ] {
+        env.write_config(&format!("appSecret: {}\n{config}", "s".repeat(64)));
+        let server = Server::start(&env.home);
+        let file = env.path("costly.wasm");
+        fs::write(&file, &component).unwrap();
+        let started = std::time::Instant::now();
+        let bg = BgCli::spawn(&env.home, &[os("plugin"), os("install"), file.as_os_str()]);
+        // Meanwhile the server answers other clients.
+        cli_ok(&env.home, &[os("health")]);
+        let out = bg.wait(CLI_TIMEOUT);
+        assert_eq!(out.code(), Some(2), "{name}: {}", out.describe());
+        let sha = sha256_hex(&component);
+        assert!(
+            out.stderr.contains(&format!("plugin sha256:{}", &sha[..12])) && out.stderr.contains(expected),
+            "{name}: {}",
+            out.describe()
+        );
+        eprintln!("{name}: refused after {:?}", started.elapsed());
+        // Nothing of it stays: not in the registry, the store or the cache.
+        assert_eq!(plugin_list(&env.home).len(), 3, "{name}");
+        for dir in ["plugins/store", "plugins/cache"] {
+            let left: Vec<_> = fs::read_dir(env.home.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(&sha[..12]) || n.ends_with(".tmp"))
+                .collect();
+            assert!(left.is_empty(), "{name}: left in {dir}: {left:?}");
+        }
+        server.assert_no_panic();
+        server.stop();
+    }
+    // Within the limits, a real plugin still compiles and installs.
+    env.write_config(&format!(
+        "appSecret: {}\npluginInstall: {{ compileTimeoutSeconds: 30, compileMemoryMib: 256 }}\n",
+        "s".repeat(64)
+    ));
+    let _server = Server::start(&env.home);
+    let p = cli_json(
+        &env.home,
+        &[os("plugin"), os("install"), fixtures::third_party_rle().as_os_str()],
+    );
+    assert_eq!(p["name"], "acme-rle", "{p}");
+}
+
 #[test]
 fn a_tampered_plugin_file_is_refused() {
     let env = Env::new();
@@ -284,6 +394,10 @@ fn a_bad_plugins_section_stops_the_server_at_start_with_the_reason() {
         (
             "  Bad_Name:\n    enabled: true\n",
             "plugins.Bad_Name: not a plugin name",
+        ),
+        (
+            "  webhook: {}\npluginInstall: { compileMemoryMib: 16 }\n",
+            "pluginInstall.compileMemoryMib must be between 256",
         ),
     ] {
         let env = Env::new();
