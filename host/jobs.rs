@@ -2,7 +2,7 @@
 //! watch channel, can be cancelled, and are recorded in the catalog at every
 //! state change. Knows nothing of gRPC.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
 use crate::config::{HooksConfig, StandardCodecRuntime};
 use crate::hooks::{BackupFacts, BackupHooks, BackupOutcome};
 use crate::plugins::PluginRegistry;
+use crate::remote::{ObjectStore, RemoteArchive};
 use crate::wim::{Compression, WimArchive, WimError, WimWriter};
 use wimguard_sdk::Codec;
 
@@ -92,6 +93,8 @@ pub struct LiveProgress {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub bytes_per_second: f64,
+    /// Bytes sent to a destination plugin so far (remote archives).
+    pub bytes_uploaded: u64,
 }
 
 /// What watchers see: the record plus live progress.
@@ -114,6 +117,11 @@ pub struct BackupSpec {
     pub description: String,
     pub excludes: Vec<String>,
     pub plugins: Vec<String>,
+    /// `--destination` as the user typed it: with a destination plugin it
+    /// names a remote archive, not a path.
+    pub destination_as_given: String,
+    /// Set by [`Jobs::start_backup`] when a destination plugin is attached.
+    pub remote: Option<RemoteArchive>,
 }
 
 struct RunningJob {
@@ -149,6 +157,9 @@ pub struct Jobs {
     settings: JobSettings,
     plugins: Arc<PluginRegistry>,
     memory: Arc<MemoryBudget>,
+    /// Stores standing in for destination plugins (unit tests of the core).
+    #[cfg(test)]
+    pub(crate) test_stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
 /// The codec a backup compresses with.
@@ -171,6 +182,49 @@ impl CodecChoice {
             CodecChoice::Standard { compression, .. } => compression.name().into(),
             CodecChoice::Plugin(c) => c.name().into(),
         }
+    }
+}
+
+/// The chunk size a new archive compressed by codec plugin `c` uses: ours
+/// (32 KiB), or the largest power of two the codec accepts below it.
+fn plugin_chunk_size(c: &'static dyn Codec) -> u32 {
+    let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE.min(u32::try_from(c.max_chunk_size()).unwrap_or(u32::MAX));
+    if chunk.is_power_of_two() {
+        chunk
+    } else {
+        chunk.next_power_of_two() / 2
+    }
+}
+
+/// Turns capture progress into job updates (at most ten a second while writing).
+fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMut(&capture::CaptureProgress) + '_ {
+    let mut last_sent = Instant::now() - Duration::from_secs(1);
+    move |p| {
+        let now = Instant::now();
+        if now.duration_since(last_sent) < Duration::from_millis(100)
+            && p.phase == CapturePhase::Writing
+            && p.files_done < p.files_total
+        {
+            return;
+        }
+        last_sent = now;
+        let phase = match p.phase {
+            CapturePhase::Scanning => "scanning",
+            CapturePhase::Writing => "writing",
+            CapturePhase::Finalizing => "finalizing",
+        };
+        tx.send_modify(|u| {
+            u.record.phase = phase.into();
+            u.progress = LiveProgress {
+                phase: phase.into(),
+                files_done: p.files_done,
+                files_total: p.files_total,
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+                bytes_per_second: p.bytes_done as f64 / start.elapsed().as_secs_f64().max(1e-3),
+                bytes_uploaded: u.progress.bytes_uploaded,
+            };
+        });
     }
 }
 
@@ -211,7 +265,35 @@ impl Jobs {
             settings,
             plugins,
             memory,
+            #[cfg(test)]
+            test_stores: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The object store of destination plugin `plugin`.
+    pub fn object_store(&self, plugin: &str) -> Result<Arc<dyn ObjectStore>, CoreError> {
+        #[cfg(test)]
+        if let Some(s) = self.test_stores.lock().unwrap().get(plugin) {
+            return Ok(s.clone());
+        }
+        crate::remote::plugin_store::open(&self.plugins, plugin)
+    }
+
+    /// The destination plugin attached with `--plugin`, if any (one at most).
+    fn destination_plugin(&self, spec: &BackupSpec) -> Result<Option<String>, CoreError> {
+        let mut found: Option<String> = None;
+        for name in &spec.plugins {
+            let rec = self.plugins.get(name)?;
+            if rec.kind == "destination" && found.as_deref() != Some(name.as_str()) {
+                if let Some(first) = &found {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "--plugin {first} and --plugin {name} are both destinations; a backup goes to one place"
+                    )));
+                }
+                found = Some(name.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// The server-wide budget for loaded metadata.
@@ -303,6 +385,8 @@ impl Jobs {
                         codec_from = "another --plugin";
                     }
                 },
+                // The destination stage (see start_backup).
+                "destination" => {}
                 other => {
                     return Err(CoreError::InvalidArgument(format!(
                         "plugin `{name}` is a {other} plugin; backups cannot use {other} plugins yet"
@@ -319,13 +403,24 @@ impl Jobs {
 
     /// Validates and starts a backup; returns its first update and a receiver of the following ones.
     pub fn start_backup(self: &Arc<Self>, mut spec: BackupSpec) -> Result<watch::Receiver<JobUpdate>, CoreError> {
-        if !spec.source.is_absolute() || !spec.destination.is_absolute() {
+        if let Some(plugin) = self.destination_plugin(&spec)? {
+            let given = if spec.destination_as_given.is_empty() {
+                spec.destination.display().to_string()
+            } else {
+                spec.destination_as_given.clone()
+            };
+            let remote = RemoteArchive::new(&plugin, &given)?;
+            spec.destination = PathBuf::from(remote.id());
+            spec.remote = Some(remote);
+        }
+        let remote = spec.remote.is_some();
+        if !spec.source.is_absolute() || (!remote && !spec.destination.is_absolute()) {
             return Err(CoreError::InvalidArgument(
                 "source and destination must be absolute paths".into(),
             ));
         }
         // One name per archive, however it was spelled (symlinks, `..`).
-        if let (Some(dir), Some(name)) = (spec.destination.parent(), spec.destination.file_name()) {
+        if let (false, Some(dir), Some(name)) = (remote, spec.destination.parent(), spec.destination.file_name()) {
             if let Ok(d) = std::fs::canonicalize(dir) {
                 spec.destination = d.join(name);
             }
@@ -349,22 +444,60 @@ impl Jobs {
             }
         }
         let dir = spec.destination.parent().unwrap_or(Path::new("/"));
-        if !dir.is_dir() {
+        if remote {
+            // Checked by the store itself when the upload begins.
+        } else if !dir.is_dir() {
             return Err(CoreError::NotFound(format!(
                 "destination directory {} does not exist",
                 dir.display()
             )));
         }
-        if !writable_dir(dir) {
+        if !remote && !writable_dir(dir) {
             return Err(CoreError::PermissionDenied(format!(
                 "destination directory {} is not writable",
                 dir.display()
             )));
         }
         let hooks = self.attached_plugins(&mut spec)?;
-        let exists = spec.destination.exists();
         let mut default_name = None;
-        let codec = if exists {
+        let chain = match &spec.remote {
+            Some(r) => crate::remote::backup::chain_codec(&self.catalog, r)?,
+            None => None,
+        };
+        let exists = chain.is_some() || (!remote && spec.destination.exists());
+        let codec = if let Some((have, _)) = &chain {
+            // An existing chain keeps its codec, as an existing archive does.
+            let codec = match &spec.compression {
+                Some(want) => {
+                    let choice = self.resolve_codec(want)?;
+                    if choice.id() != *have {
+                        return Err(CoreError::InvalidArgument(format!(
+                            "{} is compressed with {have}; every object of a chain uses the same codec",
+                            spec.destination.display(),
+                        )));
+                    }
+                    choice
+                }
+                None => self.resolve_codec(have)?,
+            };
+            let taken: HashSet<String> = self
+                .catalog
+                .backups_in_archive(&spec.destination.display().to_string())?
+                .into_iter()
+                .map(|b| b.name)
+                .collect();
+            if let Some(n) = &spec.name {
+                if taken.contains(n) {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "{} already has an image named {n:?}",
+                        spec.destination.display()
+                    )));
+                }
+            } else {
+                default_name = Some(capture::default_image_name(&|n| taken.contains(n)));
+            }
+            codec
+        } else if exists {
             let arch = WimArchive::open(&spec.destination).map_err(|e| match e {
                 WimError::CodecUnavailable(m) => {
                     CoreError::FailedPrecondition(format!("cannot append to {}: {m}", spec.destination.display()))
@@ -583,6 +716,9 @@ impl Jobs {
         tx: &watch::Sender<JobUpdate>,
         start: Instant,
     ) -> Result<(), CoreError> {
+        if let Some(remote) = &spec.remote {
+            return self.capture_remote(record, spec, remote, codec, cancel, tx, start);
+        }
         // Held for the whole capture: the previous tree lives as long.
         let mut _metadata_memory = None;
         let (mut writer, previous) = if exists {
@@ -596,15 +732,7 @@ impl Jobs {
             let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE;
             let w = match codec {
                 CodecChoice::Standard { compression, .. } => WimWriter::create(&spec.destination, compression, chunk)?,
-                CodecChoice::Plugin(c) => {
-                    let chunk = chunk.min(u32::try_from(c.max_chunk_size()).unwrap_or(u32::MAX));
-                    let chunk = if chunk.is_power_of_two() {
-                        chunk
-                    } else {
-                        chunk.next_power_of_two() / 2
-                    };
-                    WimWriter::create_with_plugin(&spec.destination, c, chunk)?
-                }
+                CodecChoice::Plugin(c) => WimWriter::create_with_plugin(&spec.destination, c, plugin_chunk_size(c))?,
             };
             (w, None)
         };
@@ -633,33 +761,13 @@ impl Jobs {
             cancel: Some(cancel.clone()),
             backup_uuid: record.uuid.clone(),
         };
-        let mut last_sent = Instant::now() - Duration::from_secs(1);
-        let report = capture::capture(&spec.source, &mut writer, previous.as_ref(), &opts, &mut |p| {
-            let now = Instant::now();
-            if now.duration_since(last_sent) < Duration::from_millis(100)
-                && p.phase == CapturePhase::Writing
-                && p.files_done < p.files_total
-            {
-                return;
-            }
-            last_sent = now;
-            let phase = match p.phase {
-                CapturePhase::Scanning => "scanning",
-                CapturePhase::Writing => "writing",
-                CapturePhase::Finalizing => "finalizing",
-            };
-            tx.send_modify(|u| {
-                u.record.phase = phase.into();
-                u.progress = LiveProgress {
-                    phase: phase.into(),
-                    files_done: p.files_done,
-                    files_total: p.files_total,
-                    bytes_done: p.bytes_done,
-                    bytes_total: p.bytes_total,
-                    bytes_per_second: p.bytes_done as f64 / start.elapsed().as_secs_f64().max(1e-3),
-                };
-            });
-        })?;
+        let report = capture::capture(
+            &spec.source,
+            &mut writer,
+            previous.as_ref(),
+            &opts,
+            &mut progress_reporter(tx, start),
+        )?;
         if cancel.load(Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
@@ -672,6 +780,83 @@ impl Jobs {
         record.bytes_stored = report.bytes_stored;
         record.files_unchanged = report.reused;
         record.warnings = report.warnings;
+        Ok(())
+    }
+
+    /// The destination stage: the capture streams a new object of the
+    /// remote chain to the plugin; the catalog records it once complete.
+    #[allow(clippy::too_many_arguments)]
+    fn capture_remote(
+        &self,
+        record: &mut BackupRecord,
+        spec: &BackupSpec,
+        remote: &RemoteArchive,
+        codec: CodecChoice,
+        cancel: &Arc<AtomicBool>,
+        tx: &watch::Sender<JobUpdate>,
+        start: Instant,
+    ) -> Result<(), CoreError> {
+        let store = self.object_store(&remote.plugin)?;
+        let chain = crate::remote::backup::chain_codec(&self.catalog, remote)?;
+        let (compression, plugin_codec, implementation) = match codec {
+            CodecChoice::Standard {
+                compression,
+                implementation,
+            } => (compression, None, implementation),
+            CodecChoice::Plugin(c) => (Compression::Plugin, Some(c), None),
+        };
+        let chunk_size = match (&chain, plugin_codec) {
+            (Some((_, chunk)), _) => *chunk,
+            (None, Some(c)) => plugin_chunk_size(c),
+            (None, None) => crate::wim::writer::DEFAULT_CHUNK_SIZE,
+        };
+        let codec_impl = plugin_codec.or(implementation);
+        let taken: HashSet<String> = self
+            .catalog
+            .backups_in_archive(&record.destination)?
+            .into_iter()
+            .filter(|b| b.uuid != record.uuid)
+            .map(|b| b.name)
+            .collect();
+        if record.name.is_empty() || (spec.name.is_none() && taken.contains(&record.name)) {
+            record.name = capture::default_image_name(&|n| taken.contains(n));
+            let name = record.name.clone();
+            tx.send_modify(|u| u.record.name = name);
+        }
+        let opts = CaptureOptions {
+            name: record.name.clone(),
+            description: record.description.clone(),
+            excludes: spec.excludes.clone(),
+            no_rpfix: false,
+            cancel: Some(cancel.clone()),
+            backup_uuid: record.uuid.clone(),
+        };
+        let target = crate::remote::backup::Target {
+            catalog: &self.catalog,
+            memory: &self.memory,
+            store: store.clone(),
+            archive: remote.clone(),
+        };
+        let uploading = tx.clone();
+        let report = crate::remote::backup::capture(
+            &target,
+            record,
+            &spec.source,
+            compression,
+            codec_impl,
+            chunk_size,
+            &opts,
+            cancel,
+            &mut progress_reporter(tx, start),
+            Box::new(move |sent| uploading.send_modify(|u| u.progress.bytes_uploaded = sent)),
+            &|| {
+                tx.send_modify(|u| {
+                    u.record.phase = "uploading".into();
+                    u.progress.phase = "uploading".into();
+                })
+            },
+        )?;
+        drop(report);
         Ok(())
     }
 
@@ -750,5 +935,23 @@ impl Jobs {
         while !self.state().running.is_empty() && Instant::now() < hard {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A job runner over a fresh catalog in `home`, with no plugins
+    /// registered (tests put stand-in object stores in `test_stores`).
+    pub fn jobs_for_tests(home: &Path) -> Arc<Jobs> {
+        let catalog = Arc::new(Catalog::open(&home.join(crate::config::DATABASE_FILE)).unwrap());
+        let plugins = Arc::new(PluginRegistry::open(home, catalog.clone(), Vec::new(), &Default::default()).unwrap());
+        let settings = JobSettings {
+            default_compression: "lzx".into(),
+            metadata_memory_mib: 256,
+            ..JobSettings::default()
+        };
+        Arc::new(Jobs::new(catalog, settings, plugins))
     }
 }

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod ops;
 pub mod plugins;
+pub mod remote;
 pub mod server;
 pub mod tls;
 pub mod wim;

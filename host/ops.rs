@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::apply::{self, ApplyOptions, ApplyReport};
-use crate::budget::{MemoryBudget, Reservation};
+use crate::budget::Reservation;
 use crate::catalog::{BackupRecord, Status};
 use crate::jobs::{CoreError, Jobs};
+use crate::remote::RemoteArchive;
 use crate::wim::archive::hex;
 use crate::wim::blob_table::{Sha1, ZERO_HASH};
 use crate::wim::metadata::ImageTree;
@@ -31,8 +31,17 @@ pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreErro
 }
 
 /// Opens the backup's archive and finds its image (by the uuid recorded in
-/// the image's XML, so renumbering by deletes cannot mislead us).
-pub fn open_image(rec: &BackupRecord) -> Result<(WimArchive, u32), CoreError> {
+/// the image's XML, so renumbering by deletes cannot mislead us). A remote
+/// snapshot opens its object with the rest of its chain as references.
+pub fn open_image(jobs: &Jobs, rec: &BackupRecord) -> Result<(WimArchive, u32), CoreError> {
+    if let Some(remote) = RemoteArchive::from_id(&rec.destination) {
+        let img = jobs.catalog().remote_image(&rec.uuid)?.ok_or_else(|| {
+            CoreError::NotFound(format!("the catalog does not know where backup {} is stored", rec.uuid))
+        })?;
+        let store = jobs.object_store(&remote.plugin)?;
+        let arch = crate::remote::manage::open_snapshot(jobs.catalog(), &store, &img)?;
+        return Ok((arch, img.image_index));
+    }
     let arch = WimArchive::open(Path::new(&rec.destination)).map_err(|e| match e {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("archive {} of backup {} is missing", rec.destination, rec.uuid))
@@ -66,9 +75,9 @@ pub struct LoadedImage {
 }
 
 /// Opens the snapshot's archive and loads its tree within the budget.
-pub fn load_snapshot(memory: &Arc<MemoryBudget>, rec: &BackupRecord) -> Result<LoadedImage, CoreError> {
-    let (arch, index) = open_image(rec)?;
-    let memory = memory.reserve_image(&arch, index, None)?;
+pub fn load_snapshot(jobs: &Jobs, rec: &BackupRecord) -> Result<LoadedImage, CoreError> {
+    let (arch, index) = open_image(jobs, rec)?;
+    let memory = jobs.memory().reserve_image(&arch, index, None)?;
     let tree = arch.load_image(index).map_err(|e| CoreError::DataLoss(e.to_string()))?;
     Ok(LoadedImage {
         arch,
@@ -134,12 +143,8 @@ fn entry(arch: &WimArchive, tree: &ImageTree, d: usize) -> EntryInfo {
 }
 
 /// Lists directory `path` of a snapshot: the directory and its children.
-pub fn browse(
-    memory: &Arc<MemoryBudget>,
-    rec: &BackupRecord,
-    path: &str,
-) -> Result<(EntryInfo, Vec<EntryInfo>), CoreError> {
-    let LoadedImage { arch, tree, .. } = &load_snapshot(memory, rec)?;
+pub fn browse(jobs: &Jobs, rec: &BackupRecord, path: &str) -> Result<(EntryInfo, Vec<EntryInfo>), CoreError> {
+    let LoadedImage { arch, tree, .. } = &load_snapshot(jobs, rec)?;
     let d = tree
         .lookup(path)
         .ok_or_else(|| CoreError::NotFound(format!("{path} does not exist in backup {}", rec.uuid)))?;
@@ -227,18 +232,20 @@ enum Slot {
 /// and entries are only turned into [`EntryInfo`]s where something changed.
 /// Both trees are loaded under one reservation of the memory budget.
 pub fn diff(
-    memory: &Arc<MemoryBudget>,
+    jobs: &Jobs,
     base: &BackupRecord,
     target: &BackupRecord,
     emit: &mut dyn FnMut(Change) -> Result<(), CoreError>,
 ) -> Result<DiffCounts, CoreError> {
-    let (a_arch, a_index) = open_image(base)?;
-    let (b_arch, b_index) = open_image(target)?;
+    let (a_arch, a_index) = open_image(jobs, base)?;
+    let (b_arch, b_index) = open_image(jobs, target)?;
     let need = crate::budget::image_cost(&a_arch, a_index)
         + crate::budget::table_cost(&a_arch)
         + crate::budget::image_cost(&b_arch, b_index)
         + crate::budget::table_cost(&b_arch);
-    let _memory = memory.reserve(need, &format!("the diff of {} and {}", base.uuid, target.uuid), None)?;
+    let _memory = jobs
+        .memory()
+        .reserve(need, &format!("the diff of {} and {}", base.uuid, target.uuid), None)?;
     let load = |arch: &WimArchive, i| arch.load_image(i).map_err(|e| CoreError::DataLoss(e.to_string()));
     let (a_tree, b_tree) = (load(&a_arch, a_index)?, load(&b_arch, b_index)?);
     let a = Side {
@@ -310,12 +317,8 @@ pub fn diff(
 }
 
 /// Checks the snapshot's metadata and every blob it uses. Reports (blobs, bytes).
-pub fn verify(
-    memory: &Arc<MemoryBudget>,
-    rec: &BackupRecord,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<(u64, u64), CoreError> {
-    let LoadedImage { arch, tree, .. } = load_snapshot(memory, rec)?;
+pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
+    let LoadedImage { arch, tree, .. } = load_snapshot(jobs, rec)?;
     let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
     arch.verify_blobs(used, progress)
         .map_err(|e| CoreError::DataLoss(e.to_string()))
@@ -323,15 +326,15 @@ pub fn verify(
 
 /// Restores a snapshot (or paths of it) into `target`.
 pub fn restore(
-    memory: &Arc<MemoryBudget>,
+    jobs: &Jobs,
     rec: &BackupRecord,
     target: &Path,
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ApplyReport, CoreError> {
-    let (arch, index) = open_image(rec)?;
+    let (arch, index) = open_image(jobs, rec)?;
     // apply loads the tree itself; the reservation covers it until the end.
-    let _memory = memory.reserve_image(&arch, index, opts.cancel.as_deref())?;
+    let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
     apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
         crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
         crate::wim::WimError::Invalid(m) | crate::wim::WimError::Corrupt(m) => CoreError::DataLoss(m),
@@ -356,10 +359,26 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
         jobs.catalog().delete_backup(uuid)?;
         return Ok((rec, 0, 0));
     }
+    if let Some(remote) = RemoteArchive::from_id(&rec.destination) {
+        // The chain is immutable: the image is marked removed and its bytes
+        // wait for `archive consolidate`.
+        let key = Path::new(&rec.destination).to_path_buf();
+        jobs.lock_archive(&key, uuid)?;
+        let result = (|| match jobs.catalog().remote_image(uuid)? {
+            Some(img) => {
+                let store = jobs.object_store(&remote.plugin)?;
+                crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)
+            }
+            None => Ok(jobs.catalog().delete_backup(uuid)?),
+        })();
+        jobs.unlock_archive(&key);
+        result?;
+        return Ok((rec, 0, 0));
+    }
     let path = Path::new(&rec.destination).to_path_buf();
     jobs.lock_archive(&path, uuid)?;
     let result = (|| {
-        let (arch, index) = match open_image(&rec) {
+        let (arch, index) = match open_image(jobs, &rec) {
             Ok(x) => x,
             Err(CoreError::NotFound(_)) => {
                 // Image or archive already gone: forget the record.
@@ -473,9 +492,10 @@ mod tests {
             destination: wim.display().to_string(),
             ..BackupRecord::default()
         };
-        let memory = MemoryBudget::new(64, std::time::Duration::from_secs(1));
+        let home = tempfile::tempdir().unwrap();
+        let jobs = crate::jobs::tests::jobs_for_tests(home.path());
         let mut seen = Vec::new();
-        let counts = diff(&memory, &rec("u1"), &rec("u2"), &mut |c| {
+        let counts = diff(&jobs, &rec("u1"), &rec("u2"), &mut |c| {
             let mark = match &c {
                 Change::Added(_) => '+',
                 Change::Removed(_) => '-',
@@ -501,6 +521,6 @@ mod tests {
                 modified: 2
             }
         );
-        assert_eq!(memory.in_use(), 0, "the diff kept its reservation");
+        assert_eq!(jobs.memory().in_use(), 0, "the diff kept its reservation");
     }
 }

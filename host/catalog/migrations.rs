@@ -57,10 +57,56 @@ const MIGRATIONS: &[(u32, &str)] = &[
         installed_at INTEGER NOT NULL
     );",
     ),
+    (
+        3,
+        // Remote archives (object storage): each archive is a chain of
+        // immutable objects, a full WIM then delta WIMs. `archive` is the
+        // backups' destination string, `PLUGIN:NAME`.
+        "CREATE TABLE remote_objects (
+        archive TEXT NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq > 0),
+        key TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('uploading','complete','obsolete')),
+        upload_token TEXT NOT NULL DEFAULT '',
+        backup_uuid TEXT NOT NULL DEFAULT '',
+        compression TEXT NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        etag TEXT NOT NULL DEFAULT '',
+        sha256 TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (archive, seq)
+    );
+    CREATE TABLE remote_images (
+        backup_uuid TEXT PRIMARY KEY,
+        archive TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        image_index INTEGER NOT NULL,
+        metadata_offset INTEGER NOT NULL,
+        metadata_size_in_wim INTEGER NOT NULL,
+        metadata_original_size INTEGER NOT NULL,
+        metadata_flags INTEGER NOT NULL,
+        metadata_hash BLOB NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
+        FOREIGN KEY (archive, seq) REFERENCES remote_objects(archive, seq)
+    );
+    CREATE INDEX remote_images_by_archive ON remote_images(archive, seq);
+    CREATE TABLE remote_blobs (
+        archive TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        size_in_wim INTEGER NOT NULL,
+        original_size INTEGER NOT NULL,
+        flags INTEGER NOT NULL,
+        PRIMARY KEY (archive, hash),
+        FOREIGN KEY (archive, seq) REFERENCES remote_objects(archive, seq)
+    ) WITHOUT ROWID;",
+    ),
 ];
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

@@ -6,6 +6,7 @@
 
 mod migrations;
 mod plugins;
+pub mod remote;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -108,6 +109,34 @@ pub enum CatalogError {
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Writes every mutable field of a backup (inside a caller's transaction).
+fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE backups SET status = ?2, phase = ?3, name = ?4, image_index = ?5, files = ?6, directories = ?7, \
+         bytes_total = ?8, bytes_read = ?9, bytes_stored = ?10, files_unchanged = ?11, started_at = ?12, \
+         finished_at = ?13, error = ?14, warnings = ?15, compression = ?16 WHERE uuid = ?1",
+        params![
+            b.uuid,
+            b.status,
+            b.phase,
+            b.name,
+            b.image_index as i64,
+            b.files as i64,
+            b.directories as i64,
+            b.bytes_total as i64,
+            b.bytes_read as i64,
+            b.bytes_stored as i64,
+            b.files_unchanged as i64,
+            b.started_at,
+            b.finished_at,
+            b.error,
+            serde_json::to_string(&b.warnings).unwrap_or_default(),
+            b.compression,
+        ],
+    )?;
+    Ok(())
+}
 
 /// The catalog handle; cheap to share behind an `Arc`.
 pub struct Catalog {
@@ -238,29 +267,7 @@ impl Catalog {
 
     /// Writes every mutable field of a backup.
     pub fn update_backup(&self, b: &BackupRecord) -> Result<()> {
-        self.db().execute(
-            "UPDATE backups SET status = ?2, phase = ?3, name = ?4, image_index = ?5, files = ?6, directories = ?7, \
-             bytes_total = ?8, bytes_read = ?9, bytes_stored = ?10, files_unchanged = ?11, started_at = ?12, \
-             finished_at = ?13, error = ?14, warnings = ?15, compression = ?16 WHERE uuid = ?1",
-            params![
-                b.uuid,
-                b.status,
-                b.phase,
-                b.name,
-                b.image_index as i64,
-                b.files as i64,
-                b.directories as i64,
-                b.bytes_total as i64,
-                b.bytes_read as i64,
-                b.bytes_stored as i64,
-                b.files_unchanged as i64,
-                b.started_at,
-                b.finished_at,
-                b.error,
-                serde_json::to_string(&b.warnings).unwrap_or_default(),
-                b.compression,
-            ],
-        )?;
+        update_backup_in(&self.db(), b)?;
         Ok(())
     }
 

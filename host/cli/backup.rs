@@ -70,6 +70,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         excludes: args.excludes,
         plugins: args.plugins,
         detach: args.detach,
+        destination_as_given: args.destination.to_string_lossy().into_owned(),
     };
     let client = args.client.client()?;
     let mut interrupts = interrupt_signal()?;

@@ -109,6 +109,8 @@ impl pb::backup_service_server::BackupService for BackupApi {
             description: r.description,
             excludes: r.excludes,
             plugins: r.plugins,
+            destination_as_given: r.destination_as_given,
+            remote: None,
         };
         let jobs = self.shared.jobs.clone();
         let rx = tokio::task::spawn_blocking(move || jobs.start_backup(spec))

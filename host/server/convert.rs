@@ -53,6 +53,7 @@ pub fn phase(s: &str) -> pb::Phase {
         "done" => pb::Phase::Done,
         "pre-backup hooks" => pb::Phase::PreBackupHooks,
         "post-backup hooks" => pb::Phase::PostBackupHooks,
+        "uploading" => pb::Phase::Uploading,
         _ => pb::Phase::Unspecified,
     }
 }
@@ -104,6 +105,7 @@ pub fn progress(u: &JobUpdate) -> pb::Progress {
         bytes_total: p.bytes_total,
         bytes_per_second: p.bytes_per_second,
         updated_at: Some(timestamp_ms(crate::catalog::now_ms())),
+        bytes_uploaded: p.bytes_uploaded,
     }
 }
 

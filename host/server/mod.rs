@@ -144,6 +144,16 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         &cfg.plugin_install,
     )?);
     plugins.register_bundled()?;
+    // Uploads a crash left open are aborted (their backups were marked
+    // interrupted above); the earlier objects of their chains are intact.
+    let registry = plugins.clone();
+    match crate::remote::manage::abort_interrupted_uploads(&catalog, &|p| {
+        crate::remote::plugin_store::open(&registry, p)
+    }) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "uploads left unfinished by an earlier server were dropped"),
+        Err(e) => tracing::warn!("cannot tidy uploads left by an earlier server: {e}"),
+    }
     {
         // Archives compressed by a codec plugin find it through the registry.
         let registry = plugins.clone();

@@ -60,11 +60,11 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
             dry_run: r.dry_run,
             cancel: Some(cancel.clone()),
         };
-        let memory = self.shared.jobs.memory().clone();
+        let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::RestoreEvent, Status>>(16);
         tokio::task::spawn_blocking(move || {
             let mut last = std::time::Instant::now();
-            let result = crate::ops::restore(&memory, &rec, &target, &opts, &mut |done, total| {
+            let result = crate::ops::restore(&jobs, &rec, &target, &opts, &mut |done, total| {
                 if tx.is_closed() {
                     cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -129,8 +129,8 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let (offset, limit) = convert::page(r.page.as_ref())?;
         let rec = ops::snapshot_record(&self.shared.jobs, &r.backup_uuid).map_err(convert::status)?;
         let path = if r.path.is_empty() { "/".to_string() } else { r.path };
-        let memory = self.shared.jobs.memory().clone();
-        let (dir, kids) = blocking(move || ops::browse(&memory, &rec, &path)).await?;
+        let jobs = self.shared.jobs.clone();
+        let (dir, kids) = blocking(move || ops::browse(&jobs, &rec, &path)).await?;
         let total = kids.len() as u64;
         let page: Vec<pb::Entry> = kids
             .iter()
@@ -152,11 +152,11 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let r = req.into_inner();
         let a = ops::snapshot_record(&self.shared.jobs, &r.base_uuid).map_err(convert::status)?;
         let b = ops::snapshot_record(&self.shared.jobs, &r.target_uuid).map_err(convert::status)?;
-        let memory = self.shared.jobs.memory().clone();
+        let jobs = self.shared.jobs.clone();
         let (changes, counts) = blocking(move || {
             let mut changes = Vec::new();
             let mut bytes = 0;
-            let counts = ops::diff(&memory, &a, &b, &mut |c| {
+            let counts = ops::diff(&jobs, &a, &b, &mut |c| {
                 let c = change(&c);
                 bytes += prost::Message::encoded_len(&c) + 4;
                 if bytes > MAX_UNARY_BYTES {
@@ -187,11 +187,11 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let r = req.into_inner();
         let a = ops::snapshot_record(&self.shared.jobs, &r.base_uuid).map_err(convert::status)?;
         let b = ops::snapshot_record(&self.shared.jobs, &r.target_uuid).map_err(convert::status)?;
-        let memory = self.shared.jobs.memory().clone();
+        let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DiffEvent, Status>>(4);
         tokio::task::spawn_blocking(move || {
             let mut batch = Vec::new();
-            let result = ops::diff(&memory, &a, &b, &mut |c| {
+            let result = ops::diff(&jobs, &a, &b, &mut |c| {
                 batch.push(change(&c));
                 if batch.len() >= DIFF_BATCH {
                     let event = pb::DiffEvent {
@@ -218,7 +218,7 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
 
     async fn verify_snapshot(&self, req: Request<pb::VerifySnapshotRequest>) -> Result<Response<VerifyStream>, Status> {
         let rec = ops::snapshot_record(&self.shared.jobs, &req.into_inner().backup_uuid).map_err(convert::status)?;
-        let memory = self.shared.jobs.memory().clone();
+        let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::VerifyEvent, Status>>(16);
         tokio::task::spawn_blocking(move || {
             let progress = |done: u64, total: u64, phase: pb::Phase| pb::Progress {
@@ -228,7 +228,7 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
                 updated_at: Some(convert::timestamp_ms(crate::catalog::now_ms())),
                 ..pb::Progress::default()
             };
-            let result = ops::verify(&memory, &rec, &mut |done, total| {
+            let result = ops::verify(&jobs, &rec, &mut |done, total| {
                 let _ = tx.blocking_send(Ok(pb::VerifyEvent {
                     progress: Some(progress(done, total, pb::Phase::Verifying)),
                     result: None,

@@ -210,20 +210,7 @@ impl WimArchive {
             .metadata
             .get((index as usize).wrapping_sub(1))
             .ok_or_else(|| WimError::NotFound(format!("image {index} does not exist")))?;
-        let what = format!("metadata of image {index}");
-        let raw = self.context().read_all(&entry.reshdr, METADATA_MAX, &what)?;
-        let actual: Sha1 = Sha1Hasher::digest(&raw).into();
-        if actual != entry.hash {
-            return Err(WimError::Corrupt(format!(
-                "{what} has SHA-1 {} but the blob table says {}",
-                hex(&actual),
-                hex(&entry.hash)
-            )));
-        }
-        ImageTree::parse(&raw).map_err(|e| match e {
-            WimError::Invalid(m) => WimError::Invalid(format!("{what}: {m}")),
-            other => other,
-        })
+        parse_metadata(&self.context(), entry, &format!("metadata of image {index}"))
     }
 
     pub fn blob_size(&self, hash: &Sha1) -> Option<u64> {
@@ -310,6 +297,38 @@ impl WimArchive {
         }
         Ok(end)
     }
+}
+
+/// Reads a metadata resource, checks its SHA-1 and parses it.
+fn parse_metadata(ctx: &ResourceContext, entry: &BlobEntry, what: &str) -> Result<ImageTree> {
+    let raw = ctx.read_all(&entry.reshdr, METADATA_MAX, what)?;
+    let actual: Sha1 = Sha1Hasher::digest(&raw).into();
+    if actual != entry.hash {
+        return Err(WimError::Corrupt(format!(
+            "{what} has SHA-1 {} but the blob table says {}",
+            hex(&actual),
+            hex(&entry.hash)
+        )));
+    }
+    ImageTree::parse(&raw).map_err(|e| match e {
+        WimError::Invalid(m) => WimError::Invalid(format!("{what}: {m}")),
+        other => other,
+    })
+}
+
+/// Loads an image tree from the metadata resource `entry` of an archive
+/// read through `source`, without opening the archive (its codec and chunk
+/// size are known): one read where the archive is remote.
+pub fn load_tree_at(
+    source: &dyn ReadAt,
+    entry: &BlobEntry,
+    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    chunk_size: u32,
+    what: &str,
+) -> Result<ImageTree> {
+    let decompressors = codec.map(|c| Decompressors::new(|| c.decompressor(chunk_size as usize)));
+    let ctx = ResourceContext::new(source, source.size(), codec, chunk_size, decompressors.as_ref());
+    parse_metadata(&ctx, entry, what)
 }
 
 /// What `verify` checked.
