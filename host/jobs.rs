@@ -196,6 +196,44 @@ fn plugin_chunk_size(c: &'static dyn Codec) -> u32 {
     }
 }
 
+/// The options of a backup's capture. The default name was chosen when the
+/// backup was asked for; another backup to the archive may have taken it
+/// since (names are per second), so it is chosen again now that the archive
+/// is ours (`taken` says which names are).
+fn capture_options(
+    record: &mut BackupRecord,
+    spec: &BackupSpec,
+    cancel: &Arc<AtomicBool>,
+    tx: &watch::Sender<JobUpdate>,
+    taken: &dyn Fn(&str) -> bool,
+) -> CaptureOptions {
+    if record.name.is_empty() || (spec.name.is_none() && taken(&record.name)) {
+        record.name = capture::default_image_name(taken);
+        let name = record.name.clone();
+        tx.send_modify(|u| u.record.name = name);
+    }
+    CaptureOptions {
+        name: record.name.clone(),
+        description: record.description.clone(),
+        excludes: spec.excludes.clone(),
+        no_rpfix: false,
+        cancel: Some(cancel.clone()),
+        backup_uuid: record.uuid.clone(),
+    }
+}
+
+/// The counts of a capture into the backup's record.
+pub fn record_capture(record: &mut BackupRecord, report: &capture::CaptureReport, image_index: u32) {
+    record.image_index = image_index;
+    record.files = report.files + report.symlinks + report.specials;
+    record.directories = report.dirs;
+    record.bytes_total = report.bytes_total;
+    record.bytes_read = report.bytes_read;
+    record.bytes_stored = report.bytes_stored;
+    record.files_unchanged = report.reused;
+    record.warnings = report.warnings.clone();
+}
+
 /// Turns capture progress into job updates (at most ten a second while writing).
 fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMut(&capture::CaptureProgress) + '_ {
     let mut last_sent = Instant::now() - Duration::from_secs(1);
@@ -748,19 +786,7 @@ impl Jobs {
         // The default name was chosen when the backup was asked for; another
         // backup to this archive may have taken it since (names are per
         // second), so choose again now that the archive is ours.
-        if record.name.is_empty() || (spec.name.is_none() && writer.xml().name_in_use(&record.name)) {
-            record.name = capture::default_image_name(&|n| writer.xml().name_in_use(n));
-            let name = record.name.clone();
-            tx.send_modify(|u| u.record.name = name);
-        }
-        let opts = CaptureOptions {
-            name: record.name.clone(),
-            description: record.description.clone(),
-            excludes: spec.excludes.clone(),
-            no_rpfix: false,
-            cancel: Some(cancel.clone()),
-            backup_uuid: record.uuid.clone(),
-        };
+        let opts = capture_options(record, spec, cancel, tx, &|n| writer.xml().name_in_use(n));
         let report = capture::capture(
             &spec.source,
             &mut writer,
@@ -772,14 +798,7 @@ impl Jobs {
             return Err(CoreError::Cancelled);
         }
         writer.commit()?;
-        record.image_index = report.image_index;
-        record.files = report.files + report.symlinks + report.specials;
-        record.directories = report.dirs;
-        record.bytes_total = report.bytes_total;
-        record.bytes_read = report.bytes_read;
-        record.bytes_stored = report.bytes_stored;
-        record.files_unchanged = report.reused;
-        record.warnings = report.warnings;
+        record_capture(record, &report, report.image_index);
         Ok(())
     }
 
@@ -818,19 +837,7 @@ impl Jobs {
             .filter(|b| b.uuid != record.uuid)
             .map(|b| b.name)
             .collect();
-        if record.name.is_empty() || (spec.name.is_none() && taken.contains(&record.name)) {
-            record.name = capture::default_image_name(&|n| taken.contains(n));
-            let name = record.name.clone();
-            tx.send_modify(|u| u.record.name = name);
-        }
-        let opts = CaptureOptions {
-            name: record.name.clone(),
-            description: record.description.clone(),
-            excludes: spec.excludes.clone(),
-            no_rpfix: false,
-            cancel: Some(cancel.clone()),
-            backup_uuid: record.uuid.clone(),
-        };
+        let opts = capture_options(record, spec, cancel, tx, &|n| taken.contains(n));
         let target = crate::remote::backup::Target {
             catalog: &self.catalog,
             memory: &self.memory,

@@ -195,6 +195,16 @@ fn insert_blobs(tx: &rusqlite::Transaction, archive: &str, blobs: &[RemoteBlob])
     Ok(())
 }
 
+/// An uploaded object is stored: its size, ETag and digest are final.
+fn mark_complete(tx: &rusqlite::Transaction, o: &RemoteObject) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE remote_objects SET state = 'complete', upload_token = '', size = ?3, etag = ?4, sha256 = ?5 \
+         WHERE archive = ?1 AND seq = ?2",
+        params![o.archive, o.seq, o.size as i64, o.etag, o.sha256],
+    )?;
+    Ok(())
+}
+
 impl Catalog {
     /// Every object of `archive`, in chain order.
     pub fn remote_objects(&self, archive: &str) -> Result<Vec<RemoteObject>> {
@@ -294,11 +304,7 @@ impl Catalog {
     ) -> Result<()> {
         let db = self.db();
         let tx = db.unchecked_transaction()?;
-        tx.execute(
-            "UPDATE remote_objects SET state = 'complete', upload_token = '', size = ?3, etag = ?4, sha256 = ?5 \
-             WHERE archive = ?1 AND seq = ?2",
-            params![o.archive, o.seq, o.size as i64, o.etag, o.sha256],
-        )?;
+        mark_complete(&tx, o)?;
         insert_blobs(&tx, &o.archive, blobs)?;
         for i in images {
             insert_image(&tx, i)?;
@@ -376,11 +382,7 @@ impl Catalog {
     ) -> Result<()> {
         let db = self.db();
         let tx = db.unchecked_transaction()?;
-        tx.execute(
-            "UPDATE remote_objects SET state = 'complete', upload_token = '', size = ?3, etag = ?4, sha256 = ?5 \
-             WHERE archive = ?1 AND seq = ?2",
-            params![new.archive, new.seq, new.size as i64, new.etag, new.sha256],
-        )?;
+        mark_complete(&tx, new)?;
         tx.execute(
             "UPDATE remote_objects SET state = 'obsolete' WHERE archive = ?1 AND seq < ?2 AND state = 'complete'",
             params![new.archive, new.seq],

@@ -168,7 +168,7 @@ pub fn capture(
             metadata,
             removed: false,
         };
-        fill(record, &report, seq);
+        crate::jobs::record_capture(record, &report, seq);
         record.status = Status::Succeeded.as_str().into();
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
@@ -187,16 +187,4 @@ pub fn capture(
 
 fn catalog_set_token(catalog: &Catalog, archive: &str, seq: u32, token: &str) -> Result<(), CoreError> {
     Ok(catalog.set_remote_upload_token(archive, seq, token)?)
-}
-
-/// The counts of a capture into a backup record.
-pub fn fill(record: &mut BackupRecord, report: &CaptureReport, image_index: u32) {
-    record.image_index = image_index;
-    record.files = report.files + report.symlinks + report.specials;
-    record.directories = report.dirs;
-    record.bytes_total = report.bytes_total;
-    record.bytes_read = report.bytes_read;
-    record.bytes_stored = report.bytes_stored;
-    record.files_unchanged = report.reused;
-    record.warnings = report.warnings.clone();
 }
