@@ -455,6 +455,12 @@ pub fn capture(
         creation_time: now,
         last_modification_time: now,
         backup_uuid: opts.backup_uuid.clone(),
+        // Only the daemon's backups say where they came from.
+        source: if opts.backup_uuid.is_empty() {
+            String::new()
+        } else {
+            src.display().to_string()
+        },
         ..ImageInfo::default()
     };
     report.image_index = writer.add_image(&tree, info)?;

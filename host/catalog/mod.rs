@@ -110,6 +110,48 @@ pub enum CatalogError {
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
+/// Inserts a backup record (and its archive) inside a caller's transaction.
+/// `keep_existing`: a record with the same uuid stays, and false is returned.
+fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> rusqlite::Result<bool> {
+    tx.execute(
+        "INSERT INTO archives (path, created_at) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
+        params![b.destination, now_ms()],
+    )?;
+    let conflict = if keep_existing {
+        " ON CONFLICT(uuid) DO NOTHING"
+    } else {
+        ""
+    };
+    let n = tx.execute(
+        &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
+        params![
+            b.uuid,
+            b.status,
+            b.phase,
+            b.source,
+            b.destination,
+            b.compression,
+            b.name,
+            b.description,
+            serde_json::to_string(&b.excludes).unwrap_or_default(),
+            serde_json::to_string(&b.plugins).unwrap_or_default(),
+            b.image_index as i64,
+            b.files as i64,
+            b.directories as i64,
+            b.bytes_total as i64,
+            b.bytes_read as i64,
+            b.bytes_stored as i64,
+            b.files_unchanged as i64,
+            b.created_at,
+            b.started_at,
+            b.finished_at,
+            b.error,
+            serde_json::to_string(&b.warnings).unwrap_or_default(),
+        ],
+    )?;
+    Ok(n > 0)
+}
+
 /// Writes every mutable field of a backup (inside a caller's transaction).
 fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
     db.execute(
@@ -230,39 +272,23 @@ impl Catalog {
     pub fn insert_backup(&self, b: &BackupRecord) -> Result<()> {
         let db = self.db();
         let tx = db.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO archives (path, created_at) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
-            params![b.destination, now_ms()],
-        )?;
-        tx.execute(
-            &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, (SELECT id FROM archives WHERE path = ?5))"),
-            params![
-                b.uuid,
-                b.status,
-                b.phase,
-                b.source,
-                b.destination,
-                b.compression,
-                b.name,
-                b.description,
-                serde_json::to_string(&b.excludes).unwrap_or_default(),
-                serde_json::to_string(&b.plugins).unwrap_or_default(),
-                b.image_index as i64,
-                b.files as i64,
-                b.directories as i64,
-                b.bytes_total as i64,
-                b.bytes_read as i64,
-                b.bytes_stored as i64,
-                b.files_unchanged as i64,
-                b.created_at,
-                b.started_at,
-                b.finished_at,
-                b.error,
-                serde_json::to_string(&b.warnings).unwrap_or_default(),
-            ],
-        )?;
+        insert_backup_in(&tx, b, false)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records backups found in an archive (`catalog rebuild`): the ones
+    /// the catalog already knows are left as they are. Returns how many
+    /// were added.
+    pub fn adopt_backups(&self, backups: &[BackupRecord]) -> Result<u64> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        let mut n = 0;
+        for b in backups {
+            n += insert_backup_in(&tx, b, true)? as u64;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Writes every mutable field of a backup.

@@ -92,6 +92,26 @@ pub struct RemoteBlob {
     pub entry: BlobEntry,
 }
 
+impl RemoteObject {
+    /// An object about to be uploaded by `by` (a backup uuid, or what else writes it).
+    pub fn uploading(archive: &str, seq: u32, key: &str, by: &str, compression: &str, chunk_size: u32) -> RemoteObject {
+        RemoteObject {
+            archive: archive.into(),
+            seq,
+            key: key.into(),
+            state: ObjectState::Uploading,
+            upload_token: String::new(),
+            backup_uuid: by.into(),
+            compression: compression.into(),
+            chunk_size,
+            size: 0,
+            etag: String::new(),
+            sha256: String::new(),
+            created_at: super::now_ms(),
+        }
+    }
+}
+
 const OBJECT_COLUMNS: &str = "archive, seq, key, state, upload_token, backup_uuid, compression, chunk_size, size, \
                               etag, sha256, created_at";
 
@@ -195,6 +215,29 @@ fn insert_blobs(tx: &rusqlite::Transaction, archive: &str, blobs: &[RemoteBlob])
     Ok(())
 }
 
+fn insert_object(db: &rusqlite::Connection, o: &RemoteObject) -> rusqlite::Result<()> {
+    db.execute(
+        &format!(
+            "INSERT INTO remote_objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ),
+        params![
+            o.archive,
+            o.seq,
+            o.key,
+            o.state.as_str(),
+            o.upload_token,
+            o.backup_uuid,
+            o.compression,
+            o.chunk_size,
+            o.size as i64,
+            o.etag,
+            o.sha256,
+            o.created_at
+        ],
+    )?;
+    Ok(())
+}
+
 /// An uploaded object is stored: its size, ETag and digest are final.
 fn mark_complete(tx: &rusqlite::Transaction, o: &RemoteObject) -> rusqlite::Result<()> {
     tx.execute(
@@ -242,22 +285,12 @@ impl Catalog {
 
     /// Records an object about to be uploaded (state `uploading`).
     pub fn begin_remote_object(&self, o: &RemoteObject) -> Result<()> {
-        self.db().execute(
-            &format!("INSERT INTO remote_objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-            params![
-                o.archive,
-                o.seq,
-                o.key,
-                ObjectState::Uploading.as_str(),
-                o.upload_token,
-                o.backup_uuid,
-                o.compression,
-                o.chunk_size,
-                o.size as i64,
-                o.etag,
-                o.sha256,
-                o.created_at
-            ],
+        insert_object(
+            &self.db(),
+            &RemoteObject {
+                state: ObjectState::Uploading,
+                ..o.clone()
+            },
         )?;
         Ok(())
     }
@@ -395,6 +428,38 @@ impl Catalog {
         insert_blobs(&tx, &new.archive, blobs)?;
         for i in images {
             insert_image(&tx, i)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Catalog {
+    /// Replaces everything recorded about remote archive `archive` with
+    /// what was read back from its objects (`catalog rebuild`), and adds the
+    /// backup records it lacks (existing ones are kept). One transaction.
+    pub fn replace_remote_archive(
+        &self,
+        archive: &str,
+        objects: &[RemoteObject],
+        images: &[RemoteImage],
+        blobs: &[RemoteBlob],
+        backups: &[BackupRecord],
+    ) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        for table in ["remote_blobs", "remote_images", "remote_objects"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE archive = ?1"), params![archive])?;
+        }
+        for o in objects {
+            insert_object(&tx, o)?;
+        }
+        insert_blobs(&tx, archive, blobs)?;
+        for i in images {
+            insert_image(&tx, i)?;
+        }
+        for b in backups {
+            super::insert_backup_in(&tx, b, true)?;
         }
         tx.commit()?;
         Ok(())

@@ -105,20 +105,7 @@ pub fn capture(
     };
     let (previous, _previous_memory) = previous_tree(t, decoder, chunk_size, cancel)?;
     let known = t.catalog.remote_blobs(&id)?;
-    let object = RemoteObject {
-        archive: id.clone(),
-        seq,
-        key: key.clone(),
-        state: ObjectState::Uploading,
-        upload_token: String::new(),
-        backup_uuid: record.uuid.clone(),
-        compression: record.compression.clone(),
-        chunk_size,
-        size: 0,
-        etag: String::new(),
-        sha256: String::new(),
-        created_at: now_ms(),
-    };
+    let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;
     let result = (|| {
         let catalog = t.catalog.clone();

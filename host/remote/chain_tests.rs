@@ -156,4 +156,62 @@ fn full_then_delta_restore_and_delete() {
     let out = t.path().join("again");
     crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
     assert!(tree_bytes(&out) == expected[1]);
+
+    // Consolidate: one full object of the kept snapshot; the old chain and
+    // the marker are gone; the snapshot restores from the new object.
+    let report = super::manage::consolidate(
+        jobs.catalog(),
+        &(store.clone() as Arc<dyn ObjectStore>),
+        &archive,
+        Compression::Lzx,
+        crate::wim::codecs::codec_for(Compression::Lzx).unwrap(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (report.objects_before, report.images_kept, report.images_dropped),
+        (2, 1, 1)
+    );
+    let bucket = t.path().join("bucket");
+    assert!(bucket.join(archive.object_key(3)).exists());
+    for gone in [
+        archive.object_key(1),
+        archive.object_key(2),
+        archive.removed_key(&uuids[0]),
+    ] {
+        assert!(!bucket.join(&gone).exists(), "{gone} was not deleted");
+    }
+    assert!(report.bytes_after < report.bytes_before);
+    let out = t.path().join("consolidated");
+    crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected[1]);
+
+    // Disaster recovery: a fresh catalog finds the snapshot again, under
+    // its uuid, and restores it.
+    let home2 = t.path().join("home2");
+    fs::create_dir_all(&home2).unwrap();
+    let jobs2 = jobs_for_tests(&home2);
+    jobs2
+        .test_stores
+        .lock()
+        .unwrap()
+        .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
+    let found =
+        super::rebuild::rebuild_remote(jobs2.catalog(), &(store.clone() as Arc<dyn ObjectStore>), "dirstore").unwrap();
+    assert_eq!((found.archives, found.snapshots, found.added), (1, 1, 1), "{found:?}");
+    let rec2 = jobs2
+        .catalog()
+        .get_backup(&uuids[1])
+        .unwrap()
+        .expect("the snapshot is back");
+    assert_eq!(rec2.source, src.display().to_string());
+    assert_eq!(rec2.destination, archive.id());
+    let out = t.path().join("recovered");
+    crate::ops::restore(&jobs2, &rec2, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected[1]);
+    // A backup after the rebuild is a delta of the recovered chain.
+    assert_eq!(
+        super::backup::chain_codec(jobs2.catalog(), &archive).unwrap(),
+        Some(("lzx".to_string(), 32768))
+    );
 }

@@ -98,14 +98,256 @@ pub fn abort_interrupted_uploads(catalog: &Catalog, store_for: &StoreFor<'_>) ->
         let Some(archive) = RemoteArchive::from_id(&o.archive) else {
             continue;
         };
+        let store = match store_for(&archive.plugin) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(key = %o.key, "cannot tidy an upload a crash left behind: {e}");
+                continue;
+            }
+        };
         if !o.upload_token.is_empty() {
-            match store_for(&archive.plugin).and_then(|s| s.abort_upload(&o.upload_token)) {
+            match store.abort_upload(&o.upload_token) {
                 Ok(()) => tracing::info!(key = %o.key, "aborted an upload a crash left behind"),
                 Err(e) => tracing::warn!(key = %o.key, "cannot abort an upload a crash left behind: {e}"),
             }
         }
+        // Completed in the store but never recorded (the crash came between
+        // the two): nothing refers to it, and it would block its number.
+        match store.stat(&o.key) {
+            Ok(Some(_)) => {
+                if let Err(e) = store.delete(&o.key) {
+                    tracing::warn!(key = %o.key, "cannot delete an object a crash left unrecorded: {e}");
+                    continue;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(key = %o.key, "cannot check an upload a crash left behind: {e}");
+                continue;
+            }
+        }
         catalog.drop_remote_object(&o.archive, o.seq)?;
         n += 1;
+    }
+    // A consolidation that switched but had not deleted the old chain yet.
+    for archive in catalog.remote_archives()? {
+        let Some(r) = RemoteArchive::from_id(&archive) else {
+            continue;
+        };
+        if catalog
+            .remote_objects(&archive)?
+            .iter()
+            .any(|o| o.state == ObjectState::Obsolete)
+        {
+            match store_for(&r.plugin).and_then(|s| delete_obsolete(catalog, &s, &archive)) {
+                Ok(k) => n += k,
+                Err(e) => tracing::warn!(%archive, "cannot delete objects a consolidation left: {e}"),
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// What a consolidation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consolidated {
+    pub objects_before: u32,
+    pub bytes_before: u64,
+    pub images_kept: u32,
+    pub images_dropped: u32,
+    pub bytes_after: u64,
+    /// Key of the new full object (empty when nothing was left to keep).
+    pub key: String,
+}
+
+/// Rewrites a chain as one full WIM of the images still kept, reclaiming
+/// what deleted snapshots used:
+/// 1. the kept images' metadata and blobs are copied, as stored (no
+///    recompression, read in runs by ranges), into a new object with the
+///    next number;
+/// 2. only once the store has it does the catalog switch to it (one
+///    transaction: images and blobs now live there, older objects become
+///    obsolete);
+/// 3. then the old objects and the removal markers are deleted.
+///
+/// A crash before 2 leaves the old chain as it was (the new object is
+/// aborted or deleted at the next start); after 2, every kept snapshot
+/// reads from the new object and leftovers are deleted at the next start.
+pub fn consolidate(
+    catalog: &Arc<Catalog>,
+    store: &Arc<dyn ObjectStore>,
+    archive: &RemoteArchive,
+    compression: crate::wim::Compression,
+    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Consolidated, CoreError> {
+    use crate::catalog::remote::{RemoteBlob, RemoteObject};
+    use std::collections::{HashMap, HashSet};
+
+    let id = archive.id();
+    let objects: Vec<_> = catalog
+        .remote_objects(&id)?
+        .into_iter()
+        .filter(|o| o.state == ObjectState::Complete)
+        .collect();
+    if objects.is_empty() {
+        return Err(CoreError::NotFound(format!("no remote archive {id} in the catalog")));
+    }
+    let images = catalog.remote_images(&id)?;
+    let (kept, dropped): (Vec<_>, Vec<_>) = images.into_iter().partition(|i| !i.removed);
+    let mut report = Consolidated {
+        objects_before: objects.len() as u32,
+        bytes_before: objects.iter().map(|o| o.size).sum(),
+        images_kept: kept.len() as u32,
+        images_dropped: dropped.len() as u32,
+        ..Consolidated::default()
+    };
+    if dropped.is_empty() && objects.len() == 1 {
+        report.bytes_after = report.bytes_before;
+        report.key = objects[0].key.clone();
+        return Ok(report);
+    }
+    let chunk_size = objects[0].chunk_size;
+    let sources: HashMap<u32, Arc<RemoteSource>> = objects
+        .iter()
+        .map(|o| (o.seq, Arc::new(RemoteSource::new(store.clone(), &o.key, o.size))))
+        .collect();
+    // Which blobs the kept images use (each tree loaded in turn).
+    let mut refs: HashMap<crate::wim::blob_table::Sha1, u32> = HashMap::new();
+    let mut infos = Vec::new();
+    let mut opened: HashMap<u32, WimArchive> = HashMap::new();
+    for img in &kept {
+        let src = &sources[&img.seq];
+        let tree = crate::wim::archive::load_tree_at(
+            &**src,
+            &img.metadata,
+            codec,
+            chunk_size,
+            &format!("metadata of {} in object {}", img.backup_uuid, img.seq),
+        )
+        .map_err(|e| CoreError::DataLoss(e.to_string()))?;
+        for (h, n) in tree.blob_references() {
+            *refs.entry(h).or_default() += n;
+        }
+        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(img.seq) {
+            let name = format!(
+                "{}:{}",
+                store.name(),
+                objects.iter().find(|o| o.seq == img.seq).map_or("", |o| &o.key)
+            );
+            let a = WimArchive::from_source(Path::new(&name), src.clone())
+                .map_err(|e| CoreError::DataLoss(format!("{name} cannot be read: {e}")))?;
+            v.insert(a);
+        }
+        let info = opened[&img.seq]
+            .images()
+            .into_iter()
+            .find(|i| i.index == img.image_index)
+            .ok_or_else(|| CoreError::DataLoss(format!("object {} has no image {}", img.seq, img.image_index)))?;
+        infos.push(info);
+    }
+    let blobs = catalog.remote_blobs(&id)?;
+    let mut wanted: Vec<_> = blobs.iter().filter(|b| refs.contains_key(&b.entry.hash)).collect();
+    let missing: HashSet<_> = refs
+        .keys()
+        .filter(|h| !blobs.iter().any(|b| &b.entry.hash == *h))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CoreError::DataLoss(format!(
+            "{id}: {} blobs the kept snapshots use are not in the catalog (run `wimguard catalog rebuild`)",
+            missing.len()
+        )));
+    }
+    wanted.sort_by_key(|b| (b.seq, b.entry.reshdr.offset));
+    let seq = catalog.remote_objects(&id)?.iter().map(|o| o.seq).max().unwrap_or(0) + 1;
+    let key = archive.object_key(seq);
+    let object = RemoteObject::uploading(&id, seq, &key, "consolidation", &objects[0].compression, chunk_size);
+    catalog.begin_remote_object(&object)?;
+    let written = (|| {
+        let (c, a) = (catalog.clone(), id.clone());
+        let upload = super::upload::ObjectUpload::new(
+            store.clone(),
+            &key,
+            Box::new(move |t| {
+                if let Err(e) = c.set_remote_upload_token(&a, seq, t) {
+                    tracing::warn!("cannot record an upload token: {e}");
+                }
+            }),
+            Box::new(|_| {}),
+        );
+        let name = format!("{}:{key}", store.name());
+        let mut w = crate::wim::WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
+        let total: u64 = wanted.iter().map(|b| b.entry.reshdr.size_in_wim).sum();
+        let mut done = 0u64;
+        let mut new_blobs = Vec::new();
+        for b in &wanted {
+            let r = w.copy_resource(&*sources[&b.seq], &b.entry.reshdr)?;
+            let entry = crate::wim::blob_table::BlobEntry {
+                reshdr: r,
+                refcount: refs[&b.entry.hash],
+                ..b.entry.clone()
+            };
+            new_blobs.push(RemoteBlob {
+                seq,
+                entry: entry.clone(),
+            });
+            w.add_copied_blob(entry);
+            done += b.entry.reshdr.size_in_wim;
+            progress(done, total);
+        }
+        let mut new_images = Vec::new();
+        for (img, info) in kept.iter().zip(infos) {
+            let r = w.copy_resource(&*sources[&img.seq], &img.metadata.reshdr)?;
+            let metadata = crate::wim::blob_table::BlobEntry {
+                reshdr: r,
+                ..img.metadata.clone()
+            };
+            let index = w.add_copied_image(metadata.clone(), info);
+            new_images.push(crate::catalog::remote::RemoteImage {
+                seq,
+                image_index: index,
+                metadata,
+                ..img.clone()
+            });
+        }
+        let (_, parts) = w.finish_upload()?;
+        let up = upload.finish(parts)?;
+        let done = RemoteObject {
+            size: up.info.size,
+            etag: up.info.etag.unwrap_or_default(),
+            sha256: up.sha256,
+            ..object.clone()
+        };
+        catalog.switch_to_consolidated(&done, &new_images, &new_blobs)?;
+        Ok::<u64, CoreError>(done.size)
+    })();
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = catalog.drop_remote_object(&id, seq);
+            return Err(e);
+        }
+    };
+    report.bytes_after = size;
+    report.key = archive.object_key(seq);
+    // The switch is durable: what follows only frees space.
+    delete_obsolete(catalog, store, &id)?;
+    for img in &dropped {
+        store.delete(&archive.removed_key(&img.backup_uuid))?;
+    }
+    Ok(report)
+}
+
+/// Deletes from the store the objects of `archive` a consolidation made
+/// obsolete, then forgets them. Returns how many went.
+pub fn delete_obsolete(catalog: &Catalog, store: &Arc<dyn ObjectStore>, archive: &str) -> Result<usize, CoreError> {
+    let mut n = 0;
+    for o in catalog.remote_objects(archive)? {
+        if o.state == ObjectState::Obsolete {
+            store.delete(&o.key)?;
+            catalog.drop_remote_object(&o.archive, o.seq)?;
+            n += 1;
+        }
     }
     Ok(n)
 }

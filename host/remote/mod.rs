@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod manage;
 pub mod plugin_store;
+pub mod rebuild;
 pub mod source;
 pub mod upload;
 

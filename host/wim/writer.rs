@@ -1052,17 +1052,42 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
 impl WimWriter {
     /// Copies a resource from another archive with the same codec and chunk size, byte for byte.
     fn copy_raw(&mut self, src: &WimArchive, r: &ResHdr) -> Result<ResHdr> {
-        r.end_within(src.file_size, "resource")?;
+        self.copy_resource(&*src.source, r)
+    }
+
+    /// Copies resource `r` of another archive read through `src` (same
+    /// codec and chunk size: a rebuild or a consolidation), byte for byte,
+    /// and returns where it now lies. Record it with [`add_copied_blob`]
+    /// or [`add_copied_image`](Self::add_copied_image).
+    pub fn copy_resource(&mut self, src: &dyn super::storage::ReadAt, r: &ResHdr) -> Result<ResHdr> {
+        r.end_within(src.size(), "resource")?;
+        src.will_read(r.offset, r.size_in_wim);
         let at = self.out.pos();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; (r.size_in_wim.min(1 << 20)) as usize];
         let mut done = 0u64;
         while done < r.size_in_wim {
             let n = (r.size_in_wim - done).min(buf.len() as u64) as usize;
-            src.source.read_exact_at(&mut buf[..n], r.offset + done)?;
+            src.read_exact_at(&mut buf[..n], r.offset + done)?;
             self.out.write(&buf[..n])?;
             done += n as u64;
         }
         Ok(ResHdr { offset: at, ..*r })
+    }
+
+    /// Records a blob whose resource was copied with [`copy_resource`](Self::copy_resource).
+    pub fn add_copied_blob(&mut self, entry: BlobEntry) {
+        self.blobs.insert(entry.hash, entry);
+    }
+
+    /// Records an image whose metadata resource was copied with
+    /// [`copy_resource`](Self::copy_resource); `info` is its XML entry from
+    /// the old archive (renumbered here). Returns its new index.
+    pub fn add_copied_image(&mut self, metadata: BlobEntry, mut info: ImageInfo) -> u32 {
+        self.metadata.push(metadata);
+        self.header.image_count += 1;
+        info.index = self.header.image_count;
+        self.xml.add_image(&info);
+        info.index
     }
 }
 

@@ -129,6 +129,9 @@ pub struct ImageInfo {
     /// WimGuard extension element `WIMGUARDBACKUP`: the backup that made
     /// this image, so the catalog can find it after images are renumbered.
     pub backup_uuid: String,
+    /// WimGuard extension element `WIMGUARDSOURCE`: the directory backed up
+    /// (so a catalog rebuilt from archives knows it). Empty when unknown.
+    pub source: String,
 }
 
 /// The parsed XML document.
@@ -231,6 +234,7 @@ impl WimXml {
                     creation_time: time("CREATIONTIME"),
                     last_modification_time: time("LASTMODIFICATIONTIME"),
                     backup_uuid: t("WIMGUARDBACKUP"),
+                    source: t("WIMGUARDSOURCE"),
                 }
             })
             .collect();
@@ -253,6 +257,9 @@ impl WimXml {
         e.set_time("LASTMODIFICATIONTIME", info.last_modification_time);
         if !info.backup_uuid.is_empty() {
             e.set_child_text("WIMGUARDBACKUP", &info.backup_uuid);
+        }
+        if !info.source.is_empty() && valid_xml_text(&info.source) {
+            e.set_child_text("WIMGUARDSOURCE", &info.source);
         }
         let pos = self
             .root
