@@ -86,6 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "registry",
         "env",
         "statistics",
+        "archive",
     ]
     .map(|f| format!("proto/v1/{f}.proto"));
     for f in &files {

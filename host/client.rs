@@ -28,6 +28,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::api::v1 as pb;
+use crate::api::v1::archive_service_client::ArchiveServiceClient;
 use crate::api::v1::backup_service_client::BackupServiceClient;
 use crate::api::v1::env_service_client::EnvServiceClient;
 use crate::api::v1::registry_service_client::RegistryServiceClient;
@@ -544,6 +545,31 @@ impl Client {
             target_uuid: target.into(),
         };
         self.unary(c.diff_snapshots(self.unary_request(request))).await
+    }
+
+    /// Consolidates remote archive `name` of destination plugin `plugin`.
+    pub async fn consolidate_archive(
+        &self,
+        name: &str,
+        plugin: &str,
+    ) -> Result<EventStream<pb::ConsolidateEvent>, ClientError> {
+        let mut c = ArchiveServiceClient::new(self.ready().await?);
+        let request = pb::ConsolidateArchiveRequest {
+            name: name.into(),
+            plugin: plugin.into(),
+        };
+        self.stream(c.consolidate_archive(Request::new(request))).await
+    }
+
+    /// Rebuilds the catalog from the archives of `plugins` and local `archives`.
+    pub async fn rebuild_catalog(
+        &self,
+        plugins: Vec<String>,
+        archives: Vec<String>,
+    ) -> Result<EventStream<pb::RebuildEvent>, ClientError> {
+        let mut c = ArchiveServiceClient::new(self.ready().await?);
+        self.stream(c.rebuild_catalog(Request::new(pb::RebuildCatalogRequest { plugins, archives })))
+            .await
     }
 
     /// Streams the changes between two snapshots in path order; the last

@@ -411,6 +411,67 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
     Ok((rec, before, after))
 }
 
+/// Consolidates remote archive `name` of destination plugin `plugin` (see
+/// [`crate::remote::manage::consolidate`]), with the archive held against
+/// backups and deletes meanwhile.
+pub fn consolidate(
+    jobs: &Jobs,
+    plugin: &str,
+    name: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<crate::remote::manage::Consolidated, CoreError> {
+    let archive = RemoteArchive::new(plugin, name)?;
+    let store = jobs.object_store(plugin)?;
+    let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
+        .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
+    let (compression, codec) = match crate::jobs::parse_compression(&codec_id) {
+        Some(c) => (c, crate::wim::codecs::codec_for(c)?),
+        None => match jobs.resolve_codec(&codec_id)? {
+            crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
+            crate::jobs::CodecChoice::Standard { compression, .. } => {
+                (compression, crate::wim::codecs::codec_for(compression)?)
+            }
+        },
+    };
+    let key = Path::new(&archive.id()).to_path_buf();
+    jobs.lock_archive(&key, "consolidation")?;
+    let result = crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress);
+    jobs.unlock_archive(&key);
+    result
+}
+
+/// Rebuilds the catalog from the remote archives of `plugins` and the local
+/// `archives` (see [`crate::remote::rebuild`]); `reading` hears what is read.
+pub fn rebuild_catalog(
+    jobs: &Jobs,
+    plugins: &[String],
+    archives: &[String],
+    reading: &mut dyn FnMut(&str),
+) -> Result<crate::remote::rebuild::Rebuilt, CoreError> {
+    let mut total = crate::remote::rebuild::Rebuilt::default();
+    let mut add = |r: crate::remote::rebuild::Rebuilt| {
+        total.archives += r.archives;
+        total.objects += r.objects;
+        total.snapshots += r.snapshots;
+        total.added += r.added;
+        total.skipped.extend(r.skipped);
+    };
+    for p in plugins {
+        reading(&format!("the archives of plugin {p}"));
+        let store = jobs.object_store(p)?;
+        add(crate::remote::rebuild::rebuild_remote(jobs.catalog(), &store, p)?);
+    }
+    for a in archives {
+        let path = Path::new(a);
+        if !path.is_absolute() {
+            return Err(CoreError::InvalidArgument(format!("{a} is not an absolute path")));
+        }
+        reading(a);
+        add(crate::remote::rebuild::rebuild_local(jobs.catalog(), path)?);
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,17 @@ impl From<CompressionArg> for Compression {
 
 #[derive(Subcommand)]
 pub enum ArchiveCommand {
+    /// Rewrite a remote archive as one full object of the snapshots still
+    /// kept, reclaiming what deleted snapshots used (through the server).
+    Consolidate {
+        /// The remote archive's name.
+        name: String,
+        /// The destination plugin that stores it.
+        #[arg(long)]
+        plugin: String,
+        #[command(flatten)]
+        client: super::ClientOptions,
+    },
     /// Capture a directory as a new image (creates WIM, or appends when it exists).
     Capture {
         /// Directory to capture.
@@ -91,6 +102,9 @@ pub enum ArchiveCommand {
 
 pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
     match cmd {
+        ArchiveCommand::Consolidate { name, plugin, client } => {
+            super::block_on(super::catalog::consolidate(name, plugin, client))
+        }
         ArchiveCommand::Capture {
             source,
             wim,

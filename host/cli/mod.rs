@@ -19,6 +19,7 @@
 pub mod archive;
 pub mod backup;
 pub mod backups;
+pub mod catalog;
 pub mod env;
 pub mod health;
 pub mod output;
@@ -88,6 +89,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Install, list, show, enable, disable and remove plugins (codecs, hooks).
     Plugin(plugin::PluginArgs),
+    /// Rebuild the catalog from the archives (disaster recovery).
+    Catalog(catalog::CatalogArgs),
     /// Work on WIM files directly, without a server (disaster recovery, benchmarks).
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
@@ -190,6 +193,7 @@ pub fn run() -> i32 {
         Command::Snapshots(args) => block_on(snapshots::run(args)),
         Command::Env(args) => block_on(env::run(args)),
         Command::Stats(args) => block_on(stats::run(args)),
+        Command::Catalog(args) => block_on(catalog::run(args)),
         Command::Plugin(args) => block_on(plugin::run(args)),
     };
     match result {

@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM. One file per service; the services are thin over
 //! `jobs`, `catalog` and `ops`.
 
+mod archive;
 mod backup;
 mod convert;
 mod env;
@@ -287,6 +288,10 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             ))
             .add_service(I::new(
                 pb::restore_service_server::RestoreServiceServer::new(restore::RestoreApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
+                pb::archive_service_server::ArchiveServiceServer::new(archive::ArchiveApi::new(shared.clone())),
                 auth.clone(),
             ))
             .add_service(I::new(

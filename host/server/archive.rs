@@ -1,0 +1,112 @@
+//! ArchiveService: consolidating remote chains, rebuilding the catalog.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, Shared};
+use crate::api::v1 as pb;
+
+pub struct ArchiveApi {
+    shared: Arc<Shared>,
+}
+
+impl ArchiveApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ArchiveApi { shared }
+    }
+}
+
+type ConsolidateStream = Pin<Box<dyn Stream<Item = Result<pb::ConsolidateEvent, Status>> + Send>>;
+type RebuildStream = Pin<Box<dyn Stream<Item = Result<pb::RebuildEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::archive_service_server::ArchiveService for ArchiveApi {
+    type ConsolidateArchiveStream = ConsolidateStream;
+    type RebuildCatalogStream = RebuildStream;
+
+    async fn consolidate_archive(
+        &self,
+        req: Request<pb::ConsolidateArchiveRequest>,
+    ) -> Result<Response<ConsolidateStream>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() || r.plugin.is_empty() {
+            return Err(Status::invalid_argument(
+                "the archive's name and its destination plugin are required",
+            ));
+        }
+        let jobs = self.shared.jobs.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ConsolidateEvent, Status>>(16);
+        tokio::task::spawn_blocking(move || {
+            let mut last = std::time::Instant::now();
+            let result = crate::ops::consolidate(&jobs, &r.plugin, &r.name, &mut |done, total| {
+                if last.elapsed().as_millis() >= 200 {
+                    last = std::time::Instant::now();
+                    let _ = tx.blocking_send(Ok(pb::ConsolidateEvent {
+                        progress: Some(pb::Progress {
+                            phase: pb::Phase::Uploading as i32,
+                            bytes_done: done,
+                            bytes_total: total,
+                            updated_at: Some(convert::timestamp_ms(crate::catalog::now_ms())),
+                            ..pb::Progress::default()
+                        }),
+                        result: None,
+                    }));
+                }
+            });
+            let last = result
+                .map(|c| pb::ConsolidateEvent {
+                    progress: None,
+                    result: Some(pb::ConsolidateResult {
+                        objects_before: c.objects_before,
+                        bytes_before: c.bytes_before,
+                        images_kept: c.images_kept,
+                        images_dropped: c.images_dropped,
+                        bytes_after: c.bytes_after,
+                        key: c.key,
+                    }),
+                })
+                .map_err(convert::status);
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn rebuild_catalog(
+        &self,
+        req: Request<pb::RebuildCatalogRequest>,
+    ) -> Result<Response<RebuildStream>, Status> {
+        let r = req.into_inner();
+        if r.plugins.is_empty() && r.archives.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the destination plugins (--plugin) or local archives (--archive) to rebuild from",
+            ));
+        }
+        let jobs = self.shared.jobs.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::RebuildEvent, Status>>(16);
+        tokio::task::spawn_blocking(move || {
+            let result = crate::ops::rebuild_catalog(&jobs, &r.plugins, &r.archives, &mut |what| {
+                let _ = tx.blocking_send(Ok(pb::RebuildEvent {
+                    reading: what.to_string(),
+                    result: None,
+                }));
+            });
+            let last = result
+                .map(|r| pb::RebuildEvent {
+                    reading: String::new(),
+                    result: Some(pb::RebuildResult {
+                        archives: r.archives,
+                        objects: r.objects,
+                        snapshots: r.snapshots,
+                        added: r.added,
+                        skipped: r.skipped,
+                    }),
+                })
+                .map_err(convert::status);
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
