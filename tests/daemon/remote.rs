@@ -1,0 +1,375 @@
+//! Issue 10: `wimguard backup --destination NAME --plugin s3-upload` through
+//! the real daemon, the bundled wasm plugin, a real S3 server (s3s-fs,
+//! checking SigV4) and a fault-injecting proxy between them that counts
+//! every exchange. Remote archives are chains of WIM objects: the tests
+//! check what is stored (object by object), restore whole and one file
+//! (within a request and byte budget), hand the objects to plain wimlib,
+//! delete and consolidate, rebuild a lost catalog, and survive faults.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::faulty_proxy::{Fault, FaultyProxy, Rule};
+use crate::common::s3::{S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
+use crate::common::{self, Rng};
+use crate::harness::*;
+
+const PREFIX: &str = "wg";
+
+/// A server whose `s3-upload` plugin stores into `s3` through `proxy`.
+struct Remote {
+    env: Env,
+    s3: S3Server,
+    proxy: FaultyProxy,
+    server: Option<Server>,
+}
+
+fn plugin_config(endpoint: &str, allowed: &str, secret_var: &str) -> String {
+    format!(
+        "appSecret: remote-test-secret\nplugins:\n  s3-upload:\n    settings: {{ endpoint: \"{endpoint}\", bucket: \
+         \"{BUCKET}\", region: \"us-east-1\", prefix: \"{PREFIX}\", pathStyle: \"true\" }}\n    secrets: {{ \
+         accessKeyId: WG_TEST_S3_KEY, secretAccessKey: {secret_var} }}\n    allowedHosts: [\"{allowed}\"]\n    \
+         limits: {{ callTimeoutSeconds: 120 }}\n"
+    )
+}
+
+const S3_ENV: [(&str, &str); 3] = [
+    ("WG_TEST_S3_KEY", ACCESS_KEY),
+    ("WG_TEST_S3_SECRET", SECRET_KEY),
+    ("WG_TEST_S3_WRONG", "not-the-secret"),
+];
+
+impl Remote {
+    fn start() -> Remote {
+        Self::start_with_secret("WG_TEST_S3_SECRET")
+    }
+
+    fn start_with_secret(secret_var: &str) -> Remote {
+        let env = Env::new();
+        let s3 = S3Server::start();
+        let proxy = FaultyProxy::start(s3.addr());
+        env.write_config(&plugin_config(&proxy.endpoint(), &proxy.allowed_host(), secret_var));
+        let server = Server::start_with_env(&env.home, &S3_ENV);
+        Remote {
+            env,
+            s3,
+            proxy,
+            server: Some(server),
+        }
+    }
+
+    fn home(&self) -> &Path {
+        &self.env.home
+    }
+
+    fn backup(&self, src: &Path, name: &str) -> serde_json::Value {
+        let dest = PathBuf::from(name);
+        backup(self.home(), src, &dest, &["--plugin", "s3-upload", "--compression", "xpress"])
+    }
+
+    /// Objects of archive `name`: (key relative to the prefix, size).
+    fn objects(&self, name: &str) -> Vec<(String, u64)> {
+        let lead = format!("{PREFIX}/{name}/");
+        self.s3
+            .objects()
+            .into_iter()
+            .filter_map(|(k, n)| k.strip_prefix(&lead).map(|r| (r.to_string(), n)))
+            .collect()
+    }
+}
+
+/// A source with many small files, some text, and `big` bytes of noise.
+fn source(dir: &Path, big: usize) {
+    fs::create_dir_all(dir.join("docs")).unwrap();
+    fs::create_dir_all(dir.join("data")).unwrap();
+    let mut rng = Rng::new(99);
+    for i in 0..200 {
+        fs::write(dir.join(format!("docs/note{i:03}.txt")), format!("note {i}\n").repeat(1 + i % 50)).unwrap();
+    }
+    fs::write(dir.join("docs/small.txt"), b"the one small file\n").unwrap();
+    fs::write(dir.join("data/big.bin"), rng.bytes(big)).unwrap();
+    std::os::unix::fs::symlink("docs/small.txt", dir.join("link")).unwrap();
+}
+
+fn restore_to(home: &Path, uuid: &str, target: &Path, extra: &[&str]) -> Out {
+    let mut a = vec![os("restore"), os(uuid), os("--target"), target.as_os_str()];
+    a.extend(extra.iter().map(os));
+    cli_ok(home, &a)
+}
+
+fn same_tree(expected: &common::Snapshot, dir: &Path, src: &Path, what: &str) {
+    common::assert_snapshots_equal(
+        expected,
+        &common::snapshot(dir),
+        &common::CompareOpts::full(src, dir).without_atime(),
+        what,
+    );
+}
+
+#[test]
+fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
+    let r = Remote::start();
+    let home = r.home().to_path_buf();
+    let src = r.env.path("src");
+    source(&src, 100 << 20);
+    let first = common::snapshot(&src);
+    let b1 = r.backup(&src, "nightly");
+    let u1 = uuid_of(&b1);
+    assert_eq!(b1["destination"], "s3-upload:nightly", "{b1}");
+    let objs = r.objects("nightly");
+    assert_eq!(objs.len(), 1, "{objs:?}");
+    assert_eq!(objs[0].0, "000001.wim");
+    let full = objs[0].1;
+    assert!(full > 100 << 20, "the first object holds everything: {full} bytes");
+    // Multipart: parts of 16 MiB, numbered without gaps.
+    assert!(r.proxy.count("PUT") >= 7, "{} PUTs", r.proxy.count("PUT"));
+
+    // Second backup: a few files change; the object holds just them.
+    fs::write(src.join("docs/note007.txt"), b"changed\n").unwrap();
+    fs::write(src.join("docs/new.txt"), Rng::new(5).bytes(300_000)).unwrap();
+    let second = common::snapshot(&src);
+    let b2 = r.backup(&src, "nightly");
+    let u2 = uuid_of(&b2);
+    let objs = r.objects("nightly");
+    assert_eq!(objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), ["000001.wim", "000002.wim"]);
+    let delta = objs[1].1;
+    assert!(
+        delta < 300_000 + 200_000,
+        "the delta holds {delta} bytes: only the new file, the changed one and metadata belong there"
+    );
+    assert!(b2["files_unchanged"].as_u64().unwrap() > 150, "{b2}");
+
+    // Whole restores, exact.
+    for (u, want, name) in [(&u1, &first, "first"), (&u2, &second, "second")] {
+        let out = r.env.path(&format!("restore-{name}"));
+        restore_to(&home, u, &out, &[]);
+        same_tree(want, &out, &src, &format!("restore of the {name} remote snapshot"));
+    }
+
+    // One small file from the >100 MiB archive: few GETs, few bytes.
+    r.proxy.reset_counts();
+    let one = r.env.path("one");
+    restore_to(&home, &u2, &one, &["--path", "docs/small.txt"]);
+    assert_eq!(fs::read(one.join("docs/small.txt")).unwrap(), b"the one small file\n");
+    let gets = r.proxy.count("GET");
+    let bytes = r.proxy.response_body_bytes("GET");
+    assert!(gets <= 6, "{gets} GETs for one small file");
+    assert!(
+        bytes * 50 < full + delta,
+        "{bytes} bytes fetched for one small file of a {} byte archive (budget 2 %)",
+        full + delta
+    );
+    eprintln!("one-file restore: {gets} GETs, {bytes} bytes of {} ({:.3} %)", full + delta, bytes as f64 * 100.0 / (full + delta) as f64);
+
+    // Browse, diff, verify work on remote snapshots.
+    let b = cli_json(&home, &[os("snapshots"), os("browse"), os(&u2), os("docs")]);
+    assert!(b.to_string().contains("new.txt"), "{b}");
+    let d = cli_json(&home, &[os("snapshots"), os("diff"), os(&u1), os(&u2)]);
+    assert_eq!((d["added"].as_u64(), d["modified"].as_u64()), (Some(1), Some(1)), "{d}");
+    cli_ok(&home, &[os("snapshots"), os("verify"), os(&u2)]);
+    cli_ok(&home, &[os("stats")]);
+
+    // Plain wimlib, with the objects downloaded: apply the newest with the rest as --ref.
+    common::ensure_wimlib();
+    let dl = r.env.path("download");
+    fs::create_dir_all(&dl).unwrap();
+    for (k, _) in r.objects("nightly") {
+        fs::copy(r.s3.object_path(&format!("{PREFIX}/nightly/{k}")), dl.join(&k)).unwrap();
+    }
+    let out = r.env.path("by-wimlib");
+    let refs = format!("--ref={}/*.wim", dl.display());
+    common::wimlib(&[
+        os("apply"),
+        dl.join("000002.wim").as_os_str(),
+        os("1"),
+        out.as_os_str(),
+        os(&refs),
+        os("--unix-data"),
+    ]);
+    same_tree(&second, &out, &src, "wimlib apply of the downloaded chain");
+
+    // Delete the first snapshot: a marker, no bytes reclaimed yet; the second still restores.
+    cli_ok(&home, &[os("backups"), os("delete"), os(&u1)]);
+    assert!(r.s3.object(&format!("{PREFIX}/nightly/removed/{u1}")).is_some(), "no removal marker");
+    cli_code(&home, &[os("restore"), os(&u1), os("--target"), r.env.path("gone").as_os_str()], 4);
+    // Consolidate: one full object of what is kept, the old chain gone.
+    let c = cli_json(
+        &home,
+        &[os("archive"), os("consolidate"), os("nightly"), os("--plugin"), os("s3-upload")],
+    );
+    assert_eq!((c["images_kept"].as_u64(), c["images_dropped"].as_u64()), (Some(1), Some(1)), "{c}");
+    let objs = r.objects("nightly");
+    assert_eq!(objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), ["000003.wim"], "{objs:?}");
+    assert!(objs[0].1 < full, "nothing reclaimed: {} vs {full}", objs[0].1);
+    let out = r.env.path("after-consolidation");
+    restore_to(&home, &u2, &out, &[]);
+    same_tree(&second, &out, &src, "restore after consolidation");
+    let one_obj = r.s3.object_path(&format!("{PREFIX}/nightly/000003.wim"));
+    common::wimlib_verify(&one_obj, false);
+    // A later backup is a delta of the consolidated chain.
+    fs::write(src.join("docs/after.txt"), b"after consolidation\n").unwrap();
+    r.backup(&src, "nightly");
+    assert_eq!(r.objects("nightly").len(), 2);
+    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+}
+
+#[test]
+fn a_lost_catalog_is_rebuilt_from_the_bucket_and_from_local_archives() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 2 << 20);
+    let u1 = uuid_of(&r.backup(&src, "home-dir"));
+    fs::write(src.join("docs/later.txt"), b"later\n").unwrap();
+    let want = common::snapshot(&src);
+    let u2 = uuid_of(&r.backup(&src, "home-dir"));
+    let local = r.env.path("local.wim");
+    let u3 = uuid_of(&backup(r.home(), &src, &local, &[]));
+    let mut r = r;
+    r.server.take().unwrap().stop();
+
+    // A fresh home with only the config (plugin settings and secrets).
+    let fresh = r.env.path("fresh-home");
+    fs::create_dir_all(&fresh).unwrap();
+    fs::copy(r.home().join("config.yaml"), fresh.join("config.yaml")).unwrap();
+    let server = Server::start_with_env(&fresh, &S3_ENV);
+    assert!(list(&fresh).is_empty());
+    let out = cli_json(&fresh, &[os("catalog"), os("rebuild"), os("--plugin"), os("s3-upload")]);
+    assert_eq!((out["snapshots"].as_u64(), out["added"].as_u64()), (Some(2), Some(2)), "{out}");
+    let out = cli_json(&fresh, &[os("catalog"), os("rebuild"), os("--archive"), local.as_os_str()]);
+    assert_eq!(out["added"].as_u64(), Some(1), "{out}");
+    let listed = list(&fresh);
+    for u in [&u1, &u2, &u3] {
+        let b = listed.iter().find(|b| b["uuid"] == u.as_str()).unwrap_or_else(|| panic!("{u} not rebuilt"));
+        assert_eq!(b["status"], "succeeded");
+        assert_eq!(b["source"], src.display().to_string());
+    }
+    let out = r.env.path("recovered");
+    restore_to(&fresh, &u2, &out, &[]);
+    same_tree(&want, &out, &src, "restore through a rebuilt catalog");
+    // Rebuilding again adds nothing.
+    let again = cli_json(&fresh, &[os("catalog"), os("rebuild"), os("--plugin"), os("s3-upload")]);
+    assert_eq!(again["added"].as_u64(), Some(0), "{again}");
+    // And the chain goes on from where it was.
+    fs::write(src.join("docs/even-later.txt"), b"x\n").unwrap();
+    let b = backup(&fresh, &src, Path::new("home-dir"), &["--plugin", "s3-upload"]);
+    assert_eq!(b["status"], "succeeded");
+    assert_eq!(r.objects("home-dir").len(), 3);
+    server.stop();
+}
+
+#[test]
+fn refused_credentials_missing_buckets_and_local_looking_names_fail_clearly() {
+    let r = Remote::start_with_secret("WG_TEST_S3_WRONG");
+    let src = r.env.path("src");
+    source(&src, 1000);
+    let out = backup_out(r.home(), &src, Path::new("nightly"), &["--plugin", "s3-upload"]);
+    assert!(!out.ok(), "{}", out.describe());
+    let text = out.combined();
+    assert!(
+        text.contains("credentials") && text.contains(BUCKET) && text.contains(&r.proxy.endpoint()),
+        "the message should say the credentials were refused and name endpoint and bucket:\n{text}"
+    );
+    assert!(list(r.home()).iter().all(|b| b["status"] != "succeeded"));
+    assert!(r.objects("nightly").is_empty());
+    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+
+    // A path where a remote archive's name belongs.
+    let out = cli_code(
+        r.home(),
+        &[
+            os("backup"),
+            os("--source"),
+            src.as_os_str(),
+            os("--destination"),
+            os("/tmp/x.wim"),
+            os("--plugin"),
+            os("s3-upload"),
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("looks like a local path"), "{}", out.describe());
+
+    // A bucket that does not exist.
+    let env = Env::new();
+    let s3 = S3Server::start_empty();
+    env.write_config(&plugin_config(&s3.endpoint(), &s3.allowed_host(), "WG_TEST_S3_SECRET"));
+    let _server = Server::start_with_env(&env.home, &S3_ENV);
+    let out = backup_out(&env.home, &src, Path::new("nightly"), &["--plugin", "s3-upload"]);
+    assert!(!out.ok());
+    assert!(out.combined().contains(BUCKET), "{}", out.describe());
+}
+
+#[test]
+fn transient_faults_are_retried_and_persistent_ones_fail_without_a_trace() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 40 << 20);
+    r.proxy.inject(Rule::new(Fault::SlowDown).method("PUT").times(3));
+    r.proxy.inject(Rule::new(Fault::Reset).method("PUT").times(2));
+    r.proxy.inject(Rule::new(Fault::ErrorIn200).method("POST").target_contains("uploadId").times(1));
+    let want = common::snapshot(&src);
+    let u = uuid_of(&r.backup(&src, "flaky"));
+    let out = r.env.path("out");
+    restore_to(r.home(), &u, &out, &[]);
+    same_tree(&want, &out, &src, "restore after retried faults");
+
+    // A store that keeps failing: the backup fails, nothing is recorded,
+    // and the multipart upload is aborted.
+    fs::write(src.join("docs/more.txt"), Rng::new(8).bytes(20 << 20)).unwrap();
+    r.proxy.inject(Rule::new(Fault::SlowDown).method("PUT").times(100_000));
+    let out = backup_out(r.home(), &src, Path::new("flaky"), &["--plugin", "s3-upload", "--compression", "xpress"]);
+    assert!(!out.ok(), "{}", out.describe());
+    r.proxy.clear_rules();
+    let failed = last_json(&out);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(r.objects("flaky").len(), 1, "{:?}", r.objects("flaky"));
+    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+    // The next backup works and the first snapshot is intact.
+    r.backup(&src, "flaky");
+    let out = r.env.path("out-again");
+    restore_to(r.home(), &u, &out, &[]);
+    same_tree(&want, &out, &src, "the first snapshot after a failed one");
+}
+
+#[test]
+fn kill_9_during_an_upload_aborts_it_at_the_next_start() {
+    let mut r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 1 << 20);
+    let want = common::snapshot(&src);
+    let u = uuid_of(&r.backup(&src, "crashy"));
+    fs::write(src.join("data/huge.bin"), Rng::new(3).bytes(120 << 20)).unwrap();
+    // Slow the upload down so the kill lands in the middle of it.
+    r.proxy.inject(Rule::new(Fault::Stall(Duration::from_secs(30))).method("PUT").times(1000));
+    let dest = PathBuf::from("crashy");
+    let bg = BgCli::spawn(r.home(), &backup_args(&src, &dest, &["--plugin", "s3-upload", "--compression", "none"]));
+    let start = Instant::now();
+    while r.proxy.count("PUT") < 1 || r.proxy.count("POST") < 1 {
+        assert!(start.elapsed() < Duration::from_secs(120), "the upload never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.server.take().unwrap().kill9();
+    drop(bg);
+    r.proxy.clear_rules();
+    let server = Server::start_with_env(r.home(), &S3_ENV);
+    let start = Instant::now();
+    while !r.s3.pending_upload_files().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the interrupted upload was not aborted: {:?}",
+            r.s3.pending_upload_files()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let statuses = counts_by_status(&list(r.home()));
+    assert_eq!(statuses.get("interrupted"), Some(&1), "{statuses:?}");
+    assert_eq!(r.objects("crashy").len(), 1, "{:?}", r.objects("crashy"));
+    let out = r.env.path("out");
+    restore_to(r.home(), &u, &out, &[]);
+    same_tree(&want, &out, &src, "the earlier snapshot after a kill -9 mid-upload");
+    // And the chain continues.
+    fs::remove_file(src.join("data/huge.bin")).unwrap();
+    r.backup(&src, "crashy");
+    server.stop();
+}
