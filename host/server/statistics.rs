@@ -74,6 +74,18 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
                 st.archive_bytes += m.len();
             }
         }
+        // Remote archives: what their objects take in the store.
+        for a in cat.remote_archives().map_err(internal)? {
+            let objects = cat.remote_objects(&a).map_err(internal)?;
+            let stored: Vec<_> = objects
+                .iter()
+                .filter(|o| o.state != crate::catalog::remote::ObjectState::Uploading)
+                .collect();
+            if !stored.is_empty() {
+                st.archives += 1;
+                st.archive_bytes += stored.iter().map(|o| o.size).sum::<u64>();
+            }
+        }
         st.sources = sources.into_values().collect();
         Ok(Response::new(st))
     }
