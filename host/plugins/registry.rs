@@ -55,6 +55,10 @@ pub fn bundled_plugins() -> &'static [BundledPlugin] {
             name: "webhook",
             bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_webhook.wasm")),
         },
+        BundledPlugin {
+            name: "s3-upload",
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_s3_upload.wasm")),
+        },
     ]
 }
 
