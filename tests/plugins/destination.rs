@@ -728,3 +728,29 @@ fn destination_the_registry_hands_out_the_bundled_plugin() {
         matches!(err(registry.destination("s3-upload")), CoreError::FailedPrecondition(m) if m.contains("disabled"))
     );
 }
+
+#[test]
+fn destination_16_mib_parts_fit_in_24_mib_of_plugin_memory() {
+    // The daemon uploads parts of 16 MiB and more: the plugin holds a part
+    // once (no copies of it), so 16 MiB parts fit in 24 MiB of memory
+    // (20 MiB is enough today; 4 MiB is not: the limit is real).
+    let s3 = S3Server::start();
+    let mut dest = Dest::direct(&s3);
+    dest.limits.memory_bytes = 24 * MIB;
+    let d = dest.build();
+    let (p1, p2) = (bytes(16 * MIB, 41), bytes(16 * MIB, 42));
+    let token = d.begin_upload("big/000001.wim", None).unwrap();
+    let started = Instant::now();
+    let r2 = d.upload_part(&token, 2, &p2).unwrap();
+    let r1 = d.upload_part(&token, 1, &p1).unwrap();
+    let r1_again = d.upload_part(&token, 1, &p1).unwrap();
+    assert_eq!(r1, r1_again);
+    eprintln!("three 16 MiB parts uploaded in {:?}", started.elapsed());
+    let info = d.finish_upload(&token, &[r1, r2]).unwrap();
+    assert_eq!(info.size, 32 * MIB as u64);
+    assert!(s3.object("backups/big/000001.wim").unwrap() == [p1, p2].concat());
+    // A single request of 16 MiB too.
+    let one = bytes(16 * MIB, 43);
+    put(&d, "big/000002.wim", &one);
+    assert_eq!(d.read("big/000002.wim", 0, 16 * MIB as u32).unwrap(), one);
+}

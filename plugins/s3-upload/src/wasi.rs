@@ -166,7 +166,7 @@ fn send(r: &Request<'_>) -> Result<Response, TransportError> {
         sent?;
     }
     let status = response.status();
-    let headers = response
+    let headers: Vec<(String, String)> = response
         .headers()
         .entries()
         .into_iter()
@@ -179,6 +179,15 @@ fn send(r: &Request<'_>) -> Result<Response, TransportError> {
         } else {
             r.max_response.max(ERROR_BODY)
         };
+        // One allocation of the announced size: growing a Vec by doubling
+        // would need 1.5 times a large body (and the memory limit is tight).
+        let announced = headers
+            .iter()
+            .find(|(k, _): &&(String, String)| k == "content-length")
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        if let Some(n) = announced {
+            body.reserve_exact(n.min(limit));
+        }
         let incoming = response
             .consume()
             .map_err(|()| retry("the answer's body is unavailable"))?;
