@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The bundled plugin crates and the component each one produces.
-const BUNDLED: [(&str, &str); 3] = [
+const BUNDLED: [(&str, &str); 4] = [
     ("plugins/xpress-plugin", "wimguard_xpress_plugin.wasm"),
     ("plugins/lzx-plugin", "wimguard_lzx_plugin.wasm"),
     ("plugins/webhook", "wimguard_webhook.wasm"),
+    ("plugins/s3-upload", "wimguard_s3_upload.wasm"),
 ];
 
 /// Builds the bundled plugins for wasm32-wasip2 (release: they are the

@@ -18,6 +18,8 @@ mod fixtures;
 
 #[path = "plugins/codecs.rs"]
 mod codecs;
+#[path = "plugins/destination.rs"]
+mod destination;
 #[path = "plugins/hooks.rs"]
 mod hooks;
 #[path = "plugins/registry.rs"]

@@ -19,7 +19,7 @@ use super::host::bindings::wimguard::plugin::types;
 use super::host::hook_bindings::exports::wimguard::plugin::hook as wit;
 use super::host::hook_bindings::{HookPlugin, HookPluginPre};
 use super::host::{
-    call_error, hook_linker, host_info, new_store, run_bounded, yield_at_every_tick, PluginError, PluginLimits,
+    call_error, host_info, linked_pre, new_store, run_bounded, yield_at_every_tick, PluginError, PluginLimits,
     PluginSettings, Stopped,
 };
 use super::http::{HostPattern, HttpPolicy};
@@ -123,14 +123,7 @@ impl WasmHook {
         allowed: Vec<HostPattern>,
         allow_private: bool,
     ) -> Result<WasmHook, PluginError> {
-        let wrong = |reason: String| PluginError::WrongWorld {
-            plugin: name.to_string(),
-            reason,
-        };
-        super::host::check_imports(component, "hook", name)?;
-        let linker = hook_linker(component).map_err(|e| wrong(format!("host linker: {e:#}")))?;
-        let pre = linker.instantiate_pre(component).map_err(|e| wrong(format!("{e:#}")))?;
-        let pre = HookPluginPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
+        let pre = linked_pre(component, "hook", name, HookPluginPre::new)?;
         Ok(WasmHook {
             pre,
             name: name.into(),

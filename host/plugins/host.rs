@@ -43,6 +43,22 @@ pub(crate) mod hook_bindings {
     });
 }
 
+/// Bindings for the destination world: async like hooks (uploads wait on
+/// the network inside the host), sharing the host interfaces of [`bindings`].
+pub(crate) mod destination_bindings {
+    wasmtime::component::bindgen!({
+        path: "sdk/wit",
+        world: "destination-plugin",
+        exports: { default: async },
+        with: {
+            "wimguard:plugin/types": super::bindings::wimguard::plugin::types,
+            "wimguard:plugin/log": super::bindings::wimguard::plugin::log,
+            "wimguard:plugin/config": super::bindings::wimguard::plugin::config,
+            "wimguard:plugin/progress": super::bindings::wimguard::plugin::progress,
+        },
+    });
+}
+
 use bindings::wimguard::plugin::{config, log, progress, types};
 
 /// The contract major version this host speaks.
@@ -60,6 +76,19 @@ pub(crate) fn host_info() -> types::HostInfo {
         },
         extras: Vec::new(),
     }
+}
+
+/// The well-known `host-info` extras key that tells a plugin the time limit
+/// of each of its calls, in milliseconds (sent to destination plugins, so
+/// that their retries stop in time; see `sdk/wit/types.wit`).
+pub const CALL_TIMEOUT_EXTRA: &str = "call-timeout-ms";
+
+/// [`host_info`] with the call time limit in its extras.
+pub(crate) fn host_info_with_limit(limit: Duration) -> types::HostInfo {
+    let mut info = host_info();
+    info.extras
+        .push((CALL_TIMEOUT_EXTRA.to_string(), limit.as_millis().to_string()));
+    info
 }
 
 /// A plugin name: lowercase `[a-z0-9-]`, 1..=64 bytes.
@@ -420,9 +449,9 @@ impl config::Host for HostState {
 }
 
 impl progress::Host for HostState {
-    /// Codec and hook calls are short and the job counts its own bytes, so
-    /// their reports only reach the debug log (destination uploads will feed
-    /// the job's progress).
+    /// Codec and hook calls are short, and the caller of a destination
+    /// counts the bytes it hands over itself, so reports only reach the
+    /// debug log.
     fn report(&mut self, bytes: u64, items: u64) {
         tracing::debug!(target: "wimguard::plugin", plugin = &*self.plugin, bytes, items, "progress");
     }
@@ -526,7 +555,8 @@ pub(crate) fn codec_linker(component: &Component) -> Result<Linker<HostState>, w
     Ok(linker)
 }
 
-/// The linker for hook (and later destination) plugins: the WASI base plus
+/// The linker for hook and destination plugins (their worlds import the
+/// same host interfaces): the WASI base plus
 /// clocks, random and `wasi:http` (every request checked against the
 /// plugin's allow-list); never filesystem or sockets.
 ///
@@ -554,6 +584,26 @@ pub(crate) fn hook_linker(component: &Component) -> Result<Linker<HostState>, wa
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
     hook_bindings::HookPlugin::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s)?;
     Ok(linker)
+}
+
+/// Links a hook or destination `component` (its imports checked against
+/// what `kind` is granted) and makes its world's typed `InstancePre` with
+/// `typed` (`HookPluginPre::new`, `DestinationPluginPre::new`). Errors name
+/// the plugin.
+pub(crate) fn linked_pre<P>(
+    component: &Component,
+    kind: &str,
+    name: &str,
+    typed: impl FnOnce(wasmtime::component::InstancePre<HostState>) -> wasmtime::Result<P>,
+) -> Result<P, PluginError> {
+    let wrong = |reason: String| PluginError::WrongWorld {
+        plugin: name.to_string(),
+        reason,
+    };
+    check_imports(component, kind, name)?;
+    let linker = hook_linker(component).map_err(|e| wrong(format!("host linker: {e:#}")))?;
+    let pre = linker.instantiate_pre(component).map_err(|e| wrong(format!("{e:#}")))?;
+    typed(pre).map_err(|e| wrong(format!("{e:#}")))
 }
 
 /// Why [`run_bounded`] gave up on a call.

@@ -4,7 +4,7 @@
 //!   load plugins for the stages that use them.
 //! * The wasm runtime (wasmtime): codec plugins become [`WasmCodec`]s, which
 //!   implement the native [`wimguard_sdk::Codec`] trait; hook plugins become
-//!   [`WasmHook`]s.
+//!   [`WasmHook`]s; destination plugins become [`WasmDestination`]s.
 //! * The native runtime ([`NativeCodec`], libloading): trusted codec
 //!   libraries built with the SDK's `native` feature.
 //!
@@ -20,11 +20,12 @@
 //! * every call runs under a memory limit (counted over all of an
 //!   instance's memories) and a time limit ([`PluginLimits`]), checked at
 //!   every epoch tick, where a codec call also stops once its backup is
-//!   cancelled; hook calls run under a wall-clock limit that also stops a
-//!   guest waiting inside the host; after any trap the instance is thrown
-//!   away;
+//!   cancelled; hook and destination calls run under a wall-clock limit
+//!   that also stops a guest waiting inside the host; after any trap the
+//!   instance is thrown away;
 //! * WASI: codecs get only io streams and empty cli interfaces (stdout and
-//!   stderr go to `tracing`, tagged with the plugin's name); hooks also get
+//!   stderr go to `tracing`, tagged with the plugin's name); hooks and
+//!   destinations also get
 //!   clocks, random and `wasi:http`, every request checked against the
 //!   plugin's `allowedHosts` ([`http`]). A component importing anything
 //!   else (filesystem, sockets, or for a codec clocks, random, http) is
@@ -33,6 +34,7 @@
 
 mod codec;
 pub mod compile;
+pub mod destination;
 mod hook;
 mod host;
 pub mod http;
@@ -40,6 +42,7 @@ pub mod native;
 pub mod registry;
 
 pub use codec::{WasmCodec, WasmCompressor, WasmDecompressor};
+pub use destination::{DestinationError, ObjectInfo, WasmDestination};
 pub use hook::{HookEvent, HookVerdict, WasmHook};
 pub use host::{
     compile_component, engine, plain_settings, sha256_hex, valid_name, PluginError, PluginLimits, PluginSettings,

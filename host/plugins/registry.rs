@@ -25,7 +25,7 @@ use super::host::{
 };
 pub use super::host::{API_MAJOR, API_MINOR};
 use super::http::{HostPattern, HttpPolicy};
-use super::{NativeCodec, WasmCodec, WasmHook};
+use super::{NativeCodec, WasmCodec, WasmDestination, WasmHook};
 use crate::catalog::{now_ms, Catalog, PluginRecord};
 use crate::config::{FailurePolicy, PluginConfig, PluginInstallConfig};
 use crate::jobs::CoreError;
@@ -54,6 +54,10 @@ pub fn bundled_plugins() -> &'static [BundledPlugin] {
         BundledPlugin {
             name: "webhook",
             bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_webhook.wasm")),
+        },
+        BundledPlugin {
+            name: "s3-upload",
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/bundled/wimguard_s3_upload.wasm")),
         },
     ]
 }
@@ -266,6 +270,9 @@ pub struct PluginRegistry {
     /// Hook plugins ready to instantiate (their linked `InstancePre`), by
     /// name and sha256.
     hooks: Mutex<HashMap<(String, String), WasmHook>>,
+    /// Destination plugins ready to call (with their pools of instances),
+    /// by name and sha256.
+    destinations: Mutex<HashMap<(String, String), WasmDestination>>,
     /// Serialises changes to the store and the registrations (install,
     /// remove), so concurrent requests cannot interleave their checks.
     changes: Mutex<()>,
@@ -308,6 +315,7 @@ impl PluginRegistry {
             codecs: Mutex::default(),
             components: Mutex::default(),
             hooks: Mutex::default(),
+            destinations: Mutex::default(),
             changes: Mutex::default(),
         })
     }
@@ -616,6 +624,10 @@ impl PluginRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(_, sha), _| *sha != rec.sha256);
+        self.destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, sha), _| *sha != rec.sha256);
         Ok(())
     }
 
@@ -902,6 +914,41 @@ impl PluginRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, hook.clone());
         Ok((hook, policy))
+    }
+}
+
+impl PluginRegistry {
+    /// An enabled destination plugin, ready to call (its first call makes
+    /// an instance and runs `init`). The handle is kept, so its instances
+    /// are reused across uploads. Errors: `NotFound` (not installed),
+    /// `FailedPrecondition` (disabled, or its file or settings are unusable),
+    /// `InvalidArgument` (not a destination plugin).
+    pub fn destination(&self, name: &str) -> Result<WasmDestination, CoreError> {
+        let rec = self.enabled(name, "destination")?;
+        if rec.runtime != "wasm" {
+            return Err(CoreError::InvalidArgument(format!(
+                "destination plugin `{name}` is native; destinations run only as wasm components"
+            )));
+        }
+        // Checks the file even when the destination is at hand.
+        let component = self.component(&rec)?;
+        let key = (rec.name.clone(), rec.sha256.clone());
+        if let Some(d) = self.destinations.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(d.clone());
+        }
+        let cfg = self.config_of(name);
+        let destination = WasmDestination::new(
+            &component,
+            name,
+            self.settings(name, &cfg)?,
+            Self::limits(&cfg, super::destination::DEFAULT_CALL_TIMEOUT),
+            Self::allowed_hosts(name, &cfg)?,
+            cfg.allow_private,
+        )
+        .map_err(load_error)?;
+        let mut cache = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        // Two first uses at once: keep the first, so they share instances.
+        Ok(cache.entry(key).or_insert(destination).clone())
     }
 }
 

@@ -154,7 +154,10 @@ pub struct ListPage {
 
 /// A storage destination plugin (world `destination-plugin`). All upload
 /// state must live in the token and receipts: any instance may continue an
-/// upload another one began.
+/// upload another one began. The semantics the daemon relies on (relative
+/// keys, uploads that never replace an object, the single-request mode of
+/// a size hint, parts in any order and again, repeatable calls) are in the
+/// doc comments of `sdk/wit/destination.wit` and in `sdk/README.md`.
 pub trait DestinationPlugin: Plugin {
     fn begin_upload(&mut self, key: &str, size_hint: Option<u64>) -> Result<String, DestinationError>;
     fn upload_part(&mut self, token: &str, part_number: u32, data: Vec<u8>) -> Result<String, DestinationError>;

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
+/// A fault-injecting HTTP proxy for destination tests.
+pub mod faulty_proxy;
+/// A real S3 server (s3s-fs) for destination tests.
+pub mod s3;
+
 /// Default timeout for ordinary tool invocations.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Timeout for commands fed with bad input: they must finish quickly.

@@ -21,7 +21,7 @@ fn bundled_plugins_are_registered_on_first_start() {
     let _server = Server::start(&env.home);
     let list = plugin_list(&env.home);
     let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["lzx", "webhook", "xpress"], "{list:?}");
+    assert_eq!(names, ["lzx", "s3-upload", "webhook", "xpress"], "{list:?}");
     for p in &list {
         for key in ["name", "version", "kind", "runtime", "enabled", "sha256"] {
             assert!(!p[key].is_null(), "{key} missing in {p}");
@@ -39,7 +39,15 @@ fn bundled_plugins_are_registered_on_first_start() {
         .iter()
         .map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap()))
         .collect();
-    assert_eq!(kinds, [("lzx", "codec"), ("webhook", "hook"), ("xpress", "codec")]);
+    assert_eq!(
+        kinds,
+        [
+            ("lzx", "codec"),
+            ("s3-upload", "destination"),
+            ("webhook", "hook"),
+            ("xpress", "codec")
+        ]
+    );
     let lzx = cli_json(&env.home, &[os("plugin"), os("show"), os("lzx")]);
     assert_eq!(lzx["codec_id"], "lzx");
     // Bundled plugins can be disabled, not removed.
@@ -111,10 +119,10 @@ fn install_validates_and_the_registry_persists() {
         "{}",
         out.describe()
     );
-    assert_eq!(plugin_list(&env.home).len(), 3, "rejected files left traces");
-    // ...on disk too: only the three bundled plugins, stored and compiled.
-    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 3);
-    assert_eq!(fs::read_dir(env.home.join("plugins/cache")).unwrap().count(), 3);
+    assert_eq!(plugin_list(&env.home).len(), 4, "rejected files left traces");
+    // ...on disk too: only the four bundled plugins, stored and compiled.
+    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 4);
+    assert_eq!(fs::read_dir(env.home.join("plugins/cache")).unwrap().count(), 4);
 
     let rle = fixtures::third_party_rle();
     let p = cli_json(&env.home, &[os("plugin"), os("install"), rle.as_os_str()]);
@@ -234,7 +242,7 @@ fn a_component_too_costly_to_compile_is_refused_at_install() {
         );
         eprintln!("{name}: refused after {:?}", started.elapsed());
         // Nothing of it stays: not in the registry, the store or the cache.
-        assert_eq!(plugin_list(&env.home).len(), 3, "{name}");
+        assert_eq!(plugin_list(&env.home).len(), 4, "{name}");
         for dir in ["plugins/store", "plugins/cache"] {
             let left: Vec<_> = fs::read_dir(env.home.join(dir))
                 .unwrap()
@@ -372,8 +380,8 @@ fn uploads_that_do_not_match_what_the_client_declared_are_refused() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     });
     // Nothing of it was installed.
-    assert_eq!(plugin_list(&env.home).len(), 3);
-    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 3);
+    assert_eq!(plugin_list(&env.home).len(), 4);
+    assert_eq!(fs::read_dir(env.home.join("plugins/store")).unwrap().count(), 4);
 }
 
 #[test]
