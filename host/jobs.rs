@@ -317,6 +317,19 @@ impl Jobs {
         crate::remote::plugin_store::open(&self.plugins, plugin)
     }
 
+    /// The object store of destination plugin `plugin`, stopped by `cancel`.
+    fn object_store_cancellable(
+        &self,
+        plugin: &str,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Arc<dyn ObjectStore>, CoreError> {
+        #[cfg(test)]
+        if let Some(s) = self.test_stores.lock().unwrap().get(plugin) {
+            return Ok(s.clone());
+        }
+        crate::remote::plugin_store::open_cancellable(&self.plugins, plugin, cancel.clone())
+    }
+
     /// The destination plugin attached with `--plugin`, if any (one at most).
     fn destination_plugin(&self, spec: &BackupSpec) -> Result<Option<String>, CoreError> {
         let mut found: Option<String> = None;
@@ -815,7 +828,7 @@ impl Jobs {
         tx: &watch::Sender<JobUpdate>,
         start: Instant,
     ) -> Result<(), CoreError> {
-        let store = self.object_store(&remote.plugin)?;
+        let store = self.object_store_cancellable(&remote.plugin, cancel)?;
         let chain = crate::remote::backup::chain_codec(&self.catalog, remote)?;
         let (compression, plugin_codec, implementation) = match codec {
             CodecChoice::Standard {

@@ -1,6 +1,6 @@
 //! Uploading one object: the parts a [`WimWriter`](crate::wim::WimWriter)
 //! hands out go to the store on a worker thread (so compressing the next
-//! part overlaps sending this one), with at most one part waiting.
+//! part overlaps sending this one), one part at a time.
 //!
 //! A one-part object goes in a single request (`begin-upload` with its
 //! exact size); bigger ones as a multipart upload begun when the first part
@@ -105,7 +105,9 @@ impl ObjectUpload {
             on_token,
             on_progress,
         });
-        let (tx, rx) = sync_channel::<Part>(1);
+        // A rendezvous: the writer waits until the worker takes a part, so
+        // one part is in flight while the next is written, never more.
+        let (tx, rx) = sync_channel::<Part>(0);
         let s = shared.clone();
         let worker = std::thread::Builder::new()
             .name("upload".into())
@@ -216,12 +218,12 @@ struct PartSender {
 }
 
 impl PartUpload for PartSender {
-    fn put_part(&mut self, number: u32, data: &[u8], whole: Option<u64>) -> io::Result<()> {
+    fn put_part(&mut self, number: u32, data: Vec<u8>, whole: Option<u64>) -> io::Result<()> {
         if let Some(e) = &self.shared.state().error {
             return Err(io::Error::other(e.to_string()));
         }
         self.queue
-            .send((number, data.to_vec(), whole))
+            .send((number, data, whole))
             .map_err(|_| io::Error::other("the upload was stopped"))
     }
 }
@@ -244,7 +246,7 @@ mod tests {
             Box::new(|_| {}),
         );
         let mut p = up.parts();
-        p.put_part(1, b"hello", Some(5)).unwrap();
+        p.put_part(1, b"hello".to_vec(), Some(5)).unwrap();
         drop(p);
         let done = up.finish(1).unwrap();
         assert_eq!(done.info.size, 5);
@@ -263,10 +265,10 @@ mod tests {
             Box::new(|_| {}),
         );
         let mut p = up.parts();
-        p.put_part(2, b"BB", None).unwrap();
-        p.put_part(3, b"CC", None).unwrap();
-        p.put_part(2, b"bb", None).unwrap(); // sent again: the later bytes count
-        p.put_part(1, b"aa", None).unwrap();
+        p.put_part(2, b"BB".to_vec(), None).unwrap();
+        p.put_part(3, b"CC".to_vec(), None).unwrap();
+        p.put_part(2, b"bb".to_vec(), None).unwrap(); // sent again: the later bytes count
+        p.put_part(1, b"aa".to_vec(), None).unwrap();
         drop(p);
         let done = up.finish(2).unwrap();
         assert!(done.sha256.ends_with("-2"));
@@ -280,7 +282,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(DirStore::new(t.path()));
         let up = ObjectUpload::new(store, "a/000001.wim", Box::new(|_| {}), Box::new(|_| {}));
         let mut p = up.parts();
-        p.put_part(2, b"x", None).unwrap();
+        p.put_part(2, b"x".to_vec(), None).unwrap();
         drop(p);
         drop(up);
         assert_eq!(std::fs::read_dir(t.path().join(".uploads")).unwrap().count(), 0);

@@ -100,6 +100,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Large buffers (16 MiB upload parts, decode batches) are allocated and
+    // freed by many threads. glibc's default raises the mmap threshold to the
+    // largest block freed, after which such buffers come from per-thread
+    // arenas that keep the memory: a fixed threshold returns it at once.
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WIMGUARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(io::stderr)

@@ -69,7 +69,7 @@ impl PartSpool {
         let full = self.parts.get(&n).is_some_and(|p| p.len() as u64 == part_size(n));
         if full && !self.held(n) {
             let data = self.parts.remove(&n).expect("checked above");
-            self.upload.put_part(n, &data, None)?;
+            self.upload.put_part(n, data, None)?;
         }
         Ok(())
     }
@@ -142,7 +142,7 @@ impl PartSpool {
                 continue;
             }
             let whole = (last == 1).then_some(size);
-            self.upload.put_part(n, &data, whole)?;
+            self.upload.put_part(n, data, whole)?;
         }
         Ok((size, last))
     }
@@ -159,8 +159,8 @@ mod tests {
     struct Parts(Arc<Mutex<Received>>);
 
     impl PartUpload for Parts {
-        fn put_part(&mut self, n: u32, data: &[u8], whole: Option<u64>) -> io::Result<()> {
-            self.0.lock().unwrap().insert(n, (data.to_vec(), whole));
+        fn put_part(&mut self, n: u32, data: Vec<u8>, whole: Option<u64>) -> io::Result<()> {
+            self.0.lock().unwrap().insert(n, (data, whole));
             Ok(())
         }
     }

@@ -34,11 +34,12 @@ impl ReadAt for File {
 
 /// Receives the parts of an archive written for object storage.
 pub trait PartUpload: Send {
-    /// Stores part `number` (1-based). Parts may come in any order, and a
+    /// Stores part `number` (1-based; the bytes are handed over, not
+    /// copied). Parts may come in any order, and a
     /// number may come again (the writer went back over it): the last bytes
     /// given for a number are the ones that count. `whole` is the object's
     /// size when this part is all of it, so one request can store it.
-    fn put_part(&mut self, number: u32, data: &[u8], whole: Option<u64>) -> io::Result<()>;
+    fn put_part(&mut self, number: u32, data: Vec<u8>, whole: Option<u64>) -> io::Result<()>;
 }
 
 /// Bytes per part: 16 MiB for the first thousand parts, then growing, so

@@ -927,7 +927,7 @@ impl WimWriter {
 struct NoUpload;
 
 impl PartUpload for NoUpload {
-    fn put_part(&mut self, _: u32, _: &[u8], _: Option<u64>) -> io::Result<()> {
+    fn put_part(&mut self, _: u32, _: Vec<u8>, _: Option<u64>) -> io::Result<()> {
         Err(io::Error::other("the archive was already finished"))
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::faulty_proxy::{Fault, FaultyProxy, Rule};
 use crate::common::s3::{S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
-use crate::common::{self, Rng};
+use crate::common::{self, Out, Rng};
 use crate::harness::*;
 
 const PREFIX: &str = "wg";
@@ -65,7 +65,12 @@ impl Remote {
 
     fn backup(&self, src: &Path, name: &str) -> serde_json::Value {
         let dest = PathBuf::from(name);
-        backup(self.home(), src, &dest, &["--plugin", "s3-upload", "--compression", "xpress"])
+        backup(
+            self.home(),
+            src,
+            &dest,
+            &["--plugin", "s3-upload", "--compression", "xpress"],
+        )
     }
 
     /// Objects of archive `name`: (key relative to the prefix, size).
@@ -85,10 +90,15 @@ fn source(dir: &Path, big: usize) {
     fs::create_dir_all(dir.join("data")).unwrap();
     let mut rng = Rng::new(99);
     for i in 0..200 {
-        fs::write(dir.join(format!("docs/note{i:03}.txt")), format!("note {i}\n").repeat(1 + i % 50)).unwrap();
+        fs::write(
+            dir.join(format!("docs/note{i:03}.txt")),
+            format!("note {i}\n").repeat(1 + i % 50),
+        )
+        .unwrap();
     }
     fs::write(dir.join("docs/small.txt"), b"the one small file\n").unwrap();
     fs::write(dir.join("data/big.bin"), rng.bytes(big)).unwrap();
+    fs::write(dir.join("data/old.bin"), rng.bytes(4 << 20)).unwrap();
     std::os::unix::fs::symlink("docs/small.txt", dir.join("link")).unwrap();
 }
 
@@ -127,12 +137,16 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
 
     // Second backup: a few files change; the object holds just them.
     fs::write(src.join("docs/note007.txt"), b"changed\n").unwrap();
+    fs::remove_file(src.join("data/old.bin")).unwrap();
     fs::write(src.join("docs/new.txt"), Rng::new(5).bytes(300_000)).unwrap();
     let second = common::snapshot(&src);
     let b2 = r.backup(&src, "nightly");
     let u2 = uuid_of(&b2);
     let objs = r.objects("nightly");
-    assert_eq!(objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), ["000001.wim", "000002.wim"]);
+    assert_eq!(
+        objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        ["000001.wim", "000002.wim"]
+    );
     let delta = objs[1].1;
     assert!(
         delta < 300_000 + 200_000,
@@ -160,13 +174,18 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
         "{bytes} bytes fetched for one small file of a {} byte archive (budget 2 %)",
         full + delta
     );
-    eprintln!("one-file restore: {gets} GETs, {bytes} bytes of {} ({:.3} %)", full + delta, bytes as f64 * 100.0 / (full + delta) as f64);
+    eprintln!(
+        "one-file restore: {gets} GETs, {bytes} bytes of {} ({:.3} %)",
+        full + delta,
+        bytes as f64 * 100.0 / (full + delta) as f64
+    );
 
     // Browse, diff, verify work on remote snapshots.
     let b = cli_json(&home, &[os("snapshots"), os("browse"), os(&u2), os("docs")]);
     assert!(b.to_string().contains("new.txt"), "{b}");
     let d = cli_json(&home, &[os("snapshots"), os("diff"), os(&u1), os(&u2)]);
-    assert_eq!((d["added"].as_u64(), d["modified"].as_u64()), (Some(1), Some(1)), "{d}");
+    let counts = (d["added"].as_u64(), d["removed"].as_u64(), d["modified"].as_u64());
+    assert_eq!(counts, (Some(1), Some(1), Some(1)), "{d}");
     cli_ok(&home, &[os("snapshots"), os("verify"), os(&u2)]);
     cli_ok(&home, &[os("stats")]);
 
@@ -191,17 +210,43 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
 
     // Delete the first snapshot: a marker, no bytes reclaimed yet; the second still restores.
     cli_ok(&home, &[os("backups"), os("delete"), os(&u1)]);
-    assert!(r.s3.object(&format!("{PREFIX}/nightly/removed/{u1}")).is_some(), "no removal marker");
-    cli_code(&home, &[os("restore"), os(&u1), os("--target"), r.env.path("gone").as_os_str()], 4);
+    assert!(
+        r.s3.object(&format!("{PREFIX}/nightly/removed/{u1}")).is_some(),
+        "no removal marker"
+    );
+    cli_code(
+        &home,
+        &[os("restore"), os(&u1), os("--target"), r.env.path("gone").as_os_str()],
+        4,
+    );
     // Consolidate: one full object of what is kept, the old chain gone.
     let c = cli_json(
         &home,
-        &[os("archive"), os("consolidate"), os("nightly"), os("--plugin"), os("s3-upload")],
+        &[
+            os("archive"),
+            os("consolidate"),
+            os("nightly"),
+            os("--plugin"),
+            os("s3-upload"),
+        ],
     );
-    assert_eq!((c["images_kept"].as_u64(), c["images_dropped"].as_u64()), (Some(1), Some(1)), "{c}");
+    assert_eq!(
+        (c["images_kept"].as_u64(), c["images_dropped"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
     let objs = r.objects("nightly");
-    assert_eq!(objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), ["000003.wim"], "{objs:?}");
-    assert!(objs[0].1 < full, "nothing reclaimed: {} vs {full}", objs[0].1);
+    assert_eq!(
+        objs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        ["000003.wim"],
+        "{objs:?}"
+    );
+    // old.bin (4 MiB, only in the deleted snapshot) is gone.
+    assert!(
+        objs[0].1 + (4 << 20) < full + delta,
+        "nothing reclaimed: {} vs {full} + {delta}",
+        objs[0].1
+    );
     let out = r.env.path("after-consolidation");
     restore_to(&home, &u2, &out, &[]);
     same_tree(&second, &out, &src, "restore after consolidation");
@@ -211,7 +256,11 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
     fs::write(src.join("docs/after.txt"), b"after consolidation\n").unwrap();
     r.backup(&src, "nightly");
     assert_eq!(r.objects("nightly").len(), 2);
-    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+    assert!(
+        r.s3.pending_upload_files().is_empty(),
+        "{:?}",
+        r.s3.pending_upload_files()
+    );
 }
 
 #[test]
@@ -235,12 +284,22 @@ fn a_lost_catalog_is_rebuilt_from_the_bucket_and_from_local_archives() {
     let server = Server::start_with_env(&fresh, &S3_ENV);
     assert!(list(&fresh).is_empty());
     let out = cli_json(&fresh, &[os("catalog"), os("rebuild"), os("--plugin"), os("s3-upload")]);
-    assert_eq!((out["snapshots"].as_u64(), out["added"].as_u64()), (Some(2), Some(2)), "{out}");
-    let out = cli_json(&fresh, &[os("catalog"), os("rebuild"), os("--archive"), local.as_os_str()]);
+    assert_eq!(
+        (out["snapshots"].as_u64(), out["added"].as_u64()),
+        (Some(2), Some(2)),
+        "{out}"
+    );
+    let out = cli_json(
+        &fresh,
+        &[os("catalog"), os("rebuild"), os("--archive"), local.as_os_str()],
+    );
     assert_eq!(out["added"].as_u64(), Some(1), "{out}");
     let listed = list(&fresh);
     for u in [&u1, &u2, &u3] {
-        let b = listed.iter().find(|b| b["uuid"] == u.as_str()).unwrap_or_else(|| panic!("{u} not rebuilt"));
+        let b = listed
+            .iter()
+            .find(|b| b["uuid"] == u.as_str())
+            .unwrap_or_else(|| panic!("{u} not rebuilt"));
         assert_eq!(b["status"], "succeeded");
         assert_eq!(b["source"], src.display().to_string());
     }
@@ -272,7 +331,11 @@ fn refused_credentials_missing_buckets_and_local_looking_names_fail_clearly() {
     );
     assert!(list(r.home()).iter().all(|b| b["status"] != "succeeded"));
     assert!(r.objects("nightly").is_empty());
-    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+    assert!(
+        r.s3.pending_upload_files().is_empty(),
+        "{:?}",
+        r.s3.pending_upload_files()
+    );
 
     // A path where a remote archive's name belongs.
     let out = cli_code(
@@ -307,7 +370,12 @@ fn transient_faults_are_retried_and_persistent_ones_fail_without_a_trace() {
     source(&src, 40 << 20);
     r.proxy.inject(Rule::new(Fault::SlowDown).method("PUT").times(3));
     r.proxy.inject(Rule::new(Fault::Reset).method("PUT").times(2));
-    r.proxy.inject(Rule::new(Fault::ErrorIn200).method("POST").target_contains("uploadId").times(1));
+    r.proxy.inject(
+        Rule::new(Fault::ErrorIn200)
+            .method("POST")
+            .target_contains("uploadId")
+            .times(1),
+    );
     let want = common::snapshot(&src);
     let u = uuid_of(&r.backup(&src, "flaky"));
     let out = r.env.path("out");
@@ -318,13 +386,22 @@ fn transient_faults_are_retried_and_persistent_ones_fail_without_a_trace() {
     // and the multipart upload is aborted.
     fs::write(src.join("docs/more.txt"), Rng::new(8).bytes(20 << 20)).unwrap();
     r.proxy.inject(Rule::new(Fault::SlowDown).method("PUT").times(100_000));
-    let out = backup_out(r.home(), &src, Path::new("flaky"), &["--plugin", "s3-upload", "--compression", "xpress"]);
+    let out = backup_out(
+        r.home(),
+        &src,
+        Path::new("flaky"),
+        &["--plugin", "s3-upload", "--compression", "xpress"],
+    );
     assert!(!out.ok(), "{}", out.describe());
     r.proxy.clear_rules();
     let failed = last_json(&out);
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(r.objects("flaky").len(), 1, "{:?}", r.objects("flaky"));
-    assert!(r.s3.pending_upload_files().is_empty(), "{:?}", r.s3.pending_upload_files());
+    assert!(
+        r.s3.pending_upload_files().is_empty(),
+        "{:?}",
+        r.s3.pending_upload_files()
+    );
     // The next backup works and the first snapshot is intact.
     r.backup(&src, "flaky");
     let out = r.env.path("out-again");
@@ -341,12 +418,21 @@ fn kill_9_during_an_upload_aborts_it_at_the_next_start() {
     let u = uuid_of(&r.backup(&src, "crashy"));
     fs::write(src.join("data/huge.bin"), Rng::new(3).bytes(120 << 20)).unwrap();
     // Slow the upload down so the kill lands in the middle of it.
-    r.proxy.inject(Rule::new(Fault::Stall(Duration::from_secs(30))).method("PUT").times(1000));
+    r.proxy.inject(
+        Rule::new(Fault::Stall(Duration::from_secs(30)))
+            .method("PUT")
+            .times(1000),
+    );
     let dest = PathBuf::from("crashy");
-    let bg = BgCli::spawn(r.home(), &backup_args(&src, &dest, &["--plugin", "s3-upload", "--compression", "none"]));
+    let bg = BgCli::spawn(r.home(), &backup_args(&src, &dest, &["--plugin", "s3-upload"]));
     let start = Instant::now();
-    while r.proxy.count("PUT") < 1 || r.proxy.count("POST") < 1 {
-        assert!(start.elapsed() < Duration::from_secs(120), "the upload never started");
+    while r.proxy.count("POST") < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the upload never started: {:?}\n{}",
+            r.proxy.exchanges(),
+            r.server.as_ref().unwrap().log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     r.server.take().unwrap().kill9();
@@ -372,4 +458,26 @@ fn kill_9_during_an_upload_aborts_it_at_the_next_start() {
     fs::remove_file(src.join("data/huge.bin")).unwrap();
     r.backup(&src, "crashy");
     server.stop();
+}
+
+#[test]
+fn uploading_a_1_gib_source_keeps_the_server_under_200_mb() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng::new(1);
+    for i in 0..16 {
+        fs::write(src.join(format!("chunk{i:02}.bin")), rng.bytes(64 << 20)).unwrap();
+    }
+    let pid = r.server.as_ref().unwrap().pid;
+    let before = peak_rss_mib(pid);
+    let b = r.backup(&src, "big");
+    let peak = peak_rss_mib(pid);
+    let size = r.objects("big")[0].1;
+    eprintln!("1 GiB source: object {size} bytes; server peak RSS {peak} MiB (before the backup {before} MiB)");
+    assert!(size > 1 << 30, "{b}");
+    assert!(peak < 200, "the server peaked at {peak} MiB while uploading 1 GiB");
+    for f in fs::read_dir(&src).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
 }

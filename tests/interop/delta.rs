@@ -21,8 +21,8 @@ use crate::common::*;
 struct Parts(Arc<Mutex<BTreeMap<u32, Vec<u8>>>>);
 
 impl PartUpload for Parts {
-    fn put_part(&mut self, n: u32, data: &[u8], _whole: Option<u64>) -> io::Result<()> {
-        self.0.lock().unwrap().insert(n, data.to_vec());
+    fn put_part(&mut self, n: u32, data: Vec<u8>, _whole: Option<u64>) -> io::Result<()> {
+        self.0.lock().unwrap().insert(n, data);
         Ok(())
     }
 }

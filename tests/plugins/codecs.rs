@@ -191,7 +191,11 @@ fn hostile_codecs_fail_the_backup_cleanly_and_the_server_keeps_serving() {
         );
         // Meanwhile, the server answers other clients.
         let list = cli_json(&env.home, &[os("plugin"), os("list")]);
-        assert_eq!(list.as_array().unwrap().len(), 5, "four bundled plugins and the hostile one");
+        assert_eq!(
+            list.as_array().unwrap().len(),
+            5,
+            "four bundled plugins and the hostile one"
+        );
         let out = bg.wait(JOB_TIMEOUT);
         assert_eq!(out.code(), Some(1), "mode {mode}:\n{}", out.describe());
         let b = last_json(&out);
