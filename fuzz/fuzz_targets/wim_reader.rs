@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         for i in 1..=arch.image_count().min(4) {
             let _ = wimguard::budget::image_cost(&arch, i);
             if let Ok(tree) = arch.load_image(i) {
-                let _ = wimguard::apply::list(&arch, &tree, "/");
+                let _ = wimguard::apply::list(&arch, &tree, "/", &mut |_, _, _| Ok(()));
                 let _ = tree.serialize();
             }
         }

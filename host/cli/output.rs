@@ -427,6 +427,9 @@ impl JobProgress {
             bar.per_sec()
         };
         let mut info = self.files.clone();
+        if p.bytes_uploaded > 0 {
+            info.push_str(&format!(", {} uploaded", bytes_human(p.bytes_uploaded)));
+        }
         if rate > 0.0 && p.bytes_done > 0 {
             info.push_str(&format!(", {}/s", bytes_human(rate as u64)));
             if has_total && p.bytes_done < p.bytes_total {

@@ -27,6 +27,9 @@ pub struct PartSpool {
     holds: Vec<(u64, u64)>,
 }
 
+/// The most parts an upload may have (S3's limit).
+pub const MAX_PARTS: u32 = 10_000;
+
 fn bug(what: &str) -> io::Error {
     io::Error::other(format!("internal error in the part spool: {what}"))
 }
@@ -77,6 +80,13 @@ impl PartSpool {
     pub fn write(&mut self, mut d: &[u8]) -> io::Result<()> {
         while !d.is_empty() {
             let n = part_of(self.pos);
+            if n > MAX_PARTS {
+                return Err(io::Error::other(format!(
+                    "the archive object would need more than {MAX_PARTS} parts (about {} GiB), the most an S3 \
+                     multipart upload takes; back up less at once",
+                    part_start(MAX_PARTS + 1) >> 30
+                )));
+            }
             let start = part_start(n);
             let room = (start + part_size(n) - self.pos) as usize;
             let part = self.parts.entry(n).or_default();
