@@ -47,7 +47,9 @@ def du(path):
     total = 0
     for root, _, files in os.walk(path):
         for f in files:
-            total += os.path.getsize(os.path.join(root, f))
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
     return total
 
 
@@ -107,7 +109,7 @@ def main():
         repo = f"s3:{endpoint}/{BUCKET}/restic"
         run(["restic", "-r", repo, "init"], renv)
         base = du(os.path.join(data, BUCKET))
-        t1 = run(["restic", "-r", repo, "backup", tree, "--no-scan", "-q"], renv)
+        t1 = run(["restic", "-r", repo, "backup", tree, "-q"], renv)
         b1 = du(os.path.join(data, BUCKET)) - base
         restic_tree = os.path.join(work, "tree-restic")
         subprocess.run(["cp", "-a", tree, restic_tree], check=True)
@@ -134,7 +136,7 @@ def main():
         changed = change_one_percent(tree)
         change_one_percent(restic_tree)
         mid = du(os.path.join(data, BUCKET, "restic"))
-        t2 = run(["restic", "-r", repo, "backup", restic_tree, "--no-scan", "-q"], renv)
+        t2 = run(["restic", "-r", repo, "backup", restic_tree, "-q"], renv)
         b2 = du(os.path.join(data, BUCKET, "restic")) - mid
         mid = du(os.path.join(data, BUCKET, "wimguard"))
         w2 = run([wg, "backup", "--home", home, "--source", tree, "--destination", "bench", "--plugin", "s3-upload"], wenv)

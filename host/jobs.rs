@@ -143,6 +143,8 @@ struct State {
 pub struct JobSettings {
     /// Codec name for new archives (`backup.compression`).
     pub default_compression: String,
+    /// Codec name for new remote archives (`backup.remoteCompression`).
+    pub default_remote_compression: String,
     pub standard_codec_runtime: StandardCodecRuntime,
     /// Command hooks (`hooks:`).
     pub hooks: HooksConfig,
@@ -592,10 +594,12 @@ impl Jobs {
             }
             codec
         } else {
-            let name = spec
-                .compression
-                .clone()
-                .unwrap_or_else(|| self.settings.default_compression.clone());
+            let default = if remote {
+                &self.settings.default_remote_compression
+            } else {
+                &self.settings.default_compression
+            };
+            let name = spec.compression.clone().unwrap_or_else(|| default.clone());
             self.resolve_codec(&name)?
         };
         if let Some(n) = &spec.name {
@@ -969,6 +973,7 @@ pub(crate) mod tests {
         let plugins = Arc::new(PluginRegistry::open(home, catalog.clone(), Vec::new(), &Default::default()).unwrap());
         let settings = JobSettings {
             default_compression: "lzx".into(),
+            default_remote_compression: "xpress".into(),
             metadata_memory_mib: 256,
             ..JobSettings::default()
         };

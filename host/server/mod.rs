@@ -175,6 +175,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         catalog,
         JobSettings {
             default_compression: cfg.backup.compression.clone(),
+            default_remote_compression: cfg.backup.remote_compression.clone(),
             standard_codec_runtime: cfg.backup.standard_codec_runtime,
             hooks: cfg.hooks.clone(),
             metadata_memory_mib: cfg.service.server.metadata_memory_mib,
@@ -184,6 +185,12 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     // A bad default codec is a configuration error: say so at start, not at the first backup.
     jobs.resolve_codec(&cfg.backup.compression)
         .map_err(|e| format!("config backup.compression {:?}: {e}", cfg.backup.compression))?;
+    jobs.resolve_codec(&cfg.backup.remote_compression).map_err(|e| {
+        format!(
+            "config backup.remoteCompression {:?}: {e}",
+            cfg.backup.remote_compression
+        )
+    })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
