@@ -22,3 +22,5 @@ mod layout;
 mod mixed;
 #[path = "interop/safety.rs"]
 mod safety;
+#[path = "interop/soft_delete.rs"]
+mod soft_delete;

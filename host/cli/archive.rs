@@ -96,8 +96,19 @@ pub enum ArchiveCommand {
     },
     /// Check every blob's SHA-1, every image's metadata and the integrity table.
     Verify { wim: PathBuf },
-    /// Delete an image; the archive is rebuilt without blobs no image uses.
-    Delete { wim: PathBuf, image: String },
+    /// Delete an image; the archive is rebuilt without blobs no image uses
+    /// (or, with --soft, only its tables are rewritten: fast, space kept).
+    Delete {
+        wim: PathBuf,
+        image: String,
+        /// Like wimlib's `delete --soft`: no rebuild; the space is reclaimed
+        /// by `archive optimize` later.
+        #[arg(long)]
+        soft: bool,
+    },
+    /// Rebuild the archive without the bytes nothing uses any more (what
+    /// soft deletes left): crash-safe (temp file, fsync, rename).
+    Optimize { wim: PathBuf },
 }
 
 pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
@@ -193,17 +204,32 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             );
             Ok(())
         }
-        ArchiveCommand::Delete { wim, image } => {
+        ArchiveCommand::Delete { wim, image, soft } => {
             let arch = WimArchive::open(&wim)?;
             let index = arch.resolve_image(&image)?;
             let before = arch.file_size;
             drop(arch);
+            if soft {
+                let freed = writer::soft_delete_image(&wim, index)?;
+                println!(
+                    "deleted image {index} from {} (soft: {freed} bytes now reclaimable by `archive optimize`)",
+                    wim.display()
+                );
+                return Ok(());
+            }
             writer::delete_image(&wim, index)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
             println!(
                 "deleted image {index} from {} ({before} → {after} bytes)",
                 wim.display()
             );
+            Ok(())
+        }
+        ArchiveCommand::Optimize { wim } => {
+            let before = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
+            writer::optimize(&wim)?;
+            let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
+            println!("optimized {} ({before} → {after} bytes)", wim.display());
             Ok(())
         }
     }
@@ -333,9 +359,10 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
             })
             .collect();
         println!(
-            "{{\"path\":{},\"size\":{},\"guid\":\"{}\",\"version\":{},\"flags\":{},\"compression\":\"{}\",\"chunk_size\":{},\"image_count\":{},\"blob_count\":{},\"integrity_table\":{},\"images\":[{}]}}",
+            "{{\"path\":{},\"size\":{},\"reclaimable\":{},\"guid\":\"{}\",\"version\":{},\"flags\":{},\"compression\":\"{}\",\"chunk_size\":{},\"image_count\":{},\"blob_count\":{},\"integrity_table\":{},\"images\":[{}]}}",
             json_str(&wim.display().to_string()),
             arch.file_size,
+            writer::reclaimable_bytes(&arch),
             h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             h.version,
             h.flags,
@@ -350,6 +377,7 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
     }
     println!("Path:            {}", wim.display());
     println!("Size:            {} bytes", arch.file_size);
+    println!("Reclaimable:     {} bytes", writer::reclaimable_bytes(&arch));
     println!(
         "GUID:            {}",
         h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>()

@@ -981,16 +981,30 @@ pub fn image_stats(tree: &ImageTree, size_of: &dyn Fn(&Sha1) -> Option<u64>) -> 
 /// recompression). The GUID and integrity-table choice are kept. Crash-safe:
 /// the rebuilt file replaces the old one by rename.
 pub fn delete_image(path: &Path, index: u32) -> Result<()> {
+    rebuild(path, Some(index))
+}
+
+/// Rebuilds the archive with every image, dropping the bytes nothing uses
+/// any more (left by soft deletes, failed appends of other tools, …):
+/// `wimguard archive optimize`. Crash-safe like [`delete_image`].
+pub fn optimize(path: &Path) -> Result<()> {
+    rebuild(path, None)
+}
+
+fn rebuild(path: &Path, drop: Option<u32>) -> Result<()> {
     let lock_file = OpenOptions::new().read(true).write(true).open(path)?;
     lock_exclusive(&lock_file, path)?;
     let arch = WimArchive::from_file(path, lock_file.try_clone()?)?;
-    if index == 0 || index > arch.image_count() {
-        return Err(WimError::NotFound(format!(
-            "image {index} does not exist ({} has {} images)",
-            path.display(),
-            arch.image_count()
-        )));
+    if let Some(index) = drop {
+        if index == 0 || index > arch.image_count() {
+            return Err(WimError::NotFound(format!(
+                "image {index} does not exist ({} has {} images)",
+                path.display(),
+                arch.image_count()
+            )));
+        }
     }
+    let index = drop.unwrap_or(0);
     let compression = arch.header.compression()?;
     let mut w = WimWriter::create_with_guid(
         path,
@@ -1042,9 +1056,11 @@ pub fn delete_image(path: &Path, index: u32) -> Result<()> {
         });
     }
     let mut xml = arch.xml.clone();
-    xml.remove_image(index);
+    if drop.is_some() {
+        xml.remove_image(index);
+    }
     w.xml = xml;
-    w.header.image_count = arch.image_count() - 1;
+    w.header.image_count = arch.image_count() - drop.is_some() as u32;
     debug_assert_eq!(w.xml.images().len() as u32, w.header.image_count);
     w.commit()
 }
@@ -1122,4 +1138,63 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
     file.write_all_at(&(arch.header.flags & !HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
     file.sync_all()?;
     Ok(true)
+}
+
+/// Removes image `index` without rebuilding (wimlib's `delete --soft`): the
+/// blob table, XML and header are rewritten as an append would (crash-safe
+/// the same way); the image's metadata and the blobs only it used stay in
+/// the file, unreferenced, until [`optimize`]. Cost: one table, not the
+/// archive. Returns the bytes that became reclaimable.
+pub fn soft_delete_image(path: &Path, index: u32) -> Result<u64> {
+    let arch = WimArchive::open(path)?;
+    if index == 0 || index > arch.image_count() {
+        return Err(WimError::NotFound(format!(
+            "image {index} does not exist ({} has {} images)",
+            path.display(),
+            arch.image_count()
+        )));
+    }
+    // References the image holds (per name, as the table counts them).
+    let refs = arch.load_image(index)?.blob_references();
+    drop(arch);
+    let mut w = WimWriter::append(path)?;
+    let mut freed = 0u64;
+    for (h, n) in refs {
+        if let Some(e) = w.blobs.get_mut(&h) {
+            e.refcount = e.refcount.saturating_sub(n);
+            if e.refcount == 0 {
+                freed += e.reshdr.size_in_wim;
+                w.blobs.remove(&h);
+            }
+        }
+    }
+    let meta = w.metadata.remove((index - 1) as usize);
+    freed += meta.reshdr.size_in_wim;
+    w.xml.remove_image(index);
+    w.header.image_count -= 1;
+    if w.header.boot_index == index {
+        w.header.boot_index = 0;
+    } else if w.header.boot_index > index {
+        w.header.boot_index -= 1;
+    }
+    w.commit()?;
+    Ok(freed)
+}
+
+/// Bytes of `arch` no image uses: what [`optimize`] would reclaim (the space
+/// of soft-deleted images, old tables appends left behind, and blobs whose
+/// reference count is 0, which wimlib's `delete --soft` keeps in the table).
+pub fn reclaimable_bytes(arch: &WimArchive) -> u64 {
+    let used: u64 = super::header::HEADER_SIZE as u64
+        + arch.header.blob_table.size_in_wim
+        + arch.header.xml.size_in_wim
+        + arch.header.integrity.size_in_wim
+        + arch.metadata.iter().map(|m| m.reshdr.size_in_wim).sum::<u64>()
+        + arch
+            .blobs
+            .values()
+            .filter(|b| b.refcount > 0)
+            .map(|b| b.reshdr.size_in_wim)
+            .sum::<u64>();
+    arch.file_size.saturating_sub(used)
 }
