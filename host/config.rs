@@ -41,6 +41,92 @@ pub struct Config {
     /// Commands run around every backup (see [`HooksConfig`]).
     #[serde(default, skip_serializing_if = "HooksConfig::is_empty")]
     pub hooks: HooksConfig,
+    /// How scheduled backups run (see [`SchedulerConfig`]).
+    #[serde(default, skip_serializing_if = "SchedulerConfig::is_default")]
+    pub scheduler: SchedulerConfig,
+    /// Schedules declared by the admin, by name (checked at start and
+    /// reconciled into the catalog; `wimguard schedule` cannot change them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// `scheduler:` in config.yaml.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Scheduled runs wait while this many backups (of any kind) run.
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel_backups: u32,
+    /// A failed scheduled run is tried again after this long (doubling with
+    /// each failure in a row, at most an hour), unless its next slot comes first.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_seconds: u64,
+    /// After retention removes snapshots, rebuild (local) or consolidate
+    /// (remote) the archive once this share of it is unused. 1 = never.
+    #[serde(default = "default_optimize_above")]
+    pub optimize_above: f64,
+}
+
+fn default_max_parallel() -> u32 {
+    2
+}
+fn default_retry_after() -> u64 {
+    300
+}
+fn default_optimize_above() -> f64 {
+    0.5
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_parallel_backups: default_max_parallel(),
+            retry_after_seconds: default_retry_after(),
+            optimize_above: default_optimize_above(),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    fn is_default(&self) -> bool {
+        *self == SchedulerConfig::default()
+    }
+}
+
+/// A schedule declared under `schedules.<name>` in config.yaml.
+///
+/// ```yaml
+/// schedules:
+///   home-nightly:
+///     cron: "30 2 * * *"             # 5 fields, or 6 with seconds first
+///     timeZone: Europe/Berlin        # default: the server's
+///     source: /home
+///     destination: /backups/home.wim # or a remote archive's name with a destination plugin
+///     plugins: [s3-upload]
+///     retention: { keepDaily: 7, keepWeekly: 4, keepMonthly: 12 }
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub cron: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
+    pub source: String,
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub compression: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    #[serde(default, skip_serializing_if = "crate::catalog::schedules::RetentionSpec::is_empty")]
+    pub retention: crate::catalog::schedules::RetentionSpec,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What an admin sets for one plugin under `plugins.<name>`.
@@ -387,6 +473,8 @@ impl Config {
             plugins: BTreeMap::new(),
             plugin_install: PluginInstallConfig::default(),
             hooks: HooksConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            schedules: BTreeMap::new(),
         }
     }
 

@@ -122,6 +122,8 @@ pub struct BackupSpec {
     pub destination_as_given: String,
     /// Set by [`Jobs::start_backup`] when a destination plugin is attached.
     pub remote: Option<RemoteArchive>,
+    /// The schedule starting it, if one does.
+    pub schedule_id: String,
 }
 
 struct RunningJob {
@@ -618,6 +620,7 @@ impl Jobs {
             description: spec.description.clone(),
             excludes: spec.excludes.clone(),
             plugins: spec.plugins.clone(),
+            schedule_id: spec.schedule_id.clone(),
             created_at: now_ms(),
             started_at: Some(now_ms()),
             ..BackupRecord::default()
@@ -917,6 +920,11 @@ impl Jobs {
             "backup {uuid} is not running (status {})",
             rec.status
         )))
+    }
+
+    /// How many backups run right now.
+    pub fn running_count(&self) -> usize {
+        self.state().running.len()
     }
 
     pub fn is_running(&self, uuid: &str) -> bool {

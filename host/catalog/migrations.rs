@@ -103,10 +103,41 @@ const MIGRATIONS: &[(u32, &str)] = &[
         FOREIGN KEY (archive, seq) REFERENCES remote_objects(archive, seq)
     ) WITHOUT ROWID;",
     ),
+    (
+        4,
+        // Scheduled backups; `last_slot` is the last cron slot handled (run
+        // or counted as skipped), so a restart neither repeats nor loses one.
+        "CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL CHECK (origin IN ('api','config')),
+        cron TEXT NOT NULL,
+        time_zone TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        plugins TEXT NOT NULL DEFAULT '[]',
+        compression TEXT NOT NULL DEFAULT '',
+        excludes TEXT NOT NULL DEFAULT '[]',
+        retention TEXT NOT NULL DEFAULT '{}',
+        enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_slot INTEGER,
+        last_run_at INTEGER,
+        last_backup_uuid TEXT NOT NULL DEFAULT '',
+        last_status TEXT NOT NULL DEFAULT '',
+        last_error TEXT NOT NULL DEFAULT '',
+        skipped INTEGER NOT NULL DEFAULT 0,
+        retry_at INTEGER,
+        failures INTEGER NOT NULL DEFAULT 0
+    );
+    ALTER TABLE backups ADD COLUMN schedule_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX backups_by_schedule ON backups(schedule_id);",
+    ),
 ];
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

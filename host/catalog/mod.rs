@@ -7,6 +7,7 @@
 mod migrations;
 mod plugins;
 pub mod remote;
+pub mod schedules;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -82,6 +83,8 @@ pub struct BackupRecord {
     pub finished_at: Option<i64>,
     pub error: String,
     pub warnings: Vec<String>,
+    /// The schedule that started it (empty for backups asked for directly).
+    pub schedule_id: String,
 }
 
 impl BackupRecord {
@@ -123,7 +126,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
         ""
     };
     let n = tx.execute(
-        &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
+        &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
         params![
             b.uuid,
             b.status,
@@ -147,6 +150,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
             b.finished_at,
             b.error,
             serde_json::to_string(&b.warnings).unwrap_or_default(),
+            b.schedule_id,
         ],
     )?;
     Ok(n > 0)
@@ -195,7 +199,7 @@ pub fn now_ms() -> i64 {
 const BACKUP_COLUMNS: &str =
     "uuid, status, phase, source, destination, compression, name, description, excludes, plugins, \
      image_index, files, directories, bytes_total, bytes_read, bytes_stored, files_unchanged, created_at, started_at, \
-     finished_at, error, warnings";
+     finished_at, error, warnings, schedule_id";
 
 fn json_list(s: String) -> Vec<String> {
     serde_json::from_str(&s).unwrap_or_default()
@@ -225,6 +229,7 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
         finished_at: r.get(19)?,
         error: r.get(20)?,
         warnings: json_list(r.get(21)?),
+        schedule_id: r.get(22)?,
     })
 }
 
@@ -385,6 +390,25 @@ impl Catalog {
         Ok(())
     }
 
+    /// After images of local archive `destination` were removed: forgets the
+    /// backups `removed` and renumbers the others as the archive now numbers
+    /// its images (`now`: backup uuid, image index). One transaction.
+    pub fn forget_local_snapshots(&self, destination: &str, removed: &[String], now: &[(String, u32)]) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        for uuid in removed {
+            tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        }
+        for (uuid, index) in now {
+            tx.execute(
+                "UPDATE backups SET image_index = ?3 WHERE uuid = ?1 AND destination = ?2",
+                params![uuid, destination, *index as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Removes a backup that never produced an image.
     pub fn delete_backup(&self, uuid: &str) -> Result<()> {
         self.db()
@@ -410,6 +434,21 @@ impl Catalog {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The newest successful backup schedule `id` made.
+    pub fn latest_backup_of_schedule(&self, id: &str) -> Result<Option<BackupRecord>> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!(
+                    "SELECT {BACKUP_COLUMNS} FROM backups WHERE schedule_id = ?1 AND status = 'succeeded' \
+                     ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![id],
+                backup_from_row,
+            )
+            .optional()?)
     }
 
     /// Every successful backup (for statistics), oldest first.

@@ -111,6 +111,7 @@ impl pb::backup_service_server::BackupService for BackupApi {
             plugins: r.plugins,
             destination_as_given: r.destination_as_given,
             remote: None,
+            schedule_id: String::new(),
         };
         let jobs = self.shared.jobs.clone();
         let rx = tokio::task::spawn_blocking(move || jobs.start_backup(spec))

@@ -92,6 +92,7 @@ pub fn backup(r: &BackupRecord) -> pb::Backup {
         error: r.error.clone(),
         warnings: r.warnings.clone(),
         plugins: r.plugins.clone(),
+        schedule_id: r.schedule_id.clone(),
     }
 }
 
@@ -149,5 +150,31 @@ pub fn page_info(offset: u64, returned: usize, total: u64) -> pb::PageInfo {
             String::new()
         },
         total,
+    }
+}
+
+pub fn retention_from_pb(r: Option<&pb::RetentionPolicy>) -> crate::catalog::schedules::RetentionSpec {
+    let Some(r) = r else { return Default::default() };
+    let on = |n: u32| (n > 0).then_some(n);
+    crate::catalog::schedules::RetentionSpec {
+        keep_last: on(r.keep_last),
+        keep_hourly: on(r.keep_hourly),
+        keep_daily: on(r.keep_daily),
+        keep_weekly: on(r.keep_weekly),
+        keep_monthly: on(r.keep_monthly),
+        keep_yearly: on(r.keep_yearly),
+        keep_within: (!r.keep_within.trim().is_empty()).then(|| r.keep_within.trim().to_string()),
+    }
+}
+
+pub fn retention_to_pb(r: &crate::catalog::schedules::RetentionSpec) -> pb::RetentionPolicy {
+    pb::RetentionPolicy {
+        keep_last: r.keep_last.unwrap_or(0),
+        keep_hourly: r.keep_hourly.unwrap_or(0),
+        keep_daily: r.keep_daily.unwrap_or(0),
+        keep_weekly: r.keep_weekly.unwrap_or(0),
+        keep_monthly: r.keep_monthly.unwrap_or(0),
+        keep_yearly: r.keep_yearly.unwrap_or(0),
+        keep_within: r.keep_within.clone().unwrap_or_default(),
     }
 }
