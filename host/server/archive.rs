@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, Shared};
 use crate::api::v1 as pb;
+use crate::jobs::CoreError;
 
 pub struct ArchiveApi {
     shared: Arc<Shared>,
@@ -72,6 +73,75 @@ impl pb::archive_service_server::ArchiveService for ArchiveApi {
             let _ = tx.blocking_send(last);
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn forget(&self, req: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetResponse>, Status> {
+        let r = req.into_inner();
+        let rules = convert::retention_from_pb(r.retention.as_ref());
+        let jobs = self.shared.jobs.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let request = if !r.schedule_uuid.is_empty() {
+                let s = jobs
+                    .catalog()
+                    .get_schedule(&r.schedule_uuid)?
+                    .ok_or_else(|| CoreError::NotFound(format!("no schedule {}", r.schedule_uuid)))?;
+                crate::forget::request_for_schedule(&jobs, &s, &rules, &r.time_zone, r.dry_run)?
+            } else if r.archive.is_empty() {
+                return Err(CoreError::InvalidArgument(
+                    "name a schedule (--schedule ID) or an archive (--archive PATH, or NAME with --plugin)".into(),
+                ));
+            } else {
+                let archive = if r.plugin.is_empty() {
+                    if !r.archive.starts_with('/') {
+                        return Err(CoreError::InvalidArgument(format!(
+                            "{} is not an absolute path (a remote archive needs --plugin)",
+                            r.archive
+                        )));
+                    }
+                    std::fs::canonicalize(&r.archive)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(r.archive.clone())
+                } else {
+                    crate::remote::RemoteArchive::new(&r.plugin, &r.archive)?.id()
+                };
+                crate::forget::ForgetRequest {
+                    archive,
+                    source: None,
+                    rules,
+                    time_zone: r.time_zone.clone(),
+                    dry_run: r.dry_run,
+                    optimize_above: None,
+                }
+            };
+            if request.rules.is_empty() {
+                return Err(CoreError::InvalidArgument(
+                    "no retention rule: give at least one of --keep-last, --keep-hourly, --keep-daily, \
+                     --keep-weekly, --keep-monthly, --keep-yearly, --keep-within"
+                        .into(),
+                ));
+            }
+            crate::forget::forget(&jobs, &request)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(convert::status)?;
+        Ok(Response::new(pb::ForgetResponse {
+            decisions: report
+                .verdicts
+                .iter()
+                .map(|v| pb::ForgetDecision {
+                    backup_uuid: v.decision.id.clone(),
+                    created_at: Some(convert::timestamp_ms(v.backup.created_at)),
+                    keep: v.decision.keep,
+                    reasons: v.decision.reasons.clone(),
+                    source: v.backup.source.clone(),
+                    name: v.backup.name.clone(),
+                })
+                .collect(),
+            removed: report.removed,
+            reclaimable_bytes: report.reclaimable,
+            optimized: report.optimized,
+        }))
     }
 
     async fn rebuild_catalog(

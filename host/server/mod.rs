@@ -9,6 +9,7 @@ mod convert;
 mod env;
 mod registry;
 mod restore;
+mod schedule;
 mod snapshot;
 mod statistics;
 
@@ -41,6 +42,7 @@ pub struct Shared {
     pub listen: SocketAddr,
     pub started_at_ms: i64,
     pub jobs: Arc<Jobs>,
+    pub scheduler: Arc<crate::scheduler::Scheduler>,
 }
 
 /// Holds the home's lock file for the server's lifetime.
@@ -191,6 +193,10 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             cfg.backup.remote_compression
         )
     })?;
+    // Schedules of config.yaml are checked now: a mistake stops the server
+    // with the key to fix, rather than failing at 2 a.m.
+    let scheduler = crate::scheduler::Scheduler::new(jobs.clone(), cfg.scheduler.clone());
+    scheduler.reconcile(&cfg.schedules)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -278,7 +284,9 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             listen: local,
             started_at_ms: crate::catalog::now_ms(),
             jobs: jobs.clone(),
+            scheduler: scheduler.clone(),
         });
+        let scheduler_thread = scheduler.spawn();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -311,6 +319,10 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 auth.clone(),
             ))
             .add_service(I::new(
+                pb::schedule_service_server::ScheduleServiceServer::new(schedule::ScheduleApi::new(shared.clone())),
+                auth.clone(),
+            ))
+            .add_service(I::new(
                 pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::SnapshotApi::new(shared.clone())),
                 auth.clone(),
             ))
@@ -339,6 +351,8 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
+            // No new scheduled runs; running ones stop with the rest.
+            scheduler.stop();
             let j = jobs.clone();
             let _ = tokio::task::spawn_blocking(move || j.shutdown(grace)).await;
             let _ = jobs_done_tx.send(());
@@ -356,6 +370,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
                 tokio::time::sleep(CONNECTION_DRAIN).await;
             } => tracing::warn!("clients still connected after {}s; closing their connections", CONNECTION_DRAIN.as_secs()),
         }
+        let _ = scheduler_thread.join();
         tracing::info!("stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;

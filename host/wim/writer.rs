@@ -1146,16 +1146,29 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
 /// the file, unreferenced, until [`optimize`]. Cost: one table, not the
 /// archive. Returns the bytes that became reclaimable.
 pub fn soft_delete_image(path: &Path, index: u32) -> Result<u64> {
+    soft_delete_images(path, &[index])
+}
+
+/// [`soft_delete_image`] for several images at once: one table rewrite.
+pub fn soft_delete_images(path: &Path, indexes: &[u32]) -> Result<u64> {
     let arch = WimArchive::open(path)?;
-    if index == 0 || index > arch.image_count() {
-        return Err(WimError::NotFound(format!(
-            "image {index} does not exist ({} has {} images)",
-            path.display(),
-            arch.image_count()
-        )));
+    let mut indexes = indexes.to_vec();
+    indexes.sort_unstable();
+    indexes.dedup();
+    let mut refs: HashMap<Sha1, u32> = HashMap::new();
+    for &index in &indexes {
+        if index == 0 || index > arch.image_count() {
+            return Err(WimError::NotFound(format!(
+                "image {index} does not exist ({} has {} images)",
+                path.display(),
+                arch.image_count()
+            )));
+        }
+        // References the image holds (per name, as the table counts them).
+        for (h, n) in arch.load_image(index)?.blob_references() {
+            *refs.entry(h).or_default() += n;
+        }
     }
-    // References the image holds (per name, as the table counts them).
-    let refs = arch.load_image(index)?.blob_references();
     drop(arch);
     let mut w = WimWriter::append(path)?;
     let mut freed = 0u64;
@@ -1168,14 +1181,12 @@ pub fn soft_delete_image(path: &Path, index: u32) -> Result<u64> {
             }
         }
     }
-    let meta = w.metadata.remove((index - 1) as usize);
-    freed += meta.reshdr.size_in_wim;
-    w.xml.remove_image(index);
-    w.header.image_count -= 1;
-    if w.header.boot_index == index {
-        w.header.boot_index = 0;
-    } else if w.header.boot_index > index {
-        w.header.boot_index -= 1;
+    // Highest first, so the lower indexes stay valid.
+    for &index in indexes.iter().rev() {
+        let meta = w.metadata.remove((index - 1) as usize);
+        freed += meta.reshdr.size_in_wim;
+        w.xml.remove_image(index);
+        w.header.image_count -= 1;
     }
     w.commit()?;
     Ok(freed)

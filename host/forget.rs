@@ -1,0 +1,213 @@
+//! Retention: which snapshots of an archive to keep (restic's `forget`
+//! rules, in `crate::retention`) and removing the others the cheap way —
+//! a soft delete for a local archive (its tables rewritten, the bytes left
+//! for `archive optimize`), a removal marker for a remote one (reclaimed by
+//! consolidation). When the unused share passes `optimize_above`, the
+//! archive is rebuilt (local) or consolidated (remote) right away.
+
+use std::path::Path;
+
+use crate::catalog::schedules::RetentionSpec;
+use crate::catalog::BackupRecord;
+use crate::jobs::{CoreError, Jobs};
+use crate::remote::RemoteArchive;
+use crate::retention::{self, Decision, Snapshot};
+use crate::wim::WimArchive;
+
+/// What to forget.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetRequest {
+    /// The archive: a local path or a remote `PLUGIN:NAME`.
+    pub archive: String,
+    /// Only snapshots of this source (a schedule's); None: all of them.
+    pub source: Option<String>,
+    pub rules: RetentionSpec,
+    /// IANA zone for the calendar buckets; empty: the server's.
+    pub time_zone: String,
+    pub dry_run: bool,
+    /// Rebuild (local) or consolidate (remote) once this share of the
+    /// archive is unused; None: never.
+    pub optimize_above: Option<f64>,
+}
+
+/// One snapshot and what the rules decided.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub backup: BackupRecord,
+    pub decision: Decision,
+}
+
+/// What forgetting did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default)]
+pub struct ForgetReport {
+    /// Every snapshot considered, newest first.
+    pub verdicts: Vec<Verdict>,
+    pub removed: u64,
+    /// Bytes left unused in the archive afterwards (local archives).
+    pub reclaimable: u64,
+    /// Whether the archive was then rebuilt or consolidated.
+    pub optimized: bool,
+}
+
+fn zone(name: &str) -> Result<chrono_tz::Tz, CoreError> {
+    let z = if name.trim().is_empty() {
+        crate::cron::local_zone()
+    } else {
+        crate::cron::parse_zone(name)
+    };
+    z.map_err(|e| CoreError::InvalidArgument(e.to_string()))
+}
+
+/// Applies `req.rules` to the snapshots of `req.archive`.
+pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreError> {
+    let policy = req
+        .rules
+        .policy()
+        .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    let tz = zone(&req.time_zone)?;
+    let backups: Vec<BackupRecord> = jobs
+        .catalog()
+        .backups_in_archive(&req.archive)?
+        .into_iter()
+        .filter(|b| req.source.as_deref().is_none_or(|s| b.source == s))
+        .collect();
+    let snapshots: Vec<Snapshot> = backups
+        .iter()
+        .map(|b| Snapshot {
+            id: b.uuid.clone(),
+            time: chrono::DateTime::from_timestamp_millis(b.created_at).unwrap_or_default(),
+        })
+        .collect();
+    // A snapshot a running job is reading (a restore) is not protected here:
+    // removal only rewrites tables, and open readers keep their file.
+    let decisions =
+        retention::decide(&snapshots, &policy, tz, &[]).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    let mut report = ForgetReport::default();
+    for d in decisions {
+        let backup = backups.iter().find(|b| b.uuid == d.id).cloned().unwrap_or_default();
+        report.verdicts.push(Verdict { backup, decision: d });
+    }
+    let remove: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| !v.decision.keep)
+        .map(|v| v.decision.id.clone())
+        .collect();
+    if req.dry_run || remove.is_empty() {
+        if let Some(a) = local(&req.archive) {
+            report.reclaimable = WimArchive::open(a)
+                .map(|x| crate::wim::writer::reclaimable_bytes(&x))
+                .unwrap_or(0);
+        }
+        return Ok(report);
+    }
+    let key = Path::new(&req.archive).to_path_buf();
+    jobs.lock_archive(&key, "forget")?;
+    let result = remove_snapshots(jobs, req, &remove, &mut report);
+    jobs.unlock_archive(&key);
+    result?;
+    Ok(report)
+}
+
+fn local(archive: &str) -> Option<&Path> {
+    RemoteArchive::from_id(archive).is_none().then(|| Path::new(archive))
+}
+
+fn remove_snapshots(
+    jobs: &Jobs,
+    req: &ForgetRequest,
+    remove: &[String],
+    report: &mut ForgetReport,
+) -> Result<(), CoreError> {
+    match RemoteArchive::from_id(&req.archive) {
+        Some(remote) => {
+            let store = jobs.object_store(&remote.plugin)?;
+            for uuid in remove {
+                if let Some(img) = jobs.catalog().remote_image(uuid)? {
+                    crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)?;
+                    report.removed += 1;
+                }
+            }
+            let images = jobs.catalog().remote_images(&req.archive)?;
+            let removed = images.iter().filter(|i| i.removed).count() as f64;
+            if let Some(limit) = req.optimize_above {
+                if !images.is_empty() && removed / images.len() as f64 > limit {
+                    crate::ops::consolidate(jobs, &remote.plugin, &remote.name, &mut |_, _| {})?;
+                    report.optimized = true;
+                }
+            }
+        }
+        None => {
+            let path = Path::new(&req.archive);
+            let arch = WimArchive::open(path).map_err(CoreError::from)?;
+            let indexes: Vec<u32> = arch
+                .images()
+                .iter()
+                .filter(|i| remove.contains(&i.backup_uuid))
+                .map(|i| i.index)
+                .collect();
+            drop(arch);
+            crate::wim::writer::soft_delete_images(path, &indexes)?;
+            report.removed = indexes.len() as u64;
+            let arch = WimArchive::open(path).map_err(CoreError::from)?;
+            let now: Vec<(String, u32)> = arch.images().into_iter().map(|i| (i.backup_uuid, i.index)).collect();
+            jobs.catalog().forget_local_snapshots(&req.archive, remove, &now)?;
+            report.reclaimable = crate::wim::writer::reclaimable_bytes(&arch);
+            let share = report.reclaimable as f64 / arch.file_size.max(1) as f64;
+            drop(arch);
+            if req.optimize_above.is_some_and(|limit| share > limit) {
+                crate::wim::writer::optimize(path)?;
+                report.optimized = true;
+                report.reclaimable = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The forget request of schedule `s`: its archive and source as its
+/// backups recorded them (canonical), its rules and zone unless `rules` or
+/// `time_zone` override them.
+pub fn request_for_schedule(
+    jobs: &Jobs,
+    s: &crate::catalog::schedules::ScheduleRecord,
+    rules: &RetentionSpec,
+    time_zone: &str,
+    dry_run: bool,
+) -> Result<ForgetRequest, CoreError> {
+    let (archive, source) = match jobs.catalog().latest_backup_of_schedule(&s.id)? {
+        Some(b) => (b.destination, b.source),
+        None => {
+            let remote = s
+                .plugins
+                .iter()
+                .find(|p| jobs.plugins().get(p).is_ok_and(|r| r.kind == "destination"));
+            let archive = match remote {
+                Some(p) => RemoteArchive::new(p, &s.destination)?.id(),
+                None => std::fs::canonicalize(&s.destination)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| s.destination.clone()),
+            };
+            let source = std::fs::canonicalize(&s.source)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| s.source.clone());
+            (archive, source)
+        }
+    };
+    Ok(ForgetRequest {
+        archive,
+        source: Some(source),
+        rules: if rules.is_empty() {
+            s.retention.clone()
+        } else {
+            rules.clone()
+        },
+        time_zone: if time_zone.is_empty() {
+            s.time_zone.clone()
+        } else {
+            time_zone.to_string()
+        },
+        dry_run,
+        optimize_above: None,
+    })
+}
