@@ -33,6 +33,7 @@ use crate::api::v1::backup_service_client::BackupServiceClient;
 use crate::api::v1::env_service_client::EnvServiceClient;
 use crate::api::v1::registry_service_client::RegistryServiceClient;
 use crate::api::v1::restore_service_client::RestoreServiceClient;
+use crate::api::v1::schedule_service_client::ScheduleServiceClient;
 use crate::api::v1::snapshot_service_client::SnapshotServiceClient;
 use crate::api::v1::statistics_service_client::StatisticsServiceClient;
 use crate::config::{self, Config};
@@ -450,6 +451,11 @@ impl Client {
         }
     }
 
+    /// Awaits a unary call that may take long (no deadline) and explains failures.
+    async fn stream_unary<R>(&self, call: impl Future<Output = Result<Response<R>, Status>>) -> Result<R, ClientError> {
+        call.await.map(|r| r.into_inner()).map_err(|s| self.ctx.error(&s))
+    }
+
     /// Awaits the start of a server stream (no deadline: the work may take hours).
     async fn stream<T>(
         &self,
@@ -559,6 +565,80 @@ impl Client {
             plugin: plugin.into(),
         };
         self.stream(c.consolidate_archive(Request::new(request))).await
+    }
+
+    /// Applies retention rules (or says what they would remove).
+    pub async fn forget(&self, request: pb::ForgetRequest) -> Result<pb::ForgetResponse, ClientError> {
+        let mut c = ArchiveServiceClient::new(self.ready().await?);
+        // Removing many snapshots rewrites tables: no per-call deadline.
+        self.stream_unary(c.forget(Request::new(request))).await
+    }
+
+    // ---- ScheduleService ----
+
+    pub async fn create_schedule(&self, schedule: pb::Schedule) -> Result<pb::Schedule, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        let request = pb::CreateScheduleRequest {
+            schedule: Some(schedule),
+        };
+        self.unary(c.create_schedule(self.unary_request(request))).await
+    }
+
+    pub async fn list_schedules(&self) -> Result<Vec<pb::Schedule>, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = pb::ListSchedulesRequest {
+                page: Some(pb::PageRequest {
+                    page_size: 1000,
+                    page_token: token.clone(),
+                }),
+            };
+            let r = self.unary(c.list_schedules(self.unary_request(request))).await?;
+            all.extend(r.schedules);
+            match r.page {
+                Some(p) if !p.next_page_token.is_empty() => token = p.next_page_token,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn get_schedule(&self, uuid: &str) -> Result<pb::Schedule, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        self.unary(c.get_schedule(self.unary_request(pb::GetScheduleRequest { uuid: uuid.into() })))
+            .await
+    }
+
+    pub async fn update_schedule(&self, schedule: pb::Schedule) -> Result<pb::Schedule, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        let request = pb::UpdateScheduleRequest {
+            schedule: Some(schedule),
+        };
+        self.unary(c.update_schedule(self.unary_request(request))).await
+    }
+
+    pub async fn delete_schedule(&self, uuid: &str) -> Result<(), ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        self.unary(c.delete_schedule(self.unary_request(pb::DeleteScheduleRequest { uuid: uuid.into() })))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn enable_schedule(&self, uuid: &str, enabled: bool) -> Result<pb::Schedule, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        let request = pb::EnableScheduleRequest {
+            uuid: uuid.into(),
+            enabled,
+        };
+        self.unary(c.enable_schedule(self.unary_request(request))).await
+    }
+
+    pub async fn run_schedule_now(&self, uuid: &str) -> Result<String, ClientError> {
+        let mut c = ScheduleServiceClient::new(self.ready().await?);
+        self.unary(c.run_now(self.unary_request(pb::RunNowRequest { uuid: uuid.into() })))
+            .await
+            .map(|r| r.backup_uuid)
     }
 
     /// Rebuilds the catalog from the archives of `plugins` and local `archives`.

@@ -26,6 +26,8 @@ mod hostile_sources;
 mod remote;
 #[path = "daemon/roundtrip.rs"]
 mod roundtrip;
+#[path = "daemon/schedules.rs"]
+mod schedules;
 #[path = "daemon/soak.rs"]
 mod soak;
 #[path = "daemon/tls.rs"]

@@ -25,6 +25,7 @@ pub mod health;
 pub mod output;
 pub mod plugin;
 pub mod restore;
+pub mod schedule;
 pub mod server;
 pub mod snapshots;
 pub mod stats;
@@ -91,6 +92,10 @@ enum Command {
     Plugin(plugin::PluginArgs),
     /// Rebuild the catalog from the archives (disaster recovery).
     Catalog(catalog::CatalogArgs),
+    /// Create, list, change and run scheduled backups.
+    Schedule(schedule::ScheduleArgs),
+    /// Remove snapshots by retention rules (restic's keep-… options); --dry-run to see first.
+    Forget(schedule::ForgetArgs),
     /// Work on WIM files directly, without a server (disaster recovery, benchmarks).
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
@@ -194,6 +199,8 @@ pub fn run() -> i32 {
         Command::Env(args) => block_on(env::run(args)),
         Command::Stats(args) => block_on(stats::run(args)),
         Command::Catalog(args) => block_on(catalog::run(args)),
+        Command::Schedule(args) => block_on(schedule::run(args)),
+        Command::Forget(args) => block_on(schedule::forget(args)),
         Command::Plugin(args) => block_on(plugin::run(args)),
     };
     match result {

@@ -121,6 +121,7 @@ pub fn mode_human(kind: pb::EntryKind, mode: u32) -> String {
 pub fn backup_json(b: &pb::Backup) -> Value {
     json!({
         "uuid": b.uuid,
+        "schedule_id": b.schedule_id,
         "status": status_word(b.status()),
         "phase": phase_word(b.phase()),
         "source": b.source,
@@ -274,6 +275,10 @@ pub fn statistics_json(s: &pb::Statistics) -> Value {
         "archives": s.archives,
         "archive_bytes": s.archive_bytes,
         "sources": sources,
+        "archive_details": s.archive_details.iter().map(|a| json!({
+            "archive": a.archive, "bytes": a.bytes, "reclaimable_bytes": a.reclaimable_bytes,
+            "snapshots": a.snapshots,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -64,5 +64,18 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         }
         t.print();
     }
+    if !s.archive_details.is_empty() {
+        println!();
+        let mut t = Table::new(&["ARCHIVE", "SNAPSHOTS>", "SIZE>", "RECLAIMABLE>"]);
+        for a in &s.archive_details {
+            t.row(vec![
+                a.archive.clone(),
+                a.snapshots.to_string(),
+                bytes_human(a.bytes),
+                bytes_human(a.reclaimable_bytes),
+            ]);
+        }
+        t.print();
+    }
     Ok(())
 }

@@ -72,6 +72,16 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
             if let Ok(m) = std::fs::metadata(&p) {
                 st.archives += 1;
                 st.archive_bytes += m.len();
+                // What `archive optimize` would free (soft deletes, old tables).
+                let reclaimable = crate::wim::WimArchive::open(std::path::Path::new(&p))
+                    .map(|a| crate::wim::writer::reclaimable_bytes(&a))
+                    .unwrap_or(0);
+                st.archive_details.push(pb::ArchiveStatistics {
+                    snapshots: ok.iter().filter(|b| b.destination == p).count() as u64,
+                    archive: p,
+                    bytes: m.len(),
+                    reclaimable_bytes: reclaimable,
+                });
             }
         }
         // Remote archives: what their objects take in the store.
@@ -82,8 +92,23 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
                 .filter(|o| o.state != crate::catalog::remote::ObjectState::Uploading)
                 .collect();
             if !stored.is_empty() {
+                let bytes = stored.iter().map(|o| o.size).sum::<u64>();
                 st.archives += 1;
-                st.archive_bytes += stored.iter().map(|o| o.size).sum::<u64>();
+                st.archive_bytes += bytes;
+                // Removed snapshots wait for a consolidation: their metadata
+                // at least, and the blobs only they used (not counted here).
+                let images = cat.remote_images(&a).map_err(internal)?;
+                let reclaimable = images
+                    .iter()
+                    .filter(|i| i.removed)
+                    .map(|i| i.metadata.reshdr.size_in_wim)
+                    .sum();
+                st.archive_details.push(pb::ArchiveStatistics {
+                    snapshots: images.iter().filter(|i| !i.removed).count() as u64,
+                    archive: a,
+                    bytes,
+                    reclaimable_bytes: reclaimable,
+                });
             }
         }
         st.sources = sources.into_values().collect();

@@ -1527,3 +1527,11 @@ pub fn wl_apply(wim: &Path, image: &str, dest: &Path) -> Out {
 pub fn file_len(p: &Path) -> u64 {
     fs::metadata(p).unwrap().len()
 }
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
