@@ -32,8 +32,8 @@ fn build_bundled_plugins() -> Result<(), Box<dyn std::error::Error>> {
     let bundled = out.join("bundled");
     std::fs::create_dir_all(&bundled)?;
     for dir in [
-        "plugins/xpress/src",
-        "plugins/lzx/src",
+        "host/codecs/xpress/src",
+        "host/codecs/lzx/src",
         "sdk/src",
         "sdk/wit",
         "sdk/Cargo.toml",

@@ -6,7 +6,7 @@
 //! wasmtime ([`WasmCodec`]). This program measures both, next to the
 //! reference implementation, wimlib (`libwim.so.15` from Debian's
 //! `wimtools`, loaded at run time, at its default level 50 — the level
-//! `plugins/lzx/examples/lzx_ratio.rs` compares against):
+//! `host/codecs/lzx/examples/lzx_ratio.rs` compares against):
 //!
 //! | runtime  | code under test                                              |
 //! |----------|--------------------------------------------------------------|
@@ -668,7 +668,7 @@ mod wimlib {
     pub const CTYPE_XPRESS: c_int = 1;
     pub const CTYPE_LZX: c_int = 2;
     /// wimlib's default compression level (what level 0 selects, and what
-    /// `plugins/lzx/examples/lzx_ratio.rs` compares against).
+    /// `host/codecs/lzx/examples/lzx_ratio.rs` compares against).
     pub const LEVEL: c_uint = 50;
 
     const PATHS: [&str; 2] = ["/usr/lib/x86_64-linux-gnu/libwim.so.15", "libwim.so.15"];

@@ -14,18 +14,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::jobs::CoreError;
+pub use crate::wim::memory::{image_cost, table_cost, BYTES_PER_BLOB_ENTRY, TREE_BYTES_PER_METADATA_BYTE};
 use crate::wim::WimArchive;
 
-/// Peak bytes in memory per byte of an uncompressed metadata resource while
-/// it is parsed: the raw buffer (1x) plus the tree at its largest. Measured
-/// by `cargo run --release --example tree_memory` on trees of minimal
-/// dentries, the worst case: parsing peaks at 3.1x the resource on top of
-/// the buffer (an in-memory dentry and inode are about three times a
-/// 120-byte on-disk dentry), so 5 leaves a margin.
-pub const TREE_BYTES_PER_METADATA_BYTE: u64 = 5;
-/// Bytes one blob-table entry costs in memory once loaded (a 50-byte entry
-/// on disk becomes a hash-map slot of key, entry and control bytes).
-pub const BYTES_PER_BLOB_ENTRY: u64 = 112;
 /// How long a request waits for others' metadata to be freed before it is
 /// refused as RESOURCE_EXHAUSTED.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -166,19 +157,6 @@ impl MemoryBudget {
         let what = format!("the images of {}", arch.path.display());
         self.reserve(largest + table_cost(arch), &what, cancel)
     }
-}
-
-/// Estimated peak bytes of loading image `index` of `arch`.
-pub fn image_cost(arch: &WimArchive, index: u32) -> u64 {
-    arch.metadata
-        .get((index as usize).wrapping_sub(1))
-        .map(|m| m.reshdr.original_size.saturating_mul(TREE_BYTES_PER_METADATA_BYTE))
-        .unwrap_or(0)
-}
-
-/// Bytes the archive's loaded blob table holds.
-pub fn table_cost(arch: &WimArchive) -> u64 {
-    (arch.blob_entries() + arch.metadata.len() as u64).saturating_mul(BYTES_PER_BLOB_ENTRY)
 }
 
 #[cfg(test)]

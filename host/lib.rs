@@ -1,14 +1,15 @@
+/// The WIM format crate, under the names the rest of the host uses.
+pub use wimguard_wim as wim;
+pub use wimguard_wim::{apply, capture, fsutil};
+
 pub mod api;
-pub mod apply;
 pub mod budget;
-pub mod capture;
 pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cron;
 pub mod forget;
-pub mod fsutil;
 pub mod hooks;
 pub mod jobs;
 pub mod ops;
@@ -18,4 +19,3 @@ pub mod retention;
 pub mod scheduler;
 pub mod server;
 pub mod tls;
-pub mod wim;

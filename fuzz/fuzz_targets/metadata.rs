@@ -2,7 +2,7 @@
 //! bytes; whatever parses must serialize and parse again identically.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wimguard::wim::metadata::ImageTree;
+use wimguard_wim::metadata::ImageTree;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(tree) = ImageTree::parse(data) {

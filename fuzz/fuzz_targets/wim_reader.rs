@@ -8,14 +8,14 @@ use std::io::Write;
 fuzz_target!(|data: &[u8]| {
     let mut f = tempfile_in_shm();
     f.1.write_all(data).unwrap();
-    if let Ok(arch) = wimguard::wim::WimArchive::open(&f.0) {
+    if let Ok(arch) = wimguard_wim::WimArchive::open(&f.0) {
         // What an append and the daemon's memory budget derive from the file.
         let _ = arch.append_point();
-        let _ = wimguard::budget::table_cost(&arch);
+        let _ = wimguard_wim::memory::table_cost(&arch);
         for i in 1..=arch.image_count().min(4) {
-            let _ = wimguard::budget::image_cost(&arch, i);
+            let _ = wimguard_wim::memory::image_cost(&arch, i);
             if let Ok(tree) = arch.load_image(i) {
-                let _ = wimguard::apply::list(&arch, &tree, "/", &mut |_, _, _| Ok(()));
+                let _ = wimguard_wim::apply::list(&arch, &tree, "/", &mut |_, _, _| Ok(()));
                 let _ = tree.serialize();
             }
         }

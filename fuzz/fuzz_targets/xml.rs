@@ -1,7 +1,7 @@
 //! XML data parser on arbitrary UTF-16LE bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wimguard::wim::xml::WimXml;
+use wimguard_wim::xml::WimXml;
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {

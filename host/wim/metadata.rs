@@ -705,7 +705,7 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wim::tagged::UnixData;
+    use crate::tagged::UnixData;
 
     fn file(hash: u8) -> Inode {
         Inode {

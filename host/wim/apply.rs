@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::archive::{hex, WimArchive};
+use crate::blob_table::{Sha1, ZERO_HASH};
 use crate::fsutil;
-use crate::wim::archive::{hex, WimArchive};
-use crate::wim::blob_table::{Sha1, ZERO_HASH};
-use crate::wim::header::HDR_FLAG_RP_FIX;
-use crate::wim::metadata::{ImageTree, Inode, FILE_ATTRIBUTE_SPARSE_FILE};
-use crate::wim::reparse::{decode_link, REPARSE_DATA_MAX};
-use crate::wim::{time, Result, WimError};
+use crate::header::HDR_FLAG_RP_FIX;
+use crate::metadata::{ImageTree, Inode, FILE_ATTRIBUTE_SPARSE_FILE};
+use crate::reparse::{decode_link, REPARSE_DATA_MAX};
+use crate::{time, Result, WimError};
 
 /// What to restore and how.
 #[derive(Debug, Clone, Default)]
@@ -97,7 +97,7 @@ fn kind_of(ino: &Inode) -> Kind {
 /// Longest file name Linux file systems take (NAME_MAX), in bytes.
 const NAME_MAX_BYTES: usize = 255;
 /// Longest path one system call takes (PATH_MAX less the NUL), in bytes.
-const PATH_MAX_BYTES: usize = crate::wim::metadata::PATH_MAX_BYTES;
+const PATH_MAX_BYTES: usize = crate::metadata::PATH_MAX_BYTES;
 /// Warnings a report keeps by name; the counts stay exact.
 const WARNINGS_KEPT: usize = 1000;
 

@@ -22,17 +22,17 @@ use std::sync::{mpsc, Arc};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use sha1::{Digest, Sha1 as Sha1Hasher};
 
+use crate::blob_table::{Sha1, ZERO_HASH};
 use crate::fsutil;
-use crate::wim::blob_table::{Sha1, ZERO_HASH};
-use crate::wim::metadata::{
+use crate::metadata::{
     ImageTree, Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_REPARSE_POINT,
     FILE_ATTRIBUTE_SPARSE_FILE,
 };
-use crate::wim::reparse::{encode_symlink, REPARSE_TAG_SYMLINK};
-use crate::wim::tagged::{FileIdentity, TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
-use crate::wim::writer::{ChunkJob, WimWriter};
-use crate::wim::xml::ImageInfo;
-use crate::wim::{time, Result, WimError};
+use crate::reparse::{encode_symlink, REPARSE_TAG_SYMLINK};
+use crate::tagged::{FileIdentity, TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
+use crate::writer::{ChunkJob, WimWriter};
+use crate::xml::ImageInfo;
+use crate::{time, Result, WimError};
 
 /// What to capture and how.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +84,7 @@ pub struct CaptureProgress {
 /// addressable by `wimlib-imagex` (which reads a number as an index and
 /// `all`/`*` as every image). Returns why not.
 pub fn check_image_name(name: &str) -> std::result::Result<(), String> {
-    if !crate::wim::xml::valid_xml_text(name) {
+    if !crate::xml::valid_xml_text(name) {
         return Err(format!(
             "invalid image name {name:?}: control characters cannot be stored"
         ));
@@ -101,8 +101,7 @@ pub fn check_image_name(name: &str) -> std::result::Result<(), String> {
 /// until `taken` says the name is free.
 pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
     let (seconds, _) = time::to_unix(time::now());
-    // prost's Timestamp prints RFC 3339 (no fraction when nanos is 0).
-    let base = format!("wimguard-{}", prost_types::Timestamp { seconds, nanos: 0 });
+    let base = format!("wimguard-{}", time::rfc3339_utc(seconds));
     let mut name = base.clone();
     let mut n = 2;
     while taken(&name) {
@@ -113,14 +112,14 @@ pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
 }
 
 /// The images [`latest_wimguard_image`] may load, newest first.
-pub fn reuse_candidates(arch: &crate::wim::WimArchive) -> impl Iterator<Item = u32> {
+pub fn reuse_candidates(arch: &crate::WimArchive) -> impl Iterator<Item = u32> {
     (1..=arch.image_count()).rev().take(8)
 }
 
 /// The newest of the last few images that carries WimGuard's file identity
 /// items, whose hashes unchanged files may reuse. Images appended by other
 /// tools (wimlib) lack them; an older WimGuard image behind them still helps.
-pub fn latest_wimguard_image(arch: &crate::wim::WimArchive) -> Result<Option<ImageTree>> {
+pub fn latest_wimguard_image(arch: &crate::WimArchive) -> Result<Option<ImageTree>> {
     for i in reuse_candidates(arch) {
         let tree = arch.load_image(i)?;
         if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
@@ -669,7 +668,7 @@ fn read_and_store(
             .spawn(move || read_jobs(&jobs, chunk, cancel.as_deref(), &tx))
             .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the reader thread: {e}"))))?
     };
-    let mut pending: Option<(usize, crate::wim::writer::PendingBlob)> = None;
+    let mut pending: Option<(usize, crate::writer::PendingBlob)> = None;
     let (mut files_done, mut bytes_done) = (0u64, 0u64);
     loop {
         // Returning early drops `rx`, which stops the reader at its next send.

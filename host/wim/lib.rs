@@ -1,13 +1,19 @@
 //! The WIM format: on-disk structures (one module each), reading, writing,
-//! appending and verifying. This layer knows bytes and structures only —
-//! nothing of jobs, gRPC or plugins — and can be fuzzed alone.
+//! appending and verifying, plus capturing a directory tree into an image
+//! and applying one back. This crate knows bytes, structures and files
+//! only — nothing of jobs, gRPC, SQLite or wasm plugins (a test checks its
+//! dependency tree) — and is what `fuzz/` fuzzes.
 
+pub mod apply;
 pub mod archive;
 pub mod blob_table;
+pub mod capture;
 pub mod codecs;
 pub mod error;
+pub mod fsutil;
 pub mod header;
 pub mod integrity;
+pub mod memory;
 pub mod metadata;
 pub mod reparse;
 pub mod reshdr;
