@@ -18,7 +18,7 @@ pub const DATABASE_FILE: &str = "catalog.sqlite";
 pub const DEFAULT_PORT: u16 = 52730;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// Free-form deployment label (`production`, `test`, …).
     #[serde(default = "default_environment")]
@@ -277,7 +277,7 @@ pub struct Service {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on; loopback by default.
     #[serde(default = "default_listen")]
@@ -347,7 +347,7 @@ impl Default for ServerConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientConfig {
     /// Where clients connect, e.g. `http://127.0.0.1:52730` (written by the server).
     #[serde(default)]
@@ -372,7 +372,7 @@ impl Default for ClientConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupDefaults {
     /// Codec for new archives: none, xpress, lzx, or a codec plugin's name.
     #[serde(default = "default_compression")]

@@ -235,8 +235,13 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
                 desc.id
             )));
         }
-        if desc.max_chunk_size == 0 {
-            return Err(wrong("`describe` says max-chunk-size 0".into()));
+        // Archives use power-of-two chunks of at least 4 KiB (the WIM
+        // format's floor); a codec that cannot take that could never write one.
+        if desc.max_chunk_size < MIN_CODEC_CHUNK {
+            return Err(wrong(format!(
+                "`describe` says max-chunk-size {}; codecs must accept chunks of at least {MIN_CODEC_CHUNK} bytes",
+                desc.max_chunk_size
+            )));
         }
         codec_id = desc.id;
     }
@@ -952,6 +957,9 @@ impl PluginRegistry {
     }
 }
 
+/// The smallest max-chunk-size a codec may declare: the WIM format's
+/// smallest chunk (4 KiB).
+const MIN_CODEC_CHUNK: u32 = 1 << 12;
 /// The longest call time limit config may set (a day).
 const MAX_CALL_TIMEOUT_SECONDS: f64 = 86_400.0;
 

@@ -253,6 +253,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         // Clients find us through the shared config.
         // Only the address is persisted; --port/--listen overrides stay per run.
         let mut on_disk = Config::load(&home)?;
+        let as_loaded = on_disk.clone();
         let scheme = if identity.is_some() { "https" } else { "http" };
         let host = match local.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
@@ -272,7 +273,10 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        on_disk.save(&home)?;
+        // Rewritten only when something changed: a rewrite loses comments.
+        if on_disk != as_loaded {
+            on_disk.save(&home)?;
+        }
         if let Some(id) = &identity {
             tracing::info!(certificate = %id.cert_path.display(), sha256 = %id.fingerprint, "serving TLS");
             println!("TLS certificate {} sha256 {}", id.cert_path.display(), id.fingerprint);
@@ -381,8 +385,16 @@ async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // SIGHUP would otherwise end the server at once, killing running jobs;
+    // there is no reload, so say so and keep serving.
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: the server reads config.yaml only at start; restart it (SIGTERM, then start again) to apply changes"
+            ),
+        }
     }
 }

@@ -306,14 +306,7 @@ impl WimWriter {
     /// [`HDR_FLAG_COMPRESS_PLUGIN`](super::header::HDR_FLAG_COMPRESS_PLUGIN)
     /// and the XML the codec's id, so a restore can find the plugin again.
     pub fn create_with_plugin(path: &Path, codec: &'static dyn Codec, chunk_size: u32) -> Result<WimWriter> {
-        let (min, max) = Compression::Plugin.chunk_size_range();
-        let max = max.min(u32::try_from(codec.max_chunk_size()).unwrap_or(u32::MAX));
-        if !chunk_size.is_power_of_two() || chunk_size < min || chunk_size > max {
-            return Err(WimError::Invalid(format!(
-                "chunk size {chunk_size} is not usable with codec `{}` (powers of two from {min} to {max})",
-                codec.name()
-            )));
-        }
+        check_plugin_chunk_size(codec, chunk_size)?;
         let mut w = Self::create_with_guid(path, Compression::Plugin, Some(codec), chunk_size, random_guid(), false)?;
         w.xml.set_plugin_codec(codec.name());
         Ok(w)
@@ -428,6 +421,10 @@ impl WimWriter {
         }
         let compression = arch.header.compression()?;
         let codec = arch.codec();
+        if let (Compression::Plugin, Some(c)) = (compression, codec) {
+            // A codec upgrade may have lowered its limit below the archive's chunks.
+            check_plugin_chunk_size(c, arch.header.chunk_size)?;
+        }
         let old_end = arch.append_point()?;
         let old_flags = arch.header.flags;
         // Mark the file as being written, exactly as wimlib does: only the flags word.
@@ -820,8 +817,9 @@ impl WimWriter {
         chunk_size: u32,
         upload: Box<dyn PartUpload>,
     ) -> Result<WimWriter> {
-        if compression == Compression::Plugin && codec.is_none() {
-            return Err(WimError::Invalid("a plugin-compressed archive needs its codec".into()));
+        if compression == Compression::Plugin {
+            let c = codec.ok_or_else(|| WimError::Invalid("a plugin-compressed archive needs its codec".into()))?;
+            check_plugin_chunk_size(c, chunk_size)?;
         }
         let codec = match compression {
             Compression::Plugin => codec,
@@ -1138,6 +1136,23 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
     file.write_all_at(&(arch.header.flags & !HDR_FLAG_WRITE_IN_PROGRESS).to_le_bytes(), 16)?;
     file.sync_all()?;
     Ok(true)
+}
+
+/// Refuses a chunk size a codec plugin cannot take or the format does not
+/// allow (a power of two from 4 KiB to 2 MiB, at most the codec's
+/// `max-chunk-size`), before anything is written.
+pub fn check_plugin_chunk_size(codec: &dyn Codec, chunk_size: u32) -> Result<()> {
+    let (min, max) = Compression::Plugin.chunk_size_range();
+    let max = max.min(u32::try_from(codec.max_chunk_size()).unwrap_or(u32::MAX));
+    if !chunk_size.is_power_of_two() || chunk_size < min || chunk_size > max {
+        return Err(WimError::Invalid(format!(
+            "chunk size {chunk_size} is not usable with codec `{}` (powers of two from {min} to {max}; \
+             the codec's max-chunk-size is {})",
+            codec.name(),
+            codec.max_chunk_size()
+        )));
+    }
+    Ok(())
 }
 
 /// Removes image `index` without rebuilding (wimlib's `delete --soft`): the

@@ -1,6 +1,7 @@
 //! Issue 3 §5: health follows the server's life; env and stats report the
 //! facts and counts.
 
+use crate::common;
 use crate::harness::*;
 
 #[test]
@@ -90,4 +91,44 @@ fn sigterm_stops_server_despite_an_idle_stalled_client() {
     );
     drop(c);
     drop(rt);
+}
+
+/// SIGHUP (which admins send out of habit to "reload") must neither stop
+/// the server nor kill its jobs: there is no reload, and it says so. A
+/// config.yaml the server has nothing to add to is left byte-for-byte as
+/// written (comments too); a misspelled key stops the start, named.
+#[test]
+fn sighup_is_ignored_with_a_warning_config_is_not_rewritten_and_unknown_keys_are_named() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    server.stop();
+    // The server wrote its address; a restart on the same port changes nothing.
+    let path = env.home.join("config.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("# kept: an admin's note\n");
+    std::fs::write(&path, &text).unwrap();
+    let port = config_address(&env.home).rsplit(':').next().unwrap().to_string();
+    let server = Server::start_with(&env.home, &["--port", &port], &[]);
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("SIGHUP ignored");
+    cli_ok(&env.home, &[os("health")]);
+    let src = env.path("src");
+    small_tree(&src, "hup");
+    let b = backup(&env.home, &src, &env.path("h.wim"), &[]);
+    assert_eq!(b["status"], "succeeded", "{b}");
+    server.stop();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "config.yaml was rewritten"
+    );
+
+    std::fs::write(&path, text.replace("service:", "plugin:\n  webhook: {}\nservice:")).unwrap();
+    let out = common::run_with_timeout(
+        &wg_bin(),
+        &[os("server"), os("--home"), env.home.as_os_str(), os("--port"), os("0")],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(!out.ok(), "{}", out.describe());
+    assert!(out.stderr.contains("unknown field `plugin`"), "{}", out.describe());
 }

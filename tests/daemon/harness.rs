@@ -115,7 +115,8 @@ impl Server {
         Self::start_with(home, &[], env)
     }
 
-    /// Starts the server with extra arguments and environment variables.
+    /// Starts the server with extra arguments (`--port N` replaces the
+    /// default free port) and environment variables.
     pub fn start_with(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let log = home.parent().unwrap().join(format!("server-{n}.log"));
@@ -124,7 +125,12 @@ impl Server {
             .arg("server")
             .arg("--home")
             .arg(home)
-            .args(["--port", "0"])
+            // A free port unless the test picks one.
+            .args(if args.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(args)
             .env("WIMGUARD_LOG", "info")
             .env("RUST_BACKTRACE", "1")
