@@ -2,7 +2,7 @@
 """Deleting one image from a large archive: wimguard vs wimlib-imagex.
 
 Builds one archive of IMAGES images (each its own SIZE/IMAGES of files, so
-the archive is about SIZE MB; the files are half random, half text, so the
+the archive is about SIZE MB; the files are 4/5 random, 1/5 text, so the
 codec has work), then, on fresh copies of it, times
 
   * `wimguard archive delete WIM N --soft`  vs  `wimlib-imagex delete WIM N --soft`
@@ -38,7 +38,7 @@ def make_tree(root, size, seed):
         os.makedirs(d, exist_ok=True)
         length = rng.randint(64 << 10, 2 << 20)
         with open(os.path.join(d, f"f{n:05}"), "wb") as f:
-            if n % 2:
+            if n % 5:
                 f.write(rng.randbytes(length))
             else:
                 text = " ".join(rng.choice(words) for _ in range(length // 6)).encode()
@@ -87,7 +87,10 @@ def main():
                 t, _ = run(cmd_of(wim))
                 times.append(t)
                 _, out = run(["wimlib-imagex", "verify", wim])
-                if "warning" in out.lower() or "error" in out.lower():
+                # verify always notes a missing integrity table; anything else is a finding.
+                noise = "does not contain integrity information"
+                findings = [l for l in out.splitlines() if ("WARNING" in l or "ERROR" in l) and noise not in l]
+                if findings or "successfully verified" not in out:
                     sys.exit(f"wimlib-imagex verify warned after {label}:\n{out}")
                 last_size = os.path.getsize(wim)
                 os.remove(wim)

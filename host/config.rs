@@ -269,6 +269,7 @@ fn default_hook_timeout() -> f64 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Service {
     #[serde(default)]
     pub server: ServerConfig,
@@ -297,6 +298,11 @@ pub struct ServerConfig {
     /// TLS for the API. Required to listen beyond loopback (or `--insecure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Off when absent. The page needs no token, so keep
+    /// it on loopback unless the network is trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// `service.server.tls`: a certificate and key (PEM; relative paths are
@@ -342,6 +348,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: default_grace(),
             metadata_memory_mib: default_metadata_memory(),
             tls: None,
+            metrics_listen: None,
         }
     }
 }

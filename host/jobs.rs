@@ -676,6 +676,7 @@ impl Jobs {
         tx: watch::Sender<JobUpdate>,
     ) {
         tracing::info!(uuid = %record.uuid, source = %record.source, destination = %record.destination, "backup started");
+        crate::metrics::job_started("backup");
         let start = Instant::now();
         let facts = BackupFacts {
             backup_id: record.uuid.clone(),
@@ -689,7 +690,12 @@ impl Jobs {
             if !hooks.is_empty() {
                 tx.send_modify(|u| u.progress.phase = "pre-backup hooks".into());
             }
-            match hooks.run_pre(&facts, &cancel) {
+            let pre = Instant::now();
+            let verdict = hooks.run_pre(&facts, &cancel);
+            if !hooks.is_empty() {
+                crate::metrics::stage("pre-hooks", pre.elapsed(), verdict.is_ok());
+            }
+            match verdict {
                 Ok(warnings) => record.warnings.extend(warnings),
                 Err(_) if cancel.load(Ordering::Relaxed) => return Err(CoreError::Cancelled),
                 Err(stopped) => {
@@ -743,14 +749,19 @@ impl Jobs {
                 bytes_written: record.bytes_stored,
                 duration: start.elapsed(),
             };
+            let post = Instant::now();
             let warnings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.run_post(&facts, &outcome)))
                 .unwrap_or_else(|_| vec!["post-backup hooks crashed (please report)".into()]);
+            crate::metrics::stage("post-hooks", post.elapsed(), warnings.is_empty());
             record.warnings.extend(warnings);
         }
         if let Err(e) = self.catalog.update_backup(&record) {
             tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
         }
         tracing::info!(uuid = %record.uuid, status = %record.status, error = %record.error, "backup finished");
+        crate::metrics::job_finished("backup", &record.status, start.elapsed());
+        let uploaded = tx.borrow().progress.bytes_uploaded;
+        crate::metrics::backup_bytes(record.bytes_read, record.bytes_stored, uploaded);
         {
             let mut st = self.state();
             st.running.remove(&record.uuid);
@@ -807,17 +818,19 @@ impl Jobs {
         // backup to this archive may have taken it since (names are per
         // second), so choose again now that the archive is ours.
         let opts = capture_options(record, spec, cancel, tx, &|n| writer.xml().name_in_use(n));
-        let report = capture::capture(
-            &spec.source,
-            &mut writer,
-            previous.as_ref(),
-            &opts,
-            &mut progress_reporter(tx, start),
-        )?;
+        let report = crate::metrics::timed("capture", || {
+            capture::capture(
+                &spec.source,
+                &mut writer,
+                previous.as_ref(),
+                &opts,
+                &mut progress_reporter(tx, start),
+            )
+        })?;
         if cancel.load(Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
-        writer.commit()?;
+        crate::metrics::timed("publish", || writer.commit())?;
         record_capture(record, &report, report.image_index);
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod cron;
 pub mod forget;
 pub mod hooks;
 pub mod jobs;
+pub mod metrics;
 pub mod ops;
 pub mod plugins;
 pub mod remote;

@@ -318,10 +318,12 @@ pub fn diff(
 
 /// Checks the snapshot's metadata and every blob it uses. Reports (blobs, bytes).
 pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
-    let LoadedImage { arch, tree, .. } = load_snapshot(jobs, rec)?;
-    let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
-    arch.verify_blobs(used, progress)
-        .map_err(|e| CoreError::DataLoss(e.to_string()))
+    crate::metrics::job("verify", || {
+        let LoadedImage { arch, tree, .. } = load_snapshot(jobs, rec)?;
+        let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
+        arch.verify_blobs(used, progress)
+            .map_err(|e| CoreError::DataLoss(e.to_string()))
+    })
 }
 
 /// Restores a snapshot (or paths of it) into `target`.
@@ -332,13 +334,15 @@ pub fn restore(
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ApplyReport, CoreError> {
-    let (arch, index) = open_image(jobs, rec)?;
-    // apply loads the tree itself; the reservation covers it until the end.
-    let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
-    apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
-        crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
-        crate::wim::WimError::Invalid(m) | crate::wim::WimError::Corrupt(m) => CoreError::DataLoss(m),
-        other => CoreError::from(other),
+    crate::metrics::job("restore", || {
+        let (arch, index) = open_image(jobs, rec)?;
+        // apply loads the tree itself; the reservation covers it until the end.
+        let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
+        apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
+            crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
+            crate::wim::WimError::Invalid(m) | crate::wim::WimError::Corrupt(m) => CoreError::DataLoss(m),
+            other => CoreError::from(other),
+        })
     })
 }
 
@@ -346,69 +350,71 @@ pub fn restore(
 /// other image uses) and its record. Returns the record and the archive
 /// size before and after.
 pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64), CoreError> {
-    let rec = jobs
-        .catalog()
-        .get_backup(uuid)?
-        .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
-    if jobs.is_running(uuid) {
-        return Err(CoreError::Conflict(format!(
-            "backup {uuid} is still running; cancel it first"
-        )));
-    }
-    if rec.status() != Status::Succeeded {
-        jobs.catalog().delete_backup(uuid)?;
-        return Ok((rec, 0, 0));
-    }
-    if let Some(remote) = RemoteArchive::from_id(&rec.destination) {
-        // The chain is immutable: the image is marked removed and its bytes
-        // wait for `archive consolidate`.
-        let key = Path::new(&rec.destination).to_path_buf();
-        jobs.lock_archive(&key, uuid)?;
-        let result = (|| match jobs.catalog().remote_image(uuid)? {
-            Some(img) => {
-                let store = jobs.object_store(&remote.plugin)?;
-                crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)
-            }
-            None => Ok(jobs.catalog().delete_backup(uuid)?),
+    crate::metrics::job("delete", || {
+        let rec = jobs
+            .catalog()
+            .get_backup(uuid)?
+            .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
+        if jobs.is_running(uuid) {
+            return Err(CoreError::Conflict(format!(
+                "backup {uuid} is still running; cancel it first"
+            )));
+        }
+        if rec.status() != Status::Succeeded {
+            jobs.catalog().delete_backup(uuid)?;
+            return Ok((rec, 0, 0));
+        }
+        if let Some(remote) = RemoteArchive::from_id(&rec.destination) {
+            // The chain is immutable: the image is marked removed and its bytes
+            // wait for `archive consolidate`.
+            let key = Path::new(&rec.destination).to_path_buf();
+            jobs.lock_archive(&key, uuid)?;
+            let result = (|| match jobs.catalog().remote_image(uuid)? {
+                Some(img) => {
+                    let store = jobs.object_store(&remote.plugin)?;
+                    crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)
+                }
+                None => Ok(jobs.catalog().delete_backup(uuid)?),
+            })();
+            jobs.unlock_archive(&key);
+            result?;
+            return Ok((rec, 0, 0));
+        }
+        let path = Path::new(&rec.destination).to_path_buf();
+        jobs.lock_archive(&path, uuid)?;
+        let result = (|| {
+            let (arch, index) = match open_image(jobs, &rec) {
+                Ok(x) => x,
+                Err(CoreError::NotFound(_)) => {
+                    // Image or archive already gone: forget the record.
+                    jobs.catalog().delete_backup(uuid)?;
+                    return Ok((0, 0));
+                }
+                Err(e) => return Err(e),
+            };
+            let before = arch.file_size;
+            // The rebuild loads every other image in turn and holds two tables.
+            let largest = (1..=arch.image_count())
+                .filter(|&i| i != index)
+                .map(|i| crate::budget::image_cost(&arch, i))
+                .max()
+                .unwrap_or(0);
+            let _memory = jobs.memory().reserve(
+                largest + 2 * crate::budget::table_cost(&arch),
+                &format!("the rebuild of {}", path.display()),
+                None,
+            )?;
+            drop(arch);
+            crate::wim::writer::delete_image(&path, index)?;
+            let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            jobs.catalog()
+                .delete_backup_and_renumber(uuid, &rec.destination, index)?;
+            Ok((before, after))
         })();
-        jobs.unlock_archive(&key);
-        result?;
-        return Ok((rec, 0, 0));
-    }
-    let path = Path::new(&rec.destination).to_path_buf();
-    jobs.lock_archive(&path, uuid)?;
-    let result = (|| {
-        let (arch, index) = match open_image(jobs, &rec) {
-            Ok(x) => x,
-            Err(CoreError::NotFound(_)) => {
-                // Image or archive already gone: forget the record.
-                jobs.catalog().delete_backup(uuid)?;
-                return Ok((0, 0));
-            }
-            Err(e) => return Err(e),
-        };
-        let before = arch.file_size;
-        // The rebuild loads every other image in turn and holds two tables.
-        let largest = (1..=arch.image_count())
-            .filter(|&i| i != index)
-            .map(|i| crate::budget::image_cost(&arch, i))
-            .max()
-            .unwrap_or(0);
-        let _memory = jobs.memory().reserve(
-            largest + 2 * crate::budget::table_cost(&arch),
-            &format!("the rebuild of {}", path.display()),
-            None,
-        )?;
-        drop(arch);
-        crate::wim::writer::delete_image(&path, index)?;
-        let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        jobs.catalog()
-            .delete_backup_and_renumber(uuid, &rec.destination, index)?;
-        Ok((before, after))
-    })();
-    jobs.unlock_archive(&path);
-    let (before, after) = result?;
-    Ok((rec, before, after))
+        jobs.unlock_archive(&path);
+        let (before, after) = result?;
+        Ok((rec, before, after))
+    })
 }
 
 /// Consolidates remote archive `name` of destination plugin `plugin` (see
@@ -420,24 +426,26 @@ pub fn consolidate(
     name: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
-    let archive = RemoteArchive::new(plugin, name)?;
-    let store = jobs.object_store(plugin)?;
-    let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
-        .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
-    let (compression, codec) = match crate::jobs::parse_compression(&codec_id) {
-        Some(c) => (c, crate::wim::codecs::codec_for(c)?),
-        None => match jobs.resolve_codec(&codec_id)? {
-            crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
-            crate::jobs::CodecChoice::Standard { compression, .. } => {
-                (compression, crate::wim::codecs::codec_for(compression)?)
-            }
-        },
-    };
-    let key = Path::new(&archive.id()).to_path_buf();
-    jobs.lock_archive(&key, "consolidation")?;
-    let result = crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress);
-    jobs.unlock_archive(&key);
-    result
+    crate::metrics::job("consolidate", || {
+        let archive = RemoteArchive::new(plugin, name)?;
+        let store = jobs.object_store(plugin)?;
+        let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
+            .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
+        let (compression, codec) = match crate::jobs::parse_compression(&codec_id) {
+            Some(c) => (c, crate::wim::codecs::codec_for(c)?),
+            None => match jobs.resolve_codec(&codec_id)? {
+                crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
+                crate::jobs::CodecChoice::Standard { compression, .. } => {
+                    (compression, crate::wim::codecs::codec_for(compression)?)
+                }
+            },
+        };
+        let key = Path::new(&archive.id()).to_path_buf();
+        jobs.lock_archive(&key, "consolidation")?;
+        let result = crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress);
+        jobs.unlock_archive(&key);
+        result
+    })
 }
 
 /// Rebuilds the catalog from the remote archives of `plugins` and the local
@@ -448,28 +456,30 @@ pub fn rebuild_catalog(
     archives: &[String],
     reading: &mut dyn FnMut(&str),
 ) -> Result<crate::remote::rebuild::Rebuilt, CoreError> {
-    let mut total = crate::remote::rebuild::Rebuilt::default();
-    let mut add = |r: crate::remote::rebuild::Rebuilt| {
-        total.archives += r.archives;
-        total.objects += r.objects;
-        total.snapshots += r.snapshots;
-        total.added += r.added;
-        total.skipped.extend(r.skipped);
-    };
-    for p in plugins {
-        reading(&format!("the archives of plugin {p}"));
-        let store = jobs.object_store(p)?;
-        add(crate::remote::rebuild::rebuild_remote(jobs.catalog(), &store, p)?);
-    }
-    for a in archives {
-        let path = Path::new(a);
-        if !path.is_absolute() {
-            return Err(CoreError::InvalidArgument(format!("{a} is not an absolute path")));
+    crate::metrics::job("catalog-rebuild", || {
+        let mut total = crate::remote::rebuild::Rebuilt::default();
+        let mut add = |r: crate::remote::rebuild::Rebuilt| {
+            total.archives += r.archives;
+            total.objects += r.objects;
+            total.snapshots += r.snapshots;
+            total.added += r.added;
+            total.skipped.extend(r.skipped);
+        };
+        for p in plugins {
+            reading(&format!("the archives of plugin {p}"));
+            let store = jobs.object_store(p)?;
+            add(crate::remote::rebuild::rebuild_remote(jobs.catalog(), &store, p)?);
         }
-        reading(a);
-        add(crate::remote::rebuild::rebuild_local(jobs.catalog(), path)?);
-    }
-    Ok(total)
+        for a in archives {
+            let path = Path::new(a);
+            if !path.is_absolute() {
+                return Err(CoreError::InvalidArgument(format!("{a} is not an absolute path")));
+            }
+            reading(a);
+            add(crate::remote::rebuild::rebuild_local(jobs.catalog(), path)?);
+        }
+        Ok(total)
+    })
 }
 
 #[cfg(test)]

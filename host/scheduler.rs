@@ -462,7 +462,7 @@ impl Scheduler {
                     dry_run: false,
                     optimize_above: (self.settings.optimize_above < 1.0).then_some(self.settings.optimize_above),
                 };
-                match crate::forget::forget(&self.jobs, &req) {
+                match crate::metrics::timed("retention", || crate::forget::forget(&self.jobs, &req)) {
                     Ok(r) if r.removed > 0 => {
                         tracing::info!(schedule = %rec.id, removed = r.removed, "retention removed snapshots")
                     }

@@ -22,6 +22,8 @@ mod concurrency;
 mod errors;
 #[path = "daemon/hostile_sources.rs"]
 mod hostile_sources;
+#[path = "daemon/metrics.rs"]
+mod metrics;
 #[path = "daemon/remote.rs"]
 mod remote;
 #[path = "daemon/roundtrip.rs"]

@@ -8,7 +8,7 @@ use super::CliError;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Home directory (config, catalog, logs). Default: $WIMGUARD_HOME, else the platform data dir.
+    /// Home directory (config, catalog, plugin cache, TLS files). Default: $WIMGUARD_HOME, else the platform data dir.
     #[arg(long)]
     pub home: Option<PathBuf>,
     /// TCP port; 0 picks a free one and records it in the config for clients.
@@ -26,6 +26,10 @@ pub struct ServerArgs {
     /// request cross the network in clear text. Only for trusted networks.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464;
+    /// port 0 picks one and logs it). Same as service.server.metricsListen.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {

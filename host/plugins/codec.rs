@@ -312,7 +312,10 @@ fn with_instance<R>(
         None => shared.instantiate(cancel)?,
     };
     arm_call(&mut live.store, shared.limits.call_timeout, cancel.cloned());
-    match call(&mut live) {
+    let started = std::time::Instant::now();
+    let r = call(&mut live);
+    crate::metrics::plugin_call(&shared.plugin, name, started, r.is_ok());
+    match r {
         Ok(r) => {
             *slot = Some(live);
             Ok(r)

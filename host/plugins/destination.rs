@@ -327,6 +327,14 @@ impl WasmDestination {
     /// Runs `op` on an idle instance (or a new one, `init` included), within
     /// the call time limit and while the cancel flag stays down.
     fn call(&self, op: Op<'_>) -> Result<Answer, DestinationError> {
+        let started = std::time::Instant::now();
+        let call = op.name();
+        let r = self.call_timed(op);
+        crate::metrics::plugin_call(self.name(), call, started, r.is_ok());
+        r
+    }
+
+    fn call_timed(&self, op: Op<'_>) -> Result<Answer, DestinationError> {
         let shared = &*self.shared;
         let call = op.name();
         if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -151,6 +151,18 @@ impl WasmHook {
         cancel: Option<&AtomicBool>,
         cap: Option<Duration>,
     ) -> Result<HookVerdict, PluginError> {
+        let started = std::time::Instant::now();
+        let r = self.call_timed(event, cancel, cap);
+        crate::metrics::plugin_call(&self.name, "on-event", started, r.is_ok());
+        r
+    }
+
+    fn call_timed(
+        &self,
+        event: &HookEvent,
+        cancel: Option<&AtomicBool>,
+        cap: Option<Duration>,
+    ) -> Result<HookVerdict, PluginError> {
         let limit = cap.map_or(self.limits.call_timeout, |c| c.min(self.limits.call_timeout));
         let policy = HttpPolicy::new(self.name.clone(), self.allowed.clone(), self.allow_private);
         // A call that failed after the sandbox refused one of its requests

@@ -125,7 +125,9 @@ pub fn capture(
         let mut writer = WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
         writer.watch_cancel(cancel.clone());
         writer.add_external_blobs(known.iter().map(|b| (b.entry.hash, b.entry.reshdr.original_size)));
-        let report = capture::capture(source, &mut writer, previous.as_ref(), opts, progress)?;
+        let report = crate::metrics::timed("capture", || {
+            capture::capture(source, &mut writer, previous.as_ref(), opts, progress)
+        })?;
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
@@ -139,8 +141,11 @@ pub fn capture(
             .cloned()
             .ok_or_else(|| CoreError::Internal("the capture wrote no image".into()))?;
         uploading();
-        let (_size, parts) = writer.finish_upload()?;
-        let uploaded = upload.finish(parts)?;
+        // The parts went out during the capture; this is the rest and the commit.
+        let uploaded = crate::metrics::timed("upload", || {
+            let (_size, parts) = writer.finish_upload()?;
+            upload.finish(parts)
+        })?;
         let done = RemoteObject {
             size: uploaded.info.size,
             etag: uploaded.info.etag.clone().unwrap_or_default(),
@@ -159,8 +164,9 @@ pub fn capture(
         record.status = Status::Succeeded.as_str().into();
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
-        t.catalog
-            .complete_remote_object(&done, &blobs, &[image], Some(record))?;
+        crate::metrics::timed("publish", || {
+            t.catalog.complete_remote_object(&done, &blobs, &[image], Some(record))
+        })?;
         Ok(report)
     })();
     if result.is_err() {

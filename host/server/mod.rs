@@ -131,6 +131,14 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(l) = &args.listen {
         cfg.service.server.listen = l.clone();
     }
+    if let Some(m) = &args.metrics_listen {
+        cfg.service.server.metrics_listen = Some(m.clone());
+    }
+    // Before anything records: the recorder only counts from its install on.
+    let metrics = match &cfg.service.server.metrics_listen {
+        Some(_) => Some(crate::metrics::install()?),
+        None => None,
+    };
     let database_path = home.join(config::DATABASE_FILE);
     let catalog = Arc::new(Catalog::open(&database_path)?);
     let interrupted = catalog.mark_interrupted()?;
@@ -250,6 +258,14 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr()?;
+        if let (Some(handle), Some(listen)) = (metrics, &cfg.service.server.metrics_listen) {
+            let (metrics_listener, at) = crate::metrics::bind(listen).await?;
+            if !at.ip().is_loopback() {
+                tracing::warn!(%at, "metrics are served beyond loopback, without a token");
+            }
+            tracing::info!("metrics on http://{at}/metrics");
+            tokio::spawn(crate::metrics::serve(metrics_listener, handle));
+        }
         // Clients find us through the shared config.
         // Only the address is persisted; --port/--listen overrides stay per run.
         let mut on_disk = Config::load(&home)?;
