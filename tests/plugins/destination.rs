@@ -1,7 +1,7 @@
 //! The bundled `s3-upload` destination plugin, called through the host
 //! runtime (`WasmDestination`) against a real S3 server (s3s-fs, checking
 //! SigV4), with the fault-injecting proxy in between where a test needs to
-//! count requests or break them. Run: `cargo test --test plugins destination`.
+//! count requests or break them. Run: `cargo test --test integration destination::`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
