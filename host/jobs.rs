@@ -458,7 +458,74 @@ impl Jobs {
 
     /// Validates and starts a backup; returns its first update and a receiver of the following ones.
     pub fn start_backup(self: &Arc<Self>, mut spec: BackupSpec) -> Result<watch::Receiver<JobUpdate>, CoreError> {
-        if let Some(plugin) = self.destination_plugin(&spec)? {
+        self.check_backup_paths(&mut spec)?;
+        let hooks = self.attached_plugins(&mut spec)?;
+        let (codec, exists, default_name) = self.backup_codec_and_name(&spec)?;
+        if let Some(n) = &spec.name {
+            capture::check_image_name(n).map_err(CoreError::InvalidArgument)?;
+        }
+        let default_name = default_name.unwrap_or_else(|| capture::default_image_name(&|_| false));
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let record = BackupRecord {
+            uuid: uuid.clone(),
+            status: Status::Running,
+            phase: "scanning".into(),
+            source: spec.source.display().to_string(),
+            destination: spec.destination.display().to_string(),
+            compression: codec.id(),
+            name: spec.name.clone().unwrap_or(default_name),
+            description: spec.description.clone(),
+            excludes: spec.excludes.clone(),
+            plugins: spec.plugins.clone(),
+            schedule_id: spec.schedule_id.clone(),
+            created_at: now_ms(),
+            started_at: Some(now_ms()),
+            ..BackupRecord::default()
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = watch::channel(JobUpdate {
+            record: record.clone(),
+            progress: LiveProgress {
+                phase: "scanning".into(),
+                ..LiveProgress::default()
+            },
+        });
+        {
+            let mut st = self.state();
+            if st.accepting_closed {
+                return Err(CoreError::Unavailable(
+                    "the server is shutting down; try again after it restarts".into(),
+                ));
+            }
+            if let Some(other) = st.busy_archives.get(&spec.destination) {
+                return Err(CoreError::Conflict(format!(
+                    "backup {other} is already writing {}; wait for it or cancel it",
+                    spec.destination.display()
+                )));
+            }
+            self.catalog.insert_backup(&record)?;
+            st.busy_archives.insert(spec.destination.clone(), uuid.clone());
+            st.running.insert(
+                uuid.clone(),
+                RunningJob {
+                    cancel: cancel.clone(),
+                    updates: rx.clone(),
+                },
+            );
+        }
+        let jobs = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(format!("backup-{}", &uuid[..8]))
+            .spawn(move || jobs.run_backup(record, spec, codec, hooks, exists, cancel, tx))
+            .map_err(|e| CoreError::Internal(format!("cannot start a worker thread: {e}")))?;
+        Ok(rx)
+    }
+
+    /// Resolves the destination (a remote archive of a destination plugin,
+    /// or a canonical local path) and the source, and refuses what cannot
+    /// work before anything is recorded.
+    fn check_backup_paths(&self, spec: &mut BackupSpec) -> Result<(), CoreError> {
+        if let Some(plugin) = self.destination_plugin(spec)? {
             let given = if spec.destination_as_given.is_empty() {
                 spec.destination.display().to_string()
             } else {
@@ -513,7 +580,14 @@ impl Jobs {
                 dir.display()
             )));
         }
-        let hooks = self.attached_plugins(&mut spec)?;
+        Ok(())
+    }
+
+    /// The codec of the backup (an existing archive or chain keeps its own;
+    /// a different `--compression` is refused), whether the archive exists,
+    /// and the default image name when none was given (unique in it).
+    fn backup_codec_and_name(&self, spec: &BackupSpec) -> Result<(CodecChoice, bool, Option<String>), CoreError> {
+        let remote = spec.remote.is_some();
         let mut default_name = None;
         let chain = match &spec.remote {
             Some(r) => crate::remote::backup::chain_codec(&self.catalog, r)?,
@@ -604,64 +678,7 @@ impl Jobs {
             let name = spec.compression.clone().unwrap_or_else(|| default.clone());
             self.resolve_codec(&name)?
         };
-        if let Some(n) = &spec.name {
-            capture::check_image_name(n).map_err(CoreError::InvalidArgument)?;
-        }
-        let default_name = default_name.unwrap_or_else(|| capture::default_image_name(&|_| false));
-        let uuid = uuid::Uuid::new_v4().to_string();
-        let record = BackupRecord {
-            uuid: uuid.clone(),
-            status: Status::Running.as_str().into(),
-            phase: "scanning".into(),
-            source: spec.source.display().to_string(),
-            destination: spec.destination.display().to_string(),
-            compression: codec.id(),
-            name: spec.name.clone().unwrap_or(default_name),
-            description: spec.description.clone(),
-            excludes: spec.excludes.clone(),
-            plugins: spec.plugins.clone(),
-            schedule_id: spec.schedule_id.clone(),
-            created_at: now_ms(),
-            started_at: Some(now_ms()),
-            ..BackupRecord::default()
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = watch::channel(JobUpdate {
-            record: record.clone(),
-            progress: LiveProgress {
-                phase: "scanning".into(),
-                ..LiveProgress::default()
-            },
-        });
-        {
-            let mut st = self.state();
-            if st.accepting_closed {
-                return Err(CoreError::Unavailable(
-                    "the server is shutting down; try again after it restarts".into(),
-                ));
-            }
-            if let Some(other) = st.busy_archives.get(&spec.destination) {
-                return Err(CoreError::Conflict(format!(
-                    "backup {other} is already writing {}; wait for it or cancel it",
-                    spec.destination.display()
-                )));
-            }
-            self.catalog.insert_backup(&record)?;
-            st.busy_archives.insert(spec.destination.clone(), uuid.clone());
-            st.running.insert(
-                uuid.clone(),
-                RunningJob {
-                    cancel: cancel.clone(),
-                    updates: rx.clone(),
-                },
-            );
-        }
-        let jobs = Arc::clone(self);
-        std::thread::Builder::new()
-            .name(format!("backup-{}", &uuid[..8]))
-            .spawn(move || jobs.run_backup(record, spec, codec, hooks, exists, cancel, tx))
-            .map_err(|e| CoreError::Internal(format!("cannot start a worker thread: {e}")))?;
-        Ok(rx)
+        Ok((codec, exists, default_name))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -724,9 +741,9 @@ impl Jobs {
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
         match result {
-            Ok(()) => record.status = Status::Succeeded.as_str().into(),
+            Ok(()) => record.status = Status::Succeeded,
             Err(CoreError::Cancelled) => {
-                record.status = Status::Cancelled.as_str().into();
+                record.status = Status::Cancelled;
                 record.error = if self.state().accepting_closed {
                     "cancelled because the server stopped; the archive is unchanged".into()
                 } else {
@@ -734,14 +751,14 @@ impl Jobs {
                 };
             }
             Err(e) => {
-                record.status = Status::Failed.as_str().into();
+                record.status = Status::Failed;
                 record.error = e.to_string();
             }
         }
         if !hooks.is_empty() {
             tx.send_modify(|u| u.progress.phase = "post-backup hooks".into());
             let outcome = BackupOutcome {
-                status: record.status.clone(),
+                status: record.status.as_str().into(),
                 error: (!record.error.is_empty()).then(|| record.error.clone()),
                 image_index: record.image_index,
                 files: record.files,
@@ -759,7 +776,7 @@ impl Jobs {
             tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
         }
         tracing::info!(uuid = %record.uuid, status = %record.status, error = %record.error, "backup finished");
-        crate::metrics::job_finished("backup", &record.status, start.elapsed());
+        crate::metrics::job_finished("backup", record.status.as_str(), start.elapsed());
         let uploaded = tx.borrow().progress.bytes_uploaded;
         crate::metrics::backup_bytes(record.bytes_read, record.bytes_stored, uploaded);
         {

@@ -185,7 +185,7 @@ impl Scheduler {
             last_slot: old.last_slot,
             last_run_at: old.last_run_at,
             last_backup_uuid: old.last_backup_uuid.clone(),
-            last_status: old.last_status.clone(),
+            last_status: old.last_status,
             last_error: old.last_error.clone(),
             skipped: old.skipped,
             retry_at: old.retry_at,
@@ -286,7 +286,7 @@ impl Scheduler {
                     last_slot: old.last_slot,
                     last_run_at: old.last_run_at,
                     last_backup_uuid: old.last_backup_uuid.clone(),
-                    last_status: old.last_status.clone(),
+                    last_status: old.last_status,
                     last_error: old.last_error.clone(),
                     skipped: old.skipped,
                     retry_at: old.retry_at,
@@ -417,7 +417,7 @@ impl Scheduler {
                 let uuid = rx.borrow().record.uuid.clone();
                 self.runs().running.insert(rec.id.clone(), uuid.clone());
                 rec.last_backup_uuid = uuid.clone();
-                rec.last_status = Status::Running.as_str().into();
+                rec.last_status = Some(Status::Running);
                 Some(uuid)
             }
             Err(e) => {
@@ -433,7 +433,7 @@ impl Scheduler {
     }
 
     fn failed(&self, rec: &mut ScheduleRecord, error: String, now: i64) {
-        rec.last_status = Status::Failed.as_str().into();
+        rec.last_status = Some(Status::Failed);
         rec.last_error = error;
         rec.failures = rec.failures.saturating_add(1);
         let backoff = Duration::from_secs(self.settings.retry_after_seconds.max(1))
@@ -448,7 +448,7 @@ impl Scheduler {
             Ok(Some(b)) => b,
             _ => return,
         };
-        rec.last_status = backup.status.clone();
+        rec.last_status = Some(backup.status);
         if backup.status() == Status::Succeeded {
             rec.failures = 0;
             rec.retry_at = None;

@@ -18,8 +18,9 @@ pub use migrations::SCHEMA_VERSION;
 pub use plugins::PluginRecord;
 
 /// Lifecycle of a job, stored as a lowercase word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Status {
+    #[default]
     Queued,
     Running,
     Succeeded,
@@ -40,15 +41,18 @@ impl Status {
         }
     }
 
-    pub fn parse(s: &str) -> Status {
-        match s {
+    /// The status named `s` as the catalog stores it; None for any other
+    /// string (a catalog written by something else), never a guess.
+    pub fn from_name(s: &str) -> Option<Status> {
+        Some(match s {
             "queued" => Status::Queued,
             "running" => Status::Running,
             "succeeded" => Status::Succeeded,
             "failed" => Status::Failed,
             "cancelled" => Status::Cancelled,
-            _ => Status::Interrupted,
-        }
+            "interrupted" => Status::Interrupted,
+            _ => return None,
+        })
     }
 
     pub fn is_final(self) -> bool {
@@ -56,11 +60,17 @@ impl Status {
     }
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One backup run, as recorded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BackupRecord {
     pub uuid: String,
-    pub status: String,
+    pub status: Status,
     pub phase: String,
     pub source: String,
     pub destination: String,
@@ -89,7 +99,7 @@ pub struct BackupRecord {
 
 impl BackupRecord {
     pub fn status(&self) -> Status {
-        Status::parse(&self.status)
+        self.status
     }
 }
 
@@ -129,7 +139,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
         &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
         params![
             b.uuid,
-            b.status,
+            b.status.as_str(),
             b.phase,
             b.source,
             b.destination,
@@ -164,7 +174,7 @@ fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
          finished_at = ?13, error = ?14, warnings = ?15, compression = ?16 WHERE uuid = ?1",
         params![
             b.uuid,
-            b.status,
+            b.status.as_str(),
             b.phase,
             b.name,
             b.image_index as i64,
@@ -208,7 +218,16 @@ fn json_list(s: String) -> Vec<String> {
 fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
     Ok(BackupRecord {
         uuid: r.get(0)?,
-        status: r.get(1)?,
+        status: {
+            let s: String = r.get(1)?;
+            Status::from_name(&s).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("backup status {s:?} is not one this version knows").into(),
+                )
+            })?
+        },
         phase: r.get(2)?,
         source: r.get(3)?,
         destination: r.get(4)?,
@@ -417,13 +436,19 @@ impl Catalog {
     }
 
     /// Counts per status.
-    pub fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
+    pub fn count_by_status(&self) -> Result<Vec<(Status, u64)>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT status, COUNT(*) FROM backups GROUP BY status ORDER BY status")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        rows.into_iter()
+            .map(|(s, n)| {
+                let status = Status::from_name(&s)
+                    .ok_or_else(|| CatalogError::Other(format!("backup status {s:?} is not one this version knows")))?;
+                Ok((status, n))
+            })
+            .collect()
     }
 
     /// Every archive path known to the catalog.
@@ -461,5 +486,46 @@ impl Catalog {
             .query_map([], backup_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status this version does not know (written by a newer one, or by
+    /// hand) is an error naming it, never read as some other status.
+    #[test]
+    fn unknown_status_words_are_errors_not_guesses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = Catalog::open(&path).unwrap();
+        let rec = BackupRecord {
+            uuid: "u1".into(),
+            status: Status::Succeeded,
+            source: "/src".into(),
+            destination: "/a.wim".into(),
+            ..BackupRecord::default()
+        };
+        cat.insert_backup(&rec).unwrap();
+        assert_eq!(cat.get_backup("u1").unwrap().unwrap().status, Status::Succeeded);
+        let raw = Connection::open(&path).unwrap();
+        raw.pragma_update(None, "ignore_check_constraints", true).unwrap();
+        raw.execute("UPDATE backups SET status = 'paused' WHERE uuid = 'u1'", [])
+            .unwrap();
+        let e = cat.get_backup("u1").unwrap_err().to_string();
+        assert!(e.contains("\"paused\""), "{e}");
+        let e = cat.count_by_status().unwrap_err().to_string();
+        assert!(e.contains("\"paused\""), "{e}");
+        for s in [
+            Status::Queued,
+            Status::Running,
+            Status::Succeeded,
+            Status::Failed,
+            Status::Cancelled,
+            Status::Interrupted,
+        ] {
+            assert_eq!(Status::from_name(s.as_str()), Some(s));
+        }
     }
 }

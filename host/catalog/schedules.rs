@@ -77,8 +77,8 @@ pub struct ScheduleRecord {
     pub last_slot: Option<i64>,
     pub last_run_at: Option<i64>,
     pub last_backup_uuid: String,
-    /// Status word of the last run (`succeeded`, `failed`, …), or empty.
-    pub last_status: String,
+    /// Status of the last run; None before the first (stored as '').
+    pub last_status: Option<super::Status>,
     pub last_error: String,
     /// Slots not run: missed during downtime, or coalesced while a run was going.
     pub skipped: u64,
@@ -113,7 +113,19 @@ fn from_row(r: &Row) -> rusqlite::Result<ScheduleRecord> {
         last_slot: r.get(14)?,
         last_run_at: r.get(15)?,
         last_backup_uuid: r.get(16)?,
-        last_status: r.get(17)?,
+        last_status: {
+            let s: String = r.get(17)?;
+            match s.as_str() {
+                "" => None,
+                word => Some(super::Status::from_name(word).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        17,
+                        rusqlite::types::Type::Text,
+                        format!("schedule status {word:?} is not one this version knows").into(),
+                    )
+                })?),
+            }
+        },
         last_error: r.get(18)?,
         skipped: r.get::<_, i64>(19)? as u64,
         retry_at: r.get(20)?,
@@ -154,7 +166,7 @@ impl Catalog {
                 s.last_slot,
                 s.last_run_at,
                 s.last_backup_uuid,
-                s.last_status,
+                s.last_status.map_or("", |st| st.as_str()),
                 s.last_error,
                 s.skipped as i64,
                 s.retry_at,

@@ -161,7 +161,7 @@ pub fn capture(
             removed: false,
         };
         crate::jobs::record_capture(record, &report, seq);
-        record.status = Status::Succeeded.as_str().into();
+        record.status = Status::Succeeded;
         record.finished_at = Some(now_ms());
         record.phase = "done".into();
         crate::metrics::timed("publish", || {

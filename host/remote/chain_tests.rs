@@ -67,7 +67,7 @@ fn full_then_delta_restore_and_delete() {
         let uuid = format!("00000000-0000-0000-0000-00000000000{round}");
         let mut rec = BackupRecord {
             uuid: uuid.clone(),
-            status: Status::Running.as_str().into(),
+            status: Status::Running,
             phase: "scanning".into(),
             source: src.display().to_string(),
             destination: archive.id(),

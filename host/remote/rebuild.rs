@@ -34,7 +34,7 @@ fn record_for(info: &ImageInfo, destination: &str, compression: &str, image_inde
     let created = s * 1000 + ns / 1_000_000;
     BackupRecord {
         uuid: info.backup_uuid.clone(),
-        status: Status::Succeeded.as_str().into(),
+        status: Status::Succeeded,
         phase: "done".into(),
         source: info.source.clone(),
         destination: destination.into(),

@@ -41,7 +41,7 @@ fn follow(shared: Arc<Shared>, mut rx: tokio::sync::watch::Receiver<JobUpdate>, 
     tokio::spawn(async move {
         let first = rx.borrow_and_update().clone();
         let uuid = first.record.uuid.clone();
-        let mut last_status = first.record.status.clone();
+        let mut last_status = first.record.status;
         let mut done = first.record.status().is_final();
         if tx.send(Ok(event(&first, true))).await.is_err() {
             if cancel_on_drop && !done {
@@ -54,7 +54,7 @@ fn follow(shared: Arc<Shared>, mut rx: tokio::sync::watch::Receiver<JobUpdate>, 
             let u = rx.borrow_and_update().clone();
             done = u.record.status().is_final() || changed.is_err();
             let status_changed = u.record.status != last_status;
-            last_status = u.record.status.clone();
+            last_status = u.record.status;
             if tx.send(Ok(event(&u, done || status_changed))).await.is_err() {
                 if cancel_on_drop && !done {
                     tracing::info!(%uuid, "client went away: cancelling its backup");

@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::schedules::ScheduleRecord;
-use crate::catalog::Status as JobState;
 use crate::jobs::CoreError;
 use crate::scheduler::{ScheduleSpec, Scheduler};
 
@@ -39,11 +38,8 @@ fn schedule(s: &Scheduler, r: &ScheduleRecord) -> pb::Schedule {
         next_run_at: s.next_run(r).map(convert::timestamp_ms),
         last_run_at: r.last_run_at.map(convert::timestamp_ms),
         last_backup_uuid: r.last_backup_uuid.clone(),
-        last_status: if r.last_status.is_empty() {
-            pb::JobStatus::Unspecified as i32
-        } else {
-            convert::job_status(JobState::parse(&r.last_status)) as i32
-        },
+        // Empty before the first run.
+        last_status: r.last_status.map_or(pb::JobStatus::Unspecified, convert::job_status) as i32,
         time_zone: r.time_zone.clone(),
         codec: r.compression.clone(),
         last_error: r.last_error.clone(),

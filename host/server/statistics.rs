@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, Shared};
 use crate::api::v1 as pb;
-use crate::catalog::Status as JobState;
 
 pub struct StatisticsApi {
     shared: Arc<Shared>,
@@ -30,7 +29,7 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
         let mut st = pb::Statistics::default();
         for (status, count) in cat.count_by_status().map_err(internal)? {
             st.backups_by_status.push(pb::StatusCount {
-                status: convert::job_status(JobState::parse(&status)) as i32,
+                status: convert::job_status(status) as i32,
                 count,
             });
         }
