@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 pub use crate::wim::memory::{image_cost, table_cost, BYTES_PER_BLOB_ENTRY, TREE_BYTES_PER_METADATA_BYTE};
 use crate::wim::WimArchive;
 

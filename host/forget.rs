@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::catalog::schedules::RetentionSpec;
 use crate::catalog::BackupRecord;
-use crate::jobs::{CoreError, Jobs};
+use crate::error::CoreError;
+use crate::jobs::Jobs;
 use crate::remote::RemoteArchive;
 use crate::retention::{self, Decision, Snapshot};
 use crate::wim::WimArchive;

@@ -20,69 +20,7 @@ use crate::remote::{ObjectStore, RemoteArchive};
 use crate::wim::{Compression, WimArchive, WimError, WimWriter};
 use wimguard_sdk::Codec;
 
-/// Why a request could not be served; the server maps these to status codes.
-#[derive(Debug, thiserror::Error)]
-pub enum CoreError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// Another job holds what this one needs.
-    #[error("{0}")]
-    Conflict(String),
-    /// The name (or id) is taken by something else.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The system is not in the state the request needs (a plugin disabled
-    /// or not installed).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// An archive is damaged.
-    #[error("{0}")]
-    DataLoss(String),
-    #[error("cancelled")]
-    Cancelled,
-    /// A value is outside what the call can serve (e.g. a reply too large).
-    #[error("{0}")]
-    OutOfRange(String),
-    /// The request needs more memory (or another limited resource) than the
-    /// server grants it now or ever.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// The server is shutting down and takes no new work.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<WimError> for CoreError {
-    fn from(e: WimError) -> Self {
-        match e {
-            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => {
-                CoreError::DataLoss(e.to_string())
-            }
-            WimError::NotFound(m) => CoreError::NotFound(m),
-            WimError::Locked(m) => CoreError::Conflict(m),
-            WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
-            e @ WimError::CodecFailed(_) => CoreError::Internal(e.to_string()),
-            WimError::Cancelled => CoreError::Cancelled,
-            WimError::Io(io) => match io.kind() {
-                std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
-                std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),
-                _ => CoreError::Internal(io.to_string()),
-            },
-        }
-    }
-}
-
-impl From<crate::catalog::CatalogError> for CoreError {
-    fn from(e: crate::catalog::CatalogError) -> Self {
-        CoreError::Internal(e.to_string())
-    }
-}
+pub use crate::error::CoreError;
 
 /// Live counters of a running job.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -270,16 +208,6 @@ fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMu
     }
 }
 
-/// The standard codec for a name, if it is one.
-pub fn parse_compression(s: &str) -> Option<Compression> {
-    match s {
-        "none" => Some(Compression::None),
-        "xpress" => Some(Compression::Xpress),
-        "lzx" => Some(Compression::Lzx),
-        _ => None,
-    }
-}
-
 /// The codec id an existing archive uses (`none`, `xpress`, …, or the plugin's id).
 fn archive_codec_id(arch: &WimArchive) -> Result<String, CoreError> {
     Ok(match arch.header.compression().map_err(CoreError::from)? {
@@ -377,7 +305,7 @@ impl Jobs {
         }
         let rec = match self.plugins.get(name) {
             Ok(r) => r,
-            Err(CoreError::NotFound(_)) => self
+            Err(crate::plugins::registry::RegistryError::NotFound(_)) => self
                 .plugins
                 .list()?
                 .into_iter()
@@ -388,7 +316,7 @@ impl Jobs {
                          plugin list`)"
                     ))
                 })?,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if rec.kind != "codec" {
             return Err(CoreError::InvalidArgument(format!(
@@ -402,7 +330,7 @@ impl Jobs {
                 rec.name, rec.name
             )));
         }
-        if let Some(compression) = parse_compression(&rec.codec_id) {
+        if let Some(compression) = Compression::from_standard_name(&rec.codec_id) {
             let implementation = match self.settings.standard_codec_runtime {
                 StandardCodecRuntime::Native => None,
                 StandardCodecRuntime::Wasm => Some(self.plugins.codec(&rec.name)?),

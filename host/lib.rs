@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cron;
+pub mod error;
 pub mod forget;
 pub mod hooks;
 pub mod jobs;

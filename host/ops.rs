@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::apply::{self, ApplyOptions, ApplyReport};
 use crate::budget::Reservation;
 use crate::catalog::{BackupRecord, Status};
-use crate::jobs::{CoreError, Jobs};
+use crate::error::CoreError;
+use crate::jobs::Jobs;
 use crate::remote::RemoteArchive;
 use crate::wim::archive::hex;
 use crate::wim::blob_table::{Sha1, ZERO_HASH};
@@ -431,7 +432,7 @@ pub fn consolidate(
         let store = jobs.object_store(plugin)?;
         let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
             .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
-        let (compression, codec) = match crate::jobs::parse_compression(&codec_id) {
+        let (compression, codec) = match crate::wim::Compression::from_standard_name(&codec_id) {
             Some(c) => (c, crate::wim::codecs::codec_for(c)?),
             None => match jobs.resolve_codec(&codec_id)? {
                 crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),

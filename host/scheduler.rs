@@ -31,7 +31,8 @@ use crate::catalog::schedules::{RetentionSpec, ScheduleRecord};
 use crate::catalog::{now_ms, Status};
 use crate::config::{ScheduleConfig, SchedulerConfig};
 use crate::cron::{CronSchedule, Due};
-use crate::jobs::{BackupSpec, CoreError, Jobs};
+use crate::error::CoreError;
+use crate::jobs::{BackupSpec, Jobs};
 
 /// What a user gives for a schedule (create, update, config.yaml).
 #[derive(Debug, Clone, Default, PartialEq)]

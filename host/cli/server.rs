@@ -33,7 +33,15 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
-    crate::server::run(args).map_err(|e| CliError {
+    let options = crate::server::ServerOptions {
+        home: args.home,
+        port: args.port,
+        listen: args.listen,
+        tls_self_signed: args.tls_self_signed,
+        insecure: args.insecure,
+        metrics_listen: args.metrics_listen,
+    };
+    crate::server::run(options).map_err(|e| CliError {
         message: e.to_string(),
         exit_code: super::EXIT_FAILURE,
     })

@@ -36,7 +36,6 @@ use super::host::{
     PluginLimits, PluginSettings, Stopped,
 };
 use super::http::{HostPattern, HttpPolicy};
-use crate::jobs::CoreError;
 
 /// The call time limit of destination plugins unless config sets
 /// `limits.callTimeoutSeconds`: one call may upload a 16 MiB part and
@@ -99,20 +98,6 @@ pub enum DestinationError {
     Failed(String),
     #[error("cancelled")]
     Cancelled,
-}
-
-impl From<DestinationError> for CoreError {
-    fn from(e: DestinationError) -> Self {
-        match e {
-            DestinationError::Denied(m) => CoreError::PermissionDenied(m),
-            DestinationError::NotFound(m) => CoreError::NotFound(m),
-            DestinationError::Unavailable(m) => CoreError::Unavailable(m),
-            DestinationError::Invalid(m) => CoreError::FailedPrecondition(m),
-            DestinationError::NoSpace(m) => CoreError::ResourceExhausted(m),
-            DestinationError::Other(m) | DestinationError::Failed(m) => CoreError::Internal(m),
-            DestinationError::Cancelled => CoreError::Cancelled,
-        }
-    }
 }
 
 /// A loaded destination plugin. Cheap to clone, `Send + Sync`; concurrent
@@ -500,6 +485,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_core_errors() {
+        use crate::error::CoreError;
         let m = || "m".to_string();
         let pairs = [
             (DestinationError::Denied(m()), CoreError::PermissionDenied(m())),

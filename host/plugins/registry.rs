@@ -28,7 +28,36 @@ use super::http::{HostPattern, HttpPolicy};
 use super::{NativeCodec, WasmCodec, WasmDestination, WasmHook};
 use crate::catalog::{now_ms, Catalog, PluginRecord};
 use crate::config::{FailurePolicy, PluginConfig, PluginInstallConfig};
-use crate::jobs::CoreError;
+
+/// Why the registry refused or failed; the core turns it into its own
+/// error (see `crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The file or its settings are not a plugin this host accepts.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The plugin exists but cannot serve now (disabled, in use, broken).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Config or a trust rule forbids it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A stored plugin file no longer matches what was registered.
+    #[error("{0}")]
+    Damaged(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::catalog::CatalogError> for RegistryError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
 
 /// The largest plugin file accepted (components are usually well below 10 MiB).
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
@@ -293,14 +322,14 @@ impl PluginRegistry {
         catalog: Arc<Catalog>,
         config: impl IntoIterator<Item = (String, PluginConfig)>,
         install: &PluginInstallConfig,
-    ) -> Result<PluginRegistry, CoreError> {
+    ) -> Result<PluginRegistry, RegistryError> {
         let config: HashMap<String, PluginConfig> = config.into_iter().collect();
         for (name, cfg) in &config {
             check_config(name, cfg)
-                .map_err(|e| CoreError::InvalidArgument(format!("config.yaml: plugins.{name}: {e}")))?;
+                .map_err(|e| RegistryError::InvalidArgument(format!("config.yaml: plugins.{name}: {e}")))?;
         }
         let compile = compile_limits(install)
-            .map_err(|e| CoreError::InvalidArgument(format!("config.yaml: pluginInstall.{e}")))?;
+            .map_err(|e| RegistryError::InvalidArgument(format!("config.yaml: pluginInstall.{e}")))?;
         let store_dir = home.join("plugins").join("store");
         let cache_dir = home.join("plugins").join("cache");
         for d in [&store_dir, &cache_dir] {
@@ -309,7 +338,7 @@ impl PluginRegistry {
                 .recursive(true)
                 .mode(0o700)
                 .create(d)
-                .map_err(|e| CoreError::Internal(format!("cannot create {}: {e}", d.display())))?;
+                .map_err(|e| RegistryError::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
         Ok(PluginRegistry {
             store_dir,
@@ -342,7 +371,7 @@ impl PluginRegistry {
     /// Registers the first-party plugins on first start, and refreshes them
     /// when this binary carries other bytes (an upgrade). The enabled flag
     /// an admin set survives.
-    pub fn register_bundled(&self) -> Result<(), CoreError> {
+    pub fn register_bundled(&self) -> Result<(), RegistryError> {
         let _changes = self.lock_changes();
         for b in bundled_plugins() {
             let sha = sha256_hex(b.bytes);
@@ -379,19 +408,19 @@ impl PluginRegistry {
         bytes: &[u8],
         native: bool,
         expected_sha256: Option<&str>,
-    ) -> Result<PluginRecord, CoreError> {
+    ) -> Result<PluginRecord, RegistryError> {
         if bytes.is_empty() {
-            return Err(CoreError::InvalidArgument("the plugin file is empty".into()));
+            return Err(RegistryError::InvalidArgument("the plugin file is empty".into()));
         }
         if bytes.len() > MAX_PLUGIN_BYTES {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(RegistryError::InvalidArgument(format!(
                 "the plugin file is {} bytes, more than the {MAX_PLUGIN_BYTES} accepted",
                 bytes.len()
             )));
         }
         let sha = sha256_hex(bytes);
         if let Some(expected) = expected_sha256.filter(|e| !e.eq_ignore_ascii_case(&sha)) {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(RegistryError::InvalidArgument(format!(
                 "the bytes received have sha256 {sha}, not the {expected} the client sent; nothing was installed"
             )));
         }
@@ -400,7 +429,7 @@ impl PluginRegistry {
             self.install_native(bytes, sha)?
         } else {
             if bytes.starts_with(b"\x7fELF") {
-                return Err(CoreError::InvalidArgument(
+                return Err(RegistryError::InvalidArgument(
                     "this is a native shared library, not a WebAssembly component; install native plugins with \
                      `wimguard plugin install --native FILE`"
                         .into(),
@@ -413,7 +442,7 @@ impl PluginRegistry {
     }
 
     /// Installs component `bytes`, whose sha256 is `sha`.
-    fn install_wasm(&self, bytes: &[u8], sha: String, bundled: bool) -> Result<PluginRecord, CoreError> {
+    fn install_wasm(&self, bytes: &[u8], sha: String, bundled: bool) -> Result<PluginRecord, RegistryError> {
         // Compiled without the cache: a refused file leaves nothing behind.
         // An upload compiles in a child process within the `pluginInstall`
         // limits; the bundled plugins are our own build.
@@ -455,15 +484,15 @@ impl PluginRegistry {
     /// change the kind of an installed plugin, to take another plugin's codec
     /// id, and to change the codec id of a plugin that compressed archives
     /// (they would become unreadable).
-    fn check_registration(&self, name: &str, kind: &str, codec_id: &str, bundled: bool) -> Result<(), CoreError> {
+    fn check_registration(&self, name: &str, kind: &str, codec_id: &str, bundled: bool) -> Result<(), RegistryError> {
         if let Some(old) = self.catalog.get_plugin(name)? {
             if old.bundled && !bundled {
-                return Err(CoreError::AlreadyExists(format!(
+                return Err(RegistryError::AlreadyExists(format!(
                     "`{name}` is the name of a bundled plugin; choose another name for yours"
                 )));
             }
             if old.kind != kind {
-                return Err(CoreError::FailedPrecondition(format!(
+                return Err(RegistryError::FailedPrecondition(format!(
                     "`{name}` is installed as a {} plugin and this file is a {kind} plugin; remove the old one first \
                      (`wimguard plugin remove {name}`) or give the new one another name",
                     old.kind
@@ -472,7 +501,7 @@ impl PluginRegistry {
             if old.kind == "codec" && old.codec_id != codec_id {
                 let archives = self.catalog.archives_using_codec(&old.codec_id)?;
                 if let Some(first) = archives.first() {
-                    return Err(CoreError::FailedPrecondition(format!(
+                    return Err(RegistryError::FailedPrecondition(format!(
                         "plugin `{name}` registered codec id `{}`, which compressed {} archive(s) (e.g. {first}); \
                          this file calls its codec `{codec_id}`, so those archives could no longer be read. Keep \
                          the codec id, or install the new codec under another plugin name",
@@ -485,8 +514,8 @@ impl PluginRegistry {
         if kind == "codec" {
             // Only the bundled plugins provide standard codecs: a third-party
             // one would write "standard" archives with foreign code.
-            if !bundled && crate::jobs::parse_compression(codec_id).is_some() {
-                return Err(CoreError::AlreadyExists(format!(
+            if !bundled && crate::wim::Compression::from_standard_name(codec_id).is_some() {
+                return Err(RegistryError::AlreadyExists(format!(
                     "codec id `{codec_id}` is a standard WIM codec, provided by the bundled plugin; give your codec \
                      its own id (`x-<vendor>-<name>`)"
                 )));
@@ -497,7 +526,7 @@ impl PluginRegistry {
                 .into_iter()
                 .find(|p| p.codec_id == codec_id && p.name != name)
             {
-                return Err(CoreError::AlreadyExists(format!(
+                return Err(RegistryError::AlreadyExists(format!(
                     "codec id `{codec_id}` is already provided by plugin `{}`",
                     other.name
                 )));
@@ -507,13 +536,13 @@ impl PluginRegistry {
     }
 
     /// Installs native library `bytes`, whose sha256 is `sha`.
-    fn install_native(&self, bytes: &[u8], sha: String) -> Result<PluginRecord, CoreError> {
+    fn install_native(&self, bytes: &[u8], sha: String) -> Result<PluginRecord, RegistryError> {
         let Some((name, cfg)) = self
             .config
             .iter()
             .find(|(_, c)| c.trusted && c.sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&sha)))
         else {
-            return Err(CoreError::PermissionDenied(format!(
+            return Err(RegistryError::PermissionDenied(format!(
                 "native plugins run unsandboxed with the server's rights; to allow this file, add to config.yaml\n  \
                  plugins:\n    NAME:\n      trusted: true\n      sha256: {sha}\nrestart the server and install it again"
             )));
@@ -531,15 +560,15 @@ impl PluginRegistry {
         let result = (|| {
             let settings = self.settings(name, cfg)?;
             let codec = NativeCodec::load(&path, &sha, cfg.trusted, settings)
-                .map_err(|e| CoreError::InvalidArgument(format!("native plugin `{name}`: {e}")))?;
+                .map_err(|e| RegistryError::InvalidArgument(format!("native plugin `{name}`: {e}")))?;
             if codec.plugin_name() != name {
-                return Err(CoreError::InvalidArgument(format!(
+                return Err(RegistryError::InvalidArgument(format!(
                     "this library calls itself `{}`, but config.yaml trusts sha256 {sha} as `{name}`",
                     codec.plugin_name()
                 )));
             }
             if !valid_codec_id(codec.codec_id()) {
-                return Err(CoreError::InvalidArgument(format!(
+                return Err(RegistryError::InvalidArgument(format!(
                     "native plugin `{name}`: codec id {:?} is not valid (want [a-z0-9-], 1..=64 bytes; third parties \
                      use `x-<vendor>-<name>`)",
                     codec.codec_id()
@@ -578,12 +607,12 @@ impl PluginRegistry {
         Ok(rec)
     }
 
-    fn store_file(&self, rec: &PluginRecord, bytes: &[u8]) -> Result<(), CoreError> {
+    fn store_file(&self, rec: &PluginRecord, bytes: &[u8]) -> Result<(), RegistryError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.path_of(rec);
         let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| CoreError::Internal(format!("cannot store plugin {}: {e}", path.display()));
+        let io = |e: std::io::Error| RegistryError::Internal(format!("cannot store plugin {}: {e}", path.display()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -598,7 +627,7 @@ impl PluginRegistry {
 
     /// Records `rec`, keeping the enabled flag of an earlier registration and
     /// dropping the old file when nothing else uses it.
-    fn replace_record(&self, rec: &PluginRecord) -> Result<(), CoreError> {
+    fn replace_record(&self, rec: &PluginRecord) -> Result<(), RegistryError> {
         let old = self.catalog.get_plugin(&rec.name)?;
         let mut rec = rec.clone();
         if let Some(old) = &old {
@@ -615,7 +644,7 @@ impl PluginRegistry {
 
     /// Deletes the stored file of `rec` and its compiled forms, unless
     /// another registration uses the same bytes.
-    fn forget_file(&self, rec: &PluginRecord) -> Result<(), CoreError> {
+    fn forget_file(&self, rec: &PluginRecord) -> Result<(), RegistryError> {
         if self.catalog.sha256_in_use(&rec.sha256)? {
             return Ok(());
         }
@@ -636,7 +665,7 @@ impl PluginRegistry {
         Ok(())
     }
 
-    pub fn list(&self) -> Result<Vec<PluginRecord>, CoreError> {
+    pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
         Ok(self
             .catalog
             .list_plugins()?
@@ -645,7 +674,7 @@ impl PluginRegistry {
             .collect())
     }
 
-    pub fn get(&self, name: &str) -> Result<PluginRecord, CoreError> {
+    pub fn get(&self, name: &str) -> Result<PluginRecord, RegistryError> {
         self.catalog
             .get_plugin(name)?
             .map(|r| self.effective(r))
@@ -662,12 +691,12 @@ impl PluginRegistry {
 
     /// Enables or disables a plugin. Refused (and nothing changed) when
     /// config.yaml pins the other state.
-    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginRecord, CoreError> {
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginRecord, RegistryError> {
         let _changes = self.lock_changes();
         self.get(name)?;
         if let Some(pinned) = self.config.get(name).and_then(|c| c.enabled) {
             if pinned != enabled {
-                return Err(CoreError::FailedPrecondition(format!(
+                return Err(RegistryError::FailedPrecondition(format!(
                     "config.yaml sets `plugins.{name}.enabled: {pinned}`, which overrides this; edit the config and \
                      restart the server instead"
                 )));
@@ -683,11 +712,11 @@ impl PluginRegistry {
     /// be disabled. A codec plugin that compressed archives the catalog
     /// knows is kept unless `force` (without it those archives cannot be
     /// restored until it is installed again).
-    pub fn remove(&self, name: &str, force: bool) -> Result<PluginRecord, CoreError> {
+    pub fn remove(&self, name: &str, force: bool) -> Result<PluginRecord, RegistryError> {
         let _changes = self.lock_changes();
         let rec = self.get(name)?;
         if rec.bundled {
-            return Err(CoreError::FailedPrecondition(format!(
+            return Err(RegistryError::FailedPrecondition(format!(
                 "`{name}` is bundled with wimguard and cannot be removed; disable it with `wimguard plugin disable {name}`"
             )));
         }
@@ -698,7 +727,7 @@ impl PluginRegistry {
                     1 => String::new(),
                     n => format!(" and {} more", n - 1),
                 };
-                return Err(CoreError::FailedPrecondition(format!(
+                return Err(RegistryError::FailedPrecondition(format!(
                     "codec plugin `{name}` compressed {first}{more}; without it they cannot be restored. Remove it \
                      anyway with `wimguard plugin remove --force {name}` (installing it again makes them readable), \
                      or just disable it"
@@ -712,10 +741,10 @@ impl PluginRegistry {
     }
 
     /// The registered bytes of `rec`, refused when they changed since install.
-    fn verified_bytes(&self, rec: &PluginRecord) -> Result<Vec<u8>, CoreError> {
+    fn verified_bytes(&self, rec: &PluginRecord) -> Result<Vec<u8>, RegistryError> {
         let path = self.path_of(rec);
         let bytes = std::fs::read(&path).map_err(|e| {
-            CoreError::DataLoss(format!(
+            RegistryError::Damaged(format!(
                 "plugin `{}`: its file {} cannot be read ({e}); install it again",
                 rec.name,
                 path.display()
@@ -724,7 +753,7 @@ impl PluginRegistry {
         let sha = sha256_hex(&bytes);
         if sha != rec.sha256 {
             tracing::error!(plugin = %rec.name, path = %path.display(), "plugin file was modified; refusing to load it");
-            return Err(CoreError::DataLoss(format!(
+            return Err(RegistryError::Damaged(format!(
                 "plugin `{}` was modified after it was installed (sha256 {sha}, registered {}); refusing to run it — \
                  install it again if the change is yours",
                 rec.name, rec.sha256
@@ -733,7 +762,7 @@ impl PluginRegistry {
         Ok(bytes)
     }
 
-    fn component(&self, rec: &PluginRecord) -> Result<Component, CoreError> {
+    fn component(&self, rec: &PluginRecord) -> Result<Component, RegistryError> {
         // The bytes are checked on every load, even when a compiled form is
         // at hand: the file on disk is what the admin can see and audit.
         let bytes = self.verified_bytes(rec)?;
@@ -754,7 +783,7 @@ impl PluginRegistry {
     }
 
     /// Settings and secrets for a plugin, secrets read from the environment.
-    fn settings(&self, name: &str, cfg: &PluginConfig) -> Result<PluginSettings, CoreError> {
+    fn settings(&self, name: &str, cfg: &PluginConfig) -> Result<PluginSettings, RegistryError> {
         let mut s: PluginSettings = cfg
             .settings
             .iter()
@@ -770,7 +799,7 @@ impl PluginRegistry {
             .collect();
         for (key, var) in &cfg.secrets {
             let value = std::env::var(var).map_err(|_| {
-                CoreError::FailedPrecondition(format!(
+                RegistryError::FailedPrecondition(format!(
                     "plugin `{name}`: secret `{key}` comes from the environment variable {var}, which the server \
                      process does not have (set it where the server starts)"
                 ))
@@ -796,24 +825,24 @@ impl PluginRegistry {
         l
     }
 
-    fn allowed_hosts(name: &str, cfg: &PluginConfig) -> Result<Vec<HostPattern>, CoreError> {
+    fn allowed_hosts(name: &str, cfg: &PluginConfig) -> Result<Vec<HostPattern>, RegistryError> {
         cfg.allowed_hosts
             .iter()
-            .map(|h| HostPattern::parse(h).map_err(|e| CoreError::InvalidArgument(format!("plugin `{name}`: {e}"))))
+            .map(|h| HostPattern::parse(h).map_err(|e| RegistryError::InvalidArgument(format!("plugin `{name}`: {e}"))))
             .collect()
     }
 
     /// An enabled plugin of `kind` by name, or a clear error.
-    fn enabled(&self, name: &str, kind: &str) -> Result<PluginRecord, CoreError> {
+    fn enabled(&self, name: &str, kind: &str) -> Result<PluginRecord, RegistryError> {
         let rec = self.get(name)?;
         if rec.kind != kind {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(RegistryError::InvalidArgument(format!(
                 "plugin `{name}` is a {} plugin, not a {kind} plugin",
                 rec.kind
             )));
         }
         if !rec.enabled {
-            return Err(CoreError::FailedPrecondition(format!(
+            return Err(RegistryError::FailedPrecondition(format!(
                 "plugin `{name}` is disabled; enable it with `wimguard plugin enable {name}`"
             )));
         }
@@ -821,7 +850,7 @@ impl PluginRegistry {
     }
 
     /// The codec of an enabled codec plugin, loaded once per registered file.
-    pub fn codec(&self, name: &str) -> Result<&'static dyn Codec, CoreError> {
+    pub fn codec(&self, name: &str) -> Result<&'static dyn Codec, RegistryError> {
         let rec = self.enabled(name, "codec")?;
         if let Some(c) = self.codecs.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
             // Still refuse a file that changed since it was loaded.
@@ -838,7 +867,7 @@ impl PluginRegistry {
                     .as_deref()
                     .is_some_and(|s| s.eq_ignore_ascii_case(&rec.sha256));
             if !trusted {
-                return Err(CoreError::PermissionDenied(format!(
+                return Err(RegistryError::PermissionDenied(format!(
                     "native plugin `{name}` is not trusted for sha256 {} in config.yaml (`plugins.{name}.trusted: \
                      true` and `sha256: …`); refusing to load it",
                     rec.sha256
@@ -847,7 +876,7 @@ impl PluginRegistry {
             drop(bytes);
             Box::new(
                 NativeCodec::load(&self.path_of(&rec), &rec.sha256, true, settings)
-                    .map_err(|e| CoreError::FailedPrecondition(format!("native plugin `{name}`: {e}")))?,
+                    .map_err(|e| RegistryError::FailedPrecondition(format!("native plugin `{name}`: {e}")))?,
             )
         } else {
             let component = self.component(&rec)?;
@@ -856,7 +885,7 @@ impl PluginRegistry {
         };
 
         if codec.name() != rec.codec_id {
-            return Err(CoreError::DataLoss(format!(
+            return Err(RegistryError::Damaged(format!(
                 "plugin `{name}` now calls its codec `{}`, but it registered `{}`",
                 codec.name(),
                 rec.codec_id
@@ -873,14 +902,14 @@ impl PluginRegistry {
     }
 
     /// The codec plugin that provides codec id `id` (for reading archives).
-    pub fn codec_by_id(&self, id: &str) -> Result<&'static dyn Codec, CoreError> {
+    pub fn codec_by_id(&self, id: &str) -> Result<&'static dyn Codec, RegistryError> {
         let rec = self
             .catalog
             .list_plugins()?
             .into_iter()
             .find(|p| p.codec_id == id)
             .ok_or_else(|| {
-                CoreError::FailedPrecondition(format!(
+                RegistryError::FailedPrecondition(format!(
                     "this archive was compressed by the codec plugin `{id}`, which is not installed; install it with \
                  `wimguard plugin install FILE`"
                 ))
@@ -890,10 +919,10 @@ impl PluginRegistry {
 
     /// An enabled hook plugin, ready to call, and its failure policy. The
     /// linked component is kept, so each call only instantiates it.
-    pub fn hook(&self, name: &str) -> Result<(WasmHook, FailurePolicy), CoreError> {
+    pub fn hook(&self, name: &str) -> Result<(WasmHook, FailurePolicy), RegistryError> {
         let rec = self.enabled(name, "hook")?;
         if rec.runtime != "wasm" {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(RegistryError::InvalidArgument(format!(
                 "hook plugin `{name}` is native; hooks run only as wasm components"
             )));
         }
@@ -928,10 +957,10 @@ impl PluginRegistry {
     /// are reused across uploads. Errors: `NotFound` (not installed),
     /// `FailedPrecondition` (disabled, or its file or settings are unusable),
     /// `InvalidArgument` (not a destination plugin).
-    pub fn destination(&self, name: &str) -> Result<WasmDestination, CoreError> {
+    pub fn destination(&self, name: &str) -> Result<WasmDestination, RegistryError> {
         let rec = self.enabled(name, "destination")?;
         if rec.runtime != "wasm" {
-            return Err(CoreError::InvalidArgument(format!(
+            return Err(RegistryError::InvalidArgument(format!(
                 "destination plugin `{name}` is native; destinations run only as wasm components"
             )));
         }
@@ -1048,26 +1077,26 @@ fn check_config(name: &str, cfg: &PluginConfig) -> Result<(), String> {
     }
 }
 
-fn not_installed(name: &str) -> CoreError {
-    CoreError::NotFound(format!(
+fn not_installed(name: &str) -> RegistryError {
+    RegistryError::NotFound(format!(
         "no plugin named `{name}` is installed (see `wimguard plugin list`)"
     ))
 }
 
 /// A file refused at install: the file is at fault, whatever stopped it
 /// (wrong world, a trap or a limit in `info`/`describe`...).
-fn install_error(e: PluginError) -> CoreError {
+fn install_error(e: PluginError) -> RegistryError {
     match e {
-        PluginError::Cache { .. } | PluginError::Internal { .. } => CoreError::Internal(e.to_string()),
-        _ => CoreError::InvalidArgument(e.to_string()),
+        PluginError::Cache { .. } | PluginError::Internal { .. } => RegistryError::Internal(e.to_string()),
+        _ => RegistryError::InvalidArgument(e.to_string()),
     }
 }
 
 /// A registered plugin that cannot be loaded for a stage (it fails its
 /// `init`, traps, or this host can no longer compile it).
-fn load_error(e: PluginError) -> CoreError {
+fn load_error(e: PluginError) -> RegistryError {
     match e {
-        PluginError::Cache { .. } | PluginError::Internal { .. } => CoreError::Internal(e.to_string()),
-        _ => CoreError::FailedPrecondition(e.to_string()),
+        PluginError::Cache { .. } | PluginError::Internal { .. } => RegistryError::Internal(e.to_string()),
+        _ => RegistryError::FailedPrecondition(e.to_string()),
     }
 }

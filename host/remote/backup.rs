@@ -17,7 +17,7 @@ use crate::budget::MemoryBudget;
 use crate::capture::{self, CaptureOptions, CaptureReport, ProgressFn};
 use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
 use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::wim::metadata::ImageTree;
 use crate::wim::{Compression, WimWriter};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{ObjectInfo, ObjectStore};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 
 pub struct DirStore {
     root: PathBuf,

@@ -11,7 +11,7 @@ use super::source::RemoteSource;
 use super::{ObjectStore, RemoteArchive};
 use crate::catalog::remote::{ObjectState, RemoteImage};
 use crate::catalog::Catalog;
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::wim::WimArchive;
 
 /// Opens the object holding snapshot `img` so that its image can be read

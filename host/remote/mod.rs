@@ -22,7 +22,7 @@ pub mod rebuild;
 pub mod source;
 pub mod upload;
 
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 
 /// What a store says about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

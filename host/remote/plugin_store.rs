@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::{ObjectInfo, ObjectStore};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::plugins::{PluginRegistry, WasmDestination};
 
 struct PluginStore(WasmDestination);

@@ -12,7 +12,7 @@ use super::source::RemoteSource;
 use super::{ObjectStore, RemoteArchive};
 use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
 use crate::catalog::{BackupRecord, Catalog, Status};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::wim::xml::ImageInfo;
 use crate::wim::{time, WimArchive};
 

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use sha2::{Digest, Sha256};
 
 use super::{ObjectInfo, ObjectStore};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::wim::storage::PartUpload;
 
 /// Called with the token of a multipart upload as soon as it exists.

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, Shared};
 use crate::api::v1 as pb;
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 
 pub struct ArchiveApi {
     shared: Arc<Shared>,

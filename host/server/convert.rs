@@ -5,7 +5,8 @@ use tonic::Status;
 
 use crate::api::v1 as pb;
 use crate::catalog::{BackupRecord, Status as JobState};
-use crate::jobs::{CoreError, JobUpdate};
+use crate::error::CoreError;
+use crate::jobs::JobUpdate;
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp {

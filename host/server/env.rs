@@ -33,7 +33,7 @@ impl pb::env_service_server::EnvService for EnvApi {
         let mut codecs = vec![codec("none", "builtin".into())];
         // Standard codecs: built in (reading never depends on plugins);
         // writing goes through the bundled plugin of the same name.
-        let plugins = s.jobs.plugins().list().map_err(convert::status)?;
+        let plugins = s.jobs.plugins().list().map_err(|e| convert::status(e.into()))?;
         for std_codec in ["xpress", "lzx"] {
             let p = plugins.iter().find(|p| p.kind == "codec" && p.codec_id == std_codec);
             let mut c = codec(

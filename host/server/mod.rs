@@ -26,7 +26,6 @@ use tonic::{Request, Status};
 
 use crate::api::v1 as pb;
 use crate::catalog::Catalog;
-use crate::cli::server::ServerArgs;
 use crate::config::{self, Config};
 use crate::jobs::{JobSettings, Jobs};
 use crate::plugins::PluginRegistry;
@@ -101,7 +100,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// How `wimguard server` was started: overrides of config.yaml for this
+/// run (the CLI fills it from its flags; see `cli::server`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub home: Option<std::path::PathBuf>,
+    pub port: Option<u16>,
+    pub listen: Option<String>,
+    pub tls_self_signed: bool,
+    pub insecure: bool,
+    pub metrics_listen: Option<String>,
+}
+
+pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
     // Large buffers (16 MiB upload parts, decode batches) are allocated and
     // freed by many threads. glibc's default raises the mmap threshold to the
     // largest block freed, after which such buffers come from per-thread

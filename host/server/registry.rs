@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::PluginRecord;
+use crate::plugins::registry::RegistryError;
 use crate::plugins::registry::MAX_PLUGIN_BYTES;
 
 /// How long an install stream may stay silent before it is dropped.
@@ -26,13 +27,13 @@ impl RegistryApi {
     /// Runs a registry call off the async threads (it compiles, reads files).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&crate::plugins::PluginRegistry) -> Result<T, crate::jobs::CoreError> + Send + 'static,
+        f: impl FnOnce(&crate::plugins::PluginRegistry) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, Status> {
         let jobs = self.shared.jobs.clone();
         tokio::task::spawn_blocking(move || f(jobs.plugins()))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::status)
+            .map_err(|e| convert::status(e.into()))
     }
 }
 

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::schedules::ScheduleRecord;
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::scheduler::{ScheduleSpec, Scheduler};
 
 pub struct ScheduleApi {

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::{BackupFilter, BackupRecord, Status as JobState};
-use crate::jobs::CoreError;
+use crate::error::CoreError;
 use crate::ops::{self, Change, EntryInfo};
 
 pub struct SnapshotApi {
@@ -80,7 +80,7 @@ fn entry(e: &EntryInfo) -> pb::Entry {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::jobs::CoreError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, crate::error::CoreError> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
@@ -244,7 +244,7 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
                         error: String::new(),
                     }),
                 },
-                Err(crate::jobs::CoreError::DataLoss(m)) => pb::VerifyEvent {
+                Err(crate::error::CoreError::DataLoss(m)) => pb::VerifyEvent {
                     progress: None,
                     result: Some(pb::VerifyResult {
                         ok: false,

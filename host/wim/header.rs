@@ -59,6 +59,17 @@ impl Compression {
         }
     }
 
+    /// The standard codec a user names (`none`, `xpress`, `lzx`); None for
+    /// any other name (LZMS is read, never written; plugins have their own).
+    pub fn from_standard_name(name: &str) -> Option<Compression> {
+        match name {
+            "none" => Some(Compression::None),
+            "xpress" => Some(Compression::Xpress),
+            "lzx" => Some(Compression::Lzx),
+            _ => None,
+        }
+    }
+
     /// Accepted chunk sizes (powers of two) for this codec, as wimlib accepts them.
     pub fn chunk_size_range(self) -> (u32, u32) {
         match self {

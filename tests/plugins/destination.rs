@@ -720,7 +720,9 @@ fn destination_the_registry_hands_out_the_bundled_plugin() {
             .size,
         20
     );
-    let err = |r: Result<WasmDestination, CoreError>| r.err().expect("an error");
+    let err = |r: Result<WasmDestination, wimguard::plugins::registry::RegistryError>| {
+        CoreError::from(r.err().expect("an error"))
+    };
     assert!(matches!(err(registry.destination("webhook")), CoreError::InvalidArgument(m) if m.contains("hook plugin")));
     assert!(matches!(err(registry.destination("nope")), CoreError::NotFound(_)));
     registry.set_enabled("s3-upload", false).unwrap();
