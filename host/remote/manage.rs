@@ -3,7 +3,7 @@
 //! (a marker object plus the catalog), consolidating a chain, rebuilding
 //! the catalog from the objects, and tidying up after a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -181,8 +181,8 @@ pub fn consolidate(
     codec: Option<&'static dyn wimguard_sdk::Codec>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Consolidated, CoreError> {
-    use crate::catalog::remote::{RemoteBlob, RemoteObject};
-    use std::collections::{HashMap, HashSet};
+    use crate::catalog::remote::RemoteObject;
+    use std::collections::HashSet;
 
     let id = archive.id();
     let objects: Vec<_> = catalog
@@ -212,40 +212,8 @@ pub fn consolidate(
         .iter()
         .map(|o| (o.seq, Arc::new(RemoteSource::new(store.clone(), &o.key, o.size))))
         .collect();
-    // Which blobs the kept images use (each tree loaded in turn).
-    let mut refs: HashMap<crate::wim::blob_table::Sha1, u32> = HashMap::new();
-    let mut infos = Vec::new();
-    let mut opened: HashMap<u32, WimArchive> = HashMap::new();
-    for img in &kept {
-        let src = &sources[&img.seq];
-        let tree = crate::wim::archive::load_tree_at(
-            &**src,
-            &img.metadata,
-            codec,
-            chunk_size,
-            &format!("metadata of {} in object {}", img.backup_uuid, img.seq),
-        )
-        .map_err(|e| CoreError::DataLoss(e.to_string()))?;
-        for (h, n) in tree.blob_references() {
-            *refs.entry(h).or_default() += n;
-        }
-        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(img.seq) {
-            let name = format!(
-                "{}:{}",
-                store.name(),
-                objects.iter().find(|o| o.seq == img.seq).map_or("", |o| &o.key)
-            );
-            let a = WimArchive::from_source(Path::new(&name), src.clone())
-                .map_err(|e| CoreError::DataLoss(format!("{name} cannot be read: {e}")))?;
-            v.insert(a);
-        }
-        let info = opened[&img.seq]
-            .images()
-            .into_iter()
-            .find(|i| i.index == img.image_index)
-            .ok_or_else(|| CoreError::DataLoss(format!("object {} has no image {}", img.seq, img.image_index)))?;
-        infos.push(info);
-    }
+    // Which blobs the kept images use, and their XML entries.
+    let (refs, infos) = kept_references(store, &objects, &sources, &kept, codec, chunk_size)?;
     let blobs = catalog.remote_blobs(&id)?;
     let mut wanted: Vec<_> = blobs.iter().filter(|b| refs.contains_key(&b.entry.hash)).collect();
     let missing: HashSet<_> = refs
@@ -263,11 +231,66 @@ pub fn consolidate(
     let key = archive.object_key(seq);
     let object = RemoteObject::uploading(&id, seq, &key, "consolidation", &objects[0].compression, chunk_size);
     catalog.begin_remote_object(&object)?;
-    let written = (|| {
-        let (c, a) = (catalog.clone(), id.clone());
+    let plan = Consolidation {
+        catalog,
+        store,
+        id: &id,
+        seq,
+        key: &key,
+        object: &object,
+        compression,
+        codec,
+        chunk_size,
+    };
+    let written = plan.write(&sources, &wanted, &refs, &kept, infos, progress);
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = catalog.drop_remote_object(&id, seq);
+            return Err(e);
+        }
+    };
+    report.bytes_after = size;
+    report.key = archive.object_key(seq);
+    // The switch is durable: what follows only frees space.
+    delete_obsolete(catalog, store, &id)?;
+    for img in &dropped {
+        store.delete(&archive.removed_key(&img.backup_uuid))?;
+    }
+    Ok(report)
+}
+
+/// What a consolidation writes and where (see [`consolidate`]).
+struct Consolidation<'a> {
+    catalog: &'a Arc<Catalog>,
+    store: &'a Arc<dyn ObjectStore>,
+    id: &'a str,
+    seq: u32,
+    key: &'a str,
+    object: &'a crate::catalog::remote::RemoteObject,
+    compression: crate::wim::Compression,
+    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    chunk_size: u32,
+}
+
+impl Consolidation<'_> {
+    /// Copies the wanted blobs and the kept images' metadata, as stored,
+    /// into the new object, uploads it and switches the catalog to it.
+    /// Returns the object's size.
+    fn write(
+        &self,
+        sources: &HashMap<u32, Arc<RemoteSource>>,
+        wanted: &[&crate::catalog::remote::RemoteBlob],
+        refs: &HashMap<crate::wim::blob_table::Sha1, u32>,
+        kept: &[crate::catalog::remote::RemoteImage],
+        infos: Vec<crate::wim::xml::ImageInfo>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<u64, CoreError> {
+        use crate::catalog::remote::{RemoteBlob, RemoteObject};
+        let (c, a, seq, key) = (self.catalog.clone(), self.id.to_string(), self.seq, self.key);
         let upload = super::upload::ObjectUpload::new(
-            store.clone(),
-            &key,
+            self.store.clone(),
+            key,
             Box::new(move |t| {
                 if let Err(e) = c.set_remote_upload_token(&a, seq, t) {
                     tracing::warn!("cannot record an upload token: {e}");
@@ -275,12 +298,18 @@ pub fn consolidate(
             }),
             Box::new(|_| {}),
         );
-        let name = format!("{}:{key}", store.name());
-        let mut w = crate::wim::WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
+        let name = format!("{}:{key}", self.store.name());
+        let mut w = crate::wim::WimWriter::create_for_upload(
+            &name,
+            self.compression,
+            self.codec,
+            self.chunk_size,
+            upload.parts(),
+        )?;
         let total: u64 = wanted.iter().map(|b| b.entry.reshdr.size_in_wim).sum();
         let mut done = 0u64;
         let mut new_blobs = Vec::new();
-        for b in &wanted {
+        for b in wanted {
             let r = w.copy_resource(&*sources[&b.seq], &b.entry.reshdr)?;
             let entry = crate::wim::blob_table::BlobEntry {
                 reshdr: r,
@@ -316,26 +345,63 @@ pub fn consolidate(
             size: up.info.size,
             etag: up.info.etag.unwrap_or_default(),
             sha256: up.sha256,
-            ..object.clone()
+            ..self.object.clone()
         };
-        catalog.switch_to_consolidated(&done, &new_images, &new_blobs)?;
-        Ok::<u64, CoreError>(done.size)
-    })();
-    let size = match written {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = catalog.drop_remote_object(&id, seq);
-            return Err(e);
-        }
-    };
-    report.bytes_after = size;
-    report.key = archive.object_key(seq);
-    // The switch is durable: what follows only frees space.
-    delete_obsolete(catalog, store, &id)?;
-    for img in &dropped {
-        store.delete(&archive.removed_key(&img.backup_uuid))?;
+        self.catalog.switch_to_consolidated(&done, &new_images, &new_blobs)?;
+        Ok(done.size)
     }
-    Ok(report)
+}
+
+/// Loads the kept images' trees in turn: the reference count of every blob
+/// they use, and each image's XML entry (from its object).
+fn kept_references(
+    store: &Arc<dyn ObjectStore>,
+    objects: &[crate::catalog::remote::RemoteObject],
+    sources: &HashMap<u32, Arc<RemoteSource>>,
+    kept: &[crate::catalog::remote::RemoteImage],
+    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    chunk_size: u32,
+) -> Result<
+    (
+        HashMap<crate::wim::blob_table::Sha1, u32>,
+        Vec<crate::wim::xml::ImageInfo>,
+    ),
+    CoreError,
+> {
+    let mut refs: HashMap<crate::wim::blob_table::Sha1, u32> = HashMap::new();
+    let mut infos = Vec::new();
+    let mut opened: HashMap<u32, WimArchive> = HashMap::new();
+    for img in kept {
+        let src = &sources[&img.seq];
+        let tree = crate::wim::archive::load_tree_at(
+            &**src,
+            &img.metadata,
+            codec,
+            chunk_size,
+            &format!("metadata of {} in object {}", img.backup_uuid, img.seq),
+        )
+        .map_err(|e| CoreError::DataLoss(e.to_string()))?;
+        for (h, n) in tree.blob_references() {
+            *refs.entry(h).or_default() += n;
+        }
+        if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(img.seq) {
+            let name = format!(
+                "{}:{}",
+                store.name(),
+                objects.iter().find(|o| o.seq == img.seq).map_or("", |o| &o.key)
+            );
+            let a = WimArchive::from_source(Path::new(&name), src.clone())
+                .map_err(|e| CoreError::DataLoss(format!("{name} cannot be read: {e}")))?;
+            v.insert(a);
+        }
+        let info = opened[&img.seq]
+            .images()
+            .into_iter()
+            .find(|i| i.index == img.image_index)
+            .ok_or_else(|| CoreError::DataLoss(format!("object {} has no image {}", img.seq, img.image_index)))?;
+        infos.push(info);
+    }
+    Ok((refs, infos))
 }
 
 /// Deletes from the store the objects of `archive` a consolidation made
