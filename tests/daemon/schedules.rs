@@ -155,16 +155,23 @@ fn after_downtime_one_catch_up_run_and_the_missed_slots_are_counted() {
     let env = Env::new();
     let mut server = Server::start(&env.home);
     // Every hour on the hour.
-    let (_src, _wim, s) = scheduled(&env, "missed", "m.wim", "0 * * * *", &[]);
+    let (_src, _wim, s) = scheduled(&env, "missed", "m.wim", "0 * * * *", &["--time-zone", "UTC"]);
     let id = s["id"].as_str().unwrap().to_string();
     server.signal(libc::SIGTERM);
     server.wait_exit(Duration::from_secs(60));
-    // The server was "down" for the last five hours.
+    // The server was "down" for the last five hours: the last slot it
+    // handled was five hours before this hour's. Exactly five slots are
+    // missed, unless the hour turns while the test runs: start clear of it.
+    const HOUR: i64 = 3600 * 1000;
+    let to_next_hour = HOUR - common::now_ms().rem_euclid(HOUR);
+    if to_next_hour < 120_000 {
+        std::thread::sleep(Duration::from_millis(to_next_hour as u64 + 1000));
+    }
+    let this_hour = common::now_ms().div_euclid(HOUR) * HOUR;
     let db = rusqlite::Connection::open(env.home.join("catalog.sqlite")).unwrap();
-    let five_hours_ago = common::now_ms() - 5 * 3600 * 1000 - 60_000;
     db.execute(
         "UPDATE schedules SET last_slot = ?1 WHERE id = ?2",
-        rusqlite::params![five_hours_ago, id],
+        rusqlite::params![this_hour - 5 * HOUR, id],
     )
     .unwrap();
     drop(db);
