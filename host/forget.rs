@@ -179,10 +179,11 @@ pub fn request_for_schedule(
     let (archive, source) = match jobs.catalog().latest_backup_of_schedule(&s.id)? {
         Some(b) => (b.destination, b.source),
         None => {
-            let remote = s
-                .plugins
-                .iter()
-                .find(|p| jobs.plugins().get(p).is_ok_and(|r| r.kind == "destination"));
+            let remote = s.plugins.iter().find(|p| {
+                jobs.plugins()
+                    .get(p)
+                    .is_ok_and(|r| r.kind == crate::catalog::PluginKind::Destination)
+            });
             let archive = match remote {
                 Some(p) => RemoteArchive::new(p, &s.destination)?.id(),
                 None => std::fs::canonicalize(&s.destination)

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::budget::MemoryBudget;
 use crate::capture::{self, CaptureOptions, CapturePhase};
-use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
+use crate::catalog::{now_ms, BackupRecord, Catalog, PluginKind, Status};
 use crate::config::{HooksConfig, StandardCodecRuntime};
 use crate::hooks::{BackupFacts, BackupHooks, BackupOutcome};
 use crate::plugins::PluginRegistry;
@@ -267,7 +267,7 @@ impl Jobs {
         let mut found: Option<String> = None;
         for name in &spec.plugins {
             let rec = self.plugins.get(name)?;
-            if rec.kind == "destination" && found.as_deref() != Some(name.as_str()) {
+            if rec.kind == PluginKind::Destination && found.as_deref() != Some(name.as_str()) {
                 if let Some(first) = &found {
                     return Err(CoreError::InvalidArgument(format!(
                         "--plugin {first} and --plugin {name} are both destinations; a backup goes to one place"
@@ -309,7 +309,7 @@ impl Jobs {
                 .plugins
                 .list()?
                 .into_iter()
-                .find(|p| p.kind == "codec" && p.codec_id == name)
+                .find(|p| p.kind == PluginKind::Codec && p.codec_id == name)
                 .ok_or_else(|| {
                     CoreError::InvalidArgument(format!(
                         "unknown codec `{name}`: use none, xpress, lzx or an installed codec plugin (see `wimguard \
@@ -318,7 +318,7 @@ impl Jobs {
                 })?,
             Err(e) => return Err(e.into()),
         };
-        if rec.kind != "codec" {
+        if rec.kind != PluginKind::Codec {
             return Err(CoreError::InvalidArgument(format!(
                 "plugin `{}` is a {} plugin, not a codec",
                 rec.name, rec.kind
@@ -355,9 +355,9 @@ impl Jobs {
                 continue; // `--plugin x --plugin x` runs x once
             }
             let rec = self.plugins.get(name)?;
-            match rec.kind.as_str() {
-                "hook" => hook_plugins.push(self.plugins.hook(name)?),
-                "codec" => match &spec.compression {
+            match rec.kind {
+                PluginKind::Hook => hook_plugins.push(self.plugins.hook(name)?),
+                PluginKind::Codec => match &spec.compression {
                     Some(c) if c != name && *c != rec.codec_id => {
                         return Err(CoreError::InvalidArgument(format!(
                             "--plugin {name} is a codec, but {codec_from} already chose {c}; a backup uses one codec"
@@ -369,12 +369,7 @@ impl Jobs {
                     }
                 },
                 // The destination stage (see start_backup).
-                "destination" => {}
-                other => {
-                    return Err(CoreError::InvalidArgument(format!(
-                        "plugin `{name}` is a {other} plugin; backups cannot use {other} plugins yet"
-                    )))
-                }
+                PluginKind::Destination => {}
             }
         }
         Ok(BackupHooks::new(&self.settings.hooks, hook_plugins).hide_env(self.plugins.secret_variables()))

@@ -121,10 +121,12 @@ impl Scheduler {
         if spec.destination.trim().is_empty() {
             return Err(CoreError::InvalidArgument("the destination is empty".into()));
         }
-        let remote = spec
-            .plugins
-            .iter()
-            .any(|p| self.jobs.plugins().get(p).is_ok_and(|r| r.kind == "destination"));
+        let remote = spec.plugins.iter().any(|p| {
+            self.jobs
+                .plugins()
+                .get(p)
+                .is_ok_and(|r| r.kind == crate::catalog::PluginKind::Destination)
+        });
         for p in &spec.plugins {
             self.jobs.plugins().get(p)?;
         }

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::SCHEMA_VERSION;
-pub use plugins::PluginRecord;
+pub use plugins::{PluginKind, PluginRecord, PluginRuntime};
 
 /// Lifecycle of a job, stored as a lowercase word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -496,7 +496,7 @@ mod tests {
     /// A status this version does not know (written by a newer one, or by
     /// hand) is an error naming it, never read as some other status.
     #[test]
-    fn unknown_status_words_are_errors_not_guesses() {
+    fn unknown_status_kind_and_runtime_words_are_errors_not_guesses() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         let cat = Catalog::open(&path).unwrap();
@@ -517,6 +517,29 @@ mod tests {
         assert!(e.contains("\"paused\""), "{e}");
         let e = cat.count_by_status().unwrap_err().to_string();
         assert!(e.contains("\"paused\""), "{e}");
+        // The same for a plugin's kind and runtime.
+        let plugin = PluginRecord {
+            name: "p".into(),
+            kind: PluginKind::Hook,
+            runtime: PluginRuntime::Wasm,
+            sha256: "ab".repeat(32),
+            version: "1.0.0".into(),
+            api_version: "1.0".into(),
+            ..PluginRecord::default()
+        };
+        cat.upsert_plugin(&plugin).unwrap();
+        assert_eq!(cat.get_plugin("p").unwrap().unwrap(), plugin);
+        raw.execute("UPDATE plugins SET kind = 'sidecar' WHERE name = 'p'", [])
+            .unwrap();
+        let e = cat.get_plugin("p").unwrap_err().to_string();
+        assert!(e.contains("\"sidecar\""), "{e}");
+        raw.execute("UPDATE plugins SET kind = 'hook', runtime = 'jvm' WHERE name = 'p'", [])
+            .unwrap();
+        let e = cat.get_plugin("p").unwrap_err().to_string();
+        assert!(e.contains("\"jvm\""), "{e}");
+        for k in [PluginKind::Codec, PluginKind::Destination, PluginKind::Hook] {
+            assert_eq!(PluginKind::from_name(k.as_str()), Some(k));
+        }
         for s in [
             Status::Queued,
             Status::Running,

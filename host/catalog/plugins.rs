@@ -5,6 +5,88 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Catalog, Result};
 
+/// What a plugin does: the WIT world it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PluginKind {
+    /// Compresses chunks (`codec-plugin`).
+    #[default]
+    Codec,
+    /// Stores remote archives (`destination-plugin`).
+    Destination,
+    /// Runs around backups (`hook-plugin`).
+    Hook,
+}
+
+impl PluginKind {
+    /// The word stored in the catalog and shown to users (also the WIT
+    /// interface's name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Codec => "codec",
+            PluginKind::Destination => "destination",
+            PluginKind::Hook => "hook",
+        }
+    }
+
+    /// The kind named `s`; None for any other word (never a guess).
+    pub fn from_name(s: &str) -> Option<PluginKind> {
+        Some(match s {
+            "codec" => PluginKind::Codec,
+            "destination" => PluginKind::Destination,
+            "hook" => PluginKind::Hook,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a plugin runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PluginRuntime {
+    /// A WebAssembly component, sandboxed by wasmtime.
+    #[default]
+    Wasm,
+    /// A trusted shared library loaded into the server.
+    Native,
+}
+
+impl PluginRuntime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginRuntime::Wasm => "wasm",
+            PluginRuntime::Native => "native",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<PluginRuntime> {
+        Some(match s {
+            "wasm" => PluginRuntime::Wasm,
+            "native" => PluginRuntime::Native,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A catalog word that is not one this version knows: an error naming it.
+fn unknown(column: usize, what: &str, word: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("plugin {what} {word:?} is not one this version knows").into(),
+    )
+}
+
 /// One registered plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PluginRecord {
@@ -12,10 +94,8 @@ pub struct PluginRecord {
     pub name: String,
     /// The plugin's own version.
     pub version: String,
-    /// `codec`, `destination` or `hook`.
-    pub kind: String,
-    /// `wasm` (a component, sandboxed) or `native` (a trusted shared library).
-    pub runtime: String,
+    pub kind: PluginKind,
+    pub runtime: PluginRuntime,
     /// The contract it was built against, e.g. `1.0`.
     pub api_version: String,
     /// Hex sha256 of the registered bytes; the daemon refuses other bytes.
@@ -37,8 +117,14 @@ fn from_row(r: &Row) -> rusqlite::Result<PluginRecord> {
     Ok(PluginRecord {
         name: r.get(0)?,
         version: r.get(1)?,
-        kind: r.get(2)?,
-        runtime: r.get(3)?,
+        kind: {
+            let w: String = r.get(2)?;
+            PluginKind::from_name(&w).ok_or_else(|| unknown(2, "kind", &w))?
+        },
+        runtime: {
+            let w: String = r.get(3)?;
+            PluginRuntime::from_name(&w).ok_or_else(|| unknown(3, "runtime", &w))?
+        },
         api_version: r.get(4)?,
         sha256: r.get(5)?,
         enabled: r.get(6)?,
@@ -64,8 +150,8 @@ impl Catalog {
             params![
                 p.name,
                 p.version,
-                p.kind,
-                p.runtime,
+                p.kind.as_str(),
+                p.runtime.as_str(),
                 p.api_version,
                 p.sha256,
                 p.enabled,

@@ -26,7 +26,7 @@ use super::host::{
 pub use super::host::{API_MAJOR, API_MINOR};
 use super::http::{HostPattern, HttpPolicy};
 use super::{NativeCodec, WasmCodec, WasmDestination, WasmHook};
-use crate::catalog::{now_ms, Catalog, PluginRecord};
+use crate::catalog::{now_ms, Catalog, PluginKind, PluginRecord, PluginRuntime};
 use crate::config::{FailurePolicy, PluginConfig, PluginInstallConfig};
 
 /// Why the registry refused or failed; the core turns it into its own
@@ -96,19 +96,18 @@ pub fn bundled_plugins() -> &'static [BundledPlugin] {
 pub struct Inspected {
     pub name: String,
     pub version: String,
-    pub kind: &'static str,
+    pub kind: PluginKind,
     pub api_version: String,
     pub description: String,
     /// Codec plugins: the id archives record.
     pub codec_id: String,
 }
 
-/// Checks that `component` is a plugin of a world this host knows, of API
-/// major 1, and asks its `info` (and, for codecs, `describe`).
-pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspected, PluginError> {
-    let label = format!("sha256:{}", &sha256[..12.min(sha256.len())]);
+/// The plugin interface and the one world `component` exports, refusing
+/// another API major, a newer minor, or more or less than one world.
+fn exported_world(component: &Component, label: &str) -> Result<(String, PluginKind), PluginError> {
     let wrong = |reason: String| PluginError::WrongWorld {
-        plugin: label.clone(),
+        plugin: label.to_string(),
         reason,
     };
     let ty = component.component_type();
@@ -163,22 +162,40 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             "it exports none of the worlds codec-plugin, destination-plugin, hook-plugin".into(),
         ));
     };
-    let kind: &'static str = match kind {
-        "codec" => "codec",
-        "destination" => "destination",
-        _ => "hook",
+    let kind = PluginKind::from_name(kind).expect("one of the three worlds, matched above");
+    Ok((plugin_export, kind))
+}
+
+/// Asks a fresh instance its `info` (and a codec its `describe`), within
+/// the default call limit.
+#[allow(clippy::type_complexity)]
+fn ask_info(
+    component: &Component,
+    label: &str,
+    plugin_export: &str,
+    kind: PluginKind,
+) -> Result<
+    (
+        bindings::wimguard::plugin::types::PluginInfo,
+        Option<bindings::exports::wimguard::plugin::codec::CodecInfo>,
+    ),
+    PluginError,
+> {
+    let wrong = |reason: String| PluginError::WrongWorld {
+        plugin: label.to_string(),
+        reason,
     };
-    super::host::check_imports(component, kind, &label)?;
+    let ty = component.component_type();
     let limits = PluginLimits::default();
     let linker = hook_linker(component).map_err(|e| wrong(format!("{e:#}")))?;
     // Which call is running, for the error when the time limit stops it.
     let stage = std::cell::Cell::new("instantiate");
     let ask = async {
         let mut store = new_store(
-            label.clone().into(),
+            label.into(),
             Arc::new(PluginSettings::new()),
             &limits,
-            HttpPolicy::deny_all(label.clone().into()),
+            HttpPolicy::deny_all(label.into()),
         );
         super::host::yield_at_every_tick(&mut store);
         let instance = linker
@@ -186,7 +203,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             .await
             .map_err(|e| wrong(format!("cannot instantiate it: {e:#}")))?;
         let iface = component
-            .get_export_index(None, plugin_export.as_str())
+            .get_export_index(None, plugin_export)
             .ok_or_else(|| wrong("no plugin interface".into()))?;
         let info_idx = component
             .get_export_index(Some(&iface), "info")
@@ -199,7 +216,7 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
             .call_async(&mut store, ())
             .await
             .map_err(|e| super::host::call_error(e, &store, "info", &limits))?;
-        if kind != "codec" {
+        if kind != PluginKind::Codec {
             return Ok((info, None));
         }
         let codec_iface = ty
@@ -225,18 +242,32 @@ pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspecte
         Ok(r) => r?,
         Err(_) => {
             return Err(PluginError::Timeout {
-                plugin: label.clone(),
+                plugin: label.to_string(),
                 call: stage.get(),
                 limit: limits.call_timeout,
             })
         }
     };
-    use bindings::wimguard::plugin::types::PluginKind;
+    Ok((info, desc))
+}
+
+/// Checks that `component` is a plugin of a world this host knows, of API
+/// major 1, and asks its `info` (and, for codecs, `describe`).
+pub fn inspect_component(component: &Component, sha256: &str) -> Result<Inspected, PluginError> {
+    let label = format!("sha256:{}", &sha256[..12.min(sha256.len())]);
+    let wrong = |reason: String| PluginError::WrongWorld {
+        plugin: label.clone(),
+        reason,
+    };
+    let (plugin_export, kind) = exported_world(component, &label)?;
+    super::host::check_imports(component, kind.as_str(), &label)?;
+    let (info, desc) = ask_info(component, &label, &plugin_export, kind)?;
+    use bindings::wimguard::plugin::types::PluginKind as WitKind;
     let said = match &info.kind {
-        PluginKind::Codec => "codec",
-        PluginKind::Destination => "destination",
-        PluginKind::Hook => "hook",
-        PluginKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
+        WitKind::Codec => PluginKind::Codec,
+        WitKind::Destination => PluginKind::Destination,
+        WitKind::Hook => PluginKind::Hook,
+        WitKind::Other(o) => return Err(wrong(format!("`info` says kind {o:?}, which this host does not know"))),
     };
     if said != kind {
         return Err(wrong(format!(
@@ -394,7 +425,11 @@ impl PluginRegistry {
     }
 
     fn path_of(&self, rec: &PluginRecord) -> PathBuf {
-        let ext = if rec.runtime == "native" { "so" } else { "wasm" };
+        let ext = if rec.runtime == PluginRuntime::Native {
+            "so"
+        } else {
+            "wasm"
+        };
         self.store_dir.join(format!("{}.{ext}", rec.sha256))
     }
 
@@ -457,8 +492,8 @@ impl PluginRegistry {
         let rec = PluginRecord {
             name: info.name,
             version: info.version,
-            kind: info.kind.into(),
-            runtime: "wasm".into(),
+            kind: info.kind,
+            runtime: PluginRuntime::Wasm,
             api_version: info.api_version,
             sha256: sha.clone(),
             enabled: true,
@@ -484,7 +519,13 @@ impl PluginRegistry {
     /// change the kind of an installed plugin, to take another plugin's codec
     /// id, and to change the codec id of a plugin that compressed archives
     /// (they would become unreadable).
-    fn check_registration(&self, name: &str, kind: &str, codec_id: &str, bundled: bool) -> Result<(), RegistryError> {
+    fn check_registration(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        codec_id: &str,
+        bundled: bool,
+    ) -> Result<(), RegistryError> {
         if let Some(old) = self.catalog.get_plugin(name)? {
             if old.bundled && !bundled {
                 return Err(RegistryError::AlreadyExists(format!(
@@ -498,7 +539,7 @@ impl PluginRegistry {
                     old.kind
                 )));
             }
-            if old.kind == "codec" && old.codec_id != codec_id {
+            if old.kind == PluginKind::Codec && old.codec_id != codec_id {
                 let archives = self.catalog.archives_using_codec(&old.codec_id)?;
                 if let Some(first) = archives.first() {
                     return Err(RegistryError::FailedPrecondition(format!(
@@ -511,7 +552,7 @@ impl PluginRegistry {
                 }
             }
         }
-        if kind == "codec" {
+        if kind == PluginKind::Codec {
             // Only the bundled plugins provide standard codecs: a third-party
             // one would write "standard" archives with foreign code.
             if !bundled && crate::wim::Compression::from_standard_name(codec_id).is_some() {
@@ -551,7 +592,7 @@ impl PluginRegistry {
         // removed again when anything below refuses it.
         let staged = PluginRecord {
             sha256: sha.clone(),
-            runtime: "native".into(),
+            runtime: PluginRuntime::Native,
             ..PluginRecord::default()
         };
         let path = self.path_of(&staged);
@@ -574,7 +615,7 @@ impl PluginRegistry {
                     codec.codec_id()
                 )));
             }
-            self.check_registration(name, "codec", codec.codec_id(), false)?;
+            self.check_registration(name, PluginKind::Codec, codec.codec_id(), false)?;
             Ok(codec)
         })();
         let codec = match result {
@@ -589,8 +630,8 @@ impl PluginRegistry {
         let rec = PluginRecord {
             name: name.clone(),
             version: codec.plugin_version().to_string(),
-            kind: "codec".into(),
-            runtime: "native".into(),
+            kind: PluginKind::Codec,
+            runtime: PluginRuntime::Native,
             api_version: format!("native-abi-{}", wimguard_sdk::native::ABI_VERSION),
             sha256: sha.clone(),
             enabled: true,
@@ -720,7 +761,7 @@ impl PluginRegistry {
                 "`{name}` is bundled with wimguard and cannot be removed; disable it with `wimguard plugin disable {name}`"
             )));
         }
-        if rec.kind == "codec" && !force {
+        if rec.kind == PluginKind::Codec && !force {
             let archives = self.catalog.archives_using_codec(&rec.codec_id)?;
             if let Some(first) = archives.first() {
                 let more = match archives.len() {
@@ -833,7 +874,7 @@ impl PluginRegistry {
     }
 
     /// An enabled plugin of `kind` by name, or a clear error.
-    fn enabled(&self, name: &str, kind: &str) -> Result<PluginRecord, RegistryError> {
+    fn enabled(&self, name: &str, kind: PluginKind) -> Result<PluginRecord, RegistryError> {
         let rec = self.get(name)?;
         if rec.kind != kind {
             return Err(RegistryError::InvalidArgument(format!(
@@ -851,7 +892,7 @@ impl PluginRegistry {
 
     /// The codec of an enabled codec plugin, loaded once per registered file.
     pub fn codec(&self, name: &str) -> Result<&'static dyn Codec, RegistryError> {
-        let rec = self.enabled(name, "codec")?;
+        let rec = self.enabled(name, PluginKind::Codec)?;
         if let Some(c) = self.codecs.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
             // Still refuse a file that changed since it was loaded.
             self.verified_bytes(&rec)?;
@@ -859,7 +900,7 @@ impl PluginRegistry {
         }
         let cfg = self.config_of(name);
         let settings = self.settings(name, &cfg)?;
-        let codec: Box<dyn Codec> = if rec.runtime == "native" {
+        let codec: Box<dyn Codec> = if rec.runtime == PluginRuntime::Native {
             let bytes = self.verified_bytes(&rec)?;
             let trusted = cfg.trusted
                 && cfg
@@ -920,8 +961,8 @@ impl PluginRegistry {
     /// An enabled hook plugin, ready to call, and its failure policy. The
     /// linked component is kept, so each call only instantiates it.
     pub fn hook(&self, name: &str) -> Result<(WasmHook, FailurePolicy), RegistryError> {
-        let rec = self.enabled(name, "hook")?;
-        if rec.runtime != "wasm" {
+        let rec = self.enabled(name, PluginKind::Hook)?;
+        if rec.runtime != PluginRuntime::Wasm {
             return Err(RegistryError::InvalidArgument(format!(
                 "hook plugin `{name}` is native; hooks run only as wasm components"
             )));
@@ -958,8 +999,8 @@ impl PluginRegistry {
     /// `FailedPrecondition` (disabled, or its file or settings are unusable),
     /// `InvalidArgument` (not a destination plugin).
     pub fn destination(&self, name: &str) -> Result<WasmDestination, RegistryError> {
-        let rec = self.enabled(name, "destination")?;
-        if rec.runtime != "wasm" {
+        let rec = self.enabled(name, PluginKind::Destination)?;
+        if rec.runtime != PluginRuntime::Wasm {
             return Err(RegistryError::InvalidArgument(format!(
                 "destination plugin `{name}` is native; destinations run only as wasm components"
             )));

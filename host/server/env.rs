@@ -35,7 +35,9 @@ impl pb::env_service_server::EnvService for EnvApi {
         // writing goes through the bundled plugin of the same name.
         let plugins = s.jobs.plugins().list().map_err(|e| convert::status(e.into()))?;
         for std_codec in ["xpress", "lzx"] {
-            let p = plugins.iter().find(|p| p.kind == "codec" && p.codec_id == std_codec);
+            let p = plugins
+                .iter()
+                .find(|p| p.kind == crate::catalog::PluginKind::Codec && p.codec_id == std_codec);
             let mut c = codec(
                 std_codec,
                 format!("builtin + plugin {}", p.map_or("-", |p| p.name.as_str())),
@@ -45,7 +47,7 @@ impl pb::env_service_server::EnvService for EnvApi {
         }
         for p in plugins
             .iter()
-            .filter(|p| p.kind == "codec" && p.codec_id != "xpress" && p.codec_id != "lzx")
+            .filter(|p| p.kind == crate::catalog::PluginKind::Codec && p.codec_id != "xpress" && p.codec_id != "lzx")
         {
             let mut c = codec(&p.codec_id, format!("plugin {} ({})", p.name, p.runtime));
             c.can_compress = p.enabled;

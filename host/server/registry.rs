@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::PluginRecord;
+use crate::catalog::{PluginKind, PluginRuntime};
 use crate::plugins::registry::RegistryError;
 use crate::plugins::registry::MAX_PLUGIN_BYTES;
 
@@ -41,16 +42,14 @@ pub fn plugin(r: &PluginRecord) -> pb::Plugin {
     pb::Plugin {
         name: r.name.clone(),
         version: r.version.clone(),
-        kind: match r.kind.as_str() {
-            "codec" => pb::PluginKind::Codec,
-            "destination" => pb::PluginKind::Destination,
-            "hook" => pb::PluginKind::Hook,
-            _ => pb::PluginKind::Unspecified,
+        kind: match r.kind {
+            PluginKind::Codec => pb::PluginKind::Codec,
+            PluginKind::Destination => pb::PluginKind::Destination,
+            PluginKind::Hook => pb::PluginKind::Hook,
         } as i32,
-        runtime: match r.runtime.as_str() {
-            "wasm" => pb::PluginRuntime::Wasm,
-            "native" => pb::PluginRuntime::Native,
-            _ => pb::PluginRuntime::Unspecified,
+        runtime: match r.runtime {
+            PluginRuntime::Wasm => pb::PluginRuntime::Wasm,
+            PluginRuntime::Native => pb::PluginRuntime::Native,
         } as i32,
         api_version: r.api_version.clone(),
         sha256: r.sha256.clone(),
