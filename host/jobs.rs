@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::budget::MemoryBudget;
 use crate::capture::{self, CaptureOptions, CapturePhase};
-use crate::catalog::{now_ms, BackupRecord, Catalog, PluginKind, Status};
+use crate::catalog::{now_ms, BackupRecord, Catalog, Phase, PluginKind, Status};
 use crate::config::{HooksConfig, StandardCodecRuntime};
 use crate::hooks::{BackupFacts, BackupHooks, BackupOutcome};
 use crate::plugins::PluginRegistry;
@@ -25,7 +25,7 @@ pub use crate::error::CoreError;
 /// Live counters of a running job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveProgress {
-    pub phase: String,
+    pub phase: Phase,
     pub files_done: u64,
     pub files_total: u64,
     pub bytes_done: u64,
@@ -189,14 +189,14 @@ fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMu
         }
         last_sent = now;
         let phase = match p.phase {
-            CapturePhase::Scanning => "scanning",
-            CapturePhase::Writing => "writing",
-            CapturePhase::Finalizing => "finalizing",
+            CapturePhase::Scanning => Phase::Scanning,
+            CapturePhase::Writing => Phase::Writing,
+            CapturePhase::Finalizing => Phase::Finalizing,
         };
         tx.send_modify(|u| {
-            u.record.phase = phase.into();
+            u.record.phase = phase;
             u.progress = LiveProgress {
-                phase: phase.into(),
+                phase,
                 files_done: p.files_done,
                 files_total: p.files_total,
                 bytes_done: p.bytes_done,
@@ -392,7 +392,7 @@ impl Jobs {
         let record = BackupRecord {
             uuid: uuid.clone(),
             status: Status::Running,
-            phase: "scanning".into(),
+            phase: Phase::Scanning,
             source: spec.source.display().to_string(),
             destination: spec.destination.display().to_string(),
             compression: codec.id(),
@@ -409,7 +409,7 @@ impl Jobs {
         let (tx, rx) = watch::channel(JobUpdate {
             record: record.clone(),
             progress: LiveProgress {
-                phase: "scanning".into(),
+                phase: Phase::Scanning,
                 ..LiveProgress::default()
             },
         });
@@ -628,7 +628,7 @@ impl Jobs {
         // A bug must not leave the job "running" and its archive locked forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if !hooks.is_empty() {
-                tx.send_modify(|u| u.progress.phase = "pre-backup hooks".into());
+                tx.send_modify(|u| u.progress.phase = Phase::PreBackupHooks);
             }
             let pre = Instant::now();
             let verdict = hooks.run_pre(&facts, &cancel);
@@ -662,7 +662,7 @@ impl Jobs {
             )))
         });
         record.finished_at = Some(now_ms());
-        record.phase = "done".into();
+        record.phase = Phase::Done;
         match result {
             Ok(()) => record.status = Status::Succeeded,
             Err(CoreError::Cancelled) => {
@@ -679,7 +679,7 @@ impl Jobs {
             }
         }
         if !hooks.is_empty() {
-            tx.send_modify(|u| u.progress.phase = "post-backup hooks".into());
+            tx.send_modify(|u| u.progress.phase = Phase::PostBackupHooks);
             let outcome = BackupOutcome {
                 status: record.status.as_str().into(),
                 error: (!record.error.is_empty()).then(|| record.error.clone()),
@@ -708,7 +708,7 @@ impl Jobs {
             st.busy_archives.remove(&spec.destination);
         }
         let progress = LiveProgress {
-            phase: "done".into(),
+            phase: Phase::Done,
             ..tx.borrow().progress.clone()
         };
         let _ = tx.send(JobUpdate { record, progress });
@@ -831,8 +831,8 @@ impl Jobs {
             Box::new(move |sent| uploading.send_modify(|u| u.progress.bytes_uploaded = sent)),
             &|| {
                 tx.send_modify(|u| {
-                    u.record.phase = "uploading".into();
-                    u.progress.phase = "uploading".into();
+                    u.record.phase = Phase::Uploading;
+                    u.progress.phase = Phase::Uploading;
                 })
             },
         )?;
@@ -851,7 +851,7 @@ impl Jobs {
             .ok_or_else(|| CoreError::NotFound(format!("no backup {uuid}")))?;
         let (_tx, rx) = watch::channel(JobUpdate {
             progress: LiveProgress {
-                phase: rec.phase.clone(),
+                phase: rec.phase,
                 ..LiveProgress::default()
             },
             record: rec,

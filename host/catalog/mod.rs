@@ -66,12 +66,72 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Where a job is, stored as the words users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Queued,
+    Scanning,
+    Hashing,
+    Writing,
+    Finalizing,
+    Uploading,
+    Restoring,
+    Verifying,
+    PreBackupHooks,
+    PostBackupHooks,
+    Done,
+}
+
+impl Phase {
+    const ALL: [Phase; 11] = [
+        Phase::Queued,
+        Phase::Scanning,
+        Phase::Hashing,
+        Phase::Writing,
+        Phase::Finalizing,
+        Phase::Uploading,
+        Phase::Restoring,
+        Phase::Verifying,
+        Phase::PreBackupHooks,
+        Phase::PostBackupHooks,
+        Phase::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Scanning => "scanning",
+            Phase::Hashing => "hashing",
+            Phase::Writing => "writing",
+            Phase::Finalizing => "finalizing",
+            Phase::Uploading => "uploading",
+            Phase::Restoring => "restoring",
+            Phase::Verifying => "verifying",
+            Phase::PreBackupHooks => "pre-backup hooks",
+            Phase::PostBackupHooks => "post-backup hooks",
+            Phase::Done => "done",
+        }
+    }
+
+    /// The phase named `s`; None for any other words (never a guess).
+    pub fn from_name(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One backup run, as recorded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BackupRecord {
     pub uuid: String,
     pub status: Status,
-    pub phase: String,
+    pub phase: Phase,
     pub source: String,
     pub destination: String,
     pub compression: String,
@@ -140,7 +200,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
         params![
             b.uuid,
             b.status.as_str(),
-            b.phase,
+            b.phase.as_str(),
             b.source,
             b.destination,
             b.compression,
@@ -175,7 +235,7 @@ fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
         params![
             b.uuid,
             b.status.as_str(),
-            b.phase,
+            b.phase.as_str(),
             b.name,
             b.image_index as i64,
             b.files as i64,
@@ -228,7 +288,16 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
                 )
             })?
         },
-        phase: r.get(2)?,
+        phase: {
+            let s: String = r.get(2)?;
+            Phase::from_name(&s).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("backup phase {s:?} is not one this version knows").into(),
+                )
+            })?
+        },
         source: r.get(3)?,
         destination: r.get(4)?,
         compression: r.get(5)?,
@@ -496,7 +565,7 @@ mod tests {
     /// A status this version does not know (written by a newer one, or by
     /// hand) is an error naming it, never read as some other status.
     #[test]
-    fn unknown_status_kind_and_runtime_words_are_errors_not_guesses() {
+    fn unknown_status_phase_kind_and_runtime_words_are_errors_not_guesses() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         let cat = Catalog::open(&path).unwrap();
@@ -537,6 +606,16 @@ mod tests {
             .unwrap();
         let e = cat.get_plugin("p").unwrap_err().to_string();
         assert!(e.contains("\"jvm\""), "{e}");
+        raw.execute(
+            "UPDATE backups SET status = 'failed', phase = 'napping' WHERE uuid = 'u1'",
+            [],
+        )
+        .unwrap();
+        let e = cat.get_backup("u1").unwrap_err().to_string();
+        assert!(e.contains("\"napping\""), "{e}");
+        for p in Phase::ALL {
+            assert_eq!(Phase::from_name(p.as_str()), Some(p));
+        }
         for k in [PluginKind::Codec, PluginKind::Destination, PluginKind::Hook] {
             assert_eq!(PluginKind::from_name(k.as_str()), Some(k));
         }

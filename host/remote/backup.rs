@@ -163,7 +163,7 @@ pub fn capture(
         crate::jobs::record_capture(record, &report, seq);
         record.status = Status::Succeeded;
         record.finished_at = Some(now_ms());
-        record.phase = "done".into();
+        record.phase = crate::catalog::Phase::Done;
         crate::metrics::timed("publish", || {
             t.catalog.complete_remote_object(&done, &blobs, &[image], Some(record))
         })?;

@@ -68,7 +68,7 @@ fn full_then_delta_restore_and_delete() {
         let mut rec = BackupRecord {
             uuid: uuid.clone(),
             status: Status::Running,
-            phase: "scanning".into(),
+            phase: crate::catalog::Phase::Scanning,
             source: src.display().to_string(),
             destination: archive.id(),
             compression: "lzx".into(),

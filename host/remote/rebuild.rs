@@ -35,7 +35,7 @@ fn record_for(info: &ImageInfo, destination: &str, compression: &str, image_inde
     BackupRecord {
         uuid: info.backup_uuid.clone(),
         status: Status::Succeeded,
-        phase: "done".into(),
+        phase: crate::catalog::Phase::Done,
         source: info.source.clone(),
         destination: destination.into(),
         compression: compression.into(),

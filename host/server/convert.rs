@@ -4,7 +4,7 @@ use prost_types::Timestamp;
 use tonic::Status;
 
 use crate::api::v1 as pb;
-use crate::catalog::{BackupRecord, Status as JobState};
+use crate::catalog::{BackupRecord, Phase, Status as JobState};
 use crate::error::CoreError;
 use crate::jobs::JobUpdate;
 
@@ -42,20 +42,19 @@ pub fn job_state(s: pb::JobStatus) -> Option<JobState> {
     })
 }
 
-pub fn phase(s: &str) -> pb::Phase {
-    match s {
-        "queued" => pb::Phase::Queued,
-        "scanning" => pb::Phase::Scanning,
-        "hashing" => pb::Phase::Hashing,
-        "writing" => pb::Phase::Writing,
-        "finalizing" => pb::Phase::Finalizing,
-        "restoring" => pb::Phase::Restoring,
-        "verifying" => pb::Phase::Verifying,
-        "done" => pb::Phase::Done,
-        "pre-backup hooks" => pb::Phase::PreBackupHooks,
-        "post-backup hooks" => pb::Phase::PostBackupHooks,
-        "uploading" => pb::Phase::Uploading,
-        _ => pb::Phase::Unspecified,
+pub fn phase(p: Phase) -> pb::Phase {
+    match p {
+        Phase::Queued => pb::Phase::Queued,
+        Phase::Scanning => pb::Phase::Scanning,
+        Phase::Hashing => pb::Phase::Hashing,
+        Phase::Writing => pb::Phase::Writing,
+        Phase::Finalizing => pb::Phase::Finalizing,
+        Phase::Restoring => pb::Phase::Restoring,
+        Phase::Verifying => pb::Phase::Verifying,
+        Phase::Done => pb::Phase::Done,
+        Phase::PreBackupHooks => pb::Phase::PreBackupHooks,
+        Phase::PostBackupHooks => pb::Phase::PostBackupHooks,
+        Phase::Uploading => pb::Phase::Uploading,
     }
 }
 
@@ -72,7 +71,7 @@ pub fn backup(r: &BackupRecord) -> pb::Backup {
     pb::Backup {
         uuid: r.uuid.clone(),
         status: job_status(r.status()) as i32,
-        phase: phase(&r.phase) as i32,
+        phase: phase(r.phase) as i32,
         source: r.source.clone(),
         destination: r.destination.clone(),
         compression: compression(&r.compression) as i32,
@@ -100,7 +99,7 @@ pub fn backup(r: &BackupRecord) -> pb::Backup {
 pub fn progress(u: &JobUpdate) -> pb::Progress {
     let p = &u.progress;
     pb::Progress {
-        phase: phase(&p.phase) as i32,
+        phase: phase(p.phase) as i32,
         files_done: p.files_done,
         files_total: p.files_total,
         bytes_done: p.bytes_done,
