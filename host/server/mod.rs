@@ -100,19 +100,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// How `wimguard server` was started: overrides of config.yaml for this
-/// run (the CLI fills it from its flags; see `cli::server`).
-#[derive(Debug, Clone, Default)]
-pub struct ServerOptions {
-    pub home: Option<std::path::PathBuf>,
-    pub port: Option<u16>,
-    pub listen: Option<String>,
-    pub tls_self_signed: bool,
-    pub insecure: bool,
-    pub metrics_listen: Option<String>,
-}
-
-pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
+/// Process-wide settings, before any other thread exists.
+fn init_process() {
     // Large buffers (16 MiB upload parts, decode batches) are allocated and
     // freed by many threads. glibc's default raises the mmap threshold to the
     // largest block freed, after which such buffers come from per-thread
@@ -128,6 +117,128 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
         // Colour codes only for a person watching, never in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .init();
+}
+
+/// Opens the catalog, tidies what a crashed server left (jobs marked
+/// interrupted, their archives repaired, unfinished uploads aborted), loads
+/// the plugin registry and checks the configured default codecs.
+fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs>, Box<dyn std::error::Error>> {
+    let catalog = Arc::new(Catalog::open(database_path)?);
+    let interrupted = catalog.mark_interrupted()?;
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            count = interrupted.len(),
+            "jobs left running by an earlier server were marked interrupted"
+        );
+    }
+    let plugins = Arc::new(PluginRegistry::open(
+        home,
+        catalog.clone(),
+        cfg.plugins.clone(),
+        &cfg.plugin_install,
+    )?);
+    plugins.register_bundled()?;
+    // Uploads a crash left open are aborted (their backups were marked
+    // interrupted above); the earlier objects of their chains are intact.
+    let registry = plugins.clone();
+    match crate::remote::manage::abort_interrupted_uploads(&catalog, &|p| {
+        crate::remote::plugin_store::open(&registry, p)
+    }) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "uploads left unfinished by an earlier server were dropped"),
+        Err(e) => tracing::warn!("cannot tidy uploads left by an earlier server: {e}"),
+    }
+    {
+        // Archives compressed by a codec plugin find it through the registry.
+        let registry = plugins.clone();
+        crate::wim::codecs::set_plugin_codec_resolver(Box::new(move |id| {
+            registry.codec_by_id(id).map_err(|e| e.to_string())
+        }));
+    }
+    // After the resolver: a plugin-compressed archive can be opened too.
+    for archive in &interrupted {
+        // The crash left the archive readable; tidy what it left behind.
+        match crate::wim::writer::repair_after_crash(Path::new(archive)) {
+            Ok(true) => tracing::info!(%archive, "cleared the write-in-progress mark left by the crash"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),
+        }
+    }
+    let jobs = Arc::new(Jobs::new(
+        catalog,
+        JobSettings {
+            default_compression: cfg.backup.compression.clone(),
+            default_remote_compression: cfg.backup.remote_compression.clone(),
+            standard_codec_runtime: cfg.backup.standard_codec_runtime,
+            hooks: cfg.hooks.clone(),
+            metadata_memory_mib: cfg.service.server.metadata_memory_mib,
+        },
+        plugins,
+    ));
+    // A bad default codec is a configuration error: say so at start, not at the first backup.
+    jobs.resolve_codec(&cfg.backup.compression)
+        .map_err(|e| format!("config backup.compression {:?}: {e}", cfg.backup.compression))?;
+    jobs.resolve_codec(&cfg.backup.remote_compression).map_err(|e| {
+        format!(
+            "config backup.remoteCompression {:?}: {e}",
+            cfg.backup.remote_compression
+        )
+    })?;
+    Ok(jobs)
+}
+
+/// Writes where clients find this server (and, for a self-signed
+/// certificate, its pin) into config.yaml, only when that changed.
+fn record_client_address(
+    home: &Path,
+    local: SocketAddr,
+    identity: Option<&crate::tls::ServerIdentity>,
+    tls: Option<&crate::config::ServerTls>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Clients find us through the shared config.
+    // Only the address is persisted; --port/--listen overrides stay per run.
+    let mut on_disk = Config::load(home)?;
+    let as_loaded = on_disk.clone();
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    let host = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    on_disk.service.client.address = format!("{scheme}://{host}:{}", local.port());
+    match identity {
+        // Local clients trust what we generated by its pin; an admin's
+        // own client TLS settings are left alone.
+        Some(id) if tls.is_some_and(|t| t.self_signed && t.cert_file.is_none()) => {
+            let client_tls = on_disk.service.client.tls.get_or_insert_with(Default::default);
+            if client_tls.ca_file.is_none() {
+                client_tls.cert_sha256 = Some(id.fingerprint.clone());
+            }
+        }
+        _ => {}
+    }
+    // Rewritten only when something changed: a rewrite loses comments.
+    if on_disk != as_loaded {
+        on_disk.save(home)?;
+    }
+    Ok(())
+}
+
+/// How `wimguard server` was started: overrides of config.yaml for this
+/// run (the CLI fills it from its flags; see `cli::server`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub home: Option<std::path::PathBuf>,
+    pub port: Option<u16>,
+    pub listen: Option<String>,
+    pub tls_self_signed: bool,
+    pub insecure: bool,
+    pub metrics_listen: Option<String>,
+}
+
+pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
+    init_process();
     let home = config::resolve_home(args.home.as_deref())?;
     if !home.exists() {
         std::fs::create_dir_all(&home).map_err(|e| format!("cannot create home {}: {e}", home.display()))?;
@@ -151,67 +262,7 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let database_path = home.join(config::DATABASE_FILE);
-    let catalog = Arc::new(Catalog::open(&database_path)?);
-    let interrupted = catalog.mark_interrupted()?;
-    for archive in &interrupted {
-        // The crash left the archive readable; tidy what it left behind.
-        match crate::wim::writer::repair_after_crash(Path::new(archive)) {
-            Ok(true) => tracing::info!(%archive, "cleared the write-in-progress mark left by the crash"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),
-        }
-    }
-    let interrupted = interrupted.len();
-    if interrupted > 0 {
-        tracing::warn!(
-            count = interrupted,
-            "jobs left running by an earlier server were marked interrupted"
-        );
-    }
-    let plugins = Arc::new(PluginRegistry::open(
-        &home,
-        catalog.clone(),
-        cfg.plugins.clone(),
-        &cfg.plugin_install,
-    )?);
-    plugins.register_bundled()?;
-    // Uploads a crash left open are aborted (their backups were marked
-    // interrupted above); the earlier objects of their chains are intact.
-    let registry = plugins.clone();
-    match crate::remote::manage::abort_interrupted_uploads(&catalog, &|p| {
-        crate::remote::plugin_store::open(&registry, p)
-    }) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(count = n, "uploads left unfinished by an earlier server were dropped"),
-        Err(e) => tracing::warn!("cannot tidy uploads left by an earlier server: {e}"),
-    }
-    {
-        // Archives compressed by a codec plugin find it through the registry.
-        let registry = plugins.clone();
-        crate::wim::codecs::set_plugin_codec_resolver(Box::new(move |id| {
-            registry.codec_by_id(id).map_err(|e| e.to_string())
-        }));
-    }
-    let jobs = Arc::new(Jobs::new(
-        catalog,
-        JobSettings {
-            default_compression: cfg.backup.compression.clone(),
-            default_remote_compression: cfg.backup.remote_compression.clone(),
-            standard_codec_runtime: cfg.backup.standard_codec_runtime,
-            hooks: cfg.hooks.clone(),
-            metadata_memory_mib: cfg.service.server.metadata_memory_mib,
-        },
-        plugins,
-    ));
-    // A bad default codec is a configuration error: say so at start, not at the first backup.
-    jobs.resolve_codec(&cfg.backup.compression)
-        .map_err(|e| format!("config backup.compression {:?}: {e}", cfg.backup.compression))?;
-    jobs.resolve_codec(&cfg.backup.remote_compression).map_err(|e| {
-        format!(
-            "config backup.remoteCompression {:?}: {e}",
-            cfg.backup.remote_compression
-        )
-    })?;
+    let jobs = open_core(&home, &database_path, &cfg)?;
     // Schedules of config.yaml are checked now: a mistake stops the server
     // with the key to fix, rather than failing at 2 a.m.
     let scheduler = crate::scheduler::Scheduler::new(jobs.clone(), cfg.scheduler.clone());
@@ -277,33 +328,7 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!("metrics on http://{at}/metrics");
             tokio::spawn(crate::metrics::serve(metrics_listener, handle));
         }
-        // Clients find us through the shared config.
-        // Only the address is persisted; --port/--listen overrides stay per run.
-        let mut on_disk = Config::load(&home)?;
-        let as_loaded = on_disk.clone();
-        let scheme = if identity.is_some() { "https" } else { "http" };
-        let host = match local.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-            ip if ip.is_unspecified() => "[::1]".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        on_disk.service.client.address = format!("{scheme}://{host}:{}", local.port());
-        match &identity {
-            // Local clients trust what we generated by its pin; an admin's
-            // own client TLS settings are left alone.
-            Some(id) if tls.as_ref().is_some_and(|t| t.self_signed && t.cert_file.is_none()) => {
-                let client_tls = on_disk.service.client.tls.get_or_insert_with(Default::default);
-                if client_tls.ca_file.is_none() {
-                    client_tls.cert_sha256 = Some(id.fingerprint.clone());
-                }
-            }
-            _ => {}
-        }
-        // Rewritten only when something changed: a rewrite loses comments.
-        if on_disk != as_loaded {
-            on_disk.save(&home)?;
-        }
+        record_client_address(&home, local, identity.as_ref(), tls.as_ref())?;
         if let Some(id) = &identity {
             tracing::info!(certificate = %id.cert_path.display(), sha256 = %id.fingerprint, "serving TLS");
             println!("TLS certificate {} sha256 {}", id.cert_path.display(), id.fingerprint);
