@@ -147,16 +147,26 @@ fn remove_snapshots(
                 .filter(|i| remove.contains(&i.backup_uuid))
                 .map(|i| i.index)
                 .collect();
+            // The soft delete loads each removed image's tree to count its
+            // references; the server-wide budget bounds that as any load.
+            let memory = jobs
+                .memory()
+                .reserve_images_in_turn(&arch, indexes.iter().copied(), None)?;
             drop(arch);
             crate::wim::writer::soft_delete_images(path, &indexes)?;
+            drop(memory);
             report.removed = indexes.len() as u64;
             let arch = WimArchive::open(path).map_err(CoreError::from)?;
             let now: Vec<(String, u32)> = arch.images().into_iter().map(|i| (i.backup_uuid, i.index)).collect();
             jobs.catalog().forget_local_snapshots(&req.archive, remove, &now)?;
             report.reclaimable = crate::wim::writer::reclaimable_bytes(&arch);
             let share = report.reclaimable as f64 / arch.file_size.max(1) as f64;
-            drop(arch);
             if req.optimize_above.is_some_and(|limit| share > limit) {
+                // The rebuild loads every kept image in turn.
+                let _memory = jobs
+                    .memory()
+                    .reserve_images_in_turn(&arch, 1..=arch.image_count(), None)?;
+                drop(arch);
                 crate::wim::writer::optimize(path)?;
                 report.optimized = true;
                 report.reclaimable = 0;

@@ -154,7 +154,7 @@ impl Scheduler {
             updated_at: now,
             // Slots count from now: a new schedule does not catch up the past.
             last_slot: Some(now),
-            ..record_from(spec)
+            ..with_spec(ScheduleRecord::default(), spec)
         };
         self.jobs.catalog().put_schedule(&rec)?;
         self.wake.notify_all();
@@ -181,19 +181,8 @@ impl Scheduler {
         let old = self.get_api(id)?;
         self.validate(spec)?;
         let rec = ScheduleRecord {
-            id: old.id.clone(),
-            origin: old.origin.clone(),
-            created_at: old.created_at,
             updated_at: now_ms(),
-            last_slot: old.last_slot,
-            last_run_at: old.last_run_at,
-            last_backup_uuid: old.last_backup_uuid.clone(),
-            last_status: old.last_status,
-            last_error: old.last_error.clone(),
-            skipped: old.skipped,
-            retry_at: old.retry_at,
-            failures: old.failures,
-            ..record_from(spec)
+            ..with_spec(old, spec)
         };
         self.jobs.catalog().put_schedule(&rec)?;
         self.wake.notify_all();
@@ -282,19 +271,8 @@ impl Scheduler {
             };
             let rec = match existing.iter().find(|s| &s.name == name) {
                 Some(old) => ScheduleRecord {
-                    id: old.id.clone(),
-                    origin: "config".into(),
-                    created_at: old.created_at,
                     updated_at: now,
-                    last_slot: old.last_slot,
-                    last_run_at: old.last_run_at,
-                    last_backup_uuid: old.last_backup_uuid.clone(),
-                    last_status: old.last_status,
-                    last_error: old.last_error.clone(),
-                    skipped: old.skipped,
-                    retry_at: old.retry_at,
-                    failures: old.failures,
-                    ..record_from(&spec)
+                    ..with_spec(old.clone(), &spec)
                 },
                 None => ScheduleRecord {
                     id: uuid::Uuid::new_v4().to_string(),
@@ -302,7 +280,7 @@ impl Scheduler {
                     created_at: now,
                     updated_at: now,
                     last_slot: Some(now),
-                    ..record_from(&spec)
+                    ..with_spec(ScheduleRecord::default(), &spec)
                 },
             };
             self.jobs.catalog().put_schedule(&rec)?;
@@ -487,7 +465,8 @@ impl Scheduler {
     }
 }
 
-fn record_from(spec: &ScheduleSpec) -> ScheduleRecord {
+/// `rec` with what `spec` sets (its id, origin and run history kept).
+fn with_spec(rec: ScheduleRecord, spec: &ScheduleSpec) -> ScheduleRecord {
     ScheduleRecord {
         name: spec.name.clone(),
         cron: spec.cron.trim().to_string(),
@@ -499,6 +478,6 @@ fn record_from(spec: &ScheduleSpec) -> ScheduleRecord {
         excludes: spec.excludes.clone(),
         retention: spec.retention.clone(),
         enabled: spec.enabled,
-        ..ScheduleRecord::default()
+        ..rec
     }
 }

@@ -275,29 +275,25 @@ fn json_list(s: String) -> Vec<String> {
     serde_json::from_str(&s).unwrap_or_default()
 }
 
+/// Reads column `i`, one word of a fixed set parsed by `parse`; any other
+/// word (a newer version's, or a hand edit) is an error naming it, never a
+/// guess.
+fn word_column<T>(r: &Row, i: usize, what: &str, parse: impl Fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let word: String = r.get(i)?;
+    parse(&word).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{what} {word:?} is not one this version knows").into(),
+        )
+    })
+}
+
 fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
     Ok(BackupRecord {
         uuid: r.get(0)?,
-        status: {
-            let s: String = r.get(1)?;
-            Status::from_name(&s).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Text,
-                    format!("backup status {s:?} is not one this version knows").into(),
-                )
-            })?
-        },
-        phase: {
-            let s: String = r.get(2)?;
-            Phase::from_name(&s).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    format!("backup phase {s:?} is not one this version knows").into(),
-                )
-            })?
-        },
+        status: word_column(r, 1, "backup status", Status::from_name)?,
+        phase: word_column(r, 2, "backup phase", Phase::from_name)?,
         source: r.get(3)?,
         destination: r.get(4)?,
         compression: r.get(5)?,

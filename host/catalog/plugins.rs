@@ -78,15 +78,6 @@ impl std::fmt::Display for PluginRuntime {
     }
 }
 
-/// A catalog word that is not one this version knows: an error naming it.
-fn unknown(column: usize, what: &str, word: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        format!("plugin {what} {word:?} is not one this version knows").into(),
-    )
-}
-
 /// One registered plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PluginRecord {
@@ -117,14 +108,8 @@ fn from_row(r: &Row) -> rusqlite::Result<PluginRecord> {
     Ok(PluginRecord {
         name: r.get(0)?,
         version: r.get(1)?,
-        kind: {
-            let w: String = r.get(2)?;
-            PluginKind::from_name(&w).ok_or_else(|| unknown(2, "kind", &w))?
-        },
-        runtime: {
-            let w: String = r.get(3)?;
-            PluginRuntime::from_name(&w).ok_or_else(|| unknown(3, "runtime", &w))?
-        },
+        kind: super::word_column(r, 2, "plugin kind", PluginKind::from_name)?,
+        runtime: super::word_column(r, 3, "plugin runtime", PluginRuntime::from_name)?,
         api_version: r.get(4)?,
         sha256: r.get(5)?,
         enabled: r.get(6)?,

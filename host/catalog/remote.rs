@@ -32,17 +32,13 @@ impl ObjectState {
         }
     }
 
-    fn from_name(s: &str) -> rusqlite::Result<ObjectState> {
-        match s {
-            "uploading" => Ok(ObjectState::Uploading),
-            "complete" => Ok(ObjectState::Complete),
-            "obsolete" => Ok(ObjectState::Obsolete),
-            other => Err(rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown remote object state {other:?}").into(),
-            )),
-        }
+    fn from_name(s: &str) -> Option<ObjectState> {
+        Some(match s {
+            "uploading" => ObjectState::Uploading,
+            "complete" => ObjectState::Complete,
+            "obsolete" => ObjectState::Obsolete,
+            _ => return None,
+        })
     }
 }
 
@@ -120,7 +116,7 @@ fn object_from_row(r: &Row) -> rusqlite::Result<RemoteObject> {
         archive: r.get(0)?,
         seq: r.get(1)?,
         key: r.get(2)?,
-        state: ObjectState::from_name(&r.get::<_, String>(3)?)?,
+        state: super::word_column(r, 3, "remote object state", ObjectState::from_name)?,
         upload_token: r.get(4)?,
         backup_uuid: r.get(5)?,
         compression: r.get(6)?,

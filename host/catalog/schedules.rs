@@ -113,19 +113,11 @@ fn from_row(r: &Row) -> rusqlite::Result<ScheduleRecord> {
         last_slot: r.get(14)?,
         last_run_at: r.get(15)?,
         last_backup_uuid: r.get(16)?,
-        last_status: {
-            let s: String = r.get(17)?;
-            match s.as_str() {
-                "" => None,
-                word => Some(super::Status::from_name(word).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        17,
-                        rusqlite::types::Type::Text,
-                        format!("schedule status {word:?} is not one this version knows").into(),
-                    )
-                })?),
-            }
-        },
+        // Empty before the first run.
+        last_status: super::word_column(r, 17, "schedule status", |w| match w {
+            "" => Some(None),
+            w => super::Status::from_name(w).map(Some),
+        })?,
         last_error: r.get(18)?,
         skipped: r.get::<_, i64>(19)? as u64,
         retry_at: r.get(20)?,
