@@ -14,8 +14,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::CoreError;
-pub use crate::wim::memory::{image_cost, table_cost, BYTES_PER_BLOB_ENTRY, TREE_BYTES_PER_METADATA_BYTE};
-use crate::wim::WimArchive;
+pub use crate::wim::memory::{
+    entries_cost, image_cost, metadata_cost, table_cost, BYTES_PER_BLOB_ENTRY, TREE_BYTES_PER_METADATA_BYTE,
+};
+use crate::wim::{WimArchive, WimWriter};
 
 /// How long a request waits for others' metadata to be freed before it is
 /// refused as RESOURCE_EXHAUSTED.
@@ -156,6 +158,25 @@ impl MemoryBudget {
         let largest = indexes.into_iter().map(|i| image_cost(arch, i)).max().unwrap_or(0);
         let what = format!("the images of {}", arch.path.display());
         self.reserve(largest + table_cost(arch), &what, cancel)
+    }
+
+    /// [`reserve_images_in_turn`](Self::reserve_images_in_turn) for the
+    /// images an appending writer reads (the archive it holds, parsed once).
+    pub fn reserve_writer_images(
+        self: &Arc<Self>,
+        writer: &WimWriter,
+        indexes: impl IntoIterator<Item = u32>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Reservation, CoreError> {
+        let metadata = writer.metadata_entries();
+        let largest = indexes
+            .into_iter()
+            .map(|i| metadata_cost(metadata, i))
+            .max()
+            .unwrap_or(0);
+        let table = entries_cost(writer.blob_entries() + metadata.len() as u64);
+        let what = format!("the images of {}", writer.path().display());
+        self.reserve(largest + table, &what, cancel)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::CoreError;
 use crate::jobs::Jobs;
 use crate::remote::RemoteArchive;
 use crate::retention::{self, Decision, Snapshot};
-use crate::wim::WimArchive;
+use crate::wim::{WimArchive, WimWriter};
 
 /// What to forget.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +96,7 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
         .collect();
     if req.dry_run || remove.is_empty() {
         if let Some(a) = local(&req.archive) {
-            report.reclaimable = WimArchive::open(a)
+            report.reclaimable = WimArchive::open(a, &**jobs.plugins())
                 .map(|x| crate::wim::writer::reclaimable_bytes(&x))
                 .unwrap_or(0);
         }
@@ -140,8 +140,11 @@ fn remove_snapshots(
         }
         None => {
             let path = Path::new(&req.archive);
-            let arch = WimArchive::open(path).map_err(CoreError::from)?;
-            let indexes: Vec<u32> = arch
+            let codecs = &**jobs.plugins();
+            // One parse for the soft delete: the writer reads the images.
+            let writer = WimWriter::append(path, codecs)?;
+            let indexes: Vec<u32> = writer
+                .xml()
                 .images()
                 .iter()
                 .filter(|i| remove.contains(&i.backup_uuid))
@@ -151,12 +154,11 @@ fn remove_snapshots(
             // references; the server-wide budget bounds that as any load.
             let memory = jobs
                 .memory()
-                .reserve_images_in_turn(&arch, indexes.iter().copied(), None)?;
-            drop(arch);
-            crate::wim::writer::soft_delete_images(path, &indexes)?;
+                .reserve_writer_images(&writer, indexes.iter().copied(), None)?;
+            crate::wim::writer::soft_delete_with(writer, &indexes)?;
             drop(memory);
             report.removed = indexes.len() as u64;
-            let arch = WimArchive::open(path).map_err(CoreError::from)?;
+            let arch = WimArchive::open(path, codecs).map_err(CoreError::from)?;
             let now: Vec<(String, u32)> = arch.images().into_iter().map(|i| (i.backup_uuid, i.index)).collect();
             jobs.catalog().forget_local_snapshots(&req.archive, remove, &now)?;
             report.reclaimable = crate::wim::writer::reclaimable_bytes(&arch);
@@ -167,7 +169,7 @@ fn remove_snapshots(
                     .memory()
                     .reserve_images_in_turn(&arch, 1..=arch.image_count(), None)?;
                 drop(arch);
-                crate::wim::writer::optimize(path)?;
+                crate::wim::writer::optimize(path, codecs)?;
                 report.optimized = true;
                 report.reclaimable = 0;
             }

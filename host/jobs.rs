@@ -17,7 +17,9 @@ use crate::config::{HooksConfig, StandardCodecRuntime};
 use crate::hooks::{BackupFacts, BackupHooks, BackupOutcome};
 use crate::plugins::PluginRegistry;
 use crate::remote::{ObjectStore, RemoteArchive};
-use crate::wim::{Compression, WimArchive, WimError, WimWriter};
+use crate::wim::archive::{peek, ArchiveSummary};
+use crate::wim::codecs::SharedCodec;
+use crate::wim::{Compression, WimError, WimWriter};
 use wimguard_sdk::Codec;
 
 pub use crate::error::CoreError;
@@ -105,16 +107,16 @@ pub struct Jobs {
 }
 
 /// The codec a backup compresses with.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum CodecChoice {
     /// A standard WIM codec; `implementation` overrides the built-in
     /// compressor (the bundled wasm plugin when configured).
     Standard {
         compression: Compression,
-        implementation: Option<&'static dyn Codec>,
+        implementation: Option<SharedCodec>,
     },
     /// A third-party codec plugin (archives record its id).
-    Plugin(&'static dyn Codec),
+    Plugin(SharedCodec),
 }
 
 impl CodecChoice {
@@ -129,7 +131,7 @@ impl CodecChoice {
 
 /// The chunk size a new archive compressed by codec plugin `c` uses: ours
 /// (32 KiB), or the largest power of two the codec accepts below it.
-fn plugin_chunk_size(c: &'static dyn Codec) -> u32 {
+fn plugin_chunk_size(c: &dyn Codec) -> u32 {
     let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE.min(u32::try_from(c.max_chunk_size()).unwrap_or(u32::MAX));
     if chunk.is_power_of_two() {
         chunk
@@ -209,9 +211,9 @@ fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMu
 }
 
 /// The codec id an existing archive uses (`none`, `xpress`, …, or the plugin's id).
-fn archive_codec_id(arch: &WimArchive) -> Result<String, CoreError> {
+fn archive_codec_id(arch: &ArchiveSummary) -> Result<String, CoreError> {
     Ok(match arch.header.compression().map_err(CoreError::from)? {
-        Compression::Plugin => arch.codec().map(|c| c.name().to_string()).unwrap_or_default(),
+        Compression::Plugin => arch.codec.as_ref().map(|c| c.name().to_string()).unwrap_or_default(),
         c => c.name().to_string(),
     })
 }
@@ -550,7 +552,7 @@ impl Jobs {
             }
             codec
         } else if exists {
-            let arch = WimArchive::open(&spec.destination).map_err(|e| match e {
+            let arch = peek(&spec.destination, &*self.plugins).map_err(|e| match e {
                 WimError::CodecUnavailable(m) => {
                     CoreError::FailedPrecondition(format!("cannot append to {}: {m}", spec.destination.display()))
                 }
@@ -571,7 +573,7 @@ impl Jobs {
                     }
                     choice
                 }
-                None => match (arch.header.compression().map_err(CoreError::from)?, arch.codec()) {
+                None => match (arch.header.compression().map_err(CoreError::from)?, arch.codec) {
                     (Compression::Plugin, Some(c)) => CodecChoice::Plugin(c),
                     (Compression::None, _) => CodecChoice::Standard {
                         compression: Compression::None,
@@ -731,17 +733,20 @@ impl Jobs {
         // Held for the whole capture: the previous tree lives as long.
         let mut _metadata_memory = None;
         let (mut writer, previous) = if exists {
-            let arch = WimArchive::open(&spec.destination)?;
-            let candidates = capture::reuse_candidates(&arch);
-            _metadata_memory = Some(self.memory.reserve_images_in_turn(&arch, candidates, Some(cancel))?);
-            let prev = capture::latest_wimguard_image(&arch)?;
-            drop(arch);
-            (WimWriter::append(&spec.destination)?, prev)
+            // Opened and parsed once: the previous image is read through the writer.
+            let writer = WimWriter::append(&spec.destination, &*self.plugins)?;
+            let candidates = capture::reuse_candidates(&writer);
+            _metadata_memory = Some(self.memory.reserve_writer_images(&writer, candidates, Some(cancel))?);
+            let prev = capture::latest_wimguard_image(&writer)?;
+            (writer, prev)
         } else {
             let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE;
-            let w = match codec {
-                CodecChoice::Standard { compression, .. } => WimWriter::create(&spec.destination, compression, chunk)?,
-                CodecChoice::Plugin(c) => WimWriter::create_with_plugin(&spec.destination, c, plugin_chunk_size(c))?,
+            let w = match &codec {
+                CodecChoice::Standard { compression, .. } => WimWriter::create(&spec.destination, *compression, chunk)?,
+                CodecChoice::Plugin(c) => {
+                    let chunk = plugin_chunk_size(&**c);
+                    WimWriter::create_with_plugin(&spec.destination, c.clone(), chunk)?
+                }
             };
             (w, None)
         };
@@ -797,9 +802,9 @@ impl Jobs {
             } => (compression, None, implementation),
             CodecChoice::Plugin(c) => (Compression::Plugin, Some(c), None),
         };
-        let chunk_size = match (&chain, plugin_codec) {
+        let chunk_size = match (&chain, &plugin_codec) {
             (Some((_, chunk)), _) => *chunk,
-            (None, Some(c)) => plugin_chunk_size(c),
+            (None, Some(c)) => plugin_chunk_size(&**c),
             (None, None) => crate::wim::writer::DEFAULT_CHUNK_SIZE,
         };
         let codec_impl = plugin_codec.or(implementation);

@@ -40,10 +40,10 @@ pub fn open_image(jobs: &Jobs, rec: &BackupRecord) -> Result<(WimArchive, u32), 
             CoreError::NotFound(format!("the catalog does not know where backup {} is stored", rec.uuid))
         })?;
         let store = jobs.object_store(&remote.plugin)?;
-        let arch = crate::remote::manage::open_snapshot(jobs.catalog(), &store, &img)?;
+        let arch = crate::remote::manage::open_snapshot(jobs.catalog(), &store, &img, &**jobs.plugins())?;
         return Ok((arch, img.image_index));
     }
-    let arch = WimArchive::open(Path::new(&rec.destination)).map_err(|e| match e {
+    let arch = WimArchive::open(Path::new(&rec.destination), &**jobs.plugins()).map_err(|e| match e {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("archive {} of backup {} is missing", rec.destination, rec.uuid))
         }
@@ -406,7 +406,7 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
                 None,
             )?;
             drop(arch);
-            crate::wim::writer::delete_image(&path, index)?;
+            crate::wim::writer::delete_image(&path, index, &**jobs.plugins())?;
             let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             jobs.catalog()
                 .delete_backup_and_renumber(uuid, &rec.destination, index)?;
@@ -469,7 +469,12 @@ pub fn rebuild_catalog(
         for p in plugins {
             reading(&format!("the archives of plugin {p}"));
             let store = jobs.object_store(p)?;
-            add(crate::remote::rebuild::rebuild_remote(jobs.catalog(), &store, p)?);
+            add(crate::remote::rebuild::rebuild_remote(
+                jobs.catalog(),
+                &store,
+                p,
+                &**jobs.plugins(),
+            )?);
         }
         for a in archives {
             let path = Path::new(a);
@@ -477,7 +482,11 @@ pub fn rebuild_catalog(
                 return Err(CoreError::InvalidArgument(format!("{a} is not an absolute path")));
             }
             reading(a);
-            add(crate::remote::rebuild::rebuild_local(jobs.catalog(), path)?);
+            add(crate::remote::rebuild::rebuild_local(
+                jobs.catalog(),
+                path,
+                &**jobs.plugins(),
+            )?);
         }
         Ok(total)
     })

@@ -8,7 +8,7 @@ use std::io::Write;
 fuzz_target!(|data: &[u8]| {
     let mut f = tempfile_in_shm();
     f.1.write_all(data).unwrap();
-    if let Ok(arch) = wimguard_wim::WimArchive::open(&f.0) {
+    if let Ok(arch) = wimguard_wim::WimArchive::open(&f.0, &wimguard_wim::codecs::StandardCodecs) {
         // What an append and the daemon's memory budget derive from the file.
         let _ = arch.append_point();
         let _ = wimguard_wim::memory::table_cost(&arch);

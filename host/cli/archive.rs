@@ -8,6 +8,7 @@ use super::CliError;
 use crate::apply::{self, ApplyOptions};
 use crate::capture::{self, CaptureOptions};
 use crate::fsutil;
+use crate::wim::codecs::StandardCodecs;
 use crate::wim::writer::{self, DEFAULT_CHUNK_SIZE};
 use crate::wim::{time, Compression, WimArchive, WimWriter};
 
@@ -133,7 +134,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             paths,
             no_owner,
         } => {
-            let arch = WimArchive::open(&wim)?;
+            let arch = WimArchive::open(&wim, &StandardCodecs)?;
             let index = arch.resolve_image(&image)?;
             let opts = ApplyOptions {
                 paths,
@@ -160,7 +161,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         }
         ArchiveCommand::Info { wim, json } => info_cmd(wim, json),
         ArchiveCommand::Ls { wim, image, path, long } => {
-            let arch = WimArchive::open(&wim)?;
+            let arch = WimArchive::open(&wim, &StandardCodecs)?;
             let index = arch.resolve_image(&image)?;
             let tree = arch.load_image(index)?;
             for sk in &tree.skipped {
@@ -186,7 +187,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             Ok(())
         }
         ArchiveCommand::Verify { wim } => {
-            let arch = WimArchive::open(&wim)?;
+            let arch = WimArchive::open(&wim, &StandardCodecs)?;
             let mut bar = ProgressLine::new("verifying");
             let r = arch.verify(&mut |b, bt| bar.update_bytes(b, bt))?;
             bar.finish();
@@ -205,19 +206,19 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             Ok(())
         }
         ArchiveCommand::Delete { wim, image, soft } => {
-            let arch = WimArchive::open(&wim)?;
+            let arch = WimArchive::open(&wim, &StandardCodecs)?;
             let index = arch.resolve_image(&image)?;
             let before = arch.file_size;
             drop(arch);
             if soft {
-                let freed = writer::soft_delete_image(&wim, index)?;
+                let freed = writer::soft_delete_image(&wim, index, &StandardCodecs)?;
                 println!(
                     "deleted image {index} from {} (soft: {freed} bytes now reclaimable by `archive optimize`)",
                     wim.display()
                 );
                 return Ok(());
             }
-            writer::delete_image(&wim, index)?;
+            writer::delete_image(&wim, index, &StandardCodecs)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
             println!(
                 "deleted image {index} from {} ({before} → {after} bytes)",
@@ -227,7 +228,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         }
         ArchiveCommand::Optimize { wim } => {
             let before = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
-            writer::optimize(&wim)?;
+            writer::optimize(&wim, &StandardCodecs)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
             println!("optimized {} ({before} → {after} bytes)", wim.display());
             Ok(())
@@ -257,20 +258,21 @@ fn capture_cmd(
     }
     let exists = wim.exists();
     let (mut w, previous) = if exists {
-        let arch = WimArchive::open(&wim)?;
         if let Some(c) = compression {
+            // Checked before the append marks the file as being written.
+            let have = crate::wim::archive::peek(&wim, &StandardCodecs)?.header.compression()?;
             let want: Compression = c.into();
-            if want != arch.header.compression()? {
+            if want != have {
                 return Err(CliError::usage(format!(
                     "{} is compressed with {}; an appended image uses the archive's codec (drop --compression)",
                     wim.display(),
-                    arch.header.compression()?.name()
+                    have.name()
                 )));
             }
         }
-        let previous = capture::latest_wimguard_image(&arch)?;
-        drop(arch);
-        (WimWriter::append(&wim)?, previous)
+        let w = WimWriter::append(&wim, &StandardCodecs)?;
+        let previous = capture::latest_wimguard_image(&w)?;
+        (w, previous)
     } else {
         let c: Compression = compression.unwrap_or(CompressionArg::Lzx).into();
         (WimWriter::create(&wim, c, DEFAULT_CHUNK_SIZE)?, None)
@@ -343,7 +345,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
-    let arch = WimArchive::open(&wim)?;
+    let arch = WimArchive::open(&wim, &StandardCodecs)?;
     let h = &arch.header;
     let comp = h.compression()?;
     let images = arch.images();

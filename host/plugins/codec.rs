@@ -42,7 +42,7 @@ struct Shared {
     pre: CodecPluginPre<HostState>,
     /// The plugin's name (from `info`), used in logs and errors.
     plugin: Arc<str>,
-    /// The codec id (from `describe`), leaked once per load for [`Codec::name`].
+    /// The codec id (from `describe`), stored once per process for [`Codec::name`].
     id: &'static str,
     version: String,
     max_chunk_size: usize,
@@ -146,7 +146,7 @@ impl WasmCodec {
         let shared = Arc::new(Shared {
             pre,
             plugin: info.name.as_str().into(),
-            id: Box::leak(desc.id.into_boxed_str()),
+            id: super::host::codec_name(&desc.id),
             version: info.version,
             max_chunk_size: desc.max_chunk_size as usize,
             settings,

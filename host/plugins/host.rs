@@ -1020,6 +1020,24 @@ impl tokio::io::AsyncWrite for GuestOutput {
     }
 }
 
+/// The `&'static str` that [`wimguard_sdk::Codec::name`] returns for a
+/// plugin's codec id. Each distinct id is stored once for the life of the
+/// process, so loading a plugin again (upgrade, restart of its runtime)
+/// does not grow memory; the codec itself is freed when unused.
+pub fn codec_name(id: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> = std::sync::OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(id) {
+        return n;
+    }
+    let n: &'static str = Box::leak(id.to_owned().into_boxed_str());
+    names.insert(n);
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ struct Shared {
     ctx: Arc<HostCtx>,
     /// The plugin's name (from its info), used in logs and errors.
     plugin: Arc<str>,
-    /// The codec id, leaked once per load for [`Codec::name`].
+    /// The codec id, stored once per process for [`Codec::name`].
     id: &'static str,
     version: String,
     max_chunk_size: usize,
@@ -322,7 +322,7 @@ impl NativeCodec {
                 settings,
             }),
             plugin,
-            id: Box::leak(info.codec_id.into_boxed_str()),
+            id: crate::plugins::host::codec_name(&info.codec_id),
             version: info.version,
             max_chunk_size: info.max_chunk_size as usize,
             sha256: actual,

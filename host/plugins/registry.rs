@@ -28,6 +28,7 @@ use super::http::{HostPattern, HttpPolicy};
 use super::{NativeCodec, WasmCodec, WasmDestination, WasmHook};
 use crate::catalog::{now_ms, Catalog, PluginKind, PluginRecord, PluginRuntime};
 use crate::config::{FailurePolicy, PluginConfig, PluginInstallConfig};
+use crate::wim::codecs::{CodecResolver, SharedCodec};
 
 /// Why the registry refused or failed; the core turns it into its own
 /// error (see `crate::error`).
@@ -319,6 +320,13 @@ fn valid_codec_id(id: &str) -> bool {
     valid_name(id) && id != "none" && id != "plugin" && id != "lzms"
 }
 
+/// Archives compressed by a codec plugin are read with the registered plugin.
+impl CodecResolver for PluginRegistry {
+    fn plugin_codec(&self, id: &str) -> Result<SharedCodec, String> {
+        self.codec_by_id(id).map_err(|e| e.to_string())
+    }
+}
+
 /// The registry, shared by the server's services and the job runner.
 pub struct PluginRegistry {
     store_dir: PathBuf,
@@ -327,9 +335,10 @@ pub struct PluginRegistry {
     config: HashMap<String, PluginConfig>,
     /// What compiling an uploaded component may take.
     compile: CompileLimits,
-    /// Loaded codec plugins by sha256 (leaked once: codecs are `&'static`
-    /// for the WIM layer, and a registry holds a handful at most).
-    codecs: Mutex<HashMap<String, &'static dyn Codec>>,
+    /// Loaded codec plugins by sha256. Archives and writers share them;
+    /// one whose file is forgotten (upgrade, removal) is dropped here and
+    /// freed when its last user is done.
+    codecs: Mutex<HashMap<String, SharedCodec>>,
     /// Compiled components by sha256.
     components: Mutex<HashMap<String, Component>>,
     /// Hook plugins ready to instantiate (their linked `InstancePre`), by
@@ -643,7 +652,7 @@ impl PluginRegistry {
         self.replace_record(&rec)?;
         // The library stays loaded (native code is never unloaded): keep
         // this instance rather than loading a second copy at first use.
-        let codec: &'static dyn Codec = Box::leak(Box::new(codec));
+        let codec: SharedCodec = Arc::new(codec);
         self.codecs.lock().unwrap_or_else(|p| p.into_inner()).insert(sha, codec);
         Ok(rec)
     }
@@ -691,6 +700,10 @@ impl PluginRegistry {
         }
         let _ = std::fs::remove_file(self.path_of(rec));
         remove_from_cache(&rec.sha256, &self.cache_dir);
+        self.codecs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.sha256);
         self.components
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -891,12 +904,13 @@ impl PluginRegistry {
     }
 
     /// The codec of an enabled codec plugin, loaded once per registered file.
-    pub fn codec(&self, name: &str) -> Result<&'static dyn Codec, RegistryError> {
+    pub fn codec(&self, name: &str) -> Result<SharedCodec, RegistryError> {
         let rec = self.enabled(name, PluginKind::Codec)?;
         if let Some(c) = self.codecs.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.sha256) {
             // Still refuse a file that changed since it was loaded.
+            let c = c.clone();
             self.verified_bytes(&rec)?;
-            return Ok(*c);
+            return Ok(c);
         }
         let cfg = self.config_of(name);
         let settings = self.settings(name, &cfg)?;
@@ -935,15 +949,15 @@ impl PluginRegistry {
         let mut codecs = self.codecs.lock().unwrap_or_else(|p| p.into_inner());
         // Two first uses at once both loaded it: keep the first one.
         if let Some(c) = codecs.get(&rec.sha256) {
-            return Ok(*c);
+            return Ok(c.clone());
         }
-        let codec: &'static dyn Codec = Box::leak(codec);
-        codecs.insert(rec.sha256.clone(), codec);
+        let codec: SharedCodec = Arc::from(codec);
+        codecs.insert(rec.sha256.clone(), codec.clone());
         Ok(codec)
     }
 
     /// The codec plugin that provides codec id `id` (for reading archives).
-    pub fn codec_by_id(&self, id: &str) -> Result<&'static dyn Codec, RegistryError> {
+    pub fn codec_by_id(&self, id: &str) -> Result<SharedCodec, RegistryError> {
         let rec = self
             .catalog
             .list_plugins()?
@@ -1139,5 +1153,41 @@ fn load_error(e: PluginError) -> RegistryError {
     match e {
         PluginError::Cache { .. } | PluginError::Internal { .. } => RegistryError::Internal(e.to_string()),
         _ => RegistryError::FailedPrecondition(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codecs are shared, not leaked: once a plugin's file is forgotten
+    /// (upgrade, removal), the registry lets go of its codec, which is freed
+    /// when its last user is done, and the next use loads a fresh one.
+    #[test]
+    fn a_forgotten_plugin_codec_is_released() {
+        let home = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&home.path().join("catalog.sqlite")).unwrap());
+        let registry = PluginRegistry::open(home.path(), catalog.clone(), Vec::new(), &Default::default()).unwrap();
+        registry.register_bundled().unwrap();
+        let first = registry.codec("xpress").unwrap();
+        assert!(Arc::ptr_eq(&first, &registry.codec("xpress").unwrap()), "loaded twice");
+        assert_eq!(Arc::strong_count(&first), 2, "the registry and this test hold it");
+        assert!(Arc::ptr_eq(&first, &registry.plugin_codec("xpress").unwrap()));
+
+        let rec = registry.get("xpress").unwrap();
+        catalog.delete_plugin("xpress").unwrap();
+        registry.forget_file(&rec).unwrap();
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "the registry still holds a forgotten codec"
+        );
+        let e = registry.plugin_codec("xpress").err().unwrap();
+        assert!(e.contains("not installed"), "{e}");
+
+        registry.register_bundled().unwrap();
+        let second = registry.codec("xpress").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "a forgotten codec came back");
+        assert_eq!(second.name(), "xpress");
     }
 }

@@ -18,6 +18,7 @@ use crate::capture::{self, CaptureOptions, CaptureReport, ProgressFn};
 use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
 use crate::catalog::{now_ms, BackupRecord, Catalog, Status};
 use crate::error::CoreError;
+use crate::wim::codecs::SharedCodec;
 use crate::wim::metadata::ImageTree;
 use crate::wim::{Compression, WimWriter};
 
@@ -42,7 +43,7 @@ pub fn chain_codec(catalog: &Catalog, archive: &RemoteArchive) -> Result<Option<
 /// metadata (unchanged files reuse its hashes), within the memory budget.
 fn previous_tree(
     t: &Target,
-    codec: Option<&'static dyn Codec>,
+    codec: Option<&dyn Codec>,
     chunk_size: u32,
     cancel: &AtomicBool,
 ) -> Result<(Option<ImageTree>, Option<crate::budget::Reservation>), CoreError> {
@@ -79,7 +80,7 @@ pub fn capture(
     record: &mut BackupRecord,
     source: &Path,
     compression: Compression,
-    codec: Option<&'static dyn Codec>,
+    codec: Option<SharedCodec>,
     chunk_size: u32,
     opts: &CaptureOptions,
     cancel: &Arc<AtomicBool>,
@@ -100,10 +101,10 @@ pub fn capture(
     // Reading takes the format's own decoder (a wasm implementation may
     // have been chosen to compress).
     let decoder = match compression {
-        Compression::Plugin => codec,
+        Compression::Plugin => codec.clone(),
         c => crate::wim::codecs::codec_for(c)?,
     };
-    let (previous, _previous_memory) = previous_tree(t, decoder, chunk_size, cancel)?;
+    let (previous, _previous_memory) = previous_tree(t, decoder.as_deref(), chunk_size, cancel)?;
     let known = t.catalog.remote_blobs(&id)?;
     let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;

@@ -196,8 +196,13 @@ fn full_then_delta_restore_and_delete() {
         .lock()
         .unwrap()
         .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
-    let found =
-        super::rebuild::rebuild_remote(jobs2.catalog(), &(store.clone() as Arc<dyn ObjectStore>), "dirstore").unwrap();
+    let found = super::rebuild::rebuild_remote(
+        jobs2.catalog(),
+        &(store.clone() as Arc<dyn ObjectStore>),
+        "dirstore",
+        &**jobs2.plugins(),
+    )
+    .unwrap();
     assert_eq!((found.archives, found.snapshots, found.added), (1, 1, 1), "{found:?}");
     let rec2 = jobs2
         .catalog()

@@ -12,6 +12,7 @@ use super::{ObjectStore, RemoteArchive};
 use crate::catalog::remote::{ObjectState, RemoteImage};
 use crate::catalog::Catalog;
 use crate::error::CoreError;
+use crate::wim::codecs::{CodecResolver, KnownCodec, SharedCodec};
 use crate::wim::WimArchive;
 
 /// Opens the object holding snapshot `img` so that its image can be read
@@ -22,6 +23,7 @@ pub fn open_snapshot(
     catalog: &Catalog,
     store: &Arc<dyn ObjectStore>,
     img: &RemoteImage,
+    codecs: &dyn CodecResolver,
 ) -> Result<WimArchive, CoreError> {
     let objects = catalog.remote_objects(&img.archive)?;
     let own = objects
@@ -35,7 +37,7 @@ pub fn open_snapshot(
         })?;
     let name = |key: &str| format!("{}:{key}", store.name());
     let source = Arc::new(RemoteSource::new(store.clone(), &own.key, own.size));
-    let mut arch = WimArchive::from_source(Path::new(&name(&own.key)), source).map_err(|e| match e {
+    let mut arch = WimArchive::from_source(Path::new(&name(&own.key)), source, codecs).map_err(|e| match e {
         crate::wim::WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
         other => CoreError::DataLoss(format!("{} cannot be read: {other}", name(&own.key))),
     })?;
@@ -178,7 +180,7 @@ pub fn consolidate(
     store: &Arc<dyn ObjectStore>,
     archive: &RemoteArchive,
     compression: crate::wim::Compression,
-    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    codec: Option<SharedCodec>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Consolidated, CoreError> {
     use crate::catalog::remote::RemoteObject;
@@ -213,7 +215,7 @@ pub fn consolidate(
         .map(|o| (o.seq, Arc::new(RemoteSource::new(store.clone(), &o.key, o.size))))
         .collect();
     // Which blobs the kept images use, and their XML entries.
-    let (refs, infos) = kept_references(store, &objects, &sources, &kept, codec, chunk_size)?;
+    let (refs, infos) = kept_references(store, &objects, &sources, &kept, codec.as_ref(), chunk_size)?;
     let blobs = catalog.remote_blobs(&id)?;
     let mut wanted: Vec<_> = blobs.iter().filter(|b| refs.contains_key(&b.entry.hash)).collect();
     let missing: HashSet<_> = refs
@@ -269,7 +271,7 @@ struct Consolidation<'a> {
     key: &'a str,
     object: &'a crate::catalog::remote::RemoteObject,
     compression: crate::wim::Compression,
-    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    codec: Option<SharedCodec>,
     chunk_size: u32,
 }
 
@@ -302,7 +304,7 @@ impl Consolidation<'_> {
         let mut w = crate::wim::WimWriter::create_for_upload(
             &name,
             self.compression,
-            self.codec,
+            self.codec.clone(),
             self.chunk_size,
             upload.parts(),
         )?;
@@ -359,7 +361,7 @@ fn kept_references(
     objects: &[crate::catalog::remote::RemoteObject],
     sources: &HashMap<u32, Arc<RemoteSource>>,
     kept: &[crate::catalog::remote::RemoteImage],
-    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    codec: Option<&SharedCodec>,
     chunk_size: u32,
 ) -> Result<
     (
@@ -376,7 +378,7 @@ fn kept_references(
         let tree = crate::wim::archive::load_tree_at(
             &**src,
             &img.metadata,
-            codec,
+            codec.map(|c| &**c),
             chunk_size,
             &format!("metadata of {} in object {}", img.backup_uuid, img.seq),
         )
@@ -390,7 +392,7 @@ fn kept_references(
                 store.name(),
                 objects.iter().find(|o| o.seq == img.seq).map_or("", |o| &o.key)
             );
-            let a = WimArchive::from_source(Path::new(&name), src.clone())
+            let a = WimArchive::from_source(Path::new(&name), src.clone(), &KnownCodec(codec.cloned()))
                 .map_err(|e| CoreError::DataLoss(format!("{name} cannot be read: {e}")))?;
             v.insert(a);
         }

@@ -13,6 +13,7 @@ use super::{ObjectStore, RemoteArchive};
 use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
 use crate::catalog::{BackupRecord, Catalog, Status};
 use crate::error::CoreError;
+use crate::wim::codecs::CodecResolver;
 use crate::wim::xml::ImageInfo;
 use crate::wim::{time, WimArchive};
 
@@ -62,7 +63,12 @@ fn codec_id(a: &WimArchive) -> Result<String, CoreError> {
 
 /// Rebuilds the catalog of every remote archive stored through `store`
 /// (plugin `plugin`).
-pub fn rebuild_remote(catalog: &Catalog, store: &Arc<dyn ObjectStore>, plugin: &str) -> Result<Rebuilt, CoreError> {
+pub fn rebuild_remote(
+    catalog: &Catalog,
+    store: &Arc<dyn ObjectStore>,
+    plugin: &str,
+    codecs: &dyn CodecResolver,
+) -> Result<Rebuilt, CoreError> {
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -104,7 +110,7 @@ pub fn rebuild_remote(catalog: &Catalog, store: &Arc<dyn ObjectStore>, plugin: &
         for (seq, info) in &objects {
             let source = Arc::new(RemoteSource::new(store.clone(), &info.key, info.size));
             let label = format!("{plugin}:{}", info.key);
-            let a = WimArchive::from_source(Path::new(&label), source)
+            let a = WimArchive::from_source(Path::new(&label), source, codecs)
                 .map_err(|e| CoreError::DataLoss(format!("{label} cannot be read: {e}")))?;
             let compression = codec_id(&a)?;
             rows.push(RemoteObject {
@@ -177,8 +183,8 @@ pub fn rebuild_remote(catalog: &Catalog, store: &Arc<dyn ObjectStore>, plugin: &
 }
 
 /// Adds to the catalog the snapshots of local archive `path` it lacks.
-pub fn rebuild_local(catalog: &Catalog, path: &Path) -> Result<Rebuilt, CoreError> {
-    let a = WimArchive::open(path).map_err(|e| match e {
+pub fn rebuild_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
+    let a = WimArchive::open(path, codecs).map_err(|e| match e {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("{} does not exist", path.display()))
         }

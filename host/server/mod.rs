@@ -148,17 +148,10 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
         Ok(n) => tracing::warn!(count = n, "uploads left unfinished by an earlier server were dropped"),
         Err(e) => tracing::warn!("cannot tidy uploads left by an earlier server: {e}"),
     }
-    {
-        // Archives compressed by a codec plugin find it through the registry.
-        let registry = plugins.clone();
-        crate::wim::codecs::set_plugin_codec_resolver(Box::new(move |id| {
-            registry.codec_by_id(id).map_err(|e| e.to_string())
-        }));
-    }
-    // After the resolver: a plugin-compressed archive can be opened too.
+    // Through the registry: a plugin-compressed archive can be opened too.
     for archive in &interrupted {
         // The crash left the archive readable; tidy what it left behind.
-        match crate::wim::writer::repair_after_crash(Path::new(archive)) {
+        match crate::wim::writer::repair_after_crash(Path::new(archive), &*plugins) {
             Ok(true) => tracing::info!(%archive, "cleared the write-in-progress mark left by the crash"),
             Ok(false) => {}
             Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),

@@ -72,7 +72,7 @@ impl pb::statistics_service_server::StatisticsService for StatisticsApi {
                 st.archives += 1;
                 st.archive_bytes += m.len();
                 // What `archive optimize` would free (soft deletes, old tables).
-                let reclaimable = crate::wim::WimArchive::open(std::path::Path::new(&p))
+                let reclaimable = crate::wim::WimArchive::open(std::path::Path::new(&p), &**self.shared.jobs.plugins())
                     .map(|a| crate::wim::writer::reclaimable_bytes(&a))
                     .unwrap_or(0);
                 st.archive_details.push(pb::ArchiveStatistics {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha1::{Digest, Sha1 as Sha1Hasher};
 
 use super::blob_table::{BlobEntry, BlobTable, Sha1};
-use super::codecs::{codec_for_archive, Decompressors};
+use super::codecs::{codec_for_archive, CodecResolver, Decompressors, SharedCodec};
 use super::error::{invalid, Result, WimError};
 use super::header::{Header, HEADER_SIZE, VERSION_SOLID};
 use super::metadata::ImageTree;
@@ -37,8 +37,55 @@ pub struct WimArchive {
     /// Metadata resources in image order.
     pub metadata: Vec<BlobEntry>,
     pub xml: WimXml,
-    ctx_codec: Option<&'static dyn wimguard_sdk::Codec>,
+    ctx_codec: Option<SharedCodec>,
     decompressors: Option<Decompressors>,
+}
+
+/// What an archive says about itself without its blob table or images:
+/// enough to check a request against it (codec, image names) cheaply.
+pub struct ArchiveSummary {
+    pub header: Header,
+    pub xml: WimXml,
+    /// The codec of its chunks (None: uncompressed).
+    pub codec: Option<SharedCodec>,
+}
+
+/// Reads the header and the XML of the archive at `path` (not its blob
+/// table nor any image); `codecs` finds a plugin codec.
+pub fn peek(path: &Path, codecs: &dyn CodecResolver) -> Result<ArchiveSummary> {
+    let file = open_file(path)?;
+    let header = read_header(path, &file)?;
+    let ctx = ResourceContext::new(&file, ReadAt::size(&file), None, header.chunk_size, None);
+    if header.xml.is_compressed() {
+        return invalid("the XML data is marked compressed");
+    }
+    let xml = WimXml::parse(&ctx.read_all(&header.xml, XML_MAX, "XML data")?, header.image_count)?;
+    let codec = codec_for_archive(header.compression()?, xml.plugin_codec().as_deref(), codecs)?;
+    Ok(ArchiveSummary { header, xml, codec })
+}
+
+/// Opens an archive file for reading, naming it in the error.
+fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
+        WimError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot open {}: {e}", path.display()),
+        ))
+    })
+}
+
+/// Reads and checks the header of the archive `source` holds.
+fn read_header(path: &Path, source: &dyn ReadAt) -> Result<Header> {
+    let file_size = source.size();
+    if file_size < HEADER_SIZE as u64 {
+        return invalid(format!(
+            "{} is only {file_size} bytes, too short to be a WIM",
+            path.display()
+        ));
+    }
+    let mut hb = [0u8; HEADER_SIZE];
+    source.read_exact_at(&mut hb, 0)?;
+    Header::parse(&hb)
 }
 
 /// Formats a SHA-1 as lowercase hex.
@@ -47,32 +94,21 @@ pub fn hex(h: &Sha1) -> String {
 }
 
 impl WimArchive {
-    pub fn open(path: &Path) -> Result<WimArchive> {
-        let file = File::open(path).map_err(|e| {
-            WimError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot open {}: {e}", path.display()),
-            ))
-        })?;
-        Self::from_file(path, file)
+    /// Opens the archive at `path`; `codecs` finds its codec when a codec
+    /// plugin compressed it.
+    pub fn open(path: &Path, codecs: &dyn CodecResolver) -> Result<WimArchive> {
+        let file = open_file(path)?;
+        Self::from_file(path, file, codecs)
     }
 
-    pub fn from_file(path: &Path, file: File) -> Result<WimArchive> {
-        Self::from_source(path, Arc::new(file))
+    pub fn from_file(path: &Path, file: File, codecs: &dyn CodecResolver) -> Result<WimArchive> {
+        Self::from_source(path, Arc::new(file), codecs)
     }
 
     /// Opens the archive whose bytes `source` reads; `path` names it in messages.
-    pub fn from_source(path: &Path, source: Arc<dyn ReadAt>) -> Result<WimArchive> {
+    pub fn from_source(path: &Path, source: Arc<dyn ReadAt>, codecs: &dyn CodecResolver) -> Result<WimArchive> {
         let file_size = source.size();
-        let mut hb = [0u8; HEADER_SIZE];
-        if file_size < HEADER_SIZE as u64 {
-            return invalid(format!(
-                "{} is only {file_size} bytes, too short to be a WIM",
-                path.display()
-            ));
-        }
-        source.read_exact_at(&mut hb, 0)?;
-        let header = Header::parse(&hb)?;
+        let header = read_header(path, &*source)?;
         let compression = header.compression()?;
         // The blob table and the XML are never compressed, so they are read
         // before the codec is known (a plugin codec is named in the XML).
@@ -98,8 +134,10 @@ impl WimArchive {
         )?;
         let raw_xml = ctx.read_all(&header.xml, XML_MAX, "XML data")?;
         let xml = WimXml::parse(&raw_xml, header.image_count)?;
-        let codec = codec_for_archive(compression, xml.plugin_codec().as_deref())?;
-        let decompressors = codec.map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
+        let codec = codec_for_archive(compression, xml.plugin_codec().as_deref(), codecs)?;
+        let decompressors = codec
+            .as_ref()
+            .map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
 
         let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
         Ok(WimArchive {
@@ -118,15 +156,15 @@ impl WimArchive {
     }
 
     /// The codec that decodes this archive's chunks (None: uncompressed).
-    pub fn codec(&self) -> Option<&'static dyn wimguard_sdk::Codec> {
-        self.ctx_codec
+    pub fn codec(&self) -> Option<SharedCodec> {
+        self.ctx_codec.clone()
     }
 
     pub fn context(&self) -> ResourceContext<'_> {
         ResourceContext::new(
             &*self.source,
             self.file_size,
-            self.ctx_codec,
+            self.ctx_codec.as_deref(),
             self.header.chunk_size,
             self.decompressors.as_ref(),
         )
@@ -225,7 +263,7 @@ impl WimArchive {
         let ctx = ResourceContext::new(
             source,
             size,
-            self.ctx_codec,
+            self.ctx_codec.as_deref(),
             self.header.chunk_size,
             self.decompressors.as_ref(),
         );
@@ -322,7 +360,7 @@ fn parse_metadata(ctx: &ResourceContext, entry: &BlobEntry, what: &str) -> Resul
 pub fn load_tree_at(
     source: &dyn ReadAt,
     entry: &BlobEntry,
-    codec: Option<&'static dyn wimguard_sdk::Codec>,
+    codec: Option<&dyn wimguard_sdk::Codec>,
     chunk_size: u32,
     what: &str,
 ) -> Result<ImageTree> {

@@ -112,16 +112,17 @@ pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
 }
 
 /// The images [`latest_wimguard_image`] may load, newest first.
-pub fn reuse_candidates(arch: &crate::WimArchive) -> impl Iterator<Item = u32> {
-    (1..=arch.image_count()).rev().take(8)
+pub fn reuse_candidates(writer: &crate::WimWriter) -> impl Iterator<Item = u32> {
+    (1..=writer.base_image_count()).rev().take(8)
 }
 
 /// The newest of the last few images that carries WimGuard's file identity
 /// items, whose hashes unchanged files may reuse. Images appended by other
 /// tools (wimlib) lack them; an older WimGuard image behind them still helps.
-pub fn latest_wimguard_image(arch: &crate::WimArchive) -> Result<Option<ImageTree>> {
-    for i in reuse_candidates(arch) {
-        let tree = arch.load_image(i)?;
+/// Read through the appending writer, so the archive is parsed only once.
+pub fn latest_wimguard_image(writer: &crate::WimWriter) -> Result<Option<ImageTree>> {
+    for i in reuse_candidates(writer) {
+        let tree = writer.load_image(i)?;
         if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
             return Ok(Some(tree));
         }

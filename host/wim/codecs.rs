@@ -1,24 +1,63 @@
 //! Maps the WIM-wide compression type to a chunk codec, and keeps one
 //! compressor or decompressor per worker thread.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec};
 
 use super::error::{Result, WimError};
 use super::header::Compression;
 
-static XPRESS: wimguard_xpress::Xpress = wimguard_xpress::Xpress;
-static LZX: wimguard_lzx::Lzx = wimguard_lzx::Lzx;
+/// A codec shared by every archive and writer that uses it. When the last
+/// user of a plugin codec drops it (the plugin was upgraded or removed),
+/// its runtime is freed.
+pub type SharedCodec = Arc<dyn Codec>;
 
-/// The codec for a standard compression type; `None` for uncompressed WIMs.
-/// Standard codecs are always the built-in native ones, so a standard WIM
-/// restores whatever state the plugin registry is in.
-pub fn codec_for(c: Compression) -> Result<Option<&'static dyn Codec>> {
+/// Finds the codec of an archive compressed by a codec plugin, by the id
+/// its XML records. The daemon's plugin registry is one; readers outside
+/// the daemon use [`StandardCodecs`].
+pub trait CodecResolver: Send + Sync {
+    /// The codec with id `id`, or a message for the user saying why there
+    /// is none (not installed, disabled, broken).
+    fn plugin_codec(&self, id: &str) -> std::result::Result<SharedCodec, String>;
+}
+
+/// Resolves only the standard codecs (XPRESS, LZX): what a reader without
+/// a plugin registry can decode.
+pub struct StandardCodecs;
+
+impl CodecResolver for StandardCodecs {
+    fn plugin_codec(&self, id: &str) -> std::result::Result<SharedCodec, String> {
+        Err(format!(
+            "this archive is compressed by the codec plugin `{id}`; read it through the wimguard server, which \
+             loads plugins"
+        ))
+    }
+}
+
+/// Resolves one codec the caller already holds (the objects of a remote
+/// chain share theirs), or only the standard ones when it holds none.
+pub struct KnownCodec(pub Option<SharedCodec>);
+
+impl CodecResolver for KnownCodec {
+    fn plugin_codec(&self, id: &str) -> std::result::Result<SharedCodec, String> {
+        match &self.0 {
+            Some(c) if c.name() == id => Ok(c.clone()),
+            _ => StandardCodecs.plugin_codec(id),
+        }
+    }
+}
+
+/// The built-in codec for a standard compression type; `None` for
+/// uncompressed WIMs. Standard codecs are always the built-in native ones,
+/// so a standard WIM restores whatever state the plugin registry is in.
+pub fn codec_for(c: Compression) -> Result<Option<SharedCodec>> {
+    static XPRESS: OnceLock<SharedCodec> = OnceLock::new();
+    static LZX: OnceLock<SharedCodec> = OnceLock::new();
     match c {
         Compression::None => Ok(None),
-        Compression::Xpress => Ok(Some(&XPRESS)),
-        Compression::Lzx => Ok(Some(&LZX)),
+        Compression::Xpress => Ok(Some(XPRESS.get_or_init(|| Arc::new(wimguard_xpress::Xpress)).clone())),
+        Compression::Lzx => Ok(Some(LZX.get_or_init(|| Arc::new(wimguard_lzx::Lzx)).clone())),
         Compression::Lzms => Err(WimError::Unsupported("solid/LZMS compression".into())),
         Compression::Plugin => Err(WimError::Unsupported(
             "archive compressed by a codec plugin, but its codec id is unknown".into(),
@@ -26,34 +65,20 @@ pub fn codec_for(c: Compression) -> Result<Option<&'static dyn Codec>> {
     }
 }
 
-/// Finds the codec of a plugin by the id recorded in an archive. Returns a
-/// message for the user when it cannot (not installed, disabled, broken).
-pub type PluginCodecResolver = dyn Fn(&str) -> std::result::Result<&'static dyn Codec, String> + Send + Sync;
-
-static PLUGIN_RESOLVER: OnceLock<Box<PluginCodecResolver>> = OnceLock::new();
-
-/// Installs the process-wide resolver for plugin codecs (the daemon does,
-/// once, with its plugin registry). Returns false when one was set already.
-pub fn set_plugin_codec_resolver(resolver: Box<PluginCodecResolver>) -> bool {
-    PLUGIN_RESOLVER.set(resolver).is_ok()
-}
-
-/// The codec of an archive: the built-in one for standard types, the
-/// registered plugin named by `plugin_id` for plugin-compressed archives.
-pub fn codec_for_archive(c: Compression, plugin_id: Option<&str>) -> Result<Option<&'static dyn Codec>> {
+/// The codec of an archive: the built-in one for standard types; for a
+/// plugin-compressed archive, the one `codecs` finds for `plugin_id`.
+pub fn codec_for_archive(
+    c: Compression,
+    plugin_id: Option<&str>,
+    codecs: &dyn CodecResolver,
+) -> Result<Option<SharedCodec>> {
     if c != Compression::Plugin {
         return codec_for(c);
     }
     let id = plugin_id.ok_or_else(|| {
         WimError::Invalid("the header says a codec plugin compressed this archive, but the XML names none".into())
     })?;
-    match PLUGIN_RESOLVER.get() {
-        Some(resolve) => resolve(id).map(Some).map_err(WimError::CodecUnavailable),
-        None => Err(WimError::CodecUnavailable(format!(
-            "this archive is compressed by the codec plugin `{id}`; read it through the wimguard server, \
-             which loads plugins"
-        ))),
-    }
+    codecs.plugin_codec(id).map(Some).map_err(WimError::CodecUnavailable)
 }
 
 /// One codec state per rayon worker, so parallel chunk work never shares scratch memory.

@@ -22,7 +22,7 @@ pub struct ResourceContext<'a> {
     pub source: &'a dyn ReadAt,
     pub file_size: u64,
     /// The WIM-wide codec, when the header names one.
-    pub codec: Option<&'static dyn Codec>,
+    pub codec: Option<&'a dyn Codec>,
     pub chunk_size: u32,
     pub decompressors: Option<&'a Decompressors>,
 }
@@ -31,7 +31,7 @@ impl<'a> ResourceContext<'a> {
     pub fn new(
         source: &'a dyn ReadAt,
         file_size: u64,
-        codec: Option<&'static dyn Codec>,
+        codec: Option<&'a dyn Codec>,
         chunk_size: u32,
         decompressors: Option<&'a Decompressors>,
     ) -> Self {

@@ -21,7 +21,7 @@ use wimguard_sdk::Codec;
 
 use super::archive::WimArchive;
 use super::blob_table::{BlobEntry, BlobTable, Sha1};
-use super::codecs::{codec_for, Compressors};
+use super::codecs::{codec_for, CodecResolver, Compressors, SharedCodec};
 use super::error::{Result, WimError};
 use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS};
 use super::integrity;
@@ -189,7 +189,7 @@ pub struct WimWriter {
     mode: Mode,
     pub header: Header,
     compression: Compression,
-    codec: Option<&'static dyn Codec>,
+    codec: Option<SharedCodec>,
     compressors: Option<Compressors>,
     blobs: HashMap<Sha1, BlobEntry>,
     /// Blobs stored in other archives that images may use (a delta WIM's
@@ -204,6 +204,9 @@ pub struct WimWriter {
     committed: bool,
     /// The caller's cancel flag, handed to every compressor.
     cancel: Option<Arc<AtomicBool>>,
+    /// Images the archive had when an append began (0 for a new archive):
+    /// those [`load_image`](WimWriter::load_image) can read.
+    base_images: u32,
 }
 
 fn random_guid() -> [u8; 16] {
@@ -305,10 +308,11 @@ impl WimWriter {
     /// Starts a new archive compressed by a codec plugin: the header gets
     /// [`HDR_FLAG_COMPRESS_PLUGIN`](super::header::HDR_FLAG_COMPRESS_PLUGIN)
     /// and the XML the codec's id, so a restore can find the plugin again.
-    pub fn create_with_plugin(path: &Path, codec: &'static dyn Codec, chunk_size: u32) -> Result<WimWriter> {
-        check_plugin_chunk_size(codec, chunk_size)?;
+    pub fn create_with_plugin(path: &Path, codec: SharedCodec, chunk_size: u32) -> Result<WimWriter> {
+        check_plugin_chunk_size(&*codec, chunk_size)?;
+        let name = codec.name();
         let mut w = Self::create_with_guid(path, Compression::Plugin, Some(codec), chunk_size, random_guid(), false)?;
-        w.xml.set_plugin_codec(codec.name());
+        w.xml.set_plugin_codec(name);
         Ok(w)
     }
 
@@ -316,7 +320,7 @@ impl WimWriter {
     fn create_with_guid(
         path: &Path,
         compression: Compression,
-        codec: Option<&'static dyn Codec>,
+        codec: Option<SharedCodec>,
         chunk_size: u32,
         guid: [u8; 16],
         replace: bool,
@@ -361,8 +365,10 @@ impl WimWriter {
             mode: Mode::New { tmp, replace },
             header,
             compression,
+            compressors: codec
+                .as_ref()
+                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             codec,
-            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             blobs: HashMap::new(),
             external: HashMap::new(),
             metadata: Vec::new(),
@@ -371,18 +377,19 @@ impl WimWriter {
             old_integrity: None,
             committed: false,
             cancel: None,
+            base_images: 0,
         })
     }
 
     /// Compresses new chunks with `codec`, another implementation of the
     /// archive's own format (e.g. the bundled wasm XPRESS plugin instead of
     /// the built-in one). Refused when `codec` is a different format.
-    pub fn compress_with(&mut self, codec: &'static dyn Codec) -> Result<()> {
-        match self.codec {
+    pub fn compress_with(&mut self, codec: SharedCodec) -> Result<()> {
+        match &self.codec {
             Some(own) if own.name() == codec.name() => {
                 let chunk_size = self.header.chunk_size as usize;
-                self.codec = Some(codec);
                 self.compressors = Some(Compressors::new(|| codec.compressor(chunk_size)));
+                self.codec = Some(codec);
                 if let Some(cancel) = self.cancel.clone() {
                     self.watch_cancel(cancel);
                 }
@@ -391,7 +398,7 @@ impl WimWriter {
             own => Err(WimError::Invalid(format!(
                 "codec `{}` cannot write chunks of a {} archive",
                 codec.name(),
-                own.map_or("uncompressed", |c| c.name())
+                own.as_ref().map_or("uncompressed", |c| c.name())
             ))),
         }
     }
@@ -406,8 +413,11 @@ impl WimWriter {
         self.cancel = Some(cancel);
     }
 
-    /// Opens an existing archive for an in-place append, under an exclusive lock.
-    pub fn append(path: &Path) -> Result<WimWriter> {
+    /// Opens an existing archive for an in-place append, under an exclusive
+    /// lock; `codecs` finds its codec when a codec plugin compressed it. The
+    /// archive is parsed once, here: its images stay readable through
+    /// [`load_image`](Self::load_image).
+    pub fn append(path: &Path, codecs: &dyn CodecResolver) -> Result<WimWriter> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
             WimError::Io(io::Error::new(
                 e.kind(),
@@ -415,15 +425,15 @@ impl WimWriter {
             ))
         })?;
         lock_exclusive(&file, path)?;
-        let arch = WimArchive::from_file(path, file.try_clone()?)?;
+        let mut arch = WimArchive::from_file(path, file.try_clone()?, codecs)?;
         if arch.header.flags & HDR_FLAG_READONLY != 0 {
             return Err(WimError::Unsupported(format!("{} is marked read-only", path.display())));
         }
         let compression = arch.header.compression()?;
         let codec = arch.codec();
-        if let (Compression::Plugin, Some(c)) = (compression, codec) {
+        if let (Compression::Plugin, Some(c)) = (compression, &codec) {
             // A codec upgrade may have lowered its limit below the archive's chunks.
-            check_plugin_chunk_size(c, arch.header.chunk_size)?;
+            check_plugin_chunk_size(&**c, arch.header.chunk_size)?;
         }
         let old_end = arch.append_point()?;
         let old_flags = arch.header.flags;
@@ -451,17 +461,57 @@ impl WimWriter {
             mode: Mode::Append { old_end, old_flags },
             header: arch.header.clone(),
             compression,
+            compressors: codec
+                .as_ref()
+                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             codec,
-            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
-            blobs: arch.blobs.clone(),
+            // Taken, not copied: the archive is not used after this.
+            blobs: std::mem::take(&mut arch.blobs),
             external: HashMap::new(),
-            metadata: arch.metadata.clone(),
-            xml: arch.xml.clone(),
+            metadata: std::mem::take(&mut arch.metadata),
+            xml: std::mem::take(&mut arch.xml),
             integrity,
             old_integrity,
             committed: false,
             cancel: None,
+            base_images: arch.header.image_count,
         })
+    }
+
+    /// The archive being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Blob-table entries held in memory (own and external blobs).
+    pub fn blob_entries(&self) -> u64 {
+        (self.blobs.len() + self.external.len()) as u64
+    }
+
+    /// Images the archive had when the append began (0 for a new archive).
+    pub fn base_image_count(&self) -> u32 {
+        self.base_images
+    }
+
+    /// Loads image `index` (1-based) of those the archive had when the
+    /// append began: the previous backup, whose file hashes a capture may
+    /// reuse, or an image about to be deleted. Read from the archive file
+    /// the writer holds, so the archive is not opened or parsed again.
+    pub fn load_image(&self, index: u32) -> Result<ImageTree> {
+        let entry = (1..=self.base_images)
+            .contains(&index)
+            .then(|| &self.metadata[(index - 1) as usize])
+            .ok_or_else(|| WimError::NotFound(format!("image {index} does not exist")))?;
+        let Out::File(out) = &self.out else {
+            return Err(WimError::NotFound(format!("image {index} does not exist")));
+        };
+        super::archive::load_tree_at(
+            &out.file,
+            entry,
+            self.codec.as_deref(),
+            self.header.chunk_size,
+            &format!("metadata of image {index}"),
+        )
     }
 
     /// (device, inode) of the file being written, so a capture can skip its
@@ -813,13 +863,14 @@ impl WimWriter {
     pub fn create_for_upload(
         name: &str,
         compression: Compression,
-        codec: Option<&'static dyn Codec>,
+        codec: Option<SharedCodec>,
         chunk_size: u32,
         upload: Box<dyn PartUpload>,
     ) -> Result<WimWriter> {
         if compression == Compression::Plugin {
-            let c = codec.ok_or_else(|| WimError::Invalid("a plugin-compressed archive needs its codec".into()))?;
-            check_plugin_chunk_size(c, chunk_size)?;
+            let c = (codec.as_ref())
+                .ok_or_else(|| WimError::Invalid("a plugin-compressed archive needs its codec".into()))?;
+            check_plugin_chunk_size(&**c, chunk_size)?;
         }
         let codec = match compression {
             Compression::Plugin => codec,
@@ -834,7 +885,7 @@ impl WimWriter {
         out.write(&header.to_bytes())?;
         let mut xml = WimXml::default();
         if compression == Compression::Plugin {
-            xml.set_plugin_codec(codec.expect("checked").name());
+            xml.set_plugin_codec(codec.as_ref().expect("checked").name());
         }
         Ok(WimWriter {
             path: PathBuf::from(name),
@@ -842,8 +893,10 @@ impl WimWriter {
             mode: Mode::Upload,
             header,
             compression,
+            compressors: codec
+                .as_ref()
+                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             codec,
-            compressors: codec.map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
             blobs: HashMap::new(),
             external: HashMap::new(),
             metadata: Vec::new(),
@@ -852,6 +905,7 @@ impl WimWriter {
             old_integrity: None,
             committed: false,
             cancel: None,
+            base_images: 0,
         })
     }
 
@@ -978,21 +1032,21 @@ pub fn image_stats(tree: &ImageTree, size_of: &dyn Fn(&Sha1) -> Option<u64>) -> 
 /// still uses are dropped, everything else is copied as stored (no
 /// recompression). The GUID and integrity-table choice are kept. Crash-safe:
 /// the rebuilt file replaces the old one by rename.
-pub fn delete_image(path: &Path, index: u32) -> Result<()> {
-    rebuild(path, Some(index))
+pub fn delete_image(path: &Path, index: u32, codecs: &dyn CodecResolver) -> Result<()> {
+    rebuild(path, Some(index), codecs)
 }
 
 /// Rebuilds the archive with every image, dropping the bytes nothing uses
 /// any more (left by soft deletes, failed appends of other tools, …):
 /// `wimguard archive optimize`. Crash-safe like [`delete_image`].
-pub fn optimize(path: &Path) -> Result<()> {
-    rebuild(path, None)
+pub fn optimize(path: &Path, codecs: &dyn CodecResolver) -> Result<()> {
+    rebuild(path, None, codecs)
 }
 
-fn rebuild(path: &Path, drop: Option<u32>) -> Result<()> {
+fn rebuild(path: &Path, drop: Option<u32>, codecs: &dyn CodecResolver) -> Result<()> {
     let lock_file = OpenOptions::new().read(true).write(true).open(path)?;
     lock_exclusive(&lock_file, path)?;
-    let arch = WimArchive::from_file(path, lock_file.try_clone()?)?;
+    let arch = WimArchive::from_file(path, lock_file.try_clone()?, codecs)?;
     if let Some(index) = drop {
         if index == 0 || index > arch.image_count() {
             return Err(WimError::NotFound(format!(
@@ -1111,7 +1165,7 @@ impl WimWriter {
 /// structure and clears the mark. The header itself always points at
 /// complete structures (it is rewritten last), so nothing valid is lost.
 /// Returns whether the archive needed it.
-pub fn repair_after_crash(path: &Path) -> Result<bool> {
+pub fn repair_after_crash(path: &Path, codecs: &dyn CodecResolver) -> Result<bool> {
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -1126,7 +1180,7 @@ pub fn repair_after_crash(path: &Path) -> Result<bool> {
         Err(e) => return Err(e.into()),
     };
     lock_exclusive(&file, path)?;
-    let arch = WimArchive::from_file(path, file.try_clone()?)?;
+    let arch = WimArchive::from_file(path, file.try_clone()?, codecs)?;
     if arch.header.flags & HDR_FLAG_WRITE_IN_PROGRESS == 0 {
         return Ok(false);
     }
@@ -1160,32 +1214,36 @@ pub fn check_plugin_chunk_size(codec: &dyn Codec, chunk_size: u32) -> Result<()>
 /// the same way); the image's metadata and the blobs only it used stay in
 /// the file, unreferenced, until [`optimize`]. Cost: one table, not the
 /// archive. Returns the bytes that became reclaimable.
-pub fn soft_delete_image(path: &Path, index: u32) -> Result<u64> {
-    soft_delete_images(path, &[index])
+pub fn soft_delete_image(path: &Path, index: u32, codecs: &dyn CodecResolver) -> Result<u64> {
+    soft_delete_images(path, &[index], codecs)
 }
 
 /// [`soft_delete_image`] for several images at once: one table rewrite.
-pub fn soft_delete_images(path: &Path, indexes: &[u32]) -> Result<u64> {
-    let arch = WimArchive::open(path)?;
+pub fn soft_delete_images(path: &Path, indexes: &[u32], codecs: &dyn CodecResolver) -> Result<u64> {
+    soft_delete_with(WimWriter::append(path, codecs)?, indexes)
+}
+
+/// [`soft_delete_images`] through a writer the caller opened for the
+/// append (and may have read the images through first).
+pub fn soft_delete_with(mut w: WimWriter, indexes: &[u32]) -> Result<u64> {
+    let path = w.path.clone();
     let mut indexes = indexes.to_vec();
     indexes.sort_unstable();
     indexes.dedup();
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
     for &index in &indexes {
-        if index == 0 || index > arch.image_count() {
+        if index == 0 || index > w.base_image_count() {
             return Err(WimError::NotFound(format!(
                 "image {index} does not exist ({} has {} images)",
                 path.display(),
-                arch.image_count()
+                w.base_image_count()
             )));
         }
         // References the image holds (per name, as the table counts them).
-        for (h, n) in arch.load_image(index)?.blob_references() {
+        for (h, n) in w.load_image(index)?.blob_references() {
             *refs.entry(h).or_default() += n;
         }
     }
-    drop(arch);
-    let mut w = WimWriter::append(path)?;
     let mut freed = 0u64;
     for (h, n) in refs {
         if let Some(e) = w.blobs.get_mut(&h) {

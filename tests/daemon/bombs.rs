@@ -78,7 +78,7 @@ pub fn wide_tree(files: usize) -> ImageTree {
 /// bytes (the SHA-1 and the data stay as they are).
 fn claim_metadata_size(wim: &Path, size: u64) {
     let (hash, table) = {
-        let a = WimArchive::open(wim).unwrap();
+        let a = WimArchive::open(wim, &wimguard::wim::codecs::StandardCodecs).unwrap();
         (a.metadata[0].hash, a.header.blob_table)
     };
     let mut bytes = fs::read(wim).unwrap();

@@ -109,7 +109,10 @@ fn sixteen_clients_mixing_everything_lose_nothing() {
     let u_damaged = uuid_of(&backup(&home, &seed_src, &damaged, &[]));
     crate::bombs::write_image(&bomb, &u_bomb, &crate::bombs::wide_tree(240_000));
     // Damage the image's metadata, so every use of it fails the same way.
-    let meta = wimguard::wim::WimArchive::open(&damaged).unwrap().metadata[0].reshdr;
+    let meta = wimguard::wim::WimArchive::open(&damaged, &wimguard::wim::codecs::StandardCodecs)
+        .unwrap()
+        .metadata[0]
+        .reshdr;
     let mut bytes = fs::read(&damaged).unwrap();
     let mid = (meta.offset + meta.size_in_wim / 2) as usize;
     for b in &mut bytes[mid..mid + 16] {
@@ -295,7 +298,7 @@ fn sixteen_clients_mixing_everything_lose_nothing() {
             continue;
         }
         common::wimlib_verify(wim, false);
-        let arch = wimguard::wim::WimArchive::open(wim).unwrap();
+        let arch = wimguard::wim::WimArchive::open(wim, &wimguard::wim::codecs::StandardCodecs).unwrap();
         for image in arch.images() {
             assert!(
                 live.contains_key(&image.backup_uuid),

@@ -42,7 +42,7 @@ fn capture_object(src: &Path, out: &Path, chain: &[PathBuf], compression: Compre
     .unwrap();
     let mut previous = None;
     for obj in chain {
-        let a = WimArchive::open(obj).unwrap();
+        let a = WimArchive::open(obj, &wimguard::wim::codecs::StandardCodecs).unwrap();
         w.add_external_blobs(a.blobs.values().map(|b| (b.hash, b.reshdr.original_size)));
         previous = Some(a);
     }
@@ -122,9 +122,9 @@ fn delta_chains_written_in_parts_apply_with_wimlib_and_with_us() {
                 &format!("wimlib apply of object {i} ({compression:?})"),
             );
             // So do we, with the earlier objects' blobs as references.
-            let mut arch = WimArchive::open(obj).unwrap();
+            let mut arch = WimArchive::open(obj, &wimguard::wim::codecs::StandardCodecs).unwrap();
             for e in earlier {
-                let r = WimArchive::open(e).unwrap();
+                let r = WimArchive::open(e, &wimguard::wim::codecs::StandardCodecs).unwrap();
                 arch.add_ref(e, r.source.clone(), r.blobs.values().cloned());
             }
             let ours = s.path(&format!("ours-{i}"));

@@ -6,9 +6,11 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec};
 use wimguard_wim::capture::{capture, CaptureOptions};
+use wimguard_wim::codecs::{CodecResolver, SharedCodec};
 use wimguard_wim::writer::check_plugin_chunk_size;
 use wimguard_wim::WimWriter;
 
@@ -32,6 +34,18 @@ impl Codec for Limited {
 }
 static LIMITED: Limited = Limited;
 
+/// This test's own codec registry: it knows only [`Limited`].
+struct OnlyLimited;
+
+impl CodecResolver for OnlyLimited {
+    fn plugin_codec(&self, id: &str) -> Result<SharedCodec, String> {
+        match id {
+            "x-test-limited" => Ok(Arc::new(Limited)),
+            other => Err(format!("no codec {other}")),
+        }
+    }
+}
+
 #[test]
 fn chunk_sizes_outside_the_codec_or_the_format_are_refused_before_writing() {
     LIMIT.store(1 << 16, Ordering::Relaxed);
@@ -44,7 +58,7 @@ fn chunk_sizes_outside_the_codec_or_the_format_are_refused_before_writing() {
         );
     }
     let t = tempfile::tempdir().unwrap();
-    let e = WimWriter::create_with_plugin(&t.path().join("a.wim"), &LIMITED, 2048)
+    let e = WimWriter::create_with_plugin(&t.path().join("a.wim"), Arc::new(Limited), 2048)
         .err()
         .unwrap();
     assert!(e.to_string().contains("chunk size 2048"), "{e}");
@@ -52,15 +66,11 @@ fn chunk_sizes_outside_the_codec_or_the_format_are_refused_before_writing() {
 
     // An archive of 32 KiB chunks, then the codec "upgraded" to 16 KiB:
     // the append is refused at once and the archive is left as it was.
-    wimguard_wim::codecs::set_plugin_codec_resolver(Box::new(|id| match id {
-        "x-test-limited" => Ok(&LIMITED as &'static dyn Codec),
-        other => Err(format!("no codec {other}")),
-    }));
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"some bytes some bytes some bytes").unwrap();
     let wim = t.path().join("b.wim");
-    let mut w = WimWriter::create_with_plugin(&wim, &LIMITED, 1 << 15).unwrap();
+    let mut w = WimWriter::create_with_plugin(&wim, Arc::new(Limited), 1 << 15).unwrap();
     let opts = CaptureOptions {
         name: "one".into(),
         ..Default::default()
@@ -69,11 +79,22 @@ fn chunk_sizes_outside_the_codec_or_the_format_are_refused_before_writing() {
     w.commit().unwrap();
     let before = std::fs::read(&wim).unwrap();
     LIMIT.store(1 << 14, Ordering::Relaxed);
-    let e = WimWriter::append(&wim).err().unwrap().to_string();
+    let e = WimWriter::append(&wim, &OnlyLimited).err().unwrap().to_string();
     assert!(e.contains("chunk size 32768") && e.contains("x-test-limited"), "{e}");
     assert_eq!(
         std::fs::read(&wim).unwrap(),
         before,
         "a refused append changed the archive"
     );
+
+    // Without a resolver that knows the codec, the archive cannot be read,
+    // and the message says where it can.
+    let e = wimguard_wim::WimArchive::open(&wim, &wimguard_wim::codecs::StandardCodecs)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("x-test-limited") && e.contains("wimguard server"), "{e}");
+    LIMIT.store(1 << 16, Ordering::Relaxed);
+    let arch = wimguard_wim::WimArchive::open(&wim, &OnlyLimited).unwrap();
+    assert_eq!(arch.codec().unwrap().name(), "x-test-limited");
 }
