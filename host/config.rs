@@ -170,6 +170,12 @@ pub struct PluginConfig {
     pub allow_private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PluginLimitsConfig>,
+    /// Destination plugins: how many more times the server repeats a
+    /// request that failed transiently after the plugin's own retries
+    /// (reads, lists, parts; see `remote::retry`). Default 1; 0 turns the
+    /// server's retries off; at most 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
     /// Hook plugins: what a failing (trapping, timing out) hook does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<FailurePolicy>,

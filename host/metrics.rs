@@ -20,6 +20,8 @@
 //! * `plugin_calls_total{plugin,call}`, `plugin_call_failures_total{plugin,call}`,
 //!   `plugin_call_duration_seconds{plugin,call}`: every call into a wasm
 //!   plugin (codec chunks, hook events, destination operations).
+//! * `store_retries_total{store,request}`: requests to a destination
+//!   repeated after a transient failure (see `remote::retry`).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -211,4 +213,12 @@ pub fn plugin_call(plugin: &str, call: &'static str, started: Instant, ok: bool)
     }
     histogram!("wimguard_plugin_call_duration_seconds", "plugin" => plugin, "call" => call)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// A request to destination `store` is being repeated after a transient failure.
+pub fn store_retry(store: &str, request: &'static str) {
+    if HANDLE.get().is_none() {
+        return;
+    }
+    counter!("wimguard_store_retries_total", "store" => store.to_owned(), "request" => request).increment(1);
 }

@@ -956,6 +956,12 @@ impl PluginRegistry {
         Ok(codec)
     }
 
+    /// How many more times the server repeats a transiently failed request
+    /// of destination plugin `name` (`plugins.NAME.retries`, default 1).
+    pub fn store_retries(&self, name: &str) -> u32 {
+        self.config_of(name).retries.unwrap_or(1)
+    }
+
     /// The codec plugin that provides codec id `id` (for reading archives).
     pub fn codec_by_id(&self, id: &str) -> Result<SharedCodec, RegistryError> {
         let rec = self
@@ -1115,6 +1121,9 @@ fn check_config(name: &str, cfg: &PluginConfig) -> Result<(), String> {
                 ));
             }
         }
+    }
+    if let Some(r) = cfg.retries.filter(|&r| r > 10) {
+        return Err(format!("retries must be between 0 and 10, not {r}"));
     }
     for (key, var) in &cfg.secrets {
         if var.is_empty() || var.contains('=') || var.contains('\0') {

@@ -19,6 +19,7 @@ pub mod backup;
 pub mod manage;
 pub mod plugin_store;
 pub mod rebuild;
+pub mod retry;
 pub mod source;
 pub mod upload;
 

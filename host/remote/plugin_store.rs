@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::retry::{RetryPolicy, Retrying};
 use super::{ObjectInfo, ObjectStore};
 use crate::error::CoreError;
 use crate::plugins::{PluginRegistry, WasmDestination};
@@ -49,17 +50,28 @@ impl ObjectStore for PluginStore {
     }
 }
 
-/// The store of destination plugin `name`.
-pub fn open(registry: &PluginRegistry, name: &str) -> Result<Arc<dyn ObjectStore>, CoreError> {
-    Ok(Arc::new(PluginStore(registry.destination(name)?)))
+/// The admin's retry policy for destination plugin `name`.
+fn policy(registry: &PluginRegistry, name: &str) -> RetryPolicy {
+    RetryPolicy {
+        attempts: 1 + registry.store_retries(name),
+        ..RetryPolicy::default()
+    }
 }
 
-/// The store of destination plugin `name`, whose calls stop as soon as
-/// `cancel` is set (a cancelled backup does not wait for its upload).
+/// The store of destination plugin `name`, retrying its transient failures.
+pub fn open(registry: &PluginRegistry, name: &str) -> Result<Arc<dyn ObjectStore>, CoreError> {
+    let store = Arc::new(PluginStore(registry.destination(name)?));
+    Ok(Arc::new(Retrying::new(store, policy(registry, name), None)))
+}
+
+/// The store of destination plugin `name`, whose calls (and retries) stop
+/// as soon as `cancel` is set (a cancelled backup does not wait for its
+/// upload).
 pub fn open_cancellable(
     registry: &PluginRegistry,
     name: &str,
     cancel: Arc<AtomicBool>,
 ) -> Result<Arc<dyn ObjectStore>, CoreError> {
-    Ok(Arc::new(PluginStore(registry.destination(name)?.with_cancel(cancel))))
+    let store = Arc::new(PluginStore(registry.destination(name)?.with_cancel(cancel.clone())));
+    Ok(Arc::new(Retrying::new(store, policy(registry, name), Some(cancel))))
 }
