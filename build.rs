@@ -1,7 +1,6 @@
-//! Compiles the gRPC API in `proto/v1` with protox (a protobuf compiler in
-//! pure Rust, so no `protoc` needs installing) and tonic-prost-build, and
-//! builds the first-party wasm plugins in `plugins/` that the binary
-//! bundles (see `host/plugins/registry.rs`).
+//! Builds the first-party wasm plugins in `plugins/` that the binary
+//! bundles (see `host/bundled.rs`), and records the commit for `wimguard
+//! env`. (The gRPC API is compiled by its own crate, `host/api`.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,21 +77,6 @@ fn build_bundled_plugins() -> Result<(), Box<dyn std::error::Error>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     build_bundled_plugins()?;
-    let files = [
-        "common",
-        "backup",
-        "restore",
-        "snapshot",
-        "schedule",
-        "registry",
-        "env",
-        "statistics",
-        "archive",
-    ]
-    .map(|f| format!("proto/v1/{f}.proto"));
-    for f in &files {
-        println!("cargo:rerun-if-changed={f}");
-    }
     // The commit this binary was built from, for `wimguard env` (absent outside git).
     if let Ok(out) = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -106,10 +90,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("cargo:rerun-if-changed=.git/HEAD");
-    let fds = protox::compile(&files, ["proto"])?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)?;
     Ok(())
 }

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use wimguard::plugins::registry::bundled_plugins;
+use wimguard::bundled::bundled_plugins;
 use wimguard::plugins::{PluginLimits, PluginSettings, WasmCodec};
 use wimguard::wim::writer::DEFAULT_CHUNK_SIZE;
 use wimguard_sdk::{ChunkCompressor, ChunkDecompressor, Codec};

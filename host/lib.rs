@@ -1,23 +1,18 @@
+//! The daemon and the CLI: the gRPC services over the core, the client,
+//! TLS, and the plugins bundled into the binary.
+
+/// The gRPC API (`proto/v1`).
+pub use wimguard_api as api;
+/// The core, under the module names it had before it became a crate.
+pub use wimguard_core::{
+    budget, catalog, config, cron, error, forget, hooks, jobs, metrics, ops, plugins, remote, retention, scheduler,
+};
 /// The WIM format crate, under the names the rest of the host uses.
 pub use wimguard_wim as wim;
 pub use wimguard_wim::{apply, capture, fsutil};
 
-pub mod api;
-pub mod budget;
-pub mod catalog;
+pub mod bundled;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod cron;
-pub mod error;
-pub mod forget;
-pub mod hooks;
-pub mod jobs;
-pub mod metrics;
-pub mod ops;
-pub mod plugins;
-pub mod remote;
-pub mod retention;
-pub mod scheduler;
 pub mod server;
 pub mod tls;

@@ -1,4 +1,4 @@
-//! Codec plugins in the wasm runtime (host/plugins): the RLE example from the
+//! Codec plugins in the wasm runtime (host/plugin-host): the RLE example from the
 //! SDK round-trips data, and a hostile fixture (tests/fixtures/hostile-codec)
 //! is stopped by the epoch deadline, the memory limit, and survives a panic
 //! on a fresh instance.

@@ -10,9 +10,8 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::Shared;
 use crate::api::v1 as pb;
-use crate::catalog::BackupFilter;
+use crate::catalog::{BackupFilter, CodecName};
 use crate::jobs::{BackupSpec, JobUpdate};
-use crate::wim::Compression;
 
 pub struct BackupApi {
     shared: Arc<Shared>,
@@ -68,16 +67,16 @@ fn follow(shared: Arc<Shared>, mut rx: tokio::sync::watch::Receiver<JobUpdate>, 
 }
 
 /// The codec name a request asks for: `codec` when set, else the enum.
-fn codec_name(c: i32, codec: &str) -> Result<Option<String>, Status> {
+fn codec_name(c: i32, codec: &str) -> Result<Option<CodecName>, Status> {
     if !codec.is_empty() {
-        return Ok(Some(codec.to_string()));
+        return CodecName::parse(codec).map(Some).map_err(Status::invalid_argument);
     }
     Ok(
         match pb::Compression::try_from(c).map_err(|_| Status::invalid_argument(format!("unknown compression {c}")))? {
             pb::Compression::Unspecified => None,
-            pb::Compression::None => Some(Compression::None.name().into()),
-            pb::Compression::Xpress => Some(Compression::Xpress.name().into()),
-            pb::Compression::Lzx => Some(Compression::Lzx.name().into()),
+            pb::Compression::None => Some(CodecName::None),
+            pb::Compression::Xpress => Some(CodecName::Xpress),
+            pb::Compression::Lzx => Some(CodecName::Lzx),
         },
     )
 }

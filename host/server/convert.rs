@@ -4,7 +4,7 @@ use prost_types::Timestamp;
 use tonic::Status;
 
 use crate::api::v1 as pb;
-use crate::catalog::{BackupRecord, Phase, Status as JobState};
+use crate::catalog::{BackupRecord, CodecName, Phase, Status as JobState};
 use crate::error::CoreError;
 use crate::jobs::JobUpdate;
 
@@ -58,12 +58,14 @@ pub fn phase(p: Phase) -> pb::Phase {
     }
 }
 
-pub fn compression(s: &str) -> pb::Compression {
-    match s {
-        "none" => pb::Compression::None,
-        "xpress" => pb::Compression::Xpress,
-        "lzx" => pb::Compression::Lzx,
-        _ => pb::Compression::Unspecified,
+/// The API's compression enum for a codec; a plugin's codec is
+/// `Unspecified` there and named in the message's `codec` field.
+pub fn compression(c: &CodecName) -> pb::Compression {
+    match c {
+        CodecName::None => pb::Compression::None,
+        CodecName::Xpress => pb::Compression::Xpress,
+        CodecName::Lzx => pb::Compression::Lzx,
+        CodecName::Plugin(_) => pb::Compression::Unspecified,
     }
 }
 
@@ -75,7 +77,7 @@ pub fn backup(r: &BackupRecord) -> pb::Backup {
         source: r.source.clone(),
         destination: r.destination.clone(),
         compression: compression(&r.compression) as i32,
-        codec: r.compression.clone(),
+        codec: r.compression.to_string(),
         name: r.name.clone(),
         description: r.description.clone(),
         excludes: r.excludes.clone(),

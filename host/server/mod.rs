@@ -25,7 +25,7 @@ use std::time::Duration;
 use tonic::{Request, Status};
 
 use crate::api::v1 as pb;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CodecName};
 use crate::config::{self, Config};
 use crate::jobs::{JobSettings, Jobs};
 use crate::plugins::PluginRegistry;
@@ -137,7 +137,7 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
         cfg.plugins.clone(),
         &cfg.plugin_install,
     )?);
-    plugins.register_bundled()?;
+    plugins.register_bundled(crate::bundled::bundled_plugins())?;
     // Uploads a crash left open are aborted (their backups were marked
     // interrupted above); the earlier objects of their chains are intact.
     let registry = plugins.clone();
@@ -157,21 +157,25 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
             Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),
         }
     }
+    // A bad default codec is a configuration error: say so at start, not at the first backup.
+    let default_compression =
+        CodecName::parse(&cfg.backup.compression).map_err(|e| format!("config backup.compression: {e}"))?;
+    let default_remote_compression = CodecName::parse(&cfg.backup.remote_compression)
+        .map_err(|e| format!("config backup.remoteCompression: {e}"))?;
     let jobs = Arc::new(Jobs::new(
         catalog,
         JobSettings {
-            default_compression: cfg.backup.compression.clone(),
-            default_remote_compression: cfg.backup.remote_compression.clone(),
+            default_compression: default_compression.clone(),
+            default_remote_compression: default_remote_compression.clone(),
             standard_codec_runtime: cfg.backup.standard_codec_runtime,
             hooks: cfg.hooks.clone(),
             metadata_memory_mib: cfg.service.server.metadata_memory_mib,
         },
         plugins,
     ));
-    // A bad default codec is a configuration error: say so at start, not at the first backup.
-    jobs.resolve_codec(&cfg.backup.compression)
+    jobs.resolve_codec(&default_compression)
         .map_err(|e| format!("config backup.compression {:?}: {e}", cfg.backup.compression))?;
-    jobs.resolve_codec(&cfg.backup.remote_compression).map_err(|e| {
+    jobs.resolve_codec(&default_remote_compression).map_err(|e| {
         format!(
             "config backup.remoteCompression {:?}: {e}",
             cfg.backup.remote_compression

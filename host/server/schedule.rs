@@ -30,7 +30,10 @@ fn schedule(s: &Scheduler, r: &ScheduleRecord) -> pb::Schedule {
         cron: r.cron.clone(),
         source: r.source.clone(),
         destination: r.destination.clone(),
-        compression: convert::compression(&r.compression) as i32,
+        compression: r
+            .compression
+            .as_ref()
+            .map_or(pb::Compression::Unspecified, convert::compression) as i32,
         excludes: r.excludes.clone(),
         plugins: r.plugins.clone(),
         retention: Some(convert::retention_to_pb(&r.retention)),
@@ -41,7 +44,7 @@ fn schedule(s: &Scheduler, r: &ScheduleRecord) -> pb::Schedule {
         // Empty before the first run.
         last_status: r.last_status.map_or(pb::JobStatus::Unspecified, convert::job_status) as i32,
         time_zone: r.time_zone.clone(),
-        codec: r.compression.clone(),
+        codec: r.compression.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         last_error: r.last_error.clone(),
         name: r.name.clone(),
         origin: r.origin.clone(),

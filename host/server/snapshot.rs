@@ -10,7 +10,7 @@ use super::{convert, Shared};
 use crate::api::v1 as pb;
 use crate::catalog::{BackupFilter, BackupRecord, Status as JobState};
 use crate::error::CoreError;
-use crate::ops::{self, Change, EntryInfo};
+use crate::ops::{self, Change, EntryInfo, EntryKind};
 
 pub struct SnapshotApi {
     shared: Arc<Shared>,
@@ -64,10 +64,10 @@ fn entry(e: &EntryInfo) -> pb::Entry {
     pb::Entry {
         path: e.path.clone(),
         kind: match e.kind {
-            'd' => pb::EntryKind::Directory,
-            'l' => pb::EntryKind::Symlink,
-            's' => pb::EntryKind::Special,
-            _ => pb::EntryKind::File,
+            EntryKind::File => pb::EntryKind::File,
+            EntryKind::Directory => pb::EntryKind::Directory,
+            EntryKind::Symlink => pb::EntryKind::Symlink,
+            EntryKind::Special => pb::EntryKind::Special,
         } as i32,
         size: e.size,
         mode: e.mode,

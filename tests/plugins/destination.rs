@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use wasmtime::component::Component;
+use wimguard::bundled::bundled_plugins;
 use wimguard::jobs::CoreError;
 use wimguard::plugins::http::HostPattern;
-use wimguard::plugins::registry::bundled_plugins;
 use wimguard::plugins::{
     compile_component, DestinationError, PluginLimits, PluginSettings, SettingValue, WasmDestination,
 };
@@ -699,7 +699,7 @@ fn destination_the_registry_hands_out_the_bundled_plugin() {
         &PluginInstallConfig::default(),
     )
     .unwrap();
-    registry.register_bundled().unwrap();
+    registry.register_bundled(bundled_plugins()).unwrap();
     let d = registry.destination("s3-upload").unwrap();
     assert_eq!(d.name(), "s3-upload");
     assert_eq!(

@@ -428,3 +428,43 @@ fn a_bad_plugins_section_stops_the_server_at_start_with_the_reason() {
         assert!(!out.stderr.contains("panicked"), "{}", out.describe());
     }
 }
+
+/// Codecs are shared, not leaked: when a plugin is upgraded (here, a
+/// bundled one whose bytes changed) the registry lets go of the old codec,
+/// which is freed once its last user is done, and the next use loads the
+/// new one.
+#[test]
+fn an_upgraded_codec_plugin_releases_the_old_codec() {
+    use std::sync::Arc;
+    use wimguard::bundled::bundled_plugins;
+    use wimguard::catalog::Catalog;
+    use wimguard::plugins::registry::BundledPlugin;
+    use wimguard::plugins::PluginRegistry;
+    use wimguard::wim::codecs::CodecResolver;
+
+    let home = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&home.path().join("catalog.sqlite")).unwrap());
+    let registry = PluginRegistry::open(home.path(), catalog, Vec::new(), &Default::default()).unwrap();
+    let xpress = *bundled_plugins().iter().find(|b| b.name == "xpress").unwrap();
+    registry.register_bundled(&[xpress]).unwrap();
+    let first = registry.codec("xpress").unwrap();
+    assert!(Arc::ptr_eq(&first, &registry.codec("xpress").unwrap()), "loaded twice");
+    assert!(Arc::ptr_eq(&first, &registry.plugin_codec("xpress").unwrap()));
+    assert_eq!(Arc::strong_count(&first), 2, "only the registry and this test hold it");
+
+    // The same component with a custom section appended: other bytes, same plugin.
+    let mut newer = xpress.bytes.to_vec();
+    newer.extend_from_slice(&[0, 9, 4, b'n', b'o', b't', b'e', 7, 7, 7, 7]);
+    let newer: &'static [u8] = Box::leak(newer.into_boxed_slice());
+    registry
+        .register_bundled(&[BundledPlugin {
+            name: "xpress",
+            bytes: newer,
+        }])
+        .unwrap();
+    assert_eq!(Arc::strong_count(&first), 1, "the registry still holds the old codec");
+    let second = registry.codec("xpress").unwrap();
+    assert!(!Arc::ptr_eq(&first, &second), "the old codec was handed out again");
+    assert_eq!(second.name(), "xpress");
+    assert_eq!(registry.get("xpress").unwrap().sha256, sha256_hex(newer));
+}

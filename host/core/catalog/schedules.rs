@@ -1,0 +1,197 @@
+//! The `schedules` table: scheduled backups, their retention policy, and
+//! where each one stands (the last cron slot handled, the last run).
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{Catalog, CodecName, Result};
+
+/// Retention as stored and configured (restic's `forget` options).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// A restic duration (`7d`, `1y6m`, `12h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+}
+
+impl RetentionSpec {
+    /// No rule at all: nothing is ever removed.
+    pub fn is_empty(&self) -> bool {
+        *self == RetentionSpec::default()
+    }
+
+    /// The policy the rules describe (a bad `keepWithin` is an error naming it).
+    pub fn policy(&self) -> std::result::Result<crate::retention::Policy, crate::retention::RetentionError> {
+        let on = |n: Option<u32>| n.filter(|&n| n > 0);
+        Ok(crate::retention::Policy {
+            keep_last: on(self.keep_last),
+            keep_hourly: on(self.keep_hourly),
+            keep_daily: on(self.keep_daily),
+            keep_weekly: on(self.keep_weekly),
+            keep_monthly: on(self.keep_monthly),
+            keep_yearly: on(self.keep_yearly),
+            keep_within: match &self.keep_within {
+                Some(d) if !d.trim().is_empty() => Some(crate::retention::parse_duration(d)?),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// One scheduled backup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleRecord {
+    pub id: String,
+    /// The key under `schedules:` in config.yaml (config-declared ones), or
+    /// a name given at creation; may be empty.
+    pub name: String,
+    /// `api` (made with `wimguard schedule create`) or `config`.
+    pub origin: String,
+    pub cron: String,
+    /// IANA zone; empty for the server's.
+    pub time_zone: String,
+    pub source: String,
+    pub destination: String,
+    pub plugins: Vec<String>,
+    /// Codec name; empty for the server's default.
+    /// None: the server's default for the destination.
+    pub compression: Option<CodecName>,
+    pub excludes: Vec<String>,
+    pub retention: RetentionSpec,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The last cron slot handled, Unix ms.
+    pub last_slot: Option<i64>,
+    pub last_run_at: Option<i64>,
+    pub last_backup_uuid: String,
+    /// Status of the last run; None before the first (stored as '').
+    pub last_status: Option<super::Status>,
+    pub last_error: String,
+    /// Slots not run: missed during downtime, or coalesced while a run was going.
+    pub skipped: u64,
+    /// When a failed run is tried again, Unix ms.
+    pub retry_at: Option<i64>,
+    /// Failures in a row.
+    pub failures: u32,
+}
+
+const COLUMNS: &str = "id, name, origin, cron, time_zone, source, destination, plugins, compression, excludes, \
+                       retention, enabled, created_at, updated_at, last_slot, last_run_at, last_backup_uuid, \
+                       last_status, last_error, skipped, retry_at, failures";
+
+fn from_row(r: &Row) -> rusqlite::Result<ScheduleRecord> {
+    let retention: String = r.get(10)?;
+    Ok(ScheduleRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        origin: r.get(2)?,
+        cron: r.get(3)?,
+        time_zone: r.get(4)?,
+        source: r.get(5)?,
+        destination: r.get(6)?,
+        plugins: super::json_list(r.get(7)?),
+        compression: super::word_column(r, 8, "codec name", |w| match w {
+            "" => Some(None),
+            w => CodecName::from_name(w).map(Some),
+        })?,
+        excludes: super::json_list(r.get(9)?),
+        retention: serde_json::from_str(&retention)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
+        enabled: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+        last_slot: r.get(14)?,
+        last_run_at: r.get(15)?,
+        last_backup_uuid: r.get(16)?,
+        // Empty before the first run.
+        last_status: super::word_column(r, 17, "schedule status", |w| match w {
+            "" => Some(None),
+            w => super::Status::from_name(w).map(Some),
+        })?,
+        last_error: r.get(18)?,
+        skipped: r.get::<_, i64>(19)? as u64,
+        retry_at: r.get(20)?,
+        failures: r.get(21)?,
+    })
+}
+
+impl Catalog {
+    /// Inserts a schedule, or replaces every field of the one with its id.
+    pub fn put_schedule(&self, s: &ScheduleRecord) -> Result<()> {
+        self.db().execute(
+            &format!(
+                "INSERT INTO schedules ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) ON CONFLICT(id) DO UPDATE SET name = excluded.name, \
+                 origin = excluded.origin, cron = excluded.cron, time_zone = excluded.time_zone, \
+                 source = excluded.source, destination = excluded.destination, plugins = excluded.plugins, \
+                 compression = excluded.compression, excludes = excluded.excludes, retention = excluded.retention, \
+                 enabled = excluded.enabled, updated_at = excluded.updated_at, last_slot = excluded.last_slot, \
+                 last_run_at = excluded.last_run_at, last_backup_uuid = excluded.last_backup_uuid, \
+                 last_status = excluded.last_status, last_error = excluded.last_error, skipped = excluded.skipped, \
+                 retry_at = excluded.retry_at, failures = excluded.failures"
+            ),
+            params![
+                s.id,
+                s.name,
+                s.origin,
+                s.cron,
+                s.time_zone,
+                s.source,
+                s.destination,
+                serde_json::to_string(&s.plugins).unwrap_or_default(),
+                s.compression.as_ref().map_or("", |c| c.as_str()),
+                serde_json::to_string(&s.excludes).unwrap_or_default(),
+                serde_json::to_string(&s.retention).unwrap_or_default(),
+                s.enabled,
+                s.created_at,
+                s.updated_at,
+                s.last_slot,
+                s.last_run_at,
+                s.last_backup_uuid,
+                s.last_status.map_or("", |st| st.as_str()),
+                s.last_error,
+                s.skipped as i64,
+                s.retry_at,
+                s.failures
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM schedules WHERE id = ?1"),
+                params![id],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every schedule, oldest first.
+    pub fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare(&format!("SELECT {COLUMNS} FROM schedules ORDER BY created_at, id"))?;
+        let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_schedule(&self, id: &str) -> Result<bool> {
+        Ok(self.db().execute("DELETE FROM schedules WHERE id = ?1", params![id])? > 0)
+    }
+}

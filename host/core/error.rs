@@ -1,0 +1,124 @@
+//! The core's error: what every operation of the daemon returns, whatever
+//! layer failed. Each lower error converts into it once, here, deciding
+//! which kind of failure it is for the user (the server maps kinds to gRPC
+//! codes, the CLI to exit codes). No gRPC here.
+
+use crate::wim::WimError;
+
+/// Why a request could not be served; the server maps these to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Another job holds what this one needs.
+    #[error("{0}")]
+    Conflict(String),
+    /// The name (or id) is taken by something else.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The system is not in the state the request needs (a plugin disabled
+    /// or not installed).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// An archive is damaged.
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("cancelled")]
+    Cancelled,
+    /// A value is outside what the call can serve (e.g. a reply too large).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The request needs more memory (or another limited resource) than the
+    /// server grants it now or ever.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The server is shutting down and takes no new work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<WimError> for CoreError {
+    fn from(e: WimError) -> Self {
+        match e {
+            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => {
+                CoreError::DataLoss(e.to_string())
+            }
+            WimError::NotFound(m) => CoreError::NotFound(m),
+            WimError::Locked(m) => CoreError::Conflict(m),
+            WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
+            e @ WimError::CodecFailed(_) => CoreError::Internal(e.to_string()),
+            WimError::Cancelled => CoreError::Cancelled,
+            WimError::Io(io) => match io.kind() {
+                std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
+                std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),
+                _ => CoreError::Internal(io.to_string()),
+            },
+        }
+    }
+}
+
+impl From<crate::catalog::CatalogError> for CoreError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        CoreError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::plugins::registry::RegistryError> for CoreError {
+    fn from(e: crate::plugins::registry::RegistryError) -> Self {
+        use crate::plugins::registry::RegistryError as R;
+        match e {
+            R::NotFound(m) => CoreError::NotFound(m),
+            R::InvalidArgument(m) => CoreError::InvalidArgument(m),
+            R::AlreadyExists(m) => CoreError::AlreadyExists(m),
+            R::FailedPrecondition(m) => CoreError::FailedPrecondition(m),
+            R::PermissionDenied(m) => CoreError::PermissionDenied(m),
+            R::Damaged(m) => CoreError::DataLoss(m),
+            R::Internal(m) => CoreError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::plugins::destination::DestinationError> for CoreError {
+    fn from(e: crate::plugins::destination::DestinationError) -> Self {
+        use crate::plugins::destination::DestinationError;
+        match e {
+            DestinationError::Denied(m) => CoreError::PermissionDenied(m),
+            DestinationError::NotFound(m) => CoreError::NotFound(m),
+            DestinationError::Unavailable(m) => CoreError::Unavailable(m),
+            DestinationError::Invalid(m) => CoreError::FailedPrecondition(m),
+            DestinationError::NoSpace(m) => CoreError::ResourceExhausted(m),
+            DestinationError::Other(m) | DestinationError::Failed(m) => CoreError::Internal(m),
+            DestinationError::Cancelled => CoreError::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_core_errors() {
+        use crate::plugins::destination::DestinationError;
+        let m = || "m".to_string();
+        let pairs = [
+            (DestinationError::Denied(m()), CoreError::PermissionDenied(m())),
+            (DestinationError::NotFound(m()), CoreError::NotFound(m())),
+            (DestinationError::Unavailable(m()), CoreError::Unavailable(m())),
+            (DestinationError::Invalid(m()), CoreError::FailedPrecondition(m())),
+            (DestinationError::NoSpace(m()), CoreError::ResourceExhausted(m())),
+            (DestinationError::Other(m()), CoreError::Internal(m())),
+            (DestinationError::Failed(m()), CoreError::Internal(m())),
+            (DestinationError::Cancelled, CoreError::Cancelled),
+        ];
+        for (d, c) in pairs {
+            assert_eq!(format!("{:?}", CoreError::from(d)), format!("{c:?}"));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The destination stage: one backup into a remote archive. The capture
+//! writes a new object of the chain (a full WIM first, delta WIMs after)
+//! straight into a multipart upload; only when the store has the whole
+//! object does the catalog record it, its blobs and its image, together
+//! with the backup's success, in one transaction.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use wimguard_sdk::Codec;
+
+use super::source::RemoteSource;
+use super::upload::{ObjectUpload, OnProgress};
+use super::{ObjectStore, RemoteArchive};
+use crate::budget::MemoryBudget;
+use crate::capture::{self, CaptureOptions, CaptureReport, ProgressFn};
+use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
+use crate::catalog::{now_ms, BackupRecord, Catalog, CodecName, Status};
+use crate::error::CoreError;
+use crate::wim::codecs::SharedCodec;
+use crate::wim::metadata::ImageTree;
+use crate::wim::{Compression, WimWriter};
+
+/// Where a remote backup goes and what it may use.
+pub struct Target<'a> {
+    pub catalog: &'a Arc<Catalog>,
+    pub memory: &'a Arc<MemoryBudget>,
+    pub store: Arc<dyn ObjectStore>,
+    pub archive: RemoteArchive,
+}
+
+/// The codec of an existing chain, and its chunk size; None for a new one.
+pub fn chain_codec(catalog: &Catalog, archive: &RemoteArchive) -> Result<Option<(CodecName, u32)>, CoreError> {
+    Ok(catalog
+        .remote_objects(&archive.id())?
+        .into_iter()
+        .find(|o| o.state == ObjectState::Complete)
+        .map(|o| (o.compression, o.chunk_size)))
+}
+
+/// The newest live image of the chain, loaded with one ranged read of its
+/// metadata (unchanged files reuse its hashes), within the memory budget.
+fn previous_tree(
+    t: &Target,
+    codec: Option<&dyn Codec>,
+    chunk_size: u32,
+    cancel: &AtomicBool,
+) -> Result<(Option<ImageTree>, Option<crate::budget::Reservation>), CoreError> {
+    let id = t.archive.id();
+    let Some(img) = t.catalog.remote_images(&id)?.into_iter().rfind(|i| !i.removed) else {
+        return Ok((None, None));
+    };
+    let objects = t.catalog.remote_objects(&id)?;
+    let Some(obj) = objects.iter().find(|o| o.seq == img.seq) else {
+        return Ok((None, None));
+    };
+    let need = img
+        .metadata
+        .reshdr
+        .original_size
+        .saturating_mul(crate::budget::TREE_BYTES_PER_METADATA_BYTE);
+    let reservation = t
+        .memory
+        .reserve(need, &format!("the previous image of {id}"), Some(cancel))?;
+    let source = RemoteSource::new(t.store.clone(), &obj.key, obj.size);
+    let what = format!("metadata of {} in {}", img.backup_uuid, obj.key);
+    let tree = crate::wim::archive::load_tree_at(&source, &img.metadata, codec, chunk_size, &what)
+        .map_err(|e| CoreError::DataLoss(e.to_string()))?;
+    Ok((Some(tree), Some(reservation)))
+}
+
+/// Backs `source` up as the next object of the chain. On success the
+/// catalog holds the object, its blobs and image, and `record` (filled in
+/// and marked succeeded); on failure the upload is aborted and nothing of
+/// it is recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn capture(
+    t: &Target,
+    record: &mut BackupRecord,
+    source: &Path,
+    compression: Compression,
+    codec: Option<SharedCodec>,
+    chunk_size: u32,
+    opts: &CaptureOptions,
+    cancel: &Arc<AtomicBool>,
+    progress: &mut ProgressFn,
+    upload_progress: OnProgress,
+    uploading: &dyn Fn(),
+) -> Result<CaptureReport, CoreError> {
+    let id = t.archive.id();
+    let objects = t.catalog.remote_objects(&id)?;
+    if let Some(o) = objects.iter().find(|o| o.state == ObjectState::Uploading) {
+        return Err(CoreError::Conflict(format!(
+            "{} is being written by backup {}; wait for it or cancel it",
+            o.key, o.backup_uuid
+        )));
+    }
+    let seq = objects.iter().map(|o| o.seq).max().unwrap_or(0) + 1;
+    let key = t.archive.object_key(seq);
+    // Reading takes the format's own decoder (a wasm implementation may
+    // have been chosen to compress).
+    let decoder = match compression {
+        Compression::Plugin => codec.clone(),
+        c => crate::wim::codecs::codec_for(c)?,
+    };
+    let (previous, _previous_memory) = previous_tree(t, decoder.as_deref(), chunk_size, cancel)?;
+    let known = t.catalog.remote_blobs(&id)?;
+    let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
+    t.catalog.begin_remote_object(&object)?;
+    let result = (|| {
+        let catalog = t.catalog.clone();
+        let (token_archive, token_seq) = (id.clone(), seq);
+        // Recorded at once: a crash leaves a token the next start aborts.
+        let upload = ObjectUpload::new(
+            t.store.clone(),
+            &key,
+            Box::new(move |token| {
+                if let Err(e) = catalog_set_token(&catalog, &token_archive, token_seq, token) {
+                    tracing::warn!("cannot record an upload token: {e}");
+                }
+            }),
+            upload_progress,
+        );
+        let name = format!("{}/{key}", t.store.name());
+        let mut writer = WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
+        writer.watch_cancel(cancel.clone());
+        writer.add_external_blobs(known.iter().map(|b| (b.entry.hash, b.entry.reshdr.original_size)));
+        let report = crate::metrics::timed("capture", || {
+            capture::capture(source, &mut writer, previous.as_ref(), opts, progress)
+        })?;
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(CoreError::Cancelled);
+        }
+        let blobs: Vec<RemoteBlob> = writer
+            .stored_blobs()
+            .map(|e| RemoteBlob { seq, entry: e.clone() })
+            .collect();
+        let metadata = writer
+            .metadata_entries()
+            .first()
+            .cloned()
+            .ok_or_else(|| CoreError::Internal("the capture wrote no image".into()))?;
+        uploading();
+        // The parts went out during the capture; this is the rest and the commit.
+        let uploaded = crate::metrics::timed("upload", || {
+            let (_size, parts) = writer.finish_upload()?;
+            upload.finish(parts)
+        })?;
+        let done = RemoteObject {
+            size: uploaded.info.size,
+            etag: uploaded.info.etag.clone().unwrap_or_default(),
+            sha256: uploaded.sha256,
+            ..object.clone()
+        };
+        let image = RemoteImage {
+            backup_uuid: record.uuid.clone(),
+            archive: id.clone(),
+            seq,
+            image_index: 1,
+            metadata,
+            removed: false,
+        };
+        crate::jobs::record_capture(record, &report, seq);
+        record.status = Status::Succeeded;
+        record.finished_at = Some(now_ms());
+        record.phase = crate::catalog::Phase::Done;
+        crate::metrics::timed("publish", || {
+            t.catalog.complete_remote_object(&done, &blobs, &[image], Some(record))
+        })?;
+        Ok(report)
+    })();
+    if result.is_err() {
+        // The upload was aborted when it was dropped; forget the object.
+        if let Err(e) = t.catalog.drop_remote_object(&id, seq) {
+            tracing::warn!(%key, "cannot forget a failed upload in the catalog: {e}");
+        }
+    }
+    result
+}
+
+fn catalog_set_token(catalog: &Catalog, archive: &str, seq: u32, token: &str) -> Result<(), CoreError> {
+    Ok(catalog.set_remote_upload_token(archive, seq, token)?)
+}

@@ -1,0 +1,222 @@
+//! The remote core end to end over a directory standing in for the store:
+//! a full object then a delta, restores of both (whole and one file, the
+//! latter by a handful of ranged reads), and a delete's marker.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::dir_store::DirStore;
+use super::{ObjectStore, RemoteArchive};
+use crate::apply::ApplyOptions;
+use crate::capture::CaptureOptions;
+use crate::catalog::{now_ms, BackupRecord, Status};
+use crate::jobs::tests::jobs_for_tests;
+use crate::wim::Compression;
+
+fn tree_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in ignore::WalkBuilder::new(root).hidden(false).build() {
+        let e = e.unwrap();
+        if e.file_type().is_some_and(|t| t.is_file()) {
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            out.push((rel, fs::read(e.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn full_then_delta_restore_and_delete() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let jobs = jobs_for_tests(&home);
+    let store = Arc::new(DirStore::new(&t.path().join("bucket")));
+    jobs.test_stores
+        .lock()
+        .unwrap()
+        .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
+    let archive = RemoteArchive::new("dirstore", "nightly").unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("big.bin"), noise(20 << 20, 1)).unwrap();
+    fs::write(src.join("sub/small.txt"), b"small file\n").unwrap();
+    fs::write(src.join("text.txt"), "text\n".repeat(10_000)).unwrap();
+
+    let mut expected = Vec::new();
+    let mut uuids = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            fs::write(src.join("new.txt"), b"added later\n").unwrap();
+        }
+        let uuid = format!("00000000-0000-0000-0000-00000000000{round}");
+        let mut rec = BackupRecord {
+            uuid: uuid.clone(),
+            status: Status::Running,
+            phase: crate::catalog::Phase::Scanning,
+            source: src.display().to_string(),
+            destination: archive.id(),
+            compression: crate::catalog::CodecName::Lzx,
+            name: format!("r{round}"),
+            created_at: now_ms() + round,
+            ..BackupRecord::default()
+        };
+        jobs.catalog().insert_backup(&rec).unwrap();
+        let target = super::backup::Target {
+            catalog: jobs.catalog(),
+            memory: jobs.memory(),
+            store: store.clone(),
+            archive: archive.clone(),
+        };
+        let opts = CaptureOptions {
+            name: rec.name.clone(),
+            backup_uuid: uuid.clone(),
+            ..CaptureOptions::default()
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let uploaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let up = uploaded.clone();
+        super::backup::capture(
+            &target,
+            &mut rec,
+            &src,
+            Compression::Lzx,
+            None,
+            32768,
+            &opts,
+            &cancel,
+            &mut |_| {},
+            Box::new(move |n| up.store(n, Ordering::Relaxed)),
+            &|| {},
+        )
+        .unwrap();
+        let key = t.path().join("bucket").join(archive.object_key(round as u32 + 1));
+        let size = fs::metadata(&key).unwrap().len();
+        assert_eq!(uploaded.load(Ordering::Relaxed), size, "every byte sent once");
+        if round == 1 {
+            assert!(
+                size < 1 << 20,
+                "the delta object holds {size} bytes: more than the new file and metadata"
+            );
+        }
+        let rec = jobs.catalog().get_backup(&uuid).unwrap().unwrap();
+        assert_eq!(rec.status(), Status::Succeeded);
+        expected.push(tree_bytes(&src));
+        uuids.push(uuid);
+    }
+    // Whole restores of both snapshots.
+    for (i, uuid) in uuids.iter().enumerate() {
+        let rec = jobs.catalog().get_backup(uuid).unwrap().unwrap();
+        let out = t.path().join(format!("out{i}"));
+        crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+        assert!(
+            tree_bytes(&out) == expected[i],
+            "snapshot {i} restored different contents"
+        );
+    }
+    // One small file of the delta's snapshot: a few ranged reads, a few bytes.
+    let before = (
+        store.reads.load(Ordering::Relaxed),
+        store.read_bytes.load(Ordering::Relaxed),
+    );
+    let rec = jobs.catalog().get_backup(&uuids[1]).unwrap().unwrap();
+    let out = t.path().join("one");
+    let opts = ApplyOptions {
+        paths: vec!["/sub/small.txt".into()],
+        ..ApplyOptions::default()
+    };
+    crate::ops::restore(&jobs, &rec, &out, &opts, &mut |_, _| {}).unwrap();
+    assert_eq!(fs::read(out.join("sub/small.txt")).unwrap(), b"small file\n");
+    let reads = store.reads.load(Ordering::Relaxed) - before.0;
+    let bytes = store.read_bytes.load(Ordering::Relaxed) - before.1;
+    assert!(reads <= 6, "{reads} reads for one small file");
+    assert!(bytes < (20 << 20) / 50, "{bytes} bytes read for one small file");
+
+    // Delete: a marker in the store, the image marked removed, the record gone.
+    crate::ops::delete_backup(&jobs, &uuids[0]).unwrap();
+    assert!(t.path().join("bucket").join(archive.removed_key(&uuids[0])).exists());
+    assert!(jobs.catalog().get_backup(&uuids[0]).unwrap().is_none());
+    assert!(jobs.catalog().remote_image(&uuids[0]).unwrap().unwrap().removed);
+    // The other snapshot still restores (it uses blobs of the first object).
+    let out = t.path().join("again");
+    crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected[1]);
+
+    // Consolidate: one full object of the kept snapshot; the old chain and
+    // the marker are gone; the snapshot restores from the new object.
+    let report = super::manage::consolidate(
+        jobs.catalog(),
+        &(store.clone() as Arc<dyn ObjectStore>),
+        &archive,
+        Compression::Lzx,
+        crate::wim::codecs::codec_for(Compression::Lzx).unwrap(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (report.objects_before, report.images_kept, report.images_dropped),
+        (2, 1, 1)
+    );
+    let bucket = t.path().join("bucket");
+    assert!(bucket.join(archive.object_key(3)).exists());
+    for gone in [
+        archive.object_key(1),
+        archive.object_key(2),
+        archive.removed_key(&uuids[0]),
+    ] {
+        assert!(!bucket.join(&gone).exists(), "{gone} was not deleted");
+    }
+    assert!(report.bytes_after < report.bytes_before);
+    let out = t.path().join("consolidated");
+    crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected[1]);
+
+    // Disaster recovery: a fresh catalog finds the snapshot again, under
+    // its uuid, and restores it.
+    let home2 = t.path().join("home2");
+    fs::create_dir_all(&home2).unwrap();
+    let jobs2 = jobs_for_tests(&home2);
+    jobs2
+        .test_stores
+        .lock()
+        .unwrap()
+        .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
+    let found = super::rebuild::rebuild_remote(
+        jobs2.catalog(),
+        &(store.clone() as Arc<dyn ObjectStore>),
+        "dirstore",
+        &**jobs2.plugins(),
+    )
+    .unwrap();
+    assert_eq!((found.archives, found.snapshots, found.added), (1, 1, 1), "{found:?}");
+    let rec2 = jobs2
+        .catalog()
+        .get_backup(&uuids[1])
+        .unwrap()
+        .expect("the snapshot is back");
+    assert_eq!(rec2.source, src.display().to_string());
+    assert_eq!(rec2.destination, archive.id());
+    let out = t.path().join("recovered");
+    crate::ops::restore(&jobs2, &rec2, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected[1]);
+    // A backup after the rebuild is a delta of the recovered chain.
+    assert_eq!(
+        super::backup::chain_codec(jobs2.catalog(), &archive).unwrap(),
+        Some((crate::catalog::CodecName::Lzx, 32768))
+    );
+}

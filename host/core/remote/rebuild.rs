@@ -1,0 +1,217 @@
+//! `wimguard catalog rebuild`: the catalog is an index; the archives are
+//! the truth. For remote archives the plugin's objects are listed and each
+//! object's header, blob table and XML read back (two ranged reads each);
+//! for local archives the files named. Snapshots reappear with their
+//! original backup uuids (kept in each image's XML), sources and times.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::source::RemoteSource;
+use super::{ObjectStore, RemoteArchive};
+use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject};
+use crate::catalog::{BackupRecord, Catalog, CodecName, Status};
+use crate::error::CoreError;
+use crate::wim::codecs::CodecResolver;
+use crate::wim::xml::ImageInfo;
+use crate::wim::{time, WimArchive};
+
+/// What a rebuild found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub archives: u64,
+    pub objects: u64,
+    pub snapshots: u64,
+    /// Snapshots the catalog did not know before.
+    pub added: u64,
+    /// Images skipped (not made by WimGuard, or deleted), with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// A backup record for image `info` found in archive `destination`.
+fn record_for(info: &ImageInfo, destination: &str, compression: &CodecName, image_index: u32) -> BackupRecord {
+    let (s, ns) = time::to_unix(info.creation_time);
+    let created = s * 1000 + ns / 1_000_000;
+    BackupRecord {
+        uuid: info.backup_uuid.clone(),
+        status: Status::Succeeded,
+        phase: crate::catalog::Phase::Done,
+        source: info.source.clone(),
+        destination: destination.into(),
+        compression: compression.clone(),
+        name: info.name.clone(),
+        description: info.description.clone(),
+        image_index,
+        files: info.file_count,
+        directories: info.dir_count,
+        bytes_total: info.total_bytes,
+        created_at: created,
+        started_at: Some(created),
+        finished_at: Some(created),
+        ..BackupRecord::default()
+    }
+}
+
+/// The codec id an archive uses (`none`, `xpress`, `lzx`, a plugin's id).
+fn codec_id(a: &WimArchive) -> Result<CodecName, CoreError> {
+    let c = a.header.compression()?;
+    let name = match c {
+        crate::wim::Compression::Plugin => a.xml.plugin_codec().and_then(|id| CodecName::from_name(&id)),
+        c => CodecName::of_standard(c),
+    };
+    name.ok_or_else(|| CoreError::DataLoss(format!("{} names no codec this version knows", a.path.display())))
+}
+
+/// Rebuilds the catalog of every remote archive stored through `store`
+/// (plugin `plugin`).
+pub fn rebuild_remote(
+    catalog: &Catalog,
+    store: &Arc<dyn ObjectStore>,
+    plugin: &str,
+    codecs: &dyn CodecResolver,
+) -> Result<Rebuilt, CoreError> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = store.list("", cursor.as_deref())?;
+        keys.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    // By archive name: objects by number, and the deleted snapshots.
+    let mut archives: BTreeMap<String, (BTreeMap<u32, super::ObjectInfo>, HashSet<String>)> = BTreeMap::new();
+    for o in keys {
+        let Some((name, rest)) = o.key.split_once('/') else {
+            continue;
+        };
+        let Ok(archive) = RemoteArchive::new(plugin, name) else {
+            continue;
+        };
+        let entry = archives.entry(name.to_string()).or_default();
+        if let Some(uuid) = rest.strip_prefix("removed/") {
+            entry.1.insert(uuid.to_string());
+        } else if let Some(seq) = archive.seq_of_key(&o.key) {
+            entry.0.insert(seq, o);
+        }
+    }
+    let mut report = Rebuilt::default();
+    for (name, (objects, removed)) in archives {
+        if objects.is_empty() {
+            continue;
+        }
+        let archive = RemoteArchive::new(plugin, &name)?;
+        let id = archive.id();
+        let mut rows = Vec::new();
+        let mut blobs: HashMap<crate::wim::blob_table::Sha1, RemoteBlob> = HashMap::new();
+        // Each snapshot from the newest object holding it (a consolidation
+        // copies images forward; the old objects may linger after a crash).
+        let mut images: HashMap<String, (RemoteImage, ImageInfo, CodecName)> = HashMap::new();
+        for (seq, info) in &objects {
+            let source = Arc::new(RemoteSource::new(store.clone(), &info.key, info.size));
+            let label = format!("{plugin}:{}", info.key);
+            let a = WimArchive::from_source(Path::new(&label), source, codecs)
+                .map_err(|e| CoreError::DataLoss(format!("{label} cannot be read: {e}")))?;
+            let compression = codec_id(&a)?;
+            rows.push(RemoteObject {
+                archive: id.clone(),
+                seq: *seq,
+                key: info.key.clone(),
+                state: ObjectState::Complete,
+                upload_token: String::new(),
+                backup_uuid: String::new(),
+                compression: compression.clone(),
+                chunk_size: a.header.chunk_size,
+                size: info.size,
+                etag: info.etag.clone().unwrap_or_default(),
+                sha256: String::new(),
+                created_at: crate::catalog::now_ms(),
+            });
+            for b in a.blobs.values() {
+                blobs.insert(
+                    b.hash,
+                    RemoteBlob {
+                        seq: *seq,
+                        entry: b.clone(),
+                    },
+                );
+            }
+            for img in a.images() {
+                if img.backup_uuid.is_empty() {
+                    report
+                        .skipped
+                        .push(format!("{label} image {}: not made by a wimguard backup", img.index));
+                    continue;
+                }
+                let Some(meta) = a.metadata.get(img.index as usize - 1) else {
+                    continue;
+                };
+                let remote = RemoteImage {
+                    backup_uuid: img.backup_uuid.clone(),
+                    archive: id.clone(),
+                    seq: *seq,
+                    image_index: img.index,
+                    metadata: meta.clone(),
+                    removed: removed.contains(&img.backup_uuid),
+                };
+                images.insert(img.backup_uuid.clone(), (remote, img, compression.clone()));
+            }
+            report.objects += 1;
+        }
+        let mut image_rows = Vec::new();
+        let mut backups = Vec::new();
+        for (uuid, (img, info, compression)) in images {
+            if img.removed {
+                report.skipped.push(format!("snapshot {uuid} of {id}: deleted"));
+            } else {
+                backups.push(record_for(&info, &id, &compression, img.seq));
+                report.snapshots += 1;
+            }
+            image_rows.push(img);
+        }
+        let known: HashSet<String> = backups
+            .iter()
+            .filter(|b| catalog.get_backup(&b.uuid).ok().flatten().is_some())
+            .map(|b| b.uuid.clone())
+            .collect();
+        report.added += backups.iter().filter(|b| !known.contains(&b.uuid)).count() as u64;
+        let blob_rows: Vec<RemoteBlob> = blobs.into_values().collect();
+        catalog.replace_remote_archive(&id, &rows, &image_rows, &blob_rows, &backups)?;
+        report.archives += 1;
+    }
+    Ok(report)
+}
+
+/// Adds to the catalog the snapshots of local archive `path` it lacks.
+pub fn rebuild_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
+    let a = WimArchive::open(path, codecs).map_err(|e| match e {
+        crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            CoreError::NotFound(format!("{} does not exist", path.display()))
+        }
+        other => CoreError::DataLoss(format!("{} cannot be read: {other}", path.display())),
+    })?;
+    let compression = codec_id(&a)?;
+    let destination = path.display().to_string();
+    let mut report = Rebuilt {
+        archives: 1,
+        objects: 1,
+        ..Rebuilt::default()
+    };
+    let mut backups = Vec::new();
+    for img in a.images() {
+        if img.backup_uuid.is_empty() {
+            report.skipped.push(format!(
+                "{} image {}: not made by a wimguard backup",
+                path.display(),
+                img.index
+            ));
+            continue;
+        }
+        backups.push(record_for(&img, &destination, &compression, img.index));
+    }
+    report.snapshots = backups.len() as u64;
+    report.added = catalog.adopt_backups(&backups)?;
+    Ok(report)
+}
