@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::budget::MemoryBudget;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::capture::{self, CaptureOptions, CapturePhase};
 use crate::catalog::{now_ms, BackupRecord, Catalog, CodecName, Phase, PluginKind, Status};
 use crate::config::{HooksConfig, StandardCodecRuntime};
@@ -19,6 +19,7 @@ use crate::plugins::PluginRegistry;
 use crate::remote::{ObjectStore, RemoteArchive};
 use crate::wim::archive::{peek, ArchiveSummary};
 use crate::wim::codecs::SharedCodec;
+use crate::wim::metadata::ImageTree;
 use crate::wim::{Compression, WimError, WimWriter};
 use wimguard_sdk::Codec;
 
@@ -220,6 +221,21 @@ fn archive_codec_id(arch: &ArchiveSummary) -> Result<CodecName, CoreError> {
         (c, _) => CodecName::of_standard(c),
     };
     name.ok_or_else(|| CoreError::FailedPrecondition(format!("{} archives cannot be appended to", c.name())))
+}
+
+/// Runs `f`, turning a panic (a bug) into an internal error, so the job
+/// still ends and frees its archive.
+fn catch_bug(f: impl FnOnce() -> Result<(), CoreError>) -> Result<(), CoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned());
+        Err(CoreError::Internal(format!(
+            "internal error (please report): {}",
+            msg.unwrap_or_default()
+        )))
+    })
 }
 
 fn writable_dir(dir: &Path) -> bool {
@@ -612,6 +628,11 @@ impl Jobs {
         Ok((codec, exists, default_name))
     }
 
+    /// Runs a backup on its own thread, stage by stage: pre-backup hooks,
+    /// then the capture (which reads, compresses and writes the image, and
+    /// for a remote archive uploads it), publishing, post-backup hooks,
+    /// and recording the result. (Retention follows in the scheduler, for
+    /// scheduled backups.)
     #[allow(clippy::too_many_arguments)]
     fn run_backup(
         &self,
@@ -634,41 +655,51 @@ impl Jobs {
             compression: record.compression.to_string(),
         };
         // A bug must not leave the job "running" and its archive locked forever.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if !hooks.is_empty() {
-                tx.send_modify(|u| u.progress.phase = Phase::PreBackupHooks);
-            }
-            let pre = Instant::now();
-            let verdict = hooks.run_pre(&facts, &cancel);
-            if !hooks.is_empty() {
-                crate::metrics::stage("pre-hooks", pre.elapsed(), verdict.is_ok());
-            }
-            match verdict {
-                Ok(warnings) => record.warnings.extend(warnings),
-                Err(_) if cancel.load(Ordering::Relaxed) => return Err(CoreError::Cancelled),
-                Err(stopped) => {
-                    return Err(CoreError::FailedPrecondition(format!(
-                        "{}; nothing was written",
-                        stopped.0
-                    )))
-                }
-            }
+        let result = catch_bug(|| {
+            self.pre_hooks_stage(&mut record, &hooks, &facts, &cancel, &tx)?;
             let mut warnings = std::mem::take(&mut record.warnings);
             let r = self.capture_into(&mut record, &spec, codec, exists, &cancel, &tx, start);
             warnings.append(&mut record.warnings);
             record.warnings = warnings;
             r
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned());
-            Err(CoreError::Internal(format!(
-                "internal error (please report): {}",
-                msg.unwrap_or_default()
-            )))
         });
+        self.settle(&mut record, result);
+        Self::post_hooks_stage(&mut record, &hooks, &facts, &tx, start);
+        self.record_stage(record, &spec, &tx, start);
+    }
+
+    /// Pre-backup hooks: their warnings are kept; a hook that stops the
+    /// backup fails it before anything is written.
+    fn pre_hooks_stage(
+        &self,
+        record: &mut BackupRecord,
+        hooks: &BackupHooks,
+        facts: &BackupFacts,
+        cancel: &AtomicBool,
+        tx: &watch::Sender<JobUpdate>,
+    ) -> Result<(), CoreError> {
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        tx.send_modify(|u| u.progress.phase = Phase::PreBackupHooks);
+        let pre = Instant::now();
+        let verdict = hooks.run_pre(facts, cancel);
+        crate::metrics::stage("pre-hooks", pre.elapsed(), verdict.is_ok());
+        match verdict {
+            Ok(warnings) => {
+                record.warnings.extend(warnings);
+                Ok(())
+            }
+            Err(_) if cancel.load(Ordering::Relaxed) => Err(CoreError::Cancelled),
+            Err(stopped) => Err(CoreError::FailedPrecondition(format!(
+                "{}; nothing was written",
+                stopped.0
+            ))),
+        }
+    }
+
+    /// The outcome of the stages so far becomes the record's status and error.
+    fn settle(&self, record: &mut BackupRecord, result: Result<(), CoreError>) {
         record.finished_at = Some(now_ms());
         record.phase = Phase::Done;
         match result {
@@ -686,23 +717,40 @@ impl Jobs {
                 record.error = e.to_string();
             }
         }
-        if !hooks.is_empty() {
-            tx.send_modify(|u| u.progress.phase = Phase::PostBackupHooks);
-            let outcome = BackupOutcome {
-                status: record.status.as_str().into(),
-                error: (!record.error.is_empty()).then(|| record.error.clone()),
-                image_index: record.image_index,
-                files: record.files,
-                bytes_read: record.bytes_read,
-                bytes_written: record.bytes_stored,
-                duration: start.elapsed(),
-            };
-            let post = Instant::now();
-            let warnings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.run_post(&facts, &outcome)))
-                .unwrap_or_else(|_| vec!["post-backup hooks crashed (please report)".into()]);
-            crate::metrics::stage("post-hooks", post.elapsed(), warnings.is_empty());
-            record.warnings.extend(warnings);
+    }
+
+    /// Post-backup hooks, told how the backup ended; what they say becomes
+    /// warnings (they cannot change the outcome).
+    fn post_hooks_stage(
+        record: &mut BackupRecord,
+        hooks: &BackupHooks,
+        facts: &BackupFacts,
+        tx: &watch::Sender<JobUpdate>,
+        start: Instant,
+    ) {
+        if hooks.is_empty() {
+            return;
         }
+        tx.send_modify(|u| u.progress.phase = Phase::PostBackupHooks);
+        let outcome = BackupOutcome {
+            status: record.status.as_str().into(),
+            error: (!record.error.is_empty()).then(|| record.error.clone()),
+            image_index: record.image_index,
+            files: record.files,
+            bytes_read: record.bytes_read,
+            bytes_written: record.bytes_stored,
+            duration: start.elapsed(),
+        };
+        let post = Instant::now();
+        let warnings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.run_post(facts, &outcome)))
+            .unwrap_or_else(|_| vec!["post-backup hooks crashed (please report)".into()]);
+        crate::metrics::stage("post-hooks", post.elapsed(), warnings.is_empty());
+        record.warnings.extend(warnings);
+    }
+
+    /// Records the finished backup in the catalog and the metrics, frees
+    /// its archive, and sends the last update.
+    fn record_stage(&self, record: BackupRecord, spec: &BackupSpec, tx: &watch::Sender<JobUpdate>, start: Instant) {
         if let Err(e) = self.catalog.update_backup(&record) {
             tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
         }
@@ -736,13 +784,47 @@ impl Jobs {
         if let Some(remote) = &spec.remote {
             return self.capture_remote(record, spec, remote, codec, cancel, tx, start);
         }
-        // Held for the whole capture: the previous tree lives as long.
-        let mut _metadata_memory = None;
+        // Dropped last (declared first): the reservation covers the previous
+        // tree for as long as it lives.
+        let (_metadata_memory, mut writer, previous) = self.open_local_writer(spec, codec, exists, cancel)?;
+        // The default name was chosen when the backup was asked for; another
+        // backup to this archive may have taken it since (names are per
+        // second), so choose again now that the archive is ours.
+        let opts = capture_options(record, spec, cancel, tx, &|n| writer.xml().name_in_use(n));
+        let report = crate::metrics::timed("capture", || {
+            capture::capture(
+                &spec.source,
+                &mut writer,
+                previous.as_ref(),
+                &opts,
+                &mut progress_reporter(tx, start),
+            )
+        })?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(CoreError::Cancelled);
+        }
+        crate::metrics::timed("publish", || writer.commit())?;
+        record_capture(record, &report, report.image_index);
+        Ok(())
+    }
+
+    /// The write stage of a local archive: a writer appending to it (parsed
+    /// once; the previous image, whose hashes unchanged files reuse, is
+    /// read through it within the memory budget) or creating it, set to
+    /// compress with the chosen codec and to stop when cancelled.
+    fn open_local_writer(
+        &self,
+        spec: &BackupSpec,
+        codec: CodecChoice,
+        exists: bool,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(Option<Reservation>, WimWriter, Option<ImageTree>), CoreError> {
+        let mut metadata_memory = None;
         let (mut writer, previous) = if exists {
             // Opened and parsed once: the previous image is read through the writer.
             let writer = WimWriter::append(&spec.destination, &*self.plugins)?;
             let candidates = capture::reuse_candidates(&writer);
-            _metadata_memory = Some(self.memory.reserve_writer_images(&writer, candidates, Some(cancel))?);
+            metadata_memory = Some(self.memory.reserve_writer_images(&writer, candidates, Some(cancel))?);
             let prev = capture::latest_wimguard_image(&writer)?;
             (writer, prev)
         } else {
@@ -765,25 +847,7 @@ impl Jobs {
         }
         // A codec plugin busy in a call stops as soon as the backup is cancelled.
         writer.watch_cancel(cancel.clone());
-        // The default name was chosen when the backup was asked for; another
-        // backup to this archive may have taken it since (names are per
-        // second), so choose again now that the archive is ours.
-        let opts = capture_options(record, spec, cancel, tx, &|n| writer.xml().name_in_use(n));
-        let report = crate::metrics::timed("capture", || {
-            capture::capture(
-                &spec.source,
-                &mut writer,
-                previous.as_ref(),
-                &opts,
-                &mut progress_reporter(tx, start),
-            )
-        })?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(CoreError::Cancelled);
-        }
-        crate::metrics::timed("publish", || writer.commit())?;
-        record_capture(record, &report, report.image_index);
-        Ok(())
+        Ok((metadata_memory, writer, previous))
     }
 
     /// The destination stage: the capture streams a new object of the

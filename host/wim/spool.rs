@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::storage::{part_of, part_size, part_start, PartUpload};
+use super::storage::{part_of, part_size, part_start, ArchiveSink, PartUpload};
 
 /// Archive bytes on their way out, part by part.
 pub struct PartSpool {
@@ -155,6 +155,32 @@ impl PartSpool {
             self.upload.put_part(n, data, whole)?;
         }
         Ok((size, last))
+    }
+}
+
+/// The write side of an upload: the writer's sink when it writes for
+/// object storage. (Inherent methods of the same names do the work.)
+impl ArchiveSink for PartSpool {
+    fn pos(&self) -> u64 {
+        PartSpool::pos(self)
+    }
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        PartSpool::write(self, data)
+    }
+    fn rewind(&mut self, to: u64) -> io::Result<()> {
+        PartSpool::rewind(self, to)
+    }
+    fn patch(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
+        PartSpool::patch(self, at, data)
+    }
+    fn hold(&mut self, start: u64, end: u64) {
+        PartSpool::hold(self, start, end)
+    }
+    fn release(&mut self, start: u64) -> io::Result<()> {
+        PartSpool::release(self, start)
+    }
+    fn finish(self: Box<Self>) -> io::Result<(u64, u32)> {
+        PartSpool::finish(*self)
     }
 }
 

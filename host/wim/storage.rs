@@ -1,16 +1,142 @@
 //! Where archive bytes come from and go to.
 //!
 //! Reading: [`ReadAt`], positioned reads over a local file or a remote
-//! object (ranged GETs). Writing a local archive goes straight to its file;
-//! writing to object storage goes through [`PartUpload`]: the writer cuts the
-//! archive into numbered parts and hands each over once no later step can
-//! change it (the header and a blob's chunk table are filled in after their
-//! data, so the parts holding them wait), which keeps the spool bounded
-//! whatever the archive's size.
+//! object (ranged GETs). Writing: [`ArchiveSink`], over a local file
+//! ([`FileSink`]) or the parts of an object being uploaded
+//! ([`PartSpool`](super::spool::PartSpool), which hands each part to a
+//! [`PartUpload`] once no later step can change it: the header and a
+//! blob's chunk table are filled in after their data, so the parts holding
+//! them wait, which keeps the spool bounded whatever the archive's size).
+//!
+//! The two sinks differ in what they can do after the fact: a file can be
+//! read back, have data moved down, be truncated and made durable (an
+//! in-place append and its rollback need all of that), while a part once
+//! handed over is gone. The writer asks [`ArchiveSink::file`] for the
+//! former and keeps to the common operations otherwise.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+
+/// Bytes kept in memory before a [`FileSink`] writes them out.
+const OUT_BUFFER: usize = 1 << 20;
+
+/// Where an archive writer's bytes go, in order, with the few ways back a
+/// WIM writer needs.
+pub trait ArchiveSink: Send {
+    /// Bytes written so far: where the next write lands.
+    fn pos(&self) -> u64;
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Moves the write position back to `to` (a duplicate blob just
+    /// written is dropped); later writes overwrite.
+    fn rewind(&mut self, to: u64) -> io::Result<()>;
+    /// Overwrites bytes already written at `at` (the header, a chunk table).
+    fn patch(&mut self, at: u64, data: &[u8]) -> io::Result<()>;
+    /// Keeps `[start, end)` patchable until [`release`](Self::release)d; a
+    /// file always is.
+    fn hold(&mut self, _start: u64, _end: u64) {}
+    fn release(&mut self, _start: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// The local file behind the sink, for what only a file can do.
+    fn file(&mut self) -> Option<&mut FileSink> {
+        None
+    }
+    /// The file being written, to read back what was there before.
+    fn file_ref(&self) -> Option<&File> {
+        None
+    }
+    /// Hands over what is still held and returns the object's size and
+    /// its number of parts (sinks that upload); a file is committed by its
+    /// writer instead.
+    fn finish(self: Box<Self>) -> io::Result<(u64, u32)> {
+        Err(io::Error::other(
+            "a local archive is committed, not finished as an upload",
+        ))
+    }
+}
+
+/// A local archive file written through a large in-memory tail buffer, so
+/// that many small resources cost few syscalls and a just-written
+/// duplicate blob can be dropped by moving the position back.
+pub struct FileSink {
+    pub file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+}
+
+impl FileSink {
+    /// Writes `file` from offset `at` on (0 for a new archive, the append
+    /// point for an append).
+    pub fn new(file: File, at: u64) -> FileSink {
+        FileSink {
+            file,
+            buf: Vec::new(),
+            buf_start: at,
+        }
+    }
+
+    /// Writes the buffered bytes to the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all_at(&self.buf, self.buf_start)?;
+        self.buf_start += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Reads back bytes already written.
+    pub fn read_at(&mut self, at: u64, out: &mut [u8]) -> io::Result<()> {
+        self.flush()?;
+        FileExt::read_exact_at(&self.file, out, at)
+    }
+
+    /// Declares everything before `end` written straight to the file (data
+    /// moved down by the caller): the next write lands at `end`.
+    pub fn continue_at(&mut self, end: u64) {
+        self.buf.clear();
+        self.buf_start = end;
+    }
+}
+
+impl ArchiveSink for FileSink {
+    fn pos(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+    fn write(&mut self, d: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(d);
+        if self.buf.len() >= OUT_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn rewind(&mut self, to: u64) -> io::Result<()> {
+        if to >= self.buf_start {
+            self.buf.truncate((to - self.buf_start) as usize);
+        } else {
+            self.buf.clear();
+            self.buf_start = to;
+        }
+        Ok(())
+    }
+    fn patch(&mut self, at: u64, d: &[u8]) -> io::Result<()> {
+        let split = self.buf_start.saturating_sub(at).min(d.len() as u64) as usize;
+        if split > 0 {
+            self.file.write_all_at(&d[..split], at)?;
+        }
+        if split < d.len() {
+            let off = (at + split as u64 - self.buf_start) as usize;
+            self.buf[off..off + d.len() - split].copy_from_slice(&d[split..]);
+        }
+        Ok(())
+    }
+    fn file(&mut self) -> Option<&mut FileSink> {
+        Some(self)
+    }
+    fn file_ref(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
 
 /// Positioned reads of an archive's bytes.
 pub trait ReadAt: Send + Sync {

@@ -28,118 +28,11 @@ use super::integrity;
 use super::metadata::ImageTree;
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED, RESHDR_FLAG_METADATA};
 use super::spool::PartSpool;
-use super::storage::PartUpload;
+use super::storage::{ArchiveSink, FileSink, PartUpload};
 use super::xml::{ImageInfo, WimXml};
 
 /// Chunk size we write for XPRESS and LZX (the only one Microsoft tools take for LZX).
 pub const DEFAULT_CHUNK_SIZE: u32 = 32768;
-const OUT_BUFFER: usize = 1 << 20;
-
-/// A write position over a file with a large in-memory tail buffer, so that
-/// many small resources cost few syscalls and a just-written duplicate blob
-/// can be dropped by moving the position back.
-struct OutBuf {
-    file: File,
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
-    buf_start: u64,
-}
-
-impl OutBuf {
-    fn pos(&self) -> u64 {
-        self.buf_start + self.buf.len() as u64
-    }
-    fn write(&mut self, d: &[u8]) -> io::Result<()> {
-        self.buf.extend_from_slice(d);
-        if self.buf.len() >= OUT_BUFFER {
-            self.flush()?;
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.write_all_at(&self.buf, self.buf_start)?;
-        self.buf_start += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-    /// Moves the write position back to `to` (later writes overwrite).
-    fn rewind(&mut self, to: u64) -> io::Result<()> {
-        if to >= self.buf_start {
-            self.buf.truncate((to - self.buf_start) as usize);
-        } else {
-            self.buf.clear();
-            self.buf_start = to;
-        }
-        Ok(())
-    }
-    /// Overwrites bytes already written at `at`.
-    fn patch(&mut self, at: u64, d: &[u8]) -> io::Result<()> {
-        let split = self.buf_start.saturating_sub(at).min(d.len() as u64) as usize;
-        if split > 0 {
-            self.file.write_all_at(&d[..split], at)?;
-        }
-        if split < d.len() {
-            let off = (at + split as u64 - self.buf_start) as usize;
-            self.buf[off..off + d.len() - split].copy_from_slice(&d[split..]);
-        }
-        Ok(())
-    }
-    fn read_at(&mut self, at: u64, out: &mut [u8]) -> io::Result<()> {
-        self.flush()?;
-        self.file.read_exact_at(out, at)
-    }
-}
-
-/// Where a writer's bytes go: a local file, or parts for object storage.
-enum Out {
-    File(OutBuf),
-    Parts(PartSpool),
-}
-
-impl Out {
-    fn pos(&self) -> u64 {
-        match self {
-            Out::File(f) => f.pos(),
-            Out::Parts(p) => p.pos(),
-        }
-    }
-    fn write(&mut self, d: &[u8]) -> io::Result<()> {
-        match self {
-            Out::File(f) => f.write(d),
-            Out::Parts(p) => p.write(d),
-        }
-    }
-    fn rewind(&mut self, to: u64) -> io::Result<()> {
-        match self {
-            Out::File(f) => f.rewind(to),
-            Out::Parts(p) => p.rewind(to),
-        }
-    }
-    fn patch(&mut self, at: u64, d: &[u8]) -> io::Result<()> {
-        match self {
-            Out::File(f) => f.patch(at, d),
-            Out::Parts(p) => p.patch(at, d),
-        }
-    }
-    /// Keeps `[start, end)` patchable (parts only; a file always is).
-    fn hold(&mut self, start: u64, end: u64) {
-        if let Out::Parts(p) = self {
-            p.hold(start, end)
-        }
-    }
-    fn release(&mut self, start: u64) -> io::Result<()> {
-        match self {
-            Out::File(_) => Ok(()),
-            Out::Parts(p) => p.release(start),
-        }
-    }
-    fn file(&mut self) -> Option<&mut OutBuf> {
-        match self {
-            Out::File(f) => Some(f),
-            Out::Parts(_) => None,
-        }
-    }
-}
 
 /// A blob being written chunk by chunk.
 pub struct PendingBlob {
@@ -185,7 +78,8 @@ enum Mode {
 /// Writes new blobs and images into a WIM.
 pub struct WimWriter {
     path: PathBuf,
-    out: Out,
+    /// Where the bytes go: the archive file, or the parts of an upload.
+    out: Box<dyn ArchiveSink>,
     mode: Mode,
     pub header: Header,
     compression: Compression,
@@ -353,11 +247,7 @@ impl WimWriter {
         remove_stale_temps(dir, name, &tmp);
         let mut header = Header::new(compression, chunk_size, guid);
         header.flags |= HDR_FLAG_WRITE_IN_PROGRESS;
-        let mut out = Out::File(OutBuf {
-            file,
-            buf: Vec::new(),
-            buf_start: 0,
-        });
+        let mut out: Box<dyn ArchiveSink> = Box::new(FileSink::new(file, 0));
         out.write(&header.to_bytes())?;
         Ok(WimWriter {
             path: path.to_path_buf(),
@@ -453,11 +343,7 @@ impl WimWriter {
         };
         Ok(WimWriter {
             path: path.to_path_buf(),
-            out: Out::File(OutBuf {
-                file,
-                buf: Vec::new(),
-                buf_start: old_end,
-            }),
+            out: Box::new(FileSink::new(file, old_end)),
             mode: Mode::Append { old_end, old_flags },
             header: arch.header.clone(),
             compression,
@@ -502,11 +388,11 @@ impl WimWriter {
             .contains(&index)
             .then(|| &self.metadata[(index - 1) as usize])
             .ok_or_else(|| WimError::NotFound(format!("image {index} does not exist")))?;
-        let Out::File(out) = &self.out else {
+        let Some(file) = self.out.file_ref() else {
             return Err(WimError::NotFound(format!("image {index} does not exist")));
         };
         super::archive::load_tree_at(
-            &out.file,
+            file,
             entry,
             self.codec.as_deref(),
             self.header.chunk_size,
@@ -518,10 +404,8 @@ impl WimWriter {
     /// own output when the archive lives inside the source tree.
     pub fn output_identity(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        match &self.out {
-            Out::File(f) => f.file.metadata().ok().map(|m| (m.dev(), m.ino())),
-            Out::Parts(_) => None,
-        }
+        let file = self.out.file_ref()?;
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
     }
 
     pub fn compression(&self) -> Compression {
@@ -674,8 +558,7 @@ impl WimWriter {
                     out.file.write_all_at(&buf[..n], b.start + moved)?;
                     moved += n as u64;
                 }
-                out.rewind(b.start + b.size)?;
-                out.buf_start = b.start + b.size;
+                out.continue_at(b.start + b.size);
             }
             return Ok(r);
         }
@@ -881,7 +764,7 @@ impl WimWriter {
         let mut spool = PartSpool::new(upload);
         // The header is rewritten last.
         spool.hold(0, super::header::HEADER_SIZE as u64);
-        let mut out = Out::Parts(spool);
+        let mut out: Box<dyn ArchiveSink> = Box::new(spool);
         out.write(&header.to_bytes())?;
         let mut xml = WimXml::default();
         if compression == Compression::Plugin {
@@ -967,11 +850,8 @@ impl WimWriter {
         let header = self.header.to_bytes();
         self.out.patch(0, &header)?;
         self.committed = true;
-        let out = std::mem::replace(&mut self.out, Out::Parts(PartSpool::new(Box::new(NoUpload))));
-        match out {
-            Out::Parts(spool) => Ok(spool.finish()?),
-            Out::File(_) => unreachable!("upload mode writes parts"),
-        }
+        let out = std::mem::replace(&mut self.out, Box::new(PartSpool::new(Box::new(NoUpload))));
+        Ok(out.finish()?)
     }
 }
 
