@@ -7,11 +7,23 @@ unchanged tree with both. It prints wall time, archive size and peak
 memory (max RSS of the child) for each, and the wimguard/wimlib ratio.
 A ratio below 1.0 means wimguard is faster / smaller / leaner.
 
+Then (issue 13) it reports, in the same run:
+* scaling with threads: LZX capture and extract pinned to 1 and to 2 CPUs
+  (`taskset`), both tools, and the 2-thread speed-up of each;
+* scaling with tree size: capture (none) of generated trees of 10k, 100k
+  and 1M small files (`--quick`: 1k, 10k, 100k), time and peak RSS per
+  tool, and how the time per file grows from one size to the next;
+* the daemon: `wimguard backup` through a running server against the
+  offline `wimguard archive capture` of the same tree and codec;
+* wasm vs native codecs: the summary of `codec_runtimes` (built with
+  `cargo build --release --example codec_runtimes`; skipped when absent).
+
 Usage: bench/compare.py [--tree DIR] [--copy-of /usr/share] [--threads N]
                         [--wimguard target/release/wimguard] [--codecs none,xpress,lzx]
-The tree is copied first (default: a copy of /usr/share), so both tools
-read the same files from the same page cache state; each step runs once
-warm after an untimed warm-up read.
+                        [--quick] [--no-extras]
+The tree is copied first (default: a copy of /usr/share; `--quick`: of
+/usr/share/doc), so both tools read the same files from the same page
+cache state; each step runs once warm after an untimed warm-up read.
 """
 import argparse, os, shutil, subprocess, sys, tempfile, time
 
@@ -36,7 +48,11 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--wimguard", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "wimguard"))
     ap.add_argument("--codecs", default="none,xpress,lzx")
+    ap.add_argument("--quick", action="store_true", help="a small tree and small generated trees")
+    ap.add_argument("--no-extras", action="store_true", help="only the per-codec table")
     args = ap.parse_args()
+    if args.quick and args.tree is None and args.copy_of == "/usr/share":
+        args.copy_of = "/usr/share/doc"
     wg = os.path.abspath(args.wimguard)
     if not os.access(wg, os.X_OK):
         sys.exit(f"{wg} not found: build it with `cargo build --release`")
@@ -88,8 +104,125 @@ def main():
                 print(f"{codec:7} {step:17} {a:>12} {b:>12} {b / max(a, 1):7.3f}")
             else:
                 print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f}   {wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
+        if not args.no_extras:
+            threads_scaling(wg, tree, work)
+            size_scaling(wg, work, [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+            daemon_overhead(wg, tree, work, env)
+            codec_runtimes(wg)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def pinned(cpus, cmd):
+    """cmd pinned to the first `cpus` CPUs, told to use as many threads."""
+    return ["taskset", "-c", ",".join(str(c) for c in range(cpus))] + cmd
+
+
+def threads_scaling(wg, tree, work):
+    """LZX capture and extract on 1 and 2 CPUs, both tools."""
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        print("\nthread scaling: skipped (needs taskset and 2 CPUs)")
+        return
+    print("\nthread scaling (lzx): time on 1 CPU, on 2, and the speed-up")
+    print(f"{'tool':9} {'step':8} {'1 CPU':>9} {'2 CPUs':>9} {'speed-up':>9}")
+    results = {}
+    for n in (1, 2):
+        env = dict(os.environ, RAYON_NUM_THREADS=str(n))
+        wl_wim, wg_wim = os.path.join(work, "t-wl.wim"), os.path.join(work, "t-wg.wim")
+        results[("wimlib", "capture", n)] = run(pinned(n, ["wimlib-imagex", "capture", tree, wl_wim, "img", "--unix-data",
+                                                           "--compress=lzx", f"--threads={n}"]))[0]
+        results[("wimguard", "capture", n)] = run(pinned(n, [wg, "archive", "capture", tree, wg_wim, "--name", "img",
+                                                             "--compression", "lzx"]), env)[0]
+        for tool, cmd in (("wimlib", ["wimlib-imagex", "apply", wl_wim, "1", os.path.join(work, "t-x"), "--unix-data"]),
+                          ("wimguard", [wg, "archive", "extract", wg_wim, "1", os.path.join(work, "t-x")])):
+            results[(tool, "extract", n)] = run(pinned(n, cmd), env)[0]
+            shutil.rmtree(os.path.join(work, "t-x"), ignore_errors=True)
+        os.remove(wl_wim)
+        os.remove(wg_wim)
+    for tool in ("wimlib", "wimguard"):
+        for step in ("capture", "extract"):
+            one, two = results[(tool, step, 1)], results[(tool, step, 2)]
+            print(f"{tool:9} {step:8} {one:8.2f}s {two:8.2f}s {one / max(two, 1e-9):8.2f}x")
+    for step in ("capture", "extract"):
+        for n in (1, 2):
+            print(f"ratio wimguard/wimlib, {step}, {n} CPU(s): "
+                  f"{results[('wimguard', step, n)] / max(results[('wimlib', step, n)], 1e-9):.2f}")
+
+
+def make_tree(root, files):
+    """`files` small files (a few hundred bytes, a tenth of them alike) in
+    directories of 1,000."""
+    for i in range(files):
+        d = os.path.join(root, f"d{i // 1000:04}")
+        if i % 1000 == 0:
+            os.makedirs(d)
+        with open(os.path.join(d, f"f{i:07}"), "wb") as f:
+            f.write((b"same content\n" * 20) if i % 10 == 0 else os.urandom(64) + b"x" * (i % 400))
+
+
+def size_scaling(wg, work, sizes):
+    """Capture (none) of generated trees of growing size: time, RSS, and
+    the growth of time per file from one size to the next (1.0 = linear)."""
+    print("\ntree size scaling (capture, none): time and peak RSS; growth = time per file vs the size before")
+    print(f"{'files':>9} {'wimlib':>9} {'wimguard':>9} {'ratio':>6} {'RSS wl':>8} {'RSS wg':>8} {'ratio':>6} "
+          f"{'growth wl':>9} {'growth wg':>9}")
+    env = dict(os.environ)
+    before = None
+    for n in sizes:
+        root = os.path.join(work, f"gen-{n}")
+        make_tree(root, n)
+        subprocess.run(["tar", "cf", "/dev/null", root], check=True)
+        wl_wim, wg_wim = os.path.join(work, "g-wl.wim"), os.path.join(work, "g-wg.wim")
+        wlt, wlm = run(["wimlib-imagex", "capture", root, wl_wim, "img", "--unix-data", "--compress=none"])
+        wgt, wgm = run([wg, "archive", "capture", root, wg_wim, "--name", "img", "--compression", "none"], env)
+        growth = ("", "")
+        if before:
+            (pn, pwl, pwg) = before
+            growth = (f"{(wlt / n) / (pwl / pn):.2f}", f"{(wgt / n) / (pwg / pn):.2f}")
+        print(f"{n:9} {wlt:8.2f}s {wgt:8.2f}s {wgt / max(wlt, 1e-9):6.2f} {wlm:7.0f}M {wgm:7.0f}M "
+              f"{wgm / max(wlm, 1e-9):6.2f} {growth[0]:>9} {growth[1]:>9}")
+        before = (n, wlt, wgt)
+        os.remove(wl_wim)
+        os.remove(wg_wim)
+        shutil.rmtree(root)
+
+
+def daemon_overhead(wg, tree, work, env):
+    """`wimguard backup` through a running server vs the offline capture."""
+    home = os.path.join(work, "home")
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "config.yaml"), "w") as f:
+        f.write("appSecret: bench\n")
+    denv = dict(env, WIMGUARD_LOG="warn")
+    server = subprocess.Popen([wg, "server", "--home", home, "--port", "0"], env=denv,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while subprocess.run([wg, "health", "--home", home], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL).returncode:
+            if time.monotonic() - t0 > 60:
+                sys.exit("wimguard server did not start")
+            time.sleep(0.1)
+        print("\nthrough the daemon (lzx): `wimguard backup` vs `wimguard archive capture` of the same tree")
+        offline = run([wg, "archive", "capture", tree, os.path.join(work, "off.wim"), "--name", "img",
+                       "--compression", "lzx"], env)[0]
+        daemon = run([wg, "backup", "--home", home, "--source", tree, "--destination", os.path.join(work, "dmn.wim"),
+                      "--compression", "lzx"], denv)[0]
+        print(f"offline {offline:.2f}s, daemon {daemon:.2f}s, ratio {daemon / max(offline, 1e-9):.3f}")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def codec_runtimes(wg):
+    """The summary of the codec_runtimes example: wasm vs native vs wimlib."""
+    exe = os.path.join(os.path.dirname(wg), "examples", "codec_runtimes")
+    if not os.access(exe, os.X_OK):
+        print(f"\nwasm vs native codecs: skipped ({exe} not built: cargo build --release --example codec_runtimes)")
+        return
+    print("\nwasm vs native codecs (codec_runtimes, per core, best of 3):")
+    out = subprocess.run([exe, "--max-mib", "32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)
+    print(out.stdout.decode(errors="replace").rstrip())
 
 
 if __name__ == "__main__":

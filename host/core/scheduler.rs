@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::schedules::{RetentionSpec, ScheduleRecord};
+use crate::catalog::schedules::{Origin, RetentionSpec, ScheduleRecord};
 use crate::catalog::{now_ms, CodecName, Status};
 use crate::config::{ScheduleConfig, SchedulerConfig};
 use crate::cron::{CronSchedule, Due};
@@ -157,7 +157,7 @@ impl Scheduler {
         let now = now_ms();
         let rec = ScheduleRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            origin: "api".into(),
+            origin: Origin::Api,
             created_at: now,
             updated_at: now,
             // Slots count from now: a new schedule does not catch up the past.
@@ -175,7 +175,7 @@ impl Scheduler {
             .catalog()
             .get_schedule(id)?
             .ok_or_else(|| CoreError::NotFound(format!("no schedule {id}")))?;
-        if rec.origin == "config" {
+        if rec.origin == Origin::Config {
             return Err(CoreError::FailedPrecondition(format!(
                 "schedule {id} ({}) is declared in config.yaml; change it there and restart the server",
                 rec.name
@@ -264,7 +264,7 @@ impl Scheduler {
             .catalog()
             .list_schedules()?
             .into_iter()
-            .filter(|s| s.origin == "config")
+            .filter(|s| s.origin == Origin::Config)
             .collect();
         for s in &existing {
             if !declared.contains_key(&s.name) {
@@ -284,7 +284,7 @@ impl Scheduler {
                 },
                 None => ScheduleRecord {
                     id: uuid::Uuid::new_v4().to_string(),
-                    origin: "config".into(),
+                    origin: Origin::Config,
                     created_at: now,
                     updated_at: now,
                     last_slot: Some(now),

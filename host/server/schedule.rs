@@ -47,7 +47,7 @@ fn schedule(s: &Scheduler, r: &ScheduleRecord) -> pb::Schedule {
         codec: r.compression.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         last_error: r.last_error.clone(),
         name: r.name.clone(),
-        origin: r.origin.clone(),
+        origin: r.origin.as_str().into(),
         skipped_runs: r.skipped,
     }
 }

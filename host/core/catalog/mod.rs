@@ -273,8 +273,12 @@ const BACKUP_COLUMNS: &str =
      image_index, files, directories, bytes_total, bytes_read, bytes_stored, files_unchanged, created_at, started_at, \
      finished_at, error, warnings, schedule_id";
 
-fn json_list(s: String) -> Vec<String> {
-    serde_json::from_str(&s).unwrap_or_default()
+/// Reads column `i`, a JSON list of strings; anything else is an error
+/// (never an empty list: that would silently drop excludes or plugins).
+fn json_list(r: &Row, i: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// Reads column `i`, one word of a fixed set parsed by `parse`; any other
@@ -301,8 +305,8 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
         compression: word_column(r, 5, "codec name", CodecName::from_name)?,
         name: r.get(6)?,
         description: r.get(7)?,
-        excludes: json_list(r.get(8)?),
-        plugins: json_list(r.get(9)?),
+        excludes: json_list(r, 8)?,
+        plugins: json_list(r, 9)?,
         image_index: r.get::<_, i64>(10)? as u32,
         files: r.get::<_, i64>(11)? as u64,
         directories: r.get::<_, i64>(12)? as u64,
@@ -314,7 +318,7 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
         error: r.get(20)?,
-        warnings: json_list(r.get(21)?),
+        warnings: json_list(r, 21)?,
         schedule_id: r.get(22)?,
     })
 }
@@ -611,6 +615,24 @@ mod tests {
         .unwrap();
         let e = cat.get_backup("u1").unwrap_err().to_string();
         assert!(e.contains("\"napping\""), "{e}");
+        // A codec word that names no codec, and a list that is not JSON
+        // (read as empty, it would drop the backup's excludes silently).
+        raw.execute(
+            "UPDATE backups SET phase = 'done', compression = 'LZX!' WHERE uuid = 'u1'",
+            [],
+        )
+        .unwrap();
+        let e = cat.get_backup("u1").unwrap_err().to_string();
+        assert!(e.contains("\"LZX!\""), "{e}");
+        raw.execute(
+            "UPDATE backups SET compression = 'lzx', excludes = '[\"*.tmp\"' WHERE uuid = 'u1'",
+            [],
+        )
+        .unwrap();
+        assert!(cat.get_backup("u1").is_err(), "a broken excludes list was read");
+        raw.execute("UPDATE backups SET excludes = '[\"*.tmp\"]' WHERE uuid = 'u1'", [])
+            .unwrap();
+        assert_eq!(cat.get_backup("u1").unwrap().unwrap().excludes, ["*.tmp"]);
         for p in Phase::ALL {
             assert_eq!(Phase::from_name(p.as_str()), Some(p));
         }

@@ -52,14 +52,43 @@ impl RetentionSpec {
 }
 
 /// One scheduled backup.
+/// Where a schedule comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Made through the API (`wimguard schedule create`); kept until deleted.
+    #[default]
+    Api,
+    /// Declared under `schedules:` in config.yaml; follows the file.
+    Config,
+}
+
+impl Origin {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Config => "config",
+        }
+    }
+
+    /// The origin named `s`; None for any other word.
+    pub fn from_name(s: &str) -> Option<Origin> {
+        Some(match s {
+            "api" => Origin::Api,
+            "config" => Origin::Config,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScheduleRecord {
     pub id: String,
     /// The key under `schedules:` in config.yaml (config-declared ones), or
     /// a name given at creation; may be empty.
     pub name: String,
-    /// `api` (made with `wimguard schedule create`) or `config`.
-    pub origin: String,
+    /// Who made it: the API (`wimguard schedule create`) or config.yaml.
+    pub origin: Origin,
     pub cron: String,
     /// IANA zone; empty for the server's.
     pub time_zone: String,
@@ -98,17 +127,17 @@ fn from_row(r: &Row) -> rusqlite::Result<ScheduleRecord> {
     Ok(ScheduleRecord {
         id: r.get(0)?,
         name: r.get(1)?,
-        origin: r.get(2)?,
+        origin: super::word_column(r, 2, "schedule origin", Origin::from_name)?,
         cron: r.get(3)?,
         time_zone: r.get(4)?,
         source: r.get(5)?,
         destination: r.get(6)?,
-        plugins: super::json_list(r.get(7)?),
+        plugins: super::json_list(r, 7)?,
         compression: super::word_column(r, 8, "codec name", |w| match w {
             "" => Some(None),
             w => CodecName::from_name(w).map(Some),
         })?,
-        excludes: super::json_list(r.get(9)?),
+        excludes: super::json_list(r, 9)?,
         retention: serde_json::from_str(&retention)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
         enabled: r.get(11)?,
@@ -147,7 +176,7 @@ impl Catalog {
             params![
                 s.id,
                 s.name,
-                s.origin,
+                s.origin.as_str(),
                 s.cron,
                 s.time_zone,
                 s.source,
