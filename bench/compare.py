@@ -29,15 +29,29 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 
 
 def run(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in MiB). Fails loudly."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.monotonic() - t0
-    out, err = p.stdout.read(), p.stderr.read()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{out.decode(errors='replace')}\n{err.decode(errors='replace')}")
+    """Runs cmd; returns (seconds, peak RSS in MiB). Fails loudly.
+
+    Output goes to temporary files, not pipes: a tool that prints much
+    (wimlib's progress on a large tree) would fill a pipe nobody reads and
+    stop. Peak RSS comes from GNU time when it is installed: the rusage of
+    a child started from Python also counts the forked interpreter
+    (~14 MiB) before the exec, which hides small peaks."""
+    gnu_time = os.access("/usr/bin/time", os.X_OK)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r") as peak:
+        timed = ["/usr/bin/time", "-o", peak.name, "-f", "%M"] if gnu_time else []
+        t0 = time.monotonic()
+        p = subprocess.Popen(timed + cmd, stdout=out, stderr=err, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.monotonic() - t0
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        if code != 0:
+            sys.exit(f"FAILED ({code}): {' '.join(cmd)}\n{o}\n{e}")
+        if gnu_time:
+            return dt, int(peak.read().strip().splitlines()[-1]) / 1024.0
     return dt, ru.ru_maxrss / 1024.0
 
 
@@ -65,7 +79,7 @@ def main():
             tree = os.path.join(work, "tree")
             print(f"copying {args.copy_of} to {tree} ...", flush=True)
             subprocess.run(["cp", "-a", args.copy_of, tree], check=True)
-        subprocess.run(["tar", "cf", "/dev/null", tree], check=True)  # warm the page cache
+        subprocess.run(["tar", "cf", "/dev/null", tree], check=True, stderr=subprocess.DEVNULL)  # warm the page cache
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
         rows = []
         for codec in args.codecs.split(","):
@@ -171,7 +185,7 @@ def size_scaling(wg, work, sizes):
     for n in sizes:
         root = os.path.join(work, f"gen-{n}")
         make_tree(root, n)
-        subprocess.run(["tar", "cf", "/dev/null", root], check=True)
+        subprocess.run(["tar", "cf", "/dev/null", root], check=True, stderr=subprocess.DEVNULL)
         wl_wim, wg_wim = os.path.join(work, "g-wl.wim"), os.path.join(work, "g-wg.wim")
         wlt, wlm = run(["wimlib-imagex", "capture", root, wl_wim, "img", "--unix-data", "--compress=none"])
         wgt, wgm = run([wg, "archive", "capture", root, wg_wim, "--name", "img", "--compression", "none"], env)
