@@ -71,7 +71,7 @@ pub struct ApplyReport {
 
 /// Small blobs are decoded many at a time in parallel; larger ones stream.
 const SMALL_BLOB: u64 = 4 << 20;
-const SMALL_BATCH_BYTES: u64 = 16 << 20;
+const SMALL_BATCH_BYTES: u64 = 4 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {

@@ -15,7 +15,7 @@ use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED};
 use super::storage::ReadAt;
 
 /// Uncompressed bytes decoded together (in parallel) when streaming a blob.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 
 /// Everything needed to decode resources of one WIM.
 pub struct ResourceContext<'a> {
