@@ -12,7 +12,9 @@ Then (issue 13) it reports, in the same run:
   (`taskset`), both tools, and the 2-thread speed-up of each;
 * scaling with tree size: capture (none) of generated trees of 10k, 100k
   and 1M small files (`--quick`: 1k, 10k, 100k), time and peak RSS per
-  tool, and how the time per file grows from one size to the next;
+  tool, and how the time per file grows from one size to the next
+  (`--scratch /dev/shm` generates them in memory; `--only-size-scaling`
+  runs just these rows);
 * the daemon: `wimguard backup` through a running server against the
   offline `wimguard archive capture` of the same tree and codec;
 * wasm vs native codecs: the summary of `codec_runtimes` (built with
@@ -64,6 +66,9 @@ def main():
     ap.add_argument("--codecs", default="none,xpress,lzx")
     ap.add_argument("--quick", action="store_true", help="a small tree and small generated trees")
     ap.add_argument("--no-extras", action="store_true", help="only the per-codec table")
+    ap.add_argument("--scratch", help="where to generate the trees of many small files (e.g. /dev/shm: "
+                    "a million files are slow to create on a VM's disk); default: the work directory")
+    ap.add_argument("--only-size-scaling", action="store_true", help="skip everything but the tree-size rows")
     args = ap.parse_args()
     if args.quick and args.tree is None and args.copy_of == "/usr/share":
         args.copy_of = "/usr/share/doc"
@@ -73,6 +78,13 @@ def main():
     if shutil.which("wimlib-imagex") is None:
         sys.exit("wimlib-imagex not found: apt-get install wimtools")
     work = tempfile.mkdtemp(prefix="wimguard-bench-")
+    sizes = [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if args.only_size_scaling:
+        try:
+            size_scaling(wg, work, sizes, args.scratch)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         tree = args.tree
         if tree is None:
@@ -120,7 +132,7 @@ def main():
                 print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f}   {wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
         if not args.no_extras:
             threads_scaling(wg, tree, work)
-            size_scaling(wg, work, [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+            size_scaling(wg, work, sizes, args.scratch)
             daemon_overhead(wg, tree, work, env)
             codec_runtimes(wg)
     finally:
@@ -174,7 +186,7 @@ def make_tree(root, files):
             f.write((b"same content\n" * 20) if i % 10 == 0 else os.urandom(64) + b"x" * (i % 400))
 
 
-def size_scaling(wg, work, sizes):
+def size_scaling(wg, work, sizes, scratch=None):
     """Capture (none) of generated trees of growing size: time, RSS, and
     the growth of time per file from one size to the next (1.0 = linear)."""
     print("\ntree size scaling (capture, none): time and peak RSS; growth = time per file vs the size before")
@@ -183,7 +195,8 @@ def size_scaling(wg, work, sizes):
     env = dict(os.environ)
     before = None
     for n in sizes:
-        root = os.path.join(work, f"gen-{n}")
+        root = tempfile.mkdtemp(prefix=f"gen-{n}-", dir=scratch or work)
+        os.rmdir(root)
         make_tree(root, n)
         subprocess.run(["tar", "cf", "/dev/null", root], check=True, stderr=subprocess.DEVNULL)
         wl_wim, wg_wim = os.path.join(work, "g-wl.wim"), os.path.join(work, "g-wg.wim")
