@@ -481,19 +481,20 @@ impl WimWriter {
 
     /// Appends the next chunk of a pending blob.
     pub fn blob_chunk(&mut self, b: &mut PendingBlob, job: &ChunkJob) -> Result<()> {
+        let compressed = self.codec.is_some() && job.use_compressed;
+        if compressed {
+            b.all_raw = false;
+            b.single_compressed = true;
+        }
+        self.blob_bytes(b, if compressed { &job.compressed } else { &job.raw })
+    }
+
+    /// Writes the stored bytes of the next chunk of `b`.
+    fn blob_bytes(&mut self, b: &mut PendingBlob, data: &[u8]) -> Result<()> {
         if b.chunks_seen > 0 {
             b.starts.push(b.data_bytes);
         }
         b.chunks_seen += 1;
-        let data: &[u8] = if self.codec.is_some() && job.use_compressed {
-            &job.compressed
-        } else {
-            &job.raw
-        };
-        if self.codec.is_some() && job.use_compressed {
-            b.all_raw = false;
-            b.single_compressed = true;
-        }
         self.out.write(data)?;
         b.data_bytes += data.len() as u64;
         Ok(())
@@ -580,28 +581,32 @@ impl WimWriter {
         Ok(r)
     }
 
-    /// Stores an in-memory blob (symlink data, metadata) whole.
+    /// Stores an in-memory blob (symlink data, metadata) whole. Compressed
+    /// archives take it a batch of chunks at a time and uncompressed ones
+    /// write it as it is, so a large metadata resource is never copied
+    /// whole again.
     pub fn write_buffer(&mut self, data: &[u8], extra_flags: u8) -> Result<ResHdr> {
+        /// Chunks compressed together (in parallel) per batch.
+        const BATCH_CHUNKS: usize = 64;
+        let mut b = self.begin_blob(data.len() as u64)?;
+        if self.codec.is_none() {
+            self.blob_bytes(&mut b, data)?;
+            return self.finish_resource(b, extra_flags);
+        }
         let cs = self.header.chunk_size.max(1) as usize;
-        let mut jobs: Vec<ChunkJob> = if self.codec.is_some() {
-            data.chunks(cs)
+        for batch in data.chunks(cs * BATCH_CHUNKS) {
+            let mut jobs: Vec<ChunkJob> = batch
+                .chunks(cs)
                 .map(|c| ChunkJob {
                     raw: c.to_vec(),
                     compressed: Vec::new(),
                     use_compressed: false,
                 })
-                .collect()
-        } else {
-            vec![ChunkJob {
-                raw: data.to_vec(),
-                compressed: Vec::new(),
-                use_compressed: false,
-            }]
-        };
-        self.compress_chunks(&mut jobs)?;
-        let mut b = self.begin_blob(data.len() as u64)?;
-        for j in &jobs {
-            self.blob_chunk(&mut b, j)?;
+                .collect();
+            self.compress_chunks(&mut jobs)?;
+            for j in &jobs {
+                self.blob_chunk(&mut b, j)?;
+            }
         }
         self.finish_resource(b, extra_flags)
     }
