@@ -84,6 +84,21 @@ impl MemoryBudget {
         self.limit
     }
 
+    /// Reserves `bytes` if there is room right now; None otherwise (the
+    /// caller may let go of what it holds before waiting with [`reserve`]).
+    ///
+    /// [`reserve`]: Self::reserve
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.lock();
+        (bytes <= self.limit && self.limit - *used >= bytes).then(|| {
+            *used += bytes;
+            Reservation {
+                budget: Arc::clone(self),
+                bytes,
+            }
+        })
+    }
+
     /// Reserves `bytes` for `what`: at once if there is room, else after
     /// others give theirs back (up to the budget's wait, or until `cancel`
     /// is set). A need larger than the whole budget is refused at once.
@@ -160,14 +175,9 @@ impl MemoryBudget {
         self.reserve(largest + table_cost(arch), &what, cancel)
     }
 
-    /// [`reserve_images_in_turn`](Self::reserve_images_in_turn) for the
-    /// images an appending writer reads (the archive it holds, parsed once).
-    pub fn reserve_writer_images(
-        self: &Arc<Self>,
-        writer: &WimWriter,
-        indexes: impl IntoIterator<Item = u32>,
-        cancel: Option<&AtomicBool>,
-    ) -> Result<Reservation, CoreError> {
+    /// What loading the images `indexes` in turn costs while an appending
+    /// writer holds the archive's table, and a name for messages.
+    pub fn writer_images_cost(writer: &WimWriter, indexes: impl IntoIterator<Item = u32>) -> (u64, String) {
         let metadata = writer.metadata_entries();
         let largest = indexes
             .into_iter()
@@ -175,8 +185,7 @@ impl MemoryBudget {
             .max()
             .unwrap_or(0);
         let table = entries_cost(writer.blob_entries() + metadata.len() as u64);
-        let what = format!("the images of {}", writer.path().display());
-        self.reserve(largest + table, &what, cancel)
+        (largest + table, format!("the images of {}", writer.path().display()))
     }
 }
 
@@ -206,6 +215,18 @@ mod tests {
         assert_eq!(b.in_use(), 8 * MIB, "the second must wait");
         drop(first);
         assert_eq!(waiter.join().unwrap().unwrap(), 8 * MIB);
+        assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn try_reserve_takes_room_only_when_there_is_some() {
+        let b = MemoryBudget::new(10, Duration::from_secs(3600));
+        let held = b.try_reserve(8 * MIB).expect("room");
+        assert!(b.try_reserve(4 * MIB).is_none());
+        assert!(b.try_reserve(11 * MIB).is_none(), "more than the budget");
+        assert_eq!(b.in_use(), 8 * MIB);
+        drop(held);
+        assert!(b.try_reserve(10 * MIB).is_some());
         assert_eq!(b.in_use(), 0);
     }
 

@@ -142,19 +142,18 @@ fn remove_snapshots(
             let path = Path::new(&req.archive);
             let codecs = &**jobs.plugins();
             // One parse for the soft delete: the writer reads the images.
-            let writer = WimWriter::append(path, codecs)?;
-            let indexes: Vec<u32> = writer
-                .xml()
-                .images()
-                .iter()
-                .filter(|i| remove.contains(&i.backup_uuid))
-                .map(|i| i.index)
-                .collect();
-            // The soft delete loads each removed image's tree to count its
-            // references; the server-wide budget bounds that as any load.
-            let memory = jobs
-                .memory()
-                .reserve_writer_images(&writer, indexes.iter().copied(), None)?;
+            // It loads each removed image's tree to count its references;
+            // the server-wide budget bounds that as any load.
+            let removed = |w: &WimWriter| -> Vec<u32> {
+                w.xml()
+                    .images()
+                    .iter()
+                    .filter(|i| remove.contains(&i.backup_uuid))
+                    .map(|i| i.index)
+                    .collect()
+            };
+            let (memory, writer) = jobs.append_with_memory(path, removed, None)?;
+            let indexes = removed(&writer);
             crate::wim::writer::soft_delete_with(writer, &indexes)?;
             drop(memory);
             report.removed = indexes.len() as u64;

@@ -808,6 +808,35 @@ impl Jobs {
         Ok(())
     }
 
+    /// Opens the archive at `path` for an append (parsed once) and reserves
+    /// the memory for loading the images `images(writer)` names in turn.
+    /// When the budget has no room yet, it waits without holding the
+    /// archive: the writer is dropped first (it wrote nothing, so its lock
+    /// and in-progress mark simply go), and opened again after.
+    pub fn append_with_memory(
+        &self,
+        path: &Path,
+        images: impl Fn(&WimWriter) -> Vec<u32>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(Reservation, WimWriter), CoreError> {
+        let writer = WimWriter::append(path, &*self.plugins)?;
+        let (need, what) = MemoryBudget::writer_images_cost(&writer, images(&writer));
+        if let Some(r) = self.memory.try_reserve(need) {
+            return Ok((r, writer));
+        }
+        drop(writer);
+        let r = self.memory.reserve(need, &what, cancel)?;
+        let writer = WimWriter::append(path, &*self.plugins)?;
+        let (now, _) = MemoryBudget::writer_images_cost(&writer, images(&writer));
+        if now <= need {
+            return Ok((r, writer));
+        }
+        // The archive grew meanwhile (rare): reserve for what it is now.
+        drop(r);
+        let r = self.memory.reserve(now, &what, cancel)?;
+        Ok((r, writer))
+    }
+
     /// The write stage of a local archive: a writer appending to it (parsed
     /// once; the previous image, whose hashes unchanged files reuse, is
     /// read through it within the memory budget) or creating it, set to
@@ -822,9 +851,12 @@ impl Jobs {
         let mut metadata_memory = None;
         let (mut writer, previous) = if exists {
             // Opened and parsed once: the previous image is read through the writer.
-            let writer = WimWriter::append(&spec.destination, &*self.plugins)?;
-            let candidates = capture::reuse_candidates(&writer);
-            metadata_memory = Some(self.memory.reserve_writer_images(&writer, candidates, Some(cancel))?);
+            let (reservation, writer) = self.append_with_memory(
+                &spec.destination,
+                |w| capture::reuse_candidates(w).collect(),
+                Some(cancel),
+            )?;
+            metadata_memory = Some(reservation);
             let prev = capture::latest_wimguard_image(&writer)?;
             (writer, prev)
         } else {
@@ -1014,5 +1046,43 @@ pub(crate) mod tests {
             ..JobSettings::default()
         };
         Arc::new(Jobs::new(catalog, settings, plugins))
+    }
+
+    /// While a backup waits for metadata memory it does not hold the
+    /// archive: others can read and lock it, and no in-progress mark is left.
+    #[test]
+    fn an_append_waiting_for_memory_does_not_hold_the_archive() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = jobs_for_tests(home.path());
+        let src = home.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"some bytes").unwrap();
+        let wim = home.path().join("a.wim");
+        let mut w = WimWriter::create(&wim, Compression::Xpress, crate::wim::writer::DEFAULT_CHUNK_SIZE).unwrap();
+        let opts = CaptureOptions {
+            name: "one".into(),
+            ..Default::default()
+        };
+        capture::capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+        w.commit().unwrap();
+        let before = std::fs::read(&wim).unwrap();
+
+        let budget = jobs.memory().clone();
+        let full = budget.try_reserve(budget.limit()).unwrap();
+        let waiter = {
+            let (jobs, wim) = (jobs.clone(), wim.clone());
+            std::thread::spawn(move || {
+                jobs.append_with_memory(&wim, |w| capture::reuse_candidates(w).collect(), None)
+                    .map(|(r, w)| (r.bytes(), w.base_image_count()))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // Lockable by another writer, and byte for byte as it was.
+        drop(WimWriter::append(&wim, &*jobs.plugins).expect("the waiting backup holds the archive"));
+        assert_eq!(std::fs::read(&wim).unwrap(), before);
+        drop(full);
+        let (bytes, images) = waiter.join().unwrap().unwrap();
+        assert!(bytes > 0);
+        assert_eq!(images, 1);
     }
 }

@@ -69,6 +69,9 @@ impl Retrying {
                     tracing::warn!(store = self.inner.name(), attempt, "{what} failed ({m}); retrying");
                     crate::metrics::store_retry(self.inner.name(), what);
                     self.sleep(pause);
+                    if self.cancelled() {
+                        return Err(CoreError::Cancelled);
+                    }
                     pause = pause.saturating_mul(2);
                 }
                 Err(CoreError::Unavailable(m)) if attempts > 1 => {
