@@ -13,6 +13,8 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    const ALL: [PluginKind; 3] = [PluginKind::Codec, PluginKind::Destination, PluginKind::Hook];
+
     /// The word stored in the catalog and shown to users (also the WIT
     /// interface's name).
     pub fn as_str(self) -> &'static str {
@@ -25,12 +27,7 @@ impl PluginKind {
 
     /// The kind named `s`; None for any other word (never a guess).
     pub fn from_name(s: &str) -> Option<PluginKind> {
-        Some(match s {
-            "codec" => PluginKind::Codec,
-            "destination" => PluginKind::Destination,
-            "hook" => PluginKind::Hook,
-            _ => return None,
-        })
+        PluginKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -51,6 +48,8 @@ pub enum PluginRuntime {
 }
 
 impl PluginRuntime {
+    const ALL: [PluginRuntime; 2] = [PluginRuntime::Wasm, PluginRuntime::Native];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PluginRuntime::Wasm => "wasm",
@@ -58,12 +57,9 @@ impl PluginRuntime {
         }
     }
 
+    /// The runtime named `s`; None for any other word (never a guess).
     pub fn from_name(s: &str) -> Option<PluginRuntime> {
-        Some(match s {
-            "wasm" => PluginRuntime::Wasm,
-            "native" => PluginRuntime::Native,
-            _ => return None,
-        })
+        PluginRuntime::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

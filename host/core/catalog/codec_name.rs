@@ -21,9 +21,9 @@ impl CodecName {
     /// The word stored and shown.
     pub fn as_str(&self) -> &str {
         match self {
-            CodecName::None => "none",
-            CodecName::Xpress => "xpress",
-            CodecName::Lzx => "lzx",
+            CodecName::None => Compression::None.name(),
+            CodecName::Xpress => Compression::Xpress.name(),
+            CodecName::Lzx => Compression::Lzx.name(),
             CodecName::Plugin(id) => id,
         }
     }
@@ -31,13 +31,10 @@ impl CodecName {
     /// The codec named `s`; None for a word that can name no codec (empty,
     /// other characters, too long, or a reserved word such as `lzms`).
     pub fn from_name(s: &str) -> Option<CodecName> {
-        Some(match s {
-            "none" => CodecName::None,
-            "xpress" => CodecName::Xpress,
-            "lzx" => CodecName::Lzx,
-            id if crate::plugins::inspect::valid_codec_id(id) => CodecName::Plugin(id.to_string()),
-            _ => return None,
-        })
+        match Compression::from_standard_name(s) {
+            Some(c) => CodecName::of_standard(c),
+            None => crate::plugins::inspect::valid_codec_id(s).then(|| CodecName::Plugin(s.to_string())),
+        }
     }
 
     /// [`from_name`](Self::from_name) for user input: an error naming the

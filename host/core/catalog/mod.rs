@@ -32,6 +32,15 @@ pub enum Status {
 }
 
 impl Status {
+    const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Interrupted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
@@ -46,15 +55,7 @@ impl Status {
     /// The status named `s` as the catalog stores it; None for any other
     /// string (a catalog written by something else), never a guess.
     pub fn from_name(s: &str) -> Option<Status> {
-        Some(match s {
-            "queued" => Status::Queued,
-            "running" => Status::Running,
-            "succeeded" => Status::Succeeded,
-            "failed" => Status::Failed,
-            "cancelled" => Status::Cancelled,
-            "interrupted" => Status::Interrupted,
-            _ => return None,
-        })
+        Status::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn is_final(self) -> bool {

@@ -24,6 +24,8 @@ pub enum ObjectState {
 }
 
 impl ObjectState {
+    const ALL: [ObjectState; 3] = [ObjectState::Uploading, ObjectState::Complete, ObjectState::Obsolete];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectState::Uploading => "uploading",
@@ -33,12 +35,7 @@ impl ObjectState {
     }
 
     fn from_name(s: &str) -> Option<ObjectState> {
-        Some(match s {
-            "uploading" => ObjectState::Uploading,
-            "complete" => ObjectState::Complete,
-            "obsolete" => ObjectState::Obsolete,
-            _ => return None,
-        })
+        ObjectState::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

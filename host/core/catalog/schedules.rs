@@ -63,6 +63,8 @@ pub enum Origin {
 }
 
 impl Origin {
+    const ALL: [Origin; 2] = [Origin::Api, Origin::Config];
+
     /// The word stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,11 +75,7 @@ impl Origin {
 
     /// The origin named `s`; None for any other word.
     pub fn from_name(s: &str) -> Option<Origin> {
-        Some(match s {
-            "api" => Origin::Api,
-            "config" => Origin::Config,
-            _ => return None,
-        })
+        Origin::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -63,7 +63,8 @@ impl Retrying {
     fn again<T>(&self, what: &'static str, mut call: impl FnMut() -> Result<T, CoreError>) -> Result<T, CoreError> {
         let mut pause = self.policy.first_pause;
         let attempts = self.policy.attempts.max(1);
-        for attempt in 1..=attempts {
+        let mut attempt = 1;
+        loop {
             match call() {
                 Err(CoreError::Unavailable(m)) if attempt < attempts && !self.cancelled() => {
                     tracing::warn!(store = self.inner.name(), attempt, "{what} failed ({m}); retrying");
@@ -73,6 +74,7 @@ impl Retrying {
                         return Err(CoreError::Cancelled);
                     }
                     pause = pause.saturating_mul(2);
+                    attempt += 1;
                 }
                 Err(CoreError::Unavailable(m)) if attempts > 1 => {
                     return Err(CoreError::Unavailable(format!("{m} (after {attempt} attempts)")))
@@ -80,7 +82,6 @@ impl Retrying {
                 other => return other,
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Sleeps `d`, waking early when the work is cancelled.
