@@ -723,6 +723,27 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+    /// Scratch for `bytes` of bulk test data: in `/dev/shm` when that
+    /// memory file system has room for twice as much, else on disk. CI's
+    /// disk is shared with `target/` and has run out under a 1 GiB source.
+    pub fn for_bulk(bytes: u64) -> Scratch {
+        let shm = Path::new("/dev/shm");
+        if free_bytes(shm).is_some_and(|free| free > bytes.saturating_mul(2)) {
+            if let Ok(t) = tempfile::Builder::new().prefix("wimguard-test").tempdir_in(shm) {
+                let dir = canon(t.path());
+                return Scratch { _tmp: t, dir };
+            }
+        }
+        Scratch::new()
+    }
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the zeroed struct we own from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Seconds and nanoseconds of a timestamp.
