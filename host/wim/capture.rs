@@ -24,12 +24,13 @@ use sha1::{Digest, Sha1 as Sha1Hasher};
 
 use crate::blob_table::{Sha1, ZERO_HASH};
 use crate::fsutil;
+use crate::identity::IdentityKey;
 use crate::metadata::{
     ImageTree, Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_REPARSE_POINT,
     FILE_ATTRIBUTE_SPARSE_FILE,
 };
 use crate::reparse::{encode_symlink, REPARSE_TAG_SYMLINK};
-use crate::tagged::{FileIdentity, TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
+use crate::tagged::{TaggedItems, UnixData, XATTR_NAME_MAX, XATTR_VALUE_MAX};
 use crate::writer::{ChunkJob, WimWriter};
 use crate::xml::ImageInfo;
 use crate::{time, Result, WimError};
@@ -123,7 +124,7 @@ pub fn reuse_candidates(writer: &crate::WimWriter) -> impl Iterator<Item = u32> 
 pub fn latest_wimguard_image(writer: &crate::WimWriter) -> Result<Option<ImageTree>> {
     for i in reuse_candidates(writer) {
         let tree = writer.load_image(i)?;
-        if tree.inodes.iter().any(|ino| ino.tagged.identity().is_some()) {
+        if tree.inodes.iter().any(|ino| ino.identity_key().is_some()) {
             return Ok(Some(tree));
         }
     }
@@ -164,7 +165,7 @@ struct DataJob {
 
 /// What the previous image knew about a path.
 struct Known {
-    identity: FileIdentity,
+    identity: IdentityKey,
     mtime: u64,
     hash: Sha1,
 }
@@ -259,7 +260,7 @@ pub fn capture(
     // ---- scan ----
     let mut root = base_inode(&root_meta, FILE_ATTRIBUTE_DIRECTORY);
     let root_x = read_xattrs(src, &mut report.warnings);
-    root.tagged = TaggedItems::build(Some(unix_of(&root_meta)), &root_x, None);
+    root.tagged = TaggedItems::build(Some(unix_of(&root_meta)), &root_x);
     let mut tree = ImageTree::new(root);
     let root_id = (root_meta.dev(), root_meta.ino());
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
@@ -343,7 +344,7 @@ pub fn capture(
             let unix = Some(unix_of(&m));
             let inode = if ft.is_dir() {
                 let mut ino = base_inode(&m, FILE_ATTRIBUTE_DIRECTORY);
-                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino.tagged = TaggedItems::build(unix, &xattrs);
                 ino
             } else if ft.is_file() {
                 let sparse = m.blocks() * 512 < m.size();
@@ -355,13 +356,12 @@ pub fn capture(
                         FILE_ATTRIBUTE_NORMAL
                     },
                 );
-                let identity = FileIdentity {
-                    dev: m.dev(),
+                ino.tagged = TaggedItems::build(unix, &xattrs);
+                ino.reserved = IdentityKey {
                     ino: m.ino(),
                     ctime: time::from_unix(m.ctime(), m.ctime_nsec()),
-                    size: m.size(),
-                };
-                ino.tagged = TaggedItems::build(unix, &xattrs, Some(identity));
+                }
+                .to_reserved();
                 ino
             } else if ft.is_symlink() {
                 let target = match fs::read_link(&path) {
@@ -394,12 +394,12 @@ pub fn capture(
                 ino.reparse_tag = REPARSE_TAG_SYMLINK;
                 ino.rp_flags = rp_flags;
                 ino.reparse_hash = writer.add_small_blob(&data)?;
-                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino.tagged = TaggedItems::build(unix, &xattrs);
                 ino
             } else {
                 // FIFO, socket, character or block device: type and rdev live in the UNIX data.
                 let mut ino = base_inode(&m, 0);
-                ino.tagged = TaggedItems::build(unix, &xattrs, None);
+                ino.tagged = TaggedItems::build(unix, &xattrs);
                 ino
             };
             let is_file = ft.is_file();
@@ -414,7 +414,7 @@ pub fn capture(
             if is_file && size > 0 {
                 report.bytes_total += size;
                 let reuse = known.get(&rel).filter(|k| {
-                    let id = tree.inodes[idx].tagged.identity();
+                    let id = tree.inodes[idx].identity_key();
                     Some(k.identity) == id && k.mtime == tree.inodes[idx].last_write_time && writer.has_blob(&k.hash)
                 });
                 match reuse {
@@ -501,7 +501,7 @@ fn known_hashes(tree: &ImageTree) -> HashMap<String, Known> {
         if ino.data_hash == ZERO_HASH || ino.is_dir() || ino.is_reparse() {
             continue;
         }
-        if let Some(identity) = ino.tagged.identity() {
+        if let Some(identity) = ino.identity_key() {
             let path = tree.path_of(d);
             out.insert(
                 path[1..].to_string(),

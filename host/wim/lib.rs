@@ -12,6 +12,7 @@ pub mod codecs;
 pub mod error;
 pub mod fsutil;
 pub mod header;
+pub mod identity;
 pub mod integrity;
 pub mod memory;
 pub mod metadata;

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::blob_table::{Sha1, ZERO_HASH};
 use super::error::{invalid, Le, Result};
+use super::identity::IdentityKey;
 use super::security;
 use super::tagged::TaggedItems;
 
@@ -73,6 +74,10 @@ pub struct Inode {
     pub reparse_hash: Sha1,
     pub named_streams: Vec<NamedStream>,
     pub tagged: TaggedItems,
+    /// The dentry's two reserved fields (0x18, 0x20), from its first name:
+    /// zero in images other tools write; WimGuard keeps a regular file's
+    /// identity there (`identity.rs`).
+    pub reserved: [u64; 2],
 }
 
 impl Inode {
@@ -88,6 +93,12 @@ impl Inode {
             .chain(std::iter::once(&self.reparse_hash))
             .chain(self.named_streams.iter().map(|s| &s.hash))
             .filter(|h| **h != ZERO_HASH)
+    }
+
+    /// The identity this file was captured with: from the reserved fields,
+    /// or from the tagged item of WimGuard 0.1's archives.
+    pub fn identity_key(&self) -> Option<IdentityKey> {
+        IdentityKey::from_reserved(self.reserved).or_else(|| self.tagged.legacy_identity().map(|id| id.key()))
     }
 
     fn has_extra_streams(&self) -> bool {
@@ -521,7 +532,9 @@ fn write_dentry(out: &mut Vec<u8>, d: &Dentry, ino: &Inode, subdir: u64, group: 
     out.extend_from_slice(&ino.attributes.to_le_bytes());
     out.extend_from_slice(&ino.security_id.to_le_bytes());
     out.extend_from_slice(&subdir.to_le_bytes());
-    out.extend_from_slice(&[0; 16]);
+    for v in ino.reserved {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
     out.extend_from_slice(&ino.creation_time.to_le_bytes());
     out.extend_from_slice(&ino.last_access_time.to_le_bytes());
     out.extend_from_slice(&ino.last_write_time.to_le_bytes());
@@ -636,6 +649,7 @@ fn parse_dentry(buf: &[u8], off: usize) -> Result<Option<ParsedDentry>> {
         last_access_time: le.u64(off + 48, what)?,
         last_write_time: le.u64(off + 56, what)?,
         unknown_0x54: le.u32(off + 84, what)?,
+        reserved: [le.u64(off + 24, what)?, le.u64(off + 32, what)?],
         tagged: TaggedItems {
             raw: padded8(&buf[tagged_start..off + length]),
         },
@@ -712,6 +726,8 @@ mod tests {
             attributes: FILE_ATTRIBUTE_NORMAL,
             security_id: -1,
             data_hash: [hash; 20],
+            // A captured file's identity key: kept through a rewrite.
+            reserved: [u64::from(hash) + 100, 0x1234_5678_9ABC_DEF0],
             tagged: TaggedItems::build(
                 Some(UnixData {
                     uid: 1000,
@@ -720,10 +736,34 @@ mod tests {
                     rdev: 0,
                 }),
                 &[],
-                None,
             ),
             ..Inode::default()
         }
+    }
+
+    #[test]
+    fn identity_comes_from_the_reserved_fields_or_the_old_tagged_item() {
+        use crate::identity::FileIdentity;
+        use crate::tagged::TAG_WIMGUARD_IDENTITY;
+        let id = FileIdentity {
+            dev: 2049,
+            ino: 77,
+            ctime: 5,
+            size: 6,
+        };
+        let mut ino = file(1);
+        ino.reserved = [0, 0];
+        assert_eq!(ino.identity_key(), None, "wimlib's files have none");
+        // WimGuard 0.1 wrote a tagged item: the next backup still trusts it.
+        let old: Vec<u8> = [id.dev, id.ino, id.ctime, id.size]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        ino.tagged.push(TAG_WIMGUARD_IDENTITY, &old);
+        assert_eq!(ino.identity_key(), Some(id.key()));
+        // The reserved fields win when both are there.
+        ino.reserved = [1, 2];
+        assert_eq!(ino.identity_key().map(|k| k.to_reserved()), Some([1, 2]));
     }
 
     #[test]
@@ -741,7 +781,6 @@ mod tests {
                 rdev: 0,
             }),
             &[],
-            None,
         );
         let mut t = ImageTree::new(root.clone());
         let f = t.add_inode(file(1));
@@ -767,6 +806,8 @@ mod tests {
         let h = back.lookup("/hello.txt").unwrap();
         let l = back.lookup("/Link").unwrap();
         assert_eq!(back.dentries[h].inode, back.dentries[l].inode);
+        assert_eq!(back.inode_of(h).reserved, [101, 0x1234_5678_9ABC_DEF0]);
+        assert!(back.inode_of(h).identity_key().is_some());
         let sym = back.inode_of(back.lookup("/dir/sym").unwrap());
         assert_eq!(sym.reparse_hash, [7; 20]);
         assert_eq!(sym.data_hash, ZERO_HASH);

@@ -5,6 +5,7 @@
 //! rdev) and extended attributes. Unknown items are kept byte for byte.
 
 use super::error::{invalid, Result};
+use super::identity::FileIdentity;
 
 /// Windows NTFS object id; opaque, preserved.
 pub const TAG_OBJECT_ID: u32 = 0x0000_0001;
@@ -14,9 +15,10 @@ pub const TAG_XATTRS: u32 = 0x0000_0002;
 pub const TAG_UNIX_DATA: u32 = 0x337D_D873;
 /// wimlib 1.11–1.12 Linux xattrs (read only).
 pub const TAG_OLD_XATTRS: u32 = 0x337D_D874;
-/// WimGuard extension: the file's identity when captured (device, inode,
-/// ctime) so the next backup can trust an unchanged file's hash. Readers
-/// that do not know the tag skip it (wimlib does).
+/// WimGuard 0.1's file identity (device, inode, ctime, size; 32 bytes).
+/// Read from older archives only: the identity now lives in the dentry's
+/// reserved fields (see `identity.rs`). Readers that do not know the tag
+/// skip it (wimlib does).
 pub const TAG_WIMGUARD_IDENTITY: u32 = 0x5747_4901;
 
 /// Ownership, permissions and device number of a file (wimlib's UNIX data).
@@ -28,17 +30,6 @@ pub struct UnixData {
     pub mode: u32,
     /// Low 32 bits of st_rdev (glibc encoding); 0 for non-devices.
     pub rdev: u32,
-}
-
-/// What identifies a file on the source filesystem between two backups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FileIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    /// ctime as 100-ns ticks since 1601 (FILETIME).
-    pub ctime: u64,
-    /// Size of the unnamed data stream when captured.
-    pub size: u64,
 }
 
 /// One extended attribute: full name (`user.foo`) and value.
@@ -86,7 +77,8 @@ impl TaggedItems {
         })
     }
 
-    pub fn identity(&self) -> Option<FileIdentity> {
+    /// The identity item of archives written by WimGuard 0.1.
+    pub fn legacy_identity(&self) -> Option<FileIdentity> {
         let d = self.find(TAG_WIMGUARD_IDENTITY, 32)?;
         let f = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().unwrap());
         Some(FileIdentity {
@@ -117,7 +109,7 @@ impl TaggedItems {
     }
 
     /// Builds the region for a captured Linux file.
-    pub fn build(unix: Option<UnixData>, xattrs: &[Xattr], identity: Option<FileIdentity>) -> TaggedItems {
+    pub fn build(unix: Option<UnixData>, xattrs: &[Xattr]) -> TaggedItems {
         let mut t = TaggedItems::default();
         if let Some(u) = unix {
             let mut d = Vec::with_capacity(16);
@@ -129,24 +121,12 @@ impl TaggedItems {
         if !xattrs.is_empty() {
             t.push(TAG_XATTRS, &encode_xattrs(xattrs));
         }
-        if let Some(id) = identity {
-            let mut d = Vec::with_capacity(32);
-            for v in [id.dev, id.ino, id.ctime, id.size] {
-                d.extend_from_slice(&v.to_le_bytes());
-            }
-            t.push(TAG_WIMGUARD_IDENTITY, &d);
-        }
         t
     }
 
     /// Same region with our regenerated items replaced and others preserved.
-    pub fn rebuilt_with(
-        &self,
-        unix: Option<UnixData>,
-        xattrs: &[Xattr],
-        identity: Option<FileIdentity>,
-    ) -> TaggedItems {
-        let mut t = TaggedItems::build(unix, xattrs, identity);
+    pub fn rebuilt_with(&self, unix: Option<UnixData>, xattrs: &[Xattr]) -> TaggedItems {
+        let mut t = TaggedItems::build(unix, xattrs);
         for (tag, d) in self.others() {
             t.push(tag, &d);
         }
@@ -231,7 +211,7 @@ mod tests {
 
     #[test]
     fn xattr_layout_matches_wimlib() {
-        let t = TaggedItems::build(None, &[(b"user.test".to_vec(), b"hello".to_vec())], None);
+        let t = TaggedItems::build(None, &[(b"user.test".to_vec(), b"hello".to_vec())]);
         assert_eq!(&t.raw[..8], &[2, 0, 0, 0, 0x13, 0, 0, 0]);
         assert_eq!(&t.raw[8..12], &[5, 0, 9, 0]);
         assert_eq!(t.raw.len(), 32);
@@ -248,9 +228,20 @@ mod tests {
                 rdev: 0,
             }),
             &[],
-            None,
         );
         t.push(TAG_OBJECT_ID, &[9; 16]);
+        // WimGuard 0.1's identity item: read, then dropped on a rebuild.
+        let old: Vec<u8> = [7u64, 8, 9, 10].iter().flat_map(|v| v.to_le_bytes()).collect();
+        t.push(TAG_WIMGUARD_IDENTITY, &old);
+        assert_eq!(
+            t.legacy_identity(),
+            Some(FileIdentity {
+                dev: 7,
+                ino: 8,
+                ctime: 9,
+                size: 10
+            })
+        );
         let r = t.rebuilt_with(
             Some(UnixData {
                 uid: 5,
@@ -259,9 +250,9 @@ mod tests {
                 rdev: 0,
             }),
             &[],
-            None,
         );
         assert_eq!(r.unix_data().unwrap().uid, 5);
+        assert_eq!(r.legacy_identity(), None);
         assert!(r.iter().any(|(tag, d)| tag == TAG_OBJECT_ID && d == [9; 16]));
     }
 }
