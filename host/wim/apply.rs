@@ -70,8 +70,11 @@ pub struct ApplyReport {
 }
 
 /// Small blobs are decoded many at a time in parallel; larger ones stream.
-const SMALL_BLOB: u64 = 4 << 20;
-const SMALL_BATCH_BYTES: u64 = 4 << 20;
+/// A small blob is held whole (with its compressed bytes) while written,
+/// so these bound apply's data memory: 4 MiB each measured 20 MiB peak
+/// RSS restoring /usr/share/doc (LZX) against wimlib's 9 MiB.
+const SMALL_BLOB: u64 = 1 << 20;
+const SMALL_BATCH_BYTES: u64 = 2 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {

@@ -293,7 +293,9 @@ impl WimArchive {
         if self.blob_size(hash).unwrap_or(0) > limit {
             return invalid(format!("blob {} is larger than expected", hex(hash)));
         }
-        let mut v = Vec::new();
+        // Sized once (the size is bounded by `limit` above): growing by
+        // doubling would copy the data and keep up to twice its size.
+        let mut v = Vec::with_capacity(self.blob_size(hash).unwrap_or(0) as usize);
         self.read_blob(hash, &mut |p| {
             v.extend_from_slice(p);
             Ok(())

@@ -536,7 +536,7 @@ fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
     t
 }
 
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 512 << 10;
 
 enum Piece {
     Chunk {

@@ -350,6 +350,10 @@ impl ImageTree {
                 }
             }
         }
+        // The vectors grew by doubling; an apply keeps the tree for its
+        // whole run, next to its data buffers.
+        tree.inodes.shrink_to_fit();
+        tree.dentries.shrink_to_fit();
         Ok(tree)
     }
 

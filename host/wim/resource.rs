@@ -14,8 +14,10 @@ use super::error::{invalid, Result, WimError};
 use super::reshdr::{ResHdr, RESHDR_FLAG_COMPRESSED};
 use super::storage::ReadAt;
 
-/// Uncompressed bytes decoded together (in parallel) when streaming a blob.
-const BATCH_BYTES: usize = 2 << 20;
+/// Uncompressed bytes decoded together (in parallel) when streaming a blob:
+/// 32 chunks of the default size, plenty for two threads. Held twice
+/// (compressed and decoded) while a batch is written.
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Everything needed to decode resources of one WIM.
 pub struct ResourceContext<'a> {

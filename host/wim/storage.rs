@@ -97,6 +97,32 @@ impl FileSink {
         self.buf.clear();
         self.buf_start = end;
     }
+
+    /// Moves the last `len` bytes written, which start at `from`, down to
+    /// `to` (< `from`), and continues writing after them: a blob whose
+    /// every chunk stayed raw drops the chunk table room before it. Bytes
+    /// still in the buffer move there, without a read or a write; the rest
+    /// go through the file a piece at a time.
+    pub fn move_down(&mut self, from: u64, to: u64, len: u64) -> io::Result<()> {
+        debug_assert!(to <= from && from + len == self.pos());
+        if to >= self.buf_start {
+            let (src, dst) = ((from - self.buf_start) as usize, (to - self.buf_start) as usize);
+            self.buf.copy_within(src..src + len as usize, dst);
+            self.buf.truncate(dst + len as usize);
+            return Ok(());
+        }
+        self.flush()?;
+        let mut piece = vec![0u8; (len as usize).min(256 << 10)];
+        let mut moved = 0u64;
+        while moved < len {
+            let n = (len - moved).min(piece.len() as u64) as usize;
+            FileExt::read_exact_at(&self.file, &mut piece[..n], from + moved)?;
+            self.file.write_all_at(&piece[..n], to + moved)?;
+            moved += n as u64;
+        }
+        self.continue_at(to + len);
+        Ok(())
+    }
 }
 
 impl ArchiveSink for FileSink {
@@ -113,10 +139,15 @@ impl ArchiveSink for FileSink {
             self.buf_start += d.len() as u64;
             return Ok(());
         }
-        self.buf.extend_from_slice(d);
-        if self.buf.len() >= OUT_BUFFER {
+        // Flushed before it would overflow, so the buffer never grows past
+        // OUT_BUFFER (growing would double it).
+        if self.buf.len() + d.len() > OUT_BUFFER {
             self.flush()?;
         }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(OUT_BUFFER);
+        }
+        self.buf.extend_from_slice(d);
         Ok(())
     }
     fn rewind(&mut self, to: u64) -> io::Result<()> {

@@ -551,15 +551,7 @@ impl WimWriter {
         if (self.codec.is_none() || b.all_raw) && movable {
             if b.table_bytes > 0 {
                 let out = self.out.file().expect("movable");
-                let mut moved = 0u64;
-                let mut buf = vec![0u8; 1 << 20];
-                while moved < b.size {
-                    let n = (b.size - moved).min(buf.len() as u64) as usize;
-                    out.read_at(b.start + b.table_bytes + moved, &mut buf[..n])?;
-                    out.file.write_all_at(&buf[..n], b.start + moved)?;
-                    moved += n as u64;
-                }
-                out.continue_at(b.start + b.size);
+                out.move_down(b.start + b.table_bytes, b.start, b.size)?;
             }
             return Ok(r);
         }
