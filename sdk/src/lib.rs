@@ -23,8 +23,10 @@
 
 use std::fmt;
 
+mod incompressible;
 pub mod native;
 pub mod plugin;
+pub use incompressible::IncompressibleCheck;
 pub use plugin::*;
 
 #[cfg(any(

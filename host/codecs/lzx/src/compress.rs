@@ -7,6 +7,7 @@ use crate::e8;
 use crate::huffman::{assign_codes, build_lengths, HuffScratch};
 use crate::matchfinder::{common_len, BtMatchFinder, Limits, Match};
 use crate::tables::*;
+use wimguard_sdk::IncompressibleCheck;
 
 /// Costs are kept in 1/16 bit so fractional estimates are possible.
 const COST_SHIFT: u32 = 4;
@@ -189,8 +190,7 @@ pub struct Encoder {
     bounds: Vec<u32>,
     toks: Vec<(u8, u8, u8)>,
     huff: HuffScratch,
-    /// Hash table of [`Encoder::looks_incompressible`].
-    precheck: Vec<u32>,
+    precheck: IncompressibleCheck,
     /// Symbol counts of the current region's bootstrap parse.
     whole: Box<Freqs>,
     prev_main: [u8; MAX_MAIN_SYMS],
@@ -315,7 +315,7 @@ impl Encoder {
             bounds: Vec::new(),
             toks: Vec::new(),
             huff: HuffScratch::default(),
-            precheck: Vec::new(),
+            precheck: IncompressibleCheck::default(),
             whole: Box::default(),
             prev_main: [0; MAX_MAIN_SYMS],
             prev_len: [0; LEN_SYMS],
@@ -345,7 +345,9 @@ impl Encoder {
         if n < 64 || n > 1usize << self.order {
             return false;
         }
-        if self.looks_incompressible(input) {
+        // Already compressed data: the match finder would cost the most
+        // there, for nothing.
+        if self.precheck.is_incompressible(input) {
             return false;
         }
         let mut data = std::mem::take(&mut self.window);
@@ -355,55 +357,6 @@ impl Encoder {
         let ok = self.compress_prepared(&data, out);
         self.window = data;
         ok
-    }
-
-    /// Whether a chunk is already compressed (or random) data that LZX
-    /// could at best shrink by a few bytes: its bytes are near uniformly
-    /// spread (order-0 entropy over 99.7% of 8 bits a byte) and hardly any
-    /// position starts a 4-byte repeat. Such chunks are stored raw without
-    /// running the match finder, which costs as much as a quarter of the
-    /// time on trees holding compressed files (measured on 16 MiB of
-    /// /usr/share/doc in 32 KiB chunks: 432 of the 436 chunks stored raw
-    /// anyway are caught; the 3 caught that LZX shrinks lose 152 bytes in
-    /// all).
-    ///
-    /// The repeat scan keeps the newest position per hash in a table of one
-    /// slot per window byte, so a repeat anywhere in the chunk is seen with a
-    /// good chance at every position it covers.
-    fn looks_incompressible(&mut self, d: &[u8]) -> bool {
-        let n = d.len();
-        let mut counts = [0u32; 256];
-        for &b in d {
-            counts[usize::from(b)] += 1;
-        }
-        let total = n as f64;
-        let bits: f64 = counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| f64::from(c) * (total / f64::from(c)).log2())
-            .sum();
-        if bits < 0.997 * 8.0 * total {
-            return false;
-        }
-        let hash_bits = self.order;
-        let table = &mut self.precheck;
-        table.clear();
-        table.resize(1 << hash_bits, u32::MAX);
-        let allowed = n / 640;
-        let mut repeats = 0;
-        for i in 0..n - 3 {
-            let v = u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
-            let h = (v.wrapping_mul(0x9E37_79B1) >> (32 - hash_bits)) as usize;
-            let c = table[h] as usize;
-            table[h] = i as u32;
-            if c < i && d[c..c + 4] == d[i..i + 4] {
-                repeats += 1;
-                if repeats > allowed {
-                    return false;
-                }
-            }
-        }
-        true
     }
 
     fn compress_prepared(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
