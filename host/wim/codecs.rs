@@ -101,6 +101,15 @@ impl<T> PerThread<T> {
         }
     }
 
+    /// Runs `f` with the state of `slot` (a dedicated thread's own; taken
+    /// modulo the slot count).
+    pub fn with_slot<R>(&self, slot: usize, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut guard = self.slots[slot % self.slots.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
     /// Runs `f` with this thread's state.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let i = rayon::current_thread_index().map_or(self.slots.len() - 1, |i| i.min(self.slots.len() - 1));

@@ -84,7 +84,7 @@ pub struct WimWriter {
     pub header: Header,
     compression: Compression,
     codec: Option<SharedCodec>,
-    compressors: Option<Compressors>,
+    compressors: Option<Arc<Compressors>>,
     blobs: HashMap<Sha1, BlobEntry>,
     /// Blobs stored in other archives that images may use (a delta WIM's
     /// `--ref`s): known for dedupe and sizes, left out of the blob table.
@@ -257,7 +257,7 @@ impl WimWriter {
             compression,
             compressors: codec
                 .as_ref()
-                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
             codec,
             blobs: HashMap::new(),
             external: HashMap::new(),
@@ -278,7 +278,7 @@ impl WimWriter {
         match &self.codec {
             Some(own) if own.name() == codec.name() => {
                 let chunk_size = self.header.chunk_size as usize;
-                self.compressors = Some(Compressors::new(|| codec.compressor(chunk_size)));
+                self.compressors = Some(Arc::new(Compressors::new(|| codec.compressor(chunk_size))));
                 self.codec = Some(codec);
                 if let Some(cancel) = self.cancel.clone() {
                     self.watch_cancel(cancel);
@@ -349,7 +349,7 @@ impl WimWriter {
             compression,
             compressors: codec
                 .as_ref()
-                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
             codec,
             // Taken, not copied: the archive is not used after this.
             blobs: std::mem::take(&mut arch.blobs),
@@ -406,6 +406,12 @@ impl WimWriter {
         use std::os::unix::fs::MetadataExt;
         let file = self.out.file_ref()?;
         file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// The per-thread compressors (none for an uncompressed archive), for
+    /// a compression stage that runs beside the writing.
+    pub fn compressors(&self) -> Option<Arc<Compressors>> {
+        self.compressors.clone()
     }
 
     pub fn compression(&self) -> Compression {
@@ -775,7 +781,7 @@ impl WimWriter {
             compression,
             compressors: codec
                 .as_ref()
-                .map(|c| Compressors::new(|| c.compressor(chunk_size as usize))),
+                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
             codec,
             blobs: HashMap::new(),
             external: HashMap::new(),
