@@ -237,18 +237,46 @@ pub fn apply(
     // directory, or anything where it has a non-directory. Refuse, skip or
     // replace them, per policy (existing directories merge).
     let mut existing: Vec<usize> = Vec::new();
+    // Nothing can be in the way below a directory that is not there, nor
+    // in an empty destination: a restore into a new directory looks at no
+    // path at all (parents come before their children in `selected`).
+    let mut absent: HashSet<usize> = HashSet::new();
+    let dest_empty = match fs::read_dir(&dest_abs) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if dest_empty {
+        absent.insert(0);
+    }
     for &d in &selected {
         if d == 0 {
             continue;
         }
+        let is_dir = kind_of(tree.inode_of(d)) == Kind::Dir;
+        if absent.contains(&tree.dentries[d].parent) {
+            if is_dir {
+                absent.insert(d);
+            }
+            continue;
+        }
         let in_way = match fs::symlink_metadata(targets.path(d)) {
-            Ok(m) => kind_of(tree.inode_of(d)) != Kind::Dir || !m.is_dir(),
-            Err(_) => false,
+            Ok(m) => !is_dir || !m.is_dir(),
+            Err(_) => {
+                if is_dir {
+                    absent.insert(d);
+                }
+                false
+            }
         };
         if in_way {
             existing.push(d);
         }
     }
+    // Only these are looked at again before their name is created: the
+    // others were free when scanned, and a name that appears since makes
+    // the creation fail with EEXIST, handled the same way (one `statx` less
+    // per restored file).
+    let in_way: HashSet<usize> = existing.iter().copied().collect();
     let rel = |d: usize| tree.path_of(d);
     if opts.overwrite == Overwrite::Fail && !existing.is_empty() && !opts.dry_run {
         let names: Vec<String> = existing.iter().take(5).map(|&d| rel(d)).collect();
@@ -296,6 +324,20 @@ pub fn apply(
         }
         let p = &targets.path(d);
         if d != 0 {
+            // Known absent at the scan: create it without looking again (a
+            // name that appeared since goes the long way below).
+            if absent.contains(&d) {
+                match fs::create_dir(p) {
+                    Ok(()) => {
+                        report.dirs += 1;
+                        continue;
+                    }
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io_err(e, p, "cannot create directory"))
+                    }
+                    Err(_) => {}
+                }
+            }
             match fs::symlink_metadata(p) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
@@ -327,9 +369,12 @@ pub fn apply(
             }
             let p = targets.path(d);
             let blob = (ino.data_hash != ZERO_HASH).then_some(ino.data_hash);
-            remove_non_dir(&p)?;
+            if in_way.contains(&d) {
+                remove_non_dir(&p)?;
+            }
             if let Some(&first) = primary.get(&inode) {
-                fs::hard_link(targets.path(first), &p).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
+                let first = targets.path(first);
+                replacing(&p, || fs::hard_link(&first, &p)).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
                 created.push((d, blob));
                 report.hard_links += 1;
                 continue;
@@ -337,7 +382,7 @@ pub fn apply(
             primary.insert(inode, d);
             report.files += 1;
             // Create it now (empty) so hard links can point at it.
-            create_file(&p)?;
+            replacing(&p, || create_file(&p)).map_err(|e| io_err(e, &p, "cannot create"))?;
             created.push((d, blob));
             if let Some(h) = blob {
                 let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
@@ -364,6 +409,8 @@ pub fn apply(
 
     // 3. Special files.
     let restore_owner = opts.restore_owner;
+    // Names left out with a warning: no metadata to set on them.
+    let mut not_created: HashSet<usize> = HashSet::new();
     for &d in &selected {
         let ino = tree.inode_of(d);
         if kind_of(ino) != Kind::Special {
@@ -371,12 +418,17 @@ pub fn apply(
         }
         let p = &targets.path(d);
         let u = ino.tagged.unix_data().expect("specials have UNIX data");
-        remove_non_dir(p)?;
-        match fsutil::mknod(p, u.mode & (libc::S_IFMT | 0o777), u.rdev as u64) {
+        if in_way.contains(&d) {
+            remove_non_dir(p)?;
+        }
+        match replacing(p, || fsutil::mknod(p, u.mode & (libc::S_IFMT | 0o777), u.rdev as u64)) {
             Ok(()) => report.specials += 1,
-            Err(e) => report
-                .warnings
-                .push(format!("{}: cannot create special file: {e}; skipped", p.display())),
+            Err(e) => {
+                not_created.insert(d);
+                report
+                    .warnings
+                    .push(format!("{}: cannot create special file: {e}; skipped", p.display()))
+            }
         }
     }
 
@@ -392,6 +444,7 @@ pub fn apply(
         let link = match decode_link(ino.reparse_tag, ino.rp_flags, &data) {
             Ok(l) => l,
             Err(e) => {
+                not_created.insert(d);
                 report.warnings.push(format!("{}: {e}; skipped", p.display()));
                 continue;
             }
@@ -403,8 +456,10 @@ pub fn apply(
         if target.is_empty() {
             target = "/".into();
         }
-        remove_non_dir(p)?;
-        std::os::unix::fs::symlink(&target, p).map_err(|e| io_err(e, p, "cannot create symlink"))?;
+        if in_way.contains(&d) {
+            remove_non_dir(p)?;
+        }
+        replacing(p, || std::os::unix::fs::symlink(&target, p)).map_err(|e| io_err(e, p, "cannot create symlink"))?;
         report.symlinks += 1;
     }
 
@@ -413,7 +468,7 @@ pub fn apply(
     for &d in &selected {
         let inode = tree.dentries[d].inode;
         let ino = &tree.inodes[inode];
-        if kind_of(ino) == Kind::Dir || !done.insert(inode) {
+        if kind_of(ino) == Kind::Dir || not_created.contains(&d) || !done.insert(inode) {
             continue;
         }
         set_metadata(&targets.path(d), ino, kind_of(ino), restore_owner, &mut report)?;
@@ -518,14 +573,27 @@ fn remove_non_dir(p: &Path) -> Result<()> {
     }
 }
 
-fn create_file(p: &Path) -> Result<File> {
+fn create_file(p: &Path) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(p)
-        .map_err(|e| io_err(e, p, "cannot create"))
+        .map(drop)
+}
+
+/// Runs `create` (which makes the name `p`); if the name is taken (it
+/// appeared after the scan for paths in the way), replaces what is there,
+/// as for paths found in the way (never a directory), and tries once more.
+fn replacing(p: &Path, mut create: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_non_dir(p).map_err(|e| io::Error::other(e.to_string()))?;
+            create()
+        }
+        r => r,
+    }
 }
 
 fn open_existing(p: &Path) -> Result<File> {
@@ -585,10 +653,9 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Res
     Ok(())
 }
 
+/// Sets owner, xattrs, mode and times of `p` (which exists: names left
+/// out are not passed here).
 fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: &mut ApplyReport) -> Result<()> {
-    if fs::symlink_metadata(p).is_err() {
-        return Ok(()); // skipped earlier (e.g. a device node without root)
-    }
     let unix = ino.tagged.unix_data();
     if let (Some(u), true) = (unix, restore_owner) {
         if let Err(e) = std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid)) {
