@@ -78,10 +78,10 @@ def main():
     if shutil.which("wimlib-imagex") is None:
         sys.exit("wimlib-imagex not found: apt-get install wimtools")
     work = tempfile.mkdtemp(prefix="wimguard-bench-")
-    sizes = [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    tree_sizes = [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     if args.only_size_scaling:
         try:
-            size_scaling(wg, work, sizes, args.scratch)
+            size_scaling(wg, work, tree_sizes, args.scratch)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -132,7 +132,7 @@ def main():
                 print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f}   {wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
         if not args.no_extras:
             threads_scaling(wg, tree, work)
-            size_scaling(wg, work, sizes, args.scratch)
+            size_scaling(wg, work, tree_sizes, args.scratch)
             daemon_overhead(wg, tree, work, env)
             codec_runtimes(wg)
     finally:
