@@ -360,6 +360,8 @@ pub fn apply(
     // cancellation) the names left empty or half-written are removed rather
     // than left looking restored.
     let mut created: Vec<(usize, Option<Sha1>)> = Vec::new();
+    // Hard links (name, first name of the file), made after the contents.
+    let mut links: Vec<(usize, usize)> = Vec::new();
     let mut create_files = || -> Result<()> {
         for &d in &selected {
             let inode = tree.dentries[d].inode;
@@ -372,21 +374,24 @@ pub fn apply(
             if in_way.contains(&d) {
                 remove_non_dir(&p)?;
             }
+            created.push((d, blob));
             if let Some(&first) = primary.get(&inode) {
-                let first = targets.path(first);
-                replacing(&p, || fs::hard_link(&first, &p)).map_err(|e| io_err(e, &p, "cannot create hard link"))?;
-                created.push((d, blob));
+                // Linked once the first name has its contents.
+                links.push((d, first));
                 report.hard_links += 1;
                 continue;
             }
             primary.insert(inode, d);
             report.files += 1;
-            // Create it now (empty) so hard links can point at it.
-            replacing(&p, || create_file(&p)).map_err(|e| io_err(e, &p, "cannot create"))?;
-            created.push((d, blob));
-            if let Some(h) = blob {
-                let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
-                by_blob.entry(h).or_default().push((d, sparse));
+            match blob {
+                // Created when its contents are written: one open per file.
+                Some(h) => {
+                    let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
+                    by_blob.entry(h).or_default().push((d, sparse));
+                }
+                None => {
+                    replacing(&p, || create_file(&p).map(drop)).map_err(|e| io_err(e, &p, "cannot create"))?;
+                }
             }
         }
         Ok(())
@@ -396,6 +401,12 @@ pub fn apply(
     let mut result = create_files();
     if result.is_ok() {
         result = write_blobs(arch, &targets, &by_blob, &written, opts, &mut report, progress);
+    }
+    if result.is_ok() {
+        result = links.iter().try_for_each(|&(d, first)| {
+            let (p, first) = (targets.path(d), targets.path(first));
+            replacing(&p, || fs::hard_link(&first, &p)).map_err(|e| io_err(e, &p, "cannot create hard link"))
+        });
     }
     if let Err(e) = result {
         let written = written.lock().unwrap_or_else(|p| p.into_inner());
@@ -573,14 +584,22 @@ fn remove_non_dir(p: &Path) -> Result<()> {
     }
 }
 
-fn create_file(p: &Path) -> io::Result<()> {
+/// Creates a new file for writing (never through a symlink, never over
+/// an existing name).
+fn create_file(p: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(p)
-        .map(drop)
+}
+
+/// [`create_file`], replacing a name that appeared since the scan.
+fn create_for_contents(p: &Path) -> Result<File> {
+    let mut file = None;
+    replacing(p, || create_file(p).map(|f| file = Some(f))).map_err(|e| io_err(e, p, "cannot create"))?;
+    Ok(file.expect("created"))
 }
 
 /// Runs `create` (which makes the name `p`); if the name is taken (it
@@ -594,14 +613,6 @@ fn replacing(p: &Path, mut create: impl FnMut() -> io::Result<()>) -> io::Result
         }
         r => r,
     }
-}
-
-fn open_existing(p: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-        .map_err(|e| io_err(e, p, "cannot open"))
 }
 
 /// Writes data, leaving holes where a sparse file had zeros.
@@ -620,7 +631,7 @@ fn write_piece(f: &mut File, data: &[u8], sparse: bool) -> io::Result<()> {
 }
 
 fn write_contents(p: &Path, data: &[u8], sparse: bool) -> Result<()> {
-    let mut f = open_existing(p)?;
+    let mut f = create_for_contents(p)?;
     write_piece(&mut f, data, sparse).map_err(|e| io_err(e, p, "cannot write"))?;
     if sparse {
         f.set_len(data.len() as u64).map_err(|e| io_err(e, p, "cannot write"))?;
@@ -631,7 +642,7 @@ fn write_contents(p: &Path, data: &[u8], sparse: bool) -> Result<()> {
 fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Result<()> {
     let mut files: Vec<(File, bool, &Path)> = Vec::new();
     for (p, sparse) in targets.iter().take(64) {
-        files.push((open_existing(p)?, *sparse, p));
+        files.push((create_for_contents(p)?, *sparse, p));
     }
     let mut total = 0u64;
     arch.read_blob(h, &mut |piece| {
@@ -648,7 +659,9 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Res
     }
     // Beyond 64 identical files, copy the first instead of keeping more open.
     for (p, _) in targets.iter().skip(64) {
-        fs::copy(&targets[0].0, p).map_err(|e| io_err(e, p, "cannot write"))?;
+        let mut to = create_for_contents(p)?;
+        let mut from = File::open(&targets[0].0).map_err(|e| io_err(e, &targets[0].0, "cannot read back"))?;
+        io::copy(&mut from, &mut to).map_err(|e| io_err(e, p, "cannot write"))?;
     }
     Ok(())
 }
