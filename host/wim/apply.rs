@@ -389,9 +389,7 @@ pub fn apply(
                     let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
                     by_blob.entry(h).or_default().push((d, sparse));
                 }
-                None => {
-                    replacing(&p, || create_file(&p).map(drop)).map_err(|e| io_err(e, &p, "cannot create"))?;
-                }
+                None => drop(create_for_contents(&p)?),
             }
         }
         Ok(())
@@ -597,15 +595,13 @@ fn create_file(p: &Path) -> io::Result<File> {
 
 /// [`create_file`], replacing a name that appeared since the scan.
 fn create_for_contents(p: &Path) -> Result<File> {
-    let mut file = None;
-    replacing(p, || create_file(p).map(|f| file = Some(f))).map_err(|e| io_err(e, p, "cannot create"))?;
-    Ok(file.expect("created"))
+    replacing(p, || create_file(p)).map_err(|e| io_err(e, p, "cannot create"))
 }
 
 /// Runs `create` (which makes the name `p`); if the name is taken (it
 /// appeared after the scan for paths in the way), replaces what is there,
 /// as for paths found in the way (never a directory), and tries once more.
-fn replacing(p: &Path, mut create: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+fn replacing<T>(p: &Path, mut create: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     match create() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             remove_non_dir(p).map_err(|e| io::Error::other(e.to_string()))?;

@@ -290,12 +290,13 @@ impl WimArchive {
 
     /// Reads a small blob whole (symlink data).
     pub fn read_blob_to_vec(&self, hash: &Sha1, limit: u64) -> Result<Vec<u8>> {
-        if self.blob_size(hash).unwrap_or(0) > limit {
+        let size = self.blob_size(hash).unwrap_or(0);
+        if size > limit {
             return invalid(format!("blob {} is larger than expected", hex(hash)));
         }
         // Sized once (the size is bounded by `limit` above): growing by
         // doubling would copy the data and keep up to twice its size.
-        let mut v = Vec::with_capacity(self.blob_size(hash).unwrap_or(0) as usize);
+        let mut v = Vec::with_capacity(size as usize);
         self.read_blob(hash, &mut |p| {
             v.extend_from_slice(p);
             Ok(())

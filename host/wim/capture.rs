@@ -682,11 +682,10 @@ fn compress_worker(
         let next = tasks.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((seq, mut jobs)) = next else { return };
         let failure = comps.with_slot(slot, |c| {
-            for job in jobs.iter_mut().filter(|j| j.raw.len() >= 2) {
-                let run = std::panic::AssertUnwindSafe(|| c.compress(&job.raw, &mut job.compressed));
-                match std::panic::catch_unwind(run) {
-                    Ok(ok) => job.use_compressed = ok,
-                    Err(_) => return Some("the codec panicked while compressing a chunk".to_string()),
+            for job in jobs.iter_mut() {
+                let run = std::panic::AssertUnwindSafe(|| job.compress_with(c.as_mut()));
+                if std::panic::catch_unwind(run).is_err() {
+                    return Some("the codec panicked while compressing a chunk".to_string());
                 }
             }
             c.take_failure()
@@ -695,6 +694,13 @@ fn compress_worker(
             return;
         }
     }
+}
+
+/// The compression threads are gone while chunks still wait for them.
+fn compression_stopped() -> WimError {
+    WimError::Io(io::Error::other(
+        "the compression threads ended early (please report); the archive is unchanged",
+    ))
 }
 
 /// The writing side of [`read_and_store`]: blobs in progress and counts.
@@ -878,11 +884,7 @@ fn read_and_store(
                 match res_rx.recv_timeout(CANCEL_POLL) {
                     Ok(r) => take(r, &mut ready, &mut in_flight)?,
                     Err(mpsc::RecvTimeoutError::Timeout) => opts.check_cancel()?,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(WimError::Io(io::Error::other(
-                            "the compression threads ended early (please report); the archive is unchanged",
-                        )))
-                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(compression_stopped()),
                 }
                 continue;
             }
@@ -906,12 +908,9 @@ fn read_and_store(
                 if task.is_empty() {
                     return Ok(());
                 }
-                if job_tx.send((seq, std::mem::take(task))).is_err() {
-                    return Err(WimError::Io(io::Error::other(
-                        "the compression threads ended early (please report); the archive is unchanged",
-                    )));
-                }
-                Ok(())
+                job_tx
+                    .send((seq, std::mem::take(task)))
+                    .map_err(|_| compression_stopped())
             };
             for p in batch {
                 order.push_back(match p {

@@ -26,17 +26,6 @@
 //! next backup then reads those files again, which costs time, never
 //! correctness.
 
-/// What WimGuard 0.1's identity item holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FileIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    /// ctime as 100-ns ticks since 1601 (FILETIME).
-    pub ctime: u64,
-    /// Size of the unnamed data stream when captured.
-    pub size: u64,
-}
-
 /// The identity as stored in a dentry's reserved fields: compare these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IdentityKey {
@@ -44,17 +33,6 @@ pub struct IdentityKey {
     pub ino: u64,
     /// ctime as a FILETIME (reserved field 2).
     pub ctime: u64,
-}
-
-impl FileIdentity {
-    /// The stored form of this identity (device and size are not kept:
-    /// any change of size moves the ctime).
-    pub fn key(&self) -> IdentityKey {
-        IdentityKey {
-            ino: self.ino,
-            ctime: self.ctime,
-        }
-    }
 }
 
 impl IdentityKey {
@@ -78,23 +56,14 @@ mod tests {
 
     #[test]
     fn the_key_is_the_inode_and_the_ctime() {
-        let id = FileIdentity {
-            dev: 2049,
+        let k = IdentityKey {
             ino: 1234,
             ctime: 133_000_000_000_000_000,
-            size: 4096,
         };
-        let k = id.key();
         assert_eq!(k.to_reserved(), [1234, 133_000_000_000_000_000]);
         assert_eq!(IdentityKey::from_reserved(k.to_reserved()), Some(k));
-        for other in [
-            FileIdentity { ino: 1235, ..id },
-            FileIdentity {
-                ctime: id.ctime + 1,
-                ..id
-            },
-        ] {
-            assert_ne!(other.key(), k, "{other:?}");
+        for other in [[1235, k.ctime], [k.ino, k.ctime + 1]] {
+            assert_ne!(IdentityKey::from_reserved(other), Some(k), "{other:?}");
         }
         assert_eq!(IdentityKey::from_reserved([0, 0]), None);
     }

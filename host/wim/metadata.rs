@@ -98,7 +98,7 @@ impl Inode {
     /// The identity this file was captured with: from the reserved fields,
     /// or from the tagged item of WimGuard 0.1's archives.
     pub fn identity_key(&self) -> Option<IdentityKey> {
-        IdentityKey::from_reserved(self.reserved).or_else(|| self.tagged.legacy_identity().map(|id| id.key()))
+        IdentityKey::from_reserved(self.reserved).or_else(|| self.tagged.legacy_identity())
     }
 
     fn has_extra_streams(&self) -> bool {
@@ -747,24 +747,14 @@ mod tests {
 
     #[test]
     fn identity_comes_from_the_reserved_fields_or_the_old_tagged_item() {
-        use crate::identity::FileIdentity;
         use crate::tagged::TAG_WIMGUARD_IDENTITY;
-        let id = FileIdentity {
-            dev: 2049,
-            ino: 77,
-            ctime: 5,
-            size: 6,
-        };
         let mut ino = file(1);
         ino.reserved = [0, 0];
         assert_eq!(ino.identity_key(), None, "wimlib's files have none");
         // WimGuard 0.1 wrote a tagged item: the next backup still trusts it.
-        let old: Vec<u8> = [id.dev, id.ino, id.ctime, id.size]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let old: Vec<u8> = [2049u64, 77, 5, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
         ino.tagged.push(TAG_WIMGUARD_IDENTITY, &old);
-        assert_eq!(ino.identity_key(), Some(id.key()));
+        assert_eq!(ino.identity_key(), Some(IdentityKey { ino: 77, ctime: 5 }));
         // The reserved fields win when both are there.
         ino.reserved = [1, 2];
         assert_eq!(ino.identity_key().map(|k| k.to_reserved()), Some([1, 2]));

@@ -85,19 +85,6 @@ impl FileSink {
         Ok(())
     }
 
-    /// Reads back bytes already written.
-    pub fn read_at(&mut self, at: u64, out: &mut [u8]) -> io::Result<()> {
-        self.flush()?;
-        FileExt::read_exact_at(&self.file, out, at)
-    }
-
-    /// Declares everything before `end` written straight to the file (data
-    /// moved down by the caller): the next write lands at `end`.
-    pub fn continue_at(&mut self, end: u64) {
-        self.buf.clear();
-        self.buf_start = end;
-    }
-
     /// Moves the last `len` bytes written, which start at `from`, down to
     /// `to` (< `from`), and continues writing after them: a blob whose
     /// every chunk stayed raw drops the chunk table room before it. Bytes
@@ -120,7 +107,9 @@ impl FileSink {
             self.file.write_all_at(&piece[..n], to + moved)?;
             moved += n as u64;
         }
-        self.continue_at(to + len);
+        // The next write lands right after the moved bytes.
+        self.buf.clear();
+        self.buf_start = to + len;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! rdev) and extended attributes. Unknown items are kept byte for byte.
 
 use super::error::{invalid, Result};
-use super::identity::FileIdentity;
+use super::identity::IdentityKey;
 
 /// Windows NTFS object id; opaque, preserved.
 pub const TAG_OBJECT_ID: u32 = 0x0000_0001;
@@ -77,15 +77,14 @@ impl TaggedItems {
         })
     }
 
-    /// The identity item of archives written by WimGuard 0.1.
-    pub fn legacy_identity(&self) -> Option<FileIdentity> {
+    /// The identity in the item of archives written by WimGuard 0.1
+    /// (device, inode, ctime, size: only inode and ctime are compared).
+    pub fn legacy_identity(&self) -> Option<IdentityKey> {
         let d = self.find(TAG_WIMGUARD_IDENTITY, 32)?;
         let f = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().unwrap());
-        Some(FileIdentity {
-            dev: f(0),
+        Some(IdentityKey {
             ino: f(8),
             ctime: f(16),
-            size: f(24),
         })
     }
 
@@ -233,15 +232,7 @@ mod tests {
         // WimGuard 0.1's identity item: read, then dropped on a rebuild.
         let old: Vec<u8> = [7u64, 8, 9, 10].iter().flat_map(|v| v.to_le_bytes()).collect();
         t.push(TAG_WIMGUARD_IDENTITY, &old);
-        assert_eq!(
-            t.legacy_identity(),
-            Some(FileIdentity {
-                dev: 7,
-                ino: 8,
-                ctime: 9,
-                size: 10
-            })
-        );
+        assert_eq!(t.legacy_identity(), Some(IdentityKey { ino: 8, ctime: 9 }));
         let r = t.rebuilt_with(
             Some(UnixData {
                 uid: 5,

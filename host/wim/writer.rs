@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha1::{Digest, Sha1 as Sha1Hasher};
-use wimguard_sdk::Codec;
+use wimguard_sdk::{ChunkCompressor, Codec};
 
 use super::archive::WimArchive;
 use super::blob_table::{BlobEntry, BlobTable, Sha1};
@@ -62,6 +62,18 @@ pub struct ChunkJob {
     pub compressed: Vec<u8>,
     /// True when `compressed` is strictly smaller than `raw` and should be stored.
     pub use_compressed: bool,
+}
+
+impl ChunkJob {
+    /// Compresses the chunk with `c` (chunks under 2 bytes stay raw).
+    pub fn compress_with(&mut self, c: &mut dyn ChunkCompressor) {
+        self.use_compressed = self.raw.len() >= 2 && c.compress(&self.raw, &mut self.compressed);
+    }
+}
+
+/// One compressor per worker for `codec` at `chunk_size`.
+fn compressors_for(codec: &SharedCodec, chunk_size: usize) -> Arc<Compressors> {
+    Arc::new(Compressors::new(|| codec.compressor(chunk_size)))
 }
 
 enum Mode {
@@ -255,9 +267,7 @@ impl WimWriter {
             mode: Mode::New { tmp, replace },
             header,
             compression,
-            compressors: codec
-                .as_ref()
-                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
+            compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
             codec,
             blobs: HashMap::new(),
             external: HashMap::new(),
@@ -278,7 +288,7 @@ impl WimWriter {
         match &self.codec {
             Some(own) if own.name() == codec.name() => {
                 let chunk_size = self.header.chunk_size as usize;
-                self.compressors = Some(Arc::new(Compressors::new(|| codec.compressor(chunk_size))));
+                self.compressors = Some(compressors_for(&codec, chunk_size));
                 self.codec = Some(codec);
                 if let Some(cancel) = self.cancel.clone() {
                     self.watch_cancel(cancel);
@@ -347,9 +357,7 @@ impl WimWriter {
             mode: Mode::Append { old_end, old_flags },
             header: arch.header.clone(),
             compression,
-            compressors: codec
-                .as_ref()
-                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
+            compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
             codec,
             // Taken, not copied: the archive is not used after this.
             blobs: std::mem::take(&mut arch.blobs),
@@ -437,7 +445,7 @@ impl WimWriter {
     pub fn compress_chunks(&self, jobs: &mut [ChunkJob]) -> Result<()> {
         let Some(comps) = &self.compressors else { return Ok(()) };
         jobs.par_iter_mut().for_each(|j| {
-            j.use_compressed = j.raw.len() >= 2 && comps.with(|c| c.compress(&j.raw, &mut j.compressed));
+            comps.with(|c| j.compress_with(c.as_mut()));
         });
         let mut failure = None;
         comps.each(|c| {
@@ -779,9 +787,7 @@ impl WimWriter {
             mode: Mode::Upload,
             header,
             compression,
-            compressors: codec
-                .as_ref()
-                .map(|c| Arc::new(Compressors::new(|| c.compressor(chunk_size as usize)))),
+            compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
             codec,
             blobs: HashMap::new(),
             external: HashMap::new(),

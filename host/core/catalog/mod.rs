@@ -583,14 +583,24 @@ mod tests {
         assert_eq!(cat.get_backup("u1").unwrap().unwrap().status, Status::Succeeded);
         let raw = Connection::open(&path).unwrap();
         raw.pragma_update(None, "ignore_check_constraints", true).unwrap();
-        raw.execute("UPDATE backups SET status = 'paused' WHERE uuid = 'u1'", [])
-            .unwrap();
-        let e = cat.get_backup("u1").unwrap_err().to_string();
-        assert!(e.contains("\"paused\""), "{e}");
+        // Writes `sql` behind the catalog's back; `read` must then fail
+        // naming `word`.
+        let refused = |sql: &str, word: &str, read: &dyn Fn() -> Result<()>| {
+            raw.execute(sql, []).unwrap();
+            let e = read().unwrap_err().to_string();
+            assert!(e.contains(&format!("\"{word}\"")), "{e}");
+        };
+        let backup = || cat.get_backup("u1").map(drop);
+        let plugin = || cat.get_plugin("p").map(drop);
+        refused(
+            "UPDATE backups SET status = 'paused' WHERE uuid = 'u1'",
+            "paused",
+            &backup,
+        );
         let e = cat.count_by_status().unwrap_err().to_string();
         assert!(e.contains("\"paused\""), "{e}");
         // The same for a plugin's kind and runtime.
-        let plugin = PluginRecord {
+        let record = PluginRecord {
             name: "p".into(),
             kind: PluginKind::Hook,
             runtime: PluginRuntime::Wasm,
@@ -599,32 +609,30 @@ mod tests {
             api_version: "1.0".into(),
             ..PluginRecord::default()
         };
-        cat.upsert_plugin(&plugin).unwrap();
-        assert_eq!(cat.get_plugin("p").unwrap().unwrap(), plugin);
-        raw.execute("UPDATE plugins SET kind = 'sidecar' WHERE name = 'p'", [])
-            .unwrap();
-        let e = cat.get_plugin("p").unwrap_err().to_string();
-        assert!(e.contains("\"sidecar\""), "{e}");
-        raw.execute("UPDATE plugins SET kind = 'hook', runtime = 'jvm' WHERE name = 'p'", [])
-            .unwrap();
-        let e = cat.get_plugin("p").unwrap_err().to_string();
-        assert!(e.contains("\"jvm\""), "{e}");
-        raw.execute(
+        cat.upsert_plugin(&record).unwrap();
+        assert_eq!(cat.get_plugin("p").unwrap().unwrap(), record);
+        refused(
+            "UPDATE plugins SET kind = 'sidecar' WHERE name = 'p'",
+            "sidecar",
+            &plugin,
+        );
+        refused(
+            "UPDATE plugins SET kind = 'hook', runtime = 'jvm' WHERE name = 'p'",
+            "jvm",
+            &plugin,
+        );
+        refused(
             "UPDATE backups SET status = 'failed', phase = 'napping' WHERE uuid = 'u1'",
-            [],
-        )
-        .unwrap();
-        let e = cat.get_backup("u1").unwrap_err().to_string();
-        assert!(e.contains("\"napping\""), "{e}");
+            "napping",
+            &backup,
+        );
         // A codec word that names no codec, and a list that is not JSON
         // (read as empty, it would drop the backup's excludes silently).
-        raw.execute(
+        refused(
             "UPDATE backups SET phase = 'done', compression = 'LZX!' WHERE uuid = 'u1'",
-            [],
-        )
-        .unwrap();
-        let e = cat.get_backup("u1").unwrap_err().to_string();
-        assert!(e.contains("\"LZX!\""), "{e}");
+            "LZX!",
+            &backup,
+        );
         raw.execute(
             "UPDATE backups SET compression = 'lzx', excludes = '[\"*.tmp\"' WHERE uuid = 'u1'",
             [],
