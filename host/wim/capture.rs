@@ -435,6 +435,15 @@ pub fn capture(
         }
     }
 
+    // The walk is over: what only it needed goes before the data and metadata
+    // phases, which reach the peak of memory (the serialized metadata beside
+    // the tree). Growth by doubling leaves up to half of each vector unused.
+    drop(known);
+    drop(links);
+    tree.inodes.shrink_to_fit();
+    tree.dentries.shrink_to_fit();
+    jobs.shrink_to_fit();
+
     // ---- data ----
     let failed = read_and_store(writer, &mut tree, jobs, &mut report, opts, progress)?;
     opts.check_cancel()?;

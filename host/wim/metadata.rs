@@ -362,47 +362,48 @@ impl ImageTree {
     /// sorted case-insensitively then case-sensitively.
     pub fn serialize(&self) -> Vec<u8> {
         let tree = self;
-        // Children in wimlib's order, without copying the whole tree.
-        let kids: Vec<Vec<usize>> = tree
-            .dentries
-            .iter()
-            .map(|d| {
-                let mut k = d.children.clone();
-                k.sort_by(|&a, &b| compare_names(&tree.dentries[a].name, &tree.dentries[b].name));
-                k
-            })
-            .collect();
+        // Every directory's children in wimlib's order, in one flat list
+        // (`kids[first[d]..first[d + 1]]`): the bookkeeping is alive beside
+        // the growing output, the peak of a capture's memory, so it is kept
+        // to a few bytes per entry.
+        let mut first = Vec::with_capacity(tree.dentries.len() + 1);
+        let mut kids: Vec<u32> = Vec::with_capacity(tree.dentries.len());
+        for d in &tree.dentries {
+            first.push(kids.len() as u32);
+            let at = kids.len();
+            kids.extend(d.children.iter().map(|&c| c as u32));
+            kids[at..]
+                .sort_by(|&a, &b| compare_names(&tree.dentries[a as usize].name, &tree.dentries[b as usize].name));
+        }
+        first.push(kids.len() as u32);
+        let children = |d: usize| {
+            kids[first[d] as usize..first[d + 1] as usize]
+                .iter()
+                .map(|&c| c as usize)
+        };
         let counts = tree.link_counts();
         // Hard link group ids for multi-name inodes (not for dirs and reparse
         // points), numbered in write order so equal trees give equal bytes.
-        let mut group = vec![0u64; tree.inodes.len()];
-        let mut next = 1u64;
-        // Pass 1: sizes and placement.
-        let sizes: Vec<usize> = tree
-            .dentries
-            .iter()
-            .map(|d| dentry_size(d, &tree.inodes[d.inode]))
-            .collect();
-        let mut pos = vec![0usize; tree.dentries.len()];
-        let mut subdir = vec![0usize; tree.dentries.len()];
+        let mut group = vec![0u32; tree.inodes.len()];
+        let mut next = 1u32;
+        // Pass 1: where each directory's child list starts.
+        let mut subdir = vec![0u64; tree.dentries.len()];
         let root_off = (tree.security.len() + 7) & !7;
-        let mut off = root_off + sizes[0] + 8;
+        let size_of = |c: usize| dentry_size(&tree.dentries[c], &tree.inodes[tree.dentries[c].inode]);
+        let mut off = root_off + size_of(0) + 8;
         let mut order = Vec::new(); // directories whose lists are placed, in pre-order
         let mut stack = vec![0usize];
         while let Some(dir) = stack.pop() {
-            order.push(dir);
-            subdir[dir] = off;
-            for &c in &kids[dir] {
-                pos[c] = off;
-                off += sizes[c];
-            }
-            off += 8;
-            for &c in kids[dir].iter().rev() {
+            order.push(dir as u32);
+            subdir[dir] = off as u64;
+            off += children(dir).map(size_of).sum::<usize>() + 8;
+            for c in children(dir).rev() {
                 if tree.inodes[tree.dentries[c].inode].is_dir() {
                     stack.push(c);
                 }
             }
         }
+        drop(stack);
         // Pass 2: bytes.
         let mut out = Vec::with_capacity(off);
         out.extend_from_slice(&tree.security);
@@ -411,24 +412,26 @@ impl ImageTree {
             &mut out,
             &tree.dentries[0],
             &tree.inodes[tree.dentries[0].inode],
-            subdir[0] as u64,
+            subdir[0],
             0,
         );
         out.extend_from_slice(&[0; 8]);
         for dir in order {
-            debug_assert_eq!(out.len(), subdir[dir]);
-            for &c in &kids[dir] {
+            let dir = dir as usize;
+            debug_assert_eq!(out.len() as u64, subdir[dir]);
+            for c in children(dir) {
                 let d = &tree.dentries[c];
                 let ino = &tree.inodes[d.inode];
-                let sub = if ino.is_dir() { subdir[c] as u64 } else { 0 };
+                let sub = if ino.is_dir() { subdir[c] } else { 0 };
                 if counts[d.inode] > 1 && !ino.is_dir() && !ino.is_reparse() && group[d.inode] == 0 {
                     group[d.inode] = next;
                     next += 1;
                 }
-                write_dentry(&mut out, d, ino, sub, group[d.inode]);
+                write_dentry(&mut out, d, ino, sub, u64::from(group[d.inode]));
             }
             out.extend_from_slice(&[0; 8]);
         }
+        debug_assert_eq!(out.len(), off);
         out
     }
 }

@@ -665,6 +665,8 @@ impl WimWriter {
             })?;
             e.refcount = e.refcount.saturating_add(*n);
         }
+        // Freed before the metadata resource is built: that is the peak.
+        drop(refs);
         let bytes = tree.serialize();
         let hash: Sha1 = Sha1Hasher::digest(&bytes).into();
         let reshdr = self.write_buffer(&bytes, RESHDR_FLAG_METADATA)?;

@@ -475,10 +475,10 @@ impl Encoder {
                 }
             }
             if let Some(m) = self.matches_at(i).last() {
-                let l = (m.len as usize).min(maxl);
+                let l = m.len().min(maxl);
                 if l >= 3 && l > best_len + 1 {
                     best_len = l;
-                    best_dist = m.dist;
+                    best_dist = m.dist();
                 }
             }
             if best_len >= 2 {
@@ -776,7 +776,7 @@ impl Encoder {
                     }
                 }
             }
-            let longest = ms.last().map_or(0, |x| (x.len as usize).min(maxl));
+            let longest = ms.last().map_or(0, |x| x.len().min(maxl));
 
             // A very long match is taken as is: cheap, and nearly always right.
             if best_rl >= nice || longest >= nice {
@@ -797,7 +797,7 @@ impl Encoder {
                 } else {
                     let mt = ms[ms.len() - 1];
                     let mut nq = q;
-                    let code = queue_code(&mut nq, mt.dist);
+                    let code = queue_code(&mut nq, mt.dist());
                     let slot = slot_of_code(code);
                     let hdr = (longest - MIN_MATCH).min(LEN_ESCAPE);
                     let mut c = m.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr];
@@ -838,11 +838,11 @@ impl Encoder {
             // always).
             let mut prev = best_rl.max(1);
             for mt in ms {
-                let d = mt.dist;
+                let d = mt.dist();
                 if d == q[0] || d == q[1] || d == q[2] {
                     continue;
                 }
-                let top = (mt.len as usize).min(maxl);
+                let top = mt.len().min(maxl);
                 if top <= prev {
                     continue;
                 }

@@ -12,11 +12,29 @@
 /// Empty link.
 const NIL: u32 = u32::MAX;
 
-/// A match candidate: `len` bytes at distance `dist`.
+/// A match candidate: `len` bytes at distance `dist`, packed in one word
+/// (the parser caches every position's candidates, so their size is the
+/// encoder's memory): lengths need 9 bits (at most 257), distances 21 (the
+/// largest LZX window is 2 MiB).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Match {
-    pub len: u32,
-    pub dist: u32,
+pub struct Match(u32);
+
+const LEN_BITS: u32 = 9;
+
+impl Match {
+    #[inline(always)]
+    pub fn new(len: usize, dist: usize) -> Match {
+        debug_assert!(len < 1 << LEN_BITS && dist < 1 << (32 - LEN_BITS));
+        Match((dist as u32) << LEN_BITS | len as u32)
+    }
+    #[inline(always)]
+    pub fn len(self) -> usize {
+        (self.0 & ((1 << LEN_BITS) - 1)) as usize
+    }
+    #[inline(always)]
+    pub fn dist(self) -> u32 {
+        self.0 >> LEN_BITS
+    }
 }
 
 /// Search limits.
@@ -128,10 +146,7 @@ impl BtMatchFinder {
             if len > best {
                 best = len;
                 if RECORD {
-                    out.push(Match {
-                        len: len as u32,
-                        dist: dist as u32,
-                    });
+                    out.push(Match::new(len, dist));
                 }
                 if len >= nice {
                     // The old node is fully covered by the new one: splice
