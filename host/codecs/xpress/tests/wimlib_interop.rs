@@ -101,3 +101,29 @@ fn every_wimlib_level_decodes() {
         }
     }
 }
+
+#[test]
+fn text_after_a_long_run_of_random_bytes_still_compresses() {
+    // The parser searches a long run without matches ever more sparsely;
+    // the text after it must still be found and coded, and the chunk must
+    // still be valid for wimlib.
+    let w = Wimlib::load(65536, 0);
+    let mut ours = XpressCompressor::new(65536);
+    let mut rng = Rng::new(13);
+    for random_len in [600usize, 5000, 20000, 40000] {
+        let mut input = generate(common::Kind::Random, random_len, &mut rng);
+        let text = generate(common::Kind::Text, 65536 - random_len, &mut rng);
+        input.extend_from_slice(&text);
+        let (ours_len, theirs_len) = cross_check(&w, &mut ours, &input, "random then text");
+        let mut text_alone = Vec::new();
+        assert!(ours.compress_chunk(&text, &mut text_alone), "text alone must compress");
+        // The random bytes cost a little over a byte each (they share the
+        // chunk's literal codes with the text); the text about what it costs
+        // alone. Text left uncoded would blow this budget by tens of KiB.
+        let budget = random_len * 107 / 100 + text_alone.len() * 11 / 10 + 300;
+        assert!(
+            ours_len <= budget,
+            "random {random_len} + text: {ours_len} bytes, over {budget} (wimlib: {theirs_len})"
+        );
+    }
+}
