@@ -87,6 +87,10 @@ struct Item {
 /// node are derived once, when it is processed.
 const CODE_BITS: u32 = 22;
 const INF: u32 = u32::MAX;
+/// Repeat-offset queues kept by the parser: a power of two above the
+/// longest item.
+const QUEUE_RING: usize = 512;
+const _: () = assert!(QUEUE_RING > MAX_MATCH && QUEUE_RING.is_power_of_two());
 
 #[inline(always)]
 fn pack(len: u32, code: u32) -> u32 {
@@ -736,9 +740,11 @@ impl Encoder {
         costs[0] = 0;
         path.clear();
         path.resize(blen + 1, 0);
+        // The repeat offsets after each node, kept only as far back as an
+        // item reaches (a small ring stays in L1; one per node did not).
         let mut queues = std::mem::take(&mut self.queues);
         queues.clear();
-        queues.resize(blen + 1, q0);
+        queues.resize(QUEUE_RING, q0);
         let m = &*self.model;
         let mut i = bs;
         while i < be {
@@ -748,9 +754,9 @@ impl Encoder {
                 q0
             } else {
                 let (il, ic) = unpack(path[k]);
-                next_queue(queues[k - il as usize], il, ic)
+                next_queue(queues[(k - il as usize) & (QUEUE_RING - 1)], il, ic)
             };
-            queues[k] = q;
+            queues[k & (QUEUE_RING - 1)] = q;
             let maxl = MAX_MATCH.min(be - i);
             // `win[l - 1]` is the node `l` bytes ahead.
             let wc = &mut costs[k + 1..k + 1 + maxl];
