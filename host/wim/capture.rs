@@ -545,7 +545,11 @@ fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
     t
 }
 
-const BATCH_BYTES: usize = 512 << 10;
+/// Bytes the reader hands over at a time. Up to about six batches are alive
+/// at once (being read, queued, compressed, written), so this sets most of
+/// capture's buffer memory: 256 KiB measured as fast as 512 KiB on
+/// /usr/share with every codec, 1.3-1.8 MB lower peak.
+const BATCH_BYTES: usize = 256 << 10;
 
 enum Piece {
     Chunk {
