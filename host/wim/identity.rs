@@ -15,8 +15,11 @@
 //! | reserved 2 (0x20) | the ctime as a FILETIME (100 ns ticks since 1601) |
 //!
 //! Both zero means "no identity" (directories, symlinks, specials, and every
-//! image another tool wrote). The fields cost no bytes, and as plain numbers
-//! they compress as well as the times beside them. WimGuard 0.1 kept device,
+//! image another tool wrote). The fields cost no bytes uncompressed; their
+//! low bits do not compress (nanosecond ctimes, scattered inode numbers):
+//! on /usr/share (51k entries) each image's compressed metadata is 280 KB
+//! (XPRESS, 7%) or 186 KB (LZX, 5%) larger than with zeros, 0.1% of the
+//! first backup. WimGuard 0.1 kept device,
 //! inode, ctime and size in a 40-byte tagged item per file (tag
 //! `0x57474901`), which made a metadata resource about 20% larger than
 //! wimlib's for the same tree; those items are still read, and dropped when
