@@ -60,6 +60,8 @@ mod delta;
 mod direction_a;
 #[path = "interop/direction_b.rs"]
 mod direction_b;
+#[path = "interop/duplicates.rs"]
+mod duplicates;
 #[path = "interop/layout.rs"]
 mod layout;
 #[path = "interop/mixed.rs"]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -570,6 +570,96 @@ enum Piece {
     Changed {
         job: usize,
     },
+    /// Contents already stored (or sent to be stored earlier): the file
+    /// was hashed before its chunks went anywhere (see [`Prehash`]).
+    Known {
+        job: usize,
+        hash: Sha1,
+    },
+}
+
+/// Which files the reader hashes before their chunks go to the codec, so
+/// that a duplicate is never compressed only to be dropped (wimlib does the
+/// same): those whose size another file of this capture, or a blob already
+/// in the archive, shares. Used only when chunks are compressed: storing a
+/// duplicate raw costs no more than hashing it first.
+struct Prehash {
+    /// Sizes shared by two files, or by a file and a stored blob; sorted.
+    sizes: Vec<u64>,
+    /// Contents already stored or on their way (the stored blobs of those
+    /// sizes, then every file of those sizes read in full), by the first 8
+    /// bytes of their hash: a hint only, since the writer checks the whole
+    /// hash of a [`Piece::Known`] against what it stored.
+    known: std::collections::HashSet<u64>,
+}
+
+/// A file to prehash up to this size is read into memory once and, when its
+/// contents are new, sent from there; a larger one is read twice.
+const PREHASH_IN_MEMORY: u64 = 1 << 20;
+
+impl Prehash {
+    fn plan(jobs: &[DataJob], stored: impl Iterator<Item = (Sha1, u64)>) -> Prehash {
+        let mut all: Vec<u64> = jobs.iter().map(|j| j.size).collect();
+        all.sort_unstable();
+        let mut sizes: Vec<u64> = all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+        let mut known = std::collections::HashSet::new();
+        for (hash, size) in stored {
+            if all.binary_search(&size).is_ok() {
+                known.insert(Prehash::key(&hash));
+                sizes.push(size);
+            }
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        Prehash { sizes, known }
+    }
+
+    fn wanted(&self, size: u64) -> bool {
+        self.sizes.binary_search(&size).is_ok()
+    }
+
+    fn key(hash: &Sha1) -> u64 {
+        u64::from_le_bytes(hash[..8].try_into().expect("a SHA-1 has 20 bytes"))
+    }
+
+    fn is_known(&self, hash: &Sha1) -> bool {
+        self.known.contains(&Prehash::key(hash))
+    }
+
+    fn learn(&mut self, hash: &Sha1) {
+        self.known.insert(Prehash::key(hash));
+    }
+}
+
+/// The reader's outgoing batch, sent once it holds about `BATCH_BYTES`.
+struct Outbox<'a> {
+    batch: Vec<Piece>,
+    bytes: usize,
+    tx: &'a mpsc::SyncSender<Vec<Piece>>,
+}
+
+impl Outbox<'_> {
+    /// Queues `piece` (`bytes` of file data); false once the receiver is gone.
+    fn push(&mut self, piece: Piece, bytes: usize) -> bool {
+        self.batch.push(piece);
+        self.bytes += bytes;
+        if self.bytes < BATCH_BYTES {
+            return true;
+        }
+        self.bytes = 0;
+        self.tx.send(std::mem::take(&mut self.batch)).is_ok()
+    }
+}
+
+/// How reading one file ended.
+enum FileEnd {
+    /// Read to the end (zeros stand in for bytes a shrinking file lost);
+    /// its contents hash to this.
+    Read(Sha1),
+    /// A read error, already reported as [`Piece::Failed`].
+    Failed,
+    /// Cancelled, or the receiver is gone: the reader stops.
+    Stop,
 }
 
 /// How often the writing side looks at the cancel flag while it waits for
@@ -578,10 +668,19 @@ const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The reader thread: opens and reads every job in order, sends batches of
 /// about `BATCH_BYTES`. Stops at cancel, or when the receiver is gone.
-fn read_jobs(jobs: &[DataJob], chunk: usize, cancel: Option<&AtomicBool>, tx: &mpsc::SyncSender<Vec<Piece>>) {
+fn read_jobs(
+    jobs: &[DataJob],
+    chunk: usize,
+    cancel: Option<&AtomicBool>,
+    tx: &mpsc::SyncSender<Vec<Piece>>,
+    mut prehash: Option<Prehash>,
+) {
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let mut batch: Vec<Piece> = Vec::new();
-    let mut batch_bytes = 0usize;
+    let mut out = Outbox {
+        batch: Vec::new(),
+        bytes: 0,
+        tx,
+    };
     for (i, job) in jobs.iter().enumerate() {
         if cancelled() {
             return;
@@ -589,66 +688,196 @@ fn read_jobs(jobs: &[DataJob], chunk: usize, cancel: Option<&AtomicBool>, tx: &m
         let mut f = match fsutil::open_source_file(&job.path, job.id) {
             Ok(fsutil::SourceOpen::File(f)) => f,
             Ok(fsutil::SourceOpen::Changed(why)) => {
-                batch.push(Piece::Swapped { job: i, why });
+                if !out.push(Piece::Swapped { job: i, why }, 0) {
+                    return;
+                }
                 continue;
             }
             Err(e) => {
-                batch.push(Piece::Failed {
-                    job: i,
-                    error: e.to_string(),
-                });
+                if !out.push(
+                    Piece::Failed {
+                        job: i,
+                        error: e.to_string(),
+                    },
+                    0,
+                ) {
+                    return;
+                }
                 continue;
             }
         };
-        let mut h = Sha1Hasher::new();
-        let mut left = job.size;
-        let mut first = true;
-        let mut changed = false;
-        while left > 0 {
-            if cancelled() {
-                return;
-            }
-            let n = left.min(chunk as u64) as usize;
-            let mut data = vec![0u8; n];
-            match read_full(&mut f, &mut data) {
-                Ok(g) if g < n => changed = true, // file shrank: keep zeros, flag it
-                Ok(_) => {}
-                Err(e) => {
-                    batch.push(Piece::Failed {
-                        job: i,
-                        error: e.to_string(),
-                    });
-                    changed = false;
-                    break;
-                }
-            }
-            h.update(&data);
-            left -= n as u64;
-            batch_bytes += n;
-            let last = if left == 0 {
-                Some(h.clone().finalize().into())
-            } else {
-                None
-            };
-            batch.push(Piece::Chunk {
-                job: i,
-                data,
-                first,
-                last,
-            });
-            first = false;
-            if batch_bytes >= BATCH_BYTES {
-                if tx.send(std::mem::take(&mut batch)).is_err() {
-                    return;
-                }
-                batch_bytes = 0;
-            }
-        }
-        if changed {
-            batch.push(Piece::Changed { job: i });
+        let end = match prehash.as_mut().filter(|p| p.wanted(job.size)) {
+            Some(p) => prehash_file(i, &mut f, job.size, chunk, p, &cancelled, &mut out),
+            None => stream_file(i, &mut f, job.size, chunk, &cancelled, &mut out),
+        };
+        if matches!(end, FileEnd::Stop) {
+            return;
         }
     }
-    let _ = tx.send(batch);
+    let _ = tx.send(out.batch);
+}
+
+/// Reads a file of `size` bytes into chunks, hashing them; `Err` carries
+/// the read error. The bool says the file came up short (it shrank).
+fn read_chunks(
+    f: &mut fs::File,
+    size: u64,
+    chunk: usize,
+    cancelled: &dyn Fn() -> bool,
+    each: &mut dyn FnMut(Vec<u8>, Option<Sha1>) -> bool,
+) -> std::result::Result<(Option<Sha1>, bool), io::Error> {
+    let mut h = Sha1Hasher::new();
+    let mut left = size;
+    let mut changed = false;
+    while left > 0 {
+        if cancelled() {
+            return Ok((None, changed));
+        }
+        let n = left.min(chunk as u64) as usize;
+        let mut data = vec![0u8; n];
+        if read_full(f, &mut data)? < n {
+            changed = true; // file shrank: keep zeros, flag it
+        }
+        h.update(&data);
+        left -= n as u64;
+        let last = (left == 0).then(|| h.clone().finalize().into());
+        if !each(data, last) {
+            return Ok((None, changed));
+        }
+    }
+    Ok((Some(h.finalize().into()), changed))
+}
+
+/// Sends a file's chunks as they are read.
+fn stream_file(
+    job: usize,
+    f: &mut fs::File,
+    size: u64,
+    chunk: usize,
+    cancelled: &dyn Fn() -> bool,
+    out: &mut Outbox,
+) -> FileEnd {
+    let mut first = true;
+    let read = read_chunks(f, size, chunk, cancelled, &mut |data, last| {
+        let n = data.len();
+        let piece = Piece::Chunk {
+            job,
+            data,
+            first: std::mem::take(&mut first),
+            last,
+        };
+        out.push(piece, n)
+    });
+    finish_file(job, read, out)
+}
+
+/// Reports how a file's read ended: a read error as [`Piece::Failed`], a
+/// file that shrank as [`Piece::Changed`] after its chunks.
+fn finish_file(job: usize, read: std::result::Result<(Option<Sha1>, bool), io::Error>, out: &mut Outbox) -> FileEnd {
+    match read {
+        Err(e) => {
+            if out.push(
+                Piece::Failed {
+                    job,
+                    error: e.to_string(),
+                },
+                0,
+            ) {
+                FileEnd::Failed
+            } else {
+                FileEnd::Stop
+            }
+        }
+        Ok((None, _)) => FileEnd::Stop,
+        Ok((Some(hash), changed)) => {
+            if changed && !out.push(Piece::Changed { job }, 0) {
+                return FileEnd::Stop;
+            }
+            FileEnd::Read(hash)
+        }
+    }
+}
+
+/// Hashes a file before sending it: contents already known become a
+/// [`Piece::Known`]; new ones are sent (from memory when small, else read
+/// again, and hashed again: what is stored is what the second read saw).
+fn prehash_file(
+    job: usize,
+    f: &mut fs::File,
+    size: u64,
+    chunk: usize,
+    prehash: &mut Prehash,
+    cancelled: &dyn Fn() -> bool,
+    out: &mut Outbox,
+) -> FileEnd {
+    if size <= PREHASH_IN_MEMORY {
+        let mut chunks: Vec<(Vec<u8>, Option<Sha1>)> = Vec::new();
+        let read = read_chunks(f, size, chunk, cancelled, &mut |data, last| {
+            chunks.push((data, last));
+            true
+        });
+        let (hash, changed) = match read {
+            Ok((Some(hash), changed)) => (hash, changed),
+            other => return finish_file(job, other, out),
+        };
+        if prehash.is_known(&hash) {
+            if !out.push(Piece::Known { job, hash }, 0) {
+                return FileEnd::Stop;
+            }
+        } else {
+            prehash.learn(&hash);
+            for (k, (data, last)) in chunks.into_iter().enumerate() {
+                let n = data.len();
+                if !out.push(
+                    Piece::Chunk {
+                        job,
+                        data,
+                        first: k == 0,
+                        last,
+                    },
+                    n,
+                ) {
+                    return FileEnd::Stop;
+                }
+            }
+        }
+        return finish_file(job, Ok((Some(hash), changed)), out);
+    }
+    // Large: hash it through a buffer of one chunk, then decide.
+    let mut buf = vec![0u8; chunk];
+    let mut h = Sha1Hasher::new();
+    let mut left = size;
+    while left > 0 {
+        if cancelled() {
+            return FileEnd::Stop;
+        }
+        let n = left.min(chunk as u64) as usize;
+        match read_full(f, &mut buf[..n]) {
+            Ok(g) if g == n => h.update(&buf[..n]),
+            // Shrinking under us: no dedup; the second read reports it.
+            Ok(_) => break,
+            Err(e) => return finish_file(job, Err(e), out),
+        }
+        left -= n as u64;
+    }
+    if left == 0 {
+        let hash: Sha1 = h.finalize().into();
+        if prehash.is_known(&hash) {
+            return if out.push(Piece::Known { job, hash }, 0) {
+                FileEnd::Read(hash)
+            } else {
+                FileEnd::Stop
+            };
+        }
+    }
+    if let Err(e) = f.seek(io::SeekFrom::Start(0)) {
+        return finish_file(job, Err(e), out);
+    }
+    let end = stream_file(job, f, size, chunk, cancelled, out);
+    if let FileEnd::Read(hash) = end {
+        prehash.learn(&hash);
+    }
+    end
 }
 
 /// Bytes of chunks handed to the compression threads and not yet written:
@@ -667,6 +896,8 @@ enum Item {
     Failed(usize, String),
     Swapped(usize, String),
     Changed(usize),
+    /// File `job` holds contents already stored under this hash.
+    Known(usize, Sha1),
 }
 
 /// Chunks a compression thread takes at a time: fewer wake-ups than one
@@ -733,6 +964,19 @@ struct Store<'a, 'p> {
 }
 
 impl Store<'_, '_> {
+    /// File `job` is stored with contents `hash`.
+    fn file_done(&mut self, job: usize, hash: Sha1) {
+        self.tree.inodes[self.jobs[job].inode].data_hash = hash;
+        self.files_done += 1;
+        (self.progress)(&CaptureProgress {
+            phase: CapturePhase::Writing,
+            files_done: self.files_done,
+            files_total: self.files_total,
+            bytes_done: self.bytes_done,
+            bytes_total: self.bytes_total,
+        });
+    }
+
     /// Writes one item; a chunk's result is taken from `ready`.
     fn write(&mut self, item: Item, ready: &mut HashMap<u64, ChunkJob>) -> Result<()> {
         let jobs = self.jobs;
@@ -753,16 +997,21 @@ impl Store<'_, '_> {
                         self.report.new_blobs += 1;
                         self.report.bytes_stored += stored;
                     }
-                    self.tree.inodes[jobs[job].inode].data_hash = hash;
-                    self.files_done += 1;
-                    (self.progress)(&CaptureProgress {
-                        phase: CapturePhase::Writing,
-                        files_done: self.files_done,
-                        files_total: self.files_total,
-                        bytes_done: self.bytes_done,
-                        bytes_total: self.bytes_total,
-                    });
+                    self.file_done(job, hash);
                 }
+            }
+            Item::Known(job, hash) => {
+                // Its first copy was written before it (items are in order);
+                // the reader matched only a prefix of the hash.
+                if !self.writer.has_blob(&hash) {
+                    return Err(WimError::Io(io::Error::other(format!(
+                        "{}: taken for a copy of contents that are not stored (a collision of 64-bit hash prefixes, or a bug: please report); the archive is unchanged",
+                        jobs[job].path.display()
+                    ))));
+                }
+                self.report.bytes_read += jobs[job].size;
+                self.bytes_done += jobs[job].size;
+                self.file_done(job, hash);
             }
             Item::Failed(job, error) => {
                 // A read error abandons the partly written blob and drops the file.
@@ -817,16 +1066,19 @@ fn read_and_store(
     // Not a scoped thread: a cancelled backup must end (and unlock its
     // archive) even while the reader is stuck in the kernel; it exits on
     // its own at its next cancel check or send.
+    let comps = writer.compressors();
+    let prehash = comps
+        .is_some()
+        .then(|| Prehash::plan(&jobs, writer.blob_hashes_and_sizes()));
     let jobs = Arc::new(jobs);
     let reader = {
         let jobs = Arc::clone(&jobs);
         let cancel = opts.cancel.clone();
         std::thread::Builder::new()
             .name("capture-reader".into())
-            .spawn(move || read_jobs(&jobs, chunk, cancel.as_deref(), &tx))
+            .spawn(move || read_jobs(&jobs, chunk, cancel.as_deref(), &tx, prehash))
             .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the reader thread: {e}"))))?
     };
-    let comps = writer.compressors();
     let workers = if comps.is_some() {
         rayon::current_num_threads().max(1)
     } else {
@@ -950,6 +1202,7 @@ fn read_and_store(
                     Piece::Failed { job, error } => Item::Failed(job, error),
                     Piece::Swapped { job, why } => Item::Swapped(job, why),
                     Piece::Changed { job } => Item::Changed(job),
+                    Piece::Known { job, hash } => Item::Known(job, hash),
                 });
             }
             send(&mut task, task_seq)?;

@@ -810,6 +810,13 @@ impl WimWriter {
         self.external.extend(blobs);
     }
 
+    /// Every blob an image may use, stored here or external: (hash,
+    /// uncompressed size).
+    pub fn blob_hashes_and_sizes(&self) -> impl Iterator<Item = (Sha1, u64)> + '_ {
+        let own = self.blobs.values().map(|b| (b.hash, b.reshdr.original_size));
+        own.chain(self.external.iter().map(|(h, s)| (*h, *s)))
+    }
+
     /// The blobs stored in this archive so far (not the external ones).
     pub fn stored_blobs(&self) -> impl Iterator<Item = &BlobEntry> {
         self.blobs.values()
