@@ -332,7 +332,8 @@ pub fn capture(
                     continue;
                 }
             }
-            let name16: Vec<u16> = name.encode_utf16().collect();
+            let mut name16: Vec<u16> = Vec::with_capacity(name.len());
+            name16.extend(name.encode_utf16());
             if !ft.is_dir() && m.nlink() > 1 {
                 if let Some(&ino) = links.get(&(m.dev(), m.ino())) {
                     tree.add_dentry(dentry, name16, ino);
@@ -505,21 +506,37 @@ fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> 
 /// Hashes of regular files in the previous image, by relative path.
 fn known_hashes(tree: &ImageTree) -> HashMap<String, Known> {
     let mut out = HashMap::new();
-    for d in tree.walk(0).into_iter().skip(1) {
-        let ino = tree.inode_of(d);
-        if ino.data_hash == ZERO_HASH || ino.is_dir() || ino.is_reparse() {
-            continue;
-        }
-        if let Some(identity) = ino.identity_key() {
-            let path = tree.path_of(d);
-            out.insert(
-                path[1..].to_string(),
-                Known {
-                    identity,
-                    mtime: ino.last_write_time,
-                    hash: ino.data_hash,
-                },
-            );
+    // Paths are built once per directory and extended per child (the same
+    // strings the scan builds), not re-assembled from the root for every
+    // file: that was most of an unchanged re-backup's allocations.
+    let mut stack: Vec<(usize, String)> = vec![(0, String::new())];
+    while let Some((dir, dir_path)) = stack.pop() {
+        for &c in &tree.dentries[dir].children {
+            let ino = tree.inode_of(c);
+            let is_dir = ino.is_dir();
+            let identity = ino.identity_key();
+            if !is_dir && (ino.data_hash == ZERO_HASH || ino.is_reparse() || identity.is_none()) {
+                continue;
+            }
+            let name = String::from_utf16_lossy(&tree.dentries[c].name);
+            let path = if dir_path.is_empty() {
+                name
+            } else {
+                format!("{dir_path}/{name}")
+            };
+            match identity {
+                Some(identity) if !is_dir => {
+                    out.insert(
+                        path,
+                        Known {
+                            identity,
+                            mtime: ino.last_write_time,
+                            hash: ino.data_hash,
+                        },
+                    );
+                }
+                _ => stack.push((c, path)),
+            }
         }
     }
     out
