@@ -746,6 +746,7 @@ fn read_chunks(
     let mut h = Sha1Hasher::new();
     let mut left = size;
     let mut changed = false;
+    let mut hash = None;
     while left > 0 {
         if cancelled() {
             return Ok((None, changed));
@@ -757,12 +758,14 @@ fn read_chunks(
         }
         h.update(&data);
         left -= n as u64;
-        let last = (left == 0).then(|| h.clone().finalize().into());
-        if !each(data, last) {
+        if left == 0 {
+            hash = Some(std::mem::take(&mut h).finalize().into());
+        }
+        if !each(data, hash) {
             return Ok((None, changed));
         }
     }
-    Ok((Some(h.finalize().into()), changed))
+    Ok((Some(hash.unwrap_or_else(|| h.finalize().into())), changed))
 }
 
 /// Sends a file's chunks as they are read.
@@ -860,32 +863,18 @@ fn prehash_file(
         }
         return finish_file(job, Ok((Some(hash), changed)), out);
     }
-    // Large: hash it through a buffer of one chunk, then decide.
-    let mut buf = vec![0u8; chunk];
-    let mut h = Sha1Hasher::new();
-    let mut left = size;
-    while left > 0 {
-        if cancelled() {
-            return FileEnd::Stop;
-        }
-        let n = left.min(chunk as u64) as usize;
-        match read_full(f, &mut buf[..n]) {
-            Ok(g) if g == n => h.update(&buf[..n]),
-            // Shrinking under us: no dedup; the second read reports it.
-            Ok(_) => break,
-            Err(e) => return finish_file(job, Err(e), out),
-        }
-        left -= n as u64;
-    }
-    if left == 0 {
-        let hash: Sha1 = h.finalize().into();
-        if prehash.is_known(&hash) {
+    // Large: hash it first (its chunks are dropped), then decide. A file
+    // that shrank meanwhile is not matched; the second read reports it.
+    match read_chunks(f, size, chunk, cancelled, &mut |_, _| true) {
+        Ok((Some(hash), false)) if prehash.is_known(&hash) => {
             return if out.push(Piece::Known { job, hash }, 0) {
                 FileEnd::Read(hash)
             } else {
                 FileEnd::Stop
             };
         }
+        Ok((Some(_), _)) => {}
+        other => return finish_file(job, other, out),
     }
     if let Err(e) = f.seek(io::SeekFrom::Start(0)) {
         return finish_file(job, Err(e), out);
@@ -1080,13 +1069,13 @@ fn read_and_store(
     let files_total = jobs.len() as u64;
     let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
     let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(1);
-    // Not a scoped thread: a cancelled backup must end (and unlock its
-    // archive) even while the reader is stuck in the kernel; it exits on
-    // its own at its next cancel check or send.
     let comps = writer.compressors();
     let prehash = comps
         .is_some()
         .then(|| Prehash::plan(&jobs, writer.blob_hashes_and_sizes()));
+    // Not a scoped thread: a cancelled backup must end (and unlock its
+    // archive) even while the reader is stuck in the kernel; it exits on
+    // its own at its next cancel check or send.
     let jobs = Arc::new(jobs);
     let reader = {
         let jobs = Arc::clone(&jobs);

@@ -403,7 +403,6 @@ impl ImageTree {
                 }
             }
         }
-        drop(stack);
         // Pass 2: bytes.
         let mut out = Vec::with_capacity(off);
         out.extend_from_slice(&tree.security);
