@@ -9,7 +9,7 @@
 //! at once (RESOURCE_EXHAUSTED, naming the setting to raise); one that merely
 //! has to wait for others waits, for a bounded time. No gRPC here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct MemoryBudget {
     wait: Duration,
     used: Mutex<u64>,
     freed: Condvar,
+    /// Requests in [`MemoryBudget::reserve`] waiting for room right now.
+    waiting: AtomicUsize,
 }
 
 /// Bytes held from a [`MemoryBudget`]; given back on drop.
@@ -59,6 +61,22 @@ impl Drop for Reservation {
     }
 }
 
+/// Counts one request in [`MemoryBudget::waiting`] for as long as it lives.
+struct WaitCount<'a>(&'a AtomicUsize);
+
+impl<'a> WaitCount<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        WaitCount(count)
+    }
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl MemoryBudget {
     /// A budget of `limit_mib` MiB; requests wait up to `wait` for room.
     pub fn new(limit_mib: u64, wait: Duration) -> Arc<MemoryBudget> {
@@ -67,6 +85,7 @@ impl MemoryBudget {
             wait,
             used: Mutex::new(0),
             freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -82,6 +101,11 @@ impl MemoryBudget {
     /// The whole budget in bytes.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// How many requests are waiting for room right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Reserves `bytes` if there is room right now; None otherwise (the
@@ -118,6 +142,7 @@ impl MemoryBudget {
         }
         let deadline = Instant::now() + self.wait;
         let mut used = self.lock();
+        let mut counted = None;
         loop {
             if self.limit - *used >= bytes {
                 *used += bytes;
@@ -140,6 +165,7 @@ impl MemoryBudget {
                     self.wait.as_secs()
                 )));
             }
+            counted.get_or_insert_with(|| WaitCount::new(&self.waiting));
             // Wake now and then to notice a cancel.
             let slice = (deadline - now).min(Duration::from_millis(200));
             used = self
@@ -189,6 +215,17 @@ impl MemoryBudget {
     }
 }
 
+/// Blocks until `n` requests wait on `budget`: tests use it to know a
+/// request reached its wait, where a sleep would only make that likely.
+#[cfg(test)]
+pub(crate) fn wait_for_waiters(budget: &MemoryBudget, n: usize) {
+    let give_up = Instant::now() + Duration::from_secs(300);
+    while budget.waiting() != n {
+        assert!(Instant::now() < give_up, "no {n} requests came to wait for memory");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,11 +248,12 @@ mod tests {
         let first = b.reserve(8 * MIB, "a", None).unwrap();
         let b2 = b.clone();
         let waiter = std::thread::spawn(move || b2.reserve(8 * MIB, "b", None).map(|r| r.bytes()));
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for_waiters(&b, 1);
         assert_eq!(b.in_use(), 8 * MIB, "the second must wait");
         drop(first);
         assert_eq!(waiter.join().unwrap().unwrap(), 8 * MIB);
         assert_eq!(b.in_use(), 0);
+        assert_eq!(b.waiting(), 0);
     }
 
     #[test]

@@ -1076,7 +1076,7 @@ pub(crate) mod tests {
                     .map(|(r, w)| (r.bytes(), w.base_image_count()))
             })
         };
-        std::thread::sleep(Duration::from_millis(300));
+        crate::budget::wait_for_waiters(&budget, 1);
         // Lockable by another writer, and byte for byte as it was.
         drop(WimWriter::append(&wim, &*jobs.plugins).expect("the waiting backup holds the archive"));
         assert_eq!(std::fs::read(&wim).unwrap(), before);
