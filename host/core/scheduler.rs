@@ -192,22 +192,22 @@ impl Scheduler {
             updated_at: now_ms(),
             ..with_spec(old, spec)
         };
-        self.jobs.catalog().put_schedule(&rec)?;
+        // The spec's columns only: the scheduler may be recording a run.
+        if !self.jobs.catalog().update_schedule_spec(&rec)? {
+            return Err(CoreError::NotFound(format!("no schedule {id}")));
+        }
         self.wake.notify_all();
-        Ok(rec)
+        self.get(id)
     }
 
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<ScheduleRecord, CoreError> {
-        let mut rec = self.get_api(id)?;
-        if enabled && !rec.enabled {
-            // Re-enabled: slots count from now, no catch-up of the paused time.
-            rec.last_slot = Some(now_ms());
+        self.get_api(id)?;
+        // Re-enabled: slots count from now, no catch-up of the paused time.
+        if !self.jobs.catalog().set_schedule_enabled(id, enabled, now_ms())? {
+            return Err(CoreError::NotFound(format!("no schedule {id}")));
         }
-        rec.enabled = enabled;
-        rec.updated_at = now_ms();
-        self.jobs.catalog().put_schedule(&rec)?;
         self.wake.notify_all();
-        Ok(rec)
+        self.get(id)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), CoreError> {
@@ -341,7 +341,7 @@ impl Scheduler {
                 Err(e) => {
                     if rec.last_error != e.to_string() {
                         rec.last_error = e.to_string();
-                        self.jobs.catalog().put_schedule(&rec)?;
+                        self.jobs.catalog().record_schedule_run(&rec)?;
                     }
                     continue;
                 }
@@ -360,7 +360,7 @@ impl Scheduler {
                     };
                     drop(runs);
                     rec.last_slot = Some(slot.timestamp_millis());
-                    self.jobs.catalog().put_schedule(&rec)?;
+                    self.jobs.catalog().record_schedule_run(&rec)?;
                 }
                 continue;
             }
@@ -415,7 +415,7 @@ impl Scheduler {
                 None
             }
         };
-        if let Err(e) = self.jobs.catalog().put_schedule(rec) {
+        if let Err(e) = self.jobs.catalog().record_schedule_run(rec) {
             tracing::warn!(schedule = %rec.id, "cannot record a scheduled run: {e}");
         }
         started
@@ -467,7 +467,7 @@ impl Scheduler {
             };
             self.failed(rec, error, now.timestamp_millis());
         }
-        if let Err(e) = self.jobs.catalog().put_schedule(rec) {
+        if let Err(e) = self.jobs.catalog().record_schedule_run(rec) {
             tracing::warn!(schedule = %rec.id, "cannot record the end of a scheduled run: {e}");
         }
     }

@@ -156,9 +156,30 @@ fn from_row(r: &Row) -> rusqlite::Result<ScheduleRecord> {
     })
 }
 
+/// The fields of a schedule stored as text: lists and retention as JSON,
+/// the codec and the last status as words ('' for none).
+struct Encoded<'a> {
+    plugins: String,
+    compression: &'a str,
+    excludes: String,
+    retention: String,
+    last_status: &'a str,
+}
+
+fn encode(s: &ScheduleRecord) -> Encoded<'_> {
+    Encoded {
+        plugins: serde_json::to_string(&s.plugins).unwrap_or_default(),
+        compression: s.compression.as_ref().map_or("", |c| c.as_str()),
+        excludes: serde_json::to_string(&s.excludes).unwrap_or_default(),
+        retention: serde_json::to_string(&s.retention).unwrap_or_default(),
+        last_status: s.last_status.map_or("", |st| st.as_str()),
+    }
+}
+
 impl Catalog {
     /// Inserts a schedule, or replaces every field of the one with its id.
     pub fn put_schedule(&self, s: &ScheduleRecord) -> Result<()> {
+        let e = encode(s);
         self.db().execute(
             &format!(
                 "INSERT INTO schedules ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
@@ -179,17 +200,17 @@ impl Catalog {
                 s.time_zone,
                 s.source,
                 s.destination,
-                serde_json::to_string(&s.plugins).unwrap_or_default(),
-                s.compression.as_ref().map_or("", |c| c.as_str()),
-                serde_json::to_string(&s.excludes).unwrap_or_default(),
-                serde_json::to_string(&s.retention).unwrap_or_default(),
+                e.plugins,
+                e.compression,
+                e.excludes,
+                e.retention,
                 s.enabled,
                 s.created_at,
                 s.updated_at,
                 s.last_slot,
                 s.last_run_at,
                 s.last_backup_uuid,
-                s.last_status.map_or("", |st| st.as_str()),
+                e.last_status,
                 s.last_error,
                 s.skipped as i64,
                 s.retry_at,
@@ -197,6 +218,72 @@ impl Catalog {
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a schedule's run state (its last slot, run, status, error,
+    /// skipped slots and retry) and nothing else: the scheduler's write, so
+    /// an edit, a disable or a delete made while it looked at the schedule is
+    /// not undone. False when the schedule is gone.
+    pub fn record_schedule_run(&self, s: &ScheduleRecord) -> Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE schedules SET last_status = ?2, last_slot = ?3, last_run_at = ?4, last_backup_uuid = ?5, \
+             last_error = ?6, skipped = ?7, retry_at = ?8, failures = ?9 WHERE id = ?1",
+            params![
+                s.id,
+                encode(s).last_status,
+                s.last_slot,
+                s.last_run_at,
+                s.last_backup_uuid,
+                s.last_error,
+                s.skipped as i64,
+                s.retry_at,
+                s.failures
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Replaces what a schedule does (name, cron, zone, source, destination,
+    /// plugins, codec, excludes, retention, enabled) and nothing of its run
+    /// state, except that enabling a disabled one moves its last slot to
+    /// `updated_at`, as [`Catalog::set_schedule_enabled`] does. False when
+    /// the schedule is gone.
+    pub fn update_schedule_spec(&self, s: &ScheduleRecord) -> Result<bool> {
+        let e = encode(s);
+        // SET expressions see the row as it was: `enabled` there is the old value.
+        let changed = self.db().execute(
+            "UPDATE schedules SET name = ?2, cron = ?3, time_zone = ?4, source = ?5, destination = ?6, \
+             plugins = ?7, compression = ?8, excludes = ?9, retention = ?10, updated_at = ?11, \
+             last_slot = CASE WHEN ?12 AND NOT enabled THEN ?11 ELSE last_slot END, enabled = ?12 WHERE id = ?1",
+            params![
+                s.id,
+                s.name,
+                s.cron,
+                s.time_zone,
+                s.source,
+                s.destination,
+                e.plugins,
+                e.compression,
+                e.excludes,
+                e.retention,
+                s.updated_at,
+                s.enabled
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Enables or disables a schedule at `now` (Unix ms). Enabling a
+    /// disabled one also moves its last slot to `now`: the paused time is
+    /// not caught up. False when the schedule is gone.
+    pub fn set_schedule_enabled(&self, id: &str, enabled: bool, now: i64) -> Result<bool> {
+        // SET expressions see the row as it was: `enabled` there is the old value.
+        let changed = self.db().execute(
+            "UPDATE schedules SET last_slot = CASE WHEN ?2 AND NOT enabled THEN ?3 ELSE last_slot END, \
+             enabled = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, enabled, now],
+        )?;
+        Ok(changed > 0)
     }
 
     pub fn get_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
@@ -220,5 +307,75 @@ impl Catalog {
 
     pub fn delete_schedule(&self, id: &str) -> Result<bool> {
         Ok(self.db().execute("DELETE FROM schedules WHERE id = ?1", params![id])? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Status;
+    use super::*;
+
+    fn schedule(id: &str) -> ScheduleRecord {
+        ScheduleRecord {
+            id: id.into(),
+            name: "nightly".into(),
+            cron: "0 3 * * *".into(),
+            source: "/src".into(),
+            destination: "/dst/a.wim".into(),
+            enabled: true,
+            created_at: 1,
+            updated_at: 1,
+            last_slot: Some(1000),
+            ..Default::default()
+        }
+    }
+
+    /// The scheduler writes a run's outcome from a record it read before a
+    /// user disabled, edited or deleted the schedule: none of those may be
+    /// undone by that write.
+    #[test]
+    fn a_run_recorded_from_a_stale_read_keeps_what_users_changed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        cat.put_schedule(&schedule("s1")).unwrap();
+
+        let mut seen = cat.get_schedule("s1").unwrap().unwrap();
+        assert!(cat.set_schedule_enabled("s1", false, 2000).unwrap());
+        let edited = ScheduleRecord {
+            cron: "0 4 * * *".into(),
+            enabled: false,
+            updated_at: 2500,
+            ..schedule("s1")
+        };
+        assert!(cat.update_schedule_spec(&edited).unwrap());
+        seen.last_status = Some(Status::Succeeded);
+        seen.last_slot = Some(3000);
+        seen.skipped = 2;
+        assert!(cat.record_schedule_run(&seen).unwrap());
+
+        let now = cat.get_schedule("s1").unwrap().unwrap();
+        assert!(!now.enabled, "the disable was undone");
+        assert_eq!(now.cron, "0 4 * * *", "the edit was undone");
+        assert_eq!(now.last_status, Some(Status::Succeeded));
+        assert_eq!((now.last_slot, now.skipped), (Some(3000), 2));
+
+        // An edit keeps the run state; re-enabling starts the slots anew.
+        assert!(cat.update_schedule_spec(&edited).unwrap());
+        assert_eq!(cat.get_schedule("s1").unwrap().unwrap().last_status, now.last_status);
+        assert!(cat.set_schedule_enabled("s1", true, 5000).unwrap());
+        assert_eq!(cat.get_schedule("s1").unwrap().unwrap().last_slot, Some(5000));
+        assert!(cat.set_schedule_enabled("s1", true, 6000).unwrap());
+        assert_eq!(
+            cat.get_schedule("s1").unwrap().unwrap().last_slot,
+            Some(5000),
+            "enabling an enabled schedule moved its slot"
+        );
+
+        // A deleted schedule stays deleted.
+        assert!(cat.delete_schedule("s1").unwrap());
+        assert!(!cat.record_schedule_run(&seen).unwrap());
+        assert!(!cat.update_schedule_spec(&edited).unwrap());
+        assert!(!cat.set_schedule_enabled("s1", true, 7000).unwrap());
+        assert!(cat.get_schedule("s1").unwrap().is_none());
     }
 }
