@@ -425,8 +425,21 @@ fn kill_9_during_an_upload_aborts_it_at_the_next_start() {
     );
     let dest = PathBuf::from("crashy");
     let bg = BgCli::spawn(r.home(), &backup_args(&src, &dest, &["--plugin", "s3-upload"]));
+    // Killed once the upload is under way and recorded: the server has
+    // stored the multipart upload's id (the proxy sees the POST earlier,
+    // before the server has the answer).
+    let catalog = rusqlite::Connection::open(r.home().join("catalog.sqlite")).unwrap();
+    let recorded = || -> i64 {
+        catalog
+            .query_row(
+                "SELECT COUNT(*) FROM remote_objects WHERE state = 'uploading' AND upload_token != ''",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap_or(0)
+    };
     let start = Instant::now();
-    while r.proxy.count("POST") < 1 {
+    while recorded() < 1 {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "the upload never started: {:?}\n{}",
@@ -435,6 +448,7 @@ fn kill_9_during_an_upload_aborts_it_at_the_next_start() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(catalog);
     r.server.take().unwrap().kill9();
     drop(bg);
     r.proxy.clear_rules();
