@@ -49,7 +49,7 @@ fn many_random_seeds() {
 #[test]
 fn compressible_data_shrinks() {
     let mut rng = Rng::new(3);
-    for kind in [1usize, 2, 3, 4, 5] {
+    for kind in [1usize, 2, 3, 4, 5, 8] {
         let data = generate(kind, 32_768, &mut rng);
         let mut out = Vec::new();
         assert!(compress(&data, &mut out), "kind {kind} did not compress");

@@ -24,7 +24,7 @@ impl Rng {
     }
 }
 
-pub const KINDS: usize = 8;
+pub const KINDS: usize = 9;
 
 /// Generates `len` bytes of one of several flavours (`kind % KINDS`).
 pub fn generate(kind: usize, len: usize, rng: &mut Rng) -> Vec<u8> {
@@ -56,6 +56,20 @@ pub fn generate(kind: usize, len: usize, rng: &mut Rng) -> Vec<u8> {
                     let s = generate(k, n, rng);
                     v.extend_from_slice(&s);
                 }
+            }
+        }
+        8 => {
+            // Table rows: one record repeated with a byte or two changed in
+            // each copy (a row number, a flag), the shape gap matches
+            // (match, literal, repeat match) are for.
+            let width = 8 + rng.below(120) as usize;
+            let mut row: Vec<u8> = (0..width).map(|_| rng.byte()).collect();
+            while v.len() < len {
+                for _ in 0..1 + rng.below(2) {
+                    let at = rng.below(width as u64) as usize;
+                    row[at] = rng.byte();
+                }
+                v.extend_from_slice(&row);
             }
         }
         _ => {
