@@ -155,19 +155,25 @@ pub struct CaptureReport {
 /// Receives progress reports (often: every batch of 2 MiB, every 1000 scanned entries).
 pub type ProgressFn<'a> = dyn FnMut(&CaptureProgress) + 'a;
 
+/// A directory the scan has yet to list.
+struct DirToScan {
+    path: PathBuf,
+    /// Its dentry in the new image.
+    dentry: usize,
+    /// Its path relative to the source; kept only for `--exclude`.
+    rel: String,
+    /// (device, inode) as listed: what may be opened for it.
+    id: (u64, u64),
+    /// The same directory's dentry in the previous image, if it had one.
+    before: Option<usize>,
+}
+
 struct DataJob {
     inode: usize,
     path: PathBuf,
     size: u64,
     /// (device, inode) as listed: what may be read for it.
     id: (u64, u64),
-}
-
-/// What the previous image knew about a path.
-struct Known {
-    identity: IdentityKey,
-    mtime: u64,
-    hash: Sha1,
 }
 
 fn unix_of(m: &fs::Metadata) -> UnixData {
@@ -255,7 +261,6 @@ pub fn capture(
     }
     let mut report = CaptureReport::default();
     let excludes = build_excludes(src, &opts.excludes)?;
-    let known = previous.map(known_hashes).unwrap_or_default();
 
     // ---- scan ----
     let mut root = base_inode(&root_meta, FILE_ATTRIBUTE_DIRECTORY);
@@ -266,11 +271,29 @@ pub fn capture(
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
     let own_output = writer.output_identity();
     let mut jobs: Vec<DataJob> = Vec::new();
-    // (directory path, its dentry, path relative to the source, its listed (dev, ino))
-    let mut stack: Vec<(PathBuf, usize, String, (u64, u64))> = vec![(src.to_path_buf(), 0, String::new(), root_id)];
+    let mut stack = vec![DirToScan {
+        path: src.to_path_buf(),
+        dentry: 0,
+        rel: String::new(),
+        id: root_id,
+        before: previous.map(|_| 0),
+    }];
     let mut scanned = 0u64;
-    while let Some((dir, dentry, rel_dir, dir_id)) = stack.pop() {
+    while let Some(DirToScan {
+        path: dir,
+        dentry,
+        rel: rel_dir,
+        id: dir_id,
+        before: prev_dir,
+    }) = stack.pop()
+    {
         opts.check_cancel()?;
+        // The previous image's entries of this directory, by name: an
+        // unchanged file there keeps its hash without being read.
+        let prev_entries = match (previous, prev_dir) {
+            (Some(prev), Some(d)) => previous_entries(prev, d),
+            _ => Vec::new(),
+        };
         // Only the root may be reached through a symlink (the user named it).
         let mut entries = match fsutil::list_source_dir(&dir, dir_id, dentry == 0) {
             Ok(Ok(names)) => names,
@@ -309,10 +332,10 @@ pub fn capture(
                 ));
                 continue;
             };
-            let rel = if rel_dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel_dir}/{name}")
+            let rel = match &excludes {
+                None => String::new(),
+                Some(_) if rel_dir.is_empty() => name.to_string(),
+                Some(_) => format!("{rel_dir}/{name}"),
             };
             let m = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
@@ -334,6 +357,10 @@ pub fn capture(
             }
             let mut name16: Vec<u16> = Vec::with_capacity(name.len());
             name16.extend(name.encode_utf16());
+            let before = prev_entries
+                .binary_search_by(|(n, _, _)| (*n).cmp(&name16[..]))
+                .ok()
+                .map(|i| (prev_entries[i].1, prev_entries[i].2));
             if !ft.is_dir() && m.nlink() > 1 {
                 if let Some(&ino) = links.get(&(m.dev(), m.ino())) {
                     tree.add_dentry(dentry, name16, ino);
@@ -414,13 +441,19 @@ pub fn capture(
             }
             if is_file && size > 0 {
                 report.bytes_total += size;
-                let reuse = known.get(&rel).filter(|k| {
-                    let id = tree.inodes[idx].identity_key();
-                    Some(k.identity) == id && k.mtime == tree.inodes[idx].last_write_time && writer.has_blob(&k.hash)
+                let now = &tree.inodes[idx];
+                let reuse = before.map(|(_, was)| was).filter(|was| {
+                    !was.is_dir()
+                        && !was.is_reparse()
+                        && was.data_hash != ZERO_HASH
+                        && was.identity_key().is_some()
+                        && was.identity_key() == now.identity_key()
+                        && was.last_write_time == now.last_write_time
+                        && writer.has_blob(&was.data_hash)
                 });
                 match reuse {
-                    Some(k) => {
-                        tree.inodes[idx].data_hash = k.hash;
+                    Some(was) => {
+                        tree.inodes[idx].data_hash = was.data_hash;
                         report.reused += 1;
                     }
                     None => jobs.push(DataJob {
@@ -431,7 +464,13 @@ pub fn capture(
                     }),
                 }
             } else if is_dir {
-                stack.push((path, d, rel, (m.dev(), m.ino())));
+                stack.push(DirToScan {
+                    path,
+                    dentry: d,
+                    rel,
+                    id: (m.dev(), m.ino()),
+                    before: before.filter(|(_, was)| was.is_dir()).map(|(c, _)| c),
+                });
             }
         }
     }
@@ -439,7 +478,6 @@ pub fn capture(
     // The walk is over: what only it needed goes before the data and metadata
     // phases, which reach the peak of memory (the serialized metadata beside
     // the tree). Growth by doubling leaves up to half of each vector unused.
-    drop(known);
     drop(links);
     tree.inodes.shrink_to_fit();
     tree.dentries.shrink_to_fit();
@@ -503,43 +541,18 @@ fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> 
         .map_err(|e| WimError::Invalid(format!("bad --exclude patterns: {e}")))
 }
 
-/// Hashes of regular files in the previous image, by relative path.
-fn known_hashes(tree: &ImageTree) -> HashMap<String, Known> {
-    let mut out = HashMap::new();
-    // Paths are built once per directory and extended per child (the same
-    // strings the scan builds), not re-assembled from the root for every
-    // file: that was most of an unchanged re-backup's allocations.
-    let mut stack: Vec<(usize, String)> = vec![(0, String::new())];
-    while let Some((dir, dir_path)) = stack.pop() {
-        for &c in &tree.dentries[dir].children {
-            let ino = tree.inode_of(c);
-            let is_dir = ino.is_dir();
-            let identity = ino.identity_key();
-            if !is_dir && (ino.data_hash == ZERO_HASH || ino.is_reparse() || identity.is_none()) {
-                continue;
-            }
-            let name = String::from_utf16_lossy(&tree.dentries[c].name);
-            let path = if dir_path.is_empty() {
-                name
-            } else {
-                format!("{dir_path}/{name}")
-            };
-            match identity {
-                Some(identity) if !is_dir => {
-                    out.insert(
-                        path,
-                        Known {
-                            identity,
-                            mtime: ino.last_write_time,
-                            hash: ino.data_hash,
-                        },
-                    );
-                }
-                _ => stack.push((c, path)),
-            }
-        }
-    }
-    out
+/// The entries of directory `dir` of the previous image (name, dentry,
+/// inode), sorted by name for lookup by the names the scan lists. Walking
+/// the previous tree beside the scan, one directory at a time, needs no
+/// path strings and no map of every file of the image.
+fn previous_entries(prev: &ImageTree, dir: usize) -> Vec<(&[u16], usize, &Inode)> {
+    let mut v: Vec<(&[u16], usize, &Inode)> = prev.dentries[dir]
+        .children
+        .iter()
+        .map(|&c| (prev.dentries[c].name.as_slice(), c, prev.inode_of(c)))
+        .collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
 }
 
 /// A copy of `tree` without the names of the given inodes (files we could not read).
