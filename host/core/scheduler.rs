@@ -331,6 +331,13 @@ impl Scheduler {
                 if !self.jobs.is_running(uuid) {
                     self.runs().running.remove(&rec.id);
                     self.finish(&mut rec, uuid, now);
+                    // Retention may have taken a while: decide on the
+                    // schedule as it is now (disabled, edited or deleted
+                    // meanwhile), with the outcome just recorded.
+                    match self.jobs.catalog().get_schedule(&rec.id)? {
+                        Some(fresh) => rec = fresh,
+                        None => continue,
+                    }
                 }
             }
             if !rec.enabled {

@@ -222,12 +222,16 @@ impl Catalog {
 
     /// Records a schedule's run state (its last slot, run, status, error,
     /// skipped slots and retry) and nothing else: the scheduler's write, so
-    /// an edit, a disable or a delete made while it looked at the schedule is
-    /// not undone. False when the schedule is gone.
+    /// an edit, a disable, a re-enable or a delete made while it looked at
+    /// the schedule is not undone. False when the schedule is gone.
     pub fn record_schedule_run(&self, s: &ScheduleRecord) -> Result<bool> {
         let changed = self.db().execute(
-            "UPDATE schedules SET last_status = ?2, last_slot = ?3, last_run_at = ?4, last_backup_uuid = ?5, \
-             last_error = ?6, skipped = ?7, retry_at = ?8, failures = ?9 WHERE id = ?1",
+            // The slot only moves forward: a re-enable made meanwhile set it
+            // to "now", and the stale one would catch up the paused time.
+            "UPDATE schedules SET last_status = ?2, \
+             last_slot = CASE WHEN last_slot IS NULL OR last_slot < ?3 THEN ?3 ELSE last_slot END, \
+             last_run_at = ?4, last_backup_uuid = ?5, last_error = ?6, skipped = ?7, retry_at = ?8, failures = ?9 \
+             WHERE id = ?1",
             params![
                 s.id,
                 encode(s).last_status,
@@ -359,15 +363,29 @@ mod tests {
         assert_eq!(now.last_status, Some(Status::Succeeded));
         assert_eq!((now.last_slot, now.skipped), (Some(3000), 2));
 
-        // An edit keeps the run state; re-enabling starts the slots anew.
+        // An edit keeps the run state; re-enabling starts the slots anew,
+        // and a run recorded from before the re-enable does not move them back.
         assert!(cat.update_schedule_spec(&edited).unwrap());
         assert_eq!(cat.get_schedule("s1").unwrap().unwrap().last_status, now.last_status);
         assert!(cat.set_schedule_enabled("s1", true, 5000).unwrap());
         assert_eq!(cat.get_schedule("s1").unwrap().unwrap().last_slot, Some(5000));
+        assert!(cat.record_schedule_run(&seen).unwrap());
+        assert_eq!(cat.get_schedule("s1").unwrap().unwrap().last_slot, Some(5000));
+        // Enabling through an edit does the same.
+        assert!(cat.set_schedule_enabled("s1", false, 5500).unwrap());
+        let enabled = ScheduleRecord {
+            enabled: true,
+            updated_at: 5600,
+            ..edited.clone()
+        };
+        assert!(cat.update_schedule_spec(&enabled).unwrap());
+        let after = cat.get_schedule("s1").unwrap().unwrap();
+        assert!(after.enabled);
+        assert_eq!(after.last_slot, Some(5600));
         assert!(cat.set_schedule_enabled("s1", true, 6000).unwrap());
         assert_eq!(
             cat.get_schedule("s1").unwrap().unwrap().last_slot,
-            Some(5000),
+            Some(5600),
             "enabling an enabled schedule moved its slot"
         );
 
