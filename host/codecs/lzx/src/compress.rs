@@ -762,8 +762,9 @@ impl Encoder {
         costs[0] = 0;
         path.clear();
         path.resize(blen + 1, 0);
-        // The repeat offsets after each node, kept only as far back as an
-        // item reaches (a small ring stays in L1; one per node did not).
+        // The repeat offsets after each node, kept only as far back as a
+        // step reaches, a gap match the farthest (a small ring stays in L1;
+        // one per node did not).
         let mut queues = std::mem::take(&mut self.queues);
         queues.clear();
         queues.resize(QUEUE_RING, q0);

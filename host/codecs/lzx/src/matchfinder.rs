@@ -142,7 +142,7 @@ impl BtMatchFinder {
                 out.push(Match::new(3, dist));
             }
         }
-        if max_len < 4 || best >= lim.nice_len {
+        if max_len < 4 {
             return best;
         }
         let h = self.hash4(d, cur);
