@@ -342,10 +342,11 @@ fn retention_after_each_run_and_forget_on_demand_with_a_dry_run_that_changes_not
 fn kill_9_during_a_scheduled_run_leaves_it_interrupted_and_the_next_slot_runs() {
     let env = Env::new();
     // Runs wait in their pre-hook until the gate file exists: the kill
-    // lands mid-run however slow the machine is.
+    // lands mid-run however slow the machine is. (At most 5 minutes: the
+    // hook the kill orphans must not outlive a failed test for long.)
     let gate = env.path("gate");
     env.write_config(&format!(
-        "appSecret: sched-test\nhooks:\n  pre:\n    - {{ command: [\"/bin/sh\", \"-c\", \"while [ ! -e '{}' ]; do sleep 0.1; done\"], timeout: 300 }}\n",
+        "appSecret: sched-test\nhooks:\n  pre:\n    - {{ command: [\"/bin/sh\", \"-c\", \"i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\"], timeout: 300 }}\n",
         gate.display()
     ));
     let server = Server::start(&env.home);
