@@ -62,17 +62,22 @@ def run(cmd, env=None):
 def paired(wl_cmd, wg_cmd, env, reps, before):
     """Runs both tools `reps` times, taking turns to go first, with
     `before(tool)` (removing outputs) ahead of every run; returns ((best time,
-    highest RSS) of wimlib, same of wimguard). Single runs on a shared VM
-    mislead: the second of two extracts into tmpfs ran up to 2.5x slower
-    than the first, whichever tool it was."""
+    highest RSS) of wimlib, same of wimguard, the time ratio of each round).
+    Single runs on a shared VM mislead: the second of two extracts into
+    tmpfs ran up to 2.5x slower than the first, whichever tool it was. The
+    rounds' ratios show how much one run says."""
     best = {"wl": (float("inf"), 0.0), "wg": (float("inf"), 0.0)}
+    ratios = []
     for i in range(max(reps, 1)):
         order = (("wl", wl_cmd, None), ("wg", wg_cmd, env))
+        times = {}
         for tool, cmd, e in (order if i % 2 == 0 else order[::-1]):
             before(tool)
             t, m = run(cmd, e)
+            times[tool] = t
             best[tool] = (min(best[tool][0], t), max(best[tool][1], m))
-    return best["wl"], best["wg"]
+        ratios.append(times["wg"] / max(times["wl"], 1e-9))
+    return best["wl"], best["wg"], ratios
 
 
 def main():
@@ -145,20 +150,24 @@ def main():
             for copy in pristine.values():
                 os.remove(copy)
             grow = (os.path.getsize(wl_wim) - sizes[0], os.path.getsize(wg_wim) - sizes[1])
-            for step, ((wlt, wlm), (wgt, wgm)) in steps.items():
-                rows.append((codec, step, wlt, wgt, wgm, wlm))
-            rows.append((codec, "size", sizes[0], sizes[1], None, None))
-            rows.append((codec, "append growth", grow[0], grow[1], None, None))
+            for step, ((wlt, wlm), (wgt, wgm), ratios) in steps.items():
+                rows.append((codec, step, wlt, wgt, wgm, wlm, ratios))
+            rows.append((codec, "size", sizes[0], sizes[1], None, None, None))
+            rows.append((codec, "append growth", grow[0], grow[1], None, None, None))
             os.remove(wl_wim)
             os.remove(wg_wim)
         print()
         print(f"tree: {tree}; threads: {args.threads}")
-        print(f"{'codec':7} {'step':17} {'wimlib':>12} {'wimguard':>12} {'ratio':>7}   {'RSS wimlib':>10} {'RSS wg':>8} {'ratio':>6}")
-        for codec, step, a, b, wgm, wlm in rows:
+        print("times are each tool's best round; 'rounds' is the lowest and highest time ratio of a single round")
+        print(f"{'codec':7} {'step':17} {'wimlib':>12} {'wimguard':>12} {'ratio':>7} {'rounds':>11}   "
+              f"{'RSS wimlib':>10} {'RSS wg':>8} {'ratio':>6}")
+        for codec, step, a, b, wgm, wlm, ratios in rows:
             if wgm is None:
                 print(f"{codec:7} {step:17} {a:>12} {b:>12} {b / max(a, 1):7.3f}")
             else:
-                print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f}   {wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f} {spread:>11}   "
+                      f"{wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
         if not args.no_extras:
             threads_scaling(wg, tree, work)
             size_scaling(wg, work, tree_sizes, args.scratch)
