@@ -472,20 +472,32 @@ pub fn apply(
         report.symlinks += 1;
     }
 
-    // 5. Metadata: non-directories, then directories deepest first.
+    // 5. Metadata: non-directories (each inode once, in parallel: a path
+    // walk and three or four system calls each), then directories deepest
+    // first, so a directory that denies entry is closed after its contents.
     let mut done: HashSet<usize> = HashSet::new();
-    for &d in &selected {
-        let inode = tree.dentries[d].inode;
-        let ino = &tree.inodes[inode];
-        if kind_of(ino) == Kind::Dir || not_created.contains(&d) || !done.insert(inode) {
-            continue;
-        }
-        set_metadata(&targets.path(d), ino, kind_of(ino), restore_owner, &mut report)?;
-    }
+    let files: Vec<usize> = selected
+        .iter()
+        .copied()
+        .filter(|&d| {
+            let inode = tree.dentries[d].inode;
+            kind_of(&tree.inodes[inode]) != Kind::Dir && !not_created.contains(&d) && done.insert(inode)
+        })
+        .collect();
+    let warnings = files
+        .par_iter()
+        .map(|&d| {
+            let ino = tree.inode_of(d);
+            let mut warnings = Vec::new();
+            set_metadata(&targets.path(d), ino, kind_of(ino), restore_owner, &mut warnings)?;
+            Ok(warnings)
+        })
+        .collect::<Result<Vec<Vec<String>>>>()?;
+    report.warnings.extend(warnings.into_iter().flatten());
     for &d in selected.iter().rev() {
         let ino = tree.inode_of(d);
         if kind_of(ino) == Kind::Dir {
-            set_metadata(&targets.path(d), ino, Kind::Dir, restore_owner, &mut report)?;
+            set_metadata(&targets.path(d), ino, Kind::Dir, restore_owner, &mut report.warnings)?;
         }
     }
     Ok(report)
@@ -663,14 +675,13 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Res
 }
 
 /// Sets owner, xattrs, mode and times of `p` (which exists: names left
-/// out are not passed here).
-fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: &mut ApplyReport) -> Result<()> {
+/// out are not passed here); what could not be set but need not stop the
+/// restore goes to `warnings`.
+fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, warnings: &mut Vec<String>) -> Result<()> {
     let unix = ino.tagged.unix_data();
     if let (Some(u), true) = (unix, restore_owner) {
         if let Err(e) = std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid)) {
-            report
-                .warnings
-                .push(format!("{}: cannot set owner {}:{}: {e}", p.display(), u.uid, u.gid));
+            warnings.push(format!("{}: cannot set owner {}:{}: {e}", p.display(), u.uid, u.gid));
         }
     }
     match ino.tagged.xattrs() {
@@ -679,7 +690,7 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, report: 
                 if let Err(e) = fsutil::set_xattr(p, &name, &value) {
                     // Linux refuses user.* xattrs on symlinks; not worth a warning.
                     if !(kind == Kind::Symlink && e.raw_os_error() == Some(libc::EPERM)) {
-                        report.warnings.push(format!(
+                        warnings.push(format!(
                             "{}: cannot set extended attribute {}: {e}",
                             p.display(),
                             String::from_utf8_lossy(&name)
