@@ -133,7 +133,10 @@ fn remove_snapshots(
             let removed = images.iter().filter(|i| i.removed).count() as f64;
             if let Some(limit) = req.optimize_above {
                 if !images.is_empty() && removed / images.len() as f64 > limit {
-                    crate::ops::consolidate(jobs, &remote.plugin, &remote.name, &mut |_, _| {})?;
+                    // This job holds the archive already.
+                    crate::metrics::job("consolidate", || {
+                        crate::ops::consolidate_held(jobs, &remote.plugin, &remote.name, &mut |_, _| {})
+                    })?;
                     report.optimized = true;
                 }
             }

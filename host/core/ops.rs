@@ -457,25 +457,37 @@ pub fn consolidate(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
     crate::metrics::job("consolidate", || {
-        let archive = RemoteArchive::new(plugin, name)?;
-        let store = jobs.object_store(plugin)?;
-        let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
-            .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
-        let (compression, codec) = match codec_id.standard() {
-            Some(c) => (c, crate::wim::codecs::codec_for(c)?),
-            None => match jobs.resolve_codec(&codec_id)? {
-                crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
-                crate::jobs::CodecChoice::Standard { compression, .. } => {
-                    (compression, crate::wim::codecs::codec_for(compression)?)
-                }
-            },
-        };
-        let key = Path::new(&archive.id()).to_path_buf();
+        let key = Path::new(&RemoteArchive::new(plugin, name)?.id()).to_path_buf();
         jobs.lock_archive(&key, "consolidation")?;
-        let result = crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress);
+        let result = consolidate_held(jobs, plugin, name, progress);
         jobs.unlock_archive(&key);
         result
     })
+}
+
+/// [`consolidate`] for a caller that already holds the archive (retention,
+/// right after it removed snapshots: taking the archive again would find it
+/// busy with that very job).
+pub(crate) fn consolidate_held(
+    jobs: &Jobs,
+    plugin: &str,
+    name: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<crate::remote::manage::Consolidated, CoreError> {
+    let archive = RemoteArchive::new(plugin, name)?;
+    let store = jobs.object_store(plugin)?;
+    let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
+        .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
+    let (compression, codec) = match codec_id.standard() {
+        Some(c) => (c, crate::wim::codecs::codec_for(c)?),
+        None => match jobs.resolve_codec(&codec_id)? {
+            crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
+            crate::jobs::CodecChoice::Standard { compression, .. } => {
+                (compression, crate::wim::codecs::codec_for(compression)?)
+            }
+        },
+    };
+    crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress)
 }
 
 /// Rebuilds the catalog from the remote archives of `plugins` and the local

@@ -40,17 +40,80 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn full_then_delta_restore_and_delete() {
-    let t = tempfile::tempdir().unwrap();
-    let home = t.path().join("home");
+/// A job runner with its home under `dir` and a [`DirStore`] in
+/// `dir/bucket` registered as the destination plugin `dirstore`.
+fn jobs_with_dir_store(dir: &Path) -> (Arc<crate::jobs::Jobs>, Arc<DirStore>) {
+    let home = dir.join("home");
     fs::create_dir_all(&home).unwrap();
     let jobs = jobs_for_tests(&home);
-    let store = Arc::new(DirStore::new(&t.path().join("bucket")));
+    let store = Arc::new(DirStore::new(&dir.join("bucket")));
     jobs.test_stores
         .lock()
         .unwrap()
         .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
+    (jobs, store)
+}
+
+/// Backs `src` up into `archive` as snapshot number `round` (0-based);
+/// returns its uuid and the size of the object it added.
+fn back_up(
+    jobs: &crate::jobs::Jobs,
+    store: &Arc<DirStore>,
+    archive: &RemoteArchive,
+    src: &Path,
+    round: i64,
+) -> (String, u64) {
+    let uuid = format!("00000000-0000-0000-0000-{round:012}");
+    let mut rec = BackupRecord {
+        uuid: uuid.clone(),
+        status: Status::Running,
+        phase: crate::catalog::Phase::Scanning,
+        source: src.display().to_string(),
+        destination: archive.id(),
+        compression: crate::catalog::CodecName::Lzx,
+        name: format!("r{round}"),
+        created_at: now_ms() + round,
+        ..BackupRecord::default()
+    };
+    jobs.catalog().insert_backup(&rec).unwrap();
+    let target = super::backup::Target {
+        catalog: jobs.catalog(),
+        memory: jobs.memory(),
+        store: store.clone(),
+        archive: archive.clone(),
+    };
+    let opts = CaptureOptions {
+        name: rec.name.clone(),
+        backup_uuid: uuid.clone(),
+        ..CaptureOptions::default()
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let uploaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let up = uploaded.clone();
+    super::backup::capture(
+        &target,
+        &mut rec,
+        src,
+        Compression::Lzx,
+        None,
+        32768,
+        &opts,
+        &cancel,
+        &mut |_| {},
+        Box::new(move |n| up.store(n, Ordering::Relaxed)),
+        &|| {},
+    )
+    .unwrap();
+    let key = store.path(&archive.object_key(round as u32 + 1));
+    let size = fs::metadata(&key).unwrap().len();
+    assert_eq!(uploaded.load(Ordering::Relaxed), size, "every byte sent once");
+    (uuid, size)
+}
+
+#[test]
+fn full_then_delta_restore_and_delete() {
+    let t = tempfile::tempdir().unwrap();
+    let (jobs, store) = jobs_with_dir_store(t.path());
     let archive = RemoteArchive::new("dirstore", "nightly").unwrap();
     let src = t.path().join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
@@ -64,50 +127,7 @@ fn full_then_delta_restore_and_delete() {
         if round == 1 {
             fs::write(src.join("new.txt"), b"added later\n").unwrap();
         }
-        let uuid = format!("00000000-0000-0000-0000-00000000000{round}");
-        let mut rec = BackupRecord {
-            uuid: uuid.clone(),
-            status: Status::Running,
-            phase: crate::catalog::Phase::Scanning,
-            source: src.display().to_string(),
-            destination: archive.id(),
-            compression: crate::catalog::CodecName::Lzx,
-            name: format!("r{round}"),
-            created_at: now_ms() + round,
-            ..BackupRecord::default()
-        };
-        jobs.catalog().insert_backup(&rec).unwrap();
-        let target = super::backup::Target {
-            catalog: jobs.catalog(),
-            memory: jobs.memory(),
-            store: store.clone(),
-            archive: archive.clone(),
-        };
-        let opts = CaptureOptions {
-            name: rec.name.clone(),
-            backup_uuid: uuid.clone(),
-            ..CaptureOptions::default()
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        let uploaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let up = uploaded.clone();
-        super::backup::capture(
-            &target,
-            &mut rec,
-            &src,
-            Compression::Lzx,
-            None,
-            32768,
-            &opts,
-            &cancel,
-            &mut |_| {},
-            Box::new(move |n| up.store(n, Ordering::Relaxed)),
-            &|| {},
-        )
-        .unwrap();
-        let key = t.path().join("bucket").join(archive.object_key(round as u32 + 1));
-        let size = fs::metadata(&key).unwrap().len();
-        assert_eq!(uploaded.load(Ordering::Relaxed), size, "every byte sent once");
+        let (uuid, size) = back_up(&jobs, &store, &archive, &src, round);
         if round == 1 {
             assert!(
                 size < 1 << 20,
@@ -219,4 +239,49 @@ fn full_then_delta_restore_and_delete() {
         super::backup::chain_codec(jobs2.catalog(), &archive).unwrap(),
         Some((crate::catalog::CodecName::Lzx, 32768))
     );
+}
+
+/// Scheduled retention removes snapshots of a remote archive and, past
+/// `optimizeAbove`, consolidates it in the same job: it holds the archive
+/// once (taking it again for the consolidation found it busy with itself,
+/// and every such retention failed).
+#[test]
+fn retention_consolidates_the_remote_archive_it_holds() {
+    let t = tempfile::tempdir().unwrap();
+    let (jobs, store) = jobs_with_dir_store(t.path());
+    let archive = RemoteArchive::new("dirstore", "kept").unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut uuids = Vec::new();
+    for round in 0..3 {
+        fs::write(
+            src.join(format!("f{round}.txt")),
+            format!("round {round}\n").repeat(100),
+        )
+        .unwrap();
+        uuids.push(back_up(&jobs, &store, &archive, &src, round).0);
+    }
+    let expected = tree_bytes(&src);
+    let req = crate::forget::ForgetRequest {
+        archive: archive.id(),
+        rules: crate::catalog::schedules::RetentionSpec {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+        optimize_above: Some(0.5),
+        ..Default::default()
+    };
+    let report = crate::forget::forget(&jobs, &req).unwrap();
+    assert_eq!(report.removed, 2);
+    assert!(report.optimized, "two of three images removed, above 0.5: consolidated");
+    // One object of the kept snapshot; the archive is free again.
+    assert!(store.path(&archive.object_key(4)).exists());
+    for seq in 1..=3 {
+        assert!(!store.path(&archive.object_key(seq)).exists(), "object {seq} was kept");
+    }
+    let rec = jobs.catalog().get_backup(&uuids[2]).unwrap().unwrap();
+    let out = t.path().join("out");
+    crate::ops::restore(&jobs, &rec, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert!(tree_bytes(&out) == expected);
+    crate::ops::consolidate(&jobs, "dirstore", "kept", &mut |_, _| {}).expect("the archive is not left held");
 }

@@ -32,7 +32,8 @@ impl DirStore {
             read_bytes: AtomicU64::new(0),
         }
     }
-    fn path(&self, key: &str) -> PathBuf {
+    /// Where object `key` lives.
+    pub fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
 }
