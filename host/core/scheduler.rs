@@ -325,7 +325,12 @@ impl Scheduler {
 
     /// One look at every schedule.
     fn tick(&self, now: DateTime<Utc>) -> Result<(), CoreError> {
-        for mut rec in self.jobs.catalog().list_schedules()? {
+        for listed in self.jobs.catalog().list_schedules()? {
+            // Each schedule as it is now: an earlier one's retention may
+            // have taken a while, and this one changed or went meanwhile.
+            let Some(mut rec) = self.jobs.catalog().get_schedule(&listed.id)? else {
+                continue;
+            };
             let running = self.runs().running.get(&rec.id).cloned();
             if let Some(uuid) = &running {
                 if !self.jobs.is_running(uuid) {
