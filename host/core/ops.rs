@@ -507,6 +507,13 @@ pub fn rebuild_catalog(
             total.added += r.added;
             total.skipped.extend(r.skipped);
         };
+        // Each archive is held while its rows are replaced, like any job.
+        let take = |id: &str| jobs.lock_archive(Path::new(id), "catalog rebuild");
+        let give_back = |id: &str| jobs.unlock_archive(Path::new(id));
+        let lock = crate::remote::rebuild::ArchiveLock {
+            take: &take,
+            give_back: &give_back,
+        };
         for p in plugins {
             reading(&format!("the archives of plugin {p}"));
             let store = jobs.object_store(p)?;
@@ -515,6 +522,7 @@ pub fn rebuild_catalog(
                 &store,
                 p,
                 &**jobs.plugins(),
+                &lock,
             )?);
         }
         for a in archives {
@@ -527,6 +535,7 @@ pub fn rebuild_catalog(
                 jobs.catalog(),
                 path,
                 &**jobs.plugins(),
+                &lock,
             )?);
         }
         Ok(total)

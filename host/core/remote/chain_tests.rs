@@ -216,14 +216,24 @@ fn full_then_delta_restore_and_delete() {
         .lock()
         .unwrap()
         .insert("dirstore".into(), store.clone() as Arc<dyn ObjectStore>);
-    let found = super::rebuild::rebuild_remote(
-        jobs2.catalog(),
-        &(store.clone() as Arc<dyn ObjectStore>),
-        "dirstore",
-        &**jobs2.plugins(),
-    )
-    .unwrap();
+    // An archive a job holds is left alone (its rows would be replaced
+    // with what was listed before the job ended), and said so.
+    let key = std::path::PathBuf::from(archive.id());
+    jobs2.lock_archive(&key, "backup").unwrap();
+    let plugins = ["dirstore".to_string()];
+    let found = crate::ops::rebuild_catalog(&jobs2, &plugins, &[], &mut |_| {}).unwrap();
+    assert_eq!((found.archives, found.added), (0, 0), "{found:?}");
+    assert!(
+        found.skipped.iter().any(|s| s.contains("busy (job backup)")),
+        "{found:?}"
+    );
+    assert!(jobs2.catalog().get_backup(&uuids[1]).unwrap().is_none());
+    jobs2.unlock_archive(&key);
+    let found = crate::ops::rebuild_catalog(&jobs2, &plugins, &[], &mut |_| {}).unwrap();
     assert_eq!((found.archives, found.snapshots, found.added), (1, 1, 1), "{found:?}");
+    // The rebuild gave the archive back.
+    jobs2.lock_archive(&key, "backup").unwrap();
+    jobs2.unlock_archive(&key);
     let rec2 = jobs2
         .catalog()
         .get_backup(&uuids[1])

@@ -4,7 +4,7 @@
 //! for local archives the files named. Snapshots reappear with their
 //! original backup uuids (kept in each image's XML), sources and times.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,6 +27,14 @@ pub struct Rebuilt {
     pub added: u64,
     /// Images skipped (not made by WimGuard, or deleted), with the reason.
     pub skipped: Vec<String>,
+}
+
+/// The job runner's per-archive hold, as a rebuild needs it: `take(id)`
+/// fails (CONFLICT) while a backup, delete or consolidation has the archive;
+/// `give_back(id)` ends the hold.
+pub struct ArchiveLock<'a> {
+    pub take: &'a dyn Fn(&str) -> Result<(), CoreError>,
+    pub give_back: &'a dyn Fn(&str),
 }
 
 /// A backup record for image `info` found in archive `destination`.
@@ -70,122 +78,166 @@ pub fn rebuild_remote(
     store: &Arc<dyn ObjectStore>,
     plugin: &str,
     codecs: &dyn CodecResolver,
+    lock: &ArchiveLock,
 ) -> Result<Rebuilt, CoreError> {
-    let mut keys = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let (page, next) = store.list("", cursor.as_deref())?;
-        keys.extend(page);
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    // By archive name: objects by number, and the deleted snapshots.
-    let mut archives: BTreeMap<String, (BTreeMap<u32, super::ObjectInfo>, HashSet<String>)> = BTreeMap::new();
-    for o in keys {
-        let Some((name, rest)) = o.key.split_once('/') else {
-            continue;
-        };
-        let Ok(archive) = RemoteArchive::new(plugin, name) else {
-            continue;
-        };
-        let entry = archives.entry(name.to_string()).or_default();
-        if let Some(uuid) = rest.strip_prefix("removed/") {
-            entry.1.insert(uuid.to_string());
-        } else if let Some(seq) = archive.seq_of_key(&o.key) {
-            entry.0.insert(seq, o);
-        }
-    }
+    let names: BTreeSet<String> = list_all(store, "")?
+        .into_iter()
+        .filter_map(|o| o.key.split_once('/').map(|(name, _)| name.to_string()))
+        .filter(|name| RemoteArchive::new(plugin, name).is_ok())
+        .collect();
     let mut report = Rebuilt::default();
-    for (name, (objects, removed)) in archives {
-        if objects.is_empty() {
-            continue;
-        }
+    for name in names {
         let archive = RemoteArchive::new(plugin, &name)?;
         let id = archive.id();
-        let mut rows = Vec::new();
-        let mut blobs: HashMap<crate::wim::blob_table::Sha1, RemoteBlob> = HashMap::new();
-        // Each snapshot from the newest object holding it (a consolidation
-        // copies images forward; the old objects may linger after a crash).
-        let mut images: HashMap<String, (RemoteImage, ImageInfo, CodecName)> = HashMap::new();
-        for (seq, info) in &objects {
-            let source = Arc::new(RemoteSource::new(store.clone(), &info.key, info.size));
-            let label = format!("{plugin}:{}", info.key);
-            let a = WimArchive::from_source(Path::new(&label), source, codecs)
-                .map_err(|e| CoreError::DataLoss(format!("{label} cannot be read: {e}")))?;
-            let compression = codec_id(&a)?;
-            rows.push(RemoteObject {
-                archive: id.clone(),
-                seq: *seq,
-                key: info.key.clone(),
-                state: ObjectState::Complete,
-                upload_token: String::new(),
-                backup_uuid: String::new(),
-                compression: compression.clone(),
-                chunk_size: a.header.chunk_size,
-                size: info.size,
-                etag: info.etag.clone().unwrap_or_default(),
-                sha256: String::new(),
-                created_at: crate::catalog::now_ms(),
-            });
-            for b in a.blobs.values() {
-                blobs.insert(
-                    b.hash,
-                    RemoteBlob {
-                        seq: *seq,
-                        entry: b.clone(),
-                    },
-                );
-            }
-            for img in a.images() {
-                if img.backup_uuid.is_empty() {
-                    report
-                        .skipped
-                        .push(format!("{label} image {}: not made by a wimguard backup", img.index));
-                    continue;
-                }
-                let Some(meta) = a.metadata.get(img.index as usize - 1) else {
-                    continue;
-                };
-                let remote = RemoteImage {
-                    backup_uuid: img.backup_uuid.clone(),
-                    archive: id.clone(),
-                    seq: *seq,
-                    image_index: img.index,
-                    metadata: meta.clone(),
-                    removed: removed.contains(&img.backup_uuid),
-                };
-                images.insert(img.backup_uuid.clone(), (remote, img, compression.clone()));
-            }
-            report.objects += 1;
+        // Held while its rows are replaced: a backup, delete or
+        // consolidation finishing in between would be undone.
+        if let Err(e) = (lock.take)(&id) {
+            report.skipped.push(format!("not rebuilt: {e}"));
+            continue;
         }
-        let mut image_rows = Vec::new();
-        let mut backups = Vec::new();
-        for (uuid, (img, info, compression)) in images {
-            if img.removed {
-                report.skipped.push(format!("snapshot {uuid} of {id}: deleted"));
-            } else {
-                backups.push(record_for(&info, &id, &compression, img.seq));
-                report.snapshots += 1;
-            }
-            image_rows.push(img);
-        }
-        let known: HashSet<String> = backups
-            .iter()
-            .filter(|b| catalog.get_backup(&b.uuid).ok().flatten().is_some())
-            .map(|b| b.uuid.clone())
-            .collect();
-        report.added += backups.iter().filter(|b| !known.contains(&b.uuid)).count() as u64;
-        let blob_rows: Vec<RemoteBlob> = blobs.into_values().collect();
-        catalog.replace_remote_archive(&id, &rows, &image_rows, &blob_rows, &backups)?;
-        report.archives += 1;
+        let result = rebuild_archive(catalog, store, &archive, codecs, &mut report);
+        (lock.give_back)(&id);
+        result?;
     }
     Ok(report)
 }
 
-/// Adds to the catalog the snapshots of local archive `path` it lacks.
-pub fn rebuild_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
+/// Every object under `prefix`, page by page.
+fn list_all(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Vec<super::ObjectInfo>, CoreError> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = store.list(prefix, cursor.as_deref())?;
+        keys.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// Replaces the catalog's rows of `archive` with what its objects hold
+/// (listed now, under the caller's hold).
+fn rebuild_archive(
+    catalog: &Catalog,
+    store: &Arc<dyn ObjectStore>,
+    archive: &RemoteArchive,
+    codecs: &dyn CodecResolver,
+    report: &mut Rebuilt,
+) -> Result<(), CoreError> {
+    let plugin = archive.plugin.as_str();
+    // Objects by number, and the deleted snapshots.
+    let mut objects: BTreeMap<u32, super::ObjectInfo> = BTreeMap::new();
+    let mut removed: HashSet<String> = HashSet::new();
+    for o in list_all(store, &format!("{}/", archive.name))? {
+        let Some((_, rest)) = o.key.split_once('/') else {
+            continue;
+        };
+        if let Some(uuid) = rest.strip_prefix("removed/") {
+            removed.insert(uuid.to_string());
+        } else if let Some(seq) = archive.seq_of_key(&o.key) {
+            objects.insert(seq, o);
+        }
+    }
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let id = archive.id();
+    let mut rows = Vec::new();
+    let mut blobs: HashMap<crate::wim::blob_table::Sha1, RemoteBlob> = HashMap::new();
+    // Each snapshot from the newest object holding it (a consolidation
+    // copies images forward; the old objects may linger after a crash).
+    let mut images: HashMap<String, (RemoteImage, ImageInfo, CodecName)> = HashMap::new();
+    for (seq, info) in &objects {
+        let source = Arc::new(RemoteSource::new(store.clone(), &info.key, info.size));
+        let label = format!("{plugin}:{}", info.key);
+        let a = WimArchive::from_source(Path::new(&label), source, codecs)
+            .map_err(|e| CoreError::DataLoss(format!("{label} cannot be read: {e}")))?;
+        let compression = codec_id(&a)?;
+        rows.push(RemoteObject {
+            archive: id.clone(),
+            seq: *seq,
+            key: info.key.clone(),
+            state: ObjectState::Complete,
+            upload_token: String::new(),
+            backup_uuid: String::new(),
+            compression: compression.clone(),
+            chunk_size: a.header.chunk_size,
+            size: info.size,
+            etag: info.etag.clone().unwrap_or_default(),
+            sha256: String::new(),
+            created_at: crate::catalog::now_ms(),
+        });
+        for b in a.blobs.values() {
+            blobs.insert(
+                b.hash,
+                RemoteBlob {
+                    seq: *seq,
+                    entry: b.clone(),
+                },
+            );
+        }
+        for img in a.images() {
+            if img.backup_uuid.is_empty() {
+                report
+                    .skipped
+                    .push(format!("{label} image {}: not made by a wimguard backup", img.index));
+                continue;
+            }
+            let Some(meta) = a.metadata.get(img.index as usize - 1) else {
+                continue;
+            };
+            let remote = RemoteImage {
+                backup_uuid: img.backup_uuid.clone(),
+                archive: id.clone(),
+                seq: *seq,
+                image_index: img.index,
+                metadata: meta.clone(),
+                removed: removed.contains(&img.backup_uuid),
+            };
+            images.insert(img.backup_uuid.clone(), (remote, img, compression.clone()));
+        }
+        report.objects += 1;
+    }
+    let mut image_rows = Vec::new();
+    let mut backups = Vec::new();
+    for (uuid, (img, info, compression)) in images {
+        if img.removed {
+            report.skipped.push(format!("snapshot {uuid} of {id}: deleted"));
+        } else {
+            backups.push(record_for(&info, &id, &compression, img.seq));
+            report.snapshots += 1;
+        }
+        image_rows.push(img);
+    }
+    let known: HashSet<String> = backups
+        .iter()
+        .filter(|b| catalog.get_backup(&b.uuid).ok().flatten().is_some())
+        .map(|b| b.uuid.clone())
+        .collect();
+    report.added += backups.iter().filter(|b| !known.contains(&b.uuid)).count() as u64;
+    let blob_rows: Vec<RemoteBlob> = blobs.into_values().collect();
+    catalog.replace_remote_archive(&id, &rows, &image_rows, &blob_rows, &backups)?;
+    report.archives += 1;
+    Ok(())
+}
+
+/// Adds to the catalog the snapshots of local archive `path` it lacks,
+/// holding the archive meanwhile (a delete in between would come back).
+pub fn rebuild_local(
+    catalog: &Catalog,
+    path: &Path,
+    codecs: &dyn CodecResolver,
+    lock: &ArchiveLock,
+) -> Result<Rebuilt, CoreError> {
+    let key = path.display().to_string();
+    (lock.take)(&key)?;
+    let result = adopt_local(catalog, path, codecs);
+    (lock.give_back)(&key);
+    result
+}
+
+fn adopt_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
     let a = WimArchive::open(path, codecs).map_err(|e| match e {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("{} does not exist", path.display()))
