@@ -381,15 +381,19 @@ pub fn restore(
 /// size before and after.
 pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64), CoreError> {
     crate::metrics::job("delete", || {
-        let rec = jobs
-            .catalog()
-            .get_backup(uuid)?
-            .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
+        // Asked before the record is read: a job records its final status
+        // before it stops running, so what is read next is final (read
+        // first, a job ending in between looked unfinished and its image
+        // stayed in the archive).
         if jobs.is_running(uuid) {
             return Err(CoreError::Conflict(format!(
                 "backup {uuid} is still running; cancel it first"
             )));
         }
+        let rec = jobs
+            .catalog()
+            .get_backup(uuid)?
+            .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
         if rec.status() != Status::Succeeded {
             jobs.catalog().delete_backup(uuid)?;
             return Ok((rec, 0, 0));
