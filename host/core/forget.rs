@@ -134,9 +134,7 @@ fn remove_snapshots(
             if let Some(limit) = req.optimize_above {
                 if !images.is_empty() && removed / images.len() as f64 > limit {
                     // This job holds the archive already.
-                    crate::metrics::job("consolidate", || {
-                        crate::ops::consolidate_held(jobs, &remote.plugin, &remote.name, &mut |_, _| {})
-                    })?;
+                    crate::ops::consolidate_held(jobs, &remote.plugin, &remote.name, &mut |_, _| {})?;
                     report.optimized = true;
                 }
             }

@@ -460,13 +460,11 @@ pub fn consolidate(
     name: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
-    crate::metrics::job("consolidate", || {
-        let key = Path::new(&RemoteArchive::new(plugin, name)?.id()).to_path_buf();
-        jobs.lock_archive(&key, "consolidation")?;
-        let result = consolidate_held(jobs, plugin, name, progress);
-        jobs.unlock_archive(&key);
-        result
-    })
+    let key = Path::new(&RemoteArchive::new(plugin, name)?.id()).to_path_buf();
+    jobs.lock_archive(&key, "consolidation")?;
+    let result = consolidate_held(jobs, plugin, name, progress);
+    jobs.unlock_archive(&key);
+    result
 }
 
 /// [`consolidate`] for a caller that already holds the archive (retention,
@@ -478,20 +476,22 @@ pub(crate) fn consolidate_held(
     name: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
-    let archive = RemoteArchive::new(plugin, name)?;
-    let store = jobs.object_store(plugin)?;
-    let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
-        .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
-    let (compression, codec) = match codec_id.standard() {
-        Some(c) => (c, crate::wim::codecs::codec_for(c)?),
-        None => match jobs.resolve_codec(&codec_id)? {
-            crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
-            crate::jobs::CodecChoice::Standard { compression, .. } => {
-                (compression, crate::wim::codecs::codec_for(compression)?)
-            }
-        },
-    };
-    crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress)
+    crate::metrics::job("consolidate", || {
+        let archive = RemoteArchive::new(plugin, name)?;
+        let store = jobs.object_store(plugin)?;
+        let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
+            .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
+        let (compression, codec) = match codec_id.standard() {
+            Some(c) => (c, crate::wim::codecs::codec_for(c)?),
+            None => match jobs.resolve_codec(&codec_id)? {
+                crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
+                crate::jobs::CodecChoice::Standard { compression, .. } => {
+                    (compression, crate::wim::codecs::codec_for(compression)?)
+                }
+            },
+        };
+        crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress)
+    })
 }
 
 /// Rebuilds the catalog from the remote archives of `plugins` and the local

@@ -325,10 +325,10 @@ impl Scheduler {
 
     /// One look at every schedule.
     fn tick(&self, now: DateTime<Utc>) -> Result<(), CoreError> {
-        for listed in self.jobs.catalog().list_schedules()? {
+        for id in self.jobs.catalog().schedule_ids()? {
             // Each schedule as it is now: an earlier one's retention may
             // have taken a while, and this one changed or went meanwhile.
-            let Some(mut rec) = self.jobs.catalog().get_schedule(&listed.id)? else {
+            let Some(mut rec) = self.jobs.catalog().get_schedule(&id)? else {
                 continue;
             };
             let running = self.runs().running.get(&rec.id).cloned();

@@ -446,8 +446,7 @@ pub fn capture(
                     !was.is_dir()
                         && !was.is_reparse()
                         && was.data_hash != ZERO_HASH
-                        && was.identity_key().is_some()
-                        && was.identity_key() == now.identity_key()
+                        && was.identity_key().is_some_and(|k| Some(k) == now.identity_key())
                         && was.last_write_time == now.last_write_time
                         && writer.has_blob(&was.data_hash)
                 });

@@ -301,6 +301,16 @@ impl Catalog {
             .optional()?)
     }
 
+    /// The ids of every schedule, oldest first.
+    pub fn schedule_ids(&self) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT id FROM schedules ORDER BY created_at, id")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+
     /// Every schedule, oldest first.
     pub fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {
         let db = self.db();

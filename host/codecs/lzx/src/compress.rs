@@ -824,11 +824,7 @@ impl Encoder {
             // A very long match is taken as is: cheap, and nearly always right.
             if best_rl >= nice || longest >= nice {
                 if best_rl >= longest {
-                    let hdr = (best_rl - MIN_MATCH).min(LEN_ESCAPE);
-                    let mut c = m.main[NUM_CHARS + best_r * NUM_LEN_HEADERS + hdr];
-                    if hdr == LEN_ESCAPE {
-                        c += m.len[best_rl - MIN_MATCH - LEN_ESCAPE];
-                    }
+                    let c = m.len_cost(best_r, best_rl);
                     relax(
                         &mut wc[best_rl - 1],
                         &mut wi[best_rl - 1],
@@ -842,11 +838,7 @@ impl Encoder {
                     let mut nq = q;
                     let code = queue_code(&mut nq, mt.dist());
                     let slot = slot_of_code(code);
-                    let hdr = (longest - MIN_MATCH).min(LEN_ESCAPE);
-                    let mut c = m.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr];
-                    if hdr == LEN_ESCAPE {
-                        c += m.len[longest - MIN_MATCH - LEN_ESCAPE];
-                    }
+                    let mut c = m.len_cost(slot, longest);
                     if slot >= 3 {
                         c += m.offset_cost(code, slot);
                     }
