@@ -92,7 +92,7 @@ pub fn rebuild_remote(
         // Held while its rows are replaced: a backup, delete or
         // consolidation finishing in between would be undone.
         if let Err(e) = (lock.take)(&id) {
-            report.skipped.push(format!("not rebuilt: {e}"));
+            report.skipped.push(e.to_string());
             continue;
         }
         let result = rebuild_archive(catalog, store, &archive, codecs, &mut report);
