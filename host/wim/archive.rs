@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha1::{Digest, Sha1 as Sha1Hasher};
 
-use super::blob_table::{BlobEntry, BlobTable, Sha1};
+use super::blob_table::{BlobEntry, BlobIndex, BlobTable, Sha1};
 use super::codecs::{codec_for_archive, CodecResolver, Decompressors, SharedCodec};
 use super::error::{invalid, Result, WimError};
 use super::header::{Header, HEADER_SIZE, VERSION_SOLID};
@@ -28,7 +28,7 @@ pub struct WimArchive {
     pub file_size: u64,
     pub header: Header,
     /// File-data blobs of this archive's own blob table, by SHA-1.
-    pub blobs: HashMap<Sha1, BlobEntry>,
+    pub blobs: BlobIndex,
     /// Blobs this archive's images use that live in other archives (wimlib's
     /// `--ref`: the earlier objects of a delta chain), by SHA-1: which of
     /// `ref_sources` holds each and where.
@@ -139,13 +139,12 @@ impl WimArchive {
             .as_ref()
             .map(|c| Decompressors::new(|| c.decompressor(header.chunk_size as usize)));
 
-        let blobs = table.blobs.into_iter().map(|b| (b.hash, b)).collect();
         Ok(WimArchive {
             path: path.to_path_buf(),
             source,
             file_size,
             header,
-            blobs,
+            blobs: table.blobs,
             refs: HashMap::new(),
             ref_sources: Vec::new(),
             metadata: table.metadata,

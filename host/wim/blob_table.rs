@@ -43,7 +43,132 @@ pub struct BlobTable {
     /// One per image, in image order.
     pub metadata: Vec<BlobEntry>,
     /// File-data blobs, unique by hash.
-    pub blobs: Vec<BlobEntry>,
+    pub blobs: BlobIndex,
+}
+
+/// File-data blob entries, unique by hash, found by hash.
+///
+/// Every file of a tree being captured or extracted has one, so their size
+/// is a large part of a small tree's memory: the entries sit in one vector
+/// and the hash table holds only their 4-byte positions. A map from hash to
+/// entry took 88 bytes a bucket (a quarter to half of them empty) and, while
+/// it grew, held the old and the new buckets at once. The table is hashed
+/// with the standard library's keyed hasher, not with the SHA-1's own bytes:
+/// a hostile archive could list many hashes that start alike.
+#[derive(Default, Clone)]
+pub struct BlobIndex {
+    entries: Vec<BlobEntry>,
+    positions: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl std::fmt::Debug for BlobIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.entries.iter()).finish()
+    }
+}
+
+impl BlobIndex {
+    fn hash_of(hasher: &std::hash::RandomState, h: &Sha1) -> u64 {
+        std::hash::BuildHasher::hash_one(hasher, h)
+    }
+
+    fn position(&self, h: &Sha1) -> Option<usize> {
+        let entries = &self.entries;
+        self.positions
+            .find(Self::hash_of(&self.hasher, h), |&i| entries[i as usize].hash == *h)
+            .map(|&i| i as usize)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains_key(&self, h: &Sha1) -> bool {
+        self.position(h).is_some()
+    }
+
+    pub fn get(&self, h: &Sha1) -> Option<&BlobEntry> {
+        self.position(h).map(|i| &self.entries[i])
+    }
+
+    pub fn get_mut(&mut self, h: &Sha1) -> Option<&mut BlobEntry> {
+        self.position(h).map(|i| &mut self.entries[i])
+    }
+
+    /// Adds `entry` under its hash, replacing (and returning) the entry
+    /// that hash had.
+    pub fn insert(&mut self, entry: BlobEntry) -> Option<BlobEntry> {
+        if let Some(i) = self.position(&entry.hash) {
+            return Some(std::mem::replace(&mut self.entries[i], entry));
+        }
+        let at = u32::try_from(self.entries.len()).expect("fewer than 2^32 blobs");
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.positions
+            .insert_unique(Self::hash_of(hasher, &entry.hash), at, |&i| {
+                Self::hash_of(hasher, &entries[i as usize].hash)
+            });
+        self.entries.push(entry);
+        None
+    }
+
+    /// Removes the entry of hash `h`. The last entry takes its place, so
+    /// [`values`](Self::values) changes order.
+    pub fn remove(&mut self, h: &Sha1) -> Option<BlobEntry> {
+        let hh = Self::hash_of(&self.hasher, h);
+        let entries = &self.entries;
+        let at = match self.positions.find_entry(hh, |&i| entries[i as usize].hash == *h) {
+            Ok(found) => found.remove().0 as usize,
+            Err(_) => return None,
+        };
+        let last = self.entries.len() - 1;
+        if at != last {
+            // The last entry moves to `at`: its position changes with it.
+            let moved = Self::hash_of(&self.hasher, &self.entries[last].hash);
+            let entries = &self.entries;
+            if let Some(p) = self
+                .positions
+                .find_mut(moved, |&i| entries[i as usize].hash == entries[last].hash)
+            {
+                *p = at as u32;
+            }
+        }
+        Some(self.entries.swap_remove(at))
+    }
+
+    /// The entries, in the order they were added (until a removal).
+    pub fn values(&self) -> std::slice::Iter<'_, BlobEntry> {
+        self.entries.iter()
+    }
+
+    /// The hashes, in the order of [`values`](Self::values).
+    pub fn keys(&self) -> impl Iterator<Item = &Sha1> {
+        self.entries.iter().map(|e| &e.hash)
+    }
+
+    /// Room for `more` entries without growing.
+    pub fn reserve(&mut self, more: usize) {
+        self.entries.reserve(more);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.positions
+            .reserve(more, |&i| Self::hash_of(hasher, &entries[i as usize].hash));
+    }
+}
+
+impl FromIterator<BlobEntry> for BlobIndex {
+    /// Later entries of a hash replace earlier ones.
+    fn from_iter<I: IntoIterator<Item = BlobEntry>>(iter: I) -> Self {
+        let mut index = BlobIndex::default();
+        for e in iter {
+            index.insert(e);
+        }
+        index
+    }
 }
 
 impl BlobTable {
@@ -51,7 +176,6 @@ impl BlobTable {
     /// empty blobs, duplicates and unused metadata entries are skipped.
     pub fn parse(raw: &[u8], image_count: u32, file_size: u64, solid_version: bool) -> Result<BlobTable> {
         let mut table = BlobTable::default();
-        let mut seen = std::collections::HashSet::new();
         for (i, e) in raw.chunks_exact(BLOB_ENTRY_SIZE).enumerate() {
             let le = Le(e);
             let what = "blob table entry";
@@ -96,8 +220,9 @@ impl BlobTable {
                 if table.metadata.len() < image_count as usize {
                     table.metadata.push(entry);
                 }
-            } else if seen.insert(entry.hash) {
-                table.blobs.push(entry);
+            } else if !table.blobs.contains_key(&entry.hash) {
+                // The first entry of a hash wins, as in wimlib.
+                table.blobs.insert(entry);
             }
         }
         if table.metadata.len() < image_count as usize {
@@ -111,16 +236,85 @@ impl BlobTable {
     }
 
     /// Serializes metadata entries first (image order), then blobs by offset.
-    pub fn to_bytes(metadata: &[BlobEntry], blobs: &[BlobEntry]) -> Vec<u8> {
+    pub fn to_bytes<'a>(metadata: &[BlobEntry], blobs: impl ExactSizeIterator<Item = &'a BlobEntry>) -> Vec<u8> {
         let mut out = Vec::with_capacity((metadata.len() + blobs.len()) * BLOB_ENTRY_SIZE);
         for e in metadata {
             e.write(&mut out);
         }
-        let mut sorted: Vec<&BlobEntry> = blobs.iter().collect();
+        let mut sorted: Vec<&BlobEntry> = blobs.collect();
         sorted.sort_by_key(|e| e.reshdr.offset);
         for e in sorted {
             e.write(&mut out);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32, offset: u64) -> BlobEntry {
+        let mut hash = [0u8; 20];
+        hash[..4].copy_from_slice(&n.to_le_bytes());
+        hash[19] = 1;
+        BlobEntry {
+            reshdr: ResHdr {
+                size_in_wim: 10,
+                flags: 0,
+                offset,
+                original_size: 10,
+            },
+            part_number: 1,
+            refcount: n,
+            hash,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_every_entry_after_removals_and_replacements() {
+        let mut index = BlobIndex::default();
+        for n in 0..1000 {
+            assert!(index.insert(entry(n, u64::from(n) * 10)).is_none());
+        }
+        // Removing the last, the first and entries in between moves the last
+        // entry into each hole; every survivor must still be found.
+        let gone: Vec<u32> = (0..1000).filter(|n| n % 3 == 0 || *n == 999).collect();
+        for &n in gone.iter().rev() {
+            assert_eq!(index.remove(&entry(n, 0).hash).map(|e| e.refcount), Some(n));
+        }
+        assert!(index.remove(&entry(0, 0).hash).is_none(), "removed twice");
+        for n in 0..1000 {
+            let found = index.get(&entry(n, 0).hash).map(|e| e.refcount);
+            assert_eq!(found, (!gone.contains(&n)).then_some(n), "entry {n}");
+        }
+        assert_eq!(index.len(), 1000 - gone.len());
+        assert_eq!(index.values().count(), index.len());
+        assert!(index.keys().all(|h| index.contains_key(h)));
+
+        // Insert replaces the entry of the same hash and returns the old one.
+        let old = index.insert(entry(1, 12345)).expect("1 was there");
+        assert_eq!(old.reshdr.offset, 10);
+        assert_eq!(index.get(&entry(1, 0).hash).map(|e| e.reshdr.offset), Some(12345));
+        assert_eq!(index.len(), 1000 - gone.len());
+        index.get_mut(&entry(2, 0).hash).expect("2 is there").refcount = 77;
+        assert_eq!(index.get(&entry(2, 0).hash).map(|e| e.refcount), Some(77));
+    }
+
+    #[test]
+    fn parsing_keeps_the_first_entry_of_a_duplicated_hash_and_writes_by_offset() {
+        let (a, b, dup) = (entry(1, 200), entry(2, 100), entry(1, 300));
+        let mut raw = Vec::new();
+        for e in [&a, &b, &dup] {
+            e.write(&mut raw);
+        }
+        let table = BlobTable::parse(&raw, 0, 1000, false).expect("valid table");
+        assert_eq!(table.blobs.len(), 2);
+        assert_eq!(table.blobs.get(&a.hash).map(|e| e.reshdr.offset), Some(200));
+        let out = BlobTable::to_bytes(&[], table.blobs.values());
+        let mut want = Vec::new();
+        b.write(&mut want);
+        a.write(&mut want);
+        assert_eq!(out, want);
     }
 }

@@ -20,7 +20,7 @@ use sha1::{Digest, Sha1 as Sha1Hasher};
 use wimguard_sdk::{ChunkCompressor, Codec};
 
 use super::archive::WimArchive;
-use super::blob_table::{BlobEntry, BlobTable, Sha1};
+use super::blob_table::{BlobEntry, BlobIndex, BlobTable, Sha1};
 use super::codecs::{codec_for, CodecResolver, Compressors, SharedCodec};
 use super::error::{Result, WimError};
 use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS};
@@ -97,7 +97,7 @@ pub struct WimWriter {
     compression: Compression,
     codec: Option<SharedCodec>,
     compressors: Option<Arc<Compressors>>,
-    blobs: HashMap<Sha1, BlobEntry>,
+    blobs: BlobIndex,
     /// Blobs stored in other archives that images may use (a delta WIM's
     /// `--ref`s): known for dedupe and sizes, left out of the blob table.
     external: HashMap<Sha1, u64>,
@@ -269,7 +269,7 @@ impl WimWriter {
             compression,
             compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
             codec,
-            blobs: HashMap::new(),
+            blobs: BlobIndex::default(),
             external: HashMap::new(),
             metadata: Vec::new(),
             xml: WimXml::default(),
@@ -523,15 +523,12 @@ impl WimWriter {
             return Ok(false);
         }
         let reshdr = self.finish_resource(b, 0)?;
-        self.blobs.insert(
+        self.blobs.insert(BlobEntry {
+            reshdr,
+            part_number: 1,
+            refcount: 0,
             hash,
-            BlobEntry {
-                reshdr,
-                part_number: 1,
-                refcount: 0,
-                hash,
-            },
-        );
+        });
         Ok(true)
     }
 
@@ -622,15 +619,12 @@ impl WimWriter {
         let hash: Sha1 = Sha1Hasher::digest(data).into();
         if !data.is_empty() && !self.has_blob(&hash) {
             let reshdr = self.write_buffer(data, 0)?;
-            self.blobs.insert(
+            self.blobs.insert(BlobEntry {
+                reshdr,
+                part_number: 1,
+                refcount: 0,
                 hash,
-                BlobEntry {
-                    reshdr,
-                    part_number: 1,
-                    refcount: 0,
-                    hash,
-                },
-            );
+            });
         }
         Ok(hash)
     }
@@ -791,7 +785,7 @@ impl WimWriter {
             compression,
             compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
             codec,
-            blobs: HashMap::new(),
+            blobs: BlobIndex::default(),
             external: HashMap::new(),
             metadata: Vec::new(),
             xml,
@@ -829,7 +823,7 @@ impl WimWriter {
 
     /// Writes the blob table and the XML at the end; returns where the table starts and its length.
     fn write_tables(&mut self) -> Result<(u64, u64)> {
-        let table = BlobTable::to_bytes(&self.metadata, &self.blobs.values().cloned().collect::<Vec<_>>());
+        let table = BlobTable::to_bytes(&self.metadata, self.blobs.values());
         let table_at = self.out.pos();
         self.out.write(&table)?;
         self.header.blob_table = ResHdr {
@@ -985,15 +979,12 @@ fn rebuild(path: &Path, drop: Option<u32>, codecs: &dyn CodecResolver) -> Result
     order.sort_by_key(|b| b.reshdr.offset);
     for b in order {
         let reshdr = w.copy_raw(&arch, &b.reshdr)?;
-        w.blobs.insert(
-            b.hash,
-            BlobEntry {
-                reshdr,
-                part_number: 1,
-                refcount: refs[&b.hash],
-                hash: b.hash,
-            },
-        );
+        w.blobs.insert(BlobEntry {
+            reshdr,
+            part_number: 1,
+            refcount: refs[&b.hash],
+            hash: b.hash,
+        });
     }
     for i in kept {
         let m = &arch.metadata[(i - 1) as usize];
@@ -1042,7 +1033,7 @@ impl WimWriter {
 
     /// Records a blob whose resource was copied with [`copy_resource`](Self::copy_resource).
     pub fn add_copied_blob(&mut self, entry: BlobEntry) {
-        self.blobs.insert(entry.hash, entry);
+        self.blobs.insert(entry);
     }
 
     /// Records an image whose metadata resource was copied with

@@ -95,7 +95,13 @@ fn main() {
         let mut data = Vec::new();
         // LZX_CORPUS=docs|share|bin limits the run to one corpus.
         let only = std::env::var("LZX_CORPUS").ok();
-        for (dir, name) in [("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")] {
+        // LZX_DIR=PATH replaces the three corpora with the files under PATH.
+        let own = std::env::var("LZX_DIR").ok();
+        let dirs: Vec<(&str, &str)> = match own.as_deref() {
+            Some(d) => vec![(d, "dir")],
+            None => vec![("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")],
+        };
+        for (dir, name) in dirs {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
