@@ -81,6 +81,18 @@ struct Runs {
     queued: HashSet<String>,
 }
 
+/// How an attempt to start a schedule's run ended.
+enum Start {
+    Started(String),
+    /// A run of it (this backup) is going or being finished: nothing was
+    /// started or recorded.
+    Busy(String),
+    /// The schedule was deleted.
+    Gone,
+    /// It could not start; the error and a retry are recorded.
+    Failed(String),
+}
+
 /// The scheduler: owns the schedules' runs.
 pub struct Scheduler {
     jobs: Arc<Jobs>,
@@ -241,14 +253,15 @@ impl Scheduler {
     /// Starts a run of schedule `id` now, outside its slots. Refused while
     /// one runs.
     pub fn run_now(&self, id: &str) -> Result<String, CoreError> {
-        let mut rec = self.get(id)?;
-        if let Some(uuid) = self.runs().running.get(id) {
-            return Err(CoreError::Conflict(format!(
+        self.get(id)?;
+        match self.start_run(id, |_| {}) {
+            Start::Started(uuid) => Ok(uuid),
+            Start::Busy(uuid) => Err(CoreError::Conflict(format!(
                 "schedule {id} is already running (backup {uuid})"
-            )));
+            ))),
+            Start::Gone => Err(CoreError::NotFound(format!("no schedule {id}"))),
+            Start::Failed(error) => Err(CoreError::Conflict(error)),
         }
-        self.start_run(&mut rec)
-            .ok_or_else(|| CoreError::Conflict(rec.last_error.clone()))
     }
 
     /// Reconciles the schedules of config.yaml into the catalog: new ones
@@ -334,8 +347,12 @@ impl Scheduler {
             let running = self.runs().running.get(&rec.id).cloned();
             if let Some(uuid) = &running {
                 if !self.jobs.is_running(uuid) {
-                    self.runs().running.remove(&rec.id);
+                    // The run counts as going until its end and retention
+                    // are recorded: a `run-now` meanwhile is refused, not
+                    // started against the archive retention holds, and its
+                    // record is not overwritten by this one.
                     self.finish(&mut rec, uuid, now);
+                    self.runs().running.remove(&rec.id);
                     // Retention may have taken a while: decide on the
                     // schedule as it is now (disabled, edited or deleted
                     // meanwhile), with the outcome just recorded.
@@ -386,19 +403,47 @@ impl Scheduler {
                 continue; // nothing due, or wait for room (the slot stays due)
             }
             self.runs().queued.remove(&rec.id);
-            if let Some((slot, missed)) = slot {
-                rec.last_slot = Some(slot.timestamp_millis());
-                rec.skipped += missed;
+            let started = self.start_run(&rec.id, |r| {
+                if let Some((slot, missed)) = slot {
+                    r.last_slot = Some(slot.timestamp_millis());
+                    r.skipped += missed;
+                }
+                r.retry_at = None;
+            });
+            if let Start::Busy(_) = started {
+                // A `run-now` started it since this tick looked: the slot
+                // (or the queued run) waits for that run, like any slot that
+                // comes during a run.
+                if queued || slot.is_some() {
+                    self.runs().queued.insert(rec.id.clone());
+                }
+                if let (Some((slot, missed)), Some(mut fresh)) = (slot, self.jobs.catalog().get_schedule(&rec.id)?) {
+                    fresh.last_slot = Some(slot.timestamp_millis());
+                    fresh.skipped += missed;
+                    self.jobs.catalog().record_schedule_run(&fresh)?;
+                }
             }
-            rec.retry_at = None;
-            let _ = self.start_run(&mut rec);
         }
         Ok(())
     }
 
-    /// Starts a backup for `rec` and records it; None (with the error in
-    /// the record) when it could not start.
-    fn start_run(&self, rec: &mut ScheduleRecord) -> Option<String> {
+    /// Starts a run of schedule `id` unless one is going, and records it:
+    /// `prepare` sets what the caller decided (the slot taken) on the
+    /// schedule as it is in the catalog. The check, the start and the record
+    /// happen under one lock: `run-now` and the scheduler's thread may both
+    /// try, and only one may start it and write its run state.
+    fn start_run(&self, id: &str, prepare: impl FnOnce(&mut ScheduleRecord)) -> Start {
+        let mut runs = self.runs();
+        if let Some(uuid) = runs.running.get(id) {
+            return Start::Busy(uuid.clone());
+        }
+        let mut rec = match self.jobs.catalog().get_schedule(id) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Start::Gone,
+            Err(e) => return Start::Failed(e.to_string()),
+        };
+        prepare(&mut rec);
+        let rec = &mut rec;
         let spec = BackupSpec {
             source: PathBuf::from(&rec.source),
             destination: PathBuf::from(&rec.destination),
@@ -416,15 +461,15 @@ impl Scheduler {
         let started = match self.jobs.start_backup(spec) {
             Ok(rx) => {
                 let uuid = rx.borrow().record.uuid.clone();
-                self.runs().running.insert(rec.id.clone(), uuid.clone());
+                runs.running.insert(rec.id.clone(), uuid.clone());
                 rec.last_backup_uuid = uuid.clone();
                 rec.last_status = Some(Status::Running);
-                Some(uuid)
+                Start::Started(uuid)
             }
             Err(e) => {
                 tracing::warn!(schedule = %rec.id, "a scheduled backup could not start: {e}");
                 self.failed(rec, e.to_string(), now);
-                None
+                Start::Failed(e.to_string())
             }
         };
         if let Err(e) = self.jobs.catalog().record_schedule_run(rec) {
@@ -500,5 +545,75 @@ fn with_spec(rec: ScheduleRecord, spec: &ScheduleSpec) -> ScheduleRecord {
         retention: spec.retention.clone(),
         enabled: spec.enabled,
         ..rec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::tests::jobs_for_tests;
+
+    /// `run-now` from many callers at once (as from the scheduler's thread
+    /// beside a user): one run starts, the others are told it runs, and
+    /// nothing records a failure or a retry over the run that started.
+    #[test]
+    fn concurrent_starts_of_one_schedule_start_one_run_and_record_it() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = jobs_for_tests(home.path());
+        let src = home.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..200 {
+            std::fs::write(src.join(format!("f{i}")), format!("file {i} ").repeat(200)).unwrap();
+        }
+        let scheduler = Scheduler::new(jobs.clone(), SchedulerConfig::default());
+        let rec = scheduler
+            .create(&ScheduleSpec {
+                cron: "0 0 1 1 *".into(),
+                time_zone: "UTC".into(),
+                source: src.display().to_string(),
+                destination: home.path().join("a.wim").display().to_string(),
+                compression: "none".into(),
+                enabled: true,
+                ..ScheduleSpec::default()
+            })
+            .unwrap();
+
+        let callers = 8;
+        let barrier = std::sync::Barrier::new(callers);
+        let results: Vec<Result<String, CoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..callers)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        scheduler.run_now(&rec.id)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let started: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(started.len(), 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(e.to_string().contains("already running"), "{e}");
+            }
+        }
+        let after = scheduler.get(&rec.id).unwrap();
+        assert_eq!(&after.last_backup_uuid, started[0]);
+        assert_eq!(after.last_status, Some(Status::Running));
+        assert_eq!(
+            (after.failures, after.retry_at, after.last_error.as_str()),
+            (0, None, "")
+        );
+
+        // Its end is recorded by a tick; then it can be started again.
+        let uuid = started[0].clone();
+        while jobs.is_running(&uuid) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        scheduler.tick(to_time(now_ms())).unwrap();
+        let after = scheduler.get(&rec.id).unwrap();
+        assert_eq!(after.last_status, Some(Status::Succeeded), "{after:?}");
+        assert!(scheduler.run_now(&rec.id).is_ok());
     }
 }
