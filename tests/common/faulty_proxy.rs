@@ -195,6 +195,13 @@ impl FaultyProxy {
         self.state.lock().unwrap().rules.push(rule);
     }
 
+    /// How many faults the rules have yet to inject. A fault counts as
+    /// injected once its request is read (a stall: when it begins), before
+    /// the exchange is logged.
+    pub fn faults_pending(&self) -> usize {
+        self.state.lock().unwrap().rules.iter().map(|r| r.times).sum()
+    }
+
     /// Drops every rule not used up yet.
     pub fn clear_rules(&self) {
         self.state.lock().unwrap().rules.clear();

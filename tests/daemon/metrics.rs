@@ -30,7 +30,14 @@ fn value(page: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_are_served_on_request_and_count_jobs_bytes_stages_and_plugin_calls() {
     let env = Env::new();
-    env.write_config("appSecret: metrics-test\nbackup:\n  standardCodecRuntime: wasm\n");
+    // The backup waits in its pre-hook until the gate file exists, so the
+    // scrapes below see it running however fast or slow the machine is.
+    // (At most 5 minutes: a failed test must not leave the hook for long.)
+    let gate = env.path("gate");
+    env.write_config(&format!(
+        "appSecret: metrics-test\nbackup:\n  standardCodecRuntime: wasm\nhooks:\n  pre:\n    - {{ command: [\"/bin/sh\", \"-c\", \"i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\"], timeout: 300 }}\n",
+        gate.display()
+    ));
     let server = Server::start_with(&env.home, &["--metrics-listen", "127.0.0.1:0"], &[]);
     server.wait_for_log("metrics on http://");
     let log = server.log_text();
@@ -50,9 +57,7 @@ fn metrics_are_served_on_request_and_count_jobs_bytes_stages_and_plugin_calls() 
     let (status, _) = get(&addr, "/other");
     assert!(status.contains("404"), "{status}");
 
-    // Scraped during a backup: it shows as running. (Slow-to-compress
-    // letters: random bytes were done in a fraction of a second, a window
-    // the scrapes could miss on a loaded machine.)
+    // Scraped during a backup (held in its pre-hook): it shows as running.
     let big = env.path("big");
     cancel_source(&big, 11);
     let wim = env.path("m.wim");
@@ -70,6 +75,7 @@ fn metrics_are_served_on_request_and_count_jobs_bytes_stages_and_plugin_calls() 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::fs::write(&gate, b"").unwrap();
     let out = bg.wait(Duration::from_secs(300));
     assert!(out.ok(), "{}", out.describe());
     assert!(seen_running, "no scrape saw the backup running");

@@ -579,19 +579,30 @@ fn destination_cancel_stops_a_call_stuck_on_a_stalled_server() {
     proxy.inject(Rule::new(Fault::Stall(Duration::from_secs(120))).method("GET"));
     let flag = Arc::new(AtomicBool::new(false));
     let cancellable = d.with_cancel(flag.clone());
-    let raise = {
-        let flag = flag.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(700));
+    let raise = std::thread::scope(|s| {
+        let raise = s.spawn(|| {
+            // Raised once the GET is stuck in the stall (not before it is
+            // sent: that would test the check before a call instead).
+            let waiting = Instant::now();
+            while proxy.faults_pending() > 0 && waiting.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(100));
             flag.store(true, Ordering::Relaxed);
-        })
-    };
-    let started = Instant::now();
-    let e = cancellable.read("c/000001.wim", 0, 10).unwrap_err();
-    let took = started.elapsed();
-    raise.join().unwrap();
+            Instant::now()
+        });
+        let e = cancellable.read("c/000001.wim", 0, 10).unwrap_err();
+        let stopped = Instant::now();
+        (e, raise.join().unwrap(), stopped)
+    });
+    let (e, raised, stopped) = raise;
+    assert_eq!(proxy.faults_pending(), 0, "the GET reached the stall");
     assert_eq!(e, DestinationError::Cancelled);
-    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    let took = stopped.saturating_duration_since(raised);
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after the flag was raised"
+    );
     assert!(matches!(CoreError::from(e), CoreError::Cancelled));
     // A raised flag stops the next call at once; the plain handle still works.
     assert_eq!(cancellable.stat("c/000001.wim"), Err(DestinationError::Cancelled));
