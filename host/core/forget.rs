@@ -66,6 +66,42 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
         .policy()
         .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
     let tz = zone(&req.time_zone)?;
+    let (mut report, remove) = decide(jobs, req, &policy, tz)?;
+    if req.dry_run || remove.is_empty() {
+        if let Some(a) = local(&req.archive) {
+            report.reclaimable = WimArchive::open(a, &**jobs.plugins())
+                .map(|x| crate::wim::writer::reclaimable_bytes(&x))
+                .unwrap_or(0);
+        }
+        return Ok(report);
+    }
+    // Decided again once the archive is held: a snapshot deleted (or a
+    // backup finished) since the first look changes what the rules keep,
+    // and removing by the old verdicts would take one too many. The first
+    // look spares a retention with nothing to remove the lock, which a
+    // running backup of the archive would refuse.
+    let key = Path::new(&req.archive).to_path_buf();
+    jobs.lock_archive(&key, "forget")?;
+    let result = decide(jobs, req, &policy, tz).and_then(|(fresh, remove)| {
+        report = fresh;
+        if remove.is_empty() {
+            return Ok(());
+        }
+        remove_snapshots(jobs, req, &remove, &mut report)
+    });
+    jobs.unlock_archive(&key);
+    result?;
+    Ok(report)
+}
+
+/// The verdicts of the rules on the archive's snapshots as the catalog has
+/// them now, and the ids of those to remove.
+fn decide(
+    jobs: &Jobs,
+    req: &ForgetRequest,
+    policy: &retention::Policy,
+    tz: chrono_tz::Tz,
+) -> Result<(ForgetReport, Vec<String>), CoreError> {
     let backups: Vec<BackupRecord> = jobs
         .catalog()
         .backups_in_archive(&req.archive)?
@@ -82,32 +118,19 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
     // A snapshot a running job is reading (a restore) is not protected here:
     // removal only rewrites tables, and open readers keep their file.
     let decisions =
-        retention::decide(&snapshots, &policy, tz, &[]).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        retention::decide(&snapshots, policy, tz, &[]).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
     let mut report = ForgetReport::default();
     for d in decisions {
         let backup = backups.iter().find(|b| b.uuid == d.id).cloned().unwrap_or_default();
         report.verdicts.push(Verdict { backup, decision: d });
     }
-    let remove: Vec<String> = report
+    let remove = report
         .verdicts
         .iter()
         .filter(|v| !v.decision.keep)
         .map(|v| v.decision.id.clone())
         .collect();
-    if req.dry_run || remove.is_empty() {
-        if let Some(a) = local(&req.archive) {
-            report.reclaimable = WimArchive::open(a, &**jobs.plugins())
-                .map(|x| crate::wim::writer::reclaimable_bytes(&x))
-                .unwrap_or(0);
-        }
-        return Ok(report);
-    }
-    let key = Path::new(&req.archive).to_path_buf();
-    jobs.lock_archive(&key, "forget")?;
-    let result = remove_snapshots(jobs, req, &remove, &mut report);
-    jobs.unlock_archive(&key);
-    result?;
-    Ok(report)
+    Ok((report, remove))
 }
 
 fn local(archive: &str) -> Option<&Path> {
