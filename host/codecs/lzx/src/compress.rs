@@ -848,9 +848,16 @@ impl Encoder {
                 continue;
             }
 
-            // Literal.
+            // Literal. It wins a tie with a match ending here (as in
+            // wimlib): a literal leaves the repeat offsets as they were,
+            // which later matches can use. Measured with lzx_ratio: 0.013%
+            // smaller on its corpora, 0.07% on tab-separated tables.
             let lit = u32::from(data[i]);
-            relax(&mut wc[0], &mut wi[0], c0 + m.main[lit as usize], 1, lit);
+            let c = c0 + m.main[lit as usize];
+            if c <= wc[0] {
+                wc[0] = c;
+                wi[0] = pack(1, lit);
+            }
 
             // The longest repeat match, every length. Shorter repeat matches
             // at other slots rarely win (relaxing each slot's own lengths
