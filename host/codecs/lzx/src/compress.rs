@@ -154,6 +154,7 @@ struct Codes {
 }
 
 /// Symbol counts of a parse.
+#[derive(Clone)]
 struct Freqs {
     main: [u32; MAX_MAIN_SYMS],
     len: [u32; LEN_SYMS],
@@ -410,8 +411,13 @@ impl Encoder {
                 return false;
             }
             if self.params.passes > 0 {
-                for _ in 0..self.params.passes {
-                    self.tally();
+                for pass in 0..self.params.passes {
+                    if pass == 0 {
+                        // The bootstrap's counts, just made.
+                        self.freqs.as_mut().clone_from(&whole);
+                    } else {
+                        self.tally();
+                    }
                     self.make_codes();
                     self.make_model();
                     self.optimal(data, bs, be, q);
@@ -566,7 +572,8 @@ impl Encoder {
             self.starts = starts;
         }
         if bounds.is_empty() {
-            self.tally();
+            // One block: its counts are the region's, made by the caller.
+            self.freqs.as_mut().clone_from(whole);
             self.make_codes();
             self.write_block(w, be - bs);
             self.bounds = bounds;
