@@ -68,11 +68,7 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
     let tz = zone(&req.time_zone)?;
     let (mut report, remove) = decide(jobs, req, &policy, tz)?;
     if req.dry_run || remove.is_empty() {
-        if let Some(a) = local(&req.archive) {
-            report.reclaimable = WimArchive::open(a, &**jobs.plugins())
-                .map(|x| crate::wim::writer::reclaimable_bytes(&x))
-                .unwrap_or(0);
-        }
+        report.reclaimable = reclaimable(jobs, &req.archive);
         return Ok(report);
     }
     // Decided again once the archive is held: a snapshot deleted (or a
@@ -85,6 +81,7 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
     let result = decide(jobs, req, &policy, tz).and_then(|(fresh, remove)| {
         report = fresh;
         if remove.is_empty() {
+            report.reclaimable = reclaimable(jobs, &req.archive);
             return Ok(());
         }
         remove_snapshots(jobs, req, &remove, &mut report)
@@ -131,6 +128,14 @@ fn decide(
         .map(|v| v.decision.id.clone())
         .collect();
     Ok((report, remove))
+}
+
+/// Bytes no image uses in a local archive (0 for a remote one, or one
+/// that cannot be read).
+fn reclaimable(jobs: &Jobs, archive: &str) -> u64 {
+    local(archive)
+        .and_then(|a| WimArchive::open(a, &**jobs.plugins()).ok())
+        .map_or(0, |x| crate::wim::writer::reclaimable_bytes(&x))
 }
 
 fn local(archive: &str) -> Option<&Path> {

@@ -89,7 +89,7 @@ enum Start {
     Busy(String),
     /// The schedule was deleted.
     Gone,
-    /// It could not start; the error and a retry are recorded.
+    /// The backup was refused; the error and a retry are recorded.
     Failed(String),
 }
 
@@ -254,7 +254,7 @@ impl Scheduler {
     /// one runs.
     pub fn run_now(&self, id: &str) -> Result<String, CoreError> {
         self.get(id)?;
-        match self.start_run(id, |_| {}) {
+        match self.start_run(id, |_| {})? {
             Start::Started(uuid) => Ok(uuid),
             Start::Busy(uuid) => Err(CoreError::Conflict(format!(
                 "schedule {id} is already running (backup {uuid})"
@@ -369,61 +369,54 @@ impl Scheduler {
                 Ok(c) => c,
                 Err(e) => {
                     if rec.last_error != e.to_string() {
-                        rec.last_error = e.to_string();
-                        self.jobs.catalog().record_schedule_run(&rec)?;
+                        self.jobs.catalog().record_schedule_error(&rec.id, &e.to_string())?;
                     }
                     continue;
                 }
             };
             let last = to_time(rec.last_slot.unwrap_or(rec.created_at));
             let due = crate::cron::due(&cron, last, now);
-            let busy = self.runs().running.contains_key(&rec.id);
-            if busy {
-                // Overlap: at most one run waits; later slots are skipped.
-                if let Due::RunNow { slot, missed, .. } = due {
-                    let mut runs = self.runs();
-                    rec.skipped += if runs.queued.insert(rec.id.clone()) {
-                        missed
-                    } else {
-                        missed + 1
-                    };
-                    drop(runs);
-                    rec.last_slot = Some(slot.timestamp_millis());
-                    self.jobs.catalog().record_schedule_run(&rec)?;
+            let slot = match due {
+                Due::RunNow { slot, missed, .. } => Some((slot, missed)),
+                _ => None,
+            };
+            if self.runs().running.contains_key(&rec.id) {
+                if let Some((slot, missed)) = slot {
+                    self.coalesce(&rec.id, slot, missed)?;
                 }
                 continue;
             }
             let queued = self.runs().queued.contains(&rec.id);
             let retry = rec.retry_at.is_some_and(|r| r <= now.timestamp_millis());
-            let slot = match due {
-                Due::RunNow { slot, missed, .. } => Some((slot, missed)),
-                _ => None,
-            };
             if !(queued || retry || slot.is_some()) || !self.capacity() {
                 continue; // nothing due, or wait for room (the slot stays due)
             }
-            self.runs().queued.remove(&rec.id);
             let started = self.start_run(&rec.id, |r| {
                 if let Some((slot, missed)) = slot {
                     r.last_slot = Some(slot.timestamp_millis());
                     r.skipped += missed;
                 }
                 r.retry_at = None;
-            });
-            if let Start::Busy(_) = started {
+            })?;
+            if let (Start::Busy(_), Some((slot, missed))) = (started, slot) {
                 // A `run-now` started it since this tick looked: the slot
-                // (or the queued run) waits for that run, like any slot that
-                // comes during a run.
-                if queued || slot.is_some() {
-                    self.runs().queued.insert(rec.id.clone());
-                }
-                if let (Some((slot, missed)), Some(mut fresh)) = (slot, self.jobs.catalog().get_schedule(&rec.id)?) {
-                    fresh.last_slot = Some(slot.timestamp_millis());
-                    fresh.skipped += missed;
-                    self.jobs.catalog().record_schedule_run(&fresh)?;
-                }
+                // waits for that run, like any slot that comes during a run.
+                self.coalesce(&rec.id, slot, missed)?;
             }
         }
+        Ok(())
+    }
+
+    /// A slot came while a run of schedule `id` is going: at most one run
+    /// waits for it, later slots (and the `missed` ones before this slot)
+    /// count as skipped. Writes only the slot columns, so the going run's
+    /// state, recorded by whoever started it, stays as it is.
+    fn coalesce(&self, id: &str, slot: DateTime<Utc>, missed: u64) -> Result<(), CoreError> {
+        let newly = self.runs().queued.insert(id.to_string());
+        let skipped = if newly { missed } else { missed + 1 };
+        self.jobs
+            .catalog()
+            .record_schedule_slots(id, slot.timestamp_millis(), skipped)?;
         Ok(())
     }
 
@@ -432,16 +425,19 @@ impl Scheduler {
     /// schedule as it is in the catalog. The check, the start and the record
     /// happen under one lock: `run-now` and the scheduler's thread may both
     /// try, and only one may start it and write its run state.
-    fn start_run(&self, id: &str, prepare: impl FnOnce(&mut ScheduleRecord)) -> Start {
+    ///
+    /// A queued run is taken by the run that starts (or fails to start:
+    /// its retry takes over); the catalog's errors are returned as they are.
+    fn start_run(&self, id: &str, prepare: impl FnOnce(&mut ScheduleRecord)) -> Result<Start, CoreError> {
         let mut runs = self.runs();
         if let Some(uuid) = runs.running.get(id) {
-            return Start::Busy(uuid.clone());
+            return Ok(Start::Busy(uuid.clone()));
         }
-        let mut rec = match self.jobs.catalog().get_schedule(id) {
-            Ok(Some(rec)) => rec,
-            Ok(None) => return Start::Gone,
-            Err(e) => return Start::Failed(e.to_string()),
+        let Some(mut rec) = self.jobs.catalog().get_schedule(id)? else {
+            runs.queued.remove(id);
+            return Ok(Start::Gone);
         };
+        runs.queued.remove(id);
         prepare(&mut rec);
         let rec = &mut rec;
         let spec = BackupSpec {
@@ -475,7 +471,7 @@ impl Scheduler {
         if let Err(e) = self.jobs.catalog().record_schedule_run(rec) {
             tracing::warn!(schedule = %rec.id, "cannot record a scheduled run: {e}");
         }
-        started
+        Ok(started)
     }
 
     fn failed(&self, rec: &mut ScheduleRecord, error: String, now: i64) {
@@ -607,13 +603,28 @@ mod tests {
         );
 
         // Its end is recorded by a tick; then it can be started again.
-        let uuid = started[0].clone();
-        while jobs.is_running(&uuid) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let wait_end = |uuid: &str| {
+            let waiting = std::time::Instant::now();
+            while jobs.is_running(uuid) {
+                assert!(
+                    waiting.elapsed() < Duration::from_secs(120),
+                    "backup {uuid} never ended"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_end(started[0]);
         scheduler.tick(to_time(now_ms())).unwrap();
         let after = scheduler.get(&rec.id).unwrap();
         assert_eq!(after.last_status, Some(Status::Succeeded), "{after:?}");
-        assert!(scheduler.run_now(&rec.id).is_ok());
+        let again = scheduler.run_now(&rec.id).unwrap();
+        assert_ne!(&again, started[0]);
+        wait_end(&again);
+        scheduler.tick(to_time(now_ms())).unwrap();
+        let after = scheduler.get(&rec.id).unwrap();
+        assert_eq!(
+            (after.last_status, after.last_backup_uuid),
+            (Some(Status::Succeeded), again)
+        );
     }
 }

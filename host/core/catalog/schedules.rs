@@ -247,6 +247,30 @@ impl Catalog {
         Ok(changed > 0)
     }
 
+    /// Records slots that came while a run of the schedule was going: the
+    /// last slot moves to `slot` (never back) and `more` slots count as
+    /// skipped. Only those two columns: the run's own state (status, backup,
+    /// failures) may have been written since the caller looked. False when
+    /// the schedule is gone.
+    pub fn record_schedule_slots(&self, id: &str, slot: i64, more: u64) -> Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE schedules SET \
+             last_slot = CASE WHEN last_slot IS NULL OR last_slot < ?2 THEN ?2 ELSE last_slot END, \
+             skipped = skipped + ?3 WHERE id = ?1",
+            params![id, slot, more as i64],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Records why a schedule cannot run (its expression or zone no longer
+    /// parses), and nothing else. False when the schedule is gone.
+    pub fn record_schedule_error(&self, id: &str, error: &str) -> Result<bool> {
+        let changed = self
+            .db()
+            .execute("UPDATE schedules SET last_error = ?2 WHERE id = ?1", params![id, error])?;
+        Ok(changed > 0)
+    }
+
     /// Replaces what a schedule does (name, cron, zone, source, destination,
     /// plugins, codec, excludes, retention, enabled) and nothing of its run
     /// state, except that enabling a disabled one moves its last slot to
@@ -405,5 +429,37 @@ mod tests {
         assert!(!cat.update_schedule_spec(&edited).unwrap());
         assert!(!cat.set_schedule_enabled("s1", true, 7000).unwrap());
         assert!(cat.get_schedule("s1").unwrap().is_none());
+    }
+
+    /// Slots that come during a run, and a parse error, are written without
+    /// the run state: a run started since the caller's read stays recorded.
+    #[test]
+    fn slots_and_errors_are_recorded_without_touching_the_run_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        cat.put_schedule(&schedule("s1")).unwrap();
+        let mut running = cat.get_schedule("s1").unwrap().unwrap();
+        running.last_status = Some(Status::Running);
+        running.last_backup_uuid = "new-run".into();
+        running.skipped = 1;
+        assert!(cat.record_schedule_run(&running).unwrap());
+
+        assert!(cat.record_schedule_slots("s1", 4000, 2).unwrap());
+        assert!(cat.record_schedule_slots("s1", 3000, 1).unwrap());
+        assert!(cat.record_schedule_error("s1", "bad zone").unwrap());
+        let now = cat.get_schedule("s1").unwrap().unwrap();
+        assert_eq!(
+            (now.last_slot, now.skipped),
+            (Some(4000), 4),
+            "the slot moved back or a count was lost"
+        );
+        assert_eq!(now.last_error, "bad zone");
+        assert_eq!(
+            (now.last_status, now.last_backup_uuid.as_str()),
+            (Some(Status::Running), "new-run")
+        );
+        assert!(cat.delete_schedule("s1").unwrap());
+        assert!(!cat.record_schedule_slots("s1", 5000, 1).unwrap());
+        assert!(!cat.record_schedule_error("s1", "x").unwrap());
     }
 }
