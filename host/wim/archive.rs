@@ -90,7 +90,13 @@ fn read_header(path: &Path, source: &dyn ReadAt) -> Result<Header> {
 
 /// Formats a SHA-1 as lowercase hex.
 pub fn hex(h: &Sha1) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * h.len());
+    for &b in h {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 impl WimArchive {
@@ -333,7 +339,13 @@ impl WimArchive {
             );
         }
         for b in self.blobs.values() {
-            end = end.max(b.reshdr.end_within(self.file_size, &format!("blob {}", hex(&b.hash)))?);
+            // The blob's name is formatted only for the error: one string
+            // per blob was 4% of an unchanged re-backup's time.
+            let e = match b.reshdr.offset.checked_add(b.reshdr.size_in_wim) {
+                Some(e) if e <= self.file_size => e,
+                _ => b.reshdr.end_within(self.file_size, &format!("blob {}", hex(&b.hash)))?,
+            };
+            end = end.max(e);
         }
         Ok(end)
     }
@@ -445,5 +457,17 @@ impl WimArchive {
             }
         }
         Ok((order.len() as u64, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        let mut h = [0u8; 20];
+        h[0] = 0x0f;
+        h[1] = 0xa5;
+        h[19] = 0xff;
+        assert_eq!(super::hex(&h), format!("0fa5{}ff", "00".repeat(17)));
     }
 }
