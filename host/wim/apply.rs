@@ -362,6 +362,11 @@ pub fn apply(
     let mut created: Vec<(usize, Option<Sha1>)> = Vec::new();
     // Hard links (name, first name of the file), made after the contents.
     let mut links: Vec<(usize, usize)> = Vec::new();
+    let meta = FileMeta {
+        tree: &tree,
+        restore_owner: opts.restore_owner,
+        warnings: std::sync::Mutex::default(),
+    };
     let mut create_files = || -> Result<()> {
         for &d in &selected {
             let inode = tree.dentries[d].inode;
@@ -389,7 +394,7 @@ pub fn apply(
                     let sparse = ino.attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0;
                     by_blob.entry(h).or_default().push((d, sparse));
                 }
-                None => drop(create_for_contents(&p)?),
+                None => meta.set(&create_for_contents(&p)?, &p, d)?,
             }
         }
         Ok(())
@@ -398,7 +403,7 @@ pub fn apply(
     let written: std::sync::Mutex<HashSet<Sha1>> = std::sync::Mutex::default();
     let mut result = create_files();
     if result.is_ok() {
-        result = write_blobs(arch, &targets, &by_blob, &written, opts, &mut report, progress);
+        result = write_blobs(arch, &targets, &by_blob, &written, &meta, opts, &mut report, progress);
     }
     if result.is_ok() {
         result = links.iter().try_for_each(|&(d, first)| {
@@ -472,16 +477,22 @@ pub fn apply(
         report.symlinks += 1;
     }
 
-    // 5. Metadata: non-directories (each inode once, in parallel: a path
-    // walk and three or four system calls each), then directories deepest
-    // first, so a directory that denies entry is closed after its contents.
+    // 5. Metadata. Regular files have theirs, set while they were open
+    // from writing. Symlinks and special files (each inode once, in
+    // parallel: a path walk and three or four system calls each), then
+    // directories deepest first, so a directory that denies entry is closed
+    // after its contents.
+    report
+        .warnings
+        .extend(meta.warnings.into_inner().unwrap_or_else(|p| p.into_inner()));
     let mut done: HashSet<usize> = HashSet::new();
     let files: Vec<usize> = selected
         .iter()
         .copied()
         .filter(|&d| {
             let inode = tree.dentries[d].inode;
-            kind_of(&tree.inodes[inode]) != Kind::Dir && !not_created.contains(&d) && done.insert(inode)
+            let kind = kind_of(&tree.inodes[inode]);
+            kind != Kind::Dir && kind != Kind::File && !not_created.contains(&d) && done.insert(inode)
         })
         .collect();
     let warnings = files
@@ -505,11 +516,13 @@ pub fn apply(
 
 /// Writes the contents of every blob in `by_blob` to its files, noting in
 /// `written` each blob whose files are complete.
+#[allow(clippy::too_many_arguments)]
 fn write_blobs(
     arch: &WimArchive,
     targets: &Targets,
     by_blob: &HashMap<Sha1, Vec<(usize, bool)>>,
     written: &std::sync::Mutex<HashSet<Sha1>>,
+    meta: &FileMeta,
     opts: &ApplyOptions,
     report: &mut ApplyReport,
     progress: &mut dyn FnMut(u64, u64),
@@ -540,7 +553,7 @@ fn write_blobs(
         batch.par_iter().try_for_each(|h| -> Result<()> {
             let data = arch.read_blob_to_vec(h, SMALL_BLOB)?;
             for (d, sparse) in &by_blob[h] {
-                write_contents(&targets.path(*d), &data, *sparse)?;
+                write_contents(&targets.path(*d), &data, *sparse, meta, *d)?;
             }
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(*h);
             Ok(())
@@ -567,8 +580,9 @@ fn write_blobs(
                 progress(report.bytes, bytes_total);
             }
         } else {
-            let files: Vec<(PathBuf, bool)> = by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp)).collect();
-            stream_large(arch, &h, &files)?;
+            let files: Vec<(PathBuf, bool, usize)> =
+                by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp, d)).collect();
+            stream_large(arch, &h, &files, meta)?;
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
             progress(report.bytes, bytes_total);
         }
@@ -638,18 +652,18 @@ fn write_piece(f: &mut File, data: &[u8], sparse: bool) -> io::Result<()> {
     Ok(())
 }
 
-fn write_contents(p: &Path, data: &[u8], sparse: bool) -> Result<()> {
+fn write_contents(p: &Path, data: &[u8], sparse: bool, meta: &FileMeta, d: usize) -> Result<()> {
     let mut f = create_for_contents(p)?;
     write_piece(&mut f, data, sparse).map_err(|e| io_err(e, p, "cannot write"))?;
     if sparse {
         f.set_len(data.len() as u64).map_err(|e| io_err(e, p, "cannot write"))?;
     }
-    Ok(())
+    meta.set(&f, p, d)
 }
 
-fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Result<()> {
+fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool, usize)], meta: &FileMeta) -> Result<()> {
     let mut files: Vec<(File, bool, &Path)> = Vec::new();
-    for (p, sparse) in targets.iter().take(64) {
+    for (p, sparse, _) in targets.iter().take(64) {
         files.push((create_for_contents(p)?, *sparse, p));
     }
     let mut total = 0u64;
@@ -660,34 +674,83 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool)]) -> Res
         total += piece.len() as u64;
         Ok(())
     })?;
-    for (f, sparse, p) in &files {
+    for ((f, sparse, p), (_, _, d)) in files.iter().zip(targets) {
         if *sparse {
             f.set_len(total).map_err(|e| io_err(e, p, "cannot write"))?;
         }
+        meta.set(f, p, *d)?;
     }
     // Beyond 64 identical files, copy the first instead of keeping more open.
-    for (p, _) in targets.iter().skip(64) {
+    for (p, _, d) in targets.iter().skip(64) {
         let mut to = create_for_contents(p)?;
         let mut from = File::open(&targets[0].0).map_err(|e| io_err(e, &targets[0].0, "cannot read back"))?;
         io::copy(&mut from, &mut to).map_err(|e| io_err(e, p, "cannot write"))?;
+        meta.set(&to, p, *d)?;
     }
     Ok(())
+}
+
+/// Where metadata is set: a name (a directory, a symlink, a special file)
+/// or a regular file still open from writing its contents, which saves a
+/// path walk per call (three or four per file).
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Name(&'a Path),
+    Open(&'a File, &'a Path),
+}
+
+impl On<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            On::Name(p) | On::Open(_, p) => p,
+        }
+    }
+    fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        match self {
+            On::Name(p) => std::os::unix::fs::lchown(p, Some(uid), Some(gid)),
+            On::Open(f, _) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+        }
+    }
+    fn set_xattr(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        match self {
+            On::Name(p) => fsutil::set_xattr(p, name, value),
+            On::Open(f, _) => fsutil::fset_xattr(f, name, value),
+        }
+    }
+    fn set_mode(&self, mode: u32) -> io::Result<()> {
+        let perms = fs::Permissions::from_mode(mode);
+        match self {
+            On::Name(p) => fs::set_permissions(p, perms),
+            On::Open(f, _) => f.set_permissions(perms),
+        }
+    }
+    fn set_times(&self, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+        match self {
+            On::Name(p) => fsutil::set_times(p, atime, mtime),
+            On::Open(f, _) => fsutil::fset_times(f, atime, mtime),
+        }
+    }
 }
 
 /// Sets owner, xattrs, mode and times of `p` (which exists: names left
 /// out are not passed here); what could not be set but need not stop the
 /// restore goes to `warnings`.
 fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, warnings: &mut Vec<String>) -> Result<()> {
+    set_metadata_on(On::Name(p), ino, kind, restore_owner, warnings)
+}
+
+fn set_metadata_on(on: On, ino: &Inode, kind: Kind, restore_owner: bool, warnings: &mut Vec<String>) -> Result<()> {
+    let p = on.path();
     let unix = ino.tagged.unix_data();
     if let (Some(u), true) = (unix, restore_owner) {
-        if let Err(e) = std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid)) {
+        if let Err(e) = on.chown(u.uid, u.gid) {
             warnings.push(format!("{}: cannot set owner {}:{}: {e}", p.display(), u.uid, u.gid));
         }
     }
     match ino.tagged.xattrs() {
         Ok(xs) => {
             for (name, value) in xs {
-                if let Err(e) = fsutil::set_xattr(p, &name, &value) {
+                if let Err(e) = on.set_xattr(&name, &value) {
                     // Linux refuses user.* xattrs on symlinks; not worth a warning.
                     if !(kind == Kind::Symlink && e.raw_os_error() == Some(libc::EPERM)) {
                         warnings.push(format!(
@@ -707,15 +770,37 @@ fn set_metadata(p: &Path, ino: &Inode, kind: Kind, restore_owner: bool, warnings
             None if kind == Kind::Dir => 0o755,
             None => 0o644,
         };
-        fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| io_err(e, p, "cannot set mode of"))?;
+        on.set_mode(mode).map_err(|e| io_err(e, p, "cannot set mode of"))?;
     }
-    fsutil::set_times(
-        p,
-        time::to_unix(ino.last_access_time),
-        time::to_unix(ino.last_write_time),
-    )
-    .map_err(|e| io_err(e, p, "cannot set times of"))?;
+    on.set_times(time::to_unix(ino.last_access_time), time::to_unix(ino.last_write_time))
+        .map_err(|e| io_err(e, p, "cannot set times of"))?;
     Ok(())
+}
+
+/// Metadata of regular files, set on each file while it is open from
+/// writing its contents (the last write before it: times would move).
+struct FileMeta<'a> {
+    tree: &'a ImageTree,
+    restore_owner: bool,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl FileMeta<'_> {
+    /// Sets the metadata of dentry `d`'s inode on `f`, its file, named `p`.
+    fn set(&self, f: &File, p: &Path, d: usize) -> Result<()> {
+        let mut warnings = Vec::new();
+        set_metadata_on(
+            On::Open(f, p),
+            self.tree.inode_of(d),
+            Kind::File,
+            self.restore_owner,
+            &mut warnings,
+        )?;
+        if !warnings.is_empty() {
+            self.warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(warnings);
+        }
+        Ok(())
+    }
 }
 
 /// Lists an image's paths under `start` (for `archive ls`), with their kind

@@ -67,6 +67,43 @@ pub fn set_xattr(p: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Sets an extended attribute on an open file.
+pub fn fset_xattr(f: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let n = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: the descriptor is open for the call; pointers and lengths describe live buffers.
+    let rc = unsafe { libc::fsetxattr(f.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets atime and mtime (nanoseconds) of an open file.
+pub fn fset_times(f: &File, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let ts = timespecs(atime, mtime);
+    // SAFETY: the descriptor is open for the call; `ts` is a valid array of two timespecs.
+    let rc = unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn timespecs(atime: (i64, i64), mtime: (i64, i64)) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: atime.0 as libc::time_t,
+            tv_nsec: atime.1 as _,
+        },
+        libc::timespec {
+            tv_sec: mtime.0 as libc::time_t,
+            tv_nsec: mtime.1 as _,
+        },
+    ]
+}
+
 /// Creates a FIFO, socket or device node.
 pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
     let c = cpath(p)?;
@@ -82,16 +119,7 @@ pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
 /// Sets atime and mtime (nanoseconds) without following symlinks.
 pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
     let c = cpath(p)?;
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.0 as libc::time_t,
-            tv_nsec: atime.1 as _,
-        },
-        libc::timespec {
-            tv_sec: mtime.0 as libc::time_t,
-            tv_nsec: mtime.1 as _,
-        },
-    ];
+    let ts = timespecs(atime, mtime);
     // SAFETY: `ts` is a valid array of two timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc == 0 {
