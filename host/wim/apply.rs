@@ -482,9 +482,11 @@ pub fn apply(
     // parallel: a path walk and three or four system calls each), then
     // directories deepest first, so a directory that denies entry is closed
     // after its contents.
-    report
-        .warnings
-        .extend(meta.warnings.into_inner().unwrap_or_else(|p| p.into_inner()));
+    // Collected in whatever order the parallel batches ended: sorted, so the
+    // same restore reports the same way.
+    let mut file_warnings = meta.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    file_warnings.sort_unstable();
+    report.warnings.extend(file_warnings);
     let mut done: HashSet<usize> = HashSet::new();
     let files: Vec<usize> = selected
         .iter()
@@ -674,11 +676,10 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool, usize)],
         total += piece.len() as u64;
         Ok(())
     })?;
-    for ((f, sparse, p), (_, _, d)) in files.iter().zip(targets) {
+    for (f, sparse, p) in &files {
         if *sparse {
             f.set_len(total).map_err(|e| io_err(e, p, "cannot write"))?;
         }
-        meta.set(f, p, *d)?;
     }
     // Beyond 64 identical files, copy the first instead of keeping more open.
     for (p, _, d) in targets.iter().skip(64) {
@@ -686,6 +687,11 @@ fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool, usize)],
         let mut from = File::open(&targets[0].0).map_err(|e| io_err(e, &targets[0].0, "cannot read back"))?;
         io::copy(&mut from, &mut to).map_err(|e| io_err(e, p, "cannot write"))?;
         meta.set(&to, p, *d)?;
+    }
+    // The first 64 get theirs last: the copies read the first one back,
+    // which its mode could forbid and which could move its access time.
+    for ((f, _, p), (_, _, d)) in files.iter().zip(targets) {
+        meta.set(f, p, *d)?;
     }
     Ok(())
 }
