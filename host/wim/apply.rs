@@ -362,9 +362,22 @@ pub fn apply(
     let mut created: Vec<(usize, Option<Sha1>)> = Vec::new();
     // Hard links (name, first name of the file), made after the contents.
     let mut links: Vec<(usize, usize)> = Vec::new();
+    // Files restored under more than one name get their metadata by path
+    // after the links are made, as before: with fs.protected_hardlinks, a
+    // restorer without CAP_FOWNER may not link a file whose owner and mode
+    // were already set to someone else's.
+    let mut names_of: HashMap<usize, u32> = HashMap::new();
+    for &d in &selected {
+        let inode = tree.dentries[d].inode;
+        if kind_of(&tree.inodes[inode]) == Kind::File {
+            *names_of.entry(inode).or_default() += 1;
+        }
+    }
+    let linked: HashSet<usize> = names_of.into_iter().filter(|&(_, n)| n > 1).map(|(i, _)| i).collect();
     let meta = FileMeta {
         tree: &tree,
         restore_owner: opts.restore_owner,
+        linked: &linked,
         warnings: std::sync::Mutex::default(),
     };
     let mut create_files = || -> Result<()> {
@@ -478,12 +491,12 @@ pub fn apply(
     }
 
     // 5. Metadata. Regular files have theirs, set while they were open
-    // from writing. Symlinks and special files (each inode once, in
-    // parallel: a path walk and three or four system calls each), then
-    // directories deepest first, so a directory that denies entry is closed
-    // after its contents.
-    // Collected in whatever order the parallel batches ended: sorted, so the
-    // same restore reports the same way.
+    // from writing, except those with several names. Those, symlinks and
+    // special files get theirs by path (each inode once, in parallel: a
+    // path walk and three or four system calls each), then directories
+    // deepest first, so a directory that denies entry is closed after its
+    // contents. The warnings of the files written came in whatever order
+    // the parallel batches ended: sorted, so a restore reports the same way.
     let mut file_warnings = meta.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     file_warnings.sort_unstable();
     report.warnings.extend(file_warnings);
@@ -494,7 +507,8 @@ pub fn apply(
         .filter(|&d| {
             let inode = tree.dentries[d].inode;
             let kind = kind_of(&tree.inodes[inode]);
-            kind != Kind::Dir && kind != Kind::File && !not_created.contains(&d) && done.insert(inode)
+            let by_path = kind != Kind::Dir && (kind != Kind::File || linked.contains(&inode));
+            by_path && !not_created.contains(&d) && done.insert(inode)
         })
         .collect();
     let warnings = files
@@ -788,12 +802,17 @@ fn set_metadata_on(on: On, ino: &Inode, kind: Kind, restore_owner: bool, warning
 struct FileMeta<'a> {
     tree: &'a ImageTree,
     restore_owner: bool,
+    /// Inodes restored under several names: left to the pass by path.
+    linked: &'a HashSet<usize>,
     warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl FileMeta<'_> {
     /// Sets the metadata of dentry `d`'s inode on `f`, its file, named `p`.
     fn set(&self, f: &File, p: &Path, d: usize) -> Result<()> {
+        if self.linked.contains(&self.tree.dentries[d].inode) {
+            return Ok(());
+        }
         let mut warnings = Vec::new();
         set_metadata_on(
             On::Open(f, p),

@@ -47,6 +47,12 @@ fn every_restored_file_ends_with_its_own_mode_and_times() {
         let t = 1_000_000_000 + n as i64 * 1000;
         fsutil::set_times(&p, (t, 123_400), (t + 1, 567_800)).unwrap();
     }
+    // A file with two names gets its metadata after the link is made.
+    let linked = src.join("linked");
+    fs::write(&linked, b"two names\n").unwrap();
+    fs::hard_link(&linked, src.join("linked-too")).unwrap();
+    fs::set_permissions(&linked, fs::Permissions::from_mode(0o444)).unwrap();
+    fsutil::set_times(&linked, (999_000_000, 100), (999_000_001, 200)).unwrap();
     let wim = dir.path().join("a.wim");
     let mut w = WimWriter::create(&wim, Compression::None, 32768).unwrap();
     let opts = CaptureOptions {
@@ -65,4 +71,7 @@ fn every_restored_file_ends_with_its_own_mode_and_times() {
         assert_eq!(meta(&b), meta(&a), "{name}: (mode, atime, mtime)");
         assert!(fs::read(&b).unwrap() == *bytes, "{name}: contents");
     }
+    let (one, two) = (out.join("linked"), out.join("linked-too"));
+    assert_eq!(fs::metadata(&one).unwrap().ino(), fs::metadata(&two).unwrap().ino());
+    assert_eq!(meta(&one), meta(&linked), "linked: (mode, atime, mtime)");
 }
