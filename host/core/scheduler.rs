@@ -433,11 +433,11 @@ impl Scheduler {
         if let Some(uuid) = runs.running.get(id) {
             return Ok(Start::Busy(uuid.clone()));
         }
-        let Some(mut rec) = self.jobs.catalog().get_schedule(id)? else {
-            runs.queued.remove(id);
+        let found = self.jobs.catalog().get_schedule(id)?;
+        runs.queued.remove(id);
+        let Some(mut rec) = found else {
             return Ok(Start::Gone);
         };
-        runs.queued.remove(id);
         prepare(&mut rec);
         let rec = &mut rec;
         let spec = BackupSpec {

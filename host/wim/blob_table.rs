@@ -60,7 +60,7 @@ pub struct BlobTable {
 pub struct BlobIndex {
     entries: Vec<BlobEntry>,
     positions: hashbrown::HashTable<u32>,
-    hasher: BlobKeys,
+    seed: BlobKeys,
 }
 
 /// Random keys of a [`BlobIndex`]'s hash: two folded multiplies over the
@@ -99,7 +99,7 @@ impl BlobIndex {
     fn position(&self, h: &Sha1) -> Option<usize> {
         let entries = &self.entries;
         self.positions
-            .find(Self::hash_of(&self.hasher, h), |&i| entries[i as usize].hash == *h)
+            .find(Self::hash_of(&self.seed, h), |&i| entries[i as usize].hash == *h)
             .map(|&i| i as usize)
     }
 
@@ -131,10 +131,10 @@ impl BlobIndex {
             return Some(std::mem::replace(&mut self.entries[i], entry));
         }
         let at = u32::try_from(self.entries.len()).expect("fewer than 2^32 blobs");
-        let (entries, hasher) = (&self.entries, &self.hasher);
+        let (entries, keys) = (&self.entries, &self.seed);
         self.positions
-            .insert_unique(Self::hash_of(hasher, &entry.hash), at, |&i| {
-                Self::hash_of(hasher, &entries[i as usize].hash)
+            .insert_unique(Self::hash_of(keys, &entry.hash), at, |&i| {
+                Self::hash_of(keys, &entries[i as usize].hash)
             });
         self.entries.push(entry);
         None
@@ -143,7 +143,7 @@ impl BlobIndex {
     /// Removes the entry of hash `h`. The last entry takes its place, so
     /// [`values`](Self::values) changes order.
     pub fn remove(&mut self, h: &Sha1) -> Option<BlobEntry> {
-        let hh = Self::hash_of(&self.hasher, h);
+        let hh = Self::hash_of(&self.seed, h);
         let entries = &self.entries;
         let at = match self.positions.find_entry(hh, |&i| entries[i as usize].hash == *h) {
             Ok(found) => found.remove().0 as usize,
@@ -152,7 +152,7 @@ impl BlobIndex {
         let last = self.entries.len() - 1;
         if at != last {
             // The last entry moves to `at`: its position changes with it.
-            let moved = Self::hash_of(&self.hasher, &self.entries[last].hash);
+            let moved = Self::hash_of(&self.seed, &self.entries[last].hash);
             let entries = &self.entries;
             if let Some(p) = self
                 .positions
@@ -177,9 +177,9 @@ impl BlobIndex {
     /// Room for `more` entries without growing.
     pub fn reserve(&mut self, more: usize) {
         self.entries.reserve(more);
-        let (entries, hasher) = (&self.entries, &self.hasher);
+        let (entries, keys) = (&self.entries, &self.seed);
         self.positions
-            .reserve(more, |&i| Self::hash_of(hasher, &entries[i as usize].hash));
+            .reserve(more, |&i| Self::hash_of(keys, &entries[i as usize].hash));
     }
 }
 
@@ -238,7 +238,9 @@ impl BlobTable {
                     entry.reshdr.size_in_wim, entry.reshdr.original_size
                 ));
             }
-            entry.reshdr.end_within(file_size, &format!("blob table entry {i}"))?;
+            entry
+                .reshdr
+                .end_within(file_size, format_args!("blob table entry {i}"))?;
             if entry.is_metadata() {
                 if table.metadata.len() < image_count as usize {
                     table.metadata.push(entry);

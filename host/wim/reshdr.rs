@@ -59,7 +59,9 @@ impl ResHdr {
     }
 
     /// End offset in the file, checked against overflow and the file size.
-    pub fn end_within(&self, file_size: u64, what: &str) -> Result<u64> {
+    /// `what` names the resource in the error and is formatted only then
+    /// (pass `format_args!`): callers check every blob of a table.
+    pub fn end_within(&self, file_size: u64, what: impl std::fmt::Display) -> Result<u64> {
         match self.offset.checked_add(self.size_in_wim) {
             Some(end) if end <= file_size => Ok(end),
             _ => invalid(format!(
