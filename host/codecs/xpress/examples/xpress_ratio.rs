@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo run --release -p wimguard-xpress --example xpress_ratio [MiB per corpus] [chunk size]
 //! [depth nice good]`
+//!
+//! `XPRESS_DIR=PATH` replaces the corpora with the files under PATH (a dumped
+//! metadata resource, say); `WIMLIB_LEVEL=N` compares with another wimlib
+//! level (below 60 lazy, from 60 near-optimal).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -114,8 +118,21 @@ fn main() {
         ("/usr/bin", &["/usr/bin"]),
         ("shared libs", &["/usr/lib/x86_64-linux-gnu"]),
     ];
-    let w = Wimlib::load(chunk, 0);
-    println!("chunk size {chunk}, up to {mib} MiB per corpus; wimlib level default (lazy)");
+    let own_dir = std::env::var("XPRESS_DIR").ok();
+    let own_dirs: [&str; 1] = [own_dir.as_deref().unwrap_or_default()];
+    let own_corpus = [(own_dirs[0], &own_dirs[..])];
+    let corpora: &[(&str, &[&str])] = if own_dir.is_some() { &own_corpus } else { corpora };
+    let level: u32 = std::env::var("WIMLIB_LEVEL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let w = Wimlib::load(chunk, level);
+    let level_name = if level == 0 {
+        "default (lazy)".to_string()
+    } else {
+        level.to_string()
+    };
+    println!("chunk size {chunk}, up to {mib} MiB per corpus; wimlib level {level_name}");
     println!(
         "{:<15} {:>8} {:>10} {:>10} {:>7} | {:>8} {:>8} | {:>8} {:>8} {:>8}",
         "corpus", "in MiB", "ours", "wimlib", "size", "c ours", "c wim", "d ours", "d wim", "d ours*"
