@@ -306,6 +306,50 @@ fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, 
     }
 }
 
+/// The parser's step at a node with a match of `nice` bytes or more: the
+/// longer of the repeat match (`rep`: slot, length) and the longest explicit
+/// match (`longest` bytes, `last`) is taken as is. Returns the bytes it
+/// covers. Out of line: rare, and the main loop keeps its registers.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn take_long(
+    m: &Model,
+    q: [u32; 3],
+    wc: &mut [u32],
+    wi: &mut [u32],
+    c0: u32,
+    rep: (usize, usize),
+    longest: usize,
+    last: Option<Match>,
+) -> usize {
+    let (best_r, best_rl) = rep;
+    match last {
+        Some(mt) if longest > best_rl => {
+            let mut nq = q;
+            let code = queue_code(&mut nq, mt.dist());
+            let slot = slot_of_code(code);
+            let mut c = m.len_cost(slot, longest);
+            if slot >= 3 {
+                c += m.offset_cost(code, slot);
+            }
+            relax(&mut wc[longest - 1], &mut wi[longest - 1], c0 + c, longest as u32, code);
+            longest
+        }
+        _ => {
+            let c = m.len_cost(best_r, best_rl);
+            relax(
+                &mut wc[best_rl - 1],
+                &mut wi[best_rl - 1],
+                c0 + c,
+                best_rl as u32,
+                best_r as u32,
+            );
+            best_rl
+        }
+    }
+}
+
 /// Repeat offsets after item (`len`, `code`) given those before it.
 #[inline(always)]
 fn next_queue(mut q: [u32; 3], len: u32, code: u32) -> [u32; 3] {
@@ -865,28 +909,7 @@ impl Encoder {
 
             // A very long match is taken as is: cheap, and nearly always right.
             if best_rl >= nice || longest >= nice {
-                if best_rl >= longest {
-                    let c = m.len_cost(best_r, best_rl);
-                    relax(
-                        &mut wc[best_rl - 1],
-                        &mut wi[best_rl - 1],
-                        c0 + c,
-                        best_rl as u32,
-                        best_r as u32,
-                    );
-                    i += best_rl;
-                } else {
-                    let mt = ms[ms.len() - 1];
-                    let mut nq = q;
-                    let code = queue_code(&mut nq, mt.dist());
-                    let slot = slot_of_code(code);
-                    let mut c = m.len_cost(slot, longest);
-                    if slot >= 3 {
-                        c += m.offset_cost(code, slot);
-                    }
-                    relax(&mut wc[longest - 1], &mut wi[longest - 1], c0 + c, longest as u32, code);
-                    i += longest;
-                }
+                i += take_long(m, q, wc, wi, c0, (best_r, best_rl), longest, ms.last().copied());
                 continue;
             }
 
