@@ -2,6 +2,10 @@
 //!
 //! Usage: cargo run --release -p wimguard-lzx --example lzx_ratio [CHUNK_SIZE [MAX_MB]]
 //!
+//! `WIMLIB_LEVEL=N` compares with another wimlib level than its default
+//! (50: two parse passes; 44 and below make one). Other knobs are read
+//! from the environment too (`params_from_env`, `LZX_BENCH`).
+//!
 //! Builds three corpora (docs, /usr/share text, /usr/bin binaries) by
 //! concatenating files, cuts them into chunks and reports compressed sizes
 //! (raw-stored chunks count at full size) and speeds of both libraries.
@@ -207,7 +211,8 @@ fn main() {
 
     let corpora = [("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")];
     let (mut tot_in, mut tot_ours, mut tot_wim) = (0usize, 0usize, 0usize);
-    println!("chunk {chunk} bytes; sizes in bytes; speeds in MB/s of input");
+    let level = std::env::var("WIMLIB_LEVEL").unwrap_or_else(|_| "default".into());
+    println!("chunk {chunk} bytes; wimlib level {level}; sizes in bytes; speeds in MB/s of input");
     println!(
         "{:<6} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "corpus", "input", "ours", "wimlib", "ours/wl", "c-ours", "c-wimlib", "d-ours", "d-wimlib"

@@ -6,7 +6,7 @@
 //!
 //! `XPRESS_DIR=PATH` replaces the corpora with the files under PATH (a dumped
 //! metadata resource, say); `WIMLIB_LEVEL=N` compares with another wimlib
-//! level (below 60 lazy, from 60 near-optimal).
+//! level (below 30 greedy, then lazy, from 60 near-optimal).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
