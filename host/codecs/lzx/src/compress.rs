@@ -179,6 +179,39 @@ impl Freqs {
         }
     }
 
+    /// Zeroes every count.
+    fn clear(&mut self) {
+        self.main.iter_mut().for_each(|x| *x = 0);
+        self.len.iter_mut().for_each(|x| *x = 0);
+        self.aligned.iter_mut().for_each(|x| *x = 0);
+        self.extra = 0;
+    }
+
+    /// Counts the symbols of one item.
+    #[inline(always)]
+    fn count(&mut self, it: Item) {
+        if it.len == 1 {
+            self.main[it.code as usize] += 1;
+            return;
+        }
+        let slot = slot_of_code(it.code);
+        let hdr = (it.len as usize - MIN_MATCH).min(LEN_ESCAPE);
+        self.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr] += 1;
+        if hdr == LEN_ESCAPE {
+            self.len[it.len as usize - MIN_MATCH - LEN_ESCAPE] += 1;
+        }
+        if slot >= 3 {
+            // The low 3 bits of larger offsets go to the aligned counts.
+            let e = u64::from(EXTRA_BITS[slot]);
+            if e >= 3 {
+                self.aligned[(it.code & 7) as usize] += 1;
+                self.extra += e - 3;
+            } else {
+                self.extra += e;
+            }
+        }
+    }
+
     /// `self = a - b`, where `b` counts a part of what `a` counts.
     fn diff(&mut self, a: &Freqs, b: &Freqs) {
         for (x, (p, q)) in self.main.iter_mut().zip(a.main.iter().zip(&b.main)) {
@@ -482,9 +515,8 @@ impl Encoder {
             self.find_matches(data, bs, be);
             self.greedy(data, bs, be, q);
             let mut whole = std::mem::take(&mut self.whole);
-            tally_items(&self.items, &mut whole);
+            whole.clone_from(&self.freqs);
             // The bootstrap's codes: the first pass's costs, and its size.
-            self.freqs.as_mut().clone_from(&whole);
             let boot = self.make_codes_estimated();
             if bs == 0 && be == n && boot / 8 >= n as u64 {
                 // The bootstrap parse does not fit in the raw size (already
@@ -499,14 +531,13 @@ impl Encoder {
             if self.params.passes > 0 {
                 for pass in 0..self.params.passes {
                     if pass > 0 {
-                        self.tally();
+                        // The last pass counted its items.
                         self.make_codes();
                     }
                     self.make_model();
                     self.optimal(data, bs, be, q);
                 }
-                tally_items(&self.items, &mut whole);
-                self.freqs.as_mut().clone_from(&whole);
+                whole.clone_from(&self.freqs);
                 wb = self.make_codes_estimated();
             }
             // `self.codes` are now those of the whole region's items.
@@ -565,10 +596,11 @@ impl Encoder {
     }
 
     /// Bootstrap parse: longest match (repeat offsets preferred), for the
-    /// first symbol statistics.
+    /// first symbol statistics (counted into `self.freqs` as it goes).
     #[inline(never)]
     fn greedy(&mut self, data: &[u8], bs: usize, be: usize, q0: [u32; 3]) {
         self.items.clear();
+        self.freqs.clear();
         let mut q = q0;
         let mut i = bs;
         while i < be {
@@ -600,16 +632,20 @@ impl Encoder {
             }
             if best_len >= 2 {
                 let code = queue_code(&mut q, best_dist);
-                self.items.push(Item {
+                let it = Item {
                     len: best_len as u32,
                     code,
-                });
+                };
+                self.items.push(it);
+                self.freqs.count(it);
                 i += best_len;
             } else {
-                self.items.push(Item {
+                let it = Item {
                     len: 1,
                     code: u32::from(data[i]),
-                });
+                };
+                self.items.push(it);
+                self.freqs.count(it);
                 i += 1;
             }
         }
@@ -1007,8 +1043,10 @@ impl Encoder {
             costs[blen - 1] = gaps[blen & (QUEUE_RING - 1)];
         }
 
-        // Walk back along the best path.
+        // Walk back along the best path (counting the items' symbols into
+        // `self.freqs`: the next pass's costs and the block's codes).
         self.items.clear();
+        self.freqs.clear();
         let mut j = blen;
         while j > 0 {
             let (len, code) = unpack(path[j]);
@@ -1016,16 +1054,23 @@ impl Encoder {
                 // Pushed in reverse: the repeat match, the literal, the explicit match.
                 let (bl, bf) = unpack(costs[j - 1]);
                 let lit = j - len as usize - 1;
-                self.items.push(Item { len, code: 0 });
-                self.items.push(Item {
-                    len: 1,
-                    code: u32::from(data[bs + lit]),
-                });
-                self.items.push(Item { len: bl, code: bf });
+                for it in [
+                    Item { len, code: 0 },
+                    Item {
+                        len: 1,
+                        code: u32::from(data[bs + lit]),
+                    },
+                    Item { len: bl, code: bf },
+                ] {
+                    self.items.push(it);
+                    self.freqs.count(it);
+                }
                 j = lit - bl as usize;
                 continue;
             }
-            self.items.push(Item { len, code });
+            let it = Item { len, code };
+            self.items.push(it);
+            self.freqs.count(it);
             j -= len as usize;
         }
         self.items.reverse();
@@ -1144,31 +1189,9 @@ fn end_queue(mut q: [u32; 3], items: &[Item]) -> [u32; 3] {
 
 /// Counts the symbols `items` use.
 fn tally_items(items: &[Item], f: &mut Freqs) {
-    f.main.iter_mut().for_each(|x| *x = 0);
-    f.len.iter_mut().for_each(|x| *x = 0);
-    f.aligned.iter_mut().for_each(|x| *x = 0);
-    f.extra = 0;
-    for it in items {
-        if it.len == 1 {
-            f.main[it.code as usize] += 1;
-            continue;
-        }
-        let slot = slot_of_code(it.code);
-        let hdr = (it.len as usize - MIN_MATCH).min(LEN_ESCAPE);
-        f.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr] += 1;
-        if hdr == LEN_ESCAPE {
-            f.len[it.len as usize - MIN_MATCH - LEN_ESCAPE] += 1;
-        }
-        if slot >= 3 {
-            // The low 3 bits of larger offsets go to the aligned counts.
-            let e = u64::from(EXTRA_BITS[slot]);
-            if e >= 3 {
-                f.aligned[(it.code & 7) as usize] += 1;
-                f.extra += e - 3;
-            } else {
-                f.extra += e;
-            }
-        }
+    f.clear();
+    for &it in items {
+        f.count(it);
     }
 }
 
