@@ -19,8 +19,12 @@
 pub struct IncompressibleCheck {
     /// Newest position per 4-byte hash, one slot per byte of the chunk
     /// (rounded to a power of two), so a repeat anywhere in the chunk is
-    /// seen with a good chance at each position it covers.
+    /// seen with a good chance at each position it covers. A slot holds
+    /// `base + position`: slots below `base` are from earlier chunks, so
+    /// the table is not cleared per chunk (128 KiB for 32 KiB chunks).
     table: Vec<u32>,
+    /// Added to this chunk's positions in `table`; 0 marks an empty table.
+    base: u32,
 }
 
 impl IncompressibleCheck {
@@ -30,33 +34,53 @@ impl IncompressibleCheck {
         if n < 64 {
             return false;
         }
-        let mut counts = [0u32; 256];
-        for &b in chunk {
-            counts[usize::from(b)] += 1;
+        // Four tables in turn: a run of one byte would make a single
+        // counter's increments wait on each other.
+        let mut counts = [[0u32; 256]; 4];
+        let mut quads = chunk.chunks_exact(4);
+        for q in &mut quads {
+            for (table, &b) in counts.iter_mut().zip(q) {
+                table[usize::from(b)] += 1;
+            }
+        }
+        for &b in quads.remainder() {
+            counts[0][usize::from(b)] += 1;
         }
         let total = n as f64;
-        let bits: f64 = counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| f64::from(c) * (total / f64::from(c)).log2())
+        let bits: f64 = (0..256)
+            .map(|b| counts[0][b] + counts[1][b] + counts[2][b] + counts[3][b])
+            .filter(|&c| c > 0)
+            .map(|c| f64::from(c) * (total / f64::from(c)).log2())
             .sum();
         if bits < 0.997 * 8.0 * total {
             return false;
         }
         let hash_bits = (usize::BITS - (n - 1).leading_zeros()).clamp(12, 22);
-        self.table.clear();
-        self.table.resize(1 << hash_bits, u32::MAX);
+        let fresh = self.table.len() != 1 << hash_bits
+            || self.base == 0
+            || u64::from(self.base) + n as u64 > u64::from(u32::MAX);
+        if fresh {
+            self.table.clear();
+            self.table.resize(1 << hash_bits, 0);
+            self.base = 1;
+        }
+        let base = self.base;
+        self.base += n as u32;
         let allowed = n / 640;
         let mut repeats = 0;
         for i in 0..n - 3 {
             let v = u32::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
             let h = (v.wrapping_mul(0x9E37_79B1) >> (32 - hash_bits)) as usize;
-            let c = self.table[h] as usize;
-            self.table[h] = i as u32;
-            if c < i && chunk[c..c + 4] == chunk[i..i + 4] {
-                repeats += 1;
-                if repeats > allowed {
-                    return false;
+            let slot = self.table[h];
+            self.table[h] = base + i as u32;
+            // An earlier position of this chunk with the same 4 bytes.
+            if slot >= base {
+                let c = (slot - base) as usize;
+                if u32::from_le_bytes([chunk[c], chunk[c + 1], chunk[c + 2], chunk[c + 3]]) == v {
+                    repeats += 1;
+                    if repeats > allowed {
+                        return false;
+                    }
                 }
             }
         }
@@ -97,5 +121,26 @@ mod tests {
         far[(1 << 20) - 8192..].copy_from_slice(&noise(8192, 4));
         assert!(!c.is_incompressible(&far));
         assert!(!c.is_incompressible(&[7; 10]));
+    }
+
+    /// The table is not cleared between chunks: positions an earlier chunk
+    /// left in it are never taken for this chunk's (they may lie past its
+    /// end), however often the same bytes come again, and the position
+    /// offset survives running out of room (an overflow panics here).
+    #[test]
+    fn earlier_chunks_leave_no_repeats_behind() {
+        let mut c = IncompressibleCheck::default();
+        let same = noise(32768, 10);
+        for _ in 0..4 {
+            assert!(c.is_incompressible(&same));
+        }
+        // Structure is still seen after those.
+        let mut twice = noise(16384, 11);
+        twice.extend_from_within(..);
+        assert!(!c.is_incompressible(&twice));
+        c.base = u32::MAX - 100;
+        assert!(c.is_incompressible(&same));
+        assert!(c.is_incompressible(&same));
+        assert!(!c.is_incompressible(&twice));
     }
 }
