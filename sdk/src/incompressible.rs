@@ -30,9 +30,12 @@ pub struct IncompressibleCheck {
 
 impl IncompressibleCheck {
     /// Whether `chunk` is not worth compressing (see the type's rules).
+    /// Chunks under 64 bytes or of 4 GiB and more never are.
     pub fn is_incompressible(&mut self, chunk: &[u8]) -> bool {
         let n = chunk.len();
-        if n < 64 {
+        // Positions are kept as u32: a chunk of 4 GiB or more is never
+        // called incompressible (no codec takes one).
+        if n < 64 || u32::try_from(n).is_err() {
             return false;
         }
         // Four tables in turn: a run of one byte would make a single

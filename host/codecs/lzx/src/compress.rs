@@ -250,7 +250,8 @@ pub struct Encoder {
     toks: Vec<(u8, u8, u8)>,
     huff: HuffScratch,
     precheck: IncompressibleCheck,
-    /// Symbol counts of the current region's bootstrap parse.
+    /// Symbol counts of the current region's items: the bootstrap parse's,
+    /// then the final cost-based pass's.
     whole: Box<Freqs>,
     prev_main: [u8; MAX_MAIN_SYMS],
     prev_len: [u8; LEN_SYMS],
