@@ -24,7 +24,8 @@ pub struct IncompressibleCheck {
     /// `base + position`: slots below `base` are from earlier chunks, so
     /// the table is not cleared per chunk (128 KiB for 32 KiB chunks).
     table: Vec<u32>,
-    /// Added to this chunk's positions in `table`; 0 marks an empty table.
+    /// Added to this chunk's positions in `table` (at least 1 once the
+    /// table exists).
     base: u32,
 }
 
@@ -60,9 +61,7 @@ impl IncompressibleCheck {
             return false;
         }
         let hash_bits = (usize::BITS - (n - 1).leading_zeros()).clamp(12, 22);
-        let fresh = self.table.len() != 1 << hash_bits
-            || self.base == 0
-            || u64::from(self.base) + n as u64 > u64::from(u32::MAX);
+        let fresh = self.table.len() != 1 << hash_bits || u64::from(self.base) + n as u64 > u64::from(u32::MAX);
         if fresh {
             self.table.clear();
             self.table.resize(1 << hash_bits, 0);
