@@ -114,30 +114,43 @@ struct Model {
     main: [u32; MAX_MAIN_SYMS],
     len: [u32; LEN_SYMS],
     aligned: [u32; ALIGNED_SYMS],
-    use_aligned: bool,
+    /// The first offset slot whose low 3 extra bits are an aligned symbol
+    /// (past every slot in a verbatim block).
+    aligned_from: usize,
+    /// Main symbol, length symbol and the extra bits sent verbatim of a
+    /// match, by slot (repeat slots first) and length:
+    /// `match_cost[slot * LENS + len - MIN_MATCH]`. Made once per pass, it
+    /// turns relaxing a length into one addition.
+    match_cost: Vec<u32>,
 }
 
+/// Lengths per slot in [`Model::match_cost`].
+const LENS: usize = MAX_MATCH - MIN_MATCH + 1;
+
 impl Model {
-    /// Cost of the main symbol and length symbol of a match of `len` bytes
-    /// whose offset (or repeat slot) is in `slot`.
+    /// Cost of a match of `len` bytes whose offset (or repeat slot) is in
+    /// `slot`, all but an aligned symbol: main symbol, length symbol,
+    /// verbatim extra bits.
     #[inline(always)]
     fn len_cost(&self, slot: usize, len: usize) -> u32 {
-        let hdr = (len - MIN_MATCH).min(LEN_ESCAPE);
-        let mut c = self.main[NUM_CHARS + slot * NUM_LEN_HEADERS + hdr];
-        if hdr == LEN_ESCAPE {
-            c += self.len[len - MIN_MATCH - LEN_ESCAPE];
-        }
-        c
+        self.match_cost[slot * LENS + len - MIN_MATCH]
     }
 
-    /// Cost of the extra bits of an explicit formatted offset.
+    /// The costs of every length for slot `slot`: `[len - MIN_MATCH]`.
     #[inline(always)]
-    fn offset_cost(&self, f: u32, slot: usize) -> u32 {
-        let e = u32::from(EXTRA_BITS[slot]);
-        if self.use_aligned && e >= 3 {
-            ((e - 3) << COST_SHIFT) + self.aligned[(f & 7) as usize]
+    fn lens_of(&self, slot: usize) -> &[u32] {
+        &self.match_cost[slot * LENS..(slot + 1) * LENS]
+    }
+
+    /// Cost of the aligned symbol of explicit formatted offset `f` in
+    /// `slot`, if it has one (the rest of its extra bits are in
+    /// [`Model::match_cost`]).
+    #[inline(always)]
+    fn aligned_cost(&self, f: u32, slot: usize) -> u32 {
+        if slot >= self.aligned_from {
+            self.aligned[(f & 7) as usize]
         } else {
-            e << COST_SHIFT
+            0
         }
     }
 }
@@ -313,31 +326,16 @@ fn relax_slice(cost: &mut [u32], item: &mut [u32], add: &[u32], c0: u32, it: u32
 
 /// Relaxes lengths `lo..=hi` (2 <= lo, hi <= cost.len()) of one match whose
 /// non-length cost is `c0`; `cost[l - 1]`/`item[l - 1]` are the node `l`
-/// bytes ahead, `hdr` the main-symbol costs of the match's 8 length headers
-/// and `lens` the length-tree costs.
+/// bytes ahead and `lens[l - MIN_MATCH]` the match's cost at length `l`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, hdr: &[u32], lens: &[u32], code: u32) {
-    let short_hi = hi.min(MIN_MATCH + LEN_ESCAPE - 1);
-    if lo <= short_hi {
-        relax_slice(
-            &mut cost[lo - 1..short_hi],
-            &mut item[lo - 1..short_hi],
-            &hdr[lo - MIN_MATCH..short_hi + 1 - MIN_MATCH],
-            c0,
-            pack(lo as u32, code),
-        );
-    }
-    let lo2 = lo.max(MIN_MATCH + LEN_ESCAPE);
-    if lo2 <= hi {
-        relax_slice(
-            &mut cost[lo2 - 1..hi],
-            &mut item[lo2 - 1..hi],
-            &lens[lo2 - MIN_MATCH - LEN_ESCAPE..hi + 1 - MIN_MATCH - LEN_ESCAPE],
-            c0 + hdr[LEN_ESCAPE],
-            pack(lo2 as u32, code),
-        );
-    }
+fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, lens: &[u32], code: u32) {
+    relax_slice(
+        &mut cost[lo - 1..hi],
+        &mut item[lo - 1..hi],
+        &lens[lo - MIN_MATCH..hi + 1 - MIN_MATCH],
+        c0,
+        pack(lo as u32, code),
+    );
 }
 
 /// The parser's step at a node with a match of `nice` bytes or more: the
@@ -349,7 +347,7 @@ fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, 
 #[allow(clippy::too_many_arguments)]
 fn take_long(
     m: &Model,
-    q: [u32; 3],
+    pq: PackedQueue,
     wc: &mut [u32],
     wi: &mut [u32],
     c0: u32,
@@ -360,13 +358,10 @@ fn take_long(
     let (best_r, best_rl) = rep;
     match last {
         Some(mt) if longest > best_rl => {
-            let mut nq = q;
+            let mut nq = [pq.get(0), pq.get(1), pq.get(2)];
             let code = queue_code(&mut nq, mt.dist());
             let slot = slot_of_code(code);
-            let mut c = m.len_cost(slot, longest);
-            if slot >= 3 {
-                c += m.offset_cost(code, slot);
-            }
+            let c = m.len_cost(slot, longest) + m.aligned_cost(code, slot);
             relax(&mut wc[longest - 1], &mut wi[longest - 1], c0 + c, longest as u32, code);
             longest
         }
@@ -466,7 +461,8 @@ impl Encoder {
                 main: [0; MAX_MAIN_SYMS],
                 len: [0; LEN_SYMS],
                 aligned: [0; ALIGNED_SYMS],
-                use_aligned: false,
+                aligned_from: MAX_SLOTS,
+                match_cost: Vec::new(),
             }),
             codes: Box::new(Codes {
                 main_lens: [0; MAX_MAIN_SYMS],
@@ -867,7 +863,24 @@ impl Encoder {
         for s in 0..ALIGNED_SYMS {
             m.aligned[s] = cost(c.aligned_lens[s], 6);
         }
-        m.use_aligned = c.use_aligned;
+        m.aligned_from = if c.use_aligned {
+            EXTRA_BITS.iter().position(|&e| e >= 3).unwrap_or(MAX_SLOTS)
+        } else {
+            MAX_SLOTS
+        };
+        let slots = (nm - NUM_CHARS) / NUM_LEN_HEADERS;
+        m.match_cost.resize(slots * LENS, 0);
+        for (slot, row) in m.match_cost.chunks_exact_mut(LENS).enumerate() {
+            let e = u32::from(EXTRA_BITS[slot]);
+            let verbatim = if slot >= m.aligned_from { e - 3 } else { e } << COST_SHIFT;
+            let hdr = &m.main[NUM_CHARS + slot * NUM_LEN_HEADERS..NUM_CHARS + (slot + 1) * NUM_LEN_HEADERS];
+            for (r, &h) in row[..LEN_ESCAPE].iter_mut().zip(hdr) {
+                *r = h + verbatim;
+            }
+            for (r, &l) in row[LEN_ESCAPE..].iter_mut().zip(m.len.iter()) {
+                *r = hdr[LEN_ESCAPE] + l + verbatim;
+            }
+        }
     }
 
     /// Cost-based parse of `bs..be` (repeat offsets `q0` at its start) into
@@ -916,24 +929,26 @@ impl Encoder {
                 }
             };
             queues[k & (QUEUE_RING - 1)] = pq;
-            let q = [pq.get(0), pq.get(1), pq.get(2)];
             let maxl = MAX_MATCH.min(be - i);
             // `win[l - 1]` is the node `l` bytes ahead.
             let wc = &mut costs[k + 1..k + 1 + maxl];
             let wi = &mut path[k + 1..k + 1 + maxl];
             let ms = self.matches_at(i);
 
-            // Repeat-offset match lengths (duplicate offsets skipped).
+            // The longest repeat match. (A repeated offset, as in the
+            // queue a chunk starts with, measures the same length again and
+            // loses the tie.)
             let (mut best_r, mut best_rl) = (0usize, 0usize);
             if maxl >= 2 {
                 let cur = &data[i..i + maxl];
+                let head = u16::from_le_bytes([cur[0], cur[1]]);
                 for r in 0..3 {
-                    let d = q[r] as usize;
-                    if d > i || (r >= 1 && q[r] == q[0]) || (r == 2 && q[2] == q[1]) {
+                    let d = pq.get(r) as usize;
+                    if d > i {
                         continue;
                     }
                     let src = &data[i - d..i - d + maxl];
-                    if src[0] == cur[0] && src[1] == cur[1] {
+                    if u16::from_le_bytes([src[0], src[1]]) == head {
                         let l = common_len(src, cur, 2);
                         if l > best_rl {
                             best_r = r;
@@ -946,7 +961,7 @@ impl Encoder {
 
             // A very long match is taken as is: cheap, and nearly always right.
             if best_rl >= nice || longest >= nice {
-                i += take_long(m, q, wc, wi, c0, (best_r, best_rl), longest, ms.last().copied());
+                i += take_long(m, pq, wc, wi, c0, (best_r, best_rl), longest, ms.last().copied());
                 continue;
             }
 
@@ -965,17 +980,7 @@ impl Encoder {
             // at other slots rarely win (relaxing each slot's own lengths
             // saved 240 bytes of 29 MB), and checking them costs time.
             if best_rl >= 2 {
-                let base = NUM_CHARS + best_r * NUM_LEN_HEADERS;
-                relax_run(
-                    wc,
-                    wi,
-                    2,
-                    best_rl,
-                    c0,
-                    &m.main[base..base + NUM_LEN_HEADERS],
-                    &m.len,
-                    best_r as u32,
-                );
+                relax_run(wc, wi, 2, best_rl, c0, m.lens_of(best_r), best_r as u32);
             }
 
             // Explicit matches: each length uses the nearest match reaching it;
@@ -987,28 +992,17 @@ impl Encoder {
             let mut longest_explicit = None;
             for mt in ms {
                 longest_explicit = None;
+                // A match at a repeat offset is never longer than that
+                // repeat match (`prev`), so it is skipped here.
                 let d = mt.dist();
-                if d == q[0] || d == q[1] || d == q[2] {
-                    continue;
-                }
                 let top = mt.len().min(maxl);
                 if top <= prev {
                     continue;
                 }
                 let f = d + 2;
                 let slot = slot_of(f);
-                let oc = c0 + m.offset_cost(f, slot);
-                let base = NUM_CHARS + slot * NUM_LEN_HEADERS;
-                relax_run(
-                    wc,
-                    wi,
-                    prev + 1,
-                    top,
-                    oc,
-                    &m.main[base..base + NUM_LEN_HEADERS],
-                    &m.len,
-                    f,
-                );
+                let oc = c0 + m.aligned_cost(f, slot);
+                relax_run(wc, wi, prev + 1, top, oc, m.lens_of(slot), f);
                 prev = top;
                 longest_explicit = Some((top, f, slot, oc));
             }
