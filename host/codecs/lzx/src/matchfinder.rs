@@ -108,15 +108,14 @@ impl BtMatchFinder {
         }
     }
 
+    /// Hash of the 3 bytes in the low bits of `v`.
     #[inline(always)]
-    fn hash3(&self, d: &[u8], i: usize) -> usize {
-        let v = u32::from(d[i]) | u32::from(d[i + 1]) << 8 | u32::from(d[i + 2]) << 16;
-        (v.wrapping_mul(0x9E37_79B1) >> (32 - self.hash_bits)) as usize
+    fn hash3(&self, v: u32) -> usize {
+        ((v & 0xFF_FFFF).wrapping_mul(0x9E37_79B1) >> (32 - self.hash_bits)) as usize
     }
 
     #[inline(always)]
-    fn hash4(&self, d: &[u8], i: usize) -> usize {
-        let v = u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+    fn hash4(&self, v: u32) -> usize {
         (v.wrapping_mul(0x1E35_A7BD) >> (32 - self.hash_bits)) as usize
     }
 
@@ -137,13 +136,20 @@ impl BtMatchFinder {
         if max_len < 3 {
             return 0;
         }
-        let h3 = self.hash3(d, cur);
+        // The next 4 bytes (3 at the very end), read once for both hashes.
+        let next = match d.get(cur..cur + 4) {
+            Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+            None => u32::from(d[cur]) | u32::from(d[cur + 1]) << 8 | u32::from(d[cur + 2]) << 16,
+        };
+        let h3 = self.hash3(next);
         let m3 = self.head3[h3];
         self.head3[h3] = cur as u32;
         if RECORD && m3 != NIL {
             let dist = cur - m3 as usize;
             let m3 = m3 as usize;
-            if dist <= lim.max_dist && d[m3] == d[cur] && d[m3 + 1] == d[cur + 1] && d[m3 + 2] == d[cur + 2] {
+            // `m3 < cur`, so its 4 bytes are there.
+            let w3 = u32::from_le_bytes([d[m3], d[m3 + 1], d[m3 + 2], d[m3 + 3]]);
+            if dist <= lim.max_dist && (w3 ^ next) & 0xFF_FFFF == 0 {
                 best = 3;
                 out.push(Match::new(3, dist));
             }
@@ -151,7 +157,7 @@ impl BtMatchFinder {
         if max_len < 4 {
             return best;
         }
-        let h = self.hash4(d, cur);
+        let h = self.hash4(next);
         let mut m = self.head[h];
         self.head[h] = cur as u32;
         let child = &mut self.child[..];
