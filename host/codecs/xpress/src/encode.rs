@@ -8,12 +8,15 @@ use crate::huffman::{canonical_codes, CodeBuilder, NUM_SYMBOLS};
 pub(crate) const MAX_CHUNK: usize = 65536;
 const MIN_MATCH: usize = 3;
 
-/// 2^17 heads for 4-byte hashes, cleared per chunk (256 KiB of memset).
-/// Far more slots than positions keeps chains free of false candidates and
-/// "is this slot empty" predictable; on poorly compressible data that branch
-/// dominated: 15 bits ran at 2/3 the speed (and 18 bits is slower on text,
-/// where the clearing starts to show). `examples/xpress_prof.rs` measures.
+/// Up to 2^17 heads for 4-byte hashes: four per position of a chunk, so a
+/// 32 KiB chunk gets them all. Far more slots than positions keeps chains
+/// free of false candidates and "is this slot empty" predictable; on poorly
+/// compressible data that branch dominated: 15 bits for 32 KiB ran at 2/3
+/// the speed (and 18 bits is slower on text, where the clearing starts to
+/// show). The table is cleared per chunk, so a small chunk (a small file)
+/// uses and clears only its share of it.
 const HASH4_BITS: u32 = 17;
+const HASH4_MIN_BITS: u32 = 10;
 /// The single-entry 3-byte table: larger finds a few more 3-byte matches
 /// but is much slower on incompressible data (empty slots again).
 const HASH3_BITS: u32 = 12;
@@ -71,8 +74,11 @@ fn boxed_array<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
 /// into `buf`; 0 means "none". The head tables are cleared per chunk.
 struct MatchFinder {
     buf: Box<Buf>,
-    /// Most recent position for each 4-byte hash.
+    /// Most recent position for each 4-byte hash (the first
+    /// `1 << (32 - shift4)` entries are this chunk's).
     head4: Box<[u16; 1 << HASH4_BITS]>,
+    /// Right shift that turns a multiplied 4-byte word into its head index.
+    shift4: u32,
     /// Most recent position for each 3-byte hash.
     head3: Box<[u16; 1 << HASH3_BITS]>,
     /// For each position, the previous position with the same 4-byte hash
@@ -121,6 +127,7 @@ impl XpressCompressor {
             mf: MatchFinder {
                 buf: boxed_array(),
                 head4: boxed_array(),
+                shift4: 32 - HASH4_BITS,
                 head3: boxed_array(),
                 prev: boxed_array(),
             },
@@ -263,7 +270,9 @@ impl MatchFinder {
     /// Loads `chunk` (at position 1) and forgets every earlier position.
     fn start_chunk(&mut self, chunk: &[u8]) {
         self.buf[1..=chunk.len()].copy_from_slice(chunk);
-        self.head4.fill(0);
+        let bits = (usize::BITS - (chunk.len().max(2) - 1).leading_zeros() + 2).clamp(HASH4_MIN_BITS, HASH4_BITS);
+        self.shift4 = 32 - bits;
+        self.head4[..1 << bits].fill(0);
         self.head3.fill(0);
     }
 
@@ -271,7 +280,7 @@ impl MatchFinder {
     #[inline(always)]
     fn insert(&mut self, p: usize) {
         let w = load32(&self.buf, p);
-        let h4 = hash4(w);
+        let h4 = hash4(w, self.shift4);
         self.prev[p & POS_MASK] = self.head4[h4];
         self.head4[h4] = p as u16;
         self.head3[hash3(w)] = p as u16;
@@ -287,7 +296,7 @@ impl MatchFinder {
         let max_len = end + 1 - p;
         let nice = nice.min(max_len);
         let w = load32(buf, p);
-        let h4 = hash4(w);
+        let h4 = hash4(w, self.shift4);
         let h3 = hash3(w);
 
         // Only strictly longer matches are of interest; a shorter "best"
@@ -449,8 +458,10 @@ fn load64(buf: &Buf, i: usize) -> u64 {
 }
 
 #[inline(always)]
-fn hash4(w: u32) -> usize {
-    (w.wrapping_mul(0x9E37_79B1) >> (32 - HASH4_BITS)) as usize
+fn hash4(w: u32, shift: u32) -> usize {
+    // The mask changes nothing (`shift` is at least 32 - HASH4_BITS) but
+    // lets the compiler drop the bounds checks.
+    (w.wrapping_mul(0x9E37_79B1) >> shift) as usize & ((1 << HASH4_BITS) - 1)
 }
 
 #[inline(always)]
