@@ -605,12 +605,13 @@ impl Encoder {
             let (mut best_len, mut best_dist) = (0usize, 0u32);
             if maxl >= 2 {
                 let cur = &data[i..i + maxl];
+                let head = u16::from_le_bytes([cur[0], cur[1]]);
                 for &d in q.iter() {
                     let du = d as usize;
                     if du <= i {
                         let src = &data[i - du..i - du + maxl];
                         // Shorter than 2 is no repeat match.
-                        if src[0] == cur[0] && src[1] == cur[1] {
+                        if u16::from_le_bytes([src[0], src[1]]) == head {
                             let l = common_len(src, cur, 2);
                             if l > best_len {
                                 best_len = l;
@@ -1019,7 +1020,7 @@ impl Encoder {
                     let d = (f - 2) as usize;
                     let limit = (be - p).min(MAX_MATCH);
                     let (src, cur) = (&data[p - d..p - d + limit], &data[p..p + limit]);
-                    if src[0] == cur[0] && src[1] == cur[1] {
+                    if u16::from_le_bytes([src[0], src[1]]) == u16::from_le_bytes([cur[0], cur[1]]) {
                         let r = common_len(src, cur, 2);
                         let c = oc + m.len_cost(slot, len) + m.main[usize::from(data[p - 1])] + m.len_cost(0, r);
                         let t = k + len + 1 + r;

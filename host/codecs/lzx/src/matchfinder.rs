@@ -170,15 +170,16 @@ impl BtMatchFinder {
         let nice = lim.nice_len.min(max_len);
         loop {
             let mu = m as usize;
-            // NIL is tested explicitly: the wrapped distance is only huge
-            // where usize is wider than u32 (on wasm32 it would be cur + 1).
-            let dist = cur.wrapping_sub(mu);
-            if m == NIL || dist > lim.max_dist || depth == 0 {
+            // In 64 bits NIL (above every position) wraps to a distance
+            // beyond any limit, on wasm32 too, so one test covers both.
+            let dist64 = (cur as u64).wrapping_sub(u64::from(m));
+            if dist64 > lim.max_dist as u64 || depth == 0 {
                 child[lt_slot] = NIL;
                 child[gt_slot] = NIL;
                 return best;
             }
             depth -= 1;
+            let dist = dist64 as usize;
             let m_s = &d[mu..mu + max_len];
             // Both halves' common prefixes are known; compare past them.
             let start = lt_len.min(gt_len);
@@ -192,6 +193,8 @@ impl BtMatchFinder {
                 if RECORD {
                     out.push(Match::new(len, dist));
                 }
+                // `nice` is at most `max_len`, and `best` stays below it
+                // until here: a match of `max_len` always ends the search.
                 if len >= nice {
                     // The old node is fully covered by the new one: splice
                     // its subtrees in and drop it.
@@ -199,11 +202,6 @@ impl BtMatchFinder {
                     child[gt_slot] = child[2 * mu + 1];
                     return best;
                 }
-            }
-            if len >= max_len {
-                child[lt_slot] = child[2 * mu];
-                child[gt_slot] = child[2 * mu + 1];
-                return best;
             }
             if m_s[len] < cur_s[len] {
                 child[lt_slot] = m;
