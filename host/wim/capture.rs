@@ -935,17 +935,22 @@ struct Compressed {
     failure: Option<String>,
 }
 
-/// A compression thread: takes tasks until the sender is gone, with the
-/// writer's compressor of `slot` (its own, for its whole life).
+/// A compression thread: takes tasks until the sender is gone (or the write
+/// was abandoned), with the writer's compressor of `slot` (its own, for its
+/// whole life).
 fn compress_worker(
     comps: &crate::codecs::Compressors,
     slot: usize,
     tasks: &std::sync::Mutex<mpsc::Receiver<(u64, Vec<ChunkJob>)>>,
     results: mpsc::Sender<Compressed>,
+    abandoned: &AtomicBool,
 ) {
     loop {
         let next = tasks.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((seq, mut jobs)) = next else { return };
+        if abandoned.load(Ordering::Relaxed) {
+            return;
+        }
         let failure = comps.with_slot(slot, |c| {
             for job in jobs.iter_mut() {
                 let run = std::panic::AssertUnwindSafe(|| job.compress_with(c.as_mut()));
@@ -1083,9 +1088,11 @@ fn read_and_store(
     };
     let files_total = jobs.len() as u64;
     let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
-    // Room for a few batches: the reader keeps going while the writer is
-    // busy with a run of small files.
-    let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(4);
+    // Room for a few batches (about 1 MiB): the reader keeps going while the
+    // writer is busy with a run of small files. A batch holds at least one
+    // chunk, so large chunks get fewer.
+    let queued = (4 * BATCH_BYTES / chunk).clamp(1, 4);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(queued);
     let comps = writer.compressors();
     let prehash = comps
         .is_some()
@@ -1128,109 +1135,118 @@ fn read_and_store(
         bytes_total,
         failed: Vec::new(),
     };
+    // Set when the write stops early: the compression threads then drop
+    // the chunks still queued for them instead of compressing them first.
+    let abandoned = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<()> {
         let job_tx = job_tx;
         if let Some(comps) = &comps {
             for slot in 0..workers {
-                let (job_rx, res_tx) = (&job_rx, res_tx.clone());
-                s.spawn(move || compress_worker(comps, slot, job_rx, res_tx));
+                let (job_rx, res_tx, abandoned) = (&job_rx, res_tx.clone(), &abandoned);
+                s.spawn(move || compress_worker(comps, slot, job_rx, res_tx, abandoned));
             }
         }
         drop(res_tx);
-        // Items in archive order; a chunk item waits for its result.
-        let mut order: std::collections::VecDeque<Item> = std::collections::VecDeque::new();
-        let mut ready: HashMap<u64, ChunkJob> = HashMap::new();
-        let (mut next_seq, mut in_flight, mut reader_done) = (0u64, 0usize, false);
-        let take = |r: Compressed, ready: &mut HashMap<u64, ChunkJob>, in_flight: &mut usize| -> Result<()> {
-            *in_flight -= r.jobs.len();
-            if let Some(f) = r.failure {
+        let written = (|| -> Result<()> {
+            // Items in archive order; a chunk item waits for its result.
+            let mut order: std::collections::VecDeque<Item> = std::collections::VecDeque::new();
+            let mut ready: HashMap<u64, ChunkJob> = HashMap::new();
+            let (mut next_seq, mut in_flight, mut reader_done) = (0u64, 0usize, false);
+            let take = |r: Compressed, ready: &mut HashMap<u64, ChunkJob>, in_flight: &mut usize| -> Result<()> {
+                *in_flight -= r.jobs.len();
+                if let Some(f) = r.failure {
+                    opts.check_cancel()?;
+                    return Err(WimError::CodecFailed(f));
+                }
+                for (i, job) in r.jobs.into_iter().enumerate() {
+                    ready.insert(r.seq + i as u64, job);
+                }
+                Ok(())
+            };
+            loop {
+                while let Ok(r) = res_rx.try_recv() {
+                    take(r, &mut ready, &mut in_flight)?;
+                }
+                while let Some(item) = order.pop_front() {
+                    if let Item::Chunk { seq, .. } = item {
+                        if !ready.contains_key(&seq) {
+                            order.push_front(item);
+                            break;
+                        }
+                    }
+                    store.write(item, &mut ready)?;
+                }
+                if reader_done && order.is_empty() {
+                    break;
+                }
+                if reader_done || in_flight >= in_flight_max {
+                    match res_rx.recv_timeout(CANCEL_POLL) {
+                        Ok(r) => take(r, &mut ready, &mut in_flight)?,
+                        Err(mpsc::RecvTimeoutError::Timeout) => opts.check_cancel()?,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(compression_stopped()),
+                    }
+                    continue;
+                }
+                // Returning early drops `rx`, which stops the reader at its next send.
+                let batch = match rx.recv_timeout(CANCEL_POLL) {
+                    Ok(b) => b,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        opts.check_cancel()?;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        reader_done = true;
+                        continue;
+                    }
+                };
                 opts.check_cancel()?;
-                return Err(WimError::CodecFailed(f));
-            }
-            for (i, job) in r.jobs.into_iter().enumerate() {
-                ready.insert(r.seq + i as u64, job);
+                // Chunks go out in tasks of consecutive sequence numbers.
+                let mut task: Vec<ChunkJob> = Vec::new();
+                let mut task_seq = next_seq;
+                let send = |task: &mut Vec<ChunkJob>, seq: u64| -> Result<()> {
+                    if task.is_empty() {
+                        return Ok(());
+                    }
+                    job_tx
+                        .send((seq, std::mem::take(task)))
+                        .map_err(|_| compression_stopped())
+                };
+                for p in batch {
+                    order.push_back(match p {
+                        Piece::Chunk { job, data, first, last } => {
+                            let cj = ChunkJob {
+                                raw: data,
+                                compressed: Vec::new(),
+                                use_compressed: false,
+                            };
+                            let seq = next_seq;
+                            next_seq += 1;
+                            if comps.is_some() {
+                                in_flight += 1;
+                                task.push(cj);
+                                if task.len() == CHUNKS_PER_TASK {
+                                    send(&mut task, task_seq)?;
+                                    task_seq = next_seq;
+                                }
+                            } else {
+                                ready.insert(seq, cj);
+                            }
+                            Item::Chunk { job, first, last, seq }
+                        }
+                        Piece::Failed { job, error } => Item::Failed(job, error),
+                        Piece::Swapped { job, why } => Item::Swapped(job, why),
+                        Piece::Changed { job } => Item::Changed(job),
+                        Piece::Known { job, hash } => Item::Known(job, hash),
+                    });
+                }
+                send(&mut task, task_seq)?;
             }
             Ok(())
-        };
-        loop {
-            while let Ok(r) = res_rx.try_recv() {
-                take(r, &mut ready, &mut in_flight)?;
-            }
-            while let Some(item) = order.pop_front() {
-                if let Item::Chunk { seq, .. } = item {
-                    if !ready.contains_key(&seq) {
-                        order.push_front(item);
-                        break;
-                    }
-                }
-                store.write(item, &mut ready)?;
-            }
-            if reader_done && order.is_empty() {
-                break;
-            }
-            if reader_done || in_flight >= in_flight_max {
-                match res_rx.recv_timeout(CANCEL_POLL) {
-                    Ok(r) => take(r, &mut ready, &mut in_flight)?,
-                    Err(mpsc::RecvTimeoutError::Timeout) => opts.check_cancel()?,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return Err(compression_stopped()),
-                }
-                continue;
-            }
-            // Returning early drops `rx`, which stops the reader at its next send.
-            let batch = match rx.recv_timeout(CANCEL_POLL) {
-                Ok(b) => b,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    opts.check_cancel()?;
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    reader_done = true;
-                    continue;
-                }
-            };
-            opts.check_cancel()?;
-            // Chunks go out in tasks of consecutive sequence numbers.
-            let mut task: Vec<ChunkJob> = Vec::new();
-            let mut task_seq = next_seq;
-            let send = |task: &mut Vec<ChunkJob>, seq: u64| -> Result<()> {
-                if task.is_empty() {
-                    return Ok(());
-                }
-                job_tx
-                    .send((seq, std::mem::take(task)))
-                    .map_err(|_| compression_stopped())
-            };
-            for p in batch {
-                order.push_back(match p {
-                    Piece::Chunk { job, data, first, last } => {
-                        let cj = ChunkJob {
-                            raw: data,
-                            compressed: Vec::new(),
-                            use_compressed: false,
-                        };
-                        let seq = next_seq;
-                        next_seq += 1;
-                        if comps.is_some() {
-                            in_flight += 1;
-                            task.push(cj);
-                            if task.len() == CHUNKS_PER_TASK {
-                                send(&mut task, task_seq)?;
-                                task_seq = next_seq;
-                            }
-                        } else {
-                            ready.insert(seq, cj);
-                        }
-                        Item::Chunk { job, first, last, seq }
-                    }
-                    Piece::Failed { job, error } => Item::Failed(job, error),
-                    Piece::Swapped { job, why } => Item::Swapped(job, why),
-                    Piece::Changed { job } => Item::Changed(job),
-                    Piece::Known { job, hash } => Item::Known(job, hash),
-                });
-            }
-            send(&mut task, task_seq)?;
+        })();
+        if written.is_err() {
+            abandoned.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        written
     })?;
     let failed = std::mem::take(&mut store.failed);
     drop(store);

@@ -324,9 +324,10 @@ fn relax_slice(cost: &mut [u32], item: &mut [u32], add: &[u32], c0: u32, it: u32
     }
 }
 
-/// Relaxes lengths `lo..=hi` (2 <= lo, hi <= cost.len()) of one match whose
-/// non-length cost is `c0`; `cost[l - 1]`/`item[l - 1]` are the node `l`
-/// bytes ahead and `lens[l - MIN_MATCH]` the match's cost at length `l`.
+/// Relaxes lengths `lo..=hi` (2 <= lo, hi <= cost.len()) of one match:
+/// `c0` is the cost up to it plus any aligned symbol, `lens[l - MIN_MATCH]`
+/// the rest of the match's cost at length `l` ([`Model::lens_of`]), and
+/// `cost[l - 1]`/`item[l - 1]` the node `l` bytes ahead.
 #[inline(always)]
 fn relax_run(cost: &mut [u32], item: &mut [u32], lo: usize, hi: usize, c0: u32, lens: &[u32], code: u32) {
     relax_slice(

@@ -193,8 +193,9 @@ impl BtMatchFinder {
                 if RECORD {
                     out.push(Match::new(len, dist));
                 }
-                // `nice` is at most `max_len`, and `best` stays below it
-                // until here: a match of `max_len` always ends the search.
+                // `nice` is at most `max_len`, and `best` is below
+                // `max_len` until a match reaches `nice`: a match of
+                // `max_len` always ends the search here.
                 if len >= nice {
                     // The old node is fully covered by the new one: splice
                     // its subtrees in and drop it.

@@ -8,15 +8,14 @@ use crate::huffman::{canonical_codes, CodeBuilder, NUM_SYMBOLS};
 pub(crate) const MAX_CHUNK: usize = 65536;
 const MIN_MATCH: usize = 3;
 
-/// Up to 2^17 heads for 4-byte hashes: four per position of a chunk, so a
-/// 32 KiB chunk gets them all. Far more slots than positions keeps chains
+/// Up to 2^17 heads for 4-byte hashes: four to eight per position of a
+/// chunk (a power of two), so a 32 KiB chunk gets them all. Far more slots than positions keeps chains
 /// free of false candidates and "is this slot empty" predictable; on poorly
 /// compressible data that branch dominated: 15 bits for 32 KiB ran at 2/3
 /// the speed (and 18 bits is slower on text, where the clearing starts to
 /// show). The table is cleared per chunk, so a small chunk (a small file)
 /// uses and clears only its share of it.
 const HASH4_BITS: u32 = 17;
-const HASH4_MIN_BITS: u32 = 10;
 /// The single-entry 3-byte table: larger finds a few more 3-byte matches
 /// but is much slower on incompressible data (empty slots again).
 const HASH3_BITS: u32 = 12;
@@ -270,7 +269,9 @@ impl MatchFinder {
     /// Loads `chunk` (at position 1) and forgets every earlier position.
     fn start_chunk(&mut self, chunk: &[u8]) {
         self.buf[1..=chunk.len()].copy_from_slice(chunk);
-        let bits = (usize::BITS - (chunk.len().max(2) - 1).leading_zeros() + 2).clamp(HASH4_MIN_BITS, HASH4_BITS);
+        // Chunks this small are never compressed: at least 11 bits.
+        debug_assert!(chunk.len() > LENGTH_TABLE_BYTES);
+        let bits = (usize::BITS - (chunk.len() - 1).leading_zeros() + 2).min(HASH4_BITS);
         self.shift4 = 32 - bits;
         self.head4[..1 << bits].fill(0);
         self.head3.fill(0);
