@@ -86,14 +86,15 @@ fn main() {
             lib.get(b"wimlib_decompress").unwrap(),
         )
     };
+    // WIMLIB_LEVEL=N: another wimlib level (44 and below: one parse pass);
+    // 0 is its default.
+    let level: c_uint = std::env::var("WIMLIB_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut wc: *mut c_void = std::ptr::null_mut();
     let mut wd: *mut c_void = std::ptr::null_mut();
     unsafe {
-        // WIMLIB_LEVEL=N: another wimlib level (44 and below: one parse pass).
-        let level: c_uint = std::env::var("WIMLIB_LEVEL")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         assert_eq!(create(2, chunk, level, &mut wc), 0);
         assert_eq!(create_d(2, chunk, &mut wd), 0);
     }
@@ -211,8 +212,12 @@ fn main() {
 
     let corpora = [("/usr/share/doc", "docs"), ("/usr/share", "share"), ("/usr/bin", "bin")];
     let (mut tot_in, mut tot_ours, mut tot_wim) = (0usize, 0usize, 0usize);
-    let level = std::env::var("WIMLIB_LEVEL").unwrap_or_else(|_| "default".into());
-    println!("chunk {chunk} bytes; wimlib level {level}; sizes in bytes; speeds in MB/s of input");
+    let level_name = if level == 0 {
+        "default".to_string()
+    } else {
+        level.to_string()
+    };
+    println!("chunk {chunk} bytes; wimlib level {level_name}; sizes in bytes; speeds in MB/s of input");
     println!(
         "{:<6} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "corpus", "input", "ours", "wimlib", "ours/wl", "c-ours", "c-wimlib", "d-ours", "d-wimlib"
