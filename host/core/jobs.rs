@@ -181,18 +181,21 @@ pub fn record_capture(record: &mut BackupRecord, report: &capture::CaptureReport
     record.warnings = report.warnings.clone();
 }
 
-/// Turns capture progress into job updates (at most ten a second while writing).
+/// Turns capture progress into job updates (at most ten a second, besides
+/// a change of phase and the last file written).
 fn progress_reporter(tx: &watch::Sender<JobUpdate>, start: Instant) -> impl FnMut(&capture::CaptureProgress) + '_ {
     let mut last_sent = Instant::now() - Duration::from_secs(1);
+    let mut last_phase = None;
     move |p| {
         let now = Instant::now();
         if now.duration_since(last_sent) < Duration::from_millis(100)
-            && p.phase == CapturePhase::Writing
-            && p.files_done < p.files_total
+            && last_phase == Some(p.phase)
+            && !(p.phase == CapturePhase::Writing && p.files_done == p.files_total)
         {
             return;
         }
         last_sent = now;
+        last_phase = Some(p.phase);
         let phase = match p.phase {
             CapturePhase::Scanning => Phase::Scanning,
             CapturePhase::Writing => Phase::Writing,

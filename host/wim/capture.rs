@@ -1,11 +1,12 @@
 //! Capture: turns a Linux directory tree into a new image of a WIM.
 //!
-//! Two phases. *Scan* walks the tree with lstat only and builds the image
-//! metadata (memory grows with the number of files, not their size).
-//! *Data* reads the files that need it on a reader thread, which hashes
-//! them while the main thread compresses 2 MiB batches of chunks on all
-//! cores and writes them in order. Files whose size, mtime, ctime, device
-//! and inode match the previous image keep their hash without being read.
+//! Two stages that overlap. The *walk* lists the tree with lstat only and
+//! builds the image metadata (memory grows with the number of files, not
+//! their size); each file it finds goes straight to the *data* stage, where
+//! a reader thread reads and hashes it, compression threads compress its
+//! chunks and the calling thread writes them in order. Files whose size,
+//! mtime, ctime, device and inode match the previous image keep their hash
+//! without being read.
 //!
 //! Metadata is stored the way wimlib stores it (`--unix-data`), so
 //! `wimlib-imagex apply --unix-data` restores our images faithfully.
@@ -63,7 +64,8 @@ impl CaptureOptions {
 /// Which part of the capture is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapturePhase {
-    /// Walking the tree; `files_done` counts entries seen.
+    /// Walking the tree, while the files found so far are read and
+    /// written: `files_total` and `bytes_total` still grow.
     Scanning,
     /// Reading, hashing, compressing and writing file contents.
     Writing,
@@ -152,7 +154,8 @@ pub struct CaptureReport {
     pub warnings: Vec<String>,
 }
 
-/// Receives progress reports (often: every batch of 2 MiB, every 1000 scanned entries).
+/// Receives progress reports (often: after every file written, and every
+/// 0.1 s while only the walk makes progress).
 pub type ProgressFn<'a> = dyn FnMut(&CaptureProgress) + 'a;
 
 /// A directory the scan has yet to list.
@@ -238,8 +241,59 @@ fn rpfix_target(target: &str, root_id: (u64, u64)) -> Option<String> {
     None
 }
 
+/// What the walk hands the data phase, in archive order.
+enum Found {
+    /// A regular file whose contents must be read.
+    File(DataJob),
+    /// A symlink's reparse data, stored as a blob of its own.
+    ReparseData(Vec<u8>),
+}
+
+/// How far the walk has got, shared with the thread that reports progress.
+#[derive(Default)]
+struct WalkCounters {
+    /// Files found that must be read, and their bytes.
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    /// The walk is over: the totals above are final.
+    done: AtomicBool,
+}
+
+/// Files the walk may be ahead of the reader. The walk still ends long
+/// before the reading, and the files it found wait here, not in a list
+/// of the whole tree.
+const FOUND_QUEUE: usize = 1024;
+
+/// What the walk produced besides the files it sent on.
+struct Walked {
+    tree: ImageTree,
+    report: CaptureReport,
+}
+
+/// What the walk needs to know, read-only, while the data phase has the writer.
+struct WalkContext<'a> {
+    src: &'a Path,
+    opts: &'a CaptureOptions,
+    excludes: Option<&'a Gitignore>,
+    previous: Option<&'a ImageTree>,
+    /// For each inode of `previous`: are its contents in the archive (so
+    /// an unchanged file may keep them)?
+    previous_stored: Vec<bool>,
+    root_id: (u64, u64),
+    /// The archive being written, when it lives inside the source.
+    own_output: Option<(u64, u64)>,
+    counters: &'a WalkCounters,
+    /// Set when the data phase failed: the walk ends early.
+    stop: &'a AtomicBool,
+}
+
 /// Captures `src` as a new image in `writer`. `previous` is the image whose
 /// hashes may be reused for unchanged files.
+///
+/// The walk runs on a thread of its own and sends each file to the reader
+/// as soon as it is listed, so reading and compressing start at once
+/// instead of after the whole tree was listed (on /usr/share the walk is
+/// 0.2 s, a quarter of an uncompressed capture).
 pub fn capture(
     src: &Path,
     writer: &mut WimWriter,
@@ -259,25 +313,135 @@ pub fn capture(
             src.display()
         )));
     }
-    let mut report = CaptureReport::default();
     let excludes = build_excludes(src, &opts.excludes)?;
+    let counters = WalkCounters::default();
+    let stop = AtomicBool::new(false);
+    let ctx = WalkContext {
+        src,
+        opts,
+        excludes: excludes.as_ref(),
+        previous,
+        previous_stored: previous.map_or_else(Vec::new, |p| {
+            p.inodes
+                .iter()
+                .map(|i| i.data_hash != ZERO_HASH && writer.has_blob(&i.data_hash))
+                .collect()
+        }),
+        root_id: (root_meta.dev(), root_meta.ino()),
+        own_output: writer.output_identity(),
+        counters: &counters,
+        stop: &stop,
+    };
+    let (found_tx, found_rx) = mpsc::sync_channel::<Found>(FOUND_QUEUE);
+    // The walk hands its tree over as soon as it is done: the hashes of the
+    // files written after that go straight into it.
+    let (walked_tx, walked_rx) = mpsc::sync_channel::<Result<Walked>>(1);
+    let (data, walk_crashed) = std::thread::scope(|s| {
+        let walker = std::thread::Builder::new()
+            .name("capture-walk".into())
+            .spawn_scoped(s, || {
+                let _ = walked_tx.send(walk(&ctx, &root_meta, found_tx));
+            })
+            .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the walk thread: {e}"))))?;
+        let data = read_and_store(writer, found_rx, &walked_rx, opts, &counters, progress);
+        if data.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let crashed = walker.join().is_err();
+        Ok::<_, WimError>((data, crashed))
+    })?;
+    // A failed data phase explains itself better than the walk it stopped.
+    let mut stored = data?;
+    let walked = match stored.walked.take() {
+        Some(w) => w,
+        None if walk_crashed => Err(WimError::Io(io::Error::other(
+            "the directory walk crashed (please report); the archive is unchanged",
+        ))),
+        None => walked_rx.try_recv().unwrap_or_else(|_| {
+            Err(WimError::Io(io::Error::other(
+                "the directory walk ended without a result (please report); the archive is unchanged",
+            )))
+        }),
+    };
+    let Walked { mut tree, mut report } = walked?;
+    for (inode, hash) in std::mem::take(&mut stored.hashes) {
+        tree.inodes[inode as usize].data_hash = hash;
+    }
+    report.bytes_read = stored.bytes_read;
+    report.bytes_stored = stored.bytes_stored;
+    report.new_blobs = stored.new_blobs;
+    report.warnings.extend(stored.warnings);
+    opts.check_cancel()?;
+    progress(&CaptureProgress {
+        phase: CapturePhase::Finalizing,
+        files_done: 0,
+        files_total: 0,
+        bytes_done: report.bytes_read,
+        bytes_total: report.bytes_read,
+    });
+    if !stored.failed.is_empty() {
+        tree = without_inodes(&tree, &stored.failed);
+    }
+    let now = time::now();
+    let info = ImageInfo {
+        name: opts.name.clone(),
+        description: opts.description.clone(),
+        creation_time: now,
+        last_modification_time: now,
+        backup_uuid: opts.backup_uuid.clone(),
+        // Only the daemon's backups say where they came from.
+        source: if opts.backup_uuid.is_empty() {
+            String::new()
+        } else {
+            src.display().to_string()
+        },
+        ..ImageInfo::default()
+    };
+    report.image_index = writer.add_image(&tree, info)?;
+    Ok(report)
+}
 
-    // ---- scan ----
-    let mut root = base_inode(&root_meta, FILE_ATTRIBUTE_DIRECTORY);
+/// Walks the tree with lstat only and builds the image metadata (memory
+/// grows with the number of files, not their size); each file to read and
+/// each symlink's data goes to `found` as soon as it is listed.
+fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Found>) -> Result<Walked> {
+    let (src, opts, previous) = (ctx.src, ctx.opts, ctx.previous);
+    let mut report = CaptureReport::default();
+    let mut root = base_inode(root_meta, FILE_ATTRIBUTE_DIRECTORY);
     let root_x = read_xattrs(src, &mut report.warnings);
-    root.tagged = TaggedItems::build(Some(unix_of(&root_meta)), &root_x);
+    root.tagged = TaggedItems::build(Some(unix_of(root_meta)), &root_x);
     let mut tree = ImageTree::new(root);
-    let root_id = (root_meta.dev(), root_meta.ino());
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
-    let own_output = writer.output_identity();
-    let mut jobs: Vec<DataJob> = Vec::new();
     let mut stack = vec![DirToScan {
         path: src.to_path_buf(),
         dentry: 0,
         rel: String::new(),
-        id: root_id,
+        id: ctx.root_id,
         before: previous.map(|_| 0),
     }];
+    // The reader is gone only when the data phase ended early; then so
+    // does the walk (its error is the one reported).
+    let stopped = || -> Result<()> {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(WimError::Cancelled);
+        }
+        opts.check_cancel()
+    };
+    // A full queue waits for the reader, but not for one stuck in the
+    // kernel once the capture was cancelled or failed.
+    let send = |mut f: Found| -> Result<()> {
+        loop {
+            match found.try_send(f) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::TrySendError::Full(back)) => {
+                    stopped()?;
+                    f = back;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(WimError::Cancelled),
+            }
+        }
+    };
     let mut scanned = 0u64;
     while let Some(DirToScan {
         path: dir,
@@ -287,7 +451,7 @@ pub fn capture(
         before: prev_dir,
     }) = stack.pop()
     {
-        opts.check_cancel()?;
+        stopped()?;
         // The previous image's entries of this directory, by name: an
         // unchanged file there keeps its hash without being read.
         let prev_entries = match (previous, prev_dir) {
@@ -315,14 +479,7 @@ pub fn capture(
         for os_name in entries {
             scanned += 1;
             if scanned.is_multiple_of(1000) {
-                opts.check_cancel()?;
-                progress(&CaptureProgress {
-                    phase: CapturePhase::Scanning,
-                    files_done: scanned,
-                    files_total: 0,
-                    bytes_done: 0,
-                    bytes_total: report.bytes_total,
-                });
+                stopped()?;
             }
             let path = dir.join(&os_name);
             let Some(name) = fsutil::utf8_name(&os_name) else {
@@ -332,7 +489,7 @@ pub fn capture(
                 ));
                 continue;
             };
-            let rel = match &excludes {
+            let rel = match ctx.excludes {
                 None => String::new(),
                 Some(_) if rel_dir.is_empty() => name.to_string(),
                 Some(_) => format!("{rel_dir}/{name}"),
@@ -347,10 +504,10 @@ pub fn capture(
                 }
             };
             let ft = m.file_type();
-            if Some((m.dev(), m.ino())) == own_output {
+            if Some((m.dev(), m.ino())) == ctx.own_output {
                 continue; // the archive being written lives inside the source
             }
-            if let Some(ex) = &excludes {
+            if let Some(ex) = ctx.excludes {
                 if ex.matched_path_or_any_parents(&rel, ft.is_dir()).is_ignore() {
                     continue;
                 }
@@ -358,9 +515,9 @@ pub fn capture(
             let mut name16: Vec<u16> = Vec::with_capacity(name.len());
             name16.extend(name.encode_utf16());
             let before = prev_entries
-                .binary_search_by(|(n, _, _)| (*n).cmp(&name16[..]))
+                .binary_search_by(|(n, ..)| (*n).cmp(&name16[..]))
                 .ok()
-                .map(|i| (prev_entries[i].1, prev_entries[i].2));
+                .map(|i| prev_entries[i]);
             if !ft.is_dir() && m.nlink() > 1 {
                 if let Some(&ino) = links.get(&(m.dev(), m.ino())) {
                     tree.add_dentry(dentry, name16, ino);
@@ -411,7 +568,7 @@ pub fn capture(
                 let fixed = if opts.no_rpfix {
                     None
                 } else {
-                    rpfix_target(target, root_id)
+                    rpfix_target(target, ctx.root_id)
                 };
                 let (data, rp_flags) = encode_symlink(target, fixed.as_deref())?;
                 let mut attributes = FILE_ATTRIBUTE_REPARSE_POINT;
@@ -421,8 +578,9 @@ pub fn capture(
                 let mut ino = base_inode(&m, attributes);
                 ino.reparse_tag = REPARSE_TAG_SYMLINK;
                 ino.rp_flags = rp_flags;
-                ino.reparse_hash = writer.add_small_blob(&data)?;
+                ino.reparse_hash = Sha1Hasher::digest(&data).into();
                 ino.tagged = TaggedItems::build(unix, &xattrs);
+                send(Found::ReparseData(data))?;
                 ino
             } else {
                 // FIFO, socket, character or block device: type and rdev live in the UNIX data.
@@ -442,25 +600,28 @@ pub fn capture(
             if is_file && size > 0 {
                 report.bytes_total += size;
                 let now = &tree.inodes[idx];
-                let reuse = before.map(|(_, was)| was).filter(|was| {
+                let reuse = before.filter(|&(_, _, was_idx, was)| {
                     !was.is_dir()
                         && !was.is_reparse()
-                        && was.data_hash != ZERO_HASH
+                        && ctx.previous_stored[was_idx]
                         && was.identity_key().is_some_and(|k| Some(k) == now.identity_key())
                         && was.last_write_time == now.last_write_time
-                        && writer.has_blob(&was.data_hash)
                 });
                 match reuse {
-                    Some(was) => {
+                    Some((.., was)) => {
                         tree.inodes[idx].data_hash = was.data_hash;
                         report.reused += 1;
                     }
-                    None => jobs.push(DataJob {
-                        inode: idx,
-                        path,
-                        size,
-                        id: (m.dev(), m.ino()),
-                    }),
+                    None => {
+                        ctx.counters.files.fetch_add(1, Ordering::Relaxed);
+                        ctx.counters.bytes.fetch_add(size, Ordering::Relaxed);
+                        send(Found::File(DataJob {
+                            inode: idx,
+                            path,
+                            size,
+                            id: (m.dev(), m.ino()),
+                        }))?;
+                    }
                 }
             } else if is_dir {
                 stack.push(DirToScan {
@@ -468,50 +629,19 @@ pub fn capture(
                     dentry: d,
                     rel,
                     id: (m.dev(), m.ino()),
-                    before: before.filter(|(_, was)| was.is_dir()).map(|(c, _)| c),
+                    before: before.filter(|(.., was)| was.is_dir()).map(|(_, c, ..)| c),
                 });
             }
         }
     }
-
-    // The walk is over: what only it needed goes before the data and metadata
-    // phases, which reach the peak of memory (the serialized metadata beside
-    // the tree). Growth by doubling leaves up to half of each vector unused.
+    ctx.counters.done.store(true, Ordering::Release);
+    // What only the walk needed goes before the metadata phase, which
+    // reaches the peak of memory (the serialized metadata beside the
+    // tree). Growth by doubling leaves up to half of each vector unused.
     drop(links);
     tree.inodes.shrink_to_fit();
     tree.dentries.shrink_to_fit();
-    jobs.shrink_to_fit();
-
-    // ---- data ----
-    let failed = read_and_store(writer, &mut tree, jobs, &mut report, opts, progress)?;
-    opts.check_cancel()?;
-    progress(&CaptureProgress {
-        phase: CapturePhase::Finalizing,
-        files_done: 0,
-        files_total: 0,
-        bytes_done: report.bytes_read,
-        bytes_total: report.bytes_read,
-    });
-    if !failed.is_empty() {
-        tree = without_inodes(&tree, &failed);
-    }
-    let now = time::now();
-    let info = ImageInfo {
-        name: opts.name.clone(),
-        description: opts.description.clone(),
-        creation_time: now,
-        last_modification_time: now,
-        backup_uuid: opts.backup_uuid.clone(),
-        // Only the daemon's backups say where they came from.
-        source: if opts.backup_uuid.is_empty() {
-            String::new()
-        } else {
-            src.display().to_string()
-        },
-        ..ImageInfo::default()
-    };
-    report.image_index = writer.add_image(&tree, info)?;
-    Ok(report)
+    Ok(Walked { tree, report })
 }
 
 fn count_type(r: &mut CaptureReport, ft: &fs::FileType) {
@@ -541,14 +671,19 @@ fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> 
 }
 
 /// The entries of directory `dir` of the previous image (name, dentry,
-/// inode), sorted by name for lookup by the names the scan lists. Walking
-/// the previous tree beside the scan, one directory at a time, needs no
-/// path strings and no map of every file of the image.
-fn previous_entries(prev: &ImageTree, dir: usize) -> Vec<(&[u16], usize, &Inode)> {
-    let mut v: Vec<(&[u16], usize, &Inode)> = prev.dentries[dir]
+/// inode index, inode), sorted by name for lookup by the names the scan
+/// lists. Walking the previous tree beside the scan, one directory at a
+/// time, needs no path strings and no map of every file of the image.
+type PreviousEntry<'a> = (&'a [u16], usize, usize, &'a Inode);
+
+fn previous_entries(prev: &ImageTree, dir: usize) -> Vec<PreviousEntry<'_>> {
+    let mut v: Vec<PreviousEntry> = prev.dentries[dir]
         .children
         .iter()
-        .map(|&c| (prev.dentries[c].name.as_slice(), c, prev.inode_of(c)))
+        .map(|&c| {
+            let i = prev.dentries[c].inode;
+            (prev.dentries[c].name.as_slice(), c, i, &prev.inodes[i])
+        })
         .collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
@@ -582,44 +717,51 @@ const BATCH_BYTES: usize = 256 << 10;
 
 enum Piece {
     Chunk {
-        job: usize,
+        job: Arc<DataJob>,
         data: Vec<u8>,
         first: bool,
         last: Option<Sha1>,
     },
     Failed {
-        job: usize,
+        job: Arc<DataJob>,
         error: String,
     },
     /// No longer the regular file that was listed (see `fsutil::SourceOpen`).
     Swapped {
-        job: usize,
+        job: Arc<DataJob>,
         why: String,
     },
     Changed {
-        job: usize,
+        job: Arc<DataJob>,
     },
     /// Contents already stored (or sent to be stored earlier): the file
     /// was hashed before its chunks went anywhere (see [`Prehash`]).
     Known {
-        job: usize,
+        job: Arc<DataJob>,
         hash: Sha1,
     },
+    /// A symlink's reparse data, passed on from the walk.
+    ReparseData(Vec<u8>),
 }
 
 /// Which files the reader hashes before their chunks go to the codec, so
 /// that a duplicate is never compressed only to be dropped (wimlib does the
-/// same): those whose size another file of this capture, or a blob already
-/// in the archive, shares. Used only when chunks are compressed: storing a
-/// duplicate raw costs no more than hashing it first.
+/// same): those of a size that a blob already in the archive, or an earlier
+/// file of this capture, has. The first file of a size cannot be a copy of
+/// an earlier one: it is sent as it is read and its hash learned at the end.
+/// Used only when chunks are compressed: storing a duplicate raw costs no
+/// more than hashing it first.
+///
+/// Hashes are kept by their first 8 bytes: a hint only, since the writer
+/// checks the whole hash of a [`Piece::Known`] against what it stored.
 struct Prehash {
-    /// Sizes shared by two files, or by a file and a stored blob; sorted.
-    sizes: Vec<u64>,
-    /// Contents already stored or on their way (the stored blobs of those
-    /// sizes, then every file of those sizes read in full), by the first 8
-    /// bytes of their hash: a hint only, since the writer checks the whole
-    /// hash of a [`Piece::Known`] against what it stored.
-    known: std::collections::HashSet<u64>,
+    /// (size, hash key) of the blobs in the archive before this capture, sorted.
+    stored: Vec<(u64, u64)>,
+    /// Every size read so far in this capture, with the key of the first
+    /// file of that size (none if it could not be read).
+    first_of_size: HashMap<u64, Option<u64>>,
+    /// Keys of the later files of those sizes, read in full and sent.
+    learned: std::collections::HashSet<u64>,
 }
 
 /// A file to prehash up to this size is read into memory once and, when its
@@ -627,36 +769,50 @@ struct Prehash {
 const PREHASH_IN_MEMORY: u64 = 1 << 20;
 
 impl Prehash {
-    fn plan(jobs: &[DataJob], stored: impl Iterator<Item = (Sha1, u64)>) -> Prehash {
-        let mut all: Vec<u64> = jobs.iter().map(|j| j.size).collect();
-        all.sort_unstable();
-        let mut sizes: Vec<u64> = all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-        let mut known = std::collections::HashSet::new();
-        for (hash, size) in stored {
-            if all.binary_search(&size).is_ok() {
-                known.insert(Prehash::key(&hash));
-                sizes.push(size);
-            }
+    fn new(stored: impl Iterator<Item = (Sha1, u64)>) -> Prehash {
+        let mut stored: Vec<(u64, u64)> = stored.map(|(hash, size)| (size, Prehash::key(&hash))).collect();
+        stored.sort_unstable();
+        Prehash {
+            stored,
+            first_of_size: HashMap::new(),
+            learned: std::collections::HashSet::new(),
         }
-        sizes.sort_unstable();
-        sizes.dedup();
-        Prehash { sizes, known }
     }
 
+    /// Should a file of `size` be hashed before it is sent?
     fn wanted(&self, size: u64) -> bool {
-        self.sizes.binary_search(&size).is_ok()
+        self.first_of_size.contains_key(&size) || self.stored_of_size(size).next().is_some()
+    }
+
+    fn stored_of_size(&self, size: u64) -> impl Iterator<Item = u64> + '_ {
+        let from = self.stored.partition_point(|&(s, _)| s < size);
+        self.stored[from..]
+            .iter()
+            .take_while(move |&&(s, _)| s == size)
+            .map(|&(_, k)| k)
     }
 
     fn key(hash: &Sha1) -> u64 {
         u64::from_le_bytes(hash[..8].try_into().expect("a SHA-1 has 20 bytes"))
     }
 
-    fn is_known(&self, hash: &Sha1) -> bool {
-        self.known.contains(&Prehash::key(hash))
+    /// Are contents of `size` bytes with this hash stored or on their way?
+    fn is_known(&self, size: u64, hash: &Sha1) -> bool {
+        let key = Prehash::key(hash);
+        self.first_of_size.get(&size) == Some(&Some(key))
+            || self.learned.contains(&key)
+            || self.stored_of_size(size).any(|k| k == key)
     }
 
+    /// The first file of `size` was sent; `hash` is what it held, if it
+    /// could be read in full.
+    fn first(&mut self, size: u64, hash: Option<&Sha1>) {
+        self.first_of_size.insert(size, hash.map(Prehash::key));
+    }
+
+    /// A later file of a size already seen was read in full and sent.
     fn learn(&mut self, hash: &Sha1) {
-        self.known.insert(Prehash::key(hash));
+        self.learned.insert(Prehash::key(hash));
     }
 }
 
@@ -675,8 +831,13 @@ impl Outbox<'_> {
         if self.bytes < BATCH_BYTES {
             return true;
         }
+        self.flush()
+    }
+
+    /// Sends what is queued; false once the receiver is gone.
+    fn flush(&mut self) -> bool {
         self.bytes = 0;
-        self.tx.send(std::mem::take(&mut self.batch)).is_ok()
+        self.batch.is_empty() || self.tx.send(std::mem::take(&mut self.batch)).is_ok()
     }
 }
 
@@ -695,10 +856,11 @@ enum FileEnd {
 /// the reader (which may sit in a read(2) of a hung network or FUSE file).
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The reader thread: opens and reads every job in order, sends batches of
-/// about `BATCH_BYTES`. Stops at cancel, or when the receiver is gone.
+/// The reader thread: opens and reads every file the walk finds, in order,
+/// and sends batches of about `BATCH_BYTES`. Stops when the walk is over
+/// and every file was read, at cancel, or when the receiver is gone.
 fn read_jobs(
-    jobs: &[DataJob],
+    found: mpsc::Receiver<Found>,
     chunk: usize,
     cancel: Option<&AtomicBool>,
     tx: &mpsc::SyncSender<Vec<Piece>>,
@@ -710,14 +872,38 @@ fn read_jobs(
         bytes: 0,
         tx,
     };
-    for (i, job) in jobs.iter().enumerate() {
+    loop {
+        // Ahead of the walk: what is read so far goes on before waiting.
+        let next = match found.try_recv() {
+            Ok(f) => f,
+            Err(mpsc::TryRecvError::Empty) => {
+                if !out.flush() {
+                    return;
+                }
+                match found.recv() {
+                    Ok(f) => f,
+                    Err(_) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
         if cancelled() {
             return;
         }
+        let job = match next {
+            Found::File(job) => Arc::new(job),
+            Found::ReparseData(data) => {
+                let n = data.len();
+                if !out.push(Piece::ReparseData(data), n) {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut f = match fsutil::open_source_file(&job.path, job.id) {
             Ok(fsutil::SourceOpen::File(f)) => f,
             Ok(fsutil::SourceOpen::Changed(why)) => {
-                if !out.push(Piece::Swapped { job: i, why }, 0) {
+                if !out.push(Piece::Swapped { job, why }, 0) {
                     return;
                 }
                 continue;
@@ -725,7 +911,7 @@ fn read_jobs(
             Err(e) => {
                 if !out.push(
                     Piece::Failed {
-                        job: i,
+                        job,
                         error: e.to_string(),
                     },
                     0,
@@ -735,15 +921,20 @@ fn read_jobs(
                 continue;
             }
         };
-        let end = match prehash.as_mut().filter(|p| p.wanted(job.size)) {
-            Some(p) => prehash_file(i, &mut f, job.size, chunk, p, &cancelled, &mut out),
-            None => stream_file(i, &mut f, job.size, chunk, &cancelled, &mut out),
+        let end = match prehash.as_mut() {
+            Some(p) if p.wanted(job.size) => prehash_file(&job, &mut f, chunk, p, &cancelled, &mut out),
+            Some(p) => {
+                let end = stream_file(&job, &mut f, chunk, &cancelled, &mut out);
+                p.first(job.size, if let FileEnd::Read(h) = &end { Some(h) } else { None });
+                end
+            }
+            None => stream_file(&job, &mut f, chunk, &cancelled, &mut out),
         };
         if matches!(end, FileEnd::Stop) {
             return;
         }
     }
-    let _ = tx.send(out.batch);
+    out.flush();
 }
 
 /// Reads a file of `size` bytes into chunks, hashing them; `Err` carries
@@ -782,18 +973,17 @@ fn read_chunks(
 
 /// Sends a file's chunks as they are read.
 fn stream_file(
-    job: usize,
+    job: &Arc<DataJob>,
     f: &mut fs::File,
-    size: u64,
     chunk: usize,
     cancelled: &dyn Fn() -> bool,
     out: &mut Outbox,
 ) -> FileEnd {
     let mut first = true;
-    let read = read_chunks(f, size, chunk, cancelled, &mut |data, last| {
+    let read = read_chunks(f, job.size, chunk, cancelled, &mut |data, last| {
         let n = data.len();
         let piece = Piece::Chunk {
-            job,
+            job: Arc::clone(job),
             data,
             first: std::mem::take(&mut first),
             last,
@@ -805,12 +995,16 @@ fn stream_file(
 
 /// Reports how a file's read ended: a read error as [`Piece::Failed`], a
 /// file that shrank as [`Piece::Changed`] after its chunks.
-fn finish_file(job: usize, read: std::result::Result<(Option<Sha1>, bool), io::Error>, out: &mut Outbox) -> FileEnd {
+fn finish_file(
+    job: &Arc<DataJob>,
+    read: std::result::Result<(Option<Sha1>, bool), io::Error>,
+    out: &mut Outbox,
+) -> FileEnd {
     match read {
         Err(e) => {
             if out.push(
                 Piece::Failed {
-                    job,
+                    job: Arc::clone(job),
                     error: e.to_string(),
                 },
                 0,
@@ -822,7 +1016,7 @@ fn finish_file(job: usize, read: std::result::Result<(Option<Sha1>, bool), io::E
         }
         Ok((None, _)) => FileEnd::Stop,
         Ok((Some(hash), changed)) => {
-            if changed && !out.push(Piece::Changed { job }, 0) {
+            if changed && !out.push(Piece::Changed { job: Arc::clone(job) }, 0) {
                 return FileEnd::Stop;
             }
             FileEnd::Read(hash)
@@ -834,14 +1028,14 @@ fn finish_file(job: usize, read: std::result::Result<(Option<Sha1>, bool), io::E
 /// [`Piece::Known`]; new ones are sent (from memory when small, else read
 /// again, and hashed again: what is stored is what the second read saw).
 fn prehash_file(
-    job: usize,
+    job: &Arc<DataJob>,
     f: &mut fs::File,
-    size: u64,
     chunk: usize,
     prehash: &mut Prehash,
     cancelled: &dyn Fn() -> bool,
     out: &mut Outbox,
 ) -> FileEnd {
+    let size = job.size;
     if size <= PREHASH_IN_MEMORY {
         let mut chunks: Vec<(Vec<u8>, Option<Sha1>)> = Vec::new();
         let read = read_chunks(f, size, chunk, cancelled, &mut |data, last| {
@@ -852,23 +1046,25 @@ fn prehash_file(
             Ok((Some(hash), changed)) => (hash, changed),
             other => return finish_file(job, other, out),
         };
-        if prehash.is_known(&hash) {
-            if !out.push(Piece::Known { job, hash }, 0) {
+        if prehash.is_known(size, &hash) {
+            let known = Piece::Known {
+                job: Arc::clone(job),
+                hash,
+            };
+            if !out.push(known, 0) {
                 return FileEnd::Stop;
             }
         } else {
             prehash.learn(&hash);
             for (k, (data, last)) in chunks.into_iter().enumerate() {
                 let n = data.len();
-                if !out.push(
-                    Piece::Chunk {
-                        job,
-                        data,
-                        first: k == 0,
-                        last,
-                    },
-                    n,
-                ) {
+                let piece = Piece::Chunk {
+                    job: Arc::clone(job),
+                    data,
+                    first: k == 0,
+                    last,
+                };
+                if !out.push(piece, n) {
                     return FileEnd::Stop;
                 }
             }
@@ -878,8 +1074,12 @@ fn prehash_file(
     // Large: hash it first (its chunks are dropped), then decide. A file
     // that shrank meanwhile is not matched; the second read reports it.
     match read_chunks(f, size, chunk, cancelled, &mut |_, _| true) {
-        Ok((Some(hash), false)) if prehash.is_known(&hash) => {
-            return if out.push(Piece::Known { job, hash }, 0) {
+        Ok((Some(hash), false)) if prehash.is_known(size, &hash) => {
+            let known = Piece::Known {
+                job: Arc::clone(job),
+                hash,
+            };
+            return if out.push(known, 0) {
                 FileEnd::Read(hash)
             } else {
                 FileEnd::Stop
@@ -891,7 +1091,7 @@ fn prehash_file(
     if let Err(e) = f.seek(io::SeekFrom::Start(0)) {
         return finish_file(job, Err(e), out);
     }
-    let end = stream_file(job, f, size, chunk, cancelled, out);
+    let end = stream_file(job, f, chunk, cancelled, out);
     if let FileEnd::Read(hash) = end {
         prehash.learn(&hash);
     }
@@ -909,16 +1109,18 @@ const IN_FLIGHT_BYTES: usize = 8 * BATCH_BYTES;
 enum Item {
     /// A chunk of file `job`; its compressed form is result `seq`.
     Chunk {
-        job: usize,
+        job: Arc<DataJob>,
         first: bool,
         last: Option<Sha1>,
         seq: u64,
     },
-    Failed(usize, String),
-    Swapped(usize, String),
-    Changed(usize),
+    Failed(Arc<DataJob>, String),
+    Swapped(Arc<DataJob>, String),
+    Changed(Arc<DataJob>),
     /// File `job` holds contents already stored under this hash.
-    Known(usize, Sha1),
+    Known(Arc<DataJob>, Sha1),
+    /// A symlink's reparse data, stored as a small blob.
+    ReparseData(Vec<u8>),
 }
 
 /// Chunks a compression thread takes at a time: fewer wake-ups than one
@@ -973,57 +1175,93 @@ fn compression_stopped() -> WimError {
     ))
 }
 
+/// What the data phase did, for the report and the tree.
+#[derive(Default)]
+struct Stored {
+    /// The walk's result, once it was handed over during the data phase.
+    walked: Option<Result<Walked>>,
+    /// (inode, contents) of the files stored, or found stored, before the
+    /// walk's tree was handed over; those after go into the tree.
+    hashes: Vec<(u32, Sha1)>,
+    /// Inodes whose files could not be read.
+    failed: Vec<usize>,
+    warnings: Vec<String>,
+    bytes_read: u64,
+    bytes_stored: u64,
+    new_blobs: u64,
+}
+
 /// The writing side of [`read_and_store`]: blobs in progress and counts.
 struct Store<'a, 'p> {
     writer: &'a mut WimWriter,
-    tree: &'a mut ImageTree,
-    jobs: &'a [DataJob],
-    report: &'a mut CaptureReport,
+    counters: &'a WalkCounters,
+    walked: &'a mpsc::Receiver<Result<Walked>>,
     progress: &'a mut ProgressFn<'p>,
-    pending: Option<(usize, crate::writer::PendingBlob)>,
+    pending: Option<(Arc<DataJob>, crate::writer::PendingBlob)>,
     files_done: u64,
     bytes_done: u64,
-    files_total: u64,
-    bytes_total: u64,
-    /// Inodes whose files could not be read.
-    failed: Vec<usize>,
+    out: Stored,
 }
 
 impl Store<'_, '_> {
-    /// File `job` is stored with contents `hash`.
-    fn file_done(&mut self, job: usize, hash: Sha1) {
-        self.tree.inodes[self.jobs[job].inode].data_hash = hash;
-        self.files_done += 1;
+    /// Reports progress: while the walk goes on, as scanning, with the
+    /// totals found so far.
+    fn report_progress(&mut self) {
+        let walked = self.counters.done.load(Ordering::Acquire);
         (self.progress)(&CaptureProgress {
-            phase: CapturePhase::Writing,
+            phase: if walked {
+                CapturePhase::Writing
+            } else {
+                CapturePhase::Scanning
+            },
             files_done: self.files_done,
-            files_total: self.files_total,
+            files_total: self.counters.files.load(Ordering::Relaxed),
             bytes_done: self.bytes_done,
-            bytes_total: self.bytes_total,
+            bytes_total: self.counters.bytes.load(Ordering::Relaxed),
         });
+    }
+
+    /// File `job` is stored with contents `hash`.
+    fn file_done(&mut self, job: &DataJob, hash: Sha1) {
+        if self.out.walked.is_none() {
+            if let Ok(mut w) = self.walked.try_recv() {
+                if let Ok(w) = &mut w {
+                    for (inode, hash) in std::mem::take(&mut self.out.hashes) {
+                        w.tree.inodes[inode as usize].data_hash = hash;
+                    }
+                }
+                self.out.walked = Some(w);
+            }
+        }
+        match &mut self.out.walked {
+            Some(Ok(w)) => w.tree.inodes[job.inode].data_hash = hash,
+            _ => self.out.hashes.push((job.inode as u32, hash)),
+        }
+        self.files_done += 1;
+        self.report_progress();
     }
 
     /// Writes one item; a chunk's result is taken from `ready`.
     fn write(&mut self, item: Item, ready: &mut HashMap<u64, ChunkJob>) -> Result<()> {
-        let jobs = self.jobs;
         match item {
             Item::Chunk { job, first, last, seq } => {
                 let cj = ready.remove(&seq).expect("written only once its result is in");
                 if first {
-                    self.pending = Some((job, self.writer.begin_blob(jobs[job].size)?));
+                    let blob = self.writer.begin_blob(job.size)?;
+                    self.pending = Some((Arc::clone(&job), blob));
                 }
                 let (_, b) = self.pending.as_mut().expect("a blob is open");
                 self.writer.blob_chunk(b, &cj)?;
-                self.report.bytes_read += cj.raw.len() as u64;
+                self.out.bytes_read += cj.raw.len() as u64;
                 self.bytes_done += cj.raw.len() as u64;
                 if let Some(hash) = last {
                     let (_, b) = self.pending.take().expect("a blob is open");
                     let stored = b.stored_bytes();
                     if self.writer.finish_blob(b, hash)? {
-                        self.report.new_blobs += 1;
-                        self.report.bytes_stored += stored;
+                        self.out.new_blobs += 1;
+                        self.out.bytes_stored += stored;
                     }
-                    self.file_done(job, hash);
+                    self.file_done(&job, hash);
                 }
             }
             Item::Known(job, hash) => {
@@ -1032,81 +1270,84 @@ impl Store<'_, '_> {
                 if !self.writer.has_blob(&hash) {
                     return Err(WimError::Io(io::Error::other(format!(
                         "{}: taken for a copy of contents that are not stored (a collision of 64-bit hash prefixes, or a bug: please report); the archive is unchanged",
-                        jobs[job].path.display()
+                        job.path.display()
                     ))));
                 }
-                self.report.bytes_read += jobs[job].size;
-                self.bytes_done += jobs[job].size;
-                self.file_done(job, hash);
+                self.out.bytes_read += job.size;
+                self.bytes_done += job.size;
+                self.file_done(&job, hash);
             }
             Item::Failed(job, error) => {
                 // A read error abandons the partly written blob and drops the file.
                 if let Some((j, b)) = self.pending.take() {
-                    if j == job {
+                    if Arc::ptr_eq(&j, &job) {
                         self.writer.abandon_blob(b)?;
                     } else {
                         self.pending = Some((j, b));
                     }
                 }
-                self.report
+                self.out
                     .warnings
-                    .push(format!("{}: cannot read: {error}; skipped", jobs[job].path.display()));
-                self.failed.push(jobs[job].inode);
+                    .push(format!("{}: cannot read: {error}; skipped", job.path.display()));
+                self.out.failed.push(job.inode);
             }
             Item::Swapped(job, why) => {
-                self.report.warnings.push(format!(
+                self.out.warnings.push(format!(
                     "{}: {why} since it was listed; skipped (not read)",
-                    jobs[job].path.display()
+                    job.path.display()
                 ));
-                self.failed.push(jobs[job].inode);
+                self.out.failed.push(job.inode);
             }
             Item::Changed(job) => {
-                self.report.warnings.push(format!(
+                self.out.warnings.push(format!(
                     "{}: file changed while it was read; captured as read",
-                    jobs[job].path.display()
+                    job.path.display()
                 ));
+            }
+            Item::ReparseData(data) => {
+                // The reader sends it between files, never inside one.
+                if self.pending.is_some() {
+                    return Err(WimError::Io(io::Error::other(
+                        "symlink data arrived inside a file's contents (a bug: please report); the archive is unchanged",
+                    )));
+                }
+                self.writer.add_small_blob(&data)?;
             }
         }
         Ok(())
     }
 }
 
-/// Reads every job's file on a helper thread and stores the contents.
-/// Returns the inodes whose files could not be read.
+/// Reads every file the walk finds (`found`) on a helper thread and stores
+/// the contents.
 fn read_and_store(
     writer: &mut WimWriter,
-    tree: &mut ImageTree,
-    jobs: Vec<DataJob>,
-    report: &mut CaptureReport,
+    found: mpsc::Receiver<Found>,
+    walked: &mpsc::Receiver<Result<Walked>>,
     opts: &CaptureOptions,
+    counters: &WalkCounters,
     progress: &mut ProgressFn,
-) -> Result<Vec<usize>> {
+) -> Result<Stored> {
     let chunk = if writer.chunk_size() == 0 {
         32768
     } else {
         writer.chunk_size() as usize
     };
-    let files_total = jobs.len() as u64;
-    let bytes_total: u64 = jobs.iter().map(|j| j.size).sum();
     // Room for a few batches (about 1 MiB): the reader keeps going while the
     // writer is busy with a run of small files. A batch holds at least one
     // chunk, so large chunks get fewer.
     let queued = (4 * BATCH_BYTES / chunk).clamp(1, 4);
     let (tx, rx) = mpsc::sync_channel::<Vec<Piece>>(queued);
     let comps = writer.compressors();
-    let prehash = comps
-        .is_some()
-        .then(|| Prehash::plan(&jobs, writer.blob_hashes_and_sizes()));
+    let prehash = comps.is_some().then(|| Prehash::new(writer.blob_hashes_and_sizes()));
     // Not a scoped thread: a cancelled backup must end (and unlock its
     // archive) even while the reader is stuck in the kernel; it exits on
     // its own at its next cancel check or send.
-    let jobs = Arc::new(jobs);
     let reader = {
-        let jobs = Arc::clone(&jobs);
         let cancel = opts.cancel.clone();
         std::thread::Builder::new()
             .name("capture-reader".into())
-            .spawn(move || read_jobs(&jobs, chunk, cancel.as_deref(), &tx, prehash))
+            .spawn(move || read_jobs(found, chunk, cancel.as_deref(), &tx, prehash))
             .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the reader thread: {e}"))))?
     };
     let workers = if comps.is_some() {
@@ -1124,16 +1365,13 @@ fn read_and_store(
     let (res_tx, res_rx) = mpsc::channel::<Compressed>();
     let mut store = Store {
         writer,
-        tree,
-        jobs: &jobs,
-        report,
+        counters,
+        walked,
         progress,
         pending: None,
         files_done: 0,
         bytes_done: 0,
-        files_total,
-        bytes_total,
-        failed: Vec::new(),
+        out: Stored::default(),
     };
     // Set when the write stops early: the compression threads then drop
     // the chunks still queued for them instead of compressing them first.
@@ -1192,6 +1430,9 @@ fn read_and_store(
                     Ok(b) => b,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         opts.check_cancel()?;
+                        // The walk may be all there is to report (files
+                        // that are unchanged are not read).
+                        store.report_progress();
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -1237,6 +1478,7 @@ fn read_and_store(
                         Piece::Swapped { job, why } => Item::Swapped(job, why),
                         Piece::Changed { job } => Item::Changed(job),
                         Piece::Known { job, hash } => Item::Known(job, hash),
+                        Piece::ReparseData(data) => Item::ReparseData(data),
                     });
                 }
                 send(&mut task, task_seq)?;
@@ -1248,7 +1490,7 @@ fn read_and_store(
         }
         written
     })?;
-    let failed = std::mem::take(&mut store.failed);
+    let stored = std::mem::take(&mut store.out);
     drop(store);
     // The reader hung up: it finished, was cancelled, or panicked.
     opts.check_cancel()?;
@@ -1257,8 +1499,7 @@ fn read_and_store(
             "the file reader thread crashed (please report); the archive is unchanged",
         )));
     }
-    // A failed file's blob is gone; its inode is dropped from the tree.
-    Ok(failed)
+    Ok(stored)
 }
 
 fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
