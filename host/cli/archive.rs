@@ -302,9 +302,11 @@ fn capture_cmd(
         ..CaptureOptions::default()
     };
     let mut bar = ProgressLine::new("capturing");
-    let report = capture::capture(&source, &mut w, previous.as_ref(), &opts, &mut |p| {
-        if p.phase == capture::CapturePhase::Writing {
-            bar.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total)
+    let report = capture::capture(&source, &mut w, previous.map(std::sync::Arc::new), &opts, &mut |p| {
+        // Files are written while the walk still finds more (Scanning).
+        if p.phase != capture::CapturePhase::Finalizing {
+            let totals_final = p.phase == capture::CapturePhase::Writing;
+            bar.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total, totals_final)
         }
     })?;
     bar.finish();
@@ -425,12 +427,15 @@ impl ProgressLine {
         }
     }
 
-    fn update(&mut self, files: u64, files_total: u64, bytes: u64, bytes_total: u64) {
+    /// At most ten lines a second, besides the last one (all files done,
+    /// with `totals_final`: no more are being found).
+    fn update(&mut self, files: u64, files_total: u64, bytes: u64, bytes_total: u64, totals_final: bool) {
         if !self.enabled {
             return;
         }
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && files < files_total {
+        let last_one = totals_final && files >= files_total;
+        if self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100) && !last_one {
             return;
         }
         self.last = Some(now);

@@ -798,7 +798,7 @@ impl Jobs {
             capture::capture(
                 &spec.source,
                 &mut writer,
-                previous.as_ref(),
+                previous.map(std::sync::Arc::new),
                 &opts,
                 &mut progress_reporter(tx, start),
             )

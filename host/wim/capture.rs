@@ -4,9 +4,9 @@
 //! builds the image metadata (memory grows with the number of files, not
 //! their size); each file it finds goes straight to the *data* stage, where
 //! a reader thread reads and hashes it, compression threads compress its
-//! chunks and the calling thread writes them in order. Files whose size,
-//! mtime, ctime, device and inode match the previous image keep their hash
-//! without being read.
+//! chunks and the calling thread writes them in order. A file whose inode
+//! number, change time and modification time match those of the same path
+//! in the previous image keeps its hash without being read.
 //!
 //! Metadata is stored the way wimlib stores it (`--unix-data`), so
 //! `wimlib-imagex apply --unix-data` restores our images faithfully.
@@ -67,7 +67,8 @@ pub enum CapturePhase {
     /// Walking the tree, while the files found so far are read and
     /// written: `files_total` and `bytes_total` still grow.
     Scanning,
-    /// Reading, hashing, compressing and writing file contents.
+    /// The walk is over (the totals are final); file contents are still
+    /// being read, hashed, compressed and written.
     Writing,
     /// Writing metadata, blob table and XML.
     Finalizing,
@@ -172,7 +173,9 @@ struct DirToScan {
 }
 
 struct DataJob {
-    inode: usize,
+    /// The file's inode in the new image; `None` for a symlink's reparse
+    /// data, stored as a blob but not as anyone's contents.
+    inode: Option<usize>,
     path: PathBuf,
     size: u64,
     /// (device, inode) as listed: what may be read for it.
@@ -245,8 +248,9 @@ fn rpfix_target(target: &str, root_id: (u64, u64)) -> Option<String> {
 enum Found {
     /// A regular file whose contents must be read.
     File(DataJob),
-    /// A symlink's reparse data, stored as a blob of its own.
-    ReparseData(Vec<u8>),
+    /// A symlink's reparse data (`job.inode` is `None`), new to the
+    /// archive: compressed and stored like a file's contents.
+    ReparseData { job: DataJob, data: Vec<u8>, hash: Sha1 },
 }
 
 /// How far the walk has got, shared with the thread that reports progress.
@@ -259,9 +263,10 @@ struct WalkCounters {
     done: AtomicBool,
 }
 
-/// Files the walk may be ahead of the reader. The walk still ends long
-/// before the reading, and the files it found wait here, not in a list
-/// of the whole tree.
+/// Items (files to read, symlink data) the walk may be ahead of the
+/// reader: the files found wait here, not in a list of the whole tree.
+/// Where reading is the slower part (compressed captures of large trees)
+/// the walk still ends long before it.
 const FOUND_QUEUE: usize = 1024;
 
 /// What the walk produced besides the files it sent on.
@@ -270,21 +275,28 @@ struct Walked {
     report: CaptureReport,
 }
 
-/// What the walk needs to know, read-only, while the data phase has the writer.
-struct WalkContext<'a> {
-    src: &'a Path,
-    opts: &'a CaptureOptions,
-    excludes: Option<&'a Gitignore>,
-    previous: Option<&'a ImageTree>,
+/// What the walk needs, owned: it is not joined when the capture fails or
+/// is cancelled, since it may be stuck in the kernel (a hung network mount)
+/// and the capture must still end.
+struct WalkContext {
+    src: PathBuf,
+    root_meta: fs::Metadata,
+    opts: CaptureOptions,
+    excludes: Option<Gitignore>,
+    previous: Option<Arc<ImageTree>>,
     /// For each inode of `previous`: are its contents in the archive (so
     /// an unchanged file may keep them)?
     previous_stored: Vec<bool>,
+    /// Reparse data already in the archive (the previous image's) or sent
+    /// by this walk: a symlink with such data sends nothing.
+    reparse_known: std::collections::HashSet<Sha1>,
     root_id: (u64, u64),
     /// The archive being written, when it lives inside the source.
     own_output: Option<(u64, u64)>,
-    counters: &'a WalkCounters,
-    /// Set when the data phase failed: the walk ends early.
-    stop: &'a AtomicBool,
+    counters: Arc<WalkCounters>,
+    /// Set by whichever side fails (the walk, or the data stage): the
+    /// other stops early.
+    abort: Arc<AtomicBool>,
 }
 
 /// Captures `src` as a new image in `writer`. `previous` is the image whose
@@ -297,7 +309,7 @@ struct WalkContext<'a> {
 pub fn capture(
     src: &Path,
     writer: &mut WimWriter,
-    previous: Option<&ImageTree>,
+    previous: Option<Arc<ImageTree>>,
     opts: &CaptureOptions,
     progress: &mut ProgressFn,
 ) -> Result<CaptureReport> {
@@ -314,52 +326,60 @@ pub fn capture(
         )));
     }
     let excludes = build_excludes(src, &opts.excludes)?;
-    let counters = WalkCounters::default();
-    let stop = AtomicBool::new(false);
+    let counters = Arc::new(WalkCounters::default());
+    let abort = Arc::new(AtomicBool::new(false));
+    let stored_in = |hash: &Sha1| *hash != ZERO_HASH && writer.has_blob(hash);
     let ctx = WalkContext {
-        src,
-        opts,
-        excludes: excludes.as_ref(),
-        previous,
-        previous_stored: previous.map_or_else(Vec::new, |p| {
-            p.inodes
-                .iter()
-                .map(|i| i.data_hash != ZERO_HASH && writer.has_blob(&i.data_hash))
-                .collect()
-        }),
+        src: src.to_path_buf(),
         root_id: (root_meta.dev(), root_meta.ino()),
+        root_meta,
+        opts: opts.clone(),
+        excludes,
+        previous_stored: previous
+            .as_deref()
+            .map_or_else(Vec::new, |p| p.inodes.iter().map(|i| stored_in(&i.data_hash)).collect()),
+        reparse_known: previous
+            .as_deref()
+            .map(|p| {
+                p.inodes
+                    .iter()
+                    .filter(|i| i.is_reparse() && stored_in(&i.reparse_hash))
+                    .map(|i| i.reparse_hash)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        previous,
         own_output: writer.output_identity(),
-        counters: &counters,
-        stop: &stop,
+        counters: Arc::clone(&counters),
+        abort: Arc::clone(&abort),
     };
     let (found_tx, found_rx) = mpsc::sync_channel::<Found>(FOUND_QUEUE);
     // The walk hands its tree over as soon as it is done: the hashes of the
     // files written after that go straight into it.
     let (walked_tx, walked_rx) = mpsc::sync_channel::<Result<Walked>>(1);
-    let (data, walk_crashed) = std::thread::scope(|s| {
-        let walker = std::thread::Builder::new()
-            .name("capture-walk".into())
-            .spawn_scoped(s, || {
-                let _ = walked_tx.send(walk(&ctx, &root_meta, found_tx));
-            })
-            .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the walk thread: {e}"))))?;
-        let data = read_and_store(writer, found_rx, &walked_rx, opts, &counters, progress);
-        if data.is_err() {
-            stop.store(true, Ordering::Relaxed);
+    std::thread::Builder::new()
+        .name("capture-walk".into())
+        .spawn(move || {
+            let walked = walk(ctx, found_tx);
+            let _ = walked_tx.send(walked);
+        })
+        .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the walk thread: {e}"))))?;
+    let data = read_and_store(writer, found_rx, &walked_rx, opts, &counters, &abort, progress);
+    // A failed data stage explains itself better than the walk it stops.
+    let mut stored = match data {
+        Ok(s) => s,
+        Err(e) => {
+            abort.store(true, Ordering::Relaxed);
+            return Err(e);
         }
-        let crashed = walker.join().is_err();
-        Ok::<_, WimError>((data, crashed))
-    })?;
-    // A failed data phase explains itself better than the walk it stopped.
-    let mut stored = data?;
+    };
+    // The reader ended, so the walk is over (or failed): its result is
+    // there or about to be.
     let walked = match stored.walked.take() {
         Some(w) => w,
-        None if walk_crashed => Err(WimError::Io(io::Error::other(
-            "the directory walk crashed (please report); the archive is unchanged",
-        ))),
-        None => walked_rx.try_recv().unwrap_or_else(|_| {
+        None => walked_rx.recv().unwrap_or_else(|_| {
             Err(WimError::Io(io::Error::other(
-                "the directory walk ended without a result (please report); the archive is unchanged",
+                "the directory walk crashed (please report); the archive is unchanged",
             )))
         }),
     };
@@ -403,9 +423,25 @@ pub fn capture(
 
 /// Walks the tree with lstat only and builds the image metadata (memory
 /// grows with the number of files, not their size); each file to read and
-/// each symlink's data goes to `found` as soon as it is listed.
-fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Found>) -> Result<Walked> {
-    let (src, opts, previous) = (ctx.src, ctx.opts, ctx.previous);
+/// each new symlink's data goes to `found` as soon as it is listed. On
+/// failure it raises `abort`, so the reader stops too.
+fn walk(mut ctx: WalkContext, found: mpsc::SyncSender<Found>) -> Result<Walked> {
+    let mut reparse_known = std::mem::take(&mut ctx.reparse_known);
+    let walked = walk_tree(&ctx, &mut reparse_known, &found);
+    if walked.is_err() {
+        ctx.abort.store(true, Ordering::Relaxed);
+    }
+    walked
+}
+
+fn walk_tree(
+    ctx: &WalkContext,
+    reparse_known: &mut std::collections::HashSet<Sha1>,
+    found: &mpsc::SyncSender<Found>,
+) -> Result<Walked> {
+    let previous = ctx.previous.as_deref();
+    let (src, opts) = (ctx.src.as_path(), &ctx.opts);
+    let root_meta = &ctx.root_meta;
     let mut report = CaptureReport::default();
     let mut root = base_inode(root_meta, FILE_ATTRIBUTE_DIRECTORY);
     let root_x = read_xattrs(src, &mut report.warnings);
@@ -419,10 +455,10 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
         id: ctx.root_id,
         before: previous.map(|_| 0),
     }];
-    // The reader is gone only when the data phase ended early; then so
+    // The reader is gone only when the data stage ended early; then so
     // does the walk (its error is the one reported).
     let stopped = || -> Result<()> {
-        if ctx.stop.load(Ordering::Relaxed) {
+        if ctx.abort.load(Ordering::Relaxed) {
             return Err(WimError::Cancelled);
         }
         opts.check_cancel()
@@ -489,7 +525,7 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
                 ));
                 continue;
             };
-            let rel = match ctx.excludes {
+            let rel = match &ctx.excludes {
                 None => String::new(),
                 Some(_) if rel_dir.is_empty() => name.to_string(),
                 Some(_) => format!("{rel_dir}/{name}"),
@@ -507,7 +543,7 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
             if Some((m.dev(), m.ino())) == ctx.own_output {
                 continue; // the archive being written lives inside the source
             }
-            if let Some(ex) = ctx.excludes {
+            if let Some(ex) = &ctx.excludes {
                 if ex.matched_path_or_any_parents(&rel, ft.is_dir()).is_ignore() {
                     continue;
                 }
@@ -570,7 +606,19 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
                 } else {
                     rpfix_target(target, ctx.root_id)
                 };
-                let (data, rp_flags) = encode_symlink(target, fixed.as_deref())?;
+                // A target of nearly PATH_MAX bytes does not fit a reparse
+                // point: one such link must not fail the whole backup.
+                let (data, rp_flags) = match encode_symlink(target, fixed.as_deref()) {
+                    Ok(encoded) => encoded,
+                    Err(e) => {
+                        let why = match e {
+                            WimError::Invalid(why) => why,
+                            other => other.to_string(),
+                        };
+                        report.warnings.push(format!("{}: {why}; skipped", path.display()));
+                        continue;
+                    }
+                };
                 let mut attributes = FILE_ATTRIBUTE_REPARSE_POINT;
                 if fs::metadata(&path).map(|t| t.is_dir()).unwrap_or(false) {
                     attributes |= FILE_ATTRIBUTE_DIRECTORY;
@@ -578,9 +626,18 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
                 let mut ino = base_inode(&m, attributes);
                 ino.reparse_tag = REPARSE_TAG_SYMLINK;
                 ino.rp_flags = rp_flags;
-                ino.reparse_hash = Sha1Hasher::digest(&data).into();
+                let hash: Sha1 = Sha1Hasher::digest(&data).into();
+                ino.reparse_hash = hash;
                 ino.tagged = TaggedItems::build(unix, &xattrs);
-                send(Found::ReparseData(data))?;
+                if reparse_known.insert(hash) {
+                    let job = DataJob {
+                        inode: None,
+                        path: path.clone(),
+                        size: data.len() as u64,
+                        id: (m.dev(), m.ino()),
+                    };
+                    send(Found::ReparseData { job, data, hash })?;
+                }
                 ino
             } else {
                 // FIFO, socket, character or block device: type and rdev live in the UNIX data.
@@ -616,7 +673,7 @@ fn walk(ctx: &WalkContext, root_meta: &fs::Metadata, found: mpsc::SyncSender<Fou
                         ctx.counters.files.fetch_add(1, Ordering::Relaxed);
                         ctx.counters.bytes.fetch_add(size, Ordering::Relaxed);
                         send(Found::File(DataJob {
-                            inode: idx,
+                            inode: Some(idx),
                             path,
                             size,
                             id: (m.dev(), m.ino()),
@@ -740,8 +797,6 @@ enum Piece {
         job: Arc<DataJob>,
         hash: Sha1,
     },
-    /// A symlink's reparse data, passed on from the walk.
-    ReparseData(Vec<u8>),
 }
 
 /// Which files the reader hashes before their chunks go to the codec, so
@@ -863,10 +918,11 @@ fn read_jobs(
     found: mpsc::Receiver<Found>,
     chunk: usize,
     cancel: Option<&AtomicBool>,
+    abort: &AtomicBool,
     tx: &mpsc::SyncSender<Vec<Piece>>,
     mut prehash: Option<Prehash>,
 ) {
-    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || abort.load(Ordering::Relaxed);
     let mut out = Outbox {
         batch: Vec::new(),
         bytes: 0,
@@ -892,10 +948,21 @@ fn read_jobs(
         }
         let job = match next {
             Found::File(job) => Arc::new(job),
-            Found::ReparseData(data) => {
-                let n = data.len();
-                if !out.push(Piece::ReparseData(data), n) {
-                    return;
+            Found::ReparseData { job, data, hash } => {
+                // Sent like a file's contents, chunk by chunk.
+                let job = Arc::new(job);
+                let pieces = data.len().div_ceil(chunk);
+                for (k, piece) in data.chunks(chunk).enumerate() {
+                    let last = (k + 1 == pieces).then_some(hash);
+                    let piece = Piece::Chunk {
+                        job: Arc::clone(&job),
+                        data: piece.to_vec(),
+                        first: k == 0,
+                        last,
+                    };
+                    if !out.push(piece, 0) {
+                        return;
+                    }
                 }
                 continue;
             }
@@ -1119,8 +1186,6 @@ enum Item {
     Changed(Arc<DataJob>),
     /// File `job` holds contents already stored under this hash.
     Known(Arc<DataJob>, Sha1),
-    /// A symlink's reparse data, stored as a small blob.
-    ReparseData(Vec<u8>),
 }
 
 /// Chunks a compression thread takes at a time: fewer wake-ups than one
@@ -1221,8 +1286,8 @@ impl Store<'_, '_> {
         });
     }
 
-    /// File `job` is stored with contents `hash`.
-    fn file_done(&mut self, job: &DataJob, hash: Sha1) {
+    /// File `inode` is stored with contents `hash`.
+    fn file_done(&mut self, inode: usize, hash: Sha1) {
         if self.out.walked.is_none() {
             if let Ok(mut w) = self.walked.try_recv() {
                 if let Ok(w) = &mut w {
@@ -1234,8 +1299,19 @@ impl Store<'_, '_> {
             }
         }
         match &mut self.out.walked {
-            Some(Ok(w)) => w.tree.inodes[job.inode].data_hash = hash,
-            _ => self.out.hashes.push((job.inode as u32, hash)),
+            Some(Ok(w)) => w.tree.inodes[inode].data_hash = hash,
+            // A tree of 2^32 inodes would not fit in memory.
+            _ => self.out.hashes.push((inode as u32, hash)),
+        }
+        self.files_done += 1;
+        self.report_progress();
+    }
+
+    /// File `job` could not be read: its inode leaves the tree. It counts
+    /// as done, so that progress still reaches the totals.
+    fn file_dropped(&mut self, job: &DataJob) {
+        if let Some(inode) = job.inode {
+            self.out.failed.push(inode);
         }
         self.files_done += 1;
         self.report_progress();
@@ -1252,6 +1328,14 @@ impl Store<'_, '_> {
                 }
                 let (_, b) = self.pending.as_mut().expect("a blob is open");
                 self.writer.blob_chunk(b, &cj)?;
+                // Symlink data is stored, but is no file's contents.
+                let Some(inode) = job.inode else {
+                    if let Some(hash) = last {
+                        let (_, b) = self.pending.take().expect("a blob is open");
+                        self.writer.finish_blob(b, hash)?;
+                    }
+                    return Ok(());
+                };
                 self.out.bytes_read += cj.raw.len() as u64;
                 self.bytes_done += cj.raw.len() as u64;
                 if let Some(hash) = last {
@@ -1261,7 +1345,7 @@ impl Store<'_, '_> {
                         self.out.new_blobs += 1;
                         self.out.bytes_stored += stored;
                     }
-                    self.file_done(&job, hash);
+                    self.file_done(inode, hash);
                 }
             }
             Item::Known(job, hash) => {
@@ -1275,7 +1359,7 @@ impl Store<'_, '_> {
                 }
                 self.out.bytes_read += job.size;
                 self.bytes_done += job.size;
-                self.file_done(&job, hash);
+                self.file_done(job.inode.expect("only files are prehashed"), hash);
             }
             Item::Failed(job, error) => {
                 // A read error abandons the partly written blob and drops the file.
@@ -1289,29 +1373,20 @@ impl Store<'_, '_> {
                 self.out
                     .warnings
                     .push(format!("{}: cannot read: {error}; skipped", job.path.display()));
-                self.out.failed.push(job.inode);
+                self.file_dropped(&job);
             }
             Item::Swapped(job, why) => {
                 self.out.warnings.push(format!(
                     "{}: {why} since it was listed; skipped (not read)",
                     job.path.display()
                 ));
-                self.out.failed.push(job.inode);
+                self.file_dropped(&job);
             }
             Item::Changed(job) => {
                 self.out.warnings.push(format!(
                     "{}: file changed while it was read; captured as read",
                     job.path.display()
                 ));
-            }
-            Item::ReparseData(data) => {
-                // The reader sends it between files, never inside one.
-                if self.pending.is_some() {
-                    return Err(WimError::Io(io::Error::other(
-                        "symlink data arrived inside a file's contents (a bug: please report); the archive is unchanged",
-                    )));
-                }
-                self.writer.add_small_blob(&data)?;
             }
         }
         Ok(())
@@ -1326,6 +1401,7 @@ fn read_and_store(
     walked: &mpsc::Receiver<Result<Walked>>,
     opts: &CaptureOptions,
     counters: &WalkCounters,
+    abort: &Arc<AtomicBool>,
     progress: &mut ProgressFn,
 ) -> Result<Stored> {
     let chunk = if writer.chunk_size() == 0 {
@@ -1345,9 +1421,10 @@ fn read_and_store(
     // its own at its next cancel check or send.
     let reader = {
         let cancel = opts.cancel.clone();
+        let abort = Arc::clone(abort);
         std::thread::Builder::new()
             .name("capture-reader".into())
-            .spawn(move || read_jobs(found, chunk, cancel.as_deref(), &tx, prehash))
+            .spawn(move || read_jobs(found, chunk, cancel.as_deref(), &abort, &tx, prehash))
             .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the reader thread: {e}"))))?
     };
     let workers = if comps.is_some() {
@@ -1478,7 +1555,6 @@ fn read_and_store(
                         Piece::Swapped { job, why } => Item::Swapped(job, why),
                         Piece::Changed { job } => Item::Changed(job),
                         Piece::Known { job, hash } => Item::Known(job, hash),
-                        Piece::ReparseData(data) => Item::ReparseData(data),
                     });
                 }
                 send(&mut task, task_seq)?;
@@ -1490,6 +1566,8 @@ fn read_and_store(
         }
         written
     })?;
+    // The last word on the data: the walk is over by now.
+    store.report_progress();
     let stored = std::mem::take(&mut store.out);
     drop(store);
     // The reader hung up: it finished, was cancelled, or panicked.

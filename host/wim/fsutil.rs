@@ -164,13 +164,19 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
 /// open(2), retried on EINTR, first with O_NOATIME (refused with EPERM
 /// unless we own the file or are privileged).
 fn open_raw(c: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
+    open_raw_with(c, flags).map(|(fd, _)| fd)
+}
+
+/// [`open_raw`], also returning the flags the file was opened with (with
+/// or without O_NOATIME).
+fn open_raw_with(c: &CString, flags: libc::c_int) -> io::Result<(OwnedFd, libc::c_int)> {
     let mut flags = flags | libc::O_NOATIME;
     loop {
         // SAFETY: plain syscall on a valid C string.
         let fd = unsafe { libc::open(c.as_ptr(), flags) };
         if fd >= 0 {
             // SAFETY: `fd` was just opened and nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, flags));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
@@ -203,8 +209,8 @@ fn check_listed(fd: &OwnedFd, listed: (u64, u64)) -> io::Result<Option<String>> 
 pub fn open_source_file(p: &Path, listed: (u64, u64)) -> io::Result<SourceOpen> {
     let c = cpath(p)?;
     let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let fd = match open_raw(&c, base | libc::O_NONBLOCK) {
-        Ok(fd) => fd,
+    let (fd, opened_with) = match open_raw_with(&c, base | libc::O_NONBLOCK) {
+        Ok(opened) => opened,
         Err(e) => match e.raw_os_error() {
             // O_NOFOLLOW's answer for a symlink in the last component.
             Some(libc::ELOOP) => return Ok(SourceOpen::Changed("became a symbolic link".into())),
@@ -227,12 +233,11 @@ pub fn open_source_file(p: &Path, listed: (u64, u64)) -> io::Result<SourceOpen> 
         return Ok(SourceOpen::Changed(why));
     }
     // Regular files ignore O_NONBLOCK, but reads should not depend on that.
+    // F_SETFL sets only the status flags (O_NOATIME, O_NONBLOCK, …), and we
+    // know which we opened with: no F_GETFL first (a syscall per file).
     // SAFETY: fcntl on an fd we own.
-    unsafe {
-        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, opened_with & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(SourceOpen::File(File::from(fd)))
 }
@@ -372,6 +377,8 @@ mod source_open_tests {
         // SAFETY: F_GETFL on an open fd.
         let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(fl & libc::O_NONBLOCK, 0, "O_NONBLOCK left set");
+        // Our own file: O_NOATIME is allowed, and clearing O_NONBLOCK keeps it.
+        assert_ne!(fl & libc::O_NOATIME, 0, "O_NOATIME dropped");
         let mut s = String::new();
         f.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");

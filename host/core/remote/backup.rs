@@ -127,7 +127,7 @@ pub fn capture(
         writer.watch_cancel(cancel.clone());
         writer.add_external_blobs(known.iter().map(|b| (b.entry.hash, b.entry.reshdr.original_size)));
         let report = crate::metrics::timed("capture", || {
-            capture::capture(source, &mut writer, previous.as_ref(), opts, progress)
+            capture::capture(source, &mut writer, previous.map(std::sync::Arc::new), opts, progress)
         })?;
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CoreError::Cancelled);

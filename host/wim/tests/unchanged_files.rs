@@ -40,7 +40,7 @@ fn append(src: &Path, wim: &Path, name: &str) -> CaptureReport {
         name: name.into(),
         ..Default::default()
     };
-    let r = capture(src, &mut w, previous.as_ref(), &opts, &mut |_| {}).unwrap();
+    let r = capture(src, &mut w, previous.map(std::sync::Arc::new), &opts, &mut |_| {}).unwrap();
     w.commit().unwrap();
     r
 }

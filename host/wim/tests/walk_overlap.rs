@@ -50,19 +50,25 @@ fn entries(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn capture_tree(compression: Compression) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+/// `FILES` files in 37 directories under `src`, and the first `symlinks`
+/// of them with a symlink beside them (half of the targets repeat, so
+/// their reparse data is stored once).
+fn make_tree(src: &Path, symlinks: usize) {
     for i in 0..FILES {
         let dir = src.join(format!("d{:02}", i % 37));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(format!("f{i:05}")), contents(i)).unwrap();
-        if i < SYMLINKS {
-            // Half of the targets repeat: their reparse data is stored once.
+        if i < symlinks {
             let target = format!("../d{:02}/f{:05}", (i / 2) % 37, i / 2);
             std::os::unix::fs::symlink(target, dir.join(format!("l{i:05}"))).unwrap();
         }
     }
+}
+
+fn capture_tree(compression: Compression) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, SYMLINKS);
     let wim = tmp.path().join("a.wim");
     let mut w = WimWriter::create(&wim, compression, 32768).unwrap();
     let opts = CaptureOptions {
@@ -135,4 +141,64 @@ fn xpress_capture_while_walking_stores_each_content_once_and_restores_the_tree()
 #[test]
 fn uncompressed_capture_while_walking_stores_each_content_once_and_restores_the_tree() {
     capture_tree(Compression::None);
+}
+
+/// A symlink whose target does not fit a reparse point is left out with a
+/// warning; the rest of the tree is captured.
+#[test]
+fn a_symlink_too_long_to_store_is_skipped_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("kept"), b"kept").unwrap();
+    let long = "x/".repeat(2047) + "x"; // 4095 bytes: PATH_MAX - 1
+    std::os::unix::fs::symlink(&long, src.join("long")).unwrap();
+    std::os::unix::fs::symlink("kept", src.join("short")).unwrap();
+    let wim = tmp.path().join("a.wim");
+    let mut w = WimWriter::create(&wim, Compression::Lzx, 32768).unwrap();
+    let opts = CaptureOptions {
+        name: "long".into(),
+        ..Default::default()
+    };
+    let report = capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+    w.commit().unwrap();
+    assert_eq!((report.files, report.symlinks), (1, 1), "{report:?}");
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].contains("/long: symlink target is too long"),
+        "{:?}",
+        report.warnings
+    );
+    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
+    let out = tmp.path().join("out");
+    apply(&arch, 1, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    let mut want = entries(&src);
+    want.remove("long");
+    assert_eq!(entries(&out), want);
+}
+
+/// A cancel raised while files are being written ends the capture with
+/// `Cancelled`, whatever the walk is doing.
+#[test]
+fn cancel_while_walking_and_writing_ends_the_capture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 0);
+    let wim = tmp.path().join("a.wim");
+    let mut w = WimWriter::create(&wim, Compression::Lzx, 32768).unwrap();
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opts = CaptureOptions {
+        name: "cancelled".into(),
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let mut last_done = 0;
+    let r = capture(&src, &mut w, None, &opts, &mut |p| {
+        last_done = p.files_done;
+        if p.files_done >= 10 {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    assert!(matches!(r, Err(wimguard_wim::WimError::Cancelled)), "{r:?}");
+    assert!(last_done < FILES as u64, "cancelled before the end: {last_done}");
 }
