@@ -788,7 +788,8 @@ impl Jobs {
             return self.capture_remote(record, spec, remote, codec, cancel, tx, start);
         }
         // Dropped last (declared first): the reservation covers the previous
-        // tree for as long as it lives.
+        // tree for as long as it lives (unless a capture's walk is stuck in
+        // a hung mount: it keeps the tree after the capture gave up on it).
         let (_metadata_memory, mut writer, previous) = self.open_local_writer(spec, codec, exists, cancel)?;
         // The default name was chosen when the backup was asked for; another
         // backup to this archive may have taken it since (names are per

@@ -360,16 +360,23 @@ pub fn capture(
     std::thread::Builder::new()
         .name("capture-walk".into())
         .spawn(move || {
+            let _crash = AbortOnDrop::if_panicking(Arc::clone(&ctx.abort));
             let walked = walk(ctx, found_tx);
             let _ = walked_tx.send(walked);
         })
         .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the walk thread: {e}"))))?;
-    let data = read_and_store(writer, found_rx, &walked_rx, opts, &counters, &abort, progress);
+    // However this function ends (an error, a panic), the walk and the
+    // reader stop; on success both are over already.
+    let _end = AbortOnDrop::always(Arc::clone(&abort));
     // A failed data stage explains itself better than the walk it stops.
-    let mut stored = match data {
+    let mut stored = match read_and_store(writer, found_rx, &walked_rx, opts, &counters, &abort, progress) {
         Ok(s) => s,
         Err(e) => {
             abort.store(true, Ordering::Relaxed);
+            // Most often the walk ends within moments: then what it holds
+            // (the previous image) is freed before the caller's memory
+            // reservation for it is. Only a walk stuck in the kernel outlives it.
+            let _ = walked_rx.recv_timeout(std::time::Duration::from_secs(1));
             return Err(e);
         }
     };
@@ -421,6 +428,37 @@ pub fn capture(
     Ok(report)
 }
 
+/// Raises an abort flag when dropped: always, or only while the thread
+/// unwinds from a panic.
+struct AbortOnDrop {
+    flag: Arc<AtomicBool>,
+    only_on_panic: bool,
+}
+
+impl AbortOnDrop {
+    fn always(flag: Arc<AtomicBool>) -> Self {
+        AbortOnDrop {
+            flag,
+            only_on_panic: false,
+        }
+    }
+
+    fn if_panicking(flag: Arc<AtomicBool>) -> Self {
+        AbortOnDrop {
+            flag,
+            only_on_panic: true,
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.only_on_panic || std::thread::panicking() {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Walks the tree with lstat only and builds the image metadata (memory
 /// grows with the number of files, not their size); each file to read and
 /// each new symlink's data goes to `found` as soon as it is listed. On
@@ -455,8 +493,8 @@ fn walk_tree(
         id: ctx.root_id,
         before: previous.map(|_| 0),
     }];
-    // The reader is gone only when the data stage ended early; then so
-    // does the walk (its error is the one reported).
+    // The data stage failed (or this capture is over): the walk ends too;
+    // its error is not the one reported.
     let stopped = || -> Result<()> {
         if ctx.abort.load(Ordering::Relaxed) {
             return Err(WimError::Cancelled);
@@ -879,7 +917,8 @@ struct Outbox<'a> {
 }
 
 impl Outbox<'_> {
-    /// Queues `piece` (`bytes` of file data); false once the receiver is gone.
+    /// Queues `piece` (`bytes` of file or symlink data); false once the
+    /// receiver is gone.
     fn push(&mut self, piece: Piece, bytes: usize) -> bool {
         self.batch.push(piece);
         self.bytes += bytes;
@@ -913,7 +952,8 @@ const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The reader thread: opens and reads every file the walk finds, in order,
 /// and sends batches of about `BATCH_BYTES`. Stops when the walk is over
-/// and every file was read, at cancel, or when the receiver is gone.
+/// and every file was read, at cancel or abort, or when the receiver is
+/// gone.
 fn read_jobs(
     found: mpsc::Receiver<Found>,
     chunk: usize,
@@ -936,9 +976,18 @@ fn read_jobs(
                 if !out.flush() {
                     return;
                 }
-                match found.recv() {
-                    Ok(f) => f,
-                    Err(_) => break,
+                // A walk stuck in a hung mount must not keep the reader
+                // (and what it holds) once the capture is over.
+                loop {
+                    match found.recv_timeout(CANCEL_POLL) {
+                        Ok(f) => break f,
+                        Err(mpsc::RecvTimeoutError::Timeout) if cancelled() => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            out.flush();
+                            return;
+                        }
+                    }
                 }
             }
             Err(mpsc::TryRecvError::Disconnected) => break,
@@ -953,14 +1002,14 @@ fn read_jobs(
                 let job = Arc::new(job);
                 let pieces = data.len().div_ceil(chunk);
                 for (k, piece) in data.chunks(chunk).enumerate() {
-                    let last = (k + 1 == pieces).then_some(hash);
+                    let (last, n) = ((k + 1 == pieces).then_some(hash), piece.len());
                     let piece = Piece::Chunk {
                         job: Arc::clone(&job),
                         data: piece.to_vec(),
                         first: k == 0,
                         last,
                     };
-                    if !out.push(piece, 0) {
+                    if !out.push(piece, n) {
                         return;
                     }
                 }
@@ -1174,7 +1223,8 @@ const IN_FLIGHT_BYTES: usize = 8 * BATCH_BYTES;
 
 /// One step of writing the image's data, in archive order.
 enum Item {
-    /// A chunk of file `job`; its compressed form is result `seq`.
+    /// A chunk of file `job` (or of symlink data); its compressed form is
+    /// result `seq`.
     Chunk {
         job: Arc<DataJob>,
         first: bool,
@@ -1265,6 +1315,8 @@ struct Store<'a, 'p> {
     pending: Option<(Arc<DataJob>, crate::writer::PendingBlob)>,
     files_done: u64,
     bytes_done: u64,
+    /// When progress was last reported.
+    reported: std::time::Instant,
     out: Stored,
 }
 
@@ -1272,6 +1324,7 @@ impl Store<'_, '_> {
     /// Reports progress: while the walk goes on, as scanning, with the
     /// totals found so far.
     fn report_progress(&mut self) {
+        self.reported = std::time::Instant::now();
         let walked = self.counters.done.load(Ordering::Acquire);
         (self.progress)(&CaptureProgress {
             phase: if walked {
@@ -1284,6 +1337,14 @@ impl Store<'_, '_> {
             bytes_done: self.bytes_done,
             bytes_total: self.counters.bytes.load(Ordering::Relaxed),
         });
+    }
+
+    /// Reports progress if nothing was reported for `CANCEL_POLL` (a run
+    /// of symlinks or of unchanged files completes no file).
+    fn report_if_quiet(&mut self) {
+        if self.reported.elapsed() >= CANCEL_POLL {
+            self.report_progress();
+        }
     }
 
     /// File `inode` is stored with contents `hash`.
@@ -1323,6 +1384,14 @@ impl Store<'_, '_> {
             Item::Chunk { job, first, last, seq } => {
                 let cj = ready.remove(&seq).expect("written only once its result is in");
                 if first {
+                    // The reader sends a file's (or symlink's) pieces one
+                    // after the other, never inside another's.
+                    if self.pending.is_some() {
+                        return Err(WimError::Io(io::Error::other(format!(
+                            "{}: contents began inside another file's (a bug: please report); the archive is unchanged",
+                            job.path.display()
+                        ))));
+                    }
                     let blob = self.writer.begin_blob(job.size)?;
                     self.pending = Some((Arc::clone(&job), blob));
                 }
@@ -1448,6 +1517,7 @@ fn read_and_store(
         pending: None,
         files_done: 0,
         bytes_done: 0,
+        reported: std::time::Instant::now(),
         out: Stored::default(),
     };
     // Set when the write stops early: the compression threads then drop
@@ -1509,7 +1579,7 @@ fn read_and_store(
                         opts.check_cancel()?;
                         // The walk may be all there is to report (files
                         // that are unchanged are not read).
-                        store.report_progress();
+                        store.report_if_quiet();
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -1518,6 +1588,7 @@ fn read_and_store(
                     }
                 };
                 opts.check_cancel()?;
+                store.report_if_quiet();
                 // Chunks go out in tasks of consecutive sequence numbers.
                 let mut task: Vec<ChunkJob> = Vec::new();
                 let mut task_seq = next_seq;

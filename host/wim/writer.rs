@@ -584,7 +584,7 @@ impl WimWriter {
         Ok(r)
     }
 
-    /// Stores an in-memory blob (symlink data, metadata) whole. Compressed
+    /// Stores an in-memory blob (metadata, small blobs) whole. Compressed
     /// archives take it a batch of chunks at a time and uncompressed ones
     /// write it as it is, so a large metadata resource is never copied
     /// whole again.
