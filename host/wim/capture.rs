@@ -265,8 +265,9 @@ struct WalkCounters {
 
 /// Items (files to read, symlink data) the walk may be ahead of the
 /// reader: the files found wait here, not in a list of the whole tree.
-/// Where reading is the slower part (compressed captures of large trees)
-/// the walk still ends long before it.
+/// Where reading is the slower part (compressed captures), the walk thus
+/// ends when the reader is this close to the end, and the hashes of the
+/// files written until then wait in a list of 24 bytes a file.
 const FOUND_QUEUE: usize = 1024;
 
 /// What the walk produced besides the files it sent on.
