@@ -288,9 +288,6 @@ struct WalkContext {
     /// For each inode of `previous`: are its contents in the archive (so
     /// an unchanged file may keep them)?
     previous_stored: Vec<bool>,
-    /// Reparse data already in the archive (the previous image's) or sent
-    /// by this walk: a symlink with such data sends nothing.
-    reparse_known: std::collections::HashSet<Sha1>,
     root_id: (u64, u64),
     /// The archive being written, when it lives inside the source.
     own_output: Option<(u64, u64)>,
@@ -329,26 +326,25 @@ pub fn capture(
     let excludes = build_excludes(src, &opts.excludes)?;
     let counters = Arc::new(WalkCounters::default());
     let abort = Arc::new(AtomicBool::new(false));
+    // What of the previous image the archive holds: each inode's contents
+    // (an unchanged file may keep them), and its reparse data (a symlink
+    // with the same data sends nothing). The walk cannot ask the writer.
     let stored_in = |hash: &Sha1| *hash != ZERO_HASH && writer.has_blob(hash);
+    let mut previous_stored = Vec::new();
+    let mut reparse_known = std::collections::HashSet::new();
+    for i in previous.as_deref().map_or(&[][..], |p| &p.inodes[..]) {
+        previous_stored.push(stored_in(&i.data_hash));
+        if i.is_reparse() && stored_in(&i.reparse_hash) {
+            reparse_known.insert(i.reparse_hash);
+        }
+    }
     let ctx = WalkContext {
         src: src.to_path_buf(),
         root_id: (root_meta.dev(), root_meta.ino()),
         root_meta,
         opts: opts.clone(),
         excludes,
-        previous_stored: previous
-            .as_deref()
-            .map_or_else(Vec::new, |p| p.inodes.iter().map(|i| stored_in(&i.data_hash)).collect()),
-        reparse_known: previous
-            .as_deref()
-            .map(|p| {
-                p.inodes
-                    .iter()
-                    .filter(|i| i.is_reparse() && stored_in(&i.reparse_hash))
-                    .map(|i| i.reparse_hash)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        previous_stored,
         previous,
         own_output: writer.output_identity(),
         counters: Arc::clone(&counters),
@@ -362,7 +358,7 @@ pub fn capture(
         .name("capture-walk".into())
         .spawn(move || {
             let _crash = AbortOnDrop::if_panicking(Arc::clone(&ctx.abort));
-            let walked = walk(ctx, found_tx);
+            let walked = walk(ctx, reparse_known, found_tx);
             let _ = walked_tx.send(walked);
         })
         .map_err(|e| WimError::Io(io::Error::new(e.kind(), format!("cannot start the walk thread: {e}"))))?;
@@ -462,10 +458,13 @@ impl Drop for AbortOnDrop {
 
 /// Walks the tree with lstat only and builds the image metadata (memory
 /// grows with the number of files, not their size); each file to read and
-/// each new symlink's data goes to `found` as soon as it is listed. On
-/// failure it raises `abort`, so the reader stops too.
-fn walk(mut ctx: WalkContext, found: mpsc::SyncSender<Found>) -> Result<Walked> {
-    let mut reparse_known = std::mem::take(&mut ctx.reparse_known);
+/// each symlink's data not in `reparse_known` goes to `found` as soon as it
+/// is listed. On failure it raises `abort`, so the reader stops too.
+fn walk(
+    ctx: WalkContext,
+    mut reparse_known: std::collections::HashSet<Sha1>,
+    found: mpsc::SyncSender<Found>,
+) -> Result<Walked> {
     let walked = walk_tree(&ctx, &mut reparse_known, &found);
     if walked.is_err() {
         ctx.abort.store(true, Ordering::Relaxed);
@@ -502,21 +501,10 @@ fn walk_tree(
         }
         opts.check_cancel()
     };
-    // A full queue waits for the reader, but not for one stuck in the
-    // kernel once the capture was cancelled or failed.
-    let send = |mut f: Found| -> Result<()> {
-        loop {
-            match found.try_send(f) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::TrySendError::Full(back)) => {
-                    stopped()?;
-                    f = back;
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-                Err(mpsc::TrySendError::Disconnected(_)) => return Err(WimError::Cancelled),
-            }
-        }
-    };
+    // A full queue waits for the reader. The reader stops at cancel or
+    // abort and drops its end, which ends this wait; a reader stuck in the
+    // kernel keeps the walk waiting too, but neither is joined.
+    let send = |f: Found| -> Result<()> { found.send(f).map_err(|_| WimError::Cancelled) };
     let mut scanned = 0u64;
     while let Some(DirToScan {
         path: dir,
@@ -969,50 +957,15 @@ fn read_jobs(
         bytes: 0,
         tx,
     };
-    loop {
-        // Ahead of the walk: what is read so far goes on before waiting.
-        let next = match found.try_recv() {
-            Ok(f) => f,
-            Err(mpsc::TryRecvError::Empty) => {
-                if !out.flush() {
-                    return;
-                }
-                // A walk stuck in a hung mount must not keep the reader
-                // (and what it holds) once the capture is over.
-                loop {
-                    match found.recv_timeout(CANCEL_POLL) {
-                        Ok(f) => break f,
-                        Err(mpsc::RecvTimeoutError::Timeout) if cancelled() => return,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            out.flush();
-                            return;
-                        }
-                    }
-                }
-            }
-            Err(mpsc::TryRecvError::Disconnected) => break,
-        };
+    while let Some(next) = next_found(&found, &mut out, &cancelled) {
         if cancelled() {
             return;
         }
         let job = match next {
             Found::File(job) => Arc::new(job),
             Found::ReparseData { job, data, hash } => {
-                // Sent like a file's contents, chunk by chunk.
-                let job = Arc::new(job);
-                let pieces = data.len().div_ceil(chunk);
-                for (k, piece) in data.chunks(chunk).enumerate() {
-                    let (last, n) = ((k + 1 == pieces).then_some(hash), piece.len());
-                    let piece = Piece::Chunk {
-                        job: Arc::clone(&job),
-                        data: piece.to_vec(),
-                        first: k == 0,
-                        last,
-                    };
-                    if !out.push(piece, n) {
-                        return;
-                    }
+                if !send_reparse_data(job, &data, hash, chunk, &mut out) {
+                    return;
                 }
                 continue;
             }
@@ -1052,6 +1005,44 @@ fn read_jobs(
         }
     }
     out.flush();
+}
+
+/// The walk's next item, or `None` once the walk is over (or the capture
+/// is). Ahead of the walk, what was read so far goes on before waiting, and
+/// the wait ends at cancel or abort: a walk stuck in a hung mount must not
+/// keep the reader (and what it holds) once the capture is over.
+fn next_found(found: &mpsc::Receiver<Found>, out: &mut Outbox, cancelled: &dyn Fn() -> bool) -> Option<Found> {
+    match found.try_recv() {
+        Ok(f) => return Some(f),
+        Err(mpsc::TryRecvError::Disconnected) => return None,
+        Err(mpsc::TryRecvError::Empty) => {}
+    }
+    if !out.flush() {
+        return None;
+    }
+    loop {
+        match found.recv_timeout(CANCEL_POLL) {
+            Ok(f) => return Some(f),
+            Err(mpsc::RecvTimeoutError::Timeout) if !cancelled() => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends a symlink's reparse data like a file's contents, chunk by chunk;
+/// false once the receiver is gone.
+fn send_reparse_data(job: DataJob, data: &[u8], hash: Sha1, chunk: usize, out: &mut Outbox) -> bool {
+    let job = Arc::new(job);
+    let pieces = data.len().div_ceil(chunk);
+    data.chunks(chunk).enumerate().all(|(k, piece)| {
+        let chunk = Piece::Chunk {
+            job: Arc::clone(&job),
+            data: piece.to_vec(),
+            first: k == 0,
+            last: (k + 1 == pieces).then_some(hash),
+        };
+        out.push(chunk, piece.len())
+    })
 }
 
 /// Reads a file of `size` bytes into chunks, hashing them; `Err` carries
