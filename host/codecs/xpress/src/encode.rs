@@ -71,6 +71,14 @@ fn boxed_array<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
 
 /// Hash-chain match finder over one chunk. Positions are 1-based indexes
 /// into `buf`; 0 means "none". The head tables are cleared per chunk.
+///
+/// Why chains: walking one is a chain of dependent loads, so buckets that
+/// hold a hash's recent positions side by side (zstd's row match finder)
+/// looked faster. Measured with `examples/xpress_kinds.rs` on /usr/share,
+/// buckets of 32 slots with 8-bit tags in their own table ran about 1.18x the
+/// chains' time and buckets of 16 slots with the tags in the same cache line
+/// 1.09x, and 0.05% and 0.2% larger: the tag masks and the extra stores per
+/// inserted position cost more than the parallel loads saved.
 struct MatchFinder {
     buf: Box<Buf>,
     /// Most recent position for each 4-byte hash (the first
