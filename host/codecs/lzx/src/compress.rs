@@ -576,9 +576,12 @@ impl Encoder {
             if best >= lim.nice_len {
                 // Inside a long match: keep the tree up to date (these
                 // positions are good match sources later) but record nothing.
+                // Comparing past `nice_len` would only order the tree by
+                // bytes no search looks at; on runs of one byte (sparse
+                // files, zeroed pages) it made each position compare 257.
                 let stop = (i - 1 + best).min(be);
                 while i < stop {
-                    let max_len = MAX_MATCH.min(n - i);
+                    let max_len = skim.nice_len.min(n - i);
                     self.mf.advance::<false>(data, i, max_len, &skim, &mut self.cache);
                     self.cache_idx.push(self.cache.len() as u32);
                     i += 1;
