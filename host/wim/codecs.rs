@@ -119,4 +119,177 @@ impl<T> PerThread<T> {
 }
 
 pub type Compressors = PerThread<Box<dyn ChunkCompressor>>;
+
+/// Chunks shorter than this are compressed every time: they cost little.
+const MIN_REMEMBERED_CHUNK: usize = 1024;
+/// How many different (length, byte) chunks a compressor remembers.
+const REMEMBERED_RUNS: usize = 4;
+
+/// Wraps a codec's compressor and remembers what it made of chunks that are
+/// one byte repeated (the zeros of sparse files, preallocated files and disk
+/// images, erased flash's 0xFF): the next such chunk of the same length and
+/// byte gets a copy instead of another compression. WIM chunks are
+/// compressed independently, so any codec's output for a chunk is valid
+/// wherever the same chunk occurs. Only chunks the codec did compress are
+/// remembered: a failing or refusing codec is asked again each time.
+pub struct RemembersRuns {
+    inner: Box<dyn ChunkCompressor>,
+    /// `(chunk length, byte, compressed chunk)`, the newest last.
+    runs: Vec<(usize, u8, Vec<u8>)>,
+}
+
+impl RemembersRuns {
+    /// Wraps `inner`, remembering nothing yet.
+    pub fn new(inner: Box<dyn ChunkCompressor>) -> Self {
+        RemembersRuns {
+            inner,
+            runs: Vec::new(),
+        }
+    }
+}
+
+/// The byte `chunk` repeats, if it is one byte repeated. Ordinary data
+/// differs within the first few bytes, so this costs next to nothing.
+fn repeated_byte(chunk: &[u8]) -> Option<u8> {
+    let &b = chunk.first()?;
+    let word = u64::from_ne_bytes([b; 8]);
+    let mut words = chunk.chunks_exact(8);
+    let same = words.all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([!b; 8])) == word)
+        && words.remainder().iter().all(|&x| x == b);
+    same.then_some(b)
+}
+
+impl ChunkCompressor for RemembersRuns {
+    fn compress(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        let run = if chunk.len() >= MIN_REMEMBERED_CHUNK {
+            repeated_byte(chunk)
+        } else {
+            None
+        };
+        let Some(byte) = run else {
+            return self.inner.compress(chunk, out);
+        };
+        if let Some((_, _, packed)) = self.runs.iter().find(|r| r.0 == chunk.len() && r.1 == byte) {
+            out.clear();
+            out.extend_from_slice(packed);
+            return true;
+        }
+        if !self.inner.compress(chunk, out) {
+            return false;
+        }
+        if self.runs.len() == REMEMBERED_RUNS {
+            self.runs.remove(0);
+        }
+        self.runs.push((chunk.len(), byte, out.clone()));
+        true
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        self.inner.take_failure()
+    }
+
+    fn watch_cancel(&mut self, cancel: Arc<std::sync::atomic::AtomicBool>) {
+        self.inner.watch_cancel(cancel)
+    }
+}
 pub type Decompressors = PerThread<Box<dyn ChunkDecompressor>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The real XPRESS compressor, counting how often it is asked.
+    struct Counted {
+        inner: Box<dyn ChunkCompressor>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl ChunkCompressor for Counted {
+        fn compress(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.inner.compress(chunk, out)
+        }
+    }
+
+    fn remembering_xpress() -> (RemembersRuns, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = Box::new(Counted {
+            inner: wimguard_xpress::Xpress.compressor(32768),
+            calls: calls.clone(),
+        });
+        (RemembersRuns::new(inner), calls)
+    }
+
+    /// Compresses `chunk` and checks the result decompresses to it.
+    fn round_trip(c: &mut RemembersRuns, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(c.compress(chunk, &mut out), "a chunk this regular compresses");
+        let mut back = vec![0x5A; chunk.len()];
+        wimguard_xpress::Xpress
+            .decompressor(32768)
+            .decompress(&out, &mut back)
+            .unwrap();
+        assert!(back == chunk, "the remembered output decodes to the chunk");
+        out
+    }
+
+    #[test]
+    fn a_chunk_of_one_repeated_byte_is_compressed_once_per_length_and_byte() {
+        let (mut c, calls) = remembering_xpress();
+        let zeros = vec![0u8; 32768];
+        let first = round_trip(&mut c, &zeros);
+        assert_eq!(round_trip(&mut c, &zeros), first);
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "the second zero chunk is a copy");
+
+        // Another length or another byte is another chunk.
+        round_trip(&mut c, &zeros[..32767]);
+        round_trip(&mut c, &vec![0xFF; 32768]);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        round_trip(&mut c, &zeros[..32767]);
+        round_trip(&mut c, &vec![0xFF; 32768]);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+
+        // Only the newest few are kept: after four more, the zeros are
+        // compressed again (to the same bytes).
+        for b in 1..=4u8 {
+            round_trip(&mut c, &vec![b; 32768]);
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 7);
+        assert_eq!(round_trip(&mut c, &zeros), first);
+        assert_eq!(calls.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn chunks_that_differ_anywhere_or_are_small_always_reach_the_codec() {
+        let (mut c, calls) = remembering_xpress();
+        // A different last byte, also in a length that leaves a remainder
+        // after the 8-byte words.
+        for len in [32768usize, 32765] {
+            let mut chunk = vec![0u8; len];
+            *chunk.last_mut().unwrap() = 1;
+            round_trip(&mut c, &chunk);
+            round_trip(&mut c, &chunk);
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        // Small chunks are cheap to compress and not remembered.
+        let small = vec![0u8; MIN_REMEMBERED_CHUNK - 1];
+        round_trip(&mut c, &small);
+        round_trip(&mut c, &small);
+        assert_eq!(calls.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn repeated_byte_recognises_only_runs() {
+        assert_eq!(repeated_byte(&[]), None);
+        assert_eq!(repeated_byte(&[7]), Some(7));
+        assert_eq!(repeated_byte(&[7; 13]), Some(7));
+        let mut v = vec![9u8; 4096];
+        assert_eq!(repeated_byte(&v), Some(9));
+        for at in [0, 7, 8, 4095] {
+            v[at] = 8;
+            assert_eq!(repeated_byte(&v), None, "a different byte at {at}");
+            v[at] = 9;
+        }
+    }
+}

@@ -21,7 +21,7 @@ use wimguard_sdk::{ChunkCompressor, Codec};
 
 use super::archive::WimArchive;
 use super::blob_table::{BlobEntry, BlobIndex, BlobTable, Sha1};
-use super::codecs::{codec_for, CodecResolver, Compressors, SharedCodec};
+use super::codecs::{codec_for, CodecResolver, Compressors, RemembersRuns, SharedCodec};
 use super::error::{Result, WimError};
 use super::header::{Compression, Header, HDR_FLAG_READONLY, HDR_FLAG_WRITE_IN_PROGRESS};
 use super::integrity;
@@ -71,9 +71,12 @@ impl ChunkJob {
     }
 }
 
-/// One compressor per worker for `codec` at `chunk_size`.
+/// One compressor per worker for `codec` at `chunk_size`, each remembering
+/// its chunks of one repeated byte.
 fn compressors_for(codec: &SharedCodec, chunk_size: usize) -> Arc<Compressors> {
-    Arc::new(Compressors::new(|| codec.compressor(chunk_size)))
+    Arc::new(Compressors::new(|| {
+        Box::new(RemembersRuns::new(codec.compressor(chunk_size))) as Box<dyn ChunkCompressor>
+    }))
 }
 
 enum Mode {
