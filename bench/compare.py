@@ -18,7 +18,10 @@ Then (issue 13) it reports, in the same run:
 * the daemon: `wimguard backup` through a running server against the
   offline `wimguard archive capture` of the same tree and codec;
 * wasm vs native codecs: the summary of `codec_runtimes` (built with
-  `cargo build --release --example codec_runtimes`; skipped when absent).
+  `cargo build --release --example codec_runtimes`; skipped when absent);
+* runs of one byte: capture and extract of a tree holding a sparse file
+  of 512 MiB (`--quick`: 128 MiB), mostly zeros, as disk images and
+  preallocated files are, with XPRESS and LZX.
 
 Usage: bench/compare.py [--tree DIR] [--copy-of /usr/share] [--threads N]
                         [--wimguard target/release/wimguard] [--codecs none,xpress,lzx]
@@ -173,8 +176,42 @@ def main():
             size_scaling(wg, work, tree_sizes, args.scratch)
             daemon_overhead(wg, tree, work, env)
             codec_runtimes(wg)
+            sparse_rows(wg, work, env, args.reps, 128 if args.quick else 512)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sparse_rows(wg, work, env, reps, mib):
+    """Capture and extract of one sparse file of `mib` MiB: a hole with a
+    little text at the start and the end."""
+    src = os.path.join(work, "sparse-tree")
+    os.makedirs(src)
+    with open(os.path.join(src, "disk.img"), "wb") as f:
+        f.write(b"boot sector\n" * 40)
+        f.truncate(mib << 20)
+        f.seek(0, os.SEEK_END)
+        f.write(b"the end\n")
+    print(f"\nruns of one byte: a sparse file of {mib} MiB")
+    print(f"{'codec':7} {'step':8} {'wimlib':>9} {'wimguard':>9} {'ratio':>6} {'rounds':>11} {'size ratio':>10}")
+    for codec in ("xpress", "lzx"):
+        wl_wim, wg_wim = os.path.join(work, "s-wl.wim"), os.path.join(work, "s-wg.wim")
+        own = {"wl": wl_wim, "wg": wg_wim}
+        cap = paired(["wimlib-imagex", "capture", src, wl_wim, "img", "--unix-data", f"--compress={codec}"],
+                     [wg, "archive", "capture", src, wg_wim, "--name", "img", "--compression", codec],
+                     env, reps, before=lambda tool: os.path.exists(own[tool]) and os.remove(own[tool]))
+        size = os.path.getsize(wg_wim) / max(os.path.getsize(wl_wim), 1)
+        x = os.path.join(work, "s-x")
+        ext = paired(["wimlib-imagex", "apply", wl_wim, "1", x, "--unix-data"],
+                     [wg, "archive", "extract", wg_wim, "1", x],
+                     env, reps, before=lambda _tool: shutil.rmtree(x, ignore_errors=True))
+        shutil.rmtree(x, ignore_errors=True)
+        for step, ((wlt, _), (wgt, _), ratios) in (("capture", cap), ("extract", ext)):
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            extra = f"{size:10.3f}" if step == "capture" else ""
+            print(f"{codec:7} {step:8} {wlt:8.2f}s {wgt:8.2f}s {wgt / max(wlt, 1e-9):6.2f} {spread:>11} {extra}")
+        os.remove(wl_wim)
+        os.remove(wg_wim)
+    shutil.rmtree(src, ignore_errors=True)
 
 
 def pinned(cpus, cmd):
