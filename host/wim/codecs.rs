@@ -119,6 +119,7 @@ impl<T> PerThread<T> {
 }
 
 pub type Compressors = PerThread<Box<dyn ChunkCompressor>>;
+pub type Decompressors = PerThread<Box<dyn ChunkDecompressor>>;
 
 /// Chunks shorter than this are compressed every time: they cost little.
 const MIN_REMEMBERED_CHUNK: usize = 1024;
@@ -192,7 +193,6 @@ impl ChunkCompressor for RemembersRuns {
         self.inner.watch_cancel(cancel)
     }
 }
-pub type Decompressors = PerThread<Box<dyn ChunkDecompressor>>;
 
 #[cfg(test)]
 mod tests {
