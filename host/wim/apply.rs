@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::archive::{hex, WimArchive};
 use crate::blob_table::{Sha1, ZERO_HASH};
+use crate::codecs::is_run_of;
 use crate::fsutil;
 use crate::header::HDR_FLAG_RP_FIX;
 use crate::metadata::{ImageTree, Inode, FILE_ATTRIBUTE_SPARSE_FILE};
@@ -666,7 +667,7 @@ fn write_piece(f: &mut File, data: &[u8], sparse: bool) -> io::Result<()> {
     // Start of the bytes not yet written or skipped, and whether they are a hole.
     let (mut from, mut in_hole) = (0usize, false);
     for (i, block) in data.chunks(BLOCK).enumerate() {
-        let zero = is_zero(block);
+        let zero = is_run_of(block, 0);
         if zero != in_hole {
             flush_run(f, &data[from..i * BLOCK], in_hole)?;
             (from, in_hole) = (i * BLOCK, zero);
@@ -682,12 +683,6 @@ fn flush_run(f: &mut File, run: &[u8], hole: bool) -> io::Result<()> {
         (false, true) => f.seek(SeekFrom::Current(run.len() as i64)).map(|_| ()),
         (false, false) => f.write_all(run),
     }
-}
-
-/// Whether `block` is all zeros, compared a word at a time.
-fn is_zero(block: &[u8]) -> bool {
-    let mut words = block.chunks_exact(8);
-    words.all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0) && words.remainder().iter().all(|&b| b == 0)
 }
 
 fn write_contents(p: &Path, data: &[u8], sparse: bool, meta: &FileMeta, d: usize) -> Result<()> {
@@ -910,18 +905,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn is_zero_sees_every_byte() {
-        assert!(is_zero(&[]));
-        assert!(is_zero(&[0; 4096]));
-        assert!(is_zero(&[0; 13]));
-        for at in [0, 7, 8, 4095] {
-            let mut b = vec![0u8; 4096];
-            b[at] = 1;
-            assert!(!is_zero(&b), "a byte at {at}");
-        }
-        assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]));
     }
 }

@@ -153,11 +153,16 @@ impl RemembersRuns {
 /// differs within the first few bytes, so this costs next to nothing.
 fn repeated_byte(chunk: &[u8]) -> Option<u8> {
     let &b = chunk.first()?;
+    is_run_of(chunk, b).then_some(b)
+}
+
+/// Whether every byte of `data` is `b` (true when empty), compared a word
+/// at a time. Also finds the zero blocks of sparse files on restore.
+pub(crate) fn is_run_of(data: &[u8], b: u8) -> bool {
     let word = u64::from_ne_bytes([b; 8]);
-    let mut words = chunk.chunks_exact(8);
-    let same = words.all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([!b; 8])) == word)
-        && words.remainder().iter().all(|&x| x == b);
-    same.then_some(b)
+    let mut words = data.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([!b; 8])) == word)
+        && words.remainder().iter().all(|&x| x == b)
 }
 
 impl ChunkCompressor for RemembersRuns {
@@ -277,6 +282,19 @@ mod tests {
         round_trip(&mut c, &small);
         round_trip(&mut c, &small);
         assert_eq!(calls.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn is_run_of_sees_every_byte() {
+        assert!(is_run_of(&[], 0));
+        assert!(is_run_of(&[0; 4096], 0));
+        assert!(is_run_of(&[0; 13], 0));
+        for at in [0, 7, 8, 4095] {
+            let mut b = vec![0u8; 4096];
+            b[at] = 1;
+            assert!(!is_run_of(&b, 0), "a byte at {at}");
+        }
+        assert!(!is_run_of(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9], 0));
     }
 
     #[test]
