@@ -98,9 +98,27 @@ fn main() {
         assert_eq!(create(2, chunk, level, &mut wc), 0);
         assert_eq!(create_d(2, chunk, &mut wd), 0);
     }
+    // wimlib's compressed chunk, or `None` where it would store it raw.
+    let wimlib_compress = |piece: &[u8]| -> Option<Vec<u8>> {
+        let mut out = vec![0u8; piece.len()];
+        let n = unsafe {
+            comp(
+                piece.as_ptr() as _,
+                piece.len(),
+                out.as_mut_ptr() as _,
+                piece.len() - 1,
+                wc,
+            )
+        };
+        (n > 0).then(|| {
+            out.truncate(n);
+            out
+        })
+    };
 
     // LZX_BENCH=ours|wimlib|none: only compress with one side (for profiling);
-    // LZX_BENCH=dec: decoder speed of both sides on wimlib's streams.
+    // LZX_BENCH=dec: decoder speed of both sides on wimlib's streams;
+    // LZX_BENCH=diff: the size difference chunk by chunk.
     if let Ok(which) = std::env::var("LZX_BENCH") {
         let mut data = Vec::new();
         // LZX_CORPUS=docs|share|bin limits the run to one corpus.
@@ -125,18 +143,7 @@ fn main() {
             let reps: usize = std::env::var("LZX_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
             let mut streams = Vec::new();
             for piece in data.chunks(chunk) {
-                let mut out = vec![0u8; piece.len()];
-                let n = unsafe {
-                    comp(
-                        piece.as_ptr() as _,
-                        piece.len(),
-                        out.as_mut_ptr() as _,
-                        piece.len() - 1,
-                        wc,
-                    )
-                };
-                if n > 0 {
-                    out.truncate(n);
+                if let Some(out) = wimlib_compress(piece) {
                     streams.push((out, piece));
                 }
             }
@@ -170,6 +177,42 @@ fn main() {
             );
             return;
         }
+        if which == "diff" {
+            // Where the size gap is: each chunk compressed by both sides,
+            // the total difference, and the chunks that differ the most.
+            // LZX_DUMP=K writes chunk K to /tmp/lzx_chunk.bin to study it.
+            let mut c = LzxCompressor::with_params(chunk, params_from_env(chunk));
+            let mut rows = Vec::new();
+            for (k, piece) in data.chunks(chunk).enumerate() {
+                let mut out = Vec::new();
+                let ours = if c.compress(piece, &mut out) {
+                    out.len()
+                } else {
+                    piece.len()
+                };
+                let wim = wimlib_compress(piece).map_or(piece.len(), |c| c.len());
+                rows.push((ours as i64 - wim as i64, k, ours, wim));
+            }
+            let sum = |keep: fn(i64) -> bool| rows.iter().map(|r| r.0).filter(|&d| keep(d)).sum::<i64>();
+            println!(
+                "{} chunks: ours - wimlib = {} bytes ({} in chunks where ours is larger, {} where smaller)",
+                rows.len(),
+                sum(|_| true),
+                sum(|d| d > 0),
+                sum(|d| d < 0)
+            );
+            rows.sort();
+            let extremes = rows.iter().rev().take(10).chain(rows.iter().take(5));
+            for &(diff, k, ours, wim) in extremes {
+                println!("chunk {k:5}: ours {ours:6} wimlib {wim:6} ({diff:+})");
+            }
+            if let Some(k) = std::env::var("LZX_DUMP").ok().and_then(|v| v.parse::<usize>().ok()) {
+                if let Some(piece) = data.chunks(chunk).nth(k) {
+                    std::fs::write("/tmp/lzx_chunk.bin", piece).expect("write /tmp/lzx_chunk.bin");
+                }
+            }
+            return;
+        }
         let mut c = LzxCompressor::with_params(chunk, params_from_env(chunk));
         let mut total = 0usize;
         let t = Instant::now();
@@ -185,20 +228,7 @@ fn main() {
                     piece.len()
                 }
             } else {
-                let n = unsafe {
-                    comp(
-                        piece.as_ptr() as _,
-                        piece.len(),
-                        out.as_mut_ptr() as _,
-                        piece.len() - 1,
-                        wc,
-                    )
-                };
-                if n == 0 {
-                    piece.len()
-                } else {
-                    n
-                }
+                wimlib_compress(piece).map_or(piece.len(), |c| c.len())
             };
         }
         let secs = t.elapsed().as_secs_f64();
@@ -237,22 +267,7 @@ fn main() {
         let mut wim: Vec<Option<Vec<u8>>> = Vec::new();
         let t = Instant::now();
         for piece in data.chunks(chunk) {
-            let mut out = vec![0u8; piece.len()];
-            let n = unsafe {
-                comp(
-                    piece.as_ptr() as _,
-                    piece.len(),
-                    out.as_mut_ptr() as _,
-                    piece.len() - 1,
-                    wc,
-                )
-            };
-            wim.push(if n == 0 {
-                None
-            } else {
-                out.truncate(n);
-                Some(out)
-            });
+            wim.push(wimlib_compress(piece));
         }
         let t_wim = t.elapsed().as_secs_f64();
         let size = |v: &[Option<Vec<u8>>]| -> usize {

@@ -24,7 +24,7 @@ impl Rng {
     }
 }
 
-pub const KINDS: usize = 9;
+pub const KINDS: usize = 10;
 
 /// Generates `len` bytes of one of several flavours (`kind % KINDS`).
 pub fn generate(kind: usize, len: usize, rng: &mut Rng) -> Vec<u8> {
@@ -71,6 +71,12 @@ pub fn generate(kind: usize, len: usize, rng: &mut Rng) -> Vec<u8> {
                 }
                 v.extend_from_slice(&row);
             }
+        }
+        9 => {
+            // Nearly incompressible but not quite: 240 byte values, about
+            // 7.9 bits a byte (as gzip'd data still shrinks by a percent).
+            // The encoder writes such chunks from its bootstrap parse.
+            (0..len).for_each(|_| v.push((rng.next() % 240) as u8))
         }
         _ => {
             // Many 0xE8 bytes with random operands, incl. near the end.
