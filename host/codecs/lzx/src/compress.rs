@@ -1287,48 +1287,6 @@ fn write_lens(w: &mut BitWriter, prev: &[u8], new: &[u8], toks: &mut Vec<(u8, u8
 mod tests {
     use super::*;
 
-    /// Bytes drawn from the first `alphabet` values (xorshift, fixed seed).
-    fn drawn(len: usize, alphabet: u64) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % alphabet) as u8
-            })
-            .collect()
-    }
-
-    fn encode(data: &[u8], params: Params) -> Vec<u8> {
-        let mut out = Vec::new();
-        assert!(Encoder::new(15, params).compress(data, &mut out), "stored raw");
-        out
-    }
-
-    /// A chunk the bootstrap leaves nearly raw is written from the bootstrap
-    /// alone (as with `passes: 0`); a compressible one gets its cost-based
-    /// pass.
-    #[test]
-    fn nearly_raw_regions_skip_the_cost_based_pass() {
-        let bootstrap_only = Params {
-            passes: 0,
-            ..Params::default()
-        };
-        // 240 byte values: about 7.9 bits a byte, no matches to speak of.
-        let near_raw = drawn(32768, 240);
-        let out = encode(&near_raw, Params::default());
-        let ratio = out.len() as f64 / near_raw.len() as f64;
-        assert!(
-            (0.985..1.0).contains(&ratio),
-            "the input is not what this test needs: {ratio}"
-        );
-        assert!(out == encode(&near_raw, bootstrap_only));
-
-        let compressible = drawn(32768, 4);
-        assert!(encode(&compressible, Params::default()) != encode(&compressible, bootstrap_only));
-    }
-
     /// The packed queue follows the array form through every kind of item
     /// (literal, each repeat slot, explicit offsets up to the largest
     /// window's), so the parser sees the decoder's repeat offsets.

@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use wimguard_lzx::{compress, decompress, Lzx};
-use wimguard_sdk::Codec;
+use wimguard_lzx::{compress, decompress, Lzx, LzxCompressor, Params};
+use wimguard_sdk::{ChunkCompressor, Codec};
 
 fn check_free(data: &[u8]) -> bool {
     let mut out = Vec::new();
@@ -54,6 +54,37 @@ fn compressible_data_shrinks() {
         let mut out = Vec::new();
         assert!(compress(&data, &mut out), "kind {kind} did not compress");
     }
+}
+
+/// A chunk the bootstrap parse leaves nearly raw (gzip'd data, here kind 9)
+/// is written from that parse alone, as with `passes: 0`; a compressible one
+/// gets its cost-based pass.
+#[test]
+fn nearly_raw_chunks_skip_the_cost_based_pass() {
+    let encode = |data: &[u8], params: Params| {
+        let mut out = Vec::new();
+        assert!(
+            LzxCompressor::with_params(32_768, params).compress(data, &mut out),
+            "stored raw"
+        );
+        out
+    };
+    let bootstrap_only = Params {
+        passes: 0,
+        ..Params::default()
+    };
+    let mut rng = Rng::new(5);
+    let near_raw = generate(9, 32_768, &mut rng);
+    let out = encode(&near_raw, Params::default());
+    let ratio = out.len() as f64 / near_raw.len() as f64;
+    assert!(
+        (0.985..1.0).contains(&ratio),
+        "the input is not what this test needs: {ratio}"
+    );
+    assert!(out == encode(&near_raw, bootstrap_only));
+
+    let compressible = generate(5, 32_768, &mut rng);
+    assert!(encode(&compressible, Params::default()) != encode(&compressible, bootstrap_only));
 }
 
 #[test]
