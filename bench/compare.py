@@ -3,8 +3,9 @@
 
 For each codec (none, xpress, lzx) it captures the tree with both tools
 (same thread count), extracts the image with both, and appends the
-unchanged tree with both. It prints wall time, archive size and peak
-memory (max RSS of the child) for each, and the wimguard/wimlib ratio.
+unchanged tree with both. It prints wall time, archive size, peak
+memory (max RSS of the child) and CPU time (user + system) for each, and
+the wimguard/wimlib ratio.
 A ratio below 1.0 means wimguard is faster / smaller / leaner.
 
 Then (issue 13) it reports, in the same run:
@@ -36,13 +37,19 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 
 
 def run(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in MiB). Fails loudly.
+    """Runs cmd; returns (seconds, peak RSS in MiB, CPU seconds). Fails
+    loudly.
 
     Output goes to temporary files, not pipes: a tool that prints much
     (wimlib's progress on a large tree) would fill a pipe nobody reads and
     stop. Peak RSS comes from GNU time when it is installed: the rusage of
     a child started from Python also counts the forked interpreter
-    (~14 MiB) before the exec, which hides small peaks."""
+    (~14 MiB) before the exec, which hides small peaks. CPU time (user and
+    system, every thread) comes from the rusage of the child, which also
+    holds what GNU time waited for: on a shared machine it varies far less
+    than wall time, so it shows changes of a few percent that one round's
+    wall time hides (identical LZX captures of /usr/share: 0.79-0.92 of
+    wimlib's wall time)."""
     gnu_time = os.access("/usr/bin/time", os.X_OK)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile(mode="r") as peak:
@@ -57,30 +64,33 @@ def run(cmd, env=None):
         o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         if code != 0:
             sys.exit(f"FAILED ({code}): {' '.join(cmd)}\n{o}\n{e}")
+        cpu = ru.ru_utime + ru.ru_stime
         if gnu_time:
-            return dt, int(peak.read().strip().splitlines()[-1]) / 1024.0
-    return dt, ru.ru_maxrss / 1024.0
+            return dt, int(peak.read().strip().splitlines()[-1]) / 1024.0, cpu
+    return dt, ru.ru_maxrss / 1024.0, cpu
 
 
 def paired(wl_cmd, wg_cmd, env, reps, before):
     """Runs both tools `reps` times, taking turns to go first, with
     `before(tool)` (removing outputs) ahead of every run; returns ((best time,
-    highest RSS) of wimlib, same of wimguard, the time ratio of each round).
+    highest RSS, least CPU time) of wimlib, same of wimguard, the time ratio
+    of each round, the CPU time ratio of each round).
     Single runs on a shared VM mislead: the second of two extracts into
     tmpfs ran up to 2.5x slower than the first, whichever tool it was. The
     rounds' ratios show how much one run says."""
-    best = {"wl": (float("inf"), 0.0), "wg": (float("inf"), 0.0)}
-    ratios = []
+    best = {"wl": (float("inf"), 0.0, float("inf")), "wg": (float("inf"), 0.0, float("inf"))}
+    ratios, cpu_ratios = [], []
     for i in range(max(reps, 1)):
         order = (("wl", wl_cmd, None), ("wg", wg_cmd, env))
-        times = {}
+        times, cpus = {}, {}
         for tool, cmd, e in (order if i % 2 == 0 else order[::-1]):
             before(tool)
-            t, m = run(cmd, e)
-            times[tool] = t
-            best[tool] = (min(best[tool][0], t), max(best[tool][1], m))
+            t, m, c = run(cmd, e)
+            times[tool], cpus[tool] = t, c
+            best[tool] = (min(best[tool][0], t), max(best[tool][1], m), min(best[tool][2], c))
         ratios.append(times["wg"] / max(times["wl"], 1e-9))
-    return best["wl"], best["wg"], ratios
+        cpu_ratios.append(cpus["wg"] / max(cpus["wl"], 1e-9))
+    return best["wl"], best["wg"], ratios, cpu_ratios
 
 
 def main():
@@ -153,24 +163,28 @@ def main():
             for copy in pristine.values():
                 os.remove(copy)
             grow = (os.path.getsize(wl_wim) - sizes[0], os.path.getsize(wg_wim) - sizes[1])
-            for step, ((wlt, wlm), (wgt, wgm), ratios) in steps.items():
-                rows.append((codec, step, wlt, wgt, wgm, wlm, ratios))
-            rows.append((codec, "size", sizes[0], sizes[1], None, None, None))
-            rows.append((codec, "append growth", grow[0], grow[1], None, None, None))
+            for step, ((wlt, wlm, wlc), (wgt, wgm, wgc), ratios, cpu_ratios) in steps.items():
+                rows.append((codec, step, wlt, wgt, wgm, wlm, ratios, (wlc, wgc, cpu_ratios)))
+            rows.append((codec, "size", sizes[0], sizes[1], None, None, None, None))
+            rows.append((codec, "append growth", grow[0], grow[1], None, None, None, None))
             os.remove(wl_wim)
             os.remove(wg_wim)
         print()
         print(f"tree: {tree}; threads: {args.threads}")
-        print("times are each tool's best round; 'rounds' is the lowest and highest time ratio of a single round")
+        print("times are each tool's best round; 'rounds' is the lowest and highest time ratio of a single round;")
+        print("CPU is user + system time of every thread (each tool's least), steadier than wall time on a shared machine")
         print(f"{'codec':7} {'step':17} {'wimlib':>12} {'wimguard':>12} {'ratio':>7} {'rounds':>11}   "
-              f"{'RSS wimlib':>10} {'RSS wg':>8} {'ratio':>6}")
-        for codec, step, a, b, wgm, wlm, ratios in rows:
+              f"{'RSS wimlib':>10} {'RSS wg':>8} {'ratio':>6}   {'CPU wl':>8} {'CPU wg':>8} {'ratio':>6} {'rounds':>11}")
+        for codec, step, a, b, wgm, wlm, ratios, cpu in rows:
             if wgm is None:
                 print(f"{codec:7} {step:17} {a:>12} {b:>12} {b / max(a, 1):7.3f}")
             else:
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                wlc, wgc, cpu_ratios = cpu
+                cpu_spread = f"{min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}"
                 print(f"{codec:7} {step:17} {a:11.2f}s {b:11.2f}s {b / max(a, 1e-9):7.2f} {spread:>11}   "
-                      f"{wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}")
+                      f"{wlm:9.0f}M {wgm:7.0f}M {wgm / max(wlm, 1e-9):6.2f}   "
+                      f"{wlc:7.2f}s {wgc:7.2f}s {wgc / max(wlc, 1e-9):6.2f} {cpu_spread:>11}")
         if not args.no_extras:
             threads_scaling(wg, tree, work)
             size_scaling(wg, work, tree_sizes, args.scratch)
@@ -205,7 +219,7 @@ def sparse_rows(wg, work, env, reps, mib):
                      [wg, "archive", "extract", wg_wim, "1", x],
                      env, reps, before=lambda _tool: shutil.rmtree(x, ignore_errors=True))
         shutil.rmtree(x, ignore_errors=True)
-        for step, ((wlt, _), (wgt, _), ratios) in (("capture", cap), ("extract", ext)):
+        for step, ((wlt, _, _), (wgt, _, _), ratios, _) in (("capture", cap), ("extract", ext)):
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             extra = f"{size:10.3f}" if step == "capture" else ""
             print(f"{codec:7} {step:8} {wlt:8.2f}s {wgt:8.2f}s {wgt / max(wlt, 1e-9):6.2f} {spread:>11} {extra}")
@@ -275,8 +289,8 @@ def size_scaling(wg, work, sizes, scratch=None):
         make_tree(root, n)
         subprocess.run(["tar", "cf", "/dev/null", root], check=True, stderr=subprocess.DEVNULL)
         wl_wim, wg_wim = os.path.join(work, "g-wl.wim"), os.path.join(work, "g-wg.wim")
-        wlt, wlm = run(["wimlib-imagex", "capture", root, wl_wim, "img", "--unix-data", "--compress=none"])
-        wgt, wgm = run([wg, "archive", "capture", root, wg_wim, "--name", "img", "--compression", "none"], env)
+        wlt, wlm, _ = run(["wimlib-imagex", "capture", root, wl_wim, "img", "--unix-data", "--compress=none"])
+        wgt, wgm, _ = run([wg, "archive", "capture", root, wg_wim, "--name", "img", "--compression", "none"], env)
         growth = ("", "")
         if before:
             (pn, pwl, pwg) = before
