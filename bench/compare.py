@@ -17,7 +17,8 @@ Then (issue 13) it reports, in the same run:
   (`--scratch /dev/shm` generates them in memory; `--only-size-scaling`
   runs just these rows);
 * the daemon: `wimguard backup` through a running server against the
-  offline `wimguard archive capture` of the same tree and codec;
+  offline `wimguard archive capture` of the same tree and codec, in wall
+  and in CPU time (the server's, read from /proc, plus the client's);
 * wasm vs native codecs: the summary of `codec_runtimes` (built with
   `cargo build --release --example codec_runtimes`; skipped when absent);
 * runs of one byte: capture and extract of a tree holding a sparse file
@@ -320,14 +321,30 @@ def daemon_overhead(wg, tree, work, env):
                 sys.exit("wimguard server did not start")
             time.sleep(0.1)
         print("\nthrough the daemon (lzx): `wimguard backup` vs `wimguard archive capture` of the same tree")
-        offline = run([wg, "archive", "capture", tree, os.path.join(work, "off.wim"), "--name", "img",
-                       "--compression", "lzx"], env)[0]
-        daemon = run([wg, "backup", "--home", home, "--source", tree, "--destination", os.path.join(work, "dmn.wim"),
-                      "--compression", "lzx"], denv)[0]
-        print(f"offline {offline:.2f}s, daemon {daemon:.2f}s, ratio {daemon / max(offline, 1e-9):.3f}")
+        offline, _, offline_cpu = run([wg, "archive", "capture", tree, os.path.join(work, "off.wim"), "--name", "img",
+                                       "--compression", "lzx"], env)
+        # The work happens in the server: its CPU time over the backup,
+        # plus the client's.
+        before = process_cpu(server.pid)
+        daemon, _, client_cpu = run([wg, "backup", "--home", home, "--source", tree,
+                                     "--destination", os.path.join(work, "dmn.wim"), "--compression", "lzx"], denv)
+        daemon_cpu = process_cpu(server.pid) - before + client_cpu
+        print(f"offline {offline:.2f}s, daemon {daemon:.2f}s, ratio {daemon / max(offline, 1e-9):.3f}; "
+              f"CPU offline {offline_cpu:.2f}s, daemon {daemon_cpu:.2f}s (server + client), "
+              f"ratio {daemon_cpu / max(offline_cpu, 1e-9):.3f}")
     finally:
         server.terminate()
         server.wait()
+
+
+def process_cpu(pid):
+    """User + system CPU seconds of a running process, all its threads
+    (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name is in parentheses and may hold spaces: count
+        # fields after it (utime and stime are fields 14 and 15).
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def codec_runtimes(wg):
