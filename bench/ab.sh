@@ -1,21 +1,23 @@
 #!/bin/bash
-# Compares two builds of a benchmark that prints "<speed> MB/s" (such as
-# host/codecs/lzx/examples/lzx_ratio.rs with LZX_BENCH=ours; the first such
-# figure counts): both run at the same time, one per CPU, and swap CPUs every round,
-# so a slow spell of the shared machine hits both. Give each run a few
+# Compares two builds of a benchmark that prints "<speed> MB/s" (the first
+# such figure counts), such as host/codecs/lzx/examples/lzx_ratio.rs with
+# LZX_BENCH=ours or host/codecs/xpress/examples/xpress_ratio.rs with
+# XPRESS_BENCH=ours. Both run at the same time, one per CPU, and swap CPUs
+# every round, so a slow spell of the shared machine hits both. Give each run a few
 # seconds: an A/A run (one build on both sides, lzx_ratio 32768 16) gave
 # rounds of 0.95-1.04 and a median of 0.99 over 4 rounds, so use 8 rounds
 # or more for differences of a few percent.
 #
 #   bench/ab.sh ROUNDS OLD NEW [ARGS...]
 #   LZX_BENCH=ours bench/ab.sh 8 /tmp/lzx_ratio.old target/release/examples/lzx_ratio 32768 16
+#   XPRESS_BENCH=ours bench/ab.sh 8 /tmp/xpress_ratio.old target/release/examples/xpress_ratio 8
 #
 # Prints each round's speeds and NEW/OLD ratio, then the median ratio
 # (above 1: NEW is faster). The environment reaches both; to give one side
 # other settings, wrap it in a script.
 set -euo pipefail
 if (( $# < 3 )); then
-    sed -n '2,15p' "$0" | cut -c3-
+    sed -n '2,17p' "$0" | cut -c3-
     exit 2
 fi
 rounds=$1 old=$2 new=$3

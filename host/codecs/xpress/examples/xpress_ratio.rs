@@ -7,6 +7,10 @@
 //! `XPRESS_DIR=PATH` replaces the corpora with the files under PATH (a dumped
 //! metadata resource, say); `WIMLIB_LEVEL=N` compares with another wimlib
 //! level (below 30 greedy, then lazy, from 60 near-optimal).
+//!
+//! `XPRESS_BENCH=ours|wimlib` compresses every corpus with one side only
+//! (best of 3) and prints one line, `<side>: <in> -> <out> bytes, <speed>
+//! MB/s`, which `bench/ab.sh` reads to race two builds.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -127,6 +131,30 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let w = Wimlib::load(chunk, level);
+    if let Ok(side) = std::env::var("XPRESS_BENCH") {
+        let ours = match side.as_str() {
+            "ours" => true,
+            "wimlib" => false,
+            _ => panic!("XPRESS_BENCH must be ours or wimlib, not {side:?}"),
+        };
+        let mut data = Vec::new();
+        for (_, dirs) in corpora {
+            data.extend(file_corpus(dirs, mib << 20));
+        }
+        let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+        let (t, _) = if ours {
+            run_ours(&chunks, effort)
+        } else {
+            run_wimlib(&w, &chunks)
+        };
+        println!(
+            "{side}: {} -> {} bytes, {:.1} MB/s",
+            data.len(),
+            t.stored,
+            data.len() as f64 / 1e6 / t.comp_time.as_secs_f64()
+        );
+        return;
+    }
     let level_name = if level == 0 {
         "default (lazy)".to_string()
     } else {
