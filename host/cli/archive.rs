@@ -302,13 +302,19 @@ fn capture_cmd(
         ..CaptureOptions::default()
     };
     let mut bar = ProgressLine::new("capturing");
-    let report = capture::capture(&source, &mut w, previous.map(std::sync::Arc::new), &opts, &mut |p| {
-        // Files are written while the walk still finds more (Scanning).
-        if p.phase != capture::CapturePhase::Finalizing {
-            let totals_final = p.phase == capture::CapturePhase::Writing;
-            bar.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total, totals_final)
-        }
-    })?;
+    let report = capture::capture(
+        &source,
+        &mut w,
+        previous.map(capture::PreviousImage::new),
+        &opts,
+        &mut |p| {
+            // Files are written while the walk still finds more (Scanning).
+            if p.phase != capture::CapturePhase::Finalizing {
+                let totals_final = p.phase == capture::CapturePhase::Writing;
+                bar.update(p.files_done, p.files_total, p.bytes_done, p.bytes_total, totals_final)
+            }
+        },
+    )?;
     bar.finish();
     w.commit()?;
     for warn in &report.warnings {

@@ -48,6 +48,18 @@ impl Reservation {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Moves up to `bytes` of this reservation into a new one, to be given
+    /// back on its own: the part that covers something with a lifetime of
+    /// its own (a tree a capture's walk holds).
+    pub fn split_off(&mut self, bytes: u64) -> Reservation {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Reservation {
+            budget: Arc::clone(&self.budget),
+            bytes,
+        }
+    }
 }
 
 impl Drop for Reservation {
@@ -254,6 +266,25 @@ mod tests {
         assert_eq!(waiter.join().unwrap().unwrap(), 8 * MIB);
         assert_eq!(b.in_use(), 0);
         assert_eq!(b.waiting(), 0);
+    }
+
+    #[test]
+    fn a_split_off_share_is_given_back_on_its_own() {
+        let b = MemoryBudget::new(10, Duration::from_secs(3600));
+        let mut whole = b.reserve(6 * MIB, "a", None).unwrap();
+        let part = whole.split_off(4 * MIB);
+        assert_eq!((whole.bytes(), part.bytes()), (2 * MIB, 4 * MIB));
+        assert_eq!(b.in_use(), 6 * MIB);
+        drop(whole);
+        assert_eq!(b.in_use(), 4 * MIB);
+        // More than is left moves only what is left.
+        let mut part = part;
+        let rest = part.split_off(5 * MIB);
+        assert_eq!((part.bytes(), rest.bytes()), (0, 4 * MIB));
+        drop(rest);
+        assert_eq!(b.in_use(), 0);
+        drop(part);
+        assert_eq!(b.in_use(), 0);
     }
 
     #[test]

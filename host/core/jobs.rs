@@ -19,7 +19,6 @@ use crate::plugins::PluginRegistry;
 use crate::remote::{ObjectStore, RemoteArchive};
 use crate::wim::archive::{peek, ArchiveSummary};
 use crate::wim::codecs::SharedCodec;
-use crate::wim::metadata::ImageTree;
 use crate::wim::{Compression, WimError, WimWriter};
 use wimguard_sdk::Codec;
 
@@ -787,9 +786,9 @@ impl Jobs {
         if let Some(remote) = &spec.remote {
             return self.capture_remote(record, spec, remote, codec, cancel, tx, start);
         }
-        // Dropped last (declared first): the reservation covers the previous
-        // tree for as long as it lives (unless a capture's walk is stuck in
-        // a hung mount: it keeps the tree after the capture gave up on it).
+        // Dropped last (declared first): the reservation covers the archive's
+        // table; the previous tree carries its own share of it, as long as it
+        // lives (a capture's walk stuck in a hung mount keeps it longer).
         let (_metadata_memory, mut writer, previous) = self.open_local_writer(spec, codec, exists, cancel)?;
         // The default name was chosen when the backup was asked for; another
         // backup to this archive may have taken it since (names are per
@@ -799,7 +798,7 @@ impl Jobs {
             capture::capture(
                 &spec.source,
                 &mut writer,
-                previous.map(std::sync::Arc::new),
+                previous,
                 &opts,
                 &mut progress_reporter(tx, start),
             )
@@ -851,17 +850,23 @@ impl Jobs {
         codec: CodecChoice,
         exists: bool,
         cancel: &Arc<AtomicBool>,
-    ) -> Result<(Option<Reservation>, WimWriter, Option<ImageTree>), CoreError> {
+    ) -> Result<(Option<Reservation>, WimWriter, Option<capture::PreviousImage>), CoreError> {
         let mut metadata_memory = None;
         let (mut writer, previous) = if exists {
             // Opened and parsed once: the previous image is read through the writer.
-            let (reservation, writer) = self.append_with_memory(
+            let (mut reservation, writer) = self.append_with_memory(
                 &spec.destination,
                 |w| capture::reuse_candidates(w).collect(),
                 Some(cancel),
             )?;
+            let prev = capture::latest_wimguard_image(&writer)?.map(|tree| {
+                // The tree's share goes with it: what the reservation holds
+                // beyond the writer's table.
+                let table = MemoryBudget::writer_images_cost(&writer, []).0;
+                let share = reservation.bytes().saturating_sub(table);
+                capture::PreviousImage::holding(tree, reservation.split_off(share))
+            });
             metadata_memory = Some(reservation);
-            let prev = capture::latest_wimguard_image(&writer)?;
             (writer, prev)
         } else {
             let chunk = crate::wim::writer::DEFAULT_CHUNK_SIZE;
@@ -1088,5 +1093,66 @@ pub(crate) mod tests {
         let (bytes, images) = waiter.join().unwrap().unwrap();
         assert!(bytes > 0);
         assert_eq!(images, 1);
+    }
+
+    /// The previous tree carries its own share of the append's memory
+    /// reservation: a capture's walk stuck in a hung mount keeps the tree
+    /// after the backup gave up, and the budget must count it until then.
+    #[test]
+    fn the_previous_tree_holds_its_share_of_the_reservation() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = jobs_for_tests(home.path());
+        let src = home.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..200 {
+            std::fs::write(src.join(format!("file-{i}")), format!("contents {i}")).unwrap();
+        }
+        let wim = home.path().join("a.wim");
+        let mut w = WimWriter::create(&wim, Compression::Xpress, crate::wim::writer::DEFAULT_CHUNK_SIZE).unwrap();
+        let opts = CaptureOptions {
+            name: "one".into(),
+            ..Default::default()
+        };
+        capture::capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+        w.commit().unwrap();
+
+        let spec = BackupSpec {
+            source: src.clone(),
+            destination: wim.clone(),
+            compression: None,
+            name: None,
+            description: String::new(),
+            excludes: Vec::new(),
+            plugins: Vec::new(),
+            destination_as_given: wim.display().to_string(),
+            remote: None,
+            schedule_id: String::new(),
+        };
+        let codec = CodecChoice::Standard {
+            compression: Compression::Xpress,
+            implementation: None,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (table_memory, writer, previous) = jobs.open_local_writer(&spec, codec, true, &cancel).unwrap();
+        let table_memory = table_memory.expect("an append reserves memory");
+        let previous = previous.expect("the first image is a WimGuard image");
+        assert_eq!(previous.tree().inodes.len(), 201);
+        let budget = jobs.memory();
+        let table = MemoryBudget::writer_images_cost(&writer, []).0;
+        assert_eq!(
+            table_memory.bytes(),
+            table,
+            "the writer side keeps only the table's share"
+        );
+        let total = budget.in_use();
+        assert!(
+            total > table,
+            "the tree's share is still reserved ({total} in use, table {table})"
+        );
+        drop(table_memory);
+        drop(writer);
+        assert_eq!(budget.in_use(), total - table, "the tree's share outlives the writer's");
+        drop(previous);
+        assert_eq!(budget.in_use(), 0, "dropping the tree gives its share back");
     }
 }

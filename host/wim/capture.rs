@@ -115,6 +115,39 @@ pub fn default_image_name(taken: &dyn Fn(&str) -> bool) -> String {
     name
 }
 
+/// The image whose hashes unchanged files may reuse, and whatever must
+/// live exactly as long as it does.
+///
+/// The capture's walk owns it. A walk stuck in the kernel (a hung network
+/// mount) outlives the capture that gave up on it, and the tree with it; so
+/// what accounts for the tree's memory (the daemon's reservation) is held
+/// here, not by the caller, and is given back only once the tree is freed.
+pub struct PreviousImage {
+    /// Dropped first (fields drop in order): the memory goes, then its
+    /// account.
+    tree: ImageTree,
+    _held: Option<Box<dyn Send>>,
+}
+
+impl PreviousImage {
+    /// An image that needs nothing kept beside it.
+    pub fn new(tree: ImageTree) -> Self {
+        PreviousImage { tree, _held: None }
+    }
+
+    /// An image that keeps `held` alive until it is itself dropped.
+    pub fn holding(tree: ImageTree, held: impl Send + 'static) -> Self {
+        PreviousImage {
+            tree,
+            _held: Some(Box::new(held)),
+        }
+    }
+
+    pub fn tree(&self) -> &ImageTree {
+        &self.tree
+    }
+}
+
 /// The images [`latest_wimguard_image`] may load, newest first.
 pub fn reuse_candidates(writer: &crate::WimWriter) -> impl Iterator<Item = u32> {
     (1..=writer.base_image_count()).rev().take(8)
@@ -284,7 +317,7 @@ struct WalkContext {
     root_meta: fs::Metadata,
     opts: CaptureOptions,
     excludes: Option<Gitignore>,
-    previous: Option<Arc<ImageTree>>,
+    previous: Option<PreviousImage>,
     /// For each inode of `previous`: are its contents in the archive (so
     /// an unchanged file may keep them)?
     previous_stored: Vec<bool>,
@@ -298,7 +331,8 @@ struct WalkContext {
 }
 
 /// Captures `src` as a new image in `writer`. `previous` is the image whose
-/// hashes may be reused for unchanged files.
+/// hashes may be reused for unchanged files; it is dropped when the walk
+/// ends, which may be after this returns (a walk stuck in a hung mount).
 ///
 /// The walk runs on a thread of its own and sends each file to the reader
 /// as soon as it is listed, so reading and compressing start at once
@@ -307,7 +341,7 @@ struct WalkContext {
 pub fn capture(
     src: &Path,
     writer: &mut WimWriter,
-    previous: Option<Arc<ImageTree>>,
+    previous: Option<PreviousImage>,
     opts: &CaptureOptions,
     progress: &mut ProgressFn,
 ) -> Result<CaptureReport> {
@@ -332,7 +366,7 @@ pub fn capture(
     let stored_in = |hash: &Sha1| *hash != ZERO_HASH && writer.has_blob(hash);
     let mut previous_stored = Vec::new();
     let mut reparse_known = std::collections::HashSet::new();
-    for i in previous.as_deref().map_or(&[][..], |p| &p.inodes[..]) {
+    for i in previous.as_ref().map_or(&[][..], |p| &p.tree.inodes[..]) {
         previous_stored.push(stored_in(&i.data_hash));
         if i.is_reparse() && stored_in(&i.reparse_hash) {
             reparse_known.insert(i.reparse_hash);
@@ -370,9 +404,9 @@ pub fn capture(
         Ok(s) => s,
         Err(e) => {
             abort.store(true, Ordering::Relaxed);
-            // Most often the walk ends within moments: then what it holds
-            // (the previous image) is freed before the caller's memory
-            // reservation for it is. Only a walk stuck in the kernel outlives it.
+            // Most often the walk ends within moments, and with it the
+            // previous image (and the memory account it holds). A walk stuck
+            // in the kernel keeps both until it ends.
             let _ = walked_rx.recv_timeout(std::time::Duration::from_secs(1));
             return Err(e);
         }
@@ -477,7 +511,7 @@ fn walk_tree(
     reparse_known: &mut std::collections::HashSet<Sha1>,
     found: &mpsc::SyncSender<Found>,
 ) -> Result<Walked> {
-    let previous = ctx.previous.as_deref();
+    let previous = ctx.previous.as_ref().map(PreviousImage::tree);
     let (src, opts) = (ctx.src.as_path(), &ctx.opts);
     let root_meta = &ctx.root_meta;
     let mut report = CaptureReport::default();

@@ -55,7 +55,14 @@ fn capture_object(src: &Path, out: &Path, chain: &[PathBuf], compression: Compre
         cancel: None,
         backup_uuid: String::new(),
     };
-    capture::capture(src, &mut w, prev_tree.map(std::sync::Arc::new), &opts, &mut |_| {}).unwrap();
+    capture::capture(
+        src,
+        &mut w,
+        prev_tree.map(capture::PreviousImage::new),
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
     let (size, last) = w.finish_upload().unwrap();
     let m = parts.0.lock().unwrap();
     let bytes: Vec<u8> = (1..=last).flat_map(|n| m[&n].clone()).collect();

@@ -19,7 +19,6 @@ use crate::catalog::remote::{ObjectState, RemoteBlob, RemoteImage, RemoteObject}
 use crate::catalog::{now_ms, BackupRecord, Catalog, CodecName, Status};
 use crate::error::CoreError;
 use crate::wim::codecs::SharedCodec;
-use crate::wim::metadata::ImageTree;
 use crate::wim::{Compression, WimWriter};
 
 /// Where a remote backup goes and what it may use.
@@ -40,20 +39,21 @@ pub fn chain_codec(catalog: &Catalog, archive: &RemoteArchive) -> Result<Option<
 }
 
 /// The newest live image of the chain, loaded with one ranged read of its
-/// metadata (unchanged files reuse its hashes), within the memory budget.
+/// metadata (unchanged files reuse its hashes), within the memory budget:
+/// the image holds its reservation for as long as it lives.
 fn previous_tree(
     t: &Target,
     codec: Option<&dyn Codec>,
     chunk_size: u32,
     cancel: &AtomicBool,
-) -> Result<(Option<ImageTree>, Option<crate::budget::Reservation>), CoreError> {
+) -> Result<Option<capture::PreviousImage>, CoreError> {
     let id = t.archive.id();
     let Some(img) = t.catalog.remote_images(&id)?.into_iter().rfind(|i| !i.removed) else {
-        return Ok((None, None));
+        return Ok(None);
     };
     let objects = t.catalog.remote_objects(&id)?;
     let Some(obj) = objects.iter().find(|o| o.seq == img.seq) else {
-        return Ok((None, None));
+        return Ok(None);
     };
     let need = img
         .metadata
@@ -67,7 +67,7 @@ fn previous_tree(
     let what = format!("metadata of {} in {}", img.backup_uuid, obj.key);
     let tree = crate::wim::archive::load_tree_at(&source, &img.metadata, codec, chunk_size, &what)
         .map_err(|e| CoreError::DataLoss(e.to_string()))?;
-    Ok((Some(tree), Some(reservation)))
+    Ok(Some(capture::PreviousImage::holding(tree, reservation)))
 }
 
 /// Backs `source` up as the next object of the chain. On success the
@@ -104,7 +104,7 @@ pub fn capture(
         Compression::Plugin => codec.clone(),
         c => crate::wim::codecs::codec_for(c)?,
     };
-    let (previous, _previous_memory) = previous_tree(t, decoder.as_deref(), chunk_size, cancel)?;
+    let previous = previous_tree(t, decoder.as_deref(), chunk_size, cancel)?;
     let known = t.catalog.remote_blobs(&id)?;
     let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;
@@ -127,7 +127,7 @@ pub fn capture(
         writer.watch_cancel(cancel.clone());
         writer.add_external_blobs(known.iter().map(|b| (b.entry.hash, b.entry.reshdr.original_size)));
         let report = crate::metrics::timed("capture", || {
-            capture::capture(source, &mut writer, previous.map(std::sync::Arc::new), opts, progress)
+            capture::capture(source, &mut writer, previous, opts, progress)
         })?;
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CoreError::Cancelled);

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use wimguard_wim::apply::{apply, ApplyOptions};
-use wimguard_wim::capture::{capture, latest_wimguard_image, CaptureOptions, CaptureReport};
+use wimguard_wim::capture::{capture, latest_wimguard_image, CaptureOptions, CaptureReport, PreviousImage};
 use wimguard_wim::codecs::StandardCodecs;
 use wimguard_wim::{Compression, WimArchive, WimWriter};
 
@@ -40,7 +40,7 @@ fn append(src: &Path, wim: &Path, name: &str) -> CaptureReport {
         name: name.into(),
         ..Default::default()
     };
-    let r = capture(src, &mut w, previous.map(std::sync::Arc::new), &opts, &mut |_| {}).unwrap();
+    let r = capture(src, &mut w, previous.map(PreviousImage::new), &opts, &mut |_| {}).unwrap();
     w.commit().unwrap();
     r
 }
@@ -117,5 +117,67 @@ fn only_files_provably_unchanged_keep_their_hash_without_being_read() {
         let out = tmp.path().join(format!("out{image}"));
         apply(&arch, image, &out, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
         assert_eq!(files(&out), files(&src), "image {image}");
+    }
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What a previous image holds goes with the walk that uses it, and no one
+/// else keeps it: it is gone once a capture has succeeded, and once the
+/// walk of a cancelled one stopped.
+#[test]
+fn the_previous_image_and_what_it_holds_go_with_the_walk() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..50 {
+        write(&src.join(format!("d{}/f{i}", i % 5)), format!("file {i}").as_bytes());
+    }
+    let wim = tmp.path().join("a.wim");
+    let mut w = WimWriter::create(&wim, Compression::Xpress, 32768).unwrap();
+    let opts = CaptureOptions {
+        name: "first".into(),
+        ..Default::default()
+    };
+    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+    w.commit().unwrap();
+
+    // A successful append: the walk frees the image before the capture ends.
+    let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let tree = latest_wimguard_image(&w).unwrap().expect("a WimGuard image");
+    let previous = PreviousImage::holding(tree, DropFlag(dropped.clone()));
+    let opts = CaptureOptions {
+        name: "second".into(),
+        ..Default::default()
+    };
+    let report = capture(&src, &mut w, Some(previous), &opts, &mut |_| {}).unwrap();
+    assert_eq!(report.reused, 50, "the walk used the previous image: {report:?}");
+    assert!(dropped.load(Ordering::SeqCst), "the image outlived a finished capture");
+    drop(w);
+
+    // A cancelled one: freed when the walk stops, not kept by anyone else.
+    let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let tree = latest_wimguard_image(&w).unwrap().expect("a WimGuard image");
+    let previous = PreviousImage::holding(tree, DropFlag(dropped.clone()));
+    let opts = CaptureOptions {
+        name: "cancelled".into(),
+        cancel: Some(Arc::new(AtomicBool::new(true))),
+        ..Default::default()
+    };
+    assert!(capture(&src, &mut w, Some(previous), &opts, &mut |_| {}).is_err());
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < give_up, "the walk never freed the image");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
