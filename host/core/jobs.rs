@@ -1057,16 +1057,15 @@ pub(crate) mod tests {
         Arc::new(Jobs::new(catalog, settings, plugins))
     }
 
-    /// While a backup waits for metadata memory it does not hold the
-    /// archive: others can read and lock it, and no in-progress mark is left.
-    #[test]
-    fn an_append_waiting_for_memory_does_not_hold_the_archive() {
-        let home = tempfile::tempdir().unwrap();
-        let jobs = jobs_for_tests(home.path());
-        let src = home.path().join("src");
+    /// `dir/src` with `files` small files, captured as the one image of
+    /// `dir/a.wim` (XPRESS).
+    fn one_image_archive(dir: &Path, files: usize) -> (PathBuf, PathBuf) {
+        let src = dir.join("src");
         std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("f"), b"some bytes").unwrap();
-        let wim = home.path().join("a.wim");
+        for i in 0..files {
+            std::fs::write(src.join(format!("file-{i}")), format!("contents {i}")).unwrap();
+        }
+        let wim = dir.join("a.wim");
         let mut w = WimWriter::create(&wim, Compression::Xpress, crate::wim::writer::DEFAULT_CHUNK_SIZE).unwrap();
         let opts = CaptureOptions {
             name: "one".into(),
@@ -1074,6 +1073,16 @@ pub(crate) mod tests {
         };
         capture::capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
         w.commit().unwrap();
+        (src, wim)
+    }
+
+    /// While a backup waits for metadata memory it does not hold the
+    /// archive: others can read and lock it, and no in-progress mark is left.
+    #[test]
+    fn an_append_waiting_for_memory_does_not_hold_the_archive() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = jobs_for_tests(home.path());
+        let (_, wim) = one_image_archive(home.path(), 1);
         let before = std::fs::read(&wim).unwrap();
 
         let budget = jobs.memory().clone();
@@ -1102,19 +1111,7 @@ pub(crate) mod tests {
     fn the_previous_tree_holds_its_share_of_the_reservation() {
         let home = tempfile::tempdir().unwrap();
         let jobs = jobs_for_tests(home.path());
-        let src = home.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        for i in 0..200 {
-            std::fs::write(src.join(format!("file-{i}")), format!("contents {i}")).unwrap();
-        }
-        let wim = home.path().join("a.wim");
-        let mut w = WimWriter::create(&wim, Compression::Xpress, crate::wim::writer::DEFAULT_CHUNK_SIZE).unwrap();
-        let opts = CaptureOptions {
-            name: "one".into(),
-            ..Default::default()
-        };
-        capture::capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
-        w.commit().unwrap();
+        let (src, wim) = one_image_archive(home.path(), 200);
 
         let spec = BackupSpec {
             source: src.clone(),

@@ -129,6 +129,13 @@ impl Drop for DropFlag {
     }
 }
 
+/// The archive's latest image, holding a flag that says when it is dropped.
+fn previous_with_flag(w: &WimWriter) -> (PreviousImage, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tree = latest_wimguard_image(w).unwrap().expect("a WimGuard image");
+    (PreviousImage::holding(tree, DropFlag(dropped.clone())), dropped)
+}
+
 /// What a previous image holds goes with the walk that uses it, and no one
 /// else keeps it: it is gone once a capture has succeeded, and once the
 /// walk of a cancelled one stopped.
@@ -152,9 +159,7 @@ fn the_previous_image_and_what_it_holds_go_with_the_walk() {
 
     // A successful append: the walk frees the image before the capture ends.
     let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let tree = latest_wimguard_image(&w).unwrap().expect("a WimGuard image");
-    let previous = PreviousImage::holding(tree, DropFlag(dropped.clone()));
+    let (previous, dropped) = previous_with_flag(&w);
     let opts = CaptureOptions {
         name: "second".into(),
         ..Default::default()
@@ -166,9 +171,7 @@ fn the_previous_image_and_what_it_holds_go_with_the_walk() {
 
     // A cancelled one: freed when the walk stops, not kept by anyone else.
     let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let tree = latest_wimguard_image(&w).unwrap().expect("a WimGuard image");
-    let previous = PreviousImage::holding(tree, DropFlag(dropped.clone()));
+    let (previous, dropped) = previous_with_flag(&w);
     let opts = CaptureOptions {
         name: "cancelled".into(),
         cancel: Some(Arc::new(AtomicBool::new(true))),
