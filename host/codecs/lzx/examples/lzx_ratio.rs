@@ -244,13 +244,15 @@ fn main() {
         }
         let mut c = LzxCompressor::with_params(chunk, params_from_env(chunk));
         let mut total = 0usize;
+        // Chunks stored raw, and their bytes.
+        let (mut raw, mut raw_bytes) = (0usize, 0usize);
         let t = Instant::now();
         for &piece in &pieces {
             let mut out = vec![0u8; piece.len()];
             if which == "none" {
                 continue;
             }
-            total += if which == "ours" {
+            let size = if which == "ours" {
                 if c.compress(piece, &mut out) {
                     out.len()
                 } else {
@@ -259,12 +261,18 @@ fn main() {
             } else {
                 wimlib_compress(piece).map_or(piece.len(), |c| c.len())
             };
+            if size == piece.len() {
+                raw += 1;
+                raw_bytes += size;
+            }
+            total += size;
         }
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "{which}: {} -> {total} bytes, {:.1} MB/s",
+            "{which}: {} -> {total} bytes, {:.1} MB/s; {raw} of {} chunks ({raw_bytes} bytes) stored raw",
             data.len(),
-            data.len() as f64 / 1e6 / secs
+            data.len() as f64 / 1e6 / secs,
+            pieces.len()
         );
         return;
     }
