@@ -1104,8 +1104,9 @@ pub fn check_plugin_chunk_size(codec: &dyn Codec, chunk_size: u32) -> Result<()>
 /// Removes image `index` without rebuilding (wimlib's `delete --soft`): the
 /// blob table, XML and header are rewritten as an append would (crash-safe
 /// the same way); the image's metadata and the blobs only it used stay in
-/// the file, unreferenced, until [`optimize`]. Cost: one table, not the
-/// archive. Returns the bytes that became reclaimable.
+/// the file (the blobs in the table with a count of 0) until [`optimize`].
+/// Cost: one table, not the archive. Returns the bytes that became
+/// reclaimable.
 pub fn soft_delete_image(path: &Path, index: u32, codecs: &dyn CodecResolver) -> Result<u64> {
     soft_delete_images(path, &[index], codecs)
 }
@@ -1136,13 +1137,18 @@ pub fn soft_delete_with(mut w: WimWriter, indexes: &[u32]) -> Result<u64> {
             *refs.entry(h).or_default() += n;
         }
     }
+    // A blob whose count falls to 0 stays in the table (as wimlib's soft
+    // delete leaves it): the counts are the archive's word, not proof. A
+    // table whose counts are too low (another tool's bug, a hand edit)
+    // would otherwise lose blobs the other images still use. Only a
+    // rebuild, which counts every image's references, drops blobs.
     let mut freed = 0u64;
     for (h, n) in refs {
         if let Some(e) = w.blobs.get_mut(&h) {
+            let was = e.refcount;
             e.refcount = e.refcount.saturating_sub(n);
-            if e.refcount == 0 {
+            if e.refcount == 0 && was > 0 {
                 freed += e.reshdr.size_in_wim;
-                w.blobs.remove(&h);
             }
         }
     }
