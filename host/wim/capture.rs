@@ -438,7 +438,12 @@ pub fn capture(
         bytes_total: report.bytes_read,
     });
     if !stored.failed.is_empty() {
-        tree = without_inodes(&tree, &stored.failed);
+        // The counts say what the image holds: a skipped file is only in
+        // the warnings.
+        let (kept, names_dropped) = without_inodes(&tree, &stored.failed);
+        tree = kept;
+        report.files = report.files.saturating_sub(names_dropped);
+        report.bytes_total = report.bytes_total.saturating_sub(stored.failed_bytes);
     }
     let now = time::now();
     let info = ImageInfo {
@@ -807,16 +812,20 @@ fn previous_entries(prev: &ImageTree, dir: usize) -> Vec<PreviousEntry<'_>> {
     v
 }
 
-/// A copy of `tree` without the names of the given inodes (files we could not read).
-fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
+/// A copy of `tree` without the names of the given inodes (files we could
+/// not read), and how many names that removed.
+fn without_inodes(tree: &ImageTree, drop: &[usize]) -> (ImageTree, u64) {
+    let drop: std::collections::HashSet<usize> = drop.iter().copied().collect();
     let mut t = ImageTree::new(tree.inodes[0].clone());
     t.security = tree.security.clone();
     let mut map: HashMap<usize, usize> = HashMap::new();
     let mut stack = vec![(0usize, 0usize)];
+    let mut dropped = 0;
     while let Some((old, new)) = stack.pop() {
         for &c in &tree.dentries[old].children {
             let oi = tree.dentries[c].inode;
             if drop.contains(&oi) {
+                dropped += 1;
                 continue;
             }
             let ni = *map.entry(oi).or_insert_with(|| t.add_inode(tree.inodes[oi].clone()));
@@ -824,7 +833,7 @@ fn without_inodes(tree: &ImageTree, drop: &[usize]) -> ImageTree {
             stack.push((c, nd));
         }
     }
-    t
+    (t, dropped)
 }
 
 /// Bytes the reader hands over at a time. Up to about fourteen batches are
@@ -848,9 +857,6 @@ enum Piece {
     Swapped {
         job: Arc<DataJob>,
         why: String,
-    },
-    Changed {
-        job: Arc<DataJob>,
     },
     /// Contents already stored (or sent to be stored earlier): the file
     /// was hashed before its chunks went anywhere (see [`Prehash`]).
@@ -1080,26 +1086,33 @@ fn send_reparse_data(job: DataJob, data: &[u8], hash: Sha1, chunk: usize, out: &
 }
 
 /// Reads a file of `size` bytes into chunks, hashing them; `Err` carries
-/// the read error. The bool says the file came up short (it shrank).
+/// the read error, or says the file shrank while it was read: its chunks
+/// so far are abandoned, since storing them with zeros for the lost bytes
+/// would restore a file that never existed (bytes a growing file gains are
+/// left out: what is stored is its state when it was listed, cut there).
+/// `Ok(None)`: cancelled, or `each` asked to stop.
 fn read_chunks(
     f: &mut fs::File,
     size: u64,
     chunk: usize,
     cancelled: &dyn Fn() -> bool,
     each: &mut dyn FnMut(Vec<u8>, Option<Sha1>) -> bool,
-) -> std::result::Result<(Option<Sha1>, bool), io::Error> {
+) -> std::result::Result<Option<Sha1>, io::Error> {
     let mut h = Sha1Hasher::new();
     let mut left = size;
-    let mut changed = false;
     let mut hash = None;
     while left > 0 {
         if cancelled() {
-            return Ok((None, changed));
+            return Ok(None);
         }
         let n = left.min(chunk as u64) as usize;
         let mut data = vec![0u8; n];
-        if read_full(f, &mut data)? < n {
-            changed = true; // file shrank: keep zeros, flag it
+        let got = read_full(f, &mut data)?;
+        if got < n {
+            let had = size - left + got as u64;
+            return Err(io::Error::other(format!(
+                "it shrank while it was read (listed at {size} bytes, ended after {had})"
+            )));
         }
         h.update(&data);
         left -= n as u64;
@@ -1107,10 +1120,10 @@ fn read_chunks(
             hash = Some(std::mem::take(&mut h).finalize().into());
         }
         if !each(data, hash) {
-            return Ok((None, changed));
+            return Ok(None);
         }
     }
-    Ok((Some(hash.unwrap_or_else(|| h.finalize().into())), changed))
+    Ok(Some(hash.unwrap_or_else(|| h.finalize().into())))
 }
 
 /// Sends a file's chunks as they are read.
@@ -1135,13 +1148,9 @@ fn stream_file(
     finish_file(job, read, out)
 }
 
-/// Reports how a file's read ended: a read error as [`Piece::Failed`], a
-/// file that shrank as [`Piece::Changed`] after its chunks.
-fn finish_file(
-    job: &Arc<DataJob>,
-    read: std::result::Result<(Option<Sha1>, bool), io::Error>,
-    out: &mut Outbox,
-) -> FileEnd {
+/// Reports how a file's read ended: a read error (or a file that shrank) as
+/// [`Piece::Failed`].
+fn finish_file(job: &Arc<DataJob>, read: std::result::Result<Option<Sha1>, io::Error>, out: &mut Outbox) -> FileEnd {
     match read {
         Err(e) => {
             if out.push(
@@ -1156,13 +1165,8 @@ fn finish_file(
                 FileEnd::Stop
             }
         }
-        Ok((None, _)) => FileEnd::Stop,
-        Ok((Some(hash), changed)) => {
-            if changed && !out.push(Piece::Changed { job: Arc::clone(job) }, 0) {
-                return FileEnd::Stop;
-            }
-            FileEnd::Read(hash)
-        }
+        Ok(None) => FileEnd::Stop,
+        Ok(Some(hash)) => FileEnd::Read(hash),
     }
 }
 
@@ -1184,8 +1188,8 @@ fn prehash_file(
             chunks.push((data, last));
             true
         });
-        let (hash, changed) = match read {
-            Ok((Some(hash), changed)) => (hash, changed),
+        let hash = match read {
+            Ok(Some(hash)) => hash,
             other => return finish_file(job, other, out),
         };
         if prehash.is_known(size, &hash) {
@@ -1211,12 +1215,11 @@ fn prehash_file(
                 }
             }
         }
-        return finish_file(job, Ok((Some(hash), changed)), out);
+        return finish_file(job, Ok(Some(hash)), out);
     }
-    // Large: hash it first (its chunks are dropped), then decide. A file
-    // that shrank meanwhile is not matched; the second read reports it.
+    // Large: hash it first (its chunks are dropped), then decide.
     match read_chunks(f, size, chunk, cancelled, &mut |_, _| true) {
-        Ok((Some(hash), false)) if prehash.is_known(size, &hash) => {
+        Ok(Some(hash)) if prehash.is_known(size, &hash) => {
             let known = Piece::Known {
                 job: Arc::clone(job),
                 hash,
@@ -1227,7 +1230,7 @@ fn prehash_file(
                 FileEnd::Stop
             };
         }
-        Ok((Some(_), _)) => {}
+        Ok(Some(_)) => {}
         other => return finish_file(job, other, out),
     }
     if let Err(e) = f.seek(io::SeekFrom::Start(0)) {
@@ -1259,7 +1262,6 @@ enum Item {
     },
     Failed(Arc<DataJob>, String),
     Swapped(Arc<DataJob>, String),
-    Changed(Arc<DataJob>),
     /// File `job` holds contents already stored under this hash.
     Known(Arc<DataJob>, Sha1),
 }
@@ -1326,6 +1328,8 @@ struct Stored {
     hashes: Vec<(u32, Sha1)>,
     /// Inodes whose files could not be read.
     failed: Vec<usize>,
+    /// Their listed sizes.
+    failed_bytes: u64,
     warnings: Vec<String>,
     bytes_read: u64,
     bytes_stored: u64,
@@ -1399,6 +1403,7 @@ impl Store<'_, '_> {
     fn file_dropped(&mut self, job: &DataJob) {
         if let Some(inode) = job.inode {
             self.out.failed.push(inode);
+            self.out.failed_bytes += job.size;
         }
         self.files_done += 1;
         self.report_progress();
@@ -1476,12 +1481,6 @@ impl Store<'_, '_> {
                     job.path.display()
                 ));
                 self.file_dropped(&job);
-            }
-            Item::Changed(job) => {
-                self.out.warnings.push(format!(
-                    "{}: file changed while it was read; captured as read",
-                    job.path.display()
-                ));
             }
         }
         Ok(())
@@ -1650,7 +1649,6 @@ fn read_and_store(
                         }
                         Piece::Failed { job, error } => Item::Failed(job, error),
                         Piece::Swapped { job, why } => Item::Swapped(job, why),
-                        Piece::Changed { job } => Item::Changed(job),
                         Piece::Known { job, hash } => Item::Known(job, hash),
                     });
                 }
@@ -1707,5 +1705,52 @@ mod name_tests {
             assert!(check_image_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_image_name("nightly 3").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    /// A file cut short between listing and reading is an error (the file
+    /// is skipped with a warning), never its old size with zeros at the
+    /// end; one that grew is read up to its listed size.
+    #[test]
+    fn a_file_that_shrank_while_read_is_an_error_not_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let mut f = fs::File::open(&path).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(40_000)
+            .unwrap();
+        let mut sent = 0;
+        let r = read_chunks(&mut f, 100_000, 32768, &|| false, &mut |data, _| {
+            sent += data.len();
+            true
+        });
+        let e = r.expect_err("a short read must fail");
+        assert!(
+            e.to_string()
+                .contains("shrank while it was read (listed at 100000 bytes, ended after 40000)"),
+            "{e}"
+        );
+        assert_eq!(sent, 32768, "only whole chunks it really had went out");
+
+        fs::write(&path, &bytes).unwrap();
+        let mut f = fs::File::open(&path).unwrap();
+        let mut got = Vec::new();
+        let hash = read_chunks(&mut f, 60_000, 32768, &|| false, &mut |data, _| {
+            got.extend(data);
+            true
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, bytes[..60_000]);
+        assert_eq!(hash, <[u8; 20]>::from(Sha1Hasher::digest(&bytes[..60_000])));
     }
 }
