@@ -66,6 +66,8 @@ mod duplicates;
 mod layout;
 #[path = "interop/mixed.rs"]
 mod mixed;
+#[path = "interop/replace_in_place.rs"]
+mod replace_in_place;
 #[path = "interop/safety.rs"]
 mod safety;
 #[path = "interop/soft_delete.rs"]

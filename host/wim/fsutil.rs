@@ -16,10 +16,25 @@ fn cpath(p: &Path) -> io::Result<CString> {
 /// Lists a file's extended attributes without following symlinks.
 pub fn list_xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = cpath(p)?;
+    let mut out = read_xattrs(
+        // SAFETY: the buffer pointer and length describe a live buffer.
+        |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: as above.
+        |name, buf| unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )?;
+    out.sort();
+    Ok(out)
+}
+
+/// The extended attributes `list` names (a listxattr call into the buffer)
+/// and `get` reads (a getxattr call for the name into the buffer).
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> isize,
+    get: impl Fn(&CString, &mut [u8]) -> isize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let len = loop {
-        // SAFETY: the buffer pointer and length describe `names`, which outlives the call.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n = list(&mut names);
         if n >= 0 {
             break n as usize;
         }
@@ -35,8 +50,7 @@ pub fn list_xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cname = CString::new(name).expect("split on NUL");
         let mut val = vec![0u8; 256];
         loop {
-            // SAFETY: as above; `val` outlives the call.
-            let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+            let n = get(&cname, &mut val);
             if n >= 0 {
                 val.truncate(n as usize);
                 out.push((name.to_vec(), val));
@@ -50,8 +64,72 @@ pub fn list_xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
             }
         }
     }
-    out.sort();
     Ok(out)
+}
+
+/// Where writing `path` really lands: the path with every symbolic link
+/// at its end followed (the target need not exist yet). A file replaced by
+/// rename must be replaced there, or the link would be replaced instead.
+pub fn final_target(path: &Path) -> io::Result<std::path::PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let t = std::fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if t.is_relative() => dir.join(t),
+                    _ => t,
+                };
+            }
+            Ok(_) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: too many levels of symbolic links", path.display()),
+    ))
+}
+
+/// Gives `to` the permission bits, owner and extended attributes of `from`
+/// (a rebuilt archive replacing the old one keeps what was set on it).
+/// The owner is kept only where we may set it (root, or our own file).
+pub fn copy_file_attributes(from: &File, to: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = from.metadata()?;
+    // SAFETY: both descriptors are open for the calls.
+    if unsafe { libc::fchown(to.as_raw_fd(), m.uid(), m.gid()) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+    }
+    // After the owner: chown clears the set-id bits.
+    // SAFETY: as above.
+    if unsafe { libc::fchmod(to.as_raw_fd(), m.mode() & 0o7777) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (name, value) in flist_xattrs(from)? {
+        match fset_xattr(to, &name, &value) {
+            Ok(()) => {}
+            // Names we may not set (trusted.* as a user) stay behind.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An open file's extended attributes.
+fn flist_xattrs(f: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let fd = f.as_raw_fd();
+    read_xattrs(
+        // SAFETY: the descriptor is open; the buffer pointer and length describe a live buffer.
+        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: as above.
+        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
 }
 
 /// Sets one extended attribute without following symlinks.

@@ -80,8 +80,14 @@ fn compressors_for(codec: &SharedCodec, chunk_size: usize) -> Arc<Compressors> {
 }
 
 enum Mode {
-    /// A new archive being written to `tmp`, renamed to the final path on commit.
-    New { tmp: PathBuf, replace: bool },
+    /// A new archive being written to `tmp`, renamed to `target` on
+    /// commit: the archive's path with symbolic links followed, so a link
+    /// to an archive keeps pointing at the archive it replaces.
+    New {
+        tmp: PathBuf,
+        replace: bool,
+        target: PathBuf,
+    },
     /// An in-place append; on failure the file is cut back to `old_end` and
     /// the old header flags restored.
     Append { old_end: u64, old_flags: u32 },
@@ -234,11 +240,17 @@ impl WimWriter {
         guid: [u8; 16],
         replace: bool,
     ) -> Result<WimWriter> {
-        let dir = path
+        let target = super::fsutil::final_target(path).map_err(|e| {
+            WimError::Io(io::Error::new(
+                e.kind(),
+                format!("cannot resolve {}: {e}", path.display()),
+            ))
+        })?;
+        let dir = target
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let name = path
+        let name = target
             .file_name()
             .ok_or_else(|| WimError::Invalid(format!("{} is not a file path", path.display())))?;
         let mut suffix = [0u8; 6];
@@ -267,7 +279,7 @@ impl WimWriter {
         Ok(WimWriter {
             path: path.to_path_buf(),
             out,
-            mode: Mode::New { tmp, replace },
+            mode: Mode::New { tmp, replace, target },
             header,
             compression,
             compressors: codec.as_ref().map(|c| compressors_for(c, chunk_size as usize)),
@@ -719,15 +731,23 @@ impl WimWriter {
         out.file.set_len(end)?;
         out.file.sync_all()?;
         self.header.flags &= !HDR_FLAG_WRITE_IN_PROGRESS;
-        self.header.boot_index = 0;
-        self.header.boot_metadata = ResHdr::default();
+        // The bootable image (wimlib's `--boot`) stays bootable; its
+        // metadata resource is wherever the image's is now.
+        let boot = self.header.boot_index as usize;
+        match self.metadata.get(boot.wrapping_sub(1)) {
+            Some(m) if boot > 0 => self.header.boot_metadata = m.reshdr,
+            _ => {
+                self.header.boot_index = 0;
+                self.header.boot_metadata = ResHdr::default();
+            }
+        }
         out.file.write_all_at(&self.header.to_bytes(), 0)?;
         out.file.sync_all()?;
-        if let Mode::New { tmp, replace } = &self.mode {
+        if let Mode::New { tmp, replace, target } = &self.mode {
             let r = if *replace {
-                std::fs::rename(tmp, &self.path)
+                std::fs::rename(tmp, target)
             } else {
-                rename_noreplace(tmp, &self.path)
+                rename_noreplace(tmp, target)
             };
             r.map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
@@ -738,11 +758,11 @@ impl WimWriter {
                 } else {
                     WimError::Io(io::Error::new(
                         e.kind(),
-                        format!("cannot rename {} to {}: {e}", tmp.display(), self.path.display()),
+                        format!("cannot rename {} to {}: {e}", tmp.display(), target.display()),
                     ))
                 }
             })?;
-            fsync_dir(&self.path)?;
+            fsync_dir(target)?;
         }
         self.committed = true;
         Ok(())
@@ -965,6 +985,23 @@ fn rebuild(path: &Path, drop: Option<u32>, codecs: &dyn CodecResolver) -> Result
         | (arch.header.flags & super::header::HDR_FLAG_RP_FIX)
         | HDR_FLAG_WRITE_IN_PROGRESS;
     w.integrity = !arch.header.integrity.is_zero();
+    w.header.boot_index = arch.header.boot_index;
+    if let Some(index) = drop {
+        w.header.boot_index = boot_index_without(w.header.boot_index, index);
+    }
+    // The rebuilt file takes the old one's place: with its mode, owner and
+    // extended attributes (a private archive stays private).
+    if let Some(out) = w.out.file() {
+        super::fsutil::copy_file_attributes(&lock_file, &out.file).map_err(|e| {
+            WimError::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give the rebuilt archive the mode and owner of {}: {e}",
+                    path.display()
+                ),
+            ))
+        })?;
+    }
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
     let mut kept = Vec::new();
     for i in 1..=arch.image_count() {
@@ -1154,6 +1191,7 @@ pub fn soft_delete_with(mut w: WimWriter, indexes: &[u32]) -> Result<u64> {
     }
     // Highest first, so the lower indexes stay valid.
     for &index in indexes.iter().rev() {
+        w.header.boot_index = boot_index_without(w.header.boot_index, index);
         let meta = w.metadata.remove((index - 1) as usize);
         freed += meta.reshdr.size_in_wim;
         w.xml.remove_image(index);
@@ -1161,6 +1199,16 @@ pub fn soft_delete_with(mut w: WimWriter, indexes: &[u32]) -> Result<u64> {
     }
     w.commit()?;
     Ok(freed)
+}
+
+/// The bootable image's index once image `removed` is gone: the same image
+/// one lower when it came after, none when it was the one removed.
+fn boot_index_without(boot: u32, removed: u32) -> u32 {
+    match boot.cmp(&removed) {
+        std::cmp::Ordering::Less => boot,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => boot - 1,
+    }
 }
 
 /// Bytes of `arch` no image uses: what [`optimize`] would reclaim (the space
