@@ -187,6 +187,18 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    if !matches!(
+        cli.command,
+        Command::Server(_) | Command::Archive(_) | Command::InternalCompilePlugin
+    ) {
+        // A client prints and the server works: when the reader of its
+        // output goes away (`… | head`), it ends quietly as `ls` would,
+        // not with a panic from println!. The server and the archive
+        // commands (which write archives here) keep Rust's default and see
+        // EPIPE as an error instead.
+        // SAFETY: setting a signal's disposition to the default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::InternalCompilePlugin => return crate::plugins::compile::compiler_child(),
         Command::Server(args) => server::run(args),

@@ -443,3 +443,54 @@ fn a_file_in_place_of_a_snapshot_directory_is_not_clobbered() {
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(fs::read(target.join("docs/a.txt")).unwrap(), b"from the snapshot\n");
 }
+
+/// A listing piped into a reader that stops early (`… | head -1`) ends the
+/// client quietly, as `ls` would: no panic from printing, nothing on
+/// stderr, and the server is not bothered.
+#[test]
+fn a_closed_output_pipe_ends_a_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..5000 {
+        fs::write(src.join(format!("file-{i:05}")), b"").unwrap();
+    }
+    let b = backup(&env.home, &src, &env.path("a.wim"), &[]);
+    let uuid = uuid_of(&b);
+    let target = env.path("out");
+    for args in [
+        vec![os("snapshots"), os("browse"), os(&uuid)],
+        vec![
+            os("restore"),
+            os(&uuid),
+            os("--target"),
+            target.as_os_str(),
+            os("--dry-run"),
+        ],
+    ] {
+        let mut child = Command::new(wg_bin())
+            .args(with_home(&env.home, &args))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        // The reader is gone now; the rest of the listing has nowhere to go.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ended with {:?}:\n{stderr}",
+            out.status
+        );
+    }
+    cli_ok(&env.home, &[os("health")]);
+}

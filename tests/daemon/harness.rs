@@ -286,7 +286,7 @@ pub fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
-fn with_home(home: &Path, args: &[&std::ffi::OsStr]) -> Vec<std::ffi::OsString> {
+pub fn with_home(home: &Path, args: &[&std::ffi::OsStr]) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = args.iter().map(|a| a.to_os_string()).collect();
     v.push("--home".into());
     v.push(home.as_os_str().to_os_string());
