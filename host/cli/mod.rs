@@ -147,6 +147,10 @@ pub fn exit_code(e: &WimError) -> i32 {
     match e {
         WimError::Corrupt(_) | WimError::Invalid(_) => EXIT_DAMAGED,
         WimError::NotFound(_) => EXIT_NOT_FOUND,
+        WimError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        WimError::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists => EXIT_CONFLICT,
+        WimError::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput => EXIT_USAGE,
+        WimError::Locked(_) => EXIT_CONFLICT,
         _ => EXIT_FAILURE,
     }
 }

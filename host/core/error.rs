@@ -46,9 +46,10 @@ pub enum CoreError {
 impl From<WimError> for CoreError {
     fn from(e: WimError) -> Self {
         match e {
-            WimError::Corrupt(_) | WimError::Invalid(_) | WimError::Unsupported(_) => {
-                CoreError::DataLoss(e.to_string())
-            }
+            WimError::Corrupt(_) | WimError::Invalid(_) => CoreError::DataLoss(e.to_string()),
+            // Not damage: a valid archive of a kind we do not write or read
+            // (solid, pipable, split); the message says what to do.
+            WimError::Unsupported(_) => CoreError::FailedPrecondition(e.to_string()),
             WimError::NotFound(m) => CoreError::NotFound(m),
             WimError::Locked(m) => CoreError::Conflict(m),
             WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
@@ -57,6 +58,10 @@ impl From<WimError> for CoreError {
             WimError::Io(io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
                 std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),
+                // Something in the way at the target (a directory where a
+                // file goes): the archive is fine.
+                std::io::ErrorKind::AlreadyExists => CoreError::Conflict(io.to_string()),
+                std::io::ErrorKind::InvalidInput => CoreError::InvalidArgument(io.to_string()),
                 _ => CoreError::Internal(io.to_string()),
             },
         }

@@ -412,6 +412,7 @@ impl Jobs {
         if let Some(n) = &spec.name {
             capture::check_image_name(n).map_err(CoreError::InvalidArgument)?;
         }
+        capture::check_excludes(&spec.excludes).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
         let default_name = default_name.unwrap_or_else(|| capture::default_image_name(&|_| false));
         let uuid = uuid::Uuid::new_v4().to_string();
         let record = BackupRecord {

@@ -350,6 +350,7 @@ pub fn diff(
 pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
     crate::metrics::job("verify", || {
         let LoadedImage { arch, tree, .. } = load_snapshot(jobs, rec)?;
+        crate::wim::archive::check_items(rec.image_index, &tree).map_err(|e| CoreError::DataLoss(e.to_string()))?;
         let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
         arch.verify_blobs(used, progress)
             .map_err(|e| CoreError::DataLoss(e.to_string()))

@@ -468,7 +468,12 @@ pub fn apply(
             continue;
         }
         let p = &targets.path(d);
-        let data = arch.read_blob_to_vec(&ino.reparse_hash, REPARSE_DATA_MAX as u64)?;
+        // No reparse data at all (a zero hash) is data that does not decode.
+        let data = if ino.reparse_hash == ZERO_HASH {
+            Vec::new()
+        } else {
+            arch.read_blob_to_vec(&ino.reparse_hash, REPARSE_DATA_MAX as u64)?
+        };
         let link = match decode_link(ino.reparse_tag, ino.rp_flags, &data) {
             Ok(l) => l,
             Err(e) => {
@@ -616,9 +621,12 @@ fn io_err(e: io::Error, p: &Path, what: &str) -> WimError {
 /// Removes a file, symlink or special file in the way (never a directory).
 fn remove_non_dir(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => Err(WimError::Invalid(format!(
-            "{} exists as a directory; refusing to replace it",
-            p.display()
+        Ok(m) if m.is_dir() => Err(WimError::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists as a directory where the snapshot has a file; refusing to replace it (move it away, or restore elsewhere)",
+                p.display()
+            ),
         ))),
         Ok(_) => fs::remove_file(p).map_err(|e| io_err(e, p, "cannot replace")),
         Err(_) => Ok(()),

@@ -417,6 +417,7 @@ impl WimArchive {
                     hex(h)
                 )));
             }
+            check_items(i, &tree)?;
             report.images += 1;
         }
         let (blobs, bytes) = self.verify_blobs(self.blobs.keys().copied(), progress)?;
@@ -458,8 +459,48 @@ impl WimArchive {
     }
 }
 
+/// Checks what of image `index`'s tree is read only when files are
+/// restored (the extended attributes): what an extract would refuse, a
+/// verify refuses too.
+pub fn check_items(index: u32, tree: &ImageTree) -> Result<()> {
+    for (n, ino) in tree.inodes.iter().enumerate() {
+        ino.tagged
+            .xattrs()
+            .map_err(|e| WimError::Corrupt(format!("image {index}, inode {n}: extended attributes: {e}")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::metadata::Inode;
+    use crate::tagged::{TaggedItems, TAG_XATTRS};
+
+    /// Extended attributes an extract would refuse fail a verify too.
+    #[test]
+    fn corrupt_xattrs_fail_the_item_check() {
+        let good = TaggedItems::build(None, &[(b"user.a".to_vec(), b"v".to_vec())]);
+        let mut tree = ImageTree::new(Inode::default());
+        let ok = tree.add_inode(Inode {
+            tagged: good.clone(),
+            ..Inode::default()
+        });
+        tree.add_dentry(0, "ok".encode_utf16().collect(), ok);
+        assert!(check_items(1, &tree).is_ok());
+        // A name length that runs past the item.
+        let mut bad = TaggedItems::default();
+        bad.push(TAG_XATTRS, &[1, 0, 200, 0, b'a', 0, b'v']);
+        let n = tree.add_inode(Inode {
+            tagged: bad,
+            ..Inode::default()
+        });
+        tree.add_dentry(0, "bad".encode_utf16().collect(), n);
+        let e = check_items(7, &tree).unwrap_err();
+        assert!(matches!(e, WimError::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().contains("image 7, inode 2"), "{e}");
+    }
+
     #[test]
     fn hex_is_lowercase_two_digits_a_byte() {
         let mut h = [0u8; 20];

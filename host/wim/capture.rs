@@ -783,14 +783,22 @@ fn build_excludes(src: &Path, patterns: &[String]) -> Result<Option<Gitignore>> 
     if patterns.is_empty() {
         return Ok(None);
     }
+    // The user's input, not the archive's: a usage error.
+    let bad = |m: String| WimError::Io(io::Error::new(io::ErrorKind::InvalidInput, m));
     let mut b = GitignoreBuilder::new(src);
     for p in patterns {
         b.add_line(None, p)
-            .map_err(|e| WimError::Invalid(format!("bad --exclude pattern {p:?}: {e}")))?;
+            .map_err(|e| bad(format!("bad --exclude pattern {p:?}: {e}")))?;
     }
     b.build()
         .map(Some)
-        .map_err(|e| WimError::Invalid(format!("bad --exclude patterns: {e}")))
+        .map_err(|e| bad(format!("bad --exclude patterns: {e}")))
+}
+
+/// Checks `--exclude` patterns before any work starts: the error
+/// [`capture`] would end with.
+pub fn check_excludes(patterns: &[String]) -> Result<()> {
+    build_excludes(Path::new("/"), patterns).map(|_| ())
 }
 
 /// The entries of directory `dir` of the previous image (name, dentry,

@@ -155,6 +155,26 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
     );
     assert!(!wim.exists());
 
+    // An exclude pattern that does not parse: refused before any job
+    // starts, as a usage error (exit 2) naming the flag.
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let out = cli_code(
+        &env.home,
+        &[
+            os("backup"),
+            os("--source"),
+            src.as_os_str(),
+            os("--destination"),
+            wim.as_os_str(),
+            os("--exclude"),
+            os("\\"),
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("--exclude"), "{}", out.describe());
+    assert!(!wim.exists());
+
     // Unknown uuid: NOT_FOUND (exit 4) for every command that takes one.
     let unknown = "00000000-0000-4000-8000-000000000000";
     let t = env.path("t");

@@ -353,7 +353,13 @@ fn bad_directory_and_missing_paths() {
         ],
         vec![os("archive"), os("delete"), missing.as_os_str(), os("1")],
     ] {
-        wg_must_fail(&c);
+        let out = wg_must_fail(&c);
+        assert_eq!(
+            out.code(),
+            Some(4),
+            "a missing archive is not found, not damaged:\n{}",
+            out.describe()
+        );
     }
     assert!(!missing.exists(), "a read command created the missing WIM");
     // capture of a missing source
@@ -374,6 +380,34 @@ fn bad_directory_and_missing_paths() {
         src.as_os_str(),
         s.path("no/such/dir/x.wim").as_os_str(),
     ]);
+    // A pattern the exclude syntax cannot parse: the user's mistake, not
+    // a damaged archive; nothing is created.
+    let o = wg_must_fail(&[
+        os("archive"),
+        os("capture"),
+        src.as_os_str(),
+        out.as_os_str(),
+        os("--exclude"),
+        os("\\"),
+    ]);
+    assert_eq!(o.code(), Some(2), "{}", o.describe());
+    assert!(o.stderr.contains("--exclude"), "{}", o.describe());
+    assert!(!out.exists());
+    // A directory in the target where the image has a file: a conflict
+    // with the target, not damage.
+    wg_capture(&src, &out, "one", &[]);
+    let target = s.path("target");
+    fs::create_dir_all(target.join("f")).unwrap();
+    let o = wg_must_fail(&[
+        os("archive"),
+        os("extract"),
+        out.as_os_str(),
+        os("1"),
+        target.as_os_str(),
+    ]);
+    assert_eq!(o.code(), Some(7), "{}", o.describe());
+    assert!(o.stderr.contains("exists as a directory"), "{}", o.describe());
+    fs::remove_file(&out).unwrap();
     // unknown compression
     wg_must_fail(&[
         os("archive"),
