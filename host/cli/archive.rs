@@ -147,12 +147,12 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             for w in &r.warnings {
                 eprintln!("wimguard: warning: {w}");
             }
-            println!(
+            outln!(
                 "extracted image {index} to {}: {} directories, {} files ({} bytes), {} hard links, {} symlinks, {} special files",
                 dest.display(), r.dirs, r.files, r.bytes, r.hard_links, r.symlinks, r.specials
             );
             if r.unsafe_skipped > 0 {
-                println!(
+                outln!(
                     "skipped {} entries that cannot be restored safely (see the warnings)",
                     r.unsafe_skipped
                 );
@@ -177,6 +177,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             apply::list(&arch, &tree, path.as_deref().unwrap_or("/"), &mut |p, kind, size| {
                 use std::io::Write;
+                let p = super::output::printable(p);
                 if long {
                     writeln!(out, "{kind} {size:>12} {p}")
                 } else {
@@ -191,7 +192,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let mut bar = ProgressLine::new("verifying");
             let r = arch.verify(&mut |b, bt| bar.update_bytes(b, bt))?;
             bar.finish();
-            println!(
+            outln!(
                 "{}: OK — {} images, {} blobs ({} bytes) verified{}",
                 wim.display(),
                 r.images,
@@ -212,7 +213,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             drop(arch);
             if soft {
                 let freed = writer::soft_delete_image(&wim, index, &StandardCodecs)?;
-                println!(
+                outln!(
                     "deleted image {index} from {} (soft: {freed} bytes now reclaimable by `archive optimize`)",
                     wim.display()
                 );
@@ -220,7 +221,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             }
             writer::delete_image(&wim, index, &StandardCodecs)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
-            println!(
+            outln!(
                 "deleted image {index} from {} ({before} → {after} bytes)",
                 wim.display()
             );
@@ -230,7 +231,7 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let before = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
             writer::optimize(&wim, &StandardCodecs)?;
             let after = std::fs::metadata(&wim).map(|m| m.len()).unwrap_or(0);
-            println!("optimized {} ({before} → {after} bytes)", wim.display());
+            outln!("optimized {} ({before} → {after} bytes)", wim.display());
             Ok(())
         }
     }
@@ -320,7 +321,7 @@ fn capture_cmd(
     for warn in &report.warnings {
         eprintln!("wimguard: warning: {warn}");
     }
-    println!(
+    outln!(
         "{} image {} ({:?}) of {}: {} directories, {} files, {} symlinks, {} special; {} bytes read, {} new blobs, {} bytes stored, {} files unchanged",
         if exists { "appended" } else { "created" },
         report.image_index,
@@ -368,7 +369,7 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "{{\"path\":{},\"size\":{},\"reclaimable\":{},\"guid\":\"{}\",\"version\":{},\"flags\":{},\"compression\":\"{}\",\"chunk_size\":{},\"image_count\":{},\"blob_count\":{},\"integrity_table\":{},\"images\":[{}]}}",
             json_str(&wim.display().to_string()),
             arch.file_size,
@@ -385,31 +386,31 @@ fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    println!("Path:            {}", wim.display());
-    println!("Size:            {} bytes", arch.file_size);
-    println!("Reclaimable:     {} bytes", writer::reclaimable_bytes(&arch));
-    println!(
+    outln!("Path:            {}", wim.display());
+    outln!("Size:            {} bytes", arch.file_size);
+    outln!("Reclaimable:     {} bytes", writer::reclaimable_bytes(&arch));
+    outln!(
         "GUID:            {}",
         h.guid.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
-    println!("Version:         {:#x}", h.version);
-    println!("Flags:           {:#010x}", h.flags);
-    println!("Compression:     {}", comp.name());
-    println!("Chunk size:      {}", h.chunk_size);
-    println!("Images:          {}", h.image_count);
-    println!("Blobs:           {}", arch.blobs.len());
-    println!("Integrity table: {}", if h.integrity.is_zero() { "no" } else { "yes" });
+    outln!("Version:         {:#x}", h.version);
+    outln!("Flags:           {:#010x}", h.flags);
+    outln!("Compression:     {}", comp.name());
+    outln!("Chunk size:      {}", h.chunk_size);
+    outln!("Images:          {}", h.image_count);
+    outln!("Blobs:           {}", arch.blobs.len());
+    outln!("Integrity table: {}", if h.integrity.is_zero() { "no" } else { "yes" });
     for i in images {
-        println!();
-        println!("Index:           {}", i.index);
-        println!("Name:            {}", i.name);
+        outln!();
+        outln!("Index:           {}", i.index);
+        outln!("Name:            {}", i.name);
         if !i.description.is_empty() {
-            println!("Description:     {}", i.description);
+            outln!("Description:     {}", i.description);
         }
-        println!("Directories:     {}", i.dir_count);
-        println!("Files:           {}", i.file_count);
-        println!("Total bytes:     {}", i.total_bytes);
-        println!("Hard link bytes: {}", i.hard_link_bytes);
+        outln!("Directories:     {}", i.dir_count);
+        outln!("Files:           {}", i.file_count);
+        outln!("Total bytes:     {}", i.total_bytes);
+        outln!("Hard link bytes: {}", i.hard_link_bytes);
     }
     Ok(())
 }

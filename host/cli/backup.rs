@@ -189,7 +189,7 @@ fn detached(b: &pb::Backup, json: bool) -> Result<(), CliError> {
     if json {
         print_json(&backup_json(b));
     } else {
-        println!(
+        outln!(
             "backup {} {}; follow it with `wimguard backups show {}`",
             b.uuid,
             status_word(b.status()),
@@ -225,11 +225,15 @@ fn report(b: &pb::Backup, json: bool, interrupted: bool) {
         let took = duration_between(&b.started_at, &b.finished_at)
             .map(|d| format!(" in {:.1} s", d.as_secs_f64()))
             .unwrap_or_default();
-        println!(
+        outln!(
             "backup {} succeeded{took}: {} → {} (image {}, {:?})",
-            b.uuid, b.source, b.destination, b.image_index, b.name
+            b.uuid,
+            b.source,
+            b.destination,
+            b.image_index,
+            b.name
         );
-        println!(
+        outln!(
             "  {} files ({} unchanged), {} directories, {}; read {}, stored {}",
             b.files,
             b.files_unchanged,

@@ -110,7 +110,7 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                 print_backup_table(&response.backups);
                 let shown = response.backups.len();
                 if page.total > shown as u64 || !page.next_page_token.is_empty() {
-                    println!("({shown} of {} backups)", page.total);
+                    outln!("({shown} of {} backups)", page.total);
                 }
             }
             if !page.next_page_token.is_empty() {
@@ -142,9 +142,9 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
             } else {
                 match b.status() {
                     pb::JobStatus::Queued | pb::JobStatus::Running => {
-                        println!("backup {uuid}: cancelling (`wimguard backups watch {uuid}` follows it to the end)")
+                        outln!("backup {uuid}: cancelling (`wimguard backups watch {uuid}` follows it to the end)")
                     }
-                    s => println!("backup {uuid}: {}", status_word(s)),
+                    s => outln!("backup {uuid}: {}", status_word(s)),
                 }
             }
             Ok(())
@@ -159,7 +159,7 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                     "archive_bytes_after": r.archive_bytes_after,
                 }));
             } else {
-                println!(
+                outln!(
                     "deleted backup {uuid}{} ({} → {})",
                     if b.destination.is_empty() {
                         String::new()
@@ -178,7 +178,7 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
 /// One line per backup.
 pub fn print_backup_table(backups: &[pb::Backup]) {
     if backups.is_empty() {
-        println!("no backups");
+        outln!("no backups");
         return;
     }
     let mut t = Table::new(&[
@@ -257,9 +257,9 @@ pub fn print_backup_details(b: &pb::Backup) {
         rows.push(("Error", b.error.clone()));
     }
     for (k, v) in rows {
-        println!("{:<13} {v}", format!("{k}:"));
+        outln!("{:<13} {v}", format!("{k}:"));
     }
     for w in &b.warnings {
-        println!("{:<13} {w}", "Warning:");
+        outln!("{:<13} {w}", "Warning:");
     }
 }

@@ -57,9 +57,12 @@ pub async fn run(args: CatalogArgs) -> Result<(), CliError> {
                         for s in &r.skipped {
                             eprintln!("skipped {s}");
                         }
-                        println!(
+                        outln!(
                             "{} archives, {} objects read: {} snapshots, {} new to the catalog",
-                            r.archives, r.objects, r.snapshots, r.added
+                            r.archives,
+                            r.objects,
+                            r.snapshots,
+                            r.added
                         );
                     }
                     return Ok(());
@@ -89,7 +92,7 @@ pub async fn consolidate(name: String, plugin: String, options: ClientOptions) -
                     "bytes_after": r.bytes_after, "key": r.key,
                 }));
             } else {
-                println!(
+                outln!(
                     "{plugin}:{name}: {} objects ({}) → {} ({}); {} snapshots kept, {} dropped",
                     r.objects_before,
                     bytes_human(r.bytes_before),

@@ -40,10 +40,10 @@ pub async fn run(args: EnvArgs) -> Result<(), CliError> {
         ),
     ];
     for (k, v) in rows {
-        println!("{:<15} {v}", format!("{k}:"));
+        outln!("{:<15} {v}", format!("{k}:"));
     }
     if !e.codecs.is_empty() {
-        println!();
+        outln!();
         let mut t = Table::new(&["CODEC", "COMPRESS", "DECOMPRESS", "PROVIDER"]);
         let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
         for c in &e.codecs {

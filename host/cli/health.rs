@@ -23,7 +23,7 @@ pub async fn run(args: HealthArgs) -> Result<(), CliError> {
     if args.client.json {
         print_json(&json!({ "address": address, "status": word.to_ascii_lowercase() }));
     } else {
-        println!("{word} ({address})");
+        outln!("{word} ({address})");
     }
     match status {
         ServingStatus::Serving => Ok(()),

@@ -16,6 +16,26 @@
 //! | 7 | conflict (ABORTED, FAILED_PRECONDITION, ALREADY_EXISTS) |
 //! | 130 | interrupted by Ctrl-C |
 
+/// `println!` for command output: a reader that went away (`… | head`)
+/// ends the process quietly, as `ls` would, instead of a panic. (SIGPIPE
+/// stays ignored, as Rust sets it: a client's sockets must see EPIPE as an
+/// error, not die of it.)
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!(""), true)
+    };
+    ($($t:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($t)*), true)
+    };
+}
+
+/// `print!` for command output; see [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($t)*), false)
+    };
+}
+
 pub mod archive;
 pub mod backup;
 pub mod backups;
@@ -191,18 +211,6 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    if !matches!(
-        cli.command,
-        Command::Server(_) | Command::Archive(_) | Command::InternalCompilePlugin
-    ) {
-        // A client prints and the server works: when the reader of its
-        // output goes away (`… | head`), it ends quietly as `ls` would,
-        // not with a panic from println!. The server and the archive
-        // commands (which write archives here) keep Rust's default and see
-        // EPIPE as an error instead.
-        // SAFETY: setting a signal's disposition to the default.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
     let result = match cli.command {
         Command::InternalCompilePlugin => return crate::plugins::compile::compiler_child(),
         Command::Server(args) => server::run(args),

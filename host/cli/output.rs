@@ -17,7 +17,7 @@ use crate::api::v1 as pb;
 
 /// Prints one JSON document on one line.
 pub fn print_json(value: &Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 // ---- enum words ----
@@ -91,6 +91,25 @@ pub fn bytes_human(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// Writes command output to stdout (behind [`outln!`] and [`out!`]). When
+/// the reader is gone the command has nothing left to do: it exits 0 at
+/// once. Another write error (a full disk behind a redirect) ends it with
+/// a message and exit code 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("wimguard: error: cannot write the output: {e}");
+        std::process::exit(super::EXIT_FAILURE);
+    }
+}
+
 /// Seconds between two timestamps, when both are set.
 pub fn duration_between(start: &Option<Timestamp>, end: &Option<Timestamp>) -> Option<Duration> {
     let (s, e) = (start.as_ref()?, end.as_ref()?);
@@ -98,22 +117,59 @@ pub fn duration_between(start: &Option<Timestamp>, end: &Option<Timestamp>) -> O
     u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
-/// `rwxr-xr-x` with the file type letter in front (`d`, `l`, `-`, `s`).
+/// `rwxr-xr-x` with the file type letter in front, as `ls -l` shows it:
+/// `d`, `l`, `-`, and for special files `p` (FIFO), `c`, `b` (devices) or
+/// `s` (socket) from the mode's type bits; set-id and sticky bits as `s`,
+/// `S`, `t`, `T`.
 pub fn mode_human(kind: pb::EntryKind, mode: u32) -> String {
     let t = match kind {
         pb::EntryKind::Directory => 'd',
         pb::EntryKind::Symlink => 'l',
-        pb::EntryKind::Special => 's',
+        pb::EntryKind::Special => match mode & libc::S_IFMT {
+            libc::S_IFIFO => 'p',
+            libc::S_IFCHR => 'c',
+            libc::S_IFBLK => 'b',
+            libc::S_IFSOCK => 's',
+            _ => '?',
+        },
         _ => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // (shift of the rwx triple, its special bit, letter when also x, letter when not)
+    for (shift, special, on, off) in [
+        (6, libc::S_ISUID, 's', 'S'),
+        (3, libc::S_ISGID, 's', 'S'),
+        (0, libc::S_ISVTX, 't', 'T'),
+    ] {
         let bits = (mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (mode & special != 0, bits & 1 != 0) {
+            (true, true) => on,
+            (true, false) => off,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     s
+}
+
+/// A path as one line of output: control characters (a newline in a file
+/// name) shown as escapes, so a listing keeps one entry per line.
+pub fn printable(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.chars().any(char::is_control) {
+        return path.into();
+    }
+    path.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 // ---- JSON shapes ----
@@ -347,7 +403,7 @@ impl Table {
     }
 
     pub fn print(&self) {
-        print!("{}", self.render());
+        out!("{}", self.render());
     }
 }
 
@@ -591,6 +647,15 @@ mod tests {
         assert_eq!(time_human(&ts(1_700_000_000, 5)), "2023-11-14 22:13:20Z");
         assert_eq!(time_human(&None), "-");
         assert_eq!(mode_human(pb::EntryKind::Directory, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_human(pb::EntryKind::File, 0o104755), "-rwsr-xr-x");
+        assert_eq!(mode_human(pb::EntryKind::Directory, 0o41777), "drwxrwxrwt");
+        assert_eq!(mode_human(pb::EntryKind::File, 0o2640), "-rw-r-S---");
+        assert_eq!(mode_human(pb::EntryKind::Special, 0o10644), "prw-r--r--");
+        assert_eq!(mode_human(pb::EntryKind::Special, 0o20620), "crw--w----");
+        assert_eq!(mode_human(pb::EntryKind::Special, 0o60660), "brw-rw----");
+        assert_eq!(mode_human(pb::EntryKind::Special, 0o140755), "srwxr-xr-x");
+        assert_eq!(printable("a\nb\tc"), "a\\nb\\tc");
+        assert_eq!(printable("plain ünïcode"), "plain ünïcode");
         assert_eq!(
             duration_between(&ts(10, 0), &ts(12, 500_000_000)),
             Some(Duration::from_millis(2500))

@@ -102,7 +102,7 @@ fn print_plugin(p: &pb::Plugin) {
         ("Description", p.description.clone()),
     ];
     for (k, v) in rows {
-        println!("{:<12} {v}", format!("{k}:"));
+        outln!("{:<12} {v}", format!("{k}:"));
     }
 }
 
@@ -150,7 +150,7 @@ pub async fn run(args: PluginArgs) -> Result<(), CliError> {
                 .unwrap_or_default();
             let p = client.install_plugin(&name, bytes, native).await?;
             if !json {
-                println!(
+                outln!(
                     "installed {} {} ({} plugin, {})",
                     p.name,
                     p.version,
@@ -192,7 +192,7 @@ pub async fn run(args: PluginArgs) -> Result<(), CliError> {
             if json {
                 print_json(&r.plugin.as_ref().map(plugin_json).unwrap_or(Value::Null));
             } else {
-                println!("removed plugin {name}");
+                outln!("removed plugin {name}");
             }
         }
     }

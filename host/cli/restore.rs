@@ -99,16 +99,16 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
 fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
     if dry_run {
         for p in &r.planned {
-            println!("{p}");
+            outln!("{}", super::output::printable(p));
         }
     }
     // The full list is in --json; a long one would bury the summary here.
     const SHOWN: usize = 10;
     for p in r.skipped.iter().take(SHOWN) {
-        println!("kept existing: {p}");
+        outln!("kept existing: {}", super::output::printable(p));
     }
     if r.skipped.len() > SHOWN {
-        println!(
+        outln!(
             "kept existing: … and {} more (--json lists them all)",
             r.skipped.len() - SHOWN
         );
@@ -116,7 +116,7 @@ fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
     if r.status() != pb::JobStatus::Succeeded {
         return;
     }
-    println!(
+    outln!(
         "{} {uuid} to {target}: {} files, {} directories, {} symlinks, {}{}",
         if dry_run { "would restore" } else { "restored" },
         r.files,
@@ -130,7 +130,7 @@ fn print_human(uuid: &str, target: &str, dry_run: bool, r: &pb::RestoreResult) {
         }
     );
     if r.unsafe_skipped > 0 {
-        println!(
+        outln!(
             "skipped {} entries that cannot be restored safely (see the warnings)",
             r.unsafe_skipped
         );

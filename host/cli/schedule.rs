@@ -224,7 +224,7 @@ fn show_one(s: &pb::Schedule, json: bool) {
         ("Skipped runs", s.skipped_runs.to_string()),
     ];
     for (k, v) in rows {
-        println!("{:<13} {v}", format!("{k}:"));
+        outln!("{:<13} {v}", format!("{k}:"));
     }
 }
 
@@ -240,7 +240,7 @@ pub async fn run(args: ScheduleArgs) -> Result<(), CliError> {
                 return Ok(());
             }
             if all.is_empty() {
-                println!("no schedules");
+                outln!("no schedules");
                 return Ok(());
             }
             let mut t = Table::new(&[
@@ -284,7 +284,7 @@ pub async fn run(args: ScheduleArgs) -> Result<(), CliError> {
             if json {
                 print_json(&json!({ "id": id, "deleted": true }));
             } else {
-                println!("deleted schedule {id} (its backups stay)");
+                outln!("deleted schedule {id} (its backups stay)");
             }
         }
         ScheduleCommand::Enable { id } => show_one(&client.enable_schedule(&id, true).await?, json),
@@ -294,7 +294,7 @@ pub async fn run(args: ScheduleArgs) -> Result<(), CliError> {
             if json {
                 print_json(&json!({ "schedule_id": id, "backup_uuid": uuid }));
             } else {
-                println!("started backup {uuid} (follow it with `wimguard backups watch {uuid}`)");
+                outln!("started backup {uuid} (follow it with `wimguard backups watch {uuid}`)");
             }
         }
     }
@@ -379,12 +379,12 @@ pub async fn forget(args: ForgetArgs) -> Result<(), CliError> {
     t.print();
     let remove = r.decisions.iter().filter(|d| !d.keep).count();
     if args.dry_run {
-        println!(
+        outln!(
             "dry run: {remove} of {} snapshots would be removed; nothing changed",
             r.decisions.len()
         );
     } else {
-        println!(
+        outln!(
             "removed {} of {} snapshots{}",
             r.removed,
             r.decisions.len(),

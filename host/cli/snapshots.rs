@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::backup::interrupt_signal;
 use super::output::{
-    bytes_human, change_word, diff_json, entry_json, follow_to_result, mode_human, print_json, snapshot_json,
-    time_human, verify_result_json, JobProgress, Table,
+    bytes_human, change_word, diff_json, entry_json, follow_to_result, mode_human, print_json, printable,
+    snapshot_json, time_human, verify_result_json, JobProgress, Table,
 };
 use super::{absolute_path, CliError, ClientOptions, EXIT_DAMAGED};
 use crate::api::v1 as pb;
@@ -77,7 +77,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
             if json {
                 print_json(&Value::Array(response.snapshots.iter().map(snapshot_json).collect()));
             } else if response.snapshots.is_empty() {
-                println!("no snapshots");
+                outln!("no snapshots");
             } else {
                 let mut t = Table::new(&["UUID", "CREATED", "IMAGE>", "NAME", "FILES>", "SIZE>", "ARCHIVE"]);
                 for s in &response.snapshots {
@@ -93,7 +93,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                 }
                 t.print();
                 if page.total > response.snapshots.len() as u64 {
-                    println!("({} of {} snapshots)", response.snapshots.len(), page.total);
+                    outln!("({} of {} snapshots)", response.snapshots.len(), page.total);
                 }
             }
             if !page.next_page_token.is_empty() {
@@ -125,7 +125,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                     ("Size", bytes_human(s.bytes_total)),
                 ];
                 for (k, v) in rows {
-                    println!("{:<12} {v}", format!("{k}:"));
+                    outln!("{:<12} {v}", format!("{k}:"));
                 }
             }
             Ok(())
@@ -144,7 +144,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                     "archive_bytes_after": r.archive_bytes_after,
                 }));
             } else {
-                println!(
+                outln!(
                     "deleted snapshot {uuid} (archive {} → {})",
                     bytes_human(r.archive_bytes_before),
                     bytes_human(r.archive_bytes_after)
@@ -172,14 +172,14 @@ async fn diff(client: &Client, base: &str, target: &str, json: bool) -> Result<(
                 pb::ChangeKind::Modified => "M".to_string(),
                 k => change_word(k),
             };
-            println!("{mark} {}", c.path);
+            outln!("{mark} {}", printable(&c.path));
         }
         if let Some(s) = event.summary {
             (all.added, all.removed, all.modified) = (s.added, s.removed, s.modified);
             if json {
                 print_json(&diff_json(&all));
             } else {
-                println!("{} added, {} removed, {} modified", s.added, s.removed, s.modified);
+                outln!("{} added, {} removed, {} modified", s.added, s.removed, s.modified);
             }
             return Ok(());
         }
@@ -221,10 +221,10 @@ async fn browse(client: &Client, uuid: &str, path: String, json: bool) -> Result
     }
     let mut t = Table::new(&["MODE", "UID>", "GID>", "SIZE>", "MODIFIED", "NAME"]);
     for e in &entries {
-        let base = e.path.rsplit('/').next().unwrap_or(&e.path);
+        let base = printable(e.path.rsplit('/').next().unwrap_or(&e.path));
         let name = match e.kind() {
             pb::EntryKind::Directory => format!("{base}/"),
-            pb::EntryKind::Symlink => format!("{base} -> {}", e.symlink_target),
+            pb::EntryKind::Symlink => format!("{base} -> {}", printable(&e.symlink_target)),
             _ => base.to_string(),
         };
         t.row(vec![
@@ -237,7 +237,7 @@ async fn browse(client: &Client, uuid: &str, path: String, json: bool) -> Result
         ]);
     }
     if t.is_empty() {
-        println!("(empty directory)");
+        outln!("(empty directory)");
     } else {
         t.print();
     }
@@ -269,7 +269,7 @@ async fn verify(client: &Client, uuid: &str, json: bool) -> Result<(), CliError>
     if json {
         print_json(&verify_result_json(uuid, &r));
     } else if r.ok {
-        println!(
+        outln!(
             "snapshot {uuid}: OK — {} blobs ({}) verified",
             r.blobs_checked,
             bytes_human(r.bytes_checked)

@@ -24,7 +24,7 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         .map(|c| format!("{} {}", c.count, status_word(c.status())))
         .collect();
     let total: u64 = s.backups_by_status.iter().map(|c| c.count).sum();
-    println!(
+    outln!(
         "Backups:           {total}{}",
         if by_status.is_empty() {
             String::new()
@@ -32,22 +32,22 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
             format!(" ({})", by_status.join(", "))
         }
     );
-    println!(
+    outln!(
         "Archives:          {} ({} on disk)",
         s.archives,
         bytes_human(s.archive_bytes)
     );
-    println!("Bytes backed up:   {}", bytes_human(s.bytes_total));
-    println!("Bytes read:        {}", bytes_human(s.bytes_read));
-    println!("Bytes stored:      {}", bytes_human(s.bytes_stored));
-    println!("Dedupe ratio:      {:.2}", s.dedupe_ratio);
-    println!("Compression ratio: {:.2}", s.compression_ratio);
-    println!(
+    outln!("Bytes backed up:   {}", bytes_human(s.bytes_total));
+    outln!("Bytes read:        {}", bytes_human(s.bytes_read));
+    outln!("Bytes stored:      {}", bytes_human(s.bytes_stored));
+    outln!("Dedupe ratio:      {:.2}", s.dedupe_ratio);
+    outln!("Compression ratio: {:.2}", s.compression_ratio);
+    outln!(
         "Throughput:        {}/s",
         bytes_human(s.throughput_bytes_per_second as u64)
     );
     if !s.sources.is_empty() {
-        println!();
+        outln!();
         let mut t = Table::new(&["SOURCE", "BACKUPS>", "LAST SUCCESS", "LAST SUCCESSFUL BACKUP"]);
         for src in &s.sources {
             let last = if src.last_success_uuid.is_empty() {
@@ -65,7 +65,7 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         t.print();
     }
     if !s.archive_details.is_empty() {
-        println!();
+        outln!();
         let mut t = Table::new(&["ARCHIVE", "SNAPSHOTS>", "SIZE>", "RECLAIMABLE>"]);
         for a in &s.archive_details {
             t.row(vec![

@@ -58,7 +58,9 @@ pub fn codec_for(c: Compression) -> Result<Option<SharedCodec>> {
         Compression::None => Ok(None),
         Compression::Xpress => Ok(Some(XPRESS.get_or_init(|| Arc::new(wimguard_xpress::Xpress)).clone())),
         Compression::Lzx => Ok(Some(LZX.get_or_init(|| Arc::new(wimguard_lzx::Lzx)).clone())),
-        Compression::Lzms => Err(WimError::Unsupported("solid/LZMS compression".into())),
+        Compression::Lzms => Err(WimError::Unsupported(
+            "LZMS compression; convert with `wimlib-imagex export SRC all DEST --compress=lzx`".into(),
+        )),
         Compression::Plugin => Err(WimError::Unsupported(
             "archive compressed by a codec plugin, but its codec id is unknown".into(),
         )),

@@ -157,7 +157,7 @@ impl Header {
         let magic: [u8; 8] = b[0..8].try_into().unwrap();
         if magic == PIPABLE_MAGIC {
             return Err(WimError::Unsupported(
-                "pipable WIM (wimlib --pipable); convert it with `wimlib-imagex optimize`".into(),
+                "pipable WIM (wimlib --pipable); convert it with `wimlib-imagex optimize WIM --not-pipable`".into(),
             ));
         }
         if magic != WIM_MAGIC {
