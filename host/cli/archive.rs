@@ -336,6 +336,12 @@ fn capture_cmd(
         report.bytes_stored,
         report.reused
     );
+    if !report.warnings.is_empty() {
+        return Err(CliError::with_warnings(
+            &format!("image {}", report.image_index),
+            report.warnings.len(),
+        ));
+    }
     Ok(())
 }
 

@@ -201,7 +201,12 @@ fn detached(b: &pb::Backup, json: bool) -> Result<(), CliError> {
 
 /// The error for a stream that broke, naming the backup so the user can find it.
 fn lost_stream(e: ClientError, uuid: &str) -> CliError {
-    let code = client_exit_code(&e);
+    // The server gives every failure its own code; a stream that broke
+    // with none (Unknown: an HTTP/2 error, a reset) lost the server.
+    let code = match e.code() {
+        Some(tonic::Code::Unknown) => super::EXIT_UNREACHABLE,
+        _ => client_exit_code(&e),
+    };
     let mut message = e.to_string();
     if !uuid.is_empty() {
         message.push_str(&format!(
@@ -260,6 +265,9 @@ fn outcome(b: &pb::Backup, interrupted: bool) -> Result<(), CliError> {
         pb::JobStatus::Succeeded if interrupted => Err(CliError::interrupted(format!(
             "interrupted, but backup {uuid} had already succeeded"
         ))),
+        pb::JobStatus::Succeeded if !b.warnings.is_empty() => {
+            Err(CliError::with_warnings(&format!("backup {uuid}"), b.warnings.len()))
+        }
         pb::JobStatus::Succeeded => Ok(()),
         pb::JobStatus::Cancelled if interrupted => Err(CliError::interrupted(format!("backup {uuid} cancelled"))),
         pb::JobStatus::Cancelled => Err(CliError::failure(format!("backup {uuid} was cancelled: {reason}"))),
@@ -293,6 +301,11 @@ mod tests {
     #[test]
     fn final_status_decides_the_exit_code() {
         assert!(outcome(&backup(pb::JobStatus::Succeeded, ""), false).is_ok());
+        let mut warned = backup(pb::JobStatus::Succeeded, "");
+        warned.warnings = vec!["/src/f: cannot read: gone; skipped".into()];
+        let e = outcome(&warned, false).unwrap_err();
+        assert_eq!(e.exit_code, 8);
+        assert!(e.message.contains("1 warning "), "{}", e.message);
         let e = outcome(&backup(pb::JobStatus::Failed, "disk full"), false).unwrap_err();
         assert_eq!((e.exit_code, e.message.as_str()), (1, "backup u failed: disk full"));
         let e = outcome(&backup(pb::JobStatus::Cancelled, "cancelled by a client"), false).unwrap_err();

@@ -14,6 +14,7 @@
 //! | 5 | unauthenticated (the server refused the token) |
 //! | 6 | server unreachable or unavailable (also not SERVING) |
 //! | 7 | conflict (ABORTED, FAILED_PRECONDITION, ALREADY_EXISTS) |
+//! | 8 | backup or capture done, with warnings (entries skipped, a hook failed) |
 //! | 130 | interrupted by Ctrl-C |
 
 /// `println!` for command output: a reader that went away (`… | head`)
@@ -66,6 +67,11 @@ pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_UNAUTHENTICATED: i32 = 5;
 pub const EXIT_UNREACHABLE: i32 = 6;
 pub const EXIT_CONFLICT: i32 = 7;
+/// The backup (or capture) succeeded, with warnings: some entries were
+/// skipped (unreadable, gone, changed while read) or a hook failed. As
+/// with restic's and borg's exit codes, a schedule or script can tell an
+/// incomplete snapshot from a complete one.
+pub const EXIT_WARNINGS: i32 = 8;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 const EXIT_CODES_HELP: &str = "\
@@ -78,6 +84,7 @@ Exit codes:
   5    unauthenticated (the server refused the token)
   6    server unreachable or unavailable
   7    conflict (e.g. another backup to the same archive is running)
+  8    backup done, with warnings (entries skipped, a hook failed: each one printed)
   130  interrupted by Ctrl-C
 
 Client commands find the server through HOME/config.yaml (written by `wimguard server`);
@@ -231,7 +238,12 @@ pub fn run() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("wimguard: error: {e}");
+                let level = if e.exit_code == EXIT_WARNINGS {
+                    "warning"
+                } else {
+                    "error"
+                };
+                eprintln!("wimguard: {level}: {e}");
             }
             e.exit_code
         }
@@ -248,6 +260,20 @@ pub struct CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+impl CliError {
+    /// Exit code 8 for a backup or capture that succeeded with `warnings`
+    /// warnings (already printed, one per line); `what` names it.
+    pub fn with_warnings(what: &str, warnings: usize) -> CliError {
+        CliError {
+            message: format!(
+                "{what} completed with {warnings} warning{} (above)",
+                if warnings == 1 { "" } else { "s" }
+            ),
+            exit_code: EXIT_WARNINGS,
+        }
     }
 }
 

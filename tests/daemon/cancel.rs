@@ -262,11 +262,14 @@ fn kill9_server_mid_backup_marks_it_interrupted_and_archive_stays_readable() {
     wait_growth(&wim, before.len() as u64, 1 << 20, &mut || !bg.has_exited());
     server.kill9();
     let out = bg.wait(JOB_TIMEOUT);
-    assert!(
-        !out.ok(),
-        "the CLI reported success although the server was killed:\n{}",
+    // The server is gone: exit code 6, and the message says where to look.
+    assert_eq!(
+        out.code(),
+        Some(6),
+        "the CLI should report the lost server:\n{}",
         out.describe()
     );
+    assert!(out.stderr.contains(&uuid), "{}", out.describe());
 
     let server = Server::start(&env.home);
     let b = show(&env.home, &uuid);

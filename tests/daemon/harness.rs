@@ -375,8 +375,20 @@ pub fn backup_out(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Out {
 }
 
 /// `backup --source SRC --destination WIM [extra] --json`, must succeed; the final object.
+/// A backup with warnings exits 8 and one without exits 0: both are
+/// success here, but the code must agree with the warnings.
 pub fn backup(home: &Path, src: &Path, wim: &Path, extra: &[&str]) -> Value {
-    let b = cli_json(home, &backup_args(src, wim, extra));
+    let mut a = backup_args(src, wim, extra);
+    a.push(os("--json"));
+    let out = cli(home, &a);
+    let b = last_json(&out);
+    let warned = b["warnings"].as_array().is_some_and(|w| !w.is_empty());
+    assert_eq!(
+        out.code(),
+        Some(if warned { 8 } else { 0 }),
+        "exit code and warnings disagree:\n{}",
+        out.describe()
+    );
     assert_eq!(b["status"], "succeeded", "backup did not succeed: {b}");
     assert!(b["uuid"].as_str().is_some_and(|u| u.len() == 36), "no uuid: {b}");
     b

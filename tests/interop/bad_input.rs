@@ -408,6 +408,16 @@ fn bad_directory_and_missing_paths() {
     assert_eq!(o.code(), Some(7), "{}", o.describe());
     assert!(o.stderr.contains("exists as a directory"), "{}", o.describe());
     fs::remove_file(&out).unwrap();
+    // A capture that had to leave something out (a symlink target too
+    // long for a reparse point) is written, but exits 8 with the warning.
+    std::os::unix::fs::symlink("x/".repeat(2047) + "x", src.join("long")).unwrap();
+    let o = wg_raw(&[os("archive"), os("capture"), src.as_os_str(), out.as_os_str()]);
+    assert_eq!(o.code(), Some(8), "{}", o.describe());
+    assert!(o.stderr.contains("symlink target is too long"), "{}", o.describe());
+    assert!(o.stderr.contains("completed with 1 warning"), "{}", o.describe());
+    assert_eq!(wg_ls(&out, "1"), ["/", "/f"]);
+    fs::remove_file(src.join("long")).unwrap();
+    fs::remove_file(&out).unwrap();
     // unknown compression
     wg_must_fail(&[
         os("archive"),
