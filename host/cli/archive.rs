@@ -189,6 +189,9 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         }
         ArchiveCommand::Verify { wim } => {
             let arch = WimArchive::open(&wim, &StandardCodecs)?;
+            for w in arch.header_warnings() {
+                eprintln!("wimguard: warning: {w}");
+            }
             let mut bar = ProgressLine::new("verifying");
             let r = arch.verify(&mut |b, bt| bar.update_bytes(b, bt))?;
             bar.finish();
@@ -361,6 +364,9 @@ fn json_str(s: &str) -> String {
 
 fn info_cmd(wim: PathBuf, json: bool) -> Result<(), CliError> {
     let arch = WimArchive::open(&wim, &StandardCodecs)?;
+    for w in arch.header_warnings() {
+        eprintln!("wimguard: warning: {w}");
+    }
     let h = &arch.header;
     let comp = h.compression()?;
     let images = arch.images();

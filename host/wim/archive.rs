@@ -392,6 +392,30 @@ pub struct VerifyReport {
 }
 
 impl WimArchive {
+    /// What the header says that a reader should hear about, though the
+    /// archive reads fine: a write that never finished (its writer was
+    /// killed: the tables are those of the last completed write), a
+    /// bootable image that does not exist. wimlib warns about both.
+    pub fn header_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.header.flags & super::header::HDR_FLAG_WRITE_IN_PROGRESS != 0 {
+            w.push(format!(
+                "{}: the header says a write was in progress (a writer was stopped?); \
+                 what the last completed write left is read",
+                self.path.display()
+            ));
+        }
+        if self.header.boot_index > self.image_count() {
+            w.push(format!(
+                "{}: the bootable image is {}, but there are {} images",
+                self.path.display(),
+                self.header.boot_index,
+                self.image_count()
+            ));
+        }
+        w
+    }
+
     /// Checks everything: the integrity table when present, every image's
     /// metadata (hash and structure), that every referenced blob exists, and
     /// every blob's SHA-1.

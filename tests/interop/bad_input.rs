@@ -299,6 +299,21 @@ fn bad_header_fields() {
         );
         all_commands_fail(&p, &s, name);
     }
+    // Readable, but worth a warning (wimlib warns too): a write that never
+    // finished, a bootable image past the last one.
+    for (name, at, value, says) in [
+        ("in_progress", 0x10, None, "a write was in progress"),
+        ("boot_index_past_end", 120, Some(9u32), "the bootable image is 9"),
+    ] {
+        let mut d = good.clone();
+        let v = value.unwrap_or_else(|| u32::from_le_bytes(d[at..at + 4].try_into().unwrap()) | 0x40);
+        put32(&mut d, at, v);
+        let p = write_variant(&s, &format!("hdr_{name}.wim"), &d);
+        for cmd in ["info", "verify"] {
+            let out = wg(&[os("archive"), os(cmd), p.as_os_str()]);
+            assert!(out.stderr.contains(says), "{name} {cmd}:\n{}", out.describe());
+        }
+    }
 }
 
 #[test]
