@@ -157,6 +157,12 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
                     r.unsafe_skipped
                 );
             }
+            if !r.warnings.is_empty() {
+                return Err(CliError::with_warnings(
+                    &format!("extract of image {index}"),
+                    r.warnings.len(),
+                ));
+            }
             Ok(())
         }
         ArchiveCommand::Info { wim, json } => info_cmd(wim, json),

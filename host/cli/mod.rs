@@ -14,7 +14,7 @@
 //! | 5 | unauthenticated (the server refused the token) |
 //! | 6 | server unreachable or unavailable (also not SERVING) |
 //! | 7 | conflict (ABORTED, FAILED_PRECONDITION, ALREADY_EXISTS) |
-//! | 8 | backup or capture done, with warnings (entries skipped, a hook failed) |
+//! | 8 | backup, capture, restore or extract done, with warnings (entries skipped, a hook failed) |
 //! | 130 | interrupted by Ctrl-C |
 
 /// `println!` for command output: a reader that went away (`… | head`)
@@ -67,10 +67,11 @@ pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_UNAUTHENTICATED: i32 = 5;
 pub const EXIT_UNREACHABLE: i32 = 6;
 pub const EXIT_CONFLICT: i32 = 7;
-/// The backup (or capture) succeeded, with warnings: some entries were
-/// skipped (unreadable, gone, changed while read) or a hook failed. As
+/// The backup, capture, restore or extract was done, with warnings: some
+/// entries were skipped (unreadable, gone, changed while read, not
+/// restorable here), attributes could not be set, or a hook failed. As
 /// with restic's and borg's exit codes, a schedule or script can tell an
-/// incomplete snapshot from a complete one.
+/// incomplete result from a complete one.
 pub const EXIT_WARNINGS: i32 = 8;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -84,7 +85,7 @@ Exit codes:
   5    unauthenticated (the server refused the token)
   6    server unreachable or unavailable
   7    conflict (e.g. another backup to the same archive is running)
-  8    backup done, with warnings (entries skipped, a hook failed: each one printed)
+  8    done, with warnings (a backup or restore skipped entries, a hook failed: each one printed)
   130  interrupted by Ctrl-C
 
 Client commands find the server through HOME/config.yaml (written by `wimguard server`);
@@ -264,8 +265,8 @@ impl std::fmt::Display for CliError {
 }
 
 impl CliError {
-    /// Exit code 8 for a backup or capture that succeeded with `warnings`
-    /// warnings (already printed, one per line); `what` names it.
+    /// Exit code 8 for work that was done with `warnings` warnings
+    /// (already printed, one per line); `what` names it.
     pub fn with_warnings(what: &str, warnings: usize) -> CliError {
         CliError {
             message: format!(

@@ -82,6 +82,10 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         print_human(&args.uuid, &target, args.dry_run, &r);
     }
     match r.status() {
+        pb::JobStatus::Succeeded if !r.warnings.is_empty() && !args.dry_run => Err(CliError::with_warnings(
+            &format!("restore of {}", args.uuid),
+            r.warnings.len(),
+        )),
         pb::JobStatus::Succeeded => Ok(()),
         s => Err(CliError::failure(format!(
             "restore of {} {}: {}",
