@@ -484,7 +484,12 @@ pub fn apply(
         };
         let mut target = link.path;
         if link.fixed_absolute && rpfix {
-            target = format!("{}{}", dest_abs.display(), target);
+            // A link to the image's root points at the target directory
+            // itself (no trailing slash, as wimlib writes it).
+            target = match target.as_str() {
+                "" | "/" => dest_abs.display().to_string(),
+                _ => format!("{}{}", dest_abs.display(), target),
+            };
         }
         if target.is_empty() {
             target = "/".into();

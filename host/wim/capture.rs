@@ -260,21 +260,34 @@ fn base_inode(m: &fs::Metadata, attributes: u32) -> Inode {
 }
 
 /// If an absolute symlink target resolves (by device and inode of its
-/// successive prefixes) to the capture root, returns it re-rooted there.
+/// successive prefixes, from the first component on) to the capture root,
+/// returns what follows that prefix, as written: `""` for a link to the
+/// root itself, `"/sub"` for one into it. The same rule as wimlib's, so
+/// both tools restore the link alike (the root link without a trailing
+/// slash; a capture of `/` itself keeps its absolute links as they are).
 fn rpfix_target(target: &str, root_id: (u64, u64)) -> Option<String> {
     if !target.starts_with('/') {
         return None;
     }
-    let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
-    for i in 0..=comps.len() {
-        let prefix = format!("/{}", comps[..i].join("/"));
-        if let Ok(m) = fs::metadata(&prefix) {
-            if (m.dev(), m.ino()) == root_id {
-                return Some(format!("/{}", comps[i..].join("/")));
-            }
+    let bytes = target.as_bytes();
+    let mut end = 0;
+    loop {
+        while end < bytes.len() && bytes[end] == b'/' {
+            end += 1;
+        }
+        if end == bytes.len() {
+            return None;
+        }
+        while end < bytes.len() && bytes[end] != b'/' {
+            end += 1;
+        }
+        match fs::metadata(&target[..end]) {
+            Ok(m) if (m.dev(), m.ino()) == root_id => return Some(target[end..].to_string()),
+            Ok(_) => {}
+            // The link points outside what can be looked at.
+            Err(_) => return None,
         }
     }
-    None
 }
 
 /// What the walk hands the data phase, in archive order.

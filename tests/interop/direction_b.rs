@@ -480,3 +480,39 @@ fn b_apply_strict_acls() {
         "apply --strict-acls",
     );
 }
+
+/// Absolute links to the captured root and into it are fixed up (rpfix):
+/// both tools restore them pointing at the same places, the root link
+/// without a trailing slash.
+#[test]
+fn b_absolute_links_to_the_root_restore_as_wimlib_does() {
+    ensure_wimlib();
+    let s = Scratch::new();
+    let src = s.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/f"), b"x").unwrap();
+    std::os::unix::fs::symlink(&src, src.join("to_root")).unwrap();
+    std::os::unix::fs::symlink(src.join("sub"), src.join("to_sub")).unwrap();
+    let wim = s.path("r.wim");
+    wg_capture(&src, &wim, "img1", &[]);
+    wimlib_verify(&wim, false);
+    let (ours, theirs) = (s.path("ours"), s.path("theirs"));
+    wg_extract(&wim, "1", &ours, &[]);
+    wl_apply(&wim, "1", &theirs);
+    for (name, under) in [("to_root", ""), ("to_sub", "/sub")] {
+        let got = std::fs::read_link(ours.join(name)).unwrap();
+        let want = std::fs::read_link(theirs.join(name)).unwrap();
+        let strip = |p: &std::path::Path, base: &std::path::Path| {
+            p.to_str()
+                .unwrap()
+                .strip_prefix(base.to_str().unwrap())
+                .map(str::to_string)
+        };
+        assert_eq!(strip(&got, &ours), Some(under.to_string()), "{name}: ours {got:?}");
+        assert_eq!(
+            strip(&want, &theirs),
+            Some(under.to_string()),
+            "{name}: wimlib {want:?}"
+        );
+    }
+}
