@@ -221,9 +221,12 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             let before = arch.file_size;
             drop(arch);
             if soft {
-                let freed = writer::soft_delete_image(&wim, index, &StandardCodecs)?;
+                writer::soft_delete_image(&wim, index, &StandardCodecs)?;
+                // What `archive info` will say: the image's share and the
+                // tables every rewrite leaves behind.
+                let reclaimable = writer::reclaimable_bytes(&WimArchive::open(&wim, &StandardCodecs)?);
                 outln!(
-                    "deleted image {index} from {} (soft: {freed} bytes now reclaimable by `archive optimize`)",
+                    "deleted image {index} from {} (soft: {reclaimable} bytes now reclaimable by `archive optimize`)",
                     wim.display()
                 );
                 return Ok(());

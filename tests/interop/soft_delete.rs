@@ -31,10 +31,16 @@ fn soft_delete_keeps_the_rest_exact_and_optimize_reclaims() {
     let r0 = info_json(&wim)["reclaimable"].as_u64().unwrap();
     assert!(r0 < 64 << 10, "{r0}");
 
-    wg(&[os("archive"), os("delete"), wim.as_os_str(), os("2"), os("--soft")]);
+    let said = wg(&[os("archive"), os("delete"), wim.as_os_str(), os("2"), os("--soft")]);
     let size1 = fs::metadata(&wim).unwrap().len();
     assert!(size1 >= size0, "a soft delete does not shrink the file");
     let reclaimable = info_json(&wim)["reclaimable"].as_u64().unwrap();
+    assert!(
+        said.stdout
+            .contains(&format!("soft: {reclaimable} bytes now reclaimable")),
+        "the delete and `archive info` disagree on what is reclaimable ({reclaimable}):\n{}",
+        said.describe()
+    );
     assert!(
         reclaimable >= r0 + (3 << 20),
         "image 2's own file should be reclaimable: {reclaimable}"
