@@ -66,6 +66,7 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
         .policy()
         .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
     let tz = zone(&req.time_zone)?;
+    check_known(jobs, &req.archive)?;
     let (mut report, remove) = decide(jobs, req, &policy, tz)?;
     if req.dry_run || remove.is_empty() {
         report.reclaimable = reclaimable(jobs, &req.archive);
@@ -128,6 +129,30 @@ fn decide(
         .map(|v| v.decision.id.clone())
         .collect();
     Ok((report, remove))
+}
+
+/// Refuses an archive that is neither there nor known to the catalog: a
+/// mistyped path or name would otherwise "remove 0 of 0 snapshots" and
+/// succeed, and the retention it was meant to apply would silently not
+/// happen.
+fn check_known(jobs: &Jobs, archive: &str) -> Result<(), CoreError> {
+    let catalog = jobs.catalog();
+    if !catalog.backups_in_archive(archive)?.is_empty() {
+        return Ok(());
+    }
+    match RemoteArchive::from_id(archive) {
+        None if Path::new(archive).exists() => Ok(()),
+        None => Err(CoreError::NotFound(format!(
+            "no archive at {archive}, and no snapshots of it in the catalog (a remote archive is named with \
+             --archive NAME --plugin PLUGIN)"
+        ))),
+        Some(_) if !catalog.remote_objects(archive)?.is_empty() => Ok(()),
+        Some(remote) => Err(CoreError::NotFound(format!(
+            "no remote archive {:?} of plugin {} in the catalog (`wimguard backups list` shows the archives; \
+             `wimguard catalog rebuild --plugin {}` reads a bucket's)",
+            remote.name, remote.plugin, remote.plugin
+        ))),
+    }
 }
 
 /// Bytes no image uses in a local archive (0 for a remote one, or one

@@ -335,6 +335,18 @@ fn retention_after_each_run_and_forget_on_demand_with_a_dry_run_that_changes_not
     // No rule at all is refused rather than removing everything.
     let out = cli_code(&env.home, &[os("forget"), os("--archive"), wim.as_os_str()], 2);
     assert!(out.stderr.contains("keep"), "{}", out.describe());
+    // A mistyped archive is not found, not "0 of 0 removed".
+    let typo = env.path("no-such.wim");
+    for archive in [
+        vec![os("--archive"), typo.as_os_str()],
+        vec![os("--archive"), os("nosuch"), os("--plugin"), os("s3-upload")],
+    ] {
+        let mut a = vec![os("forget")];
+        a.extend(archive);
+        a.extend([os("--keep-last"), os("1")]);
+        let out = cli_code(&env.home, &a, 4);
+        assert!(out.stderr.contains("no "), "{}", out.describe());
+    }
     server.stop();
 }
 
