@@ -31,7 +31,7 @@ pub enum BackupsCommand {
         /// Only backups of this source directory.
         #[arg(long, value_name = "P")]
         source: Option<PathBuf>,
-        /// Only backups into this archive.
+        /// Only backups into this archive (a path, or PLUGIN:NAME for a remote one).
         #[arg(long, value_name = "P")]
         destination: Option<PathBuf>,
         /// At most N backups (default: the server's page size, 100; at most 1000).
@@ -97,7 +97,7 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                     .transpose()?
                     .unwrap_or_default(),
                 destination: destination
-                    .map(|p| absolute_path(&p, "destination"))
+                    .map(|p| super::archive_filter(&p, "destination"))
                     .transpose()?
                     .unwrap_or_default(),
                 ..Default::default()

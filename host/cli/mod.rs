@@ -321,6 +321,28 @@ impl CliError {
 
 /// A path made absolute against the client's working directory (the
 /// server's differs), as the UTF-8 string the API carries.
+/// An archive as the catalog names it, for filters: `PLUGIN:NAME` (a
+/// remote archive, as listings show it) stays as given; a local path
+/// becomes absolute, with symbolic links to it and to its directory
+/// followed, as the server records it.
+pub fn archive_filter(path: &Path, what: &str) -> Result<String, CliError> {
+    let text = path.to_string_lossy();
+    if let Some((plugin, name)) = text.split_once(':') {
+        if !plugin.is_empty() && !name.is_empty() && !text.contains('/') {
+            return Ok(text.into_owned());
+        }
+    }
+    let abs = PathBuf::from(absolute_path(path, what)?);
+    let target = crate::wim::fsutil::final_target(&abs).unwrap_or_else(|_| abs.clone());
+    let real = match (target.parent(), target.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(target.clone()),
+        _ => target,
+    };
+    absolute_path(&real, what)
+}
+
 pub fn absolute_path(path: &Path, what: &str) -> Result<String, CliError> {
     if path.as_os_str().is_empty() {
         return Err(CliError::usage(format!("the {what} path is empty")));

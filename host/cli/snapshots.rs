@@ -11,7 +11,7 @@ use super::output::{
     bytes_human, change_word, diff_json, entry_json, follow_to_result, mode_human, print_json, printable,
     snapshot_json, time_human, verify_result_json, JobProgress, Table,
 };
-use super::{absolute_path, CliError, ClientOptions, EXIT_DAMAGED};
+use super::{CliError, ClientOptions, EXIT_DAMAGED};
 use crate::api::v1 as pb;
 use crate::client::Client;
 
@@ -27,7 +27,7 @@ pub struct SnapshotsArgs {
 pub enum SnapshotsCommand {
     /// List snapshots, of all archives or of one.
     List {
-        /// Only the snapshots of this archive.
+        /// Only the snapshots of this archive (a path, or PLUGIN:NAME for a remote one).
         #[arg(long, value_name = "WIM")]
         archive: Option<PathBuf>,
         /// At most N snapshots (default: the server's page size, 100).
@@ -68,7 +68,7 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                     page_token: page_token.unwrap_or_default(),
                 }),
                 archive: archive
-                    .map(|p| absolute_path(&p, "archive"))
+                    .map(|p| super::archive_filter(&p, "archive"))
                     .transpose()?
                     .unwrap_or_default(),
             };

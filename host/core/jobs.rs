@@ -490,10 +490,16 @@ impl Jobs {
                 "source and destination must be absolute paths".into(),
             ));
         }
-        // One name per archive, however it was spelled (symlinks, `..`).
-        if let (false, Some(dir), Some(name)) = (remote, spec.destination.parent(), spec.destination.file_name()) {
-            if let Ok(d) = std::fs::canonicalize(dir) {
-                spec.destination = d.join(name);
+        // One name per archive, however it was spelled (symlinks to it or
+        // to its directory, `..`): the catalog, retention and stats count
+        // archives by it.
+        if !remote {
+            let target =
+                crate::wim::fsutil::final_target(&spec.destination).unwrap_or_else(|_| spec.destination.clone());
+            if let (Some(dir), Some(name)) = (target.parent(), target.file_name()) {
+                if let Ok(d) = std::fs::canonicalize(dir) {
+                    spec.destination = d.join(name);
+                }
             }
         }
         if let Ok(s) = std::fs::canonicalize(&spec.source) {

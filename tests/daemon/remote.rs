@@ -153,6 +153,12 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
         "the delta holds {delta} bytes: only the new file, the changed one and metadata belong there"
     );
     assert!(b2["files_unchanged"].as_u64().unwrap() > 150, "{b2}");
+    // Listings filter by the archive as they show it.
+    for (cmd, flag) in [("backups", "--destination"), ("snapshots", "--archive")] {
+        let l = cli_json(&home, &[os(cmd), os("list"), os(flag), os("s3-upload:nightly")]);
+        let n = l.as_array().or_else(|| l["snapshots"].as_array()).map_or(0, Vec::len);
+        assert_eq!(n, 2, "{cmd} list {flag} s3-upload:nightly: {l}");
+    }
 
     // Whole restores, exact.
     for (u, want, name) in [(&u1, &first, "first"), (&u2, &second, "second")] {

@@ -164,3 +164,31 @@ fn backup_list_show_restore_incremental_diff_verify() {
 
     server.stop();
 }
+
+/// An archive reached through a symbolic link is one archive: the catalog
+/// records the real path, so listings, retention and stats count it once.
+#[test]
+fn a_destination_behind_a_symlink_is_recorded_under_its_real_path() {
+    let env = Env::new();
+    let _server = Server::start(&env.home);
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"contents").unwrap();
+    let real = env.path("real.wim");
+    let link = env.path("link.wim");
+    let first = backup(&env.home, &src, &real, &[]);
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let second = backup(&env.home, &src, &link, &[]);
+    assert_eq!(second["destination"], real.to_str().unwrap(), "{second}");
+    assert_eq!(second["image_index"], 2, "{second}");
+    assert_eq!(first["destination"], second["destination"]);
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // A listing filtered by either spelling finds both.
+    for spelled in [&real, &link] {
+        let l = cli_json(
+            &env.home,
+            &[os("backups"), os("list"), os("--destination"), spelled.as_os_str()],
+        );
+        assert_eq!(l.as_array().map_or(0, Vec::len), 2, "{spelled:?}: {l}");
+    }
+}
