@@ -92,6 +92,21 @@ pub fn final_target(path: &Path) -> io::Result<std::path::PathBuf> {
     ))
 }
 
+/// The one name of the file at `path`: symbolic links to it followed
+/// ([`final_target`]) and its directory canonicalized, so every spelling
+/// of an archive's path (a link, `..`, a linked directory) gives the same.
+/// Parts that cannot be resolved (a directory that does not exist) stay as
+/// given.
+pub fn real_file_path(path: &Path) -> std::path::PathBuf {
+    let target = final_target(path).unwrap_or_else(|_| path.to_path_buf());
+    match (target.parent(), target.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
+            std::fs::canonicalize(dir).map_or_else(|_| target.clone(), |d| d.join(name))
+        }
+        _ => target,
+    }
+}
+
 /// Gives `to` the permission bits, owner and extended attributes of `from`
 /// (a rebuilt archive replacing the old one keeps what was set on it).
 /// The owner is kept only where we may set it (root, or our own file).
