@@ -333,14 +333,7 @@ pub fn archive_filter(path: &Path, what: &str) -> Result<String, CliError> {
         }
     }
     let abs = PathBuf::from(absolute_path(path, what)?);
-    let target = crate::wim::fsutil::final_target(&abs).unwrap_or_else(|_| abs.clone());
-    let real = match (target.parent(), target.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
-            .map(|d| d.join(name))
-            .unwrap_or(target.clone()),
-        _ => target,
-    };
-    absolute_path(&real, what)
+    absolute_path(&crate::wim::fsutil::real_file_path(&abs), what)
 }
 
 pub fn absolute_path(path: &Path, what: &str) -> Result<String, CliError> {
