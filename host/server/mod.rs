@@ -138,6 +138,12 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
         &cfg.plugin_install,
     )?);
     plugins.register_bundled(crate::bundled::bundled_plugins())?;
+    for name in plugins.configured_but_not_installed()? {
+        tracing::warn!(
+            "config.yaml configures plugin `{name}`, but no plugin of that name is installed (a typo? \
+             `wimguard plugin list` shows the names); its settings wait for one to be installed"
+        );
+    }
     // Uploads a crash left open are aborted (their backups were marked
     // interrupted above); the earlier objects of their chains are intact.
     let registry = plugins.clone();

@@ -525,3 +525,26 @@ fn a_hook_waiting_on_a_silent_server_is_stopped_by_its_time_limit() {
     );
     drop(tarpit);
 }
+
+/// A plugin config.yaml configures under a name nothing is installed as
+/// (a typo, most often) is named in a warning at start: its settings and
+/// limits would otherwise silently apply to nothing.
+#[test]
+fn a_configured_plugin_that_is_not_installed_is_warned_about() {
+    let env = Env::new();
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  s3upload:\n    settings: {{ bucket: b }}\n  webhook:\n    settings: {{ url: \"https://hooks.example.com/x\" }}\n",
+        "s".repeat(64)
+    ));
+    let server = Server::start(&env.home);
+    cli_ok(&env.home, &[os("health")]);
+    let log = server.log_text();
+    assert!(
+        log.contains("configures plugin `s3upload`, but no plugin of that name is installed"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("plugin `webhook`, but"),
+        "the bundled webhook is installed: {log}"
+    );
+}

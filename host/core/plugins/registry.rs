@@ -470,6 +470,22 @@ impl PluginRegistry {
         Ok(())
     }
 
+    /// Names config.yaml configures (under `plugins:`) that no installed
+    /// plugin has: a typo, most often. Their settings wait for a plugin of
+    /// that name to be installed; the server warns at start.
+    pub fn configured_but_not_installed(&self) -> Result<Vec<String>, RegistryError> {
+        let installed: std::collections::HashSet<String> =
+            self.catalog.list_plugins()?.into_iter().map(|r| r.name).collect();
+        let mut missing: Vec<String> = self
+            .config
+            .keys()
+            .filter(|n| !installed.contains(*n))
+            .cloned()
+            .collect();
+        missing.sort();
+        Ok(missing)
+    }
+
     pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
         Ok(self
             .catalog
