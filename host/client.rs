@@ -219,9 +219,12 @@ pub fn describe_status(code: Code, server_message: &str, ctx: &ErrorContext) -> 
         Code::NotFound => "not found".into(),
         Code::DataLoss => "the archive is damaged".into(),
         Code::PermissionDenied => {
-            "permission denied (the server process must be allowed to read or write the path)".into()
+            "permission denied (the server process, or its credentials for a remote store, must be allowed to read \
+             or write it)"
+                .into()
         }
-        Code::Aborted | Code::FailedPrecondition | Code::AlreadyExists => "conflict".into(),
+        Code::Aborted | Code::AlreadyExists => "conflict".into(),
+        Code::FailedPrecondition => "refused".into(),
         Code::Cancelled => "cancelled".into(),
         Code::InvalidArgument | Code::OutOfRange => "invalid request".into(),
         Code::Unavailable => format!("the wimguard server at {} is unavailable", ctx.address),

@@ -68,6 +68,24 @@ impl From<WimError> for CoreError {
     }
 }
 
+/// An archive could not be read; `what` names it. Only what is wrong in
+/// the archive itself is damage (DATA_LOSS, exit 3): a disk or object store
+/// that refuses the read (credentials, a missing bucket, an I/O error) is
+/// reported as what it is, so nobody restores from elsewhere for nothing.
+pub fn read_failure(what: &str, e: WimError) -> CoreError {
+    let m = format!("{what}: {e}");
+    match e {
+        WimError::Corrupt(_) | WimError::Invalid(_) => CoreError::DataLoss(m),
+        WimError::Io(io) => match io.kind() {
+            std::io::ErrorKind::NotFound => CoreError::NotFound(m),
+            std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(m),
+            _ => CoreError::Internal(m),
+        },
+        WimError::CodecUnavailable(_) | WimError::Unsupported(_) => CoreError::FailedPrecondition(m),
+        other => CoreError::from(other),
+    }
+}
+
 impl From<crate::catalog::CatalogError> for CoreError {
     fn from(e: crate::catalog::CatalogError) -> Self {
         CoreError::Internal(e.to_string())
@@ -125,5 +143,42 @@ mod tests {
         for (d, c) in pairs {
             assert_eq!(format!("{:?}", CoreError::from(d)), format!("{c:?}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod read_failure_tests {
+    use super::*;
+
+    /// Only damage in the archive is DATA_LOSS; a store or disk that
+    /// refuses the read keeps its own kind.
+    #[test]
+    fn read_failures_are_damage_only_when_the_archive_is_wrong() {
+        let io = |k| WimError::Io(std::io::Error::new(k, "HTTP 403: credentials refused"));
+        let kind = |e: WimError| std::mem::discriminant(&read_failure("x", e));
+        let d = std::mem::discriminant;
+        assert_eq!(
+            kind(WimError::Corrupt("sha".into())),
+            d(&CoreError::DataLoss(String::new()))
+        );
+        assert_eq!(
+            kind(WimError::Invalid("bad".into())),
+            d(&CoreError::DataLoss(String::new()))
+        );
+        assert_eq!(
+            kind(io(std::io::ErrorKind::PermissionDenied)),
+            d(&CoreError::PermissionDenied(String::new()))
+        );
+        assert_eq!(
+            kind(io(std::io::ErrorKind::NotFound)),
+            d(&CoreError::NotFound(String::new()))
+        );
+        assert_eq!(
+            kind(io(std::io::ErrorKind::Other)),
+            d(&CoreError::Internal(String::new()))
+        );
+        assert!(read_failure("archive a.wim", io(std::io::ErrorKind::Other))
+            .to_string()
+            .starts_with("archive a.wim: "));
     }
 }

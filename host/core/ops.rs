@@ -50,7 +50,7 @@ pub fn open_image(jobs: &Jobs, rec: &BackupRecord) -> Result<(WimArchive, u32), 
         crate::wim::WimError::CodecUnavailable(m) => {
             CoreError::FailedPrecondition(format!("backup {} cannot be read: {m}", rec.uuid))
         }
-        other => CoreError::DataLoss(format!("archive {} cannot be read: {other}", rec.destination)),
+        other => crate::error::read_failure(&format!("archive {} cannot be read", rec.destination), other),
     })?;
     let index = arch
         .images()
@@ -79,7 +79,9 @@ pub struct LoadedImage {
 pub fn load_snapshot(jobs: &Jobs, rec: &BackupRecord) -> Result<LoadedImage, CoreError> {
     let (arch, index) = open_image(jobs, rec)?;
     let memory = jobs.memory().reserve_image(&arch, index, None)?;
-    let tree = arch.load_image(index).map_err(|e| CoreError::DataLoss(e.to_string()))?;
+    let tree = arch
+        .load_image(index)
+        .map_err(|e| crate::error::read_failure(&format!("image {index} of {}", arch.path.display()), e))?;
     Ok(LoadedImage {
         arch,
         index,
@@ -276,7 +278,10 @@ pub fn diff(
     let _memory = jobs
         .memory()
         .reserve(need, &format!("the diff of {} and {}", base.uuid, target.uuid), None)?;
-    let load = |arch: &WimArchive, i| arch.load_image(i).map_err(|e| CoreError::DataLoss(e.to_string()));
+    let load = |arch: &WimArchive, i| {
+        arch.load_image(i)
+            .map_err(|e| crate::error::read_failure(&format!("image {i} of {}", arch.path.display()), e))
+    };
     let (a_tree, b_tree) = (load(&a_arch, a_index)?, load(&b_arch, b_index)?);
     let a = Side {
         arch: &a_arch,
@@ -353,7 +358,7 @@ pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64
         crate::wim::archive::check_items(rec.image_index, &tree).map_err(|e| CoreError::DataLoss(e.to_string()))?;
         let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
         arch.verify_blobs(used, progress)
-            .map_err(|e| CoreError::DataLoss(e.to_string()))
+            .map_err(|e| crate::error::read_failure(&arch.path.display().to_string(), e))
     })
 }
 
@@ -371,8 +376,7 @@ pub fn restore(
         let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
         apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
             crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
-            crate::wim::WimError::Invalid(m) | crate::wim::WimError::Corrupt(m) => CoreError::DataLoss(m),
-            other => CoreError::from(other),
+            other => crate::error::read_failure(&arch.path.display().to_string(), other),
         })
     })
 }

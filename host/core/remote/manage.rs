@@ -39,7 +39,7 @@ pub fn open_snapshot(
     let source = Arc::new(RemoteSource::new(store.clone(), &own.key, own.size));
     let mut arch = WimArchive::from_source(Path::new(&name(&own.key)), source, codecs).map_err(|e| match e {
         crate::wim::WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
-        other => CoreError::DataLoss(format!("{} cannot be read: {other}", name(&own.key))),
+        other => crate::error::read_failure(&format!("{} cannot be read", name(&own.key)), other),
     })?;
     let mut by_object: BTreeMap<u32, Vec<crate::wim::blob_table::BlobEntry>> = BTreeMap::new();
     for b in catalog.remote_blobs(&img.archive)? {

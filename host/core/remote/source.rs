@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::ObjectStore;
+use crate::error::CoreError;
 use crate::wim::storage::ReadAt;
 
 /// Largest announced range fetched whole (bigger ones are read as decoded).
@@ -48,10 +49,16 @@ impl RemoteSource {
             let at = offset + out.len() as u64;
             let n = (len - out.len() as u64).min(READ_MAX) as u32;
             self.gets.fetch_add(1, Ordering::Relaxed);
-            let piece = self
-                .store
-                .read(&self.key, at, n)
-                .map_err(|e| io::Error::other(format!("reading {} from {}: {e}", self.key, self.store.name())))?;
+            let piece = self.store.read(&self.key, at, n).map_err(|e| {
+                // The store's verdict travels as the error's kind: a
+                // refusal is not damage to the archive.
+                let kind = match e {
+                    CoreError::NotFound(_) => io::ErrorKind::NotFound,
+                    CoreError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+                    _ => io::ErrorKind::Other,
+                };
+                io::Error::new(kind, format!("reading {} from {}: {e}", self.key, self.store.name()))
+            })?;
             if piece.is_empty() || piece.len() > n as usize {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
