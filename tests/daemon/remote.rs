@@ -46,10 +46,16 @@ impl Remote {
     }
 
     fn start_with_secret(secret_var: &str) -> Remote {
+        Self::start_with(secret_var, "")
+    }
+
+    /// `extra_settings`: more of the plugin's settings, `, key: "value"`.
+    fn start_with(secret_var: &str, extra_settings: &str) -> Remote {
         let env = Env::new();
         let s3 = S3Server::start();
         let proxy = FaultyProxy::start(s3.addr());
-        env.write_config(&plugin_config(&proxy.endpoint(), &proxy.allowed_host(), secret_var));
+        let config = plugin_config(&proxy.endpoint(), &proxy.allowed_host(), secret_var);
+        env.write_config(&config.replace("pathStyle: \"true\"", &format!("pathStyle: \"true\"{extra_settings}")));
         let server = Server::start_with_env(&env.home, &S3_ENV);
         Remote {
             env,
@@ -413,6 +419,44 @@ fn transient_faults_are_retried_and_persistent_ones_fail_without_a_trace() {
     let out = r.env.path("out-again");
     restore_to(r.home(), &u, &out, &[]);
     same_tree(&want, &out, &src, "the first snapshot after a failed one");
+}
+
+/// A failed upload whose abort the store refuses too is not forgotten:
+/// the catalog keeps its token, and the next backup to the archive aborts
+/// it (the parts would otherwise stay in the bucket, billed, for good).
+#[test]
+fn an_upload_whose_abort_failed_is_aborted_by_the_next_backup() {
+    // A short retry budget: the store stays down for the whole attempt.
+    let r = Remote::start_with("WG_TEST_S3_SECRET", ", maxRetrySeconds: \"2\"");
+    let src = r.env.path("src");
+    source(&src, 1 << 20);
+    r.backup(&src, "stuck");
+    fs::write(src.join("docs/more.txt"), Rng::new(9).bytes(40 << 20)).unwrap();
+    r.proxy.inject(Rule::new(Fault::SlowDown).method("PUT").times(100_000));
+    r.proxy
+        .inject(Rule::new(Fault::SlowDown).method("DELETE").times(100_000));
+    let out = backup_out(
+        r.home(),
+        &src,
+        Path::new("stuck"),
+        &["--plugin", "s3-upload", "--compression", "xpress"],
+    );
+    assert!(!out.ok(), "{}", out.describe());
+    r.proxy.clear_rules();
+    assert!(
+        !r.s3.pending_upload_files().is_empty(),
+        "premise: the refused abort leaves the parts"
+    );
+    let want = common::snapshot(&src);
+    let b = r.backup(&src, "stuck");
+    assert!(
+        r.s3.pending_upload_files().is_empty(),
+        "the abandoned upload was never aborted: {:?}",
+        r.s3.pending_upload_files()
+    );
+    let out = r.env.path("out");
+    restore_to(r.home(), &uuid_of(&b), &out, &[]);
+    same_tree(&want, &out, &src, "the backup after the abandoned upload");
 }
 
 #[test]

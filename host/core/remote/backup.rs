@@ -90,12 +90,20 @@ pub fn capture(
 ) -> Result<CaptureReport, CoreError> {
     let id = t.archive.id();
     let objects = t.catalog.remote_objects(&id)?;
-    if let Some(o) = objects.iter().find(|o| o.state == ObjectState::Uploading) {
-        return Err(CoreError::Conflict(format!(
-            "{} is being written by backup {}; wait for it or cancel it",
-            o.key, o.backup_uuid
-        )));
+    for o in objects.iter().filter(|o| o.state == ObjectState::Uploading) {
+        let writer = t.catalog.get_backup(&o.backup_uuid)?;
+        if writer.as_ref().is_none_or(|b| b.status == Status::Running) {
+            return Err(CoreError::Conflict(format!(
+                "{} is being written by backup {}; wait for it or cancel it",
+                o.key, o.backup_uuid
+            )));
+        }
+        // An upload an earlier backup failed to abort: tried again now.
+        // If the store still refuses, the row stays and this backup takes
+        // the next number.
+        crate::remote::manage::tidy_abandoned_upload(t.catalog, &*t.store, o)?;
     }
+    let objects = t.catalog.remote_objects(&id)?;
     let seq = objects.iter().map(|o| o.seq).max().unwrap_or(0) + 1;
     let key = t.archive.object_key(seq);
     // Reading takes the format's own decoder (a wasm implementation may
@@ -108,11 +116,12 @@ pub fn capture(
     let known = t.catalog.remote_blobs(&id)?;
     let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;
+    let abort_failed = Arc::new(AtomicBool::new(false));
     let result = (|| {
         let catalog = t.catalog.clone();
         let (token_archive, token_seq) = (id.clone(), seq);
         // Recorded at once: a crash leaves a token the next start aborts.
-        let upload = ObjectUpload::new(
+        let mut upload = ObjectUpload::new(
             t.store.clone(),
             &key,
             Box::new(move |token| {
@@ -122,6 +131,7 @@ pub fn capture(
             }),
             upload_progress,
         );
+        upload.report_abort_failure_to(abort_failed.clone());
         let name = format!("{}/{key}", t.store.name());
         let mut writer = WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
         writer.watch_cancel(cancel.clone());
@@ -171,8 +181,12 @@ pub fn capture(
         Ok(report)
     })();
     if result.is_err() {
-        // The upload was aborted when it was dropped; forget the object.
-        if let Err(e) = t.catalog.drop_remote_object(&id, seq) {
+        if abort_failed.load(std::sync::atomic::Ordering::SeqCst) {
+            // Its parts are still in the bucket: the row keeps the token,
+            // and the next backup to the archive (or start) aborts it.
+            tracing::warn!(%key, "a failed upload could not be aborted; it is tried again at the next backup or start");
+        } else if let Err(e) = t.catalog.drop_remote_object(&id, seq) {
+            // The upload was aborted when it was dropped; forget the object.
             tracing::warn!(%key, "cannot forget a failed upload in the catalog: {e}");
         }
     }

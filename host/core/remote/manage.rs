@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::source::RemoteSource;
 use super::{ObjectStore, RemoteArchive};
-use crate::catalog::remote::{ObjectState, RemoteImage};
+use crate::catalog::remote::{ObjectState, RemoteImage, RemoteObject};
 use crate::catalog::Catalog;
 use crate::error::CoreError;
 use crate::wim::codecs::{CodecResolver, KnownCodec, SharedCodec};
@@ -89,6 +89,40 @@ pub fn delete_snapshot(catalog: &Catalog, store: &Arc<dyn ObjectStore>, img: &Re
 /// Gives the object store of a destination plugin, by name.
 pub type StoreFor<'a> = dyn Fn(&str) -> Result<Arc<dyn ObjectStore>, CoreError> + 'a;
 
+/// Aborts an upload that no backup is writing any more (a crash, or an
+/// abort that failed then) and forgets it. When the store still refuses,
+/// the catalog keeps its row and token, and false is returned: the next
+/// start, or the next backup to the archive, tries again. (Otherwise the
+/// parts would stay in the bucket, billed, with nothing left that knows.)
+pub fn tidy_abandoned_upload(catalog: &Catalog, store: &dyn ObjectStore, o: &RemoteObject) -> Result<bool, CoreError> {
+    if !o.upload_token.is_empty() {
+        match store.abort_upload(&o.upload_token) {
+            Ok(()) => tracing::info!(key = %o.key, "aborted an abandoned upload"),
+            Err(e) => {
+                tracing::warn!(key = %o.key, "cannot abort an abandoned upload yet (tried again later): {e}");
+                return Ok(false);
+            }
+        }
+    }
+    // Completed in the store but never recorded (a crash came between the
+    // two): nothing refers to it, and it would block its number.
+    match store.stat(&o.key) {
+        Ok(Some(_)) => {
+            if let Err(e) = store.delete(&o.key) {
+                tracing::warn!(key = %o.key, "cannot delete an object left unrecorded yet: {e}");
+                return Ok(false);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(key = %o.key, "cannot check an abandoned upload yet: {e}");
+            return Ok(false);
+        }
+    }
+    catalog.drop_remote_object(&o.archive, o.seq)?;
+    Ok(true)
+}
+
 /// After a crash: uploads the catalog records as in progress are aborted
 /// and forgotten (their backups are marked interrupted separately).
 /// `store_for` gives the plugin of an archive; failures are logged, not
@@ -107,29 +141,9 @@ pub fn abort_interrupted_uploads(catalog: &Catalog, store_for: &StoreFor<'_>) ->
                 continue;
             }
         };
-        if !o.upload_token.is_empty() {
-            match store.abort_upload(&o.upload_token) {
-                Ok(()) => tracing::info!(key = %o.key, "aborted an upload a crash left behind"),
-                Err(e) => tracing::warn!(key = %o.key, "cannot abort an upload a crash left behind: {e}"),
-            }
+        if tidy_abandoned_upload(catalog, &*store, &o)? {
+            n += 1;
         }
-        // Completed in the store but never recorded (the crash came between
-        // the two): nothing refers to it, and it would block its number.
-        match store.stat(&o.key) {
-            Ok(Some(_)) => {
-                if let Err(e) = store.delete(&o.key) {
-                    tracing::warn!(key = %o.key, "cannot delete an object a crash left unrecorded: {e}");
-                    continue;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(key = %o.key, "cannot check an upload a crash left behind: {e}");
-                continue;
-            }
-        }
-        catalog.drop_remote_object(&o.archive, o.seq)?;
-        n += 1;
     }
     // A consolidation that switched but had not deleted the old chain yet.
     for archive in catalog.remote_archives()? {

@@ -82,6 +82,9 @@ pub struct ObjectUpload {
     queue: Option<SyncSender<Part>>,
     worker: Option<JoinHandle<()>>,
     done: bool,
+    /// Raised when an abandoned upload could not be aborted: its token
+    /// must then be kept, so that it is aborted later.
+    abort_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a finished upload stored.
@@ -127,7 +130,14 @@ impl ObjectUpload {
             queue: Some(tx),
             worker: Some(worker),
             done: false,
+            abort_failed: None,
         }
+    }
+
+    /// Raises `flag` if the upload is dropped unfinished and cannot be
+    /// aborted (the store is unreachable, say).
+    pub fn report_abort_failure_to(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.abort_failed = Some(flag);
     }
 
     /// A handle for the writer (parts go through the same worker).
@@ -206,6 +216,9 @@ impl Drop for ObjectUpload {
         if !self.done {
             if let Err(e) = self.abort_inner() {
                 tracing::warn!(key = %self.shared.key, "could not abort an abandoned upload: {e}");
+                if let Some(flag) = &self.abort_failed {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         }
     }
