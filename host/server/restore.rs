@@ -50,6 +50,16 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
             pb::OverwritePolicy::Overwrite => Overwrite::Replace,
             pb::OverwritePolicy::Skip => Overwrite::Skip,
         };
+        if r.backup_uuid.trim().is_empty() {
+            return Err(Status::invalid_argument("no backup uuid given"));
+        }
+        // An empty path (a script's unset variable) would mean "everything":
+        // refused, not taken for the whole snapshot.
+        if r.paths.iter().any(|p| p.trim().is_empty()) {
+            return Err(Status::invalid_argument(
+                "an empty --path was given; name a path inside the snapshot, or leave --path out to restore everything",
+            ));
+        }
         let rec = crate::ops::snapshot_record(&self.shared.jobs, &r.backup_uuid).map_err(convert::status)?;
         // A client that goes away stops its restore.
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -194,6 +194,21 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
             out.describe()
         );
     }
+    // An empty --path (a script's unset variable) is refused, not taken
+    // for "everything".
+    let out = cli_code(
+        &env.home,
+        &[
+            os("restore"),
+            os(unknown),
+            os("--target"),
+            t.as_os_str(),
+            os("--path"),
+            os(""),
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("empty --path"), "{}", out.describe());
     let rt = runtime();
     let c = client(&env.home, None);
     let e = rt.block_on(c.get_backup(unknown)).unwrap_err();
