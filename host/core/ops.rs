@@ -18,6 +18,9 @@ use crate::wim::{time, WimArchive};
 
 /// A successful backup's record, or NOT_FOUND / a conflict.
 pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreError> {
+    if uuid.trim().is_empty() {
+        return Err(CoreError::InvalidArgument("no snapshot uuid given".into()));
+    }
     let rec = jobs
         .catalog()
         .get_backup(uuid)?

@@ -82,6 +82,9 @@ fn codec_name(c: i32, codec: &str) -> Result<Option<CodecName>, Status> {
 }
 
 fn record_or_not_found(shared: &Shared, uuid: &str) -> Result<crate::catalog::BackupRecord, Status> {
+    if uuid.trim().is_empty() {
+        return Err(Status::invalid_argument("no backup uuid given"));
+    }
     shared
         .jobs
         .catalog()

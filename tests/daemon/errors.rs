@@ -194,6 +194,14 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
             out.describe()
         );
     }
+    // An empty uuid (a script's unset variable) is a usage error.
+    for args in [
+        vec![os("backups"), os("show"), os("")],
+        vec![os("snapshots"), os("show"), os("")],
+        vec![os("snapshots"), os("browse"), os("")],
+    ] {
+        cli_code(&env.home, &args, 2);
+    }
     // An empty --path (a script's unset variable) is refused, not taken
     // for "everything".
     let out = cli_code(
