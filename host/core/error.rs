@@ -68,21 +68,29 @@ impl From<WimError> for CoreError {
     }
 }
 
-/// An archive could not be read; `what` names it. Only what is wrong in
-/// the archive itself is damage (DATA_LOSS, exit 3): a disk or object store
-/// that refuses the read (credentials, a missing bucket, an I/O error) is
-/// reported as what it is, so nobody restores from elsewhere for nothing.
-pub fn read_failure(what: &str, e: WimError) -> CoreError {
-    let m = format!("{what}: {e}");
-    match e {
-        WimError::Corrupt(_) | WimError::Invalid(_) => CoreError::DataLoss(m),
-        WimError::Io(io) => match io.kind() {
-            std::io::ErrorKind::NotFound => CoreError::NotFound(m),
-            std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(m),
-            _ => CoreError::Internal(m),
-        },
-        WimError::CodecUnavailable(_) | WimError::Unsupported(_) => CoreError::FailedPrecondition(m),
-        other => CoreError::from(other),
+impl CoreError {
+    /// The same kind of error, its message led by `what` (which archive,
+    /// which image). Reading an archive keeps the kind `From<WimError>`
+    /// gives: only what is wrong in the archive itself is damage
+    /// (DATA_LOSS, exit 3); a disk or object store that refuses the read
+    /// (credentials, a missing object, an I/O error) stays what it is.
+    pub fn context(self, what: &str) -> CoreError {
+        use CoreError::*;
+        let m = |m: String| format!("{what}: {m}");
+        match self {
+            NotFound(s) => NotFound(m(s)),
+            InvalidArgument(s) => InvalidArgument(m(s)),
+            PermissionDenied(s) => PermissionDenied(m(s)),
+            Conflict(s) => Conflict(m(s)),
+            AlreadyExists(s) => AlreadyExists(m(s)),
+            FailedPrecondition(s) => FailedPrecondition(m(s)),
+            DataLoss(s) => DataLoss(m(s)),
+            Cancelled => Cancelled,
+            OutOfRange(s) => OutOfRange(m(s)),
+            ResourceExhausted(s) => ResourceExhausted(m(s)),
+            Unavailable(s) => Unavailable(m(s)),
+            Internal(s) => Internal(m(s)),
+        }
     }
 }
 
@@ -155,7 +163,7 @@ mod read_failure_tests {
     #[test]
     fn read_failures_are_damage_only_when_the_archive_is_wrong() {
         let io = |k| WimError::Io(std::io::Error::new(k, "HTTP 403: credentials refused"));
-        let kind = |e: WimError| std::mem::discriminant(&read_failure("x", e));
+        let kind = |e: WimError| std::mem::discriminant(&CoreError::from(e).context("x"));
         let d = std::mem::discriminant;
         assert_eq!(
             kind(WimError::Corrupt("sha".into())),
@@ -177,7 +185,8 @@ mod read_failure_tests {
             kind(io(std::io::ErrorKind::Other)),
             d(&CoreError::Internal(String::new()))
         );
-        assert!(read_failure("archive a.wim", io(std::io::ErrorKind::Other))
+        assert!(CoreError::from(io(std::io::ErrorKind::Other))
+            .context("archive a.wim")
             .to_string()
             .starts_with("archive a.wim: "));
     }

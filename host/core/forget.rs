@@ -66,8 +66,10 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
         .policy()
         .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
     let tz = zone(&req.time_zone)?;
-    check_known(jobs, &req.archive)?;
     let (mut report, remove) = decide(jobs, req, &policy, tz)?;
+    if report.verdicts.is_empty() {
+        check_known(jobs, &req.archive)?;
+    }
     if req.dry_run || remove.is_empty() {
         report.reclaimable = reclaimable(jobs, &req.archive);
         return Ok(report);

@@ -53,7 +53,7 @@ pub fn open_image(jobs: &Jobs, rec: &BackupRecord) -> Result<(WimArchive, u32), 
         crate::wim::WimError::CodecUnavailable(m) => {
             CoreError::FailedPrecondition(format!("backup {} cannot be read: {m}", rec.uuid))
         }
-        other => crate::error::read_failure(&format!("archive {} cannot be read", rec.destination), other),
+        other => CoreError::from(other).context(&format!("archive {} cannot be read", rec.destination)),
     })?;
     let index = arch
         .images()
@@ -84,7 +84,7 @@ pub fn load_snapshot(jobs: &Jobs, rec: &BackupRecord) -> Result<LoadedImage, Cor
     let memory = jobs.memory().reserve_image(&arch, index, None)?;
     let tree = arch
         .load_image(index)
-        .map_err(|e| crate::error::read_failure(&format!("image {index} of {}", arch.path.display()), e))?;
+        .map_err(|e| CoreError::from(e).context(&format!("image {index} of {}", arch.path.display())))?;
     Ok(LoadedImage {
         arch,
         index,
@@ -283,7 +283,7 @@ pub fn diff(
         .reserve(need, &format!("the diff of {} and {}", base.uuid, target.uuid), None)?;
     let load = |arch: &WimArchive, i| {
         arch.load_image(i)
-            .map_err(|e| crate::error::read_failure(&format!("image {i} of {}", arch.path.display()), e))
+            .map_err(|e| CoreError::from(e).context(&format!("image {i} of {}", arch.path.display())))
     };
     let (a_tree, b_tree) = (load(&a_arch, a_index)?, load(&b_arch, b_index)?);
     let a = Side {
@@ -361,7 +361,7 @@ pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64
         crate::wim::archive::check_items(rec.image_index, &tree).map_err(|e| CoreError::DataLoss(e.to_string()))?;
         let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
         arch.verify_blobs(used, progress)
-            .map_err(|e| crate::error::read_failure(&arch.path.display().to_string(), e))
+            .map_err(|e| CoreError::from(e).context(&arch.path.display().to_string()))
     })
 }
 
@@ -377,10 +377,8 @@ pub fn restore(
         let (arch, index) = open_image(jobs, rec)?;
         // apply loads the tree itself; the reservation covers it until the end.
         let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
-        apply::apply(&arch, index, target, opts, progress).map_err(|e| match e {
-            crate::wim::WimError::Locked(m) => CoreError::Conflict(m),
-            other => crate::error::read_failure(&arch.path.display().to_string(), other),
-        })
+        apply::apply(&arch, index, target, opts, progress)
+            .map_err(|e| CoreError::from(e).context(&arch.path.display().to_string()))
     })
 }
 

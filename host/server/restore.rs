@@ -50,9 +50,6 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
             pb::OverwritePolicy::Overwrite => Overwrite::Replace,
             pb::OverwritePolicy::Skip => Overwrite::Skip,
         };
-        if r.backup_uuid.trim().is_empty() {
-            return Err(Status::invalid_argument("no backup uuid given"));
-        }
         // An empty path (a script's unset variable) would mean "everything":
         // refused, not taken for the whole snapshot.
         if r.paths.iter().any(|p| p.trim().is_empty()) {

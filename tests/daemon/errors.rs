@@ -159,19 +159,7 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
     // starts, as a usage error (exit 2) naming the flag.
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    let out = cli_code(
-        &env.home,
-        &[
-            os("backup"),
-            os("--source"),
-            src.as_os_str(),
-            os("--destination"),
-            wim.as_os_str(),
-            os("--exclude"),
-            os("\\"),
-        ],
-        2,
-    );
+    let out = cli_code(&env.home, &backup_args(&src, &wim, &["--exclude", "\\"]), 2);
     assert!(out.stderr.contains("--exclude"), "{}", out.describe());
     assert!(!wim.exists());
 

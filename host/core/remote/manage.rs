@@ -37,10 +37,8 @@ pub fn open_snapshot(
         })?;
     let name = |key: &str| format!("{}:{key}", store.name());
     let source = Arc::new(RemoteSource::new(store.clone(), &own.key, own.size));
-    let mut arch = WimArchive::from_source(Path::new(&name(&own.key)), source, codecs).map_err(|e| match e {
-        crate::wim::WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
-        other => crate::error::read_failure(&format!("{} cannot be read", name(&own.key)), other),
-    })?;
+    let mut arch = WimArchive::from_source(Path::new(&name(&own.key)), source, codecs)
+        .map_err(|e| CoreError::from(e).context(&format!("{} cannot be read", name(&own.key))))?;
     let mut by_object: BTreeMap<u32, Vec<crate::wim::blob_table::BlobEntry>> = BTreeMap::new();
     for b in catalog.remote_blobs(&img.archive)? {
         if b.seq != img.seq {
