@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::backup::{follow, interrupt_signal, Follow};
 use super::output::{
-    backup_json, bytes_human, compression_word, duration_between, phase_word, print_json, status_word, time_human,
-    Table,
+    backup_json, bytes_human, compression_word, deletion_words, duration_between, outcome_word, phase_word, print_json,
+    status_word, time_human, Table,
 };
 use super::{absolute_path, CliError, ClientOptions};
 use crate::api::v1 as pb;
@@ -151,23 +151,28 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
         }
         BackupsCommand::Delete { uuid } => {
             let r = client.delete_backup(&uuid).await?;
-            let b = r.backup.unwrap_or_default();
+            let b = r.backup.clone().unwrap_or_default();
             if json {
                 print_json(&json!({
                     "backup": backup_json(&b),
                     "archive_bytes_before": r.archive_bytes_before,
                     "archive_bytes_after": r.archive_bytes_after,
+                    "outcome": outcome_word(r.outcome()),
                 }));
             } else {
+                let image = match r.outcome() {
+                    pb::DeleteOutcome::RecordOnly => String::new(),
+                    _ if b.destination.is_empty() => String::new(),
+                    _ => format!(": image {} of {}", b.image_index, b.destination),
+                };
                 outln!(
-                    "deleted backup {uuid}{} ({} → {})",
-                    if b.destination.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": image {} of {}", b.image_index, b.destination)
-                    },
-                    bytes_human(r.archive_bytes_before),
-                    bytes_human(r.archive_bytes_after)
+                    "deleted backup {uuid}{image} {}",
+                    deletion_words(
+                        r.outcome(),
+                        r.archive_bytes_before,
+                        r.archive_bytes_after,
+                        Some(&b.destination)
+                    )
                 );
             }
             Ok(())

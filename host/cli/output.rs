@@ -91,6 +91,38 @@ pub fn bytes_human(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// What a deletion did to the archive, for the line that reports it:
+/// `(2.0 MiB → 1.1 MiB)` for a rebuilt archive; for a remote one, that its
+/// space comes back at consolidation (with the command, when `destination`
+/// names the archive).
+pub fn deletion_words(outcome: pb::DeleteOutcome, before: u64, after: u64, destination: Option<&str>) -> String {
+    match outcome {
+        pb::DeleteOutcome::MarkedRemoved => {
+            let how = match destination.and_then(crate::remote::RemoteArchive::from_id) {
+                Some(r) => format!("`wimguard archive consolidate {} --plugin {}`", r.name, r.plugin),
+                None => "`wimguard archive consolidate`".into(),
+            };
+            format!("(marked removed in the remote archive; its space is freed when {how} rewrites the archive)")
+        }
+        pb::DeleteOutcome::RecordOnly => "(only its catalog record: it has no image in an archive)".into(),
+        // An older server says nothing but the sizes.
+        pb::DeleteOutcome::Rebuilt | pb::DeleteOutcome::Unspecified => {
+            format!("({} → {})", bytes_human(before), bytes_human(after))
+        }
+    }
+}
+
+/// The outcome of a deletion in JSON output: `rebuilt`, `marked_removed`,
+/// `record_only` (`unspecified` from an older server).
+pub fn outcome_word(o: pb::DeleteOutcome) -> &'static str {
+    match o {
+        pb::DeleteOutcome::Rebuilt => "rebuilt",
+        pb::DeleteOutcome::MarkedRemoved => "marked_removed",
+        pb::DeleteOutcome::RecordOnly => "record_only",
+        pb::DeleteOutcome::Unspecified => "unspecified",
+    }
+}
+
 /// Writes command output to stdout (behind [`outln!`] and [`out!`]). When
 /// the reader is gone the command has nothing left to do: it exits 0 at
 /// once. Another write error (a full disk behind a redirect) ends it with

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::backup::interrupt_signal;
 use super::output::{
-    bytes_human, change_word, diff_json, entry_json, follow_to_result, mode_human, print_json, printable,
-    snapshot_json, time_human, verify_result_json, JobProgress, Table,
+    bytes_human, change_word, deletion_words, diff_json, entry_json, follow_to_result, mode_human, outcome_word,
+    print_json, printable, snapshot_json, time_human, verify_result_json, JobProgress, Table,
 };
 use super::{CliError, ClientOptions, EXIT_DAMAGED};
 use crate::api::v1 as pb;
@@ -142,13 +142,11 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
                     "backup_uuid": uuid,
                     "archive_bytes_before": r.archive_bytes_before,
                     "archive_bytes_after": r.archive_bytes_after,
+                    "outcome": outcome_word(r.outcome()),
                 }));
             } else {
-                outln!(
-                    "deleted snapshot {uuid} (archive {} → {})",
-                    bytes_human(r.archive_bytes_before),
-                    bytes_human(r.archive_bytes_after)
-                );
+                let words = deletion_words(r.outcome(), r.archive_bytes_before, r.archive_bytes_after, None);
+                outln!("deleted snapshot {uuid} {words}");
             }
             Ok(())
         }

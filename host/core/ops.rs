@@ -382,10 +382,24 @@ pub fn restore(
     })
 }
 
+/// What [`delete_backup`] did to the backup's archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteEffect {
+    /// The image left the local archive, rebuilt from `before` to `after`
+    /// bytes.
+    Rebuilt { before: u64, after: u64 },
+    /// Remote: the image is marked removed (the chain is immutable); its
+    /// bytes go when the archive is consolidated.
+    MarkedRemoved,
+    /// Only the catalog record went: the backup never completed, or its
+    /// image or archive was gone already.
+    RecordOnly,
+}
+
 /// Removes a backup: its image from the archive (rebuilt without blobs no
-/// other image uses) and its record. Returns the record and the archive
-/// size before and after.
-pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64), CoreError> {
+/// other image uses; a remote one is marked removed) and its record.
+/// Returns the record and what happened to the archive.
+pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, DeleteEffect), CoreError> {
     crate::metrics::job("delete", || {
         // Asked before the record is read: a job records its final status
         // before it stops running, so what is read next is final (read
@@ -402,23 +416,28 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
             .ok_or_else(|| CoreError::NotFound(format!("no backup with uuid {uuid}")))?;
         if rec.status() != Status::Succeeded {
             jobs.catalog().delete_backup(uuid)?;
-            return Ok((rec, 0, 0));
+            return Ok((rec, DeleteEffect::RecordOnly));
         }
         if let Some(remote) = RemoteArchive::from_id(&rec.destination) {
             // The chain is immutable: the image is marked removed and its bytes
             // wait for `archive consolidate`.
             let key = Path::new(&rec.destination).to_path_buf();
             jobs.lock_archive(&key, uuid)?;
-            let result = (|| match jobs.catalog().remote_image(uuid)? {
-                Some(img) => {
-                    let store = jobs.object_store(&remote.plugin)?;
-                    crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)
+            let result = (|| -> Result<DeleteEffect, CoreError> {
+                match jobs.catalog().remote_image(uuid)? {
+                    Some(img) => {
+                        let store = jobs.object_store(&remote.plugin)?;
+                        crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)?;
+                        Ok(DeleteEffect::MarkedRemoved)
+                    }
+                    None => {
+                        jobs.catalog().delete_backup(uuid)?;
+                        Ok(DeleteEffect::RecordOnly)
+                    }
                 }
-                None => Ok(jobs.catalog().delete_backup(uuid)?),
             })();
             jobs.unlock_archive(&key);
-            result?;
-            return Ok((rec, 0, 0));
+            return Ok((rec, result?));
         }
         let path = Path::new(&rec.destination).to_path_buf();
         jobs.lock_archive(&path, uuid)?;
@@ -428,7 +447,7 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
                 Err(CoreError::NotFound(_)) => {
                     // Image or archive already gone: forget the record.
                     jobs.catalog().delete_backup(uuid)?;
-                    return Ok((0, 0));
+                    return Ok(DeleteEffect::RecordOnly);
                 }
                 Err(e) => return Err(e),
             };
@@ -449,11 +468,10 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, u64, u64)
             let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             jobs.catalog()
                 .delete_backup_and_renumber(uuid, &rec.destination, index)?;
-            Ok((before, after))
+            Ok(DeleteEffect::Rebuilt { before, after })
         })();
         jobs.unlock_archive(&path);
-        let (before, after) = result?;
-        Ok((rec, before, after))
+        Ok((rec, result?))
     })
 }
 

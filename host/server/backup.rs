@@ -181,14 +181,16 @@ impl pb::backup_service_server::BackupService for BackupApi {
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
         let uuid = req.into_inner().uuid;
         let shared = self.shared.clone();
-        let (rec, before, after) = tokio::task::spawn_blocking(move || crate::ops::delete_backup(&shared.jobs, &uuid))
+        let (rec, effect) = tokio::task::spawn_blocking(move || crate::ops::delete_backup(&shared.jobs, &uuid))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(convert::status)?;
+        let (outcome, before, after) = convert::delete_effect(effect);
         Ok(Response::new(pb::DeleteBackupResponse {
             backup: Some(convert::backup(&rec)),
             archive_bytes_before: before,
             archive_bytes_after: after,
+            outcome: outcome.into(),
         }))
     }
 }

@@ -7,6 +7,7 @@ use crate::api::v1 as pb;
 use crate::catalog::{BackupRecord, CodecName, Phase, Status as JobState};
 use crate::error::CoreError;
 use crate::jobs::JobUpdate;
+use crate::ops::DeleteEffect;
 
 pub fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp {
@@ -66,6 +67,16 @@ pub fn compression(c: &CodecName) -> pb::Compression {
         CodecName::Xpress => pb::Compression::Xpress,
         CodecName::Lzx => pb::Compression::Lzx,
         CodecName::Plugin(_) => pb::Compression::Unspecified,
+    }
+}
+
+/// A deletion's outcome as the API reports it: what happened, and the
+/// archive's size before and after (0 and 0 unless it was rebuilt).
+pub fn delete_effect(e: DeleteEffect) -> (pb::DeleteOutcome, u64, u64) {
+    match e {
+        DeleteEffect::Rebuilt { before, after } => (pb::DeleteOutcome::Rebuilt, before, after),
+        DeleteEffect::MarkedRemoved => (pb::DeleteOutcome::MarkedRemoved, 0, 0),
+        DeleteEffect::RecordOnly => (pb::DeleteOutcome::RecordOnly, 0, 0),
     }
 }
 

@@ -269,10 +269,12 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         let uuid = req.into_inner().backup_uuid;
         ops::snapshot_record(&self.shared.jobs, &uuid).map_err(convert::status)?;
         let shared = self.shared.clone();
-        let (_, before, after) = blocking(move || ops::delete_backup(&shared.jobs, &uuid)).await?;
+        let (_, effect) = blocking(move || ops::delete_backup(&shared.jobs, &uuid)).await?;
+        let (outcome, before, after) = convert::delete_effect(effect);
         Ok(Response::new(pb::DeleteSnapshotResponse {
             archive_bytes_before: before,
             archive_bytes_after: after,
+            outcome: outcome.into(),
         }))
     }
 }

@@ -221,7 +221,16 @@ fn remote_backups_are_deltas_restore_by_ranges_and_open_in_wimlib() {
     same_tree(&second, &out, &src, "wimlib apply of the downloaded chain");
 
     // Delete the first snapshot: a marker, no bytes reclaimed yet; the second still restores.
-    cli_ok(&home, &[os("backups"), os("delete"), os(&u1)]);
+    let deleted = cli_ok(&home, &[os("backups"), os("delete"), os(&u1)]);
+    // It says where the space goes (no "0 B → 0 B": nothing was rewritten yet).
+    assert!(
+        deleted.stdout.contains("marked removed")
+            && deleted
+                .stdout
+                .contains("`wimguard archive consolidate nightly --plugin s3-upload`"),
+        "{}",
+        deleted.stdout
+    );
     assert!(
         r.s3.object(&format!("{PREFIX}/nightly/removed/{u1}")).is_some(),
         "no removal marker"

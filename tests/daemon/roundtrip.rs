@@ -162,6 +162,34 @@ fn backup_list_show_restore_incremental_diff_verify() {
     let v = cli_json(&env.home, &[os("snapshots"), os("verify"), os(&u1)]);
     assert_eq!(v["ok"], true, "{v}");
 
+    // 8. delete: the third image leaves the archive, which is rebuilt
+    // without the two files only it held, and the reply says so.
+    let before = fs::metadata(&wim).unwrap().len();
+    let d = cli_json(&env.home, &[os("backups"), os("delete"), os(&u3)]);
+    assert_eq!(d["outcome"], "rebuilt", "{d}");
+    assert_eq!(d["archive_bytes_before"].as_u64(), Some(before), "{d}");
+    let after = fs::metadata(&wim).unwrap().len();
+    assert_eq!(d["archive_bytes_after"].as_u64(), Some(after), "{d}");
+    assert!(after < before, "the rebuild kept the deleted image's contents: {d}");
+    assert_eq!(common::wimlib_image_count(&wim), 2);
+    let h = cli_ok(&env.home, &[os("backups"), os("delete"), os(&u2)]);
+    assert!(
+        h.stdout.contains(&format!("image 2 of {}", wim.display())) && h.stdout.contains(" → "),
+        "{}",
+        h.describe()
+    );
+    wimlib_verify(&wim);
+    // With the archive gone, only the record is left to delete, and the
+    // reply does not pretend an archive changed.
+    fs::remove_file(&wim).unwrap();
+    let h = cli_ok(&env.home, &[os("backups"), os("delete"), os(&u1)]);
+    assert!(
+        h.stdout.contains("only its catalog record") && !h.stdout.contains("→"),
+        "{}",
+        h.describe()
+    );
+    assert!(list(&env.home).is_empty(), "{:?}", list(&env.home));
+
     server.stop();
 }
 
