@@ -10,6 +10,12 @@
 //! the token of) and finishing one (it is conditional: a repeat after a
 //! lost success would be refused, and the caller must see that, not a
 //! second attempt's answer).
+//!
+//! A store found down is not waited for by every request of the same work:
+//! once a request has failed with every attempt spent, the following ones
+//! get one attempt each until one succeeds. (The abort after a failed
+//! upload would otherwise spend the whole budget again, and each attempt
+//! may be a plugin's own minute of retries.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,11 +53,18 @@ pub struct Retrying {
     policy: RetryPolicy,
     /// Set when the work is cancelled: no pause, no further attempt.
     cancel: Option<Arc<AtomicBool>>,
+    /// The last request failed transiently for good; cleared by a success.
+    down: AtomicBool,
 }
 
 impl Retrying {
     pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy, cancel: Option<Arc<AtomicBool>>) -> Retrying {
-        Retrying { inner, policy, cancel }
+        Retrying {
+            inner,
+            policy,
+            cancel,
+            down: AtomicBool::new(false),
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -59,13 +72,22 @@ impl Retrying {
     }
 
     /// Runs `call` until it succeeds, fails for good, or the attempts are
-    /// spent; the last failure names how many attempts were made.
+    /// spent (one only while the store is down); the last failure names
+    /// how many attempts were made.
     fn again<T>(&self, what: &'static str, mut call: impl FnMut() -> Result<T, CoreError>) -> Result<T, CoreError> {
         let mut pause = self.policy.first_pause;
-        let attempts = self.policy.attempts.max(1);
+        let attempts = if self.down.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.policy.attempts.max(1)
+        };
         let mut attempt = 1;
         loop {
             match call() {
+                Ok(v) => {
+                    self.down.store(false, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Err(CoreError::Unavailable(m)) if attempt < attempts && !self.cancelled() => {
                     tracing::warn!(store = self.inner.name(), attempt, "{what} failed ({m}); retrying");
                     crate::metrics::store_retry(self.inner.name(), what);
@@ -77,11 +99,29 @@ impl Retrying {
                     attempt += 1;
                 }
                 Err(CoreError::Unavailable(m)) if attempts > 1 => {
-                    return Err(CoreError::Unavailable(format!("{m} (after {attempt} attempts)")))
+                    self.down.store(true, Ordering::Relaxed);
+                    return Err(CoreError::Unavailable(format!(
+                        "{m} (the server sent this request {attempt} times)"
+                    )));
+                }
+                Err(CoreError::Unavailable(m)) => {
+                    self.down.store(true, Ordering::Relaxed);
+                    return Err(CoreError::Unavailable(m));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Notes the outcome of a request made once (never repeated): a
+    /// success means the store is up, a transient failure that it is down.
+    fn noted<T>(&self, result: Result<T, CoreError>) -> Result<T, CoreError> {
+        match &result {
+            Ok(_) => self.down.store(false, Ordering::Relaxed),
+            Err(CoreError::Unavailable(_)) => self.down.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        result
     }
 
     /// Sleeps `d`, waking early when the work is cancelled.
@@ -101,13 +141,13 @@ impl ObjectStore for Retrying {
         self.inner.name()
     }
     fn begin_upload(&self, key: &str, size_hint: Option<u64>) -> Result<String, CoreError> {
-        self.inner.begin_upload(key, size_hint)
+        self.noted(self.inner.begin_upload(key, size_hint))
     }
     fn upload_part(&self, token: &str, part: u32, data: &[u8]) -> Result<String, CoreError> {
         self.again("upload-part", || self.inner.upload_part(token, part, data))
     }
     fn finish_upload(&self, token: &str, receipts: &[String]) -> Result<ObjectInfo, CoreError> {
-        self.inner.finish_upload(token, receipts)
+        self.noted(self.inner.finish_upload(token, receipts))
     }
     fn abort_upload(&self, token: &str) -> Result<(), CoreError> {
         self.again("abort-upload", || self.inner.abort_upload(token))
@@ -241,10 +281,41 @@ mod tests {
         let store = Retrying::new(inner.clone(), quick(3), None);
         let e = store.stat("x").unwrap_err();
         assert!(
-            matches!(&e, CoreError::Unavailable(m) if m.contains("connection reset") && m.contains("3 attempts")),
+            matches!(&e, CoreError::Unavailable(m) if m.contains("connection reset") && m.contains("3 times")),
             "{e:?}"
         );
         assert_eq!(inner.calls.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_store_found_down_gets_one_attempt_per_request_until_it_answers() {
+        let t = tempfile::tempdir().unwrap();
+        let inner = flaky(t.path(), 0, || CoreError::Unavailable("connection refused".into()));
+        let store = Retrying::new(inner.clone(), quick(3), None);
+        let token = store.begin_upload("a/000001.wim", None).unwrap();
+        inner.fail.store(100, Ordering::Relaxed);
+        let e = store.upload_part(&token, 1, b"part").unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Unavailable(m) if m.contains("3 times")),
+            "{e:?}"
+        );
+        // The abort that follows is tried once, not three times more.
+        assert!(store.abort_upload(&token).is_err());
+        let calls = |what| inner.calls.lock().unwrap().iter().filter(|c| **c == what).count();
+        assert_eq!((calls("part"), calls("abort")), (3, 1));
+        // One answer and the store gets its full attempts again.
+        inner.fail.store(0, Ordering::Relaxed);
+        store.stat("a/000001.wim").unwrap();
+        inner.fail.store(2, Ordering::Relaxed);
+        store.abort_upload(&token).unwrap();
+        assert_eq!(calls("abort"), 4);
+        // A failed finish (never repeated) counts too.
+        let token = store.begin_upload("a/000002.wim", None).unwrap();
+        let r = store.upload_part(&token, 1, b"x").unwrap();
+        inner.fail.store(100, Ordering::Relaxed);
+        assert!(store.finish_upload(&token, &[r]).is_err());
+        assert!(store.abort_upload(&token).is_err());
+        assert_eq!(calls("abort"), 5);
     }
 
     #[test]
