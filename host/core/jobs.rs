@@ -866,7 +866,8 @@ impl Jobs {
                 |w| capture::reuse_candidates(w).collect(),
                 Some(cancel),
             )?;
-            let prev = capture::latest_wimguard_image(&writer)?.map(|tree| {
+            let source = spec.source.display().to_string();
+            let prev = capture::previous_wimguard_image(&writer, &source)?.map(|tree| {
                 // The tree's share goes with it: what the reservation holds
                 // beyond the writer's table.
                 let table = MemoryBudget::writer_images_cost(&writer, []).0;

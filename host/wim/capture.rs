@@ -158,9 +158,29 @@ pub fn reuse_candidates(writer: &crate::WimWriter) -> impl Iterator<Item = u32> 
 /// tools (wimlib) lack them; an older WimGuard image behind them still helps.
 /// Read through the appending writer, so the archive is parsed only once.
 pub fn latest_wimguard_image(writer: &crate::WimWriter) -> Result<Option<ImageTree>> {
+    previous_wimguard_image(writer, "")
+}
+
+/// Like [`latest_wimguard_image`], but the newest image the daemon backed up
+/// from `source` comes first (its XML names the source): when several
+/// sources share one archive, a backup compares with its own last snapshot,
+/// where its unchanged files are, not with another source's.
+pub fn previous_wimguard_image(writer: &crate::WimWriter, source: &str) -> Result<Option<ImageTree>> {
+    let has_identity = |tree: &ImageTree| tree.inodes.iter().any(|ino| ino.identity_key().is_some());
+    if !source.is_empty() {
+        let infos = writer.xml().images();
+        for i in reuse_candidates(writer) {
+            if infos.iter().any(|x| x.index == i && x.source == source) {
+                let tree = writer.load_image(i)?;
+                if has_identity(&tree) {
+                    return Ok(Some(tree));
+                }
+            }
+        }
+    }
     for i in reuse_candidates(writer) {
         let tree = writer.load_image(i)?;
-        if tree.inodes.iter().any(|ino| ino.identity_key().is_some()) {
+        if has_identity(&tree) {
             return Ok(Some(tree));
         }
     }

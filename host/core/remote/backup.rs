@@ -38,17 +38,35 @@ pub fn chain_codec(catalog: &Catalog, archive: &RemoteArchive) -> Result<Option<
         .map(|o| (o.compression, o.chunk_size)))
 }
 
-/// The newest live image of the chain, loaded with one ranged read of its
-/// metadata (unchanged files reuse its hashes), within the memory budget:
-/// the image holds its reservation for as long as it lives.
+/// The newest live image of the chain backed up from `source` (else the
+/// newest live image), loaded with one ranged read of its metadata
+/// (unchanged files reuse its hashes), within the memory budget: the image
+/// holds its reservation for as long as it lives.
 fn previous_tree(
     t: &Target,
+    source: &str,
     codec: Option<&dyn Codec>,
     chunk_size: u32,
     cancel: &AtomicBool,
 ) -> Result<Option<capture::PreviousImage>, CoreError> {
     let id = t.archive.id();
-    let Some(img) = t.catalog.remote_images(&id)?.into_iter().rfind(|i| !i.removed) else {
+    let live: Vec<_> = t
+        .catalog
+        .remote_images(&id)?
+        .into_iter()
+        .filter(|i| !i.removed)
+        .collect();
+    let mut same_source = None;
+    for img in live.iter().rev() {
+        if t.catalog
+            .get_backup(&img.backup_uuid)?
+            .is_some_and(|b| b.source == source)
+        {
+            same_source = Some(img);
+            break;
+        }
+    }
+    let Some(img) = same_source.or(live.last()) else {
         return Ok(None);
     };
     let objects = t.catalog.remote_objects(&id)?;
@@ -112,7 +130,7 @@ pub fn capture(
         Compression::Plugin => codec.clone(),
         c => crate::wim::codecs::codec_for(c)?,
     };
-    let previous = previous_tree(t, decoder.as_deref(), chunk_size, cancel)?;
+    let previous = previous_tree(t, &record.source, decoder.as_deref(), chunk_size, cancel)?;
     let known = t.catalog.remote_blobs(&id)?;
     let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;

@@ -63,6 +63,19 @@ fn back_up(
     src: &Path,
     round: i64,
 ) -> (String, u64) {
+    let rec = back_up_record(jobs, store, archive, src, round);
+    let key = store.path(&archive.object_key(round as u32 + 1));
+    (rec.uuid, fs::metadata(&key).unwrap().len())
+}
+
+/// [`back_up`], giving the backup's record as the capture left it.
+fn back_up_record(
+    jobs: &crate::jobs::Jobs,
+    store: &Arc<DirStore>,
+    archive: &RemoteArchive,
+    src: &Path,
+    round: i64,
+) -> BackupRecord {
     let uuid = format!("00000000-0000-0000-0000-{round:012}");
     let mut rec = BackupRecord {
         uuid: uuid.clone(),
@@ -107,7 +120,27 @@ fn back_up(
     let key = store.path(&archive.object_key(round as u32 + 1));
     let size = fs::metadata(&key).unwrap().len();
     assert_eq!(uploaded.load(Ordering::Relaxed), size, "every byte sent once");
-    (uuid, size)
+    rec
+}
+
+/// Two sources in one remote archive: a backup compares with its own
+/// source's newest snapshot, not the other source's newer one.
+#[test]
+fn each_source_compares_with_its_own_last_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let (jobs, store) = jobs_with_dir_store(t.path());
+    let archive = RemoteArchive::new("dirstore", "shared").unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for (dir, seed) in [(&a, 1), (&b, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        for i in 0..10 {
+            fs::write(dir.join(format!("f{i}")), noise(5000, seed * 100 + i)).unwrap();
+        }
+    }
+    back_up_record(&jobs, &store, &archive, &a, 0);
+    back_up_record(&jobs, &store, &archive, &b, 1);
+    let again = back_up_record(&jobs, &store, &archive, &a, 2);
+    assert_eq!((again.files_unchanged, again.bytes_read), (10, 0), "{again:?}");
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use wimguard_wim::apply::{apply, ApplyOptions};
-use wimguard_wim::capture::{capture, latest_wimguard_image, CaptureOptions, CaptureReport, PreviousImage};
+use wimguard_wim::capture::{
+    capture, latest_wimguard_image, previous_wimguard_image, CaptureOptions, CaptureReport, PreviousImage,
+};
 use wimguard_wim::codecs::StandardCodecs;
 use wimguard_wim::{Compression, WimArchive, WimWriter};
 
@@ -183,4 +185,55 @@ fn the_previous_image_and_what_it_holds_go_with_the_walk() {
         assert!(std::time::Instant::now() < give_up, "the walk never freed the image");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Two sources backed up into one archive: each backup compares with its
+/// own source's last image (named in the XML), so the unchanged files of
+/// one are not read again because the other was backed up in between.
+#[test]
+fn each_source_compares_with_its_own_last_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for i in 0..20 {
+        write(&a.join(format!("f{i}")), format!("file {i} of source a").as_bytes());
+        write(&b.join(format!("g{i}")), format!("file {i} of source b").as_bytes());
+    }
+    let wim = tmp.path().join("shared.wim");
+    let opts = |name: &str, uuid: &str| CaptureOptions {
+        name: name.into(),
+        backup_uuid: uuid.into(),
+        ..Default::default()
+    };
+    let mut w = WimWriter::create(&wim, Compression::Xpress, 32768).unwrap();
+    capture(&a, &mut w, None, &opts("a1", "u-a1"), &mut |_| {}).unwrap();
+    w.commit().unwrap();
+    let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
+    capture(&b, &mut w, None, &opts("b1", "u-b1"), &mut |_| {}).unwrap();
+    w.commit().unwrap();
+
+    let again = |src: &Path, name: &str| {
+        let mut w = WimWriter::append(&wim, &StandardCodecs).unwrap();
+        let source = src.display().to_string();
+        let previous = previous_wimguard_image(&w, &source).unwrap();
+        let r = capture(
+            src,
+            &mut w,
+            previous.map(PreviousImage::new),
+            &opts(name, name),
+            &mut |_| {},
+        )
+        .unwrap();
+        w.commit().unwrap();
+        r
+    };
+    // The newest image is b's; a's backup still finds its own.
+    let r = again(&a, "a2");
+    assert_eq!((r.reused, r.bytes_read), (20, 0), "{r:?}");
+    let r = again(&b, "b2");
+    assert_eq!((r.reused, r.bytes_read), (20, 0), "{r:?}");
+    // A source never backed up falls back to the newest image.
+    let w = WimWriter::append(&wim, &StandardCodecs).unwrap();
+    let newest = previous_wimguard_image(&w, "/nowhere").unwrap().unwrap();
+    let latest = latest_wimguard_image(&w).unwrap().unwrap();
+    assert_eq!(newest.inodes.len(), latest.inodes.len());
 }
