@@ -163,7 +163,10 @@ impl Server {
                     self.log_text()
                 );
             }
-            if self.home.join("config.yaml").exists() {
+            // The first start writes config.yaml before it has bound its
+            // port, with no address in it: a health check then would ask
+            // whatever server holds the default port.
+            if !config_address(&self.home).is_empty() {
                 let out = common::run_with_timeout(
                     &wg_bin(),
                     &[os("health"), os("--home"), self.home.as_os_str()],
