@@ -65,7 +65,16 @@ fn install_validates_and_the_registry_persists() {
     fs::write(&junk, b"\0asm\x01\0\0\0garbage").unwrap();
     let out = cli_code(&env.home, &[os("plugin"), os("install"), junk.as_os_str()], 2);
     assert!(
-        out.stderr.contains("not a valid WebAssembly component"),
+        out.stderr.contains("not a valid WebAssembly component") && out.stderr.contains("core wasm module"),
+        "{}",
+        out.describe()
+    );
+    // A text file (wasmtime alone would parse it as WebAssembly text).
+    let text = env.path("notes.wasm");
+    fs::write(&text, b"(component)\n").unwrap();
+    let out = cli_code(&env.home, &[os("plugin"), os("install"), text.as_os_str()], 2);
+    assert!(
+        out.stderr.contains("magic bytes") && out.stderr.contains("wasm32-wasip2"),
         "{}",
         out.describe()
     );

@@ -230,6 +230,7 @@ impl PluginRegistry {
                         .into(),
                 ));
             }
+            check_component_header(bytes)?;
             self.install_wasm(bytes, sha, false)?
         };
         tracing::info!(plugin = %rec.name, version = %rec.version, kind = %rec.kind, runtime = %rec.runtime, sha256 = %rec.sha256, "plugin installed");
@@ -913,6 +914,27 @@ fn not_installed(name: &str) -> RegistryError {
 
 /// A file refused at install: the file is at fault, whatever stopped it
 /// (wrong world, a trap or a limit in `info`/`describe`...).
+/// Refuses, with what to do instead, files that are not binary components:
+/// wasmtime would take a text file for the WebAssembly text format and
+/// report a parse error in it, and a core module's error names the layer.
+fn check_component_header(bytes: &[u8]) -> Result<(), RegistryError> {
+    const BUILD: &str = "build the plugin with `cargo build --release --target wasm32-wasip2` (sdk/README.md) and \
+                         install the .wasm file it writes";
+    if !bytes.starts_with(b"\0asm") {
+        return Err(RegistryError::InvalidArgument(format!(
+            "not a valid WebAssembly component: the file does not start with the wasm magic bytes \\0asm; {BUILD}"
+        )));
+    }
+    // The version field: 1 is a core module; components have their own.
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(RegistryError::InvalidArgument(format!(
+            "not a valid WebAssembly component: this is a core wasm module, and plugins are components; {BUILD}, \
+             or wrap the module with `wasm-tools component new`"
+        )));
+    }
+    Ok(())
+}
+
 fn install_error(e: PluginError) -> RegistryError {
     match e {
         PluginError::Cache { .. } | PluginError::Internal { .. } => RegistryError::Internal(e.to_string()),
