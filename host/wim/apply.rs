@@ -578,7 +578,9 @@ fn write_blobs(
     let mut batch_bytes = 0u64;
     let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
         batch.par_iter().try_for_each(|h| -> Result<()> {
-            let data = arch.read_blob_to_vec(h, SMALL_BLOB)?;
+            let data = arch
+                .read_blob_to_vec(h, SMALL_BLOB)
+                .map_err(|e| naming_files(e, &by_blob[h], targets))?;
             for (d, sparse) in &by_blob[h] {
                 write_contents(&targets.path(*d), &data, *sparse, meta, *d)?;
             }
@@ -609,7 +611,7 @@ fn write_blobs(
         } else {
             let files: Vec<(PathBuf, bool, usize)> =
                 by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp, d)).collect();
-            stream_large(arch, &h, &files, meta)?;
+            stream_large(arch, &h, &files, meta).map_err(|e| naming_files(e, &by_blob[&h], targets))?;
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
             progress(report.bytes, bytes_total);
         }
@@ -617,6 +619,24 @@ fn write_blobs(
     flush(&mut batch)?;
     progress(report.bytes, bytes_total);
     Ok(())
+}
+
+/// A damaged blob's error, naming the files whose contents it is: the user
+/// needs the paths (to restore them from elsewhere), not a hash.
+fn naming_files(e: WimError, files: &[(usize, bool)], targets: &Targets) -> WimError {
+    let name = |m: String| {
+        let first = files.first().map(|&(d, _)| targets.path(d));
+        match (first, files.len()) {
+            (None, _) => m,
+            (Some(p), 1) => format!("{m} (the contents of {})", p.display()),
+            (Some(p), n) => format!("{m} (the contents of {} and {} more files)", p.display(), n - 1),
+        }
+    };
+    match e {
+        WimError::Corrupt(m) => WimError::Corrupt(name(m)),
+        WimError::Invalid(m) => WimError::Invalid(name(m)),
+        other => other,
+    }
 }
 
 fn io_err(e: io::Error, p: &Path, what: &str) -> WimError {

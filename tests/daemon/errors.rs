@@ -343,6 +343,11 @@ fn corrupt_archive_is_data_loss() {
         "the restore error should say the archive is damaged:\n{}",
         out.describe()
     );
+    assert!(
+        out.stderr.contains("payload.bin"),
+        "the restore error should name the file whose contents are damaged:\n{}",
+        out.describe()
+    );
     let out = cli_code(&env.home, &[os("snapshots"), os("verify"), os(&uuid)], 3);
     let msg = out.stderr.to_lowercase();
     assert!(
