@@ -501,9 +501,16 @@ impl Config {
         let text = fs::read_to_string(&p)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))?;
         serde_yaml::from_str(&text).map_err(|e| {
+            // The one field without a default: the token clients send.
+            let hint = if e.to_string().contains("missing field `appSecret`") {
+                " (the token clients authenticate with: add `appSecret:` with a long random value, e.g. from \
+                 `openssl rand -hex 32`, or move the file away and the server writes a new one)"
+            } else {
+                ""
+            };
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is not a valid WimGuard config: {e}", p.display()),
+                format!("{} is not a valid WimGuard config: {e}{hint}", p.display()),
             )
         })
     }
@@ -603,5 +610,14 @@ hooks:
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
         let bad = "appSecret: x\npluginInstall: { compileTimeout: 5 }\n";
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
+    }
+
+    /// A hand-written config without the token says how to add one.
+    #[test]
+    fn a_missing_app_secret_is_explained() {
+        let home = tempfile::tempdir().unwrap();
+        fs::write(home.path().join("config.yaml"), "service:\n  server:\n    port: 0\n").unwrap();
+        let e = Config::load(home.path()).unwrap_err().to_string();
+        assert!(e.contains("appSecret") && e.contains("openssl rand"), "{e}");
     }
 }
