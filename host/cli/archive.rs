@@ -78,6 +78,11 @@ pub enum ArchiveCommand {
         /// Do not restore file ownership even when running as root.
         #[arg(long)]
         no_owner: bool,
+        /// Go on past damaged file data: such files are extracted as well
+        /// as they decode, each named in a warning (exit 8), instead of
+        /// stopping (wimlib-imagex apply --recover-data).
+        #[arg(long)]
+        recover_data: bool,
     },
     /// Show the header and the images of a WIM.
     Info {
@@ -133,12 +138,14 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
             dest,
             paths,
             no_owner,
+            recover_data,
         } => {
             let arch = WimArchive::open(&wim, &StandardCodecs)?;
             let index = arch.resolve_image(&image)?;
             let opts = ApplyOptions {
                 paths,
                 restore_owner: fsutil::is_root() && !no_owner,
+                recover_data,
                 ..ApplyOptions::default()
             };
             let mut bar = ProgressLine::new("extracting");

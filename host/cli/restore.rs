@@ -31,6 +31,10 @@ pub struct RestoreArgs {
     /// Show what would be restored; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Go on past damaged file data: such files are restored as well as
+    /// they decode, each named in a warning (exit 8), instead of stopping.
+    #[arg(long)]
+    pub recover_data: bool,
 }
 
 pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
@@ -49,6 +53,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         paths: args.paths,
         overwrite: overwrite as i32,
         dry_run: args.dry_run,
+        recover_data: args.recover_data,
     };
     let client = args.client.client()?;
     let mut interrupts = interrupt_signal()?;

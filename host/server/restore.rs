@@ -66,6 +66,7 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
             overwrite,
             dry_run: r.dry_run,
             cancel: Some(cancel.clone()),
+            recover_data: r.recover_data,
         };
         let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::RestoreEvent, Status>>(16);

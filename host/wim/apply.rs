@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -38,6 +39,11 @@ pub struct ApplyOptions {
     /// Set to stop early (between batches of files); the restore then fails
     /// with `WimError::Cancelled`, leaving what was already written.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Restore files whose stored data is damaged (a chunk that does not
+    /// decode, a SHA-1 that does not match) as well as it decodes, with a
+    /// warning naming them, instead of stopping at the first one: wimlib's
+    /// `apply --recover-data`.
+    pub recover_data: bool,
 }
 
 /// Policy for paths that already exist in the target (directories merge).
@@ -576,11 +582,17 @@ fn write_blobs(
     let bytes_total: u64 = order.iter().map(|o| o.2).sum();
     let mut batch: Vec<Sha1> = Vec::new();
     let mut batch_bytes = 0u64;
+    // Blobs restored with damage (data recovery mode), for the warnings.
+    let recovered = std::sync::Mutex::new(Vec::<Sha1>::new());
     let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
         batch.par_iter().try_for_each(|h| -> Result<()> {
+            let damaged = AtomicBool::new(false);
             let data = arch
-                .read_blob_to_vec(h, SMALL_BLOB)
-                .map_err(|e| naming_files(e, &by_blob[h], targets))?;
+                .read_blob_to_vec_checked(h, SMALL_BLOB, opts.recover_data.then_some(&damaged))
+                .map_err(|e| recovery_hint(naming_files(e, &by_blob[h], targets), opts))?;
+            if damaged.load(Ordering::Relaxed) {
+                recovered.lock().unwrap_or_else(|p| p.into_inner()).push(*h);
+            }
             for (d, sparse) in &by_blob[h] {
                 write_contents(&targets.path(*d), &data, *sparse, meta, *d)?;
             }
@@ -611,13 +623,28 @@ fn write_blobs(
         } else {
             let files: Vec<(PathBuf, bool, usize)> =
                 by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp, d)).collect();
-            stream_large(arch, &h, &files, meta).map_err(|e| naming_files(e, &by_blob[&h], targets))?;
+            let damaged = AtomicBool::new(false);
+            stream_large(arch, &h, &files, meta, opts.recover_data.then_some(&damaged))
+                .map_err(|e| recovery_hint(naming_files(e, &by_blob[&h], targets), opts))?;
+            if damaged.load(Ordering::Relaxed) {
+                recovered.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+            }
             written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
             progress(report.bytes, bytes_total);
         }
     }
     flush(&mut batch)?;
     progress(report.bytes, bytes_total);
+    for h in recovered.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let e = naming_files(
+            WimError::Corrupt(format!("blob {} is damaged", hex(&h))),
+            &by_blob[&h],
+            targets,
+        );
+        report.warnings.push(format!(
+            "{e}; restored anyway, as well as it decodes (data recovery mode)"
+        ));
+    }
     Ok(())
 }
 
@@ -635,6 +662,18 @@ fn naming_files(e: WimError, files: &[(usize, bool)], targets: &Targets) -> WimE
     match e {
         WimError::Corrupt(m) => WimError::Corrupt(name(m)),
         WimError::Invalid(m) => WimError::Invalid(name(m)),
+        other => other,
+    }
+}
+
+/// Says, on damage that stopped a restore, that `--recover-data` would
+/// have restored everything else (and the damaged files as they decode).
+fn recovery_hint(e: WimError, opts: &ApplyOptions) -> WimError {
+    match e {
+        WimError::Corrupt(m) if !opts.recover_data => WimError::Corrupt(format!(
+            "{m}; with --recover-data the restore goes on past damaged files (restored as well as they decode, each \
+             named in a warning)"
+        )),
         other => other,
     }
 }
@@ -727,19 +766,29 @@ fn write_contents(p: &Path, data: &[u8], sparse: bool, meta: &FileMeta, d: usize
     meta.set(&f, p, d)
 }
 
-fn stream_large(arch: &WimArchive, h: &Sha1, targets: &[(PathBuf, bool, usize)], meta: &FileMeta) -> Result<()> {
+fn stream_large(
+    arch: &WimArchive,
+    h: &Sha1,
+    targets: &[(PathBuf, bool, usize)],
+    meta: &FileMeta,
+    recover: Option<&AtomicBool>,
+) -> Result<()> {
     let mut files: Vec<(File, bool, &Path)> = Vec::new();
     for (p, sparse, _) in targets.iter().take(64) {
         files.push((create_for_contents(p)?, *sparse, p));
     }
     let mut total = 0u64;
-    arch.read_blob(h, &mut |piece| {
+    let mut write = |piece: &[u8]| {
         for (f, sparse, p) in files.iter_mut() {
             write_piece(f, piece, *sparse).map_err(|e| io_err(e, p, "cannot write"))?;
         }
         total += piece.len() as u64;
         Ok(())
-    })?;
+    };
+    match recover {
+        Some(damaged) => arch.read_blob_recovering(h, damaged, &mut write)?,
+        None => arch.read_blob(h, &mut write)?,
+    }
     for (f, sparse, p) in &files {
         if *sparse {
             f.set_len(total).map_err(|e| io_err(e, p, "cannot write"))?;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sha1::{Digest, Sha1 as Sha1Hasher};
@@ -265,6 +266,28 @@ impl WimArchive {
 
     /// Streams a blob and checks its SHA-1 at the end.
     pub fn read_blob(&self, hash: &Sha1, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.read_blob_checked(hash, None, sink)
+    }
+
+    /// [`read_blob`](Self::read_blob) for data recovery: chunks that do not
+    /// decode and a SHA-1 that does not match do not stop it; they set
+    /// `damaged` and the data is passed on as well as it decodes. A blob
+    /// that is missing, or whose layout is unsound, still fails.
+    pub fn read_blob_recovering(
+        &self,
+        hash: &Sha1,
+        damaged: &AtomicBool,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.read_blob_checked(hash, Some(damaged), sink)
+    }
+
+    fn read_blob_checked(
+        &self,
+        hash: &Sha1,
+        recover: Option<&AtomicBool>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let (source, size, name, entry) = self
             .locate(hash)
             .ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(hash))))?;
@@ -281,12 +304,20 @@ impl WimArchive {
             format!("blob {} (in {})", hex(hash), name.display())
         };
         let mut h = Sha1Hasher::new();
-        ctx.stream(&entry.reshdr, &what, &mut |piece| {
+        let mut hashing = |piece: &[u8]| {
             h.update(piece);
             sink(piece)
-        })?;
+        };
+        match recover {
+            Some(damaged) => ctx.stream_recovering(&entry.reshdr, &what, damaged, &mut hashing)?,
+            None => ctx.stream(&entry.reshdr, &what, &mut hashing)?,
+        }
         let actual: Sha1 = h.finalize().into();
         if &actual != hash {
+            if let Some(damaged) = recover {
+                damaged.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
             return Err(WimError::Corrupt(format!(
                 "blob {} decodes to data with SHA-1 {}",
                 hex(hash),
@@ -298,6 +329,13 @@ impl WimArchive {
 
     /// Reads a small blob whole (symlink data).
     pub fn read_blob_to_vec(&self, hash: &Sha1, limit: u64) -> Result<Vec<u8>> {
+        self.read_blob_to_vec_checked(hash, limit, None)
+    }
+
+    /// [`read_blob_to_vec`](Self::read_blob_to_vec), recovering as
+    /// [`read_blob_recovering`](Self::read_blob_recovering) does when
+    /// `recover` is given.
+    pub fn read_blob_to_vec_checked(&self, hash: &Sha1, limit: u64, recover: Option<&AtomicBool>) -> Result<Vec<u8>> {
         let size = self.blob_size(hash).unwrap_or(0);
         if size > limit {
             return invalid(format!("blob {} is larger than expected", hex(hash)));
@@ -305,7 +343,7 @@ impl WimArchive {
         // Sized once (the size is bounded by `limit` above): growing by
         // doubling would copy the data and keep up to twice its size.
         let mut v = Vec::with_capacity(size as usize);
-        self.read_blob(hash, &mut |p| {
+        self.read_blob_checked(hash, recover, &mut |p| {
             v.extend_from_slice(p);
             Ok(())
         })?;

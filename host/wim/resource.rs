@@ -6,6 +6,8 @@
 //! uncompressed size exceeds 4 GiB - 1, else 4. A chunk whose stored size
 //! equals its uncompressed size is stored raw.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 use wimguard_sdk::Codec;
 
@@ -67,6 +69,31 @@ impl<'a> ResourceContext<'a> {
     /// Streams the uncompressed bytes of a resource to `sink`, in order,
     /// decoding chunks in parallel batches so memory stays bounded.
     pub fn stream(&self, r: &ResHdr, what: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.stream_chunks(r, what, None, sink)
+    }
+
+    /// [`stream`](Self::stream) for data recovery: a chunk that does not
+    /// decode is passed on as what its decoder wrote before it gave up, with
+    /// zeros for the rest (as `wimlib-imagex apply --recover-data` does),
+    /// and `damaged` is set. A resource whose layout is unsound (chunk table,
+    /// extent) still fails: there is nothing to recover from it.
+    pub fn stream_recovering(
+        &self,
+        r: &ResHdr,
+        what: &str,
+        damaged: &AtomicBool,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.stream_chunks(r, what, Some(damaged), sink)
+    }
+
+    fn stream_chunks(
+        &self,
+        r: &ResHdr,
+        what: &str,
+        recover: Option<&AtomicBool>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         r.end_within(self.file_size, what)?;
         // Remote sources fetch a small resource in one request.
         self.source.will_read(r.offset, r.size_in_wim);
@@ -125,9 +152,21 @@ impl<'a> ResourceContext<'a> {
                     out.copy_from_slice(src);
                     Ok(())
                 } else {
-                    decomps.with(|d| d.decompress(src, out)).map_err(|e| {
-                        WimError::Corrupt(format!("{what}: chunk {i} does not decode with {}: {e}", codec.name()))
-                    })
+                    match decomps.with(|d| d.decompress(src, out)) {
+                        Ok(()) => Ok(()),
+                        Err(_) if recover.is_some() => {
+                            // Whatever decoded before the damage is kept; a
+                            // decoder that wrote nothing leaves zeros.
+                            recover.unwrap().store(true, Ordering::Relaxed);
+                            out.fill(0);
+                            let _ = decomps.with(|d| d.decompress(src, out));
+                            Ok(())
+                        }
+                        Err(e) => Err(WimError::Corrupt(format!(
+                            "{what}: chunk {i} does not decode with {}: {e}",
+                            codec.name()
+                        ))),
+                    }
                 }
             })?;
             for o in &outs {

@@ -344,10 +344,34 @@ fn corrupt_archive_is_data_loss() {
         out.describe()
     );
     assert!(
-        out.stderr.contains("payload.bin"),
-        "the restore error should name the file whose contents are damaged:\n{}",
+        out.stderr.contains("payload.bin") && out.stderr.contains("--recover-data"),
+        "the restore error should name the file whose contents are damaged, and the way past it:\n{}",
         out.describe()
     );
+    // Data recovery mode: everything restored, the damaged file as it is
+    // stored (two bytes off), named in a warning; exit 8.
+    let recovered = env.path("recovered");
+    let out = cli_code(
+        &env.home,
+        &[
+            os("restore"),
+            os(&uuid),
+            os("--target"),
+            recovered.as_os_str(),
+            os("--recover-data"),
+        ],
+        8,
+    );
+    assert!(
+        out.stderr.contains("payload.bin") && out.stderr.contains("data recovery mode"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(fs::read(recovered.join("small.txt")).unwrap(), b"small\n");
+    let got = fs::read(recovered.join("payload.bin")).unwrap();
+    assert_eq!(got.len(), payload.len());
+    let differ: Vec<usize> = (0..got.len()).filter(|&i| got[i] != payload[i]).collect();
+    assert_eq!(differ, [100_010, 100_011], "only the damaged bytes differ");
     let out = cli_code(&env.home, &[os("snapshots"), os("verify"), os(&uuid)], 3);
     let msg = out.stderr.to_lowercase();
     assert!(
