@@ -87,7 +87,9 @@ impl tonic::service::Interceptor for Auth {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         match given.strip_prefix("Bearer ") {
-            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
+            // An empty secret never matches (the server refuses to start
+            // with one; this keeps an empty header from ever getting in).
+            Some(t) if !self.token.is_empty() && constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated("invalid token")),
             None => Err(Status::unauthenticated(
                 "missing `authorization: Bearer <appSecret>` metadata",
@@ -98,6 +100,27 @@ impl tonic::service::Interceptor for Auth {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token every client must send. An empty one would let in anyone
+/// who sends an empty token; a short one is guessable.
+fn check_app_secret(secret: &str, config: &Path) -> Result<(), String> {
+    const ADVICE: &str = "use a long random value, e.g. from `openssl rand -hex 32`";
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err(format!(
+            "{}: appSecret is empty, which would let any client in; {ADVICE}",
+            config.display()
+        ));
+    }
+    if secret.len() < 16 {
+        tracing::warn!(
+            config = %config.display(),
+            "appSecret has only {} characters and may be guessed; {ADVICE}",
+            secret.len()
+        );
+    }
+    Ok(())
 }
 
 /// Process-wide settings, before any other thread exists.
@@ -250,6 +273,7 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _lock = lock_home(&home)?;
     let mut cfg = Config::load_or_create(&home)?;
+    check_app_secret(&cfg.app_secret, &Config::path(&home))?;
     if let Some(p) = args.port {
         cfg.service.server.port = p;
     }
@@ -351,7 +375,7 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         let auth = Auth {
-            token: Arc::new(cfg.app_secret.clone()),
+            token: Arc::new(cfg.app_secret.trim().to_string()),
         };
         use tonic::service::interceptor::InterceptedService as I;
         let mut builder = tonic::transport::Server::builder();

@@ -127,6 +127,21 @@ fn wrong_or_missing_token_is_unauthenticated() {
     drop(c);
     drop(rt); // closes the client's connection before the server stops
     server.stop();
+
+    // An empty appSecret would match an empty bearer token: the server
+    // refuses to start with one, naming the key.
+    let env = Env::new();
+    env.write_config("appSecret: \"  \"\n");
+    let out = common::run_with_timeout(
+        &wg_bin(),
+        &[os("server"), os("--home"), env.home.as_os_str(), os("--port"), os("0")],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !out.ok() && out.stderr.contains("appSecret is empty"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
