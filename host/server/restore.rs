@@ -70,6 +70,19 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
         };
         let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::RestoreEvent, Status>>(16);
+        // The moment the client is gone (Ctrl-C, a dropped connection), not
+        // at the next progress report: a large file sends none until done.
+        // The watcher's sender must go when the restore ends, or the stream
+        // would never close.
+        let gone = tx.clone();
+        let stop = cancel.clone();
+        let (ended, end) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = gone.closed() => stop.store(true, std::sync::atomic::Ordering::Relaxed),
+                _ = end => {}
+            }
+        });
         tokio::task::spawn_blocking(move || {
             let mut last = std::time::Instant::now();
             let result = crate::ops::restore(&jobs, &rec, &target, &opts, &mut |done, total| {
@@ -103,6 +116,7 @@ impl pb::restore_service_server::RestoreService for RestoreApi {
                 Err(e) => Err(convert::status(e)),
             };
             let _ = tx.blocking_send(msg);
+            let _ = ended.send(());
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }

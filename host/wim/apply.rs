@@ -174,6 +174,9 @@ pub fn apply(
         }
     }
 
+    // A target that was there before keeps its own owner, mode and times
+    // (the image root's are for a directory this restore makes).
+    let dest_existed = fs::symlink_metadata(dest).is_ok();
     if !opts.dry_run {
         fs::create_dir_all(dest).map_err(|e| io_err(e, dest, "cannot create"))?;
     }
@@ -244,6 +247,8 @@ pub fn apply(
     // directory, or anything where it has a non-directory. Refuse, skip or
     // replace them, per policy (existing directories merge).
     let mut existing: Vec<usize> = Vec::new();
+    // Directories where the image has a non-directory: never replaced.
+    let mut dirs_in_way: Vec<usize> = Vec::new();
     // Nothing can be in the way below a directory that is not there, nor
     // in an empty destination: a restore into a new directory looks at no
     // path at all (parents come before their children in `selected`).
@@ -267,7 +272,12 @@ pub fn apply(
             continue;
         }
         let in_way = match fs::symlink_metadata(targets.path(d)) {
-            Ok(m) => !is_dir || !m.is_dir(),
+            Ok(m) => {
+                if !is_dir && m.is_dir() {
+                    dirs_in_way.push(d);
+                }
+                !is_dir || !m.is_dir()
+            }
             Err(_) => {
                 if is_dir {
                     absent.insert(d);
@@ -292,6 +302,22 @@ pub fn apply(
             existing.len(),
             dest_abs.display(),
             names.join(", ")
+        )));
+    }
+    if opts.overwrite == Overwrite::Replace && !dirs_in_way.is_empty() {
+        // Known now, so refused before anything is written (the dry run
+        // says so too): replacing would delete a directory tree.
+        let more = match dirs_in_way.len() {
+            1 => String::new(),
+            n => format!(" (and {} more such directories)", n - 1),
+        };
+        return Err(WimError::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists as a directory where the snapshot has a file{more}; refusing to replace a directory \
+                 (move it away, restore elsewhere, or keep it with --skip-existing)",
+                targets.path(dirs_in_way[0]).display()
+            ),
         )));
     }
     if opts.overwrite == Overwrite::Skip {
@@ -538,9 +564,17 @@ pub fn apply(
         })
         .collect::<Result<Vec<Vec<String>>>>()?;
     report.warnings.extend(warnings.into_iter().flatten());
+    // Directories that were there before keep their own metadata (unless
+    // the user asked to replace what exists), and so does the target
+    // unless this restore made it for the whole image: a root restoring
+    // one file into /tmp must not make /tmp the image root's 0700.
+    let keeps_own = |d: usize| match d {
+        0 => dest_existed || !opts.paths.is_empty(),
+        _ => opts.overwrite != Overwrite::Replace && !absent.contains(&d),
+    };
     for &d in selected.iter().rev() {
         let ino = tree.inode_of(d);
-        if kind_of(ino) == Kind::Dir {
+        if kind_of(ino) == Kind::Dir && !keeps_own(d) {
             set_metadata(&targets.path(d), ino, Kind::Dir, restore_owner, &mut report.warnings)?;
         }
     }
@@ -624,8 +658,15 @@ fn write_blobs(
             let files: Vec<(PathBuf, bool, usize)> =
                 by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp, d)).collect();
             let damaged = AtomicBool::new(false);
-            stream_large(arch, &h, &files, meta, opts.recover_data.then_some(&damaged))
-                .map_err(|e| recovery_hint(naming_files(e, &by_blob[&h], targets), opts))?;
+            stream_large(
+                arch,
+                &h,
+                &files,
+                meta,
+                opts.recover_data.then_some(&damaged),
+                &cancelled,
+            )
+            .map_err(|e| recovery_hint(naming_files(e, &by_blob[&h], targets), opts))?;
             if damaged.load(Ordering::Relaxed) {
                 recovered.lock().unwrap_or_else(|p| p.into_inner()).push(h);
             }
@@ -772,6 +813,7 @@ fn stream_large(
     targets: &[(PathBuf, bool, usize)],
     meta: &FileMeta,
     recover: Option<&AtomicBool>,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<()> {
     let mut files: Vec<(File, bool, &Path)> = Vec::new();
     for (p, sparse, _) in targets.iter().take(64) {
@@ -779,6 +821,10 @@ fn stream_large(
     }
     let mut total = 0u64;
     let mut write = |piece: &[u8]| {
+        // A large file is a long time between the loop's own checks.
+        if cancelled() {
+            return Err(WimError::Cancelled);
+        }
         for (f, sparse, p) in files.iter_mut() {
             write_piece(f, piece, *sparse).map_err(|e| io_err(e, p, "cannot write"))?;
         }

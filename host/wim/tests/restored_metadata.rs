@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use wimguard_wim::apply::{apply, ApplyOptions};
+use wimguard_wim::apply::{apply, ApplyOptions, Overwrite};
 use wimguard_wim::capture::{capture, CaptureOptions};
 use wimguard_wim::codecs::StandardCodecs;
 use wimguard_wim::{fsutil, Compression, WimArchive, WimWriter};
@@ -74,4 +74,89 @@ fn every_restored_file_ends_with_its_own_mode_and_times() {
     let (one, two) = (out.join("linked"), out.join("linked-too"));
     assert_eq!(fs::metadata(&one).unwrap().ino(), fs::metadata(&two).unwrap().ino());
     assert_eq!(meta(&one), meta(&linked), "linked: (mode, atime, mtime)");
+}
+
+/// A directory that was there before a restore keeps its own owner, mode
+/// and times: the target (unless the restore made it for the whole image)
+/// and, unless the user asked to replace what exists, the directories it
+/// merges into. A directory where the image has a file is refused before
+/// anything is written, also when replacing.
+#[test]
+fn existing_directories_keep_their_own_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/f"), b"hello\n").unwrap();
+    fs::write(src.join("t"), b"top\n").unwrap();
+    for d in [src.join("sub"), src.clone()] {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        fsutil::set_times(&d, (978_307_200, 0), (978_307_200, 0)).unwrap();
+    }
+    let wim = dir.path().join("a.wim");
+    let mut w = WimWriter::create(&wim, Compression::None, 32768).unwrap();
+    let opts = CaptureOptions {
+        name: "one".into(),
+        ..Default::default()
+    };
+    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+    w.commit().unwrap();
+    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
+    let sticky = |p: &Path| {
+        fs::create_dir_all(p).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o1777)).unwrap();
+        meta(p)
+    };
+
+    // One file into an existing, shared directory.
+    let tmp_like = dir.path().join("shared");
+    let before = sticky(&tmp_like);
+    let one = ApplyOptions {
+        paths: vec!["sub/f".into()],
+        ..Default::default()
+    };
+    apply(&arch, 1, &tmp_like, &one, &mut |_, _| {}).unwrap();
+    assert_eq!(fs::read(tmp_like.join("sub/f")).unwrap(), b"hello\n");
+    // (Its mtime moves: a name was made in it.)
+    assert_eq!(meta(&tmp_like).0, before.0, "the target's mode changed");
+    // The directory the restore made has the image's.
+    assert_eq!(meta(&tmp_like.join("sub")).0, 0o700);
+
+    // Everything, merging into an existing `sub` (skip and default keep
+    // its metadata; replace takes the image's).
+    for (overwrite, keeps) in [(Overwrite::Skip, true), (Overwrite::Replace, false)] {
+        let target = dir.path().join(format!("merge-{overwrite:?}"));
+        let before = sticky(&target.join("sub")).0;
+        let target_mode = meta(&target).0;
+        let all = ApplyOptions {
+            overwrite,
+            ..Default::default()
+        };
+        apply(&arch, 1, &target, &all, &mut |_, _| {}).unwrap();
+        assert_eq!(meta(&target.join("sub")).0 == before, keeps, "{overwrite:?}");
+        assert_eq!(
+            meta(&target).0,
+            target_mode,
+            "{overwrite:?}: the existing target's mode changed"
+        );
+    }
+
+    // A fresh target made by a whole-image restore takes the image root's.
+    let fresh = dir.path().join("fresh");
+    apply(&arch, 1, &fresh, &ApplyOptions::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(meta(&fresh).0, 0o700);
+
+    // A directory where the image has the file `t`: refused up front when
+    // replacing, nothing written; the dry run says the same.
+    let blocked = dir.path().join("blocked");
+    fs::create_dir_all(blocked.join("t")).unwrap();
+    for dry_run in [true, false] {
+        let replace = ApplyOptions {
+            overwrite: Overwrite::Replace,
+            dry_run,
+            ..Default::default()
+        };
+        let e = apply(&arch, 1, &blocked, &replace, &mut |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("exists as a directory"), "{e}");
+    }
+    assert!(!blocked.join("sub").exists(), "written before the refusal");
 }
