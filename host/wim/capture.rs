@@ -233,6 +233,15 @@ struct DataJob {
     size: u64,
     /// (device, inode) as listed: what may be read for it.
     id: (u64, u64),
+    /// Modification and change times as listed, (seconds, nanoseconds)
+    /// each: a file whose times moved by the end of its read changed
+    /// while it was read.
+    listed_times: [(i64, i64); 2],
+}
+
+/// A file's modification and change times, (seconds, nanoseconds) each.
+fn times_of(m: &fs::Metadata) -> [(i64, i64); 2] {
+    [(m.mtime(), m.mtime_nsec()), (m.ctime(), m.ctime_nsec())]
 }
 
 fn unix_of(m: &fs::Metadata) -> UnixData {
@@ -734,6 +743,7 @@ fn walk_tree(
                         path: path.clone(),
                         size: data.len() as u64,
                         id: (m.dev(), m.ino()),
+                        listed_times: times_of(&m),
                     };
                     send(Found::ReparseData { job, data, hash })?;
                 }
@@ -776,6 +786,7 @@ fn walk_tree(
                             path,
                             size,
                             id: (m.dev(), m.ino()),
+                            listed_times: times_of(&m),
                         }))?;
                     }
                 }
@@ -904,6 +915,10 @@ enum Piece {
     Known {
         job: Arc<DataJob>,
         hash: Sha1,
+    },
+    /// The file was stored, but was written to while it was read.
+    ChangedWhileRead {
+        job: Arc<DataJob>,
     },
 }
 
@@ -1082,6 +1097,12 @@ fn read_jobs(
             None => stream_file(&job, &mut f, chunk, &cancelled, &mut out),
         };
         if matches!(end, FileEnd::Stop) {
+            return;
+        }
+        // Like tar's "file changed as we read it": what was stored may mix
+        // old and new contents, which the user must hear about.
+        let changed = matches!(end, FileEnd::Read(_)) && f.metadata().is_ok_and(|m| times_of(&m) != job.listed_times);
+        if changed && !out.push(Piece::ChangedWhileRead { job }, 0) {
             return;
         }
     }
@@ -1305,6 +1326,7 @@ enum Item {
     Swapped(Arc<DataJob>, String),
     /// File `job` holds contents already stored under this hash.
     Known(Arc<DataJob>, Sha1),
+    ChangedWhileRead(Arc<DataJob>),
 }
 
 /// Chunks a compression thread takes at a time: fewer wake-ups than one
@@ -1523,6 +1545,13 @@ impl Store<'_, '_> {
                 ));
                 self.file_dropped(&job);
             }
+            Item::ChangedWhileRead(job) => {
+                self.out.warnings.push(format!(
+                    "{}: changed while it was read; stored as read, which may mix old and new contents (back it \
+                     up again once it is quiet, or back up a filesystem snapshot)",
+                    job.path.display()
+                ));
+            }
         }
         Ok(())
     }
@@ -1691,6 +1720,7 @@ fn read_and_store(
                         Piece::Failed { job, error } => Item::Failed(job, error),
                         Piece::Swapped { job, why } => Item::Swapped(job, why),
                         Piece::Known { job, hash } => Item::Known(job, hash),
+                        Piece::ChangedWhileRead { job } => Item::ChangedWhileRead(job),
                     });
                 }
                 send(&mut task, task_seq)?;
@@ -1756,6 +1786,38 @@ mod read_tests {
     /// A file cut short between listing and reading is an error (the file
     /// is skipped with a warning), never its old size with zeros at the
     /// end; one that grew is read up to its listed size.
+    #[test]
+    fn a_file_whose_times_moved_while_read_is_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        fs::write(&path, vec![7u8; 50_000]).unwrap();
+        let m = fs::metadata(&path).unwrap();
+        let job = |listed_times| DataJob {
+            inode: Some(0),
+            path: path.clone(),
+            size: 50_000,
+            id: (m.dev(), m.ino()),
+            listed_times,
+        };
+        // Listed with other times than it has once read: as if written to
+        // meanwhile. Listed with its own: quiet.
+        for (listed, changed) in [([(1, 0), (1, 0)], true), (times_of(&m), false)] {
+            let (found_tx, found_rx) = mpsc::channel();
+            found_tx.send(Found::File(job(listed))).unwrap();
+            drop(found_tx);
+            let (tx, rx) = mpsc::sync_channel(64);
+            read_jobs(found_rx, 32768, None, &AtomicBool::new(false), &tx, None);
+            drop(tx);
+            let pieces: Vec<Piece> = rx.iter().flatten().collect();
+            let chunks = pieces.iter().filter(|p| matches!(p, Piece::Chunk { .. })).count();
+            let notes = pieces
+                .iter()
+                .filter(|p| matches!(p, Piece::ChangedWhileRead { .. }))
+                .count();
+            assert_eq!((chunks, notes), (2, usize::from(changed)), "listed {listed:?}");
+        }
+    }
+
     #[test]
     fn a_file_that_shrank_while_read_is_an_error_not_zeros() {
         let dir = tempfile::tempdir().unwrap();
