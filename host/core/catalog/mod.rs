@@ -188,6 +188,33 @@ pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// Inserts a backup record (and its archive) inside a caller's transaction.
 /// `keep_existing`: a record with the same uuid stays, and false is returned.
+/// Makes the catalog readable by its owner only (0600), created so or
+/// narrowed if an earlier version or a umask left it wider: it names every
+/// source, archive and upload token. SQLite gives its `-wal` and `-shm`
+/// files the database's mode; existing ones are narrowed too. Failing to
+/// is not fatal (a read-only copy opened for inspection).
+fn keep_private(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for p in [path.to_path_buf(), wal.into(), shm.into()] {
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.permissions().mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
 fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> rusqlite::Result<bool> {
     tx.execute(
         "INSERT INTO archives (path, created_at) VALUES (?1, ?2) ON CONFLICT(path) DO NOTHING",
@@ -327,6 +354,7 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
 impl Catalog {
     /// Opens (creating and migrating) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
+        keep_private(path);
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -564,6 +592,27 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The catalog and its WAL are the owner's alone, whatever the umask
+    /// or an earlier version left.
+    #[test]
+    fn the_catalog_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(Catalog::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cat = Catalog::open(&path).unwrap();
+        cat.insert_backup(&BackupRecord {
+            uuid: "u1".into(),
+            ..BackupRecord::default()
+        })
+        .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("catalog.sqlite-wal")), 0o600);
+    }
 
     /// A status this version does not know (written by a newer one, or by
     /// hand) is an error naming it, never read as some other status.
