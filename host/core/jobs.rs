@@ -759,9 +759,24 @@ impl Jobs {
 
     /// Records the finished backup in the catalog and the metrics, frees
     /// its archive, and sends the last update.
-    fn record_stage(&self, record: BackupRecord, spec: &BackupSpec, tx: &watch::Sender<JobUpdate>, start: Instant) {
+    fn record_stage(&self, mut record: BackupRecord, spec: &BackupSpec, tx: &watch::Sender<JobUpdate>, start: Instant) {
         if let Err(e) = self.catalog.update_backup(&record) {
             tracing::error!(uuid = %record.uuid, "cannot record the end of a backup: {e}");
+            // Not a snapshot anyone can restore through us until it is
+            // recorded: the client must not hear "succeeded".
+            if record.status == Status::Succeeded {
+                let rebuild = match RemoteArchive::from_id(&record.destination) {
+                    Some(r) => format!("--plugin {}", r.plugin),
+                    None => format!("--archive {}", record.destination),
+                };
+                record.status = Status::Failed;
+                record.error = format!(
+                    "image {} was written to {}, but the catalog could not record it ({e}); once the catalog \
+                     can be written again (disk space?), `wimguard catalog rebuild {rebuild}` adds it (the server \
+                     also does at its next start)",
+                    record.image_index, record.destination
+                );
+            }
         }
         tracing::info!(uuid = %record.uuid, status = %record.status, error = %record.error, "backup finished");
         crate::metrics::job_finished("backup", record.status.as_str(), start.elapsed());
@@ -1029,8 +1044,9 @@ impl Jobs {
     /// rest and waits for them to wind down.
     pub fn shutdown(&self, grace: Duration) {
         self.state().accepting_closed = true;
-        let deadline = Instant::now() + grace;
-        while !self.state().running.is_empty() && Instant::now() < deadline {
+        // A grace too long for the clock to add (a config's "forever") waits.
+        let deadline = Instant::now().checked_add(grace);
+        while !self.state().running.is_empty() && deadline.is_none_or(|d| Instant::now() < d) {
             std::thread::sleep(Duration::from_millis(50));
         }
         let left: Vec<String> = self.state().running.keys().cloned().collect();
@@ -1110,6 +1126,15 @@ pub(crate) mod tests {
         let (bytes, images) = waiter.join().unwrap().unwrap();
         assert!(bytes > 0);
         assert_eq!(images, 1);
+    }
+
+    /// A shutdown grace no clock can add (`shutdownGraceSeconds` at its
+    /// largest) is waited out, not a panic.
+    #[test]
+    fn an_endless_shutdown_grace_does_not_overflow() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = jobs_for_tests(home.path());
+        jobs.shutdown(Duration::from_secs(u64::MAX));
     }
 
     /// The previous tree carries its own share of the append's memory

@@ -185,6 +185,13 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
             Ok(false) => {}
             Err(e) => tracing::warn!(%archive, "could not tidy the archive after the crash: {e}"),
         }
+        // A backup whose image was committed before the crash (or whose end
+        // the catalog could not record) is a snapshot, not "interrupted".
+        if Path::new(archive).is_absolute() {
+            if let Err(e) = crate::remote::rebuild::adopt_local(&catalog, Path::new(archive), &*plugins) {
+                tracing::warn!(%archive, "could not check the archive's images against the catalog: {e}");
+            }
+        }
     }
     // A bad default codec is a configuration error: say so at start, not at the first backup.
     let default_compression =

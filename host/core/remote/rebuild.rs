@@ -237,7 +237,13 @@ pub fn rebuild_local(
     result
 }
 
-fn adopt_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
+/// Adds to the catalog the snapshots of local archive `path` it lacks, and
+/// corrects the records of those whose image is there but which the
+/// catalog lost track of: a backup whose end could not be recorded (a full
+/// disk, a crash between the archive's commit and the catalog's write)
+/// becomes the snapshot it is, and an image renumbered by another tool gets
+/// its index. The caller holds the archive.
+pub fn adopt_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Result<Rebuilt, CoreError> {
     let a = WimArchive::open(path, codecs).map_err(|e| match e {
         crate::wim::WimError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             CoreError::NotFound(format!("{} does not exist", path.display()))
@@ -264,6 +270,72 @@ fn adopt_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -> Re
         backups.push(record_for(&img, &destination, &compression, img.index));
     }
     report.snapshots = backups.len() as u64;
-    report.added = catalog.adopt_backups(&backups)?;
+    let mut corrected = 0;
+    for found in &backups {
+        let Some(mut known) = catalog.get_backup(&found.uuid)? else {
+            continue;
+        };
+        if known.destination != found.destination
+            || (known.status == Status::Succeeded && known.image_index == found.image_index)
+        {
+            continue;
+        }
+        tracing::info!(uuid = %known.uuid, archive = %path.display(), image = found.image_index,
+            was = %known.status, "the archive holds this backup's image; recorded as a snapshot");
+        known.status = Status::Succeeded;
+        known.phase = crate::catalog::Phase::Done;
+        known.image_index = found.image_index;
+        known.error.clear();
+        known.finished_at = known.finished_at.or(found.finished_at);
+        catalog.update_backup(&known)?;
+        corrected += 1;
+    }
+    report.added = catalog.adopt_backups(&backups)? + corrected;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{capture, CaptureOptions};
+    use crate::wim::codecs::StandardCodecs;
+    use crate::wim::{Compression, WimWriter};
+
+    /// A backup whose end the catalog could not record (a full disk, a
+    /// crash after the archive's commit) is found by its image: the record
+    /// becomes the snapshot it is, with the image's index.
+    #[test]
+    fn a_record_the_catalog_lost_track_of_is_corrected_from_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"contents\n").unwrap();
+        let wim = dir.path().join("a.wim");
+        let mut w = WimWriter::create(&wim, Compression::Xpress, 32768).unwrap();
+        let opts = CaptureOptions {
+            name: "one".into(),
+            backup_uuid: "u-1".into(),
+            ..CaptureOptions::default()
+        };
+        capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+        w.commit().unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        let stale = BackupRecord {
+            uuid: "u-1".into(),
+            status: Status::Interrupted,
+            source: src.display().to_string(),
+            destination: wim.display().to_string(),
+            error: "the server stopped while the backup ran".into(),
+            ..BackupRecord::default()
+        };
+        catalog.insert_backup(&stale).unwrap();
+
+        let r = adopt_local(&catalog, &wim, &StandardCodecs).unwrap();
+        assert_eq!((r.snapshots, r.added), (1, 1), "{r:?}");
+        let now = catalog.get_backup("u-1").unwrap().unwrap();
+        assert_eq!((now.status, now.image_index), (Status::Succeeded, 1));
+        assert!(now.error.is_empty(), "{now:?}");
+        // Nothing left to correct the second time.
+        assert_eq!(adopt_local(&catalog, &wim, &StandardCodecs).unwrap().added, 0);
+    }
 }
