@@ -310,7 +310,8 @@ pub struct ForgetArgs {
     /// and time zone unless given here).
     #[arg(long, conflicts_with = "archive")]
     pub schedule: Option<String>,
-    /// Every snapshot of this archive (a path, or a remote archive's name with --plugin).
+    /// Every snapshot of this archive (a path, or a remote archive's name
+    /// with --plugin); each source's snapshots are ruled apart.
     #[arg(long)]
     pub archive: Option<String>,
     /// The destination plugin of a remote --archive.

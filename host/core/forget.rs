@@ -41,7 +41,7 @@ pub struct Verdict {
 /// What forgetting did (or, for a dry run, would do).
 #[derive(Debug, Clone, Default)]
 pub struct ForgetReport {
-    /// Every snapshot considered, newest first.
+    /// Every snapshot considered, newest first (each source's ruled apart).
     pub verdicts: Vec<Verdict>,
     pub removed: u64,
     /// Bytes left unused in the archive afterwards (local archives).
@@ -115,15 +115,37 @@ fn decide(
             time: chrono::DateTime::from_timestamp_millis(b.created_at).unwrap_or_default(),
         })
         .collect();
-    // A snapshot a running job is reading (a restore) is not protected here:
-    // removal only rewrites tables, and open readers keep their file.
-    let decisions =
-        retention::decide(&snapshots, policy, tz, &[]).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    // Each source's snapshots are a history of their own, ruled apart (as
+    // restic groups by host and paths): with sources sharing an archive,
+    // `--keep-last 2` keeps the last two of each, never removing the only
+    // snapshot of one because another was backed up more often.
+    let mut sources: Vec<&str> = backups.iter().map(|b| b.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
     let mut report = ForgetReport::default();
-    for d in decisions {
-        let backup = backups.iter().find(|b| b.uuid == d.id).cloned().unwrap_or_default();
-        report.verdicts.push(Verdict { backup, decision: d });
+    for source in sources {
+        let group: Vec<Snapshot> = snapshots
+            .iter()
+            .zip(&backups)
+            .filter(|(_, b)| b.source == source)
+            .map(|(s, _)| s.clone())
+            .collect();
+        // A snapshot a running job is reading (a restore) is not protected
+        // here: removal only rewrites tables, and open readers keep their file.
+        let decisions =
+            retention::decide(&group, policy, tz, &[]).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        for d in decisions {
+            let backup = backups.iter().find(|b| b.uuid == d.id).cloned().unwrap_or_default();
+            report.verdicts.push(Verdict { backup, decision: d });
+        }
     }
+    // Newest first, across sources.
+    report.verdicts.sort_by(|a, b| {
+        b.backup
+            .created_at
+            .cmp(&a.backup.created_at)
+            .then_with(|| a.backup.uuid.cmp(&b.backup.uuid))
+    });
     let remove = report
         .verdicts
         .iter()

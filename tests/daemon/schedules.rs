@@ -347,6 +347,45 @@ fn retention_after_each_run_and_forget_on_demand_with_a_dry_run_that_changes_not
         let out = cli_code(&env.home, &a, 4);
         assert!(out.stderr.contains("no "), "{}", out.describe());
     }
+    // Another source backed up into the archive twice: each source is
+    // ruled apart, so `--keep-last 1` keeps the newest of each (the
+    // schedule's one snapshot too, though the other source's are newer).
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o.txt"), b"other\n").unwrap();
+    let o1 = uuid_of(&backup(&env.home, &other, &wim, &[]));
+    let o2 = uuid_of(&backup(&env.home, &other, &wim, &[]));
+    let d = cli_json(
+        &env.home,
+        &[
+            os("forget"),
+            os("--archive"),
+            wim.as_os_str(),
+            os("--keep-last"),
+            os("1"),
+        ],
+    );
+    let verdict = |u: &str| {
+        d["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["backup_uuid"] == u)
+            .map(|x| x["action"].clone())
+    };
+    assert_eq!(d["removed"], 1, "{d}");
+    assert_eq!(verdict(&o1), Some("remove".into()), "{d}");
+    assert_eq!(verdict(&o2), Some("keep".into()), "{d}");
+    let scheduled: Vec<&Value> = d["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["source"] == src.to_str().unwrap())
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{d}");
+    assert_eq!(scheduled[0]["action"], "keep", "{d}");
+    wimlib_verify(&wim);
+    assert_eq!(common::wimlib_image_count(&wim), 2);
     server.stop();
 }
 
