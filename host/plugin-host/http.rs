@@ -79,8 +79,11 @@ impl HostPattern {
         Ok(HostPattern { host, port, subdomains })
     }
 
-    fn matches(&self, host: &str, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
+    /// Whether a request to `host`:`port` is allowed; an entry without a
+    /// port allows only the scheme's own (`default_port`: 80 or 443), so
+    /// `10.0.0.5` does not open that machine's SSH or gRPC ports.
+    fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        if self.port.unwrap_or(default_port) != port {
             return false;
         }
         if self.subdomains {
@@ -185,7 +188,12 @@ impl HttpPolicy {
     pub fn allows(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
         let host = host.to_ascii_lowercase();
-        self.allowed.iter().any(|p| p.matches(&host, port_of(uri)))
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        self.allowed.iter().any(|p| p.matches(&host, port_of(uri), default_port))
     }
 
     /// Takes the requests refused since the last call, each with the reason.
@@ -408,7 +416,11 @@ mod tests {
         let p = policy(&["hooks.example.com", "127.0.0.1:8080", "*.corp.example", "[::1]:9"]);
         let ok = |u: &str| p.allows(&u.parse().unwrap());
         assert!(ok("https://hooks.example.com/x"));
-        assert!(ok("http://HOOKS.example.com:81/x"));
+        assert!(ok("http://HOOKS.example.com/x"));
+        // No port in the entry: the scheme's own only.
+        assert!(!ok("http://HOOKS.example.com:81/x"));
+        assert!(!ok("http://hooks.example.com:443/x"));
+        assert!(!ok("https://a.corp.example:22/"));
         assert!(ok("http://127.0.0.1:8080/"));
         assert!(!ok("http://127.0.0.1:8081/"));
         assert!(!ok("http://127.0.0.1/"));
