@@ -33,7 +33,7 @@ pub struct Config {
     #[serde(default)]
     pub backup: BackupDefaults,
     /// Per-plugin settings, by plugin name (see [`PluginConfig`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Limits on compiling uploaded plugins (see [`PluginInstallConfig`]).
     #[serde(default, skip_serializing_if = "PluginInstallConfig::is_default")]
@@ -46,7 +46,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Schedules declared by the admin, by name (checked at start and
     /// reconciled into the catalog; `wimguard schedule` cannot change them).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
     pub schedules: BTreeMap<String, ScheduleConfig>,
 }
 
@@ -549,6 +549,40 @@ impl Config {
     }
 }
 
+/// A map whose names must be unique. YAML lets a mapping give a key twice
+/// and serde would keep the last silently: a plugin or schedule configured
+/// twice would lose its first block (and a rewrite of config.yaml would
+/// erase it from the file).
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Names<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Names<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of names")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{name}` is configured twice; merge the two blocks into one"
+                    )));
+                }
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Names(std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,6 +644,16 @@ hooks:
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
         let bad = "appSecret: x\npluginInstall: { compileTimeout: 5 }\n";
         assert!(serde_yaml::from_str::<Config>(bad).is_err());
+    }
+
+    /// A plugin or schedule given twice is an error, not a silent choice.
+    #[test]
+    fn a_name_configured_twice_is_refused() {
+        let twice = "appSecret: x\nplugins:\n  webhook:\n    allowedHosts: [a.example]\n  webhook:\n    retries: 2\n";
+        let e = serde_yaml::from_str::<Config>(twice).unwrap_err().to_string();
+        assert!(e.contains("`webhook` is configured twice"), "{e}");
+        let empty = "appSecret: x\nplugins:\nschedules: {}\n";
+        assert!(serde_yaml::from_str::<Config>(empty).unwrap().plugins.is_empty());
     }
 
     /// A hand-written config without the token says how to add one.
