@@ -55,7 +55,8 @@ fn lock_home(home: &Path) -> io::Result<HomeLock> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)?;
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
@@ -68,8 +69,8 @@ fn lock_home(home: &Path) -> io::Result<HomeLock> {
             ),
         ));
     }
-    f.set_len(0)?;
-    write!(f, "{}", std::process::id())?;
+    let written = f.set_len(0).and_then(|()| write!(f, "{}", std::process::id()));
+    written.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))?;
     Ok(HomeLock(f))
 }
 

@@ -67,8 +67,8 @@ impl RemoteArchive {
         if looks_local {
             return Err(CoreError::InvalidArgument(format!(
                 "--destination {name:?} looks like a local path, but --plugin {plugin} stores archives remotely: give \
-                 the remote archive's name (letters, digits, `.`, `_`, `-`), or drop --plugin {plugin} to write a \
-                 local file"
+                 the remote archive's name (letters, digits, `.`, `_`, `-`, not starting with `.`), or drop \
+                 --plugin {plugin} to write a local file"
             )));
         }
         let ok = !name.is_empty()
