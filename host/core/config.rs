@@ -33,7 +33,11 @@ pub struct Config {
     #[serde(default)]
     pub backup: BackupDefaults,
     /// Per-plugin settings, by plugin name (see [`PluginConfig`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys"
+    )]
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Limits on compiling uploaded plugins (see [`PluginInstallConfig`]).
     #[serde(default, skip_serializing_if = "PluginInstallConfig::is_default")]
@@ -46,7 +50,11 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Schedules declared by the admin, by name (checked at start and
     /// reconciled into the catalog; `wimguard schedule` cannot change them).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys"
+    )]
     pub schedules: BTreeMap<String, ScheduleConfig>,
 }
 

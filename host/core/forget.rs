@@ -210,9 +210,15 @@ fn remove_snapshots(
             let removed = images.iter().filter(|i| i.removed).count() as f64;
             if let Some(limit) = req.optimize_above {
                 if !images.is_empty() && removed / images.len() as f64 > limit {
-                    // This job holds the archive already.
-                    crate::ops::consolidate_held(jobs, &remote.plugin, &remote.name, &mut |_, _| {})?;
-                    report.optimized = true;
+                    // This job holds the archive already. A restore reading
+                    // it postpones consolidation to the next retention.
+                    match crate::ops::consolidate_held(jobs, &remote.plugin, &remote.name, &mut |_, _| {}) {
+                        Ok(_) => report.optimized = true,
+                        Err(CoreError::Conflict(m)) => {
+                            tracing::warn!(archive = %req.archive, "not consolidated now: {m}")
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

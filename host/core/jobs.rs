@@ -78,6 +78,30 @@ struct State {
     busy_archives: HashMap<PathBuf, String>,
     /// Archive path → uuid of an operation (delete) holding it.
     accepting_closed: bool,
+    /// Remote archive → restores and verifies reading it now: a
+    /// consolidation deletes the objects they read, so it waits for none.
+    readers: HashMap<PathBuf, usize>,
+}
+
+/// Holders of an archive that may consolidate it (see [`Jobs::begin_reading`]).
+const CONSOLIDATING: [&str; 2] = ["consolidation", "forget"];
+
+/// A reader of a remote archive, counted until dropped.
+pub struct Reading<'a> {
+    jobs: &'a Jobs,
+    key: PathBuf,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut st = self.jobs.state();
+        if let Some(n) = st.readers.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                st.readers.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// What the job runner needs from the server's configuration.
@@ -1038,6 +1062,33 @@ impl Jobs {
 
     pub fn unlock_archive(&self, path: &Path) {
         self.state().busy_archives.remove(path);
+    }
+
+    /// Counts a reader (restore, verify) of remote archive `key` until the
+    /// guard drops; refused while a consolidation, or a retention that may
+    /// consolidate, holds the archive: the objects read would vanish.
+    pub fn begin_reading(&self, key: &Path) -> Result<Reading<'_>, CoreError> {
+        let mut st = self.state();
+        if let Some(owner) = st
+            .busy_archives
+            .get(key)
+            .filter(|o| CONSOLIDATING.contains(&o.as_str()))
+        {
+            return Err(CoreError::Conflict(format!(
+                "{} is being rewritten ({owner}); try again when it is done",
+                key.display()
+            )));
+        }
+        *st.readers.entry(key.to_path_buf()).or_default() += 1;
+        Ok(Reading {
+            jobs: self,
+            key: key.to_path_buf(),
+        })
+    }
+
+    /// How many restores and verifies read remote archive `key` now.
+    pub fn readers(&self, key: &Path) -> usize {
+        self.state().readers.get(key).copied().unwrap_or(0)
     }
 
     /// Stops taking jobs, lets running ones finish for `grace`, cancels the

@@ -357,12 +357,22 @@ pub fn diff(
 /// Checks the snapshot's metadata and every blob it uses. Reports (blobs, bytes).
 pub fn verify(jobs: &Jobs, rec: &BackupRecord, progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, u64), CoreError> {
     crate::metrics::job("verify", || {
+        let _reading = reading_remote(jobs, rec)?;
         let LoadedImage { arch, tree, .. } = load_snapshot(jobs, rec)?;
         crate::wim::archive::check_items(rec.image_index, &tree).map_err(|e| CoreError::DataLoss(e.to_string()))?;
         let used: HashSet<Sha1> = tree.inodes.iter().flat_map(|ino| ino.blob_hashes().copied()).collect();
         arch.verify_blobs(used, progress)
             .map_err(|e| CoreError::from(e).context(&arch.path.display().to_string()))
     })
+}
+
+/// For a snapshot in a remote archive, counts this reader until dropped
+/// (consolidation, which deletes the objects, waits for none).
+fn reading_remote<'a>(jobs: &'a Jobs, rec: &BackupRecord) -> Result<Option<crate::jobs::Reading<'a>>, CoreError> {
+    match RemoteArchive::from_id(&rec.destination) {
+        Some(_) => Ok(Some(jobs.begin_reading(Path::new(&rec.destination))?)),
+        None => Ok(None),
+    }
 }
 
 /// Restores a snapshot (or paths of it) into `target`.
@@ -374,6 +384,7 @@ pub fn restore(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ApplyReport, CoreError> {
     crate::metrics::job("restore", || {
+        let _reading = reading_remote(jobs, rec)?;
         let (arch, index) = open_image(jobs, rec)?;
         // apply loads the tree itself; the reservation covers it until the end.
         let _memory = jobs.memory().reserve_image(&arch, index, opts.cancel.as_deref())?;
@@ -502,6 +513,15 @@ pub(crate) fn consolidate_held(
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
     crate::metrics::job("consolidate", || {
         let archive = RemoteArchive::new(plugin, name)?;
+        // New readers are refused while the caller holds the archive.
+        let readers = jobs.readers(Path::new(&archive.id()));
+        if readers > 0 {
+            return Err(CoreError::Conflict(format!(
+                "{} is being read by {readers} restore(s) or verify(s), whose objects consolidation would delete; \
+                 consolidate it when they are done",
+                archive.id()
+            )));
+        }
         let store = jobs.object_store(plugin)?;
         let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
             .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;

@@ -193,7 +193,9 @@ impl HttpPolicy {
         } else {
             80
         };
-        self.allowed.iter().any(|p| p.matches(&host, port_of(uri), default_port))
+        self.allowed
+            .iter()
+            .any(|p| p.matches(&host, port_of(uri), default_port))
     }
 
     /// Takes the requests refused since the last call, each with the reason.

@@ -329,3 +329,34 @@ fn retention_consolidates_the_remote_archive_it_holds() {
     assert!(tree_bytes(&out) == expected);
     crate::ops::consolidate(&jobs, "dirstore", "kept", &mut |_, _| {}).expect("the archive is not left held");
 }
+
+/// Consolidation deletes the objects a restore reads: it waits for no
+/// reader (refused while one reads), and no reader starts while it runs.
+#[test]
+fn consolidation_and_readers_of_the_chain_exclude_each_other() {
+    let t = tempfile::tempdir().unwrap();
+    let (jobs, store) = jobs_with_dir_store(t.path());
+    let archive = RemoteArchive::new("dirstore", "shared").unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(5000, 3)).unwrap();
+    back_up(&jobs, &store, &archive, &src, 0);
+    let key = std::path::PathBuf::from(archive.id());
+
+    let reading = jobs.begin_reading(&key).unwrap();
+    let e = crate::ops::consolidate(&jobs, "dirstore", "shared", &mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(&e, crate::error::CoreError::Conflict(m) if m.contains("being read")),
+        "{e}"
+    );
+    drop(reading);
+    assert_eq!(jobs.readers(&key), 0);
+
+    jobs.lock_archive(&key, "consolidation").unwrap();
+    assert!(matches!(
+        jobs.begin_reading(&key),
+        Err(crate::error::CoreError::Conflict(_))
+    ));
+    jobs.unlock_archive(&key);
+    crate::ops::consolidate(&jobs, "dirstore", "shared", &mut |_, _| {}).unwrap();
+}
