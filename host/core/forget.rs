@@ -238,7 +238,13 @@ fn remove_snapshots(
             };
             let (memory, writer) = jobs.append_with_memory(path, removed, None)?;
             let indexes = removed(&writer);
-            crate::wim::writer::soft_delete_with(writer, &indexes)?;
+            // Noted first: a crash after the rewrite and before the records
+            // go is settled at the next start.
+            jobs.catalog().note_pending_removals(&req.archive, remove)?;
+            if let Err(e) = crate::wim::writer::soft_delete_with(writer, &indexes) {
+                let _ = jobs.catalog().clear_pending_removals(remove);
+                return Err(e.into());
+            }
             drop(memory);
             report.removed = indexes.len() as u64;
             let arch = WimArchive::open(path, codecs).map_err(CoreError::from)?;

@@ -475,7 +475,14 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, DeleteEff
                 None,
             )?;
             drop(arch);
-            crate::wim::writer::delete_image(&path, index, &**jobs.plugins())?;
+            // Noted first: a crash after the rewrite and before the record
+            // goes is settled at the next start, not left as a phantom.
+            jobs.catalog()
+                .note_pending_removals(&rec.destination, std::slice::from_ref(&rec.uuid))?;
+            if let Err(e) = crate::wim::writer::delete_image(&path, index, &**jobs.plugins()) {
+                let _ = jobs.catalog().clear_pending_removals(std::slice::from_ref(&rec.uuid));
+                return Err(e.into());
+            }
             let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             jobs.catalog()
                 .delete_backup_and_renumber(uuid, &rec.destination, index)?;
@@ -484,6 +491,43 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, DeleteEff
         jobs.unlock_archive(&path);
         Ok((rec, result?))
     })
+}
+
+/// Settles removals a crash interrupted (see
+/// [`crate::catalog::Catalog::note_pending_removals`]): a backup whose
+/// image is gone from its archive loses its record and the others follow
+/// the archive's numbering; one whose image is still there keeps it (the
+/// rewrite never happened). Returns how many records were removed.
+pub fn settle_pending_removals(
+    catalog: &crate::catalog::Catalog,
+    codecs: &dyn crate::wim::codecs::CodecResolver,
+) -> Result<u64, CoreError> {
+    let pending = catalog.pending_removals()?;
+    let mut archives: Vec<&str> = pending.iter().map(|(_, a)| a.as_str()).collect();
+    archives.dedup();
+    let mut removed = 0;
+    for archive in archives {
+        let uuids: Vec<String> = pending
+            .iter()
+            .filter(|(_, a)| a == archive)
+            .map(|(u, _)| u.clone())
+            .collect();
+        match WimArchive::open(Path::new(archive), codecs) {
+            Ok(arch) => {
+                let present: HashSet<String> = arch.images().into_iter().map(|i| i.backup_uuid).collect();
+                drop(arch);
+                for uuid in uuids.iter().filter(|u| !present.contains(*u)) {
+                    tracing::warn!(%uuid, %archive, "finishing the removal of a snapshot a crash interrupted");
+                    catalog.delete_backup(uuid)?;
+                    removed += 1;
+                }
+                crate::remote::rebuild::adopt_local(catalog, Path::new(archive), codecs)?;
+            }
+            Err(e) => tracing::warn!(%archive, "cannot check removals a crash interrupted: {e}"),
+        }
+        catalog.clear_pending_removals(&uuids)?;
+    }
+    Ok(removed)
 }
 
 /// Consolidates remote archive `name` of destination plugin `plugin` (see

@@ -194,6 +194,16 @@ fn open_core(home: &Path, database_path: &Path, cfg: &Config) -> Result<Arc<Jobs
             }
         }
     }
+    // Snapshots whose removal a crash cut short are removed from the
+    // catalog too (their images are gone), or kept (they are not).
+    match crate::ops::settle_pending_removals(&catalog, &*plugins) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "removals of snapshots an earlier server left unfinished were finished"
+        ),
+        Err(e) => tracing::warn!("cannot settle removals an earlier server left unfinished: {e}"),
+    }
     // A bad default codec is a configuration error: say so at start, not at the first backup.
     let default_compression =
         CodecName::parse(&cfg.backup.compression).map_err(|e| format!("config backup.compression: {e}"))?;

@@ -134,10 +134,21 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ALTER TABLE backups ADD COLUMN schedule_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX backups_by_schedule ON backups(schedule_id);",
     ),
+    (
+        5,
+        // Images being removed from local archives: written before the
+        // archive is rewritten, gone with the records. A row left by a
+        // crash in between is settled at the next start.
+        "CREATE TABLE pending_removals (
+        uuid TEXT PRIMARY KEY,
+        archive TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );",
+    ),
 ];
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

@@ -499,6 +499,7 @@ impl Catalog {
         let db = self.db();
         let tx = db.unchecked_transaction()?;
         tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        tx.execute("DELETE FROM pending_removals WHERE uuid = ?1", params![uuid])?;
         if image_index > 0 {
             tx.execute(
                 "UPDATE backups SET image_index = image_index - 1 WHERE destination = ?1 AND image_index > ?2",
@@ -506,6 +507,40 @@ impl Catalog {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes, before local archive `archive` is rewritten without them,
+    /// that the images of backups `uuids` are being removed: a crash
+    /// between the rewrite and the records' removal leaves these rows, and
+    /// the next start settles them ([`crate::ops::settle_pending_removals`]).
+    pub fn note_pending_removals(&self, archive: &str, uuids: &[String]) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        for uuid in uuids {
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_removals (uuid, archive, since) VALUES (?1, ?2, ?3)",
+                params![uuid, archive, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removals noted and not finished: (backup uuid, archive).
+    pub fn pending_removals(&self) -> Result<Vec<(String, String)>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT uuid, archive FROM pending_removals ORDER BY archive, uuid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Ends a noted removal that did not happen (the rewrite failed).
+    pub fn clear_pending_removals(&self, uuids: &[String]) -> Result<()> {
+        let db = self.db();
+        for uuid in uuids {
+            db.execute("DELETE FROM pending_removals WHERE uuid = ?1", params![uuid])?;
+        }
         Ok(())
     }
 
@@ -517,6 +552,7 @@ impl Catalog {
         let tx = db.unchecked_transaction()?;
         for uuid in removed {
             tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+            tx.execute("DELETE FROM pending_removals WHERE uuid = ?1", params![uuid])?;
         }
         for (uuid, index) in now {
             tx.execute(

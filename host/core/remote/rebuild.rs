@@ -338,4 +338,57 @@ mod tests {
         // Nothing left to correct the second time.
         assert_eq!(adopt_local(&catalog, &wim, &StandardCodecs).unwrap().added, 0);
     }
+
+    /// A crash between an archive's rewrite without an image and the
+    /// removal of its record: the next start removes the record (no
+    /// phantom snapshot) and renumbers the rest; a removal whose rewrite
+    /// never happened keeps its snapshot.
+    #[test]
+    fn removals_a_crash_cut_short_are_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"contents\n").unwrap();
+        let wim = dir.path().join("a.wim");
+        let catalog = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        for (i, uuid) in ["u-1", "u-2", "u-3"].into_iter().enumerate() {
+            let mut w = if i == 0 {
+                WimWriter::create(&wim, Compression::Xpress, 32768).unwrap()
+            } else {
+                WimWriter::append(&wim, &StandardCodecs).unwrap()
+            };
+            let opts = CaptureOptions {
+                name: uuid.into(),
+                backup_uuid: uuid.into(),
+                ..CaptureOptions::default()
+            };
+            capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+            w.commit().unwrap();
+            catalog
+                .insert_backup(&BackupRecord {
+                    uuid: uuid.into(),
+                    status: Status::Succeeded,
+                    source: src.display().to_string(),
+                    destination: wim.display().to_string(),
+                    image_index: i as u32 + 1,
+                    ..BackupRecord::default()
+                })
+                .unwrap();
+        }
+        let archive = wim.display().to_string();
+        // u-1's removal got as far as the rewrite; u-3's not even that.
+        catalog
+            .note_pending_removals(&archive, &["u-1".into(), "u-3".into()])
+            .unwrap();
+        crate::wim::writer::delete_image(&wim, 1, &StandardCodecs).unwrap();
+
+        assert_eq!(
+            crate::ops::settle_pending_removals(&catalog, &StandardCodecs).unwrap(),
+            1
+        );
+        assert!(catalog.get_backup("u-1").unwrap().is_none());
+        assert_eq!(catalog.get_backup("u-2").unwrap().unwrap().image_index, 1);
+        assert_eq!(catalog.get_backup("u-3").unwrap().unwrap().image_index, 2);
+        assert!(catalog.pending_removals().unwrap().is_empty());
+    }
 }
