@@ -272,7 +272,14 @@ fn outcome(b: &pb::Backup, interrupted: bool) -> Result<(), CliError> {
         pb::JobStatus::Cancelled if interrupted => Err(CliError::interrupted(format!("backup {uuid} cancelled"))),
         pb::JobStatus::Cancelled => Err(CliError::failure(format!("backup {uuid} was cancelled: {reason}"))),
         s => {
-            let e = CliError::failure(format!("backup {uuid} {}: {reason}", status_word(s)));
+            let mut e = CliError::failure(format!("backup {uuid} {}: {reason}", status_word(s)));
+            // The kind of failure, when the server said it: a busy archive
+            // is a conflict (7, try again later), as from any other command.
+            // (A store that stayed down is not "the server is unreachable", 6.)
+            let code = tonic::Code::from(b.error_code);
+            if !matches!(code, tonic::Code::Ok | tonic::Code::Unavailable) {
+                e.exit_code = super::status_exit_code(code);
+            }
             if interrupted {
                 Err(CliError {
                     exit_code: super::EXIT_INTERRUPTED,
@@ -308,6 +315,9 @@ mod tests {
         assert!(e.message.contains("1 warning "), "{}", e.message);
         let e = outcome(&backup(pb::JobStatus::Failed, "disk full"), false).unwrap_err();
         assert_eq!((e.exit_code, e.message.as_str()), (1, "backup u failed: disk full"));
+        let mut busy = backup(pb::JobStatus::Failed, "a.wim is being modified by another process");
+        busy.error_code = tonic::Code::Aborted as i32;
+        assert_eq!(outcome(&busy, false).unwrap_err().exit_code, 7);
         let e = outcome(&backup(pb::JobStatus::Cancelled, "cancelled by a client"), false).unwrap_err();
         assert_eq!(e.exit_code, 1);
         assert!(e.message.contains("cancelled by a client"));

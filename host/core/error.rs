@@ -43,6 +43,44 @@ pub enum CoreError {
     Internal(String),
 }
 
+/// What kind of failure a [`CoreError`] is, without its message: kept on a
+/// failed backup's live record, so a client can tell a busy archive (try
+/// again) from a broken one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    InvalidArgument,
+    PermissionDenied,
+    Conflict,
+    AlreadyExists,
+    FailedPrecondition,
+    DataLoss,
+    Cancelled,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+}
+
+impl CoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CoreError::NotFound(_) => ErrorKind::NotFound,
+            CoreError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            CoreError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            CoreError::Conflict(_) => ErrorKind::Conflict,
+            CoreError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            CoreError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            CoreError::DataLoss(_) => ErrorKind::DataLoss,
+            CoreError::Cancelled => ErrorKind::Cancelled,
+            CoreError::OutOfRange(_) => ErrorKind::OutOfRange,
+            CoreError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            CoreError::Unavailable(_) => ErrorKind::Unavailable,
+            CoreError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<WimError> for CoreError {
     fn from(e: WimError) -> Self {
         match e {

@@ -747,6 +747,7 @@ impl Jobs {
             }
             Err(e) => {
                 record.status = Status::Failed;
+                record.failure = Some(e.kind());
                 record.error = e.to_string();
             }
         }

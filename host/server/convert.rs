@@ -5,7 +5,7 @@ use tonic::Status;
 
 use crate::api::v1 as pb;
 use crate::catalog::{BackupRecord, CodecName, Phase, Status as JobState};
-use crate::error::CoreError;
+use crate::error::{CoreError, ErrorKind};
 use crate::jobs::JobUpdate;
 use crate::ops::DeleteEffect;
 
@@ -106,6 +106,7 @@ pub fn backup(r: &BackupRecord) -> pb::Backup {
         warnings: r.warnings.clone(),
         plugins: r.plugins.clone(),
         schedule_id: r.schedule_id.clone(),
+        error_code: r.failure.map_or(0, |k| code(k) as i32),
     }
 }
 
@@ -124,19 +125,24 @@ pub fn progress(u: &JobUpdate) -> pb::Progress {
 }
 
 pub fn status(e: CoreError) -> Status {
-    match e {
-        CoreError::NotFound(m) => Status::not_found(m),
-        CoreError::InvalidArgument(m) => Status::invalid_argument(m),
-        CoreError::PermissionDenied(m) => Status::permission_denied(m),
-        CoreError::Conflict(m) => Status::aborted(m),
-        CoreError::AlreadyExists(m) => Status::already_exists(m),
-        CoreError::FailedPrecondition(m) => Status::failed_precondition(m),
-        CoreError::DataLoss(m) => Status::data_loss(m),
-        CoreError::Cancelled => Status::cancelled("cancelled"),
-        CoreError::ResourceExhausted(m) => Status::resource_exhausted(m),
-        CoreError::OutOfRange(m) => Status::out_of_range(m),
-        CoreError::Unavailable(m) => Status::unavailable(m),
-        CoreError::Internal(m) => Status::internal(m),
+    Status::new(code(e.kind()), e.to_string())
+}
+
+/// The gRPC code of a kind of failure.
+pub fn code(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::Conflict => tonic::Code::Aborted,
+        ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorKind::DataLoss => tonic::Code::DataLoss,
+        ErrorKind::Cancelled => tonic::Code::Cancelled,
+        ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorKind::OutOfRange => tonic::Code::OutOfRange,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        ErrorKind::Internal => tonic::Code::Internal,
     }
 }
 

@@ -336,6 +336,21 @@ fn corrupt_archive_is_data_loss() {
     let v = cli_json(&env.home, &[os("snapshots"), os("verify"), os(&uuid)]);
     assert_eq!(v["ok"], true, "{v}");
 
+    // Another process writing the archive: the backup fails as a conflict
+    // (7: try again later), as any command that finds it busy does.
+    {
+        use std::os::fd::AsRawFd;
+        let held = fs::File::open(&wim).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let out = cli_code(&env.home, &backup_args(&src, &wim, &[]), 7);
+        assert!(
+            out.combined().contains("being modified by another process"),
+            "{}",
+            out.describe()
+        );
+    }
+
     let mut bytes = fs::read(&wim).unwrap();
     let needle = &payload[100_000..100_064];
     let at = bytes

@@ -155,6 +155,9 @@ pub struct BackupRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: String,
+    /// What kind of failure `error` is; on the live record only (not
+    /// stored): the client that waits for the backup hears it.
+    pub failure: Option<crate::error::ErrorKind>,
     pub warnings: Vec<String>,
     /// The schedule that started it (empty for backups asked for directly).
     pub schedule_id: String,
@@ -346,6 +349,7 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
         error: r.get(20)?,
+        failure: None,
         warnings: json_list(r, 21)?,
         schedule_id: r.get(22)?,
     })
