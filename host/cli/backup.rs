@@ -273,11 +273,11 @@ fn outcome(b: &pb::Backup, interrupted: bool) -> Result<(), CliError> {
         pb::JobStatus::Cancelled => Err(CliError::failure(format!("backup {uuid} was cancelled: {reason}"))),
         s => {
             let mut e = CliError::failure(format!("backup {uuid} {}: {reason}", status_word(s)));
-            // The kind of failure, when the server said it: a busy archive
-            // is a conflict (7, try again later), as from any other command.
-            // (A store that stayed down is not "the server is unreachable", 6.)
+            // Only where the kind tells a script something to act on: a
+            // busy archive (7: try again later) and a damaged one (3). A
+            // veto, a missing source or a store that stayed down stay 1.
             let code = tonic::Code::from(b.error_code);
-            if !matches!(code, tonic::Code::Ok | tonic::Code::Unavailable) {
+            if matches!(code, tonic::Code::Aborted | tonic::Code::DataLoss) {
                 e.exit_code = super::status_exit_code(code);
             }
             if interrupted {
