@@ -295,7 +295,8 @@ pub fn apply(
     // per restored file).
     let in_way: HashSet<usize> = existing.iter().copied().collect();
     let rel = |d: usize| tree.path_of(d);
-    if opts.overwrite == Overwrite::Fail && !existing.is_empty() && !opts.dry_run {
+    // A dry run says so too: it predicts the restore, refusal included.
+    if opts.overwrite == Overwrite::Fail && !existing.is_empty() {
         let names: Vec<String> = existing.iter().take(5).map(|&d| rel(d)).collect();
         return Err(WimError::Locked(format!(
             "{} path(s) already exist in {} (e.g. {}); restore with overwrite (--overwrite) or skip (--skip-existing)",
@@ -594,8 +595,29 @@ fn write_blobs(
     report: &mut ApplyReport,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
+    // Blobs restored with damage (data recovery mode), for the warnings,
+    // and those that could not be read at all, with why (restored empty).
+    let recovered = std::sync::Mutex::new(Vec::<Sha1>::new());
+    let unreadable = std::sync::Mutex::new(Vec::<(Sha1, String)>::new());
+    // In data recovery mode a blob whose data cannot be located (missing,
+    // a broken chunk table, an extent past the end) leaves its files empty;
+    // its size cannot be trusted either. Anything else still stops.
+    let give_up = |h: &Sha1, e: WimError| -> Result<()> {
+        match e {
+            WimError::Corrupt(m) | WimError::Invalid(m) if opts.recover_data => {
+                unreadable.lock().unwrap_or_else(|p| p.into_inner()).push((*h, m));
+                Ok(())
+            }
+            e => Err(recovery_hint(naming_files(e, &by_blob[h], targets), opts)),
+        }
+    };
     for h in by_blob.keys() {
-        if !arch.has_blob(h) {
+        if !arch.has_blob(h) && opts.recover_data {
+            give_up(
+                h,
+                WimError::Corrupt(format!("blob {} is missing from the archive", hex(h))),
+            )?;
+        } else if !arch.has_blob(h) {
             return Err(WimError::Corrupt(format!(
                 "blob {} needed by {} is missing from the archive",
                 hex(h),
@@ -604,7 +626,7 @@ fn write_blobs(
         }
     }
     // Read blobs in file order so the archive is read sequentially.
-    // (Checked above that every blob exists.)
+    // (Missing blobs were refused or, recovering, set aside above.)
     let mut order: Vec<((usize, u64), Sha1, u64)> = by_blob
         .keys()
         .filter_map(|h| {
@@ -616,14 +638,13 @@ fn write_blobs(
     let bytes_total: u64 = order.iter().map(|o| o.2).sum();
     let mut batch: Vec<Sha1> = Vec::new();
     let mut batch_bytes = 0u64;
-    // Blobs restored with damage (data recovery mode), for the warnings.
-    let recovered = std::sync::Mutex::new(Vec::<Sha1>::new());
     let flush = |batch: &mut Vec<Sha1>| -> Result<()> {
         batch.par_iter().try_for_each(|h| -> Result<()> {
             let damaged = AtomicBool::new(false);
-            let data = arch
-                .read_blob_to_vec_checked(h, SMALL_BLOB, opts.recover_data.then_some(&damaged))
-                .map_err(|e| recovery_hint(naming_files(e, &by_blob[h], targets), opts))?;
+            let data = match arch.read_blob_to_vec_checked(h, SMALL_BLOB, opts.recover_data.then_some(&damaged)) {
+                Ok(data) => data,
+                Err(e) => return give_up(h, e),
+            };
             if damaged.load(Ordering::Relaxed) {
                 recovered.lock().unwrap_or_else(|p| p.into_inner()).push(*h);
             }
@@ -658,33 +679,46 @@ fn write_blobs(
             let files: Vec<(PathBuf, bool, usize)> =
                 by_blob[&h].iter().map(|&(d, sp)| (targets.path(d), sp, d)).collect();
             let damaged = AtomicBool::new(false);
-            stream_large(
+            match stream_large(
                 arch,
                 &h,
                 &files,
                 meta,
                 opts.recover_data.then_some(&damaged),
                 &cancelled,
-            )
-            .map_err(|e| recovery_hint(naming_files(e, &by_blob[&h], targets), opts))?;
-            if damaged.load(Ordering::Relaxed) {
-                recovered.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+            ) {
+                Ok(()) => {
+                    if damaged.load(Ordering::Relaxed) {
+                        recovered.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+                    }
+                    written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
+                }
+                Err(e) => give_up(&h, e)?,
             }
-            written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
             progress(report.bytes, bytes_total);
         }
     }
     flush(&mut batch)?;
     progress(report.bytes, bytes_total);
+    // Every damaged file is named (data recovery mode).
     for h in recovered.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let e = naming_files(
-            WimError::Corrupt(format!("blob {} is damaged", hex(&h))),
-            &by_blob[&h],
-            targets,
-        );
-        report.warnings.push(format!(
-            "{e}; restored anyway, as well as it decodes (data recovery mode)"
-        ));
+        for &(d, _) in &by_blob[&h] {
+            report.warnings.push(format!(
+                "{}: its data is damaged (blob {}); restored as well as it decodes (data recovery mode)",
+                targets.path(d).display(),
+                hex(&h)
+            ));
+        }
+    }
+    for (h, why) in unreadable.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for &(d, sparse) in &by_blob[&h] {
+            write_contents(&targets.path(d), &[], sparse, meta, d)?;
+            report.warnings.push(format!(
+                "{}: its data cannot be read ({why}); restored empty (data recovery mode)",
+                targets.path(d).display()
+            ));
+        }
+        written.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
     }
     Ok(())
 }

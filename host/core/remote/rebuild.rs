@@ -287,6 +287,13 @@ pub fn adopt_local(catalog: &Catalog, path: &Path, codecs: &dyn CodecResolver) -
         known.image_index = found.image_index;
         known.error.clear();
         known.finished_at = known.finished_at.or(found.finished_at);
+        // Counts the catalog never got (its last write failed) come from
+        // the image's XML.
+        if known.files == 0 && known.bytes_total == 0 {
+            known.files = found.files;
+            known.directories = found.directories;
+            known.bytes_total = found.bytes_total;
+        }
         catalog.update_backup(&known)?;
         corrected += 1;
     }
@@ -335,6 +342,11 @@ mod tests {
         let now = catalog.get_backup("u-1").unwrap().unwrap();
         assert_eq!((now.status, now.image_index), (Status::Succeeded, 1));
         assert!(now.error.is_empty(), "{now:?}");
+        assert_eq!(
+            (now.files, now.bytes_total),
+            (1, 9),
+            "counts from the image's XML: {now:?}"
+        );
         // Nothing left to correct the second time.
         assert_eq!(adopt_local(&catalog, &wim, &StandardCodecs).unwrap().added, 0);
     }

@@ -26,6 +26,8 @@ fn a_chunk_that_does_not_decode_is_restored_as_well_as_it_decodes() {
     let damaged = text(20_000, "damaged");
     let intact = text(3_000, "intact");
     fs::write(src.join("damaged.txt"), &damaged).unwrap();
+    // The same contents under a second name: one blob, two damaged files.
+    fs::write(src.join("same.txt"), &damaged).unwrap();
     fs::write(src.join("intact.txt"), &intact).unwrap();
     let wim = tmp.path().join("a.wim");
     let mut w = WimWriter::create(&wim, Compression::Xpress, 32768).unwrap();
@@ -72,8 +74,15 @@ fn a_chunk_that_does_not_decode_is_restored_as_well_as_it_decodes() {
         ..Default::default()
     };
     let report = apply(&arch, 1, &out, &opts, &mut |_, _| {}).unwrap();
-    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
-    assert!(report.warnings[0].contains("damaged.txt"), "{:?}", report.warnings);
+    // Every damaged file is named.
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    for name in ["damaged.txt", "same.txt"] {
+        assert!(
+            report.warnings.iter().any(|w| w.contains(name)),
+            "{name}: {:?}",
+            report.warnings
+        );
+    }
     assert_eq!(fs::read(out.join("intact.txt")).unwrap(), intact);
     let got = fs::read(out.join("damaged.txt")).unwrap();
     assert_eq!(got.len(), damaged.len());
@@ -92,4 +101,63 @@ fn a_chunk_that_does_not_decode_is_restored_as_well_as_it_decodes() {
         got[..bad_chunk_start / chunk * chunk],
         damaged[..bad_chunk_start / chunk * chunk]
     );
+}
+
+/// A blob whose data cannot even be located (its chunk table broken) is
+/// no reason to give up the rest: recovering, its file is restored empty
+/// and named, every other file intact.
+#[test]
+fn a_blob_that_cannot_be_read_at_all_leaves_its_file_empty_and_the_rest_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = text(40_000, "big");
+    let small = text(100, "small");
+    fs::write(src.join("big.txt"), &big).unwrap();
+    fs::write(src.join("small.txt"), &small).unwrap();
+    let wim = tmp.path().join("a.wim");
+    let mut w = WimWriter::create(&wim, Compression::Lzx, 32768).unwrap();
+    let opts = CaptureOptions {
+        name: "one".into(),
+        ..Default::default()
+    };
+    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
+    w.commit().unwrap();
+    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
+    let r = arch
+        .blobs
+        .values()
+        .max_by_key(|b| b.reshdr.original_size)
+        .map(|b| b.reshdr)
+        .unwrap();
+    drop(arch);
+    // The chunk table's third entry (4 bytes each, before the chunks).
+    let mut bytes = fs::read(&wim).unwrap();
+    let at = r.offset as usize + 8;
+    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&wim, &bytes).unwrap();
+
+    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
+    assert!(apply(
+        &arch,
+        1,
+        &tmp.path().join("strict"),
+        &ApplyOptions::default(),
+        &mut |_, _| {}
+    )
+    .is_err());
+    let out = tmp.path().join("recovered");
+    let opts = ApplyOptions {
+        recover_data: true,
+        ..Default::default()
+    };
+    let report = apply(&arch, 1, &out, &opts, &mut |_, _| {}).unwrap();
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].contains("big.txt") && report.warnings[0].contains("restored empty"),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(fs::read(out.join("small.txt")).unwrap(), small);
+    assert_eq!(fs::read(out.join("big.txt")).unwrap(), b"");
 }

@@ -159,4 +159,15 @@ fn existing_directories_keep_their_own_metadata() {
         assert!(e.to_string().contains("exists as a directory"), "{e}");
     }
     assert!(!blocked.join("sub").exists(), "written before the refusal");
+    // Refusing anything in the way (the daemon's default): its dry run too.
+    let taken = dir.path().join("taken");
+    fs::create_dir_all(&taken).unwrap();
+    fs::write(taken.join("t"), b"mine\n").unwrap();
+    let dry = ApplyOptions {
+        dry_run: true,
+        overwrite: Overwrite::Fail,
+        ..Default::default()
+    };
+    assert!(apply(&arch, 1, &taken, &dry, &mut |_, _| {}).is_err());
+    assert_eq!(fs::read(taken.join("t")).unwrap(), b"mine\n");
 }
