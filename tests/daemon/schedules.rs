@@ -285,17 +285,18 @@ fn retention_after_each_run_and_forget_on_demand_with_a_dry_run_that_changes_not
 
     // forget --dry-run: every snapshot with its verdict and reason, nothing changed.
     let before = fs::read(&wim).unwrap();
-    let d = cli_json(
-        &env.home,
-        &[
+    let keep_last_1 = |extra: &[&std::ffi::OsStr]| {
+        let mut args = vec![
             os("forget"),
             os("--archive"),
             wim.as_os_str(),
             os("--keep-last"),
             os("1"),
-            os("--dry-run"),
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        cli_json(&env.home, &args)
+    };
+    let d = keep_last_1(&[os("--dry-run")]);
     let decisions = d["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 2, "{d}");
     assert_eq!(decisions[0]["action"], "keep");
@@ -355,16 +356,7 @@ fn retention_after_each_run_and_forget_on_demand_with_a_dry_run_that_changes_not
     fs::write(other.join("o.txt"), b"other\n").unwrap();
     let o1 = uuid_of(&backup(&env.home, &other, &wim, &[]));
     let o2 = uuid_of(&backup(&env.home, &other, &wim, &[]));
-    let d = cli_json(
-        &env.home,
-        &[
-            os("forget"),
-            os("--archive"),
-            wim.as_os_str(),
-            os("--keep-last"),
-            os("1"),
-        ],
-    );
+    let d = keep_last_1(&[]);
     let verdict = |u: &str| {
         d["decisions"]
             .as_array()

@@ -6,9 +6,10 @@
 use std::fs;
 
 use wimguard_wim::apply::{apply, ApplyOptions};
-use wimguard_wim::capture::{capture, CaptureOptions};
 use wimguard_wim::codecs::StandardCodecs;
-use wimguard_wim::{Compression, WimArchive, WimError, WimWriter};
+use wimguard_wim::{Compression, WimArchive, WimError};
+
+mod support;
 
 /// Text that compresses, different in every line.
 fn text(lines: usize, tag: &str) -> Vec<u8> {
@@ -30,24 +31,11 @@ fn a_chunk_that_does_not_decode_is_restored_as_well_as_it_decodes() {
     fs::write(src.join("same.txt"), &damaged).unwrap();
     fs::write(src.join("intact.txt"), &intact).unwrap();
     let wim = tmp.path().join("a.wim");
-    let mut w = WimWriter::create(&wim, Compression::Xpress, 32768).unwrap();
-    let opts = CaptureOptions {
-        name: "one".into(),
-        ..Default::default()
-    };
-    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
-    w.commit().unwrap();
+    support::archive_of(&src, &wim, Compression::Xpress);
 
     // Overwrite the middle of the damaged file's compressed data (its
     // resource is the largest blob) with bytes no XPRESS stream holds.
-    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
-    let big = arch
-        .blobs
-        .values()
-        .max_by_key(|b| b.reshdr.original_size)
-        .map(|b| b.reshdr)
-        .unwrap();
-    drop(arch);
+    let big = support::largest_blob(&wim);
     let mut bytes = fs::read(&wim).unwrap();
     let mid = (big.offset + big.size_in_wim / 2) as usize;
     bytes[mid..mid + 64].fill(0xff);
@@ -116,21 +104,8 @@ fn a_blob_that_cannot_be_read_at_all_leaves_its_file_empty_and_the_rest_restored
     fs::write(src.join("big.txt"), &big).unwrap();
     fs::write(src.join("small.txt"), &small).unwrap();
     let wim = tmp.path().join("a.wim");
-    let mut w = WimWriter::create(&wim, Compression::Lzx, 32768).unwrap();
-    let opts = CaptureOptions {
-        name: "one".into(),
-        ..Default::default()
-    };
-    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
-    w.commit().unwrap();
-    let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
-    let r = arch
-        .blobs
-        .values()
-        .max_by_key(|b| b.reshdr.original_size)
-        .map(|b| b.reshdr)
-        .unwrap();
-    drop(arch);
+    support::archive_of(&src, &wim, Compression::Lzx);
+    let r = support::largest_blob(&wim);
     // The chunk table's third entry (4 bytes each, before the chunks).
     let mut bytes = fs::read(&wim).unwrap();
     let at = r.offset as usize + 8;

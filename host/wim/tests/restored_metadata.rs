@@ -9,9 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use wimguard_wim::apply::{apply, ApplyOptions, Overwrite};
-use wimguard_wim::capture::{capture, CaptureOptions};
 use wimguard_wim::codecs::StandardCodecs;
-use wimguard_wim::{fsutil, Compression, WimArchive, WimWriter};
+use wimguard_wim::{fsutil, Compression, WimArchive};
+
+mod support;
 
 /// (mode, atime, mtime) of `p`, times as (seconds, nanoseconds).
 fn meta(p: &Path) -> (u32, (i64, i64), (i64, i64)) {
@@ -54,13 +55,7 @@ fn every_restored_file_ends_with_its_own_mode_and_times() {
     fs::set_permissions(&linked, fs::Permissions::from_mode(0o444)).unwrap();
     fsutil::set_times(&linked, (999_000_000, 100), (999_000_001, 200)).unwrap();
     let wim = dir.path().join("a.wim");
-    let mut w = WimWriter::create(&wim, Compression::None, 32768).unwrap();
-    let opts = CaptureOptions {
-        name: "one".into(),
-        ..Default::default()
-    };
-    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
-    w.commit().unwrap();
+    support::archive_of(&src, &wim, Compression::None);
 
     let out = dir.path().join("out");
     let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
@@ -93,13 +88,7 @@ fn existing_directories_keep_their_own_metadata() {
         fsutil::set_times(&d, (978_307_200, 0), (978_307_200, 0)).unwrap();
     }
     let wim = dir.path().join("a.wim");
-    let mut w = WimWriter::create(&wim, Compression::None, 32768).unwrap();
-    let opts = CaptureOptions {
-        name: "one".into(),
-        ..Default::default()
-    };
-    capture(&src, &mut w, None, &opts, &mut |_| {}).unwrap();
-    w.commit().unwrap();
+    support::archive_of(&src, &wim, Compression::None);
     let arch = WimArchive::open(&wim, &StandardCodecs).unwrap();
     let sticky = |p: &Path| {
         fs::create_dir_all(p).unwrap();
