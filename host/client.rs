@@ -508,10 +508,17 @@ impl Client {
             .await
     }
 
-    pub async fn delete_backup(&self, uuid: &str) -> Result<pb::DeleteBackupResponse, ClientError> {
+    pub async fn delete_backup(
+        &self,
+        uuid: &str,
+        forget_missing: bool,
+    ) -> Result<pb::DeleteBackupResponse, ClientError> {
         let mut c = BackupServiceClient::new(self.ready().await?);
-        self.unary(c.delete_backup(self.unary_request(pb::DeleteBackupRequest { uuid: uuid.into() })))
-            .await
+        self.unary(c.delete_backup(self.unary_request(pb::DeleteBackupRequest {
+            uuid: uuid.into(),
+            forget_missing,
+        })))
+        .await
     }
 
     // ---- RestoreService ----
@@ -678,10 +685,15 @@ impl Client {
         .await
     }
 
-    pub async fn delete_snapshot(&self, uuid: &str) -> Result<pb::DeleteSnapshotResponse, ClientError> {
+    pub async fn delete_snapshot(
+        &self,
+        uuid: &str,
+        forget_missing: bool,
+    ) -> Result<pb::DeleteSnapshotResponse, ClientError> {
         let mut c = SnapshotServiceClient::new(self.ready().await?);
         self.unary(c.delete_snapshot(self.unary_request(pb::DeleteSnapshotRequest {
             backup_uuid: uuid.into(),
+            forget_missing,
         })))
         .await
     }

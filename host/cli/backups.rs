@@ -48,7 +48,13 @@ pub enum BackupsCommand {
     /// Ask the server to cancel a running backup.
     Cancel { uuid: String },
     /// Delete a backup: its image is removed from the archive (space is reclaimed) and from the catalog.
-    Delete { uuid: String },
+    Delete {
+        uuid: String,
+        /// When the backup's local archive is missing (an unmounted disk, a
+        /// moved file), remove the record anyway (refused by default).
+        #[arg(long)]
+        forget_missing: bool,
+    },
 }
 
 /// Job statuses as the CLI spells them.
@@ -149,8 +155,8 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
-        BackupsCommand::Delete { uuid } => {
-            let r = client.delete_backup(&uuid).await?;
+        BackupsCommand::Delete { uuid, forget_missing } => {
+            let r = client.delete_backup(&uuid, forget_missing).await?;
             let b = r.backup.clone().unwrap_or_default();
             if json {
                 print_json(&json!({

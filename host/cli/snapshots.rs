@@ -50,7 +50,13 @@ pub enum SnapshotsCommand {
     /// Check the snapshot's metadata and every blob it uses (SHA-1); exit 3 when damaged.
     Verify { uuid: String },
     /// Delete the snapshot's image from its archive (space is reclaimed) and from the catalog.
-    Delete { uuid: String },
+    Delete {
+        uuid: String,
+        /// When the snapshot's local archive is missing (an unmounted disk,
+        /// a moved file), remove the record anyway (refused by default).
+        #[arg(long)]
+        forget_missing: bool,
+    },
 }
 
 pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
@@ -135,8 +141,8 @@ pub async fn run(args: SnapshotsArgs) -> Result<(), CliError> {
         }
         SnapshotsCommand::Diff { base, target } => diff(&client, &base, &target, json).await,
         SnapshotsCommand::Verify { uuid } => verify(&client, &uuid, json).await,
-        SnapshotsCommand::Delete { uuid } => {
-            let r = client.delete_snapshot(&uuid).await?;
+        SnapshotsCommand::Delete { uuid, forget_missing } => {
+            let r = client.delete_snapshot(&uuid, forget_missing).await?;
             if json {
                 print_json(&json!({
                     "backup_uuid": uuid,

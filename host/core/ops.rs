@@ -409,8 +409,10 @@ pub enum DeleteEffect {
 
 /// Removes a backup: its image from the archive (rebuilt without blobs no
 /// other image uses; a remote one is marked removed) and its record.
-/// Returns the record and what happened to the archive.
-pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, DeleteEffect), CoreError> {
+/// Returns the record and what happened to the archive. A local archive
+/// that is missing is refused unless `forget_missing` (then the record
+/// alone goes): it is more often an unmounted disk than a lost one.
+pub fn delete_backup(jobs: &Jobs, uuid: &str, forget_missing: bool) -> Result<(BackupRecord, DeleteEffect), CoreError> {
     crate::metrics::job("delete", || {
         // Asked before the record is read: a job records its final status
         // before it stops running, so what is read next is final (read
@@ -451,6 +453,14 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str) -> Result<(BackupRecord, DeleteEff
             return Ok((rec, result?));
         }
         let path = Path::new(&rec.destination).to_path_buf();
+        if !forget_missing && std::fs::symlink_metadata(&path).is_err() {
+            return Err(CoreError::NotFound(format!(
+                "archive {} is missing (an unmounted disk? a moved file?); nothing was deleted. Delete again once it \
+                 is back, or, if it is gone for good, remove the record with `wimguard backups delete {uuid} \
+                 --forget-missing`",
+                path.display()
+            )));
+        }
         jobs.lock_archive(&path, uuid)?;
         let result = (|| {
             let (arch, index) = match open_image(jobs, &rec) {

@@ -179,12 +179,14 @@ impl pb::backup_service_server::BackupService for BackupApi {
         &self,
         req: Request<pb::DeleteBackupRequest>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
-        let uuid = req.into_inner().uuid;
+        let r = req.into_inner();
+        let (uuid, forget_missing) = (r.uuid, r.forget_missing);
         let shared = self.shared.clone();
-        let (rec, effect) = tokio::task::spawn_blocking(move || crate::ops::delete_backup(&shared.jobs, &uuid))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(convert::status)?;
+        let (rec, effect) =
+            tokio::task::spawn_blocking(move || crate::ops::delete_backup(&shared.jobs, &uuid, forget_missing))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(convert::status)?;
         let (outcome, before, after) = convert::delete_effect(effect);
         Ok(Response::new(pb::DeleteBackupResponse {
             backup: Some(convert::backup(&rec)),

@@ -266,10 +266,11 @@ impl pb::snapshot_service_server::SnapshotService for SnapshotApi {
         &self,
         req: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        let uuid = req.into_inner().backup_uuid;
+        let r = req.into_inner();
+        let (uuid, forget_missing) = (r.backup_uuid, r.forget_missing);
         ops::snapshot_record(&self.shared.jobs, &uuid).map_err(convert::status)?;
         let shared = self.shared.clone();
-        let (_, effect) = blocking(move || ops::delete_backup(&shared.jobs, &uuid)).await?;
+        let (_, effect) = blocking(move || ops::delete_backup(&shared.jobs, &uuid, forget_missing)).await?;
         let (outcome, before, after) = convert::delete_effect(effect);
         Ok(Response::new(pb::DeleteSnapshotResponse {
             archive_bytes_before: before,

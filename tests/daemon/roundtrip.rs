@@ -179,10 +179,22 @@ fn backup_list_show_restore_incremental_diff_verify() {
         h.describe()
     );
     wimlib_verify(&wim);
-    // With the archive gone, only the record is left to delete, and the
-    // reply does not pretend an archive changed.
+    // With the archive missing, the delete is refused (an unmounted disk
+    // is likelier than a lost archive) and the record stays; asked to,
+    // only the record goes, and the reply does not pretend an archive
+    // changed.
     fs::remove_file(&wim).unwrap();
-    let h = cli_ok(&env.home, &[os("backups"), os("delete"), os(&u1)]);
+    let out = cli_code(&env.home, &[os("backups"), os("delete"), os(&u1)], 4);
+    assert!(
+        out.stderr.contains("is missing") && out.stderr.contains("--forget-missing"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(list(&env.home).len(), 1);
+    let h = cli_ok(
+        &env.home,
+        &[os("backups"), os("delete"), os(&u1), os("--forget-missing")],
+    );
     assert!(
         h.stdout.contains("only its catalog record") && !h.stdout.contains("→"),
         "{}",

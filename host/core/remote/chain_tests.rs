@@ -201,7 +201,7 @@ fn full_then_delta_restore_and_delete() {
     assert!(bytes < (20 << 20) / 50, "{bytes} bytes read for one small file");
 
     // Delete: a marker in the store, the image marked removed, the record gone.
-    let (_, effect) = crate::ops::delete_backup(&jobs, &uuids[0]).unwrap();
+    let (_, effect) = crate::ops::delete_backup(&jobs, &uuids[0], false).unwrap();
     assert_eq!(effect, crate::ops::DeleteEffect::MarkedRemoved);
     assert!(t.path().join("bucket").join(archive.removed_key(&uuids[0])).exists());
     assert!(jobs.catalog().get_backup(&uuids[0]).unwrap().is_none());
