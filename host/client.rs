@@ -225,6 +225,14 @@ pub fn describe_status(code: Code, server_message: &str, ctx: &ErrorContext) -> 
         }
         Code::Aborted | Code::AlreadyExists => "conflict".into(),
         Code::FailedPrecondition => "refused".into(),
+        // tonic's own deadline, not the server's answer: the call may
+        // well complete on the server.
+        Code::Cancelled if server_message.trim() == "Timeout expired" => {
+            return format!(
+                "no answer from the server within the client's time limit (service.client.timeoutSeconds in \
+                 {config}); the server may still complete the request: check its outcome before trying again"
+            )
+        }
         Code::Cancelled => "cancelled".into(),
         Code::InvalidArgument | Code::OutOfRange => "invalid request".into(),
         Code::Unavailable => format!("the wimguard server at {} is unavailable", ctx.address),
@@ -873,6 +881,9 @@ mod tests {
         assert_eq!(describe_status(Code::DataLoss, "", &ctx), "the archive is damaged");
         assert!(describe_status(Code::Unavailable, "x", &ctx).contains("http://127.0.0.1:1"));
         assert!(describe_status(Code::Aborted, "busy", &ctx).starts_with("conflict: busy"));
+        // The client's own time limit is not a cancellation by anyone.
+        let m = describe_status(Code::Cancelled, "Timeout expired", &ctx);
+        assert!(m.contains("timeoutSeconds") && m.contains("may still complete"), "{m}");
         let e = ctx.error(&Status::permission_denied("/dst is read-only"));
         assert_eq!(e.code(), Some(Code::PermissionDenied));
         assert!(e.to_string().ends_with(": /dst is read-only"));
