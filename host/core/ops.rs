@@ -21,6 +21,7 @@ pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreErro
     if uuid.trim().is_empty() {
         return Err(CoreError::InvalidArgument("no snapshot uuid given".into()));
     }
+    let uuid = &resolve_uuid(jobs, uuid)?;
     let rec = jobs
         .catalog()
         .get_backup(uuid)?
@@ -32,6 +33,31 @@ pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreErro
         )));
     }
     Ok(rec)
+}
+
+/// The full uuid of the backup `given` names: itself, or (as restic takes
+/// short ids) a prefix of at least 4 characters that starts one backup's
+/// uuid only. Unknown: NOT_FOUND; a prefix of several: INVALID_ARGUMENT.
+pub fn resolve_uuid(jobs: &Jobs, given: &str) -> Result<String, CoreError> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Err(CoreError::InvalidArgument("no backup uuid given".into()));
+    }
+    if given.len() >= 4 && jobs.catalog().get_backup(given)?.is_none() {
+        let found = jobs
+            .catalog()
+            .backup_uuids_with_prefix(&given.to_ascii_lowercase(), 2)?;
+        match found.as_slice() {
+            [one] => return Ok(one.clone()),
+            [_, _, ..] => {
+                return Err(CoreError::InvalidArgument(format!(
+                    "{given} starts the uuids of several backups; give more of it"
+                )))
+            }
+            [] => {}
+        }
+    }
+    Ok(given.to_string())
 }
 
 /// Opens the backup's archive and finds its image (by the uuid recorded in
@@ -418,6 +444,7 @@ pub fn delete_backup(jobs: &Jobs, uuid: &str, forget_missing: bool) -> Result<(B
         // before it stops running, so what is read next is final (read
         // first, a job ending in between looked unfinished and its image
         // stayed in the archive).
+        let uuid = &resolve_uuid(jobs, uuid)?;
         if jobs.is_running(uuid) {
             return Err(CoreError::Conflict(format!(
                 "backup {uuid} is still running; cancel it first"
@@ -651,6 +678,35 @@ mod tests {
     use crate::wim::metadata::{Inode, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
     use crate::wim::xml::ImageInfo;
     use crate::wim::{Compression, WimWriter};
+
+    /// A backup can be named by a short prefix of its uuid, as restic takes
+    /// short ids; one that starts several is refused, not guessed.
+    #[test]
+    fn short_uuid_prefixes_name_one_backup_or_are_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let jobs = crate::jobs::tests::jobs_for_tests(home.path());
+        for uuid in [
+            "abcd1111-0000-4000-8000-000000000001",
+            "abcd2222-0000-4000-8000-000000000002",
+        ] {
+            jobs.catalog()
+                .insert_backup(&BackupRecord {
+                    uuid: uuid.into(),
+                    ..BackupRecord::default()
+                })
+                .unwrap();
+        }
+        let full = "abcd1111-0000-4000-8000-000000000001";
+        assert_eq!(resolve_uuid(&jobs, full).unwrap(), full);
+        assert_eq!(resolve_uuid(&jobs, "abcd1").unwrap(), full);
+        assert_eq!(resolve_uuid(&jobs, " ABCD1111 ").unwrap(), full);
+        assert!(matches!(resolve_uuid(&jobs, "abcd"), Err(CoreError::InvalidArgument(m)) if m.contains("several")));
+        // Too short to be a prefix, or no backup's: passed on as given
+        // (then not found), never a LIKE pattern.
+        assert_eq!(resolve_uuid(&jobs, "abc").unwrap(), "abc");
+        assert_eq!(resolve_uuid(&jobs, "ab%d").unwrap(), "ab%d");
+        assert!(matches!(snapshot_record(&jobs, "ffff"), Err(CoreError::NotFound(_))));
+    }
 
     #[test]
     fn entry_kind_words() {

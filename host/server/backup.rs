@@ -82,9 +82,7 @@ fn codec_name(c: i32, codec: &str) -> Result<Option<CodecName>, Status> {
 }
 
 fn record_or_not_found(shared: &Shared, uuid: &str) -> Result<crate::catalog::BackupRecord, Status> {
-    if uuid.trim().is_empty() {
-        return Err(Status::invalid_argument("no backup uuid given"));
-    }
+    let uuid = &crate::ops::resolve_uuid(&shared.jobs, uuid).map_err(convert::status)?;
     shared
         .jobs
         .catalog()
@@ -124,13 +122,13 @@ impl pb::backup_service_server::BackupService for BackupApi {
     }
 
     async fn watch_backup(&self, req: Request<pb::WatchBackupRequest>) -> Result<Response<EventStream>, Status> {
-        let uuid = req.into_inner().uuid;
+        let uuid = crate::ops::resolve_uuid(&self.shared.jobs, &req.into_inner().uuid).map_err(convert::status)?;
         let rx = self.shared.jobs.watch(&uuid).map_err(convert::status)?;
         Ok(Response::new(follow(self.shared.clone(), rx, false)))
     }
 
     async fn cancel_backup(&self, req: Request<pb::CancelBackupRequest>) -> Result<Response<pb::Backup>, Status> {
-        let uuid = req.into_inner().uuid;
+        let uuid = crate::ops::resolve_uuid(&self.shared.jobs, &req.into_inner().uuid).map_err(convert::status)?;
         let rec = self.shared.jobs.cancel(&uuid).map_err(convert::status)?;
         Ok(Response::new(convert::backup(&rec)))
     }
@@ -162,7 +160,7 @@ impl pb::backup_service_server::BackupService for BackupApi {
     }
 
     async fn get_backup(&self, req: Request<pb::GetBackupRequest>) -> Result<Response<pb::Backup>, Status> {
-        let uuid = req.into_inner().uuid;
+        let uuid = crate::ops::resolve_uuid(&self.shared.jobs, &req.into_inner().uuid).map_err(convert::status)?;
         // A running job's live record is fresher than the catalog's.
         if self.shared.jobs.is_running(&uuid) {
             if let Ok(rx) = self.shared.jobs.watch(&uuid) {

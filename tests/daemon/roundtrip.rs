@@ -38,6 +38,8 @@ fn backup_list_show_restore_incremental_diff_verify() {
     assert_eq!(s["status"], "succeeded");
     assert_eq!(s["name"], "first");
     assert_eq!(s["files"], b1["files"]);
+    // As restic takes short ids: the first 8 characters name it.
+    assert_eq!(show(&env.home, &u1[..8])["uuid"].as_str(), Some(u1.as_str()));
     let human = cli_ok(&env.home, &[os("backups"), os("show"), os(&u1)]);
     assert!(
         human.stdout.contains(&u1),

@@ -425,6 +425,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Up to `limit` backup uuids that start with `prefix` (lowercase hex
+    /// digits and dashes only; anything else matches nothing).
+    pub fn backup_uuids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+        {
+            return Ok(Vec::new());
+        }
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT uuid FROM backups WHERE uuid LIKE ?1 ORDER BY uuid LIMIT ?2")?;
+        let rows = stmt.query_map(params![format!("{prefix}%"), limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn get_backup(&self, uuid: &str) -> Result<Option<BackupRecord>> {
         Ok(self
             .db()
