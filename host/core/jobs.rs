@@ -192,6 +192,25 @@ fn capture_options(
     }
 }
 
+/// A full disk or quota while writing archive `dest` says where: the
+/// system's "No space left on device (os error 28)" names no file, and the
+/// source's disk is not the one that is full.
+fn naming_full_disk(e: crate::wim::WimError, dest: &Path) -> crate::wim::WimError {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    match e {
+        crate::wim::WimError::Io(io) if matches!(io.kind(), StorageFull | QuotaExceeded | FileTooLarge) => {
+            crate::wim::WimError::Io(std::io::Error::new(
+                io.kind(),
+                format!(
+                    "writing {}: {io}; the archive is unchanged (free space there, or back up elsewhere)",
+                    dest.display()
+                ),
+            ))
+        }
+        other => other,
+    }
+}
+
 /// The counts of a capture into the backup's record.
 pub fn record_capture(record: &mut BackupRecord, report: &capture::CaptureReport, image_index: u32) {
     record.image_index = image_index;
@@ -849,11 +868,12 @@ impl Jobs {
                 &opts,
                 &mut progress_reporter(tx, start),
             )
-        })?;
+        })
+        .map_err(|e| naming_full_disk(e, &spec.destination))?;
         if cancel.load(Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
-        crate::metrics::timed("publish", || writer.commit())?;
+        crate::metrics::timed("publish", || writer.commit()).map_err(|e| naming_full_disk(e, &spec.destination))?;
         record_capture(record, &report, report.image_index);
         Ok(())
     }
@@ -1178,6 +1198,21 @@ pub(crate) mod tests {
         let (bytes, images) = waiter.join().unwrap().unwrap();
         assert!(bytes > 0);
         assert_eq!(images, 1);
+    }
+
+    /// A full disk says which disk: the archive's.
+    #[test]
+    fn a_full_disk_is_named_by_the_archive_it_stopped() {
+        let full = crate::wim::WimError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = naming_full_disk(full, Path::new("/backups/a.wim")).to_string();
+        assert!(
+            e.starts_with("writing /backups/a.wim: ") && e.contains("os error 28"),
+            "{e}"
+        );
+        let other = crate::wim::WimError::Io(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(!naming_full_disk(other, Path::new("/backups/a.wim"))
+            .to_string()
+            .contains("a.wim"));
     }
 
     /// A shutdown grace no clock can add (`shutdownGraceSeconds` at its
