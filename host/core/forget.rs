@@ -80,7 +80,7 @@ pub fn forget(jobs: &Jobs, req: &ForgetRequest) -> Result<ForgetReport, CoreErro
     // look spares a retention with nothing to remove the lock, which a
     // running backup of the archive would refuse.
     let key = Path::new(&req.archive).to_path_buf();
-    jobs.lock_archive(&key, "forget")?;
+    jobs.lock_archive(&key, crate::jobs::RETENTION)?;
     let result = decide(jobs, req, &policy, tz).and_then(|(fresh, remove)| {
         report = fresh;
         if remove.is_empty() {

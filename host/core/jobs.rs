@@ -83,8 +83,12 @@ struct State {
     readers: HashMap<PathBuf, usize>,
 }
 
-/// Holders of an archive that may consolidate it (see [`Jobs::begin_reading`]).
-const CONSOLIDATING: [&str; 2] = ["consolidation", "forget"];
+/// Who holds an archive while consolidating it, and while applying
+/// retention (which may consolidate): readers wait for neither (see
+/// [`Jobs::begin_reading`]).
+pub const CONSOLIDATION: &str = "consolidation";
+pub const RETENTION: &str = "forget";
+const CONSOLIDATING: [&str; 2] = [CONSOLIDATION, RETENTION];
 
 /// A reader of a remote archive, counted until dropped.
 pub struct Reading<'a> {

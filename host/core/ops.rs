@@ -18,9 +18,6 @@ use crate::wim::{time, WimArchive};
 
 /// A successful backup's record, or NOT_FOUND / a conflict.
 pub fn snapshot_record(jobs: &Jobs, uuid: &str) -> Result<BackupRecord, CoreError> {
-    if uuid.trim().is_empty() {
-        return Err(CoreError::InvalidArgument("no snapshot uuid given".into()));
-    }
     let uuid = &resolve_uuid(jobs, uuid)?;
     let rec = jobs
         .catalog()
@@ -577,7 +574,7 @@ pub fn consolidate(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<crate::remote::manage::Consolidated, CoreError> {
     let key = Path::new(&RemoteArchive::new(plugin, name)?.id()).to_path_buf();
-    jobs.lock_archive(&key, "consolidation")?;
+    jobs.lock_archive(&key, crate::jobs::CONSOLIDATION)?;
     let result = consolidate_held(jobs, plugin, name, progress);
     jobs.unlock_archive(&key);
     result

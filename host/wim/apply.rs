@@ -865,10 +865,7 @@ fn stream_large(
         total += piece.len() as u64;
         Ok(())
     };
-    match recover {
-        Some(damaged) => arch.read_blob_recovering(h, damaged, &mut write)?,
-        None => arch.read_blob(h, &mut write)?,
-    }
+    arch.read_blob_checked(h, recover, &mut write)?;
     for (f, sparse, p) in &files {
         if *sparse {
             f.set_len(total).map_err(|e| io_err(e, p, "cannot write"))?;

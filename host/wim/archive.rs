@@ -269,20 +269,12 @@ impl WimArchive {
         self.read_blob_checked(hash, None, sink)
     }
 
-    /// [`read_blob`](Self::read_blob) for data recovery: chunks that do not
-    /// decode and a SHA-1 that does not match do not stop it; they set
-    /// `damaged` and the data is passed on as well as it decodes. A blob
-    /// that is missing, or whose layout is unsound, still fails.
-    pub fn read_blob_recovering(
-        &self,
-        hash: &Sha1,
-        damaged: &AtomicBool,
-        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        self.read_blob_checked(hash, Some(damaged), sink)
-    }
-
-    fn read_blob_checked(
+    /// [`read_blob`](Self::read_blob), for data recovery when `recover` is
+    /// given: chunks that do not decode and a SHA-1 that does not match do
+    /// not stop it; they set `recover` and the data is passed on as well as
+    /// it decodes. A blob that is missing, or whose layout is unsound,
+    /// still fails.
+    pub fn read_blob_checked(
         &self,
         hash: &Sha1,
         recover: Option<&AtomicBool>,
@@ -308,10 +300,7 @@ impl WimArchive {
             h.update(piece);
             sink(piece)
         };
-        match recover {
-            Some(damaged) => ctx.stream_recovering(&entry.reshdr, &what, damaged, &mut hashing)?,
-            None => ctx.stream(&entry.reshdr, &what, &mut hashing)?,
-        }
+        ctx.stream_checked(&entry.reshdr, &what, recover, &mut hashing)?;
         let actual: Sha1 = h.finalize().into();
         if &actual != hash {
             if let Some(damaged) = recover {
@@ -333,8 +322,8 @@ impl WimArchive {
     }
 
     /// [`read_blob_to_vec`](Self::read_blob_to_vec), recovering as
-    /// [`read_blob_recovering`](Self::read_blob_recovering) does when
-    /// `recover` is given.
+    /// [`read_blob_checked`](Self::read_blob_checked) does when `recover`
+    /// is given.
     pub fn read_blob_to_vec_checked(&self, hash: &Sha1, limit: u64, recover: Option<&AtomicBool>) -> Result<Vec<u8>> {
         let size = self.blob_size(hash).unwrap_or(0);
         if size > limit {

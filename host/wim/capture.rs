@@ -166,21 +166,16 @@ pub fn latest_wimguard_image(writer: &crate::WimWriter) -> Result<Option<ImageTr
 /// sources share one archive, a backup compares with its own last snapshot,
 /// where its unchanged files are, not with another source's.
 pub fn previous_wimguard_image(writer: &crate::WimWriter, source: &str) -> Result<Option<ImageTree>> {
-    let has_identity = |tree: &ImageTree| tree.inodes.iter().any(|ino| ino.identity_key().is_some());
+    let mut candidates: Vec<u32> = reuse_candidates(writer).collect();
     if !source.is_empty() {
         let infos = writer.xml().images();
-        for i in reuse_candidates(writer) {
-            if infos.iter().any(|x| x.index == i && x.source == source) {
-                let tree = writer.load_image(i)?;
-                if has_identity(&tree) {
-                    return Ok(Some(tree));
-                }
-            }
-        }
+        let own = |i: &u32| infos.iter().any(|x| x.index == *i && x.source == source);
+        // Stable: newest first within each group.
+        candidates.sort_by_key(|i| !own(i));
     }
-    for i in reuse_candidates(writer) {
+    for i in candidates {
         let tree = writer.load_image(i)?;
-        if has_identity(&tree) {
+        if tree.inodes.iter().any(|ino| ino.identity_key().is_some()) {
             return Ok(Some(tree));
         }
     }

@@ -69,25 +69,16 @@ impl<'a> ResourceContext<'a> {
     /// Streams the uncompressed bytes of a resource to `sink`, in order,
     /// decoding chunks in parallel batches so memory stays bounded.
     pub fn stream(&self, r: &ResHdr, what: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        self.stream_chunks(r, what, None, sink)
+        self.stream_checked(r, what, None, sink)
     }
 
-    /// [`stream`](Self::stream) for data recovery: a chunk that does not
-    /// decode is passed on as what its decoder wrote before it gave up, with
-    /// zeros for the rest (as `wimlib-imagex apply --recover-data` does),
-    /// and `damaged` is set. A resource whose layout is unsound (chunk table,
-    /// extent) still fails: there is nothing to recover from it.
-    pub fn stream_recovering(
-        &self,
-        r: &ResHdr,
-        what: &str,
-        damaged: &AtomicBool,
-        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        self.stream_chunks(r, what, Some(damaged), sink)
-    }
-
-    fn stream_chunks(
+    /// [`stream`](Self::stream), for data recovery when `recover` is given:
+    /// a chunk that does not decode is passed on as what its decoder wrote
+    /// before it gave up, with zeros for the rest (as `wimlib-imagex apply
+    /// --recover-data` does), and `recover` is set. A resource whose layout
+    /// is unsound (chunk table, extent) still fails: there is nothing to
+    /// recover from it.
+    pub fn stream_checked(
         &self,
         r: &ResHdr,
         what: &str,

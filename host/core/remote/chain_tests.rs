@@ -352,7 +352,7 @@ fn consolidation_and_readers_of_the_chain_exclude_each_other() {
     drop(reading);
     assert_eq!(jobs.readers(&key), 0);
 
-    jobs.lock_archive(&key, "consolidation").unwrap();
+    jobs.lock_archive(&key, crate::jobs::CONSOLIDATION).unwrap();
     assert!(matches!(
         jobs.begin_reading(&key),
         Err(crate::error::CoreError::Conflict(_))
