@@ -184,9 +184,29 @@ impl WimArchive {
     /// archive must use the same codec and chunk size. Blobs of the own
     /// table win over referenced ones.
     pub fn add_ref(&mut self, name: &Path, source: Arc<dyn ReadAt>, entries: impl IntoIterator<Item = BlobEntry>) {
+        self.refer(name, source, entries, false);
+    }
+
+    /// [`add_ref`](Self::add_ref) where the referenced blobs win over the
+    /// own table's: for a caller that knows better where each blob is whole
+    /// (a remote chain's catalog, after a blob damaged in this archive was
+    /// stored again in a later one).
+    pub fn add_ref_preferred(
+        &mut self,
+        name: &Path,
+        source: Arc<dyn ReadAt>,
+        entries: impl IntoIterator<Item = BlobEntry>,
+    ) {
+        self.refer(name, source, entries, true);
+    }
+
+    fn refer(&mut self, name: &Path, source: Arc<dyn ReadAt>, entries: impl IntoIterator<Item = BlobEntry>, win: bool) {
         let i = self.ref_sources.len();
         self.ref_sources.push((name.to_path_buf(), source));
         for e in entries {
+            if win {
+                self.blobs.remove(&e.hash);
+            }
             if !self.blobs.contains_key(&e.hash) {
                 self.refs.insert(e.hash, (i, e));
             }
@@ -479,13 +499,13 @@ impl WimArchive {
 
     /// Decodes the given blobs in file order, small ones many at a time in
     /// parallel, and checks each one's SHA-1. Returns (blobs, bytes) checked;
-    /// a hash missing from the blob table is an error.
+    /// a hash missing from the blob table is an error, and so is the first
+    /// blob that fails.
     pub fn verify_blobs(
         &self,
         hashes: impl IntoIterator<Item = Sha1>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(u64, u64)> {
-        use rayon::prelude::*;
         let mut order: Vec<&BlobEntry> = Vec::new();
         for h in hashes {
             order.push(
@@ -494,19 +514,72 @@ impl WimArchive {
                     .ok_or_else(|| WimError::Corrupt(format!("blob {} is missing from the blob table", hex(&h))))?,
             );
         }
+        let (failed, total) = self.read_in_batches(&mut order, true, progress);
+        match failed.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok((order.len() as u64, total)),
+        }
+    }
+
+    /// [`verify_blobs`](Self::verify_blobs) that goes on past damage: every
+    /// blob is read, and each one that is not in the blob table, does not
+    /// decode or does not match its SHA-1 is returned with its error.
+    pub fn check_blobs(
+        &self,
+        hashes: impl IntoIterator<Item = Sha1>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Vec<(Sha1, WimError)> {
+        let mut failed = Vec::new();
+        let mut order: Vec<&BlobEntry> = Vec::new();
+        for h in hashes {
+            match self.locate(&h) {
+                Some((_, _, _, e)) => order.push(e),
+                None => failed.push((
+                    h,
+                    WimError::Corrupt(format!("blob {} is missing from the blob table", hex(&h))),
+                )),
+            }
+        }
+        failed.extend(self.read_in_batches(&mut order, false, progress).0);
+        failed
+    }
+
+    /// Reads `order` (sorted here into file order) in batches, small blobs
+    /// in parallel, and returns the blobs that failed and the bytes to read;
+    /// with `stop_at_first`, the first failure ends it.
+    fn read_in_batches(
+        &self,
+        order: &mut [&BlobEntry],
+        stop_at_first: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> (Vec<(Sha1, WimError)>, u64) {
+        use rayon::prelude::*;
         order.sort_by_key(|b| b.reshdr.offset);
         let total: u64 = order.iter().map(|b| b.reshdr.original_size).sum();
         let mut done = 0u64;
+        let mut failed = Vec::new();
         for group in order.chunk_by(|a, b| a.reshdr.original_size < (4 << 20) && b.reshdr.original_size < (4 << 20)) {
             for batch in group.chunks(512) {
-                batch
-                    .par_iter()
-                    .try_for_each(|b| self.read_blob(&b.hash, &mut |_| Ok(())))?;
+                if stop_at_first {
+                    if let Err(e) = batch
+                        .par_iter()
+                        .try_for_each(|b| self.read_blob(&b.hash, &mut |_| Ok(())).map_err(|e| (b.hash, e)))
+                    {
+                        failed.push(e);
+                        return (failed, total);
+                    }
+                } else {
+                    let results: Vec<_> = batch
+                        .par_iter()
+                        .filter_map(|b| self.read_blob(&b.hash, &mut |_| Ok(())).err().map(|e| (b.hash, e)))
+                        .collect();
+                    failed.extend(results);
+                }
                 done += batch.iter().map(|b| b.reshdr.original_size).sum::<u64>();
                 progress(done, total);
             }
         }
-        Ok((order.len() as u64, total))
+        (failed, total)
     }
 }
 
