@@ -88,6 +88,9 @@ struct State {
 /// [`Jobs::begin_reading`]).
 pub const CONSOLIDATION: &str = "consolidation";
 pub const RETENTION: &str = "forget";
+/// Who holds a remote archive while `archive check --repair` forgets what
+/// its store lost (readers may go on: nothing is deleted from the store).
+pub const CHECK: &str = "check --repair";
 const CONSOLIDATING: [&str; 2] = [CONSOLIDATION, RETENTION];
 
 /// A reader of a remote archive, counted until dropped.

@@ -40,6 +40,12 @@ pub fn resolve_uuid(jobs: &Jobs, given: &str) -> Result<String, CoreError> {
     if given.is_empty() {
         return Err(CoreError::InvalidArgument("no backup uuid given".into()));
     }
+    let uuid_like = given.len() <= 36 && given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if !uuid_like {
+        return Err(CoreError::InvalidArgument(format!(
+            "{given:?} is not a backup uuid: give the 36 characters `backups list` shows, or 4 or more of the first"
+        )));
+    }
     if given.len() >= 4 && jobs.catalog().get_backup(given)?.is_none() {
         let found = jobs
             .catalog()
@@ -601,18 +607,57 @@ pub(crate) fn consolidate_held(
             )));
         }
         let store = jobs.object_store(plugin)?;
-        let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), &archive)?
-            .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
-        let (compression, codec) = match codec_id.standard() {
-            Some(c) => (c, crate::wim::codecs::codec_for(c)?),
-            None => match jobs.resolve_codec(&codec_id)? {
-                crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
-                crate::jobs::CodecChoice::Standard { compression, .. } => {
-                    (compression, crate::wim::codecs::codec_for(compression)?)
-                }
-            },
-        };
+        let (compression, codec) = chain_codec(jobs, &archive)?;
         crate::remote::manage::consolidate(jobs.catalog(), &store, &archive, compression, codec, progress)
+    })
+}
+
+/// The format and codec a remote chain is written in (a plugin codec's
+/// when the chain's codec id is not a standard one).
+fn chain_codec(
+    jobs: &Jobs,
+    archive: &RemoteArchive,
+) -> Result<(crate::wim::Compression, Option<crate::wim::codecs::SharedCodec>), CoreError> {
+    let (codec_id, _) = crate::remote::backup::chain_codec(jobs.catalog(), archive)?
+        .ok_or_else(|| CoreError::NotFound(format!("no remote archive {} in the catalog", archive.id())))?;
+    Ok(match codec_id.standard() {
+        Some(c) => (c, crate::wim::codecs::codec_for(c)?),
+        None => match jobs.resolve_codec(&codec_id)? {
+            crate::jobs::CodecChoice::Plugin(c) => (crate::wim::Compression::Plugin, Some(c)),
+            crate::jobs::CodecChoice::Standard { compression, .. } => {
+                (compression, crate::wim::codecs::codec_for(compression)?)
+            }
+        },
+    })
+}
+
+/// Checks remote archive `name` of `plugin` against its store (see
+/// [`crate::remote::check`]). A plain check counts as a reader (no
+/// consolidation deletes objects under it); a repair holds the archive, as
+/// a backup would.
+pub fn check_archive(
+    jobs: &Jobs,
+    plugin: &str,
+    name: &str,
+    opts: crate::remote::check::CheckOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<crate::remote::check::ChainCheck, CoreError> {
+    let archive = RemoteArchive::new(plugin, name)?;
+    let key = Path::new(&archive.id()).to_path_buf();
+    let mut run = || {
+        let _reading = jobs.begin_reading(&key)?;
+        let store = jobs.object_store(plugin)?;
+        let (_, codec) = chain_codec(jobs, &archive)?;
+        crate::remote::check::check(jobs.catalog(), &store, &archive, codec, opts, progress)
+    };
+    crate::metrics::job("check", || {
+        if !opts.repair {
+            return run();
+        }
+        jobs.lock_archive(&key, crate::jobs::CHECK)?;
+        let result = run();
+        jobs.unlock_archive(&key);
+        result
     })
 }
 
@@ -701,8 +746,14 @@ mod tests {
         // Too short to be a prefix, or no backup's: passed on as given
         // (then not found), never a LIKE pattern.
         assert_eq!(resolve_uuid(&jobs, "abc").unwrap(), "abc");
-        assert_eq!(resolve_uuid(&jobs, "ab%d").unwrap(), "ab%d");
         assert!(matches!(snapshot_record(&jobs, "ffff"), Err(CoreError::NotFound(_))));
+        // What cannot be a uuid is bad usage (exit 2), not "not found".
+        for bad in ["ab%d", "notauuid", "abcd1111-0000-4000-8000-000000000001x", "../x"] {
+            assert!(
+                matches!(resolve_uuid(&jobs, bad), Err(CoreError::InvalidArgument(m)) if m.contains("not a backup uuid")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -324,6 +324,50 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets object `seq` of `archive`, which the store no longer has
+    /// (`archive check --repair`): its blobs, its images and the backup
+    /// records of those images go, in one transaction. Returns the uuids
+    /// of the backups forgotten.
+    pub fn forget_missing_remote_object(&self, archive: &str, seq: u32) -> Result<Vec<String>> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        let uuids = {
+            let mut stmt = tx.prepare("SELECT backup_uuid FROM remote_images WHERE archive = ?1 AND seq = ?2")?;
+            let rows = stmt
+                .query_map(params![archive, seq], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
+        for uuid in &uuids {
+            tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        }
+        for table in ["remote_blobs", "remote_images", "remote_objects"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE archive = ?1 AND seq = ?2"),
+                params![archive, seq],
+            )?;
+        }
+        tx.commit()?;
+        Ok(uuids)
+    }
+
+    /// Drops blobs of `archive` from the catalog (they failed their
+    /// checksum): the next backup that meets their contents stores them
+    /// again. Returns how many were dropped.
+    pub fn drop_remote_blobs(&self, archive: &str, hashes: &[Sha1]) -> Result<u64> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        let mut n = 0u64;
+        for h in hashes {
+            n += tx.execute(
+                "DELETE FROM remote_blobs WHERE archive = ?1 AND hash = ?2",
+                params![archive, &h[..]],
+            )? as u64;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Makes an uploaded object and its images visible, in one transaction:
     /// the object becomes `complete`, its blobs and images are recorded and
     /// the backup (if any) gets its final record. Before this commits, no

@@ -53,7 +53,9 @@ pub fn open_snapshot(
             )));
         };
         let src = Arc::new(RemoteSource::new(store.clone(), &o.key, o.size));
-        arch.add_ref(Path::new(&name(&o.key)), src, entries);
+        // The catalog's place wins over the own table's: a blob found
+        // damaged there (`archive check --repair`) and stored again since.
+        arch.add_ref_preferred(Path::new(&name(&o.key)), src, entries);
     }
     Ok(arch)
 }

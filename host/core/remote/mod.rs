@@ -16,6 +16,7 @@
 //! object holds each blob and image), and can be rebuilt from the objects.
 
 pub mod backup;
+pub mod check;
 pub mod manage;
 pub mod plugin_store;
 pub mod rebuild;

@@ -103,7 +103,7 @@ pub fn rebuild_remote(
 }
 
 /// Every object under `prefix`, page by page.
-fn list_all(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Vec<super::ObjectInfo>, CoreError> {
+pub(crate) fn list_all(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Vec<super::ObjectInfo>, CoreError> {
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
