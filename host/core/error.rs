@@ -93,6 +93,13 @@ impl From<WimError> for CoreError {
             WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
             e @ WimError::CodecFailed(_) => CoreError::Internal(e.to_string()),
             WimError::Cancelled => CoreError::Cancelled,
+            WimError::Io(io)
+                if io
+                    .get_ref()
+                    .is_some_and(|e| e.is::<crate::remote::source::MissingObject>()) =>
+            {
+                CoreError::DataLoss(io.to_string())
+            }
             WimError::Io(io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
                 std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),

@@ -47,6 +47,7 @@ fn previous_tree(
     source: &str,
     codec: Option<&dyn Codec>,
     chunk_size: u32,
+    lost: &[RemoteObject],
     cancel: &AtomicBool,
 ) -> Result<Option<capture::PreviousImage>, CoreError> {
     let id = t.archive.id();
@@ -54,7 +55,7 @@ fn previous_tree(
         .catalog
         .remote_images(&id)?
         .into_iter()
-        .filter(|i| !i.removed)
+        .filter(|i| !i.removed && !lost.iter().any(|o| o.seq == i.seq))
         .collect();
     let mut same_source = None;
     for img in live.iter().rev() {
@@ -130,8 +131,13 @@ pub fn capture(
         Compression::Plugin => codec.clone(),
         c => crate::wim::codecs::codec_for(c)?,
     };
-    let previous = previous_tree(t, &record.source, decoder.as_deref(), chunk_size, cancel)?;
-    let known = t.catalog.remote_blobs(&id)?;
+    let lost = objects_the_store_lost(t, &objects);
+    let previous = previous_tree(t, &record.source, decoder.as_deref(), chunk_size, &lost, cancel)?;
+    // Blobs in an object the store lost are stored again by this backup:
+    // the catalog then places them in the new object, which also makes
+    // older snapshots that use them whole again.
+    let mut known = t.catalog.remote_blobs(&id)?;
+    known.retain(|b| !lost.iter().any(|o| o.seq == b.seq));
     let object = RemoteObject::uploading(&id, seq, &key, &record.uuid, &record.compression, chunk_size);
     t.catalog.begin_remote_object(&object)?;
     let abort_failed = Arc::new(AtomicBool::new(false));
@@ -154,9 +160,20 @@ pub fn capture(
         let mut writer = WimWriter::create_for_upload(&name, compression, codec, chunk_size, upload.parts())?;
         writer.watch_cancel(cancel.clone());
         writer.add_external_blobs(known.iter().map(|b| (b.entry.hash, b.entry.reshdr.original_size)));
-        let report = crate::metrics::timed("capture", || {
+        let mut report = crate::metrics::timed("capture", || {
             capture::capture(source, &mut writer, previous, opts, progress)
         })?;
+        for o in &lost {
+            report.warnings.push(format!(
+                "{} is missing from {} or was changed there (deleted outside WimGuard?): this backup stored again \
+                 what it needed of it, but snapshots stored before may be damaged; run `wimguard archive check {} \
+                 --plugin {}` to name them",
+                o.key,
+                t.store.name(),
+                t.archive.name,
+                t.archive.plugin
+            ));
+        }
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
@@ -209,6 +226,26 @@ pub fn capture(
         }
     }
     result
+}
+
+/// The complete objects of the chain that the store no longer holds as
+/// recorded (missing, or another size): one listing of the archive's keys.
+/// A store that refuses to list (a policy without `s3:ListBucket`) is
+/// trusted, as before this check existed.
+fn objects_the_store_lost(t: &Target, objects: &[RemoteObject]) -> Vec<RemoteObject> {
+    let listed = match super::rebuild::list_all(&t.store, &format!("{}/", t.archive.name)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(archive = %t.archive.id(), "cannot list the archive's objects to check none is lost: {e}");
+            return Vec::new();
+        }
+    };
+    let sizes: std::collections::HashMap<&str, u64> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    objects
+        .iter()
+        .filter(|o| o.state == ObjectState::Complete && sizes.get(o.key.as_str()) != Some(&o.size))
+        .cloned()
+        .collect()
 }
 
 fn catalog_set_token(catalog: &Catalog, archive: &str, seq: u32, token: &str) -> Result<(), CoreError> {

@@ -18,6 +18,19 @@ const CACHE_RANGES: usize = 16;
 /// Largest single GET.
 const READ_MAX: u64 = 64 << 20;
 
+/// A chain object the catalog records is not in the store: the archive
+/// lost data (DATA_LOSS), unlike a store that refuses a read.
+#[derive(Debug)]
+pub struct MissingObject(String);
+
+impl std::fmt::Display for MissingObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MissingObject {}
+
 pub struct RemoteSource {
     store: Arc<dyn ObjectStore>,
     key: String,
@@ -50,14 +63,26 @@ impl RemoteSource {
             let n = (len - out.len() as u64).min(READ_MAX) as u32;
             self.gets.fetch_add(1, Ordering::Relaxed);
             let piece = self.store.read(&self.key, at, n).map_err(|e| {
+                let message = format!("reading {} from {}: {e}", self.key, self.store.name());
                 // The store's verdict travels as the error's kind: a
-                // refusal is not damage to the archive.
+                // refusal is not damage to the archive. A recorded object
+                // that is gone is.
                 let kind = match e {
-                    CoreError::NotFound(_) => io::ErrorKind::NotFound,
+                    CoreError::NotFound(_) => {
+                        let archive = self.key.split('/').next().unwrap_or_default();
+                        return io::Error::new(
+                            io::ErrorKind::NotFound,
+                            MissingObject(format!(
+                                "{message}: the object is missing from the store (deleted outside WimGuard?); \
+                                 `wimguard archive check {archive} --plugin {}` names the snapshots affected",
+                                self.store.name()
+                            )),
+                        );
+                    }
                     CoreError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
                     _ => io::ErrorKind::Other,
                 };
-                io::Error::new(kind, format!("reading {} from {}: {e}", self.key, self.store.name()))
+                io::Error::new(kind, message)
             })?;
             if piece.is_empty() || piece.len() > n as usize {
                 return Err(io::Error::new(
