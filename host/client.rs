@@ -585,6 +585,15 @@ impl Client {
         self.stream(c.consolidate_archive(Request::new(request))).await
     }
 
+    /// Checks a remote archive against its store (streams progress, then the result).
+    pub async fn check_archive(
+        &self,
+        request: pb::CheckArchiveRequest,
+    ) -> Result<EventStream<pb::CheckEvent>, ClientError> {
+        let mut c = ArchiveServiceClient::new(self.ready().await?);
+        self.stream(c.check_archive(Request::new(request))).await
+    }
+
     /// Applies retention rules (or says what they would remove).
     pub async fn forget(&self, request: pb::ForgetRequest) -> Result<pb::ForgetResponse, ClientError> {
         let mut c = ArchiveServiceClient::new(self.ready().await?);

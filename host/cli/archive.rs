@@ -42,6 +42,26 @@ pub enum ArchiveCommand {
         #[command(flatten)]
         client: super::ClientOptions,
     },
+    /// Check a remote archive against its store: objects missing or changed
+    /// there, and the snapshots that can no longer be restored whole, with
+    /// their files (through the server). Exit 3 when something is damaged.
+    Check {
+        /// The remote archive's name.
+        name: String,
+        /// The destination plugin that stores it.
+        #[arg(long)]
+        plugin: String,
+        /// Also read every blob and check its SHA-1 (downloads the archive).
+        #[arg(long)]
+        read_data: bool,
+        /// Forget in the catalog what is lost: snapshots whose object is
+        /// gone, the missing objects, blobs that failed their checksum. The
+        /// next backup stores again the contents it still finds.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        client: super::ClientOptions,
+    },
     /// Capture a directory as a new image (creates WIM, or appends when it exists).
     Capture {
         /// Directory to capture.
@@ -122,6 +142,21 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         ArchiveCommand::Consolidate { name, plugin, client } => {
             super::block_on(super::catalog::consolidate(name, plugin, client))
         }
+        ArchiveCommand::Check {
+            name,
+            plugin,
+            read_data,
+            repair,
+            client,
+        } => super::block_on(super::catalog::check(
+            crate::api::v1::CheckArchiveRequest {
+                name,
+                plugin,
+                read_data,
+                repair,
+            },
+            client,
+        )),
         ArchiveCommand::Capture {
             source,
             wim,

@@ -1,5 +1,6 @@
-//! `wimguard catalog rebuild` and `wimguard archive consolidate`: the
-//! catalog and remote archives as wholes (through the server).
+//! `wimguard catalog rebuild`, `wimguard archive consolidate` and
+//! `wimguard archive check`: the catalog and remote archives as wholes
+//! (through the server).
 
 use std::path::PathBuf;
 
@@ -91,6 +92,14 @@ pub async fn consolidate(name: String, plugin: String, options: ClientOptions) -
                     "images_kept": r.images_kept, "images_dropped": r.images_dropped,
                     "bytes_after": r.bytes_after, "key": r.key,
                 }));
+            } else if r.objects_before == 1 && r.images_dropped == 0 {
+                // Nothing was rewritten: the chain is one full object already.
+                outln!(
+                    "{plugin}:{name}: nothing to reclaim; {} alone holds its {} snapshots ({})",
+                    r.key,
+                    r.images_kept,
+                    bytes_human(r.bytes_after)
+                );
             } else {
                 outln!(
                     "{plugin}:{name}: {} objects ({}) → {} ({}); {} snapshots kept, {} dropped",
@@ -108,4 +117,106 @@ pub async fn consolidate(name: String, plugin: String, options: ClientOptions) -
     Err(CliError::failure(
         "the server ended the consolidation without a result (did it stop?)",
     ))
+}
+
+/// `wimguard archive check NAME --plugin P [--read-data] [--repair]`.
+pub async fn check(request: crate::api::v1::CheckArchiveRequest, options: ClientOptions) -> Result<(), CliError> {
+    let json = options.json;
+    let client = options.client()?;
+    let id = format!("{}:{}", request.plugin, request.name);
+    let (plugin, name) = (request.plugin.clone(), request.name.clone());
+    let mut events = client.check_archive(request).await?;
+    while let Some(e) = events.next().await? {
+        if let Some(p) = e.progress.filter(|_| !json) {
+            eprint!(
+                "\rreading {} of {}   ",
+                bytes_human(p.bytes_done),
+                bytes_human(p.bytes_total)
+            );
+        }
+        let Some(r) = e.result else { continue };
+        if json {
+            let damaged: Vec<_> = r
+                .damaged
+                .iter()
+                .map(|d| {
+                    json!({
+                        "backup_uuid": d.backup_uuid, "problem": d.problem, "files": d.files,
+                        "files_total": d.files_total, "lost": d.lost, "forgotten": d.forgotten,
+                    })
+                })
+                .collect();
+            print_json(&json!({
+                "objects": r.objects, "snapshots": r.snapshots, "missing_objects": r.missing_objects,
+                "changed_objects": r.changed_objects, "unknown_objects": r.unknown_objects,
+                "blobs_read": r.blobs_read, "bytes_read": r.bytes_read, "damaged_blobs": r.damaged_blobs,
+                "blobs_dropped": r.blobs_dropped, "damaged": damaged, "repaired": r.repaired,
+                "problems_left": r.problems_left,
+            }));
+        } else {
+            print_check(&id, &plugin, &r);
+        }
+        if r.problems_left > 0 {
+            let advice = if r.repaired {
+                "the snapshots named cannot be restored whole; back their sources up again, or delete them".to_string()
+            } else {
+                format!(
+                    "`wimguard archive check {name} --plugin {plugin} --repair` forgets what is lost; the next \
+                     backup stores again what its source still has"
+                )
+            };
+            return Err(CliError::damaged(format!(
+                "{id}: {} problem(s) found; {advice}",
+                r.problems_left
+            )));
+        }
+        return Ok(());
+    }
+    Err(CliError::failure(
+        "the server ended the check without a result (did it stop?)",
+    ))
+}
+
+/// The human form of a check's result.
+fn print_check(id: &str, plugin: &str, r: &crate::api::v1::CheckResult) {
+    if r.blobs_read > 0 {
+        eprintln!();
+    }
+    outln!("{id}: {} objects, {} snapshots checked", r.objects, r.snapshots);
+    if r.blobs_read > 0 {
+        outln!("read {} blobs ({})", r.blobs_read, bytes_human(r.bytes_read));
+    }
+    let done = if r.repaired { " (forgotten in the catalog)" } else { "" };
+    for k in &r.missing_objects {
+        outln!("missing from {plugin}: {k}{done}");
+    }
+    for c in &r.changed_objects {
+        outln!("changed in {plugin}: {c}");
+    }
+    for b in &r.damaged_blobs {
+        outln!("damaged blob {b}");
+    }
+    if r.blobs_dropped > 0 {
+        outln!("{} damaged blobs forgotten in the catalog", r.blobs_dropped);
+    }
+    for d in &r.damaged {
+        let forgotten = if d.forgotten { " (forgotten in the catalog)" } else { "" };
+        outln!("snapshot {}: {}{forgotten}", d.backup_uuid, d.problem);
+        for f in &d.files {
+            outln!("    {f}");
+        }
+        if d.files_total > d.files.len() as u64 {
+            outln!("    … and {} more", d.files_total - d.files.len() as u64);
+        }
+    }
+    for k in &r.unknown_objects {
+        outln!("not in the catalog: {k} (`wimguard catalog rebuild --plugin {plugin}` records what it holds)");
+    }
+    if r.problems_left == 0 {
+        if r.repaired && !r.missing_objects.is_empty() {
+            outln!("repaired: every snapshot left can be restored whole");
+        } else {
+            outln!("no problems found");
+        }
+    }
 }

@@ -311,6 +311,14 @@ impl CliError {
         }
     }
 
+    /// An archive found damaged (exit 3).
+    pub fn damaged(msg: impl Into<String>) -> Self {
+        CliError {
+            message: msg.into(),
+            exit_code: EXIT_DAMAGED,
+        }
+    }
+
     pub fn interrupted(msg: impl Into<String>) -> Self {
         CliError {
             message: msg.into(),

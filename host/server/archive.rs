@@ -22,11 +22,45 @@ impl ArchiveApi {
 
 type ConsolidateStream = Pin<Box<dyn Stream<Item = Result<pb::ConsolidateEvent, Status>> + Send>>;
 type RebuildStream = Pin<Box<dyn Stream<Item = Result<pb::RebuildEvent, Status>> + Send>>;
+type CheckStream = Pin<Box<dyn Stream<Item = Result<pb::CheckEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::archive_service_server::ArchiveService for ArchiveApi {
     type ConsolidateArchiveStream = ConsolidateStream;
     type RebuildCatalogStream = RebuildStream;
+    type CheckArchiveStream = CheckStream;
+
+    async fn check_archive(&self, req: Request<pb::CheckArchiveRequest>) -> Result<Response<CheckStream>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() || r.plugin.is_empty() {
+            return Err(Status::invalid_argument(
+                "the archive's name and its destination plugin are required",
+            ));
+        }
+        let jobs = self.shared.jobs.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::CheckEvent, Status>>(16);
+        tokio::task::spawn_blocking(move || {
+            let opts = crate::remote::check::CheckOptions {
+                read_data: r.read_data,
+                repair: r.repair,
+            };
+            let mut progress = every_200ms(pb::Phase::Verifying, |p| {
+                let _ = tx.blocking_send(Ok(pb::CheckEvent {
+                    progress: Some(p),
+                    result: None,
+                }));
+            });
+            let result = crate::ops::check_archive(&jobs, &r.plugin, &r.name, opts, &mut progress);
+            let last = result
+                .map(|c| pb::CheckEvent {
+                    progress: None,
+                    result: Some(convert::chain_check(&c)),
+                })
+                .map_err(convert::status);
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
 
     async fn consolidate_archive(
         &self,
@@ -41,22 +75,13 @@ impl pb::archive_service_server::ArchiveService for ArchiveApi {
         let jobs = self.shared.jobs.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ConsolidateEvent, Status>>(16);
         tokio::task::spawn_blocking(move || {
-            let mut last = std::time::Instant::now();
-            let result = crate::ops::consolidate(&jobs, &r.plugin, &r.name, &mut |done, total| {
-                if last.elapsed().as_millis() >= 200 {
-                    last = std::time::Instant::now();
-                    let _ = tx.blocking_send(Ok(pb::ConsolidateEvent {
-                        progress: Some(pb::Progress {
-                            phase: pb::Phase::Uploading as i32,
-                            bytes_done: done,
-                            bytes_total: total,
-                            updated_at: Some(convert::timestamp_ms(crate::catalog::now_ms())),
-                            ..pb::Progress::default()
-                        }),
-                        result: None,
-                    }));
-                }
+            let mut progress = every_200ms(pb::Phase::Uploading, |p| {
+                let _ = tx.blocking_send(Ok(pb::ConsolidateEvent {
+                    progress: Some(p),
+                    result: None,
+                }));
             });
+            let result = crate::ops::consolidate(&jobs, &r.plugin, &r.name, &mut progress);
             let last = result
                 .map(|c| pb::ConsolidateEvent {
                     progress: None,
@@ -178,5 +203,23 @@ impl pb::archive_service_server::ArchiveService for ArchiveApi {
             let _ = tx.blocking_send(last);
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// A progress callback for a blocking job: hands `send` a report of the
+/// bytes done at most every 200 ms.
+fn every_200ms(phase: pb::Phase, mut send: impl FnMut(pb::Progress)) -> impl FnMut(u64, u64) {
+    let mut last = std::time::Instant::now();
+    move |done, total| {
+        if last.elapsed().as_millis() >= 200 {
+            last = std::time::Instant::now();
+            send(pb::Progress {
+                phase: phase as i32,
+                bytes_done: done,
+                bytes_total: total,
+                updated_at: Some(convert::timestamp_ms(crate::catalog::now_ms())),
+                ..pb::Progress::default()
+            });
+        }
     }
 }

@@ -197,3 +197,32 @@ pub fn retention_to_pb(r: &crate::catalog::schedules::RetentionSpec) -> pb::Rete
         keep_within: r.keep_within.clone().unwrap_or_default(),
     }
 }
+
+/// A remote archive's check, as the API reports it.
+pub fn chain_check(c: &crate::remote::check::ChainCheck) -> pb::CheckResult {
+    pb::CheckResult {
+        objects: c.objects,
+        snapshots: c.snapshots,
+        missing_objects: c.missing_objects.clone(),
+        changed_objects: c.changed_objects.clone(),
+        unknown_objects: c.unknown_objects.clone(),
+        blobs_read: c.blobs_read,
+        bytes_read: c.bytes_read,
+        damaged_blobs: c.damaged_blobs.clone(),
+        blobs_dropped: c.blobs_dropped,
+        damaged: c
+            .damaged
+            .iter()
+            .map(|d| pb::DamagedSnapshot {
+                backup_uuid: d.backup_uuid.clone(),
+                problem: d.problem.clone(),
+                files: d.files.clone(),
+                files_total: d.files_total,
+                lost: d.lost,
+                forgotten: d.forgotten,
+            })
+            .collect(),
+        repaired: c.repaired,
+        problems_left: c.problems_left() as u32,
+    }
+}

@@ -197,11 +197,14 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
             out.describe()
         );
     }
-    // An empty uuid (a script's unset variable) is a usage error.
+    // An empty uuid (a script's unset variable), or one that cannot be a
+    // uuid (a name, a path), is a usage error.
     for args in [
         vec![os("backups"), os("show"), os("")],
         vec![os("snapshots"), os("show"), os("")],
         vec![os("snapshots"), os("browse"), os("")],
+        vec![os("backups"), os("delete"), os("notauuid")],
+        vec![os("restore"), os("home/latest"), os("--target"), t.as_os_str()],
     ] {
         cli_code(&env.home, &args, 2);
     }

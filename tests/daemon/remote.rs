@@ -557,3 +557,182 @@ fn uploading_a_1_gib_source_keeps_the_server_under_200_mb() {
         fs::remove_file(f.unwrap().path()).unwrap();
     }
 }
+
+/// `archive check … --json` with its exit code.
+fn check(r: &Remote, name: &str, extra: &[&str], code: i32) -> serde_json::Value {
+    let mut a = vec![
+        os("archive"),
+        os("check"),
+        os(name),
+        os("--plugin"),
+        os("s3-upload"),
+        os("--json"),
+    ];
+    a.extend(extra.iter().map(os));
+    last_json(&cli_code(r.home(), &a, code))
+}
+
+#[test]
+fn objects_deleted_in_the_bucket_are_named_by_check_healed_by_backups_and_forgotten_by_repair() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 1 << 20);
+    let u1 = uuid_of(&r.backup(&src, "lossy"));
+    fs::write(src.join("docs/second.txt"), b"only the second object holds this\n").unwrap();
+    let u2 = uuid_of(&r.backup(&src, "lossy"));
+    fs::write(src.join("docs/third.txt"), b"and this one the third\n").unwrap();
+    let want3 = common::snapshot(&src);
+    let u3 = uuid_of(&r.backup(&src, "lossy"));
+
+    // A whole chain checks clean, data included.
+    let c = check(&r, "lossy", &["--read-data"], 0);
+    assert_eq!(
+        (c["objects"].as_u64(), c["snapshots"].as_u64()),
+        (Some(3), Some(3)),
+        "{c}"
+    );
+    assert!(c["blobs_read"].as_u64().unwrap() > 200, "{c}");
+    assert_eq!(c["problems_left"], 0, "{c}");
+    assert!(c["damaged"].as_array().unwrap().is_empty(), "{c}");
+
+    // An operator deletes the second object in the bucket.
+    fs::remove_file(r.s3.object_path(&format!("{PREFIX}/lossy/000002.wim"))).unwrap();
+    let c = check(&r, "lossy", &[], 3);
+    assert_eq!(c["missing_objects"], serde_json::json!(["lossy/000002.wim"]), "{c}");
+    let damaged = c["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 2, "{c}");
+    let of = |u: &str| damaged.iter().find(|d| d["backup_uuid"] == u).cloned();
+    assert!(of(&u1).is_none(), "the first snapshot is whole: {c}");
+    let lost = of(&u2).expect("the second snapshot is named");
+    assert_eq!(lost["lost"], true, "{lost}");
+    let hurt = of(&u3).expect("the third snapshot is named");
+    assert_eq!(hurt["lost"], false, "{hurt}");
+    assert_eq!(hurt["files"], serde_json::json!(["/docs/second.txt"]), "{hurt}");
+    assert_eq!(hurt["files_total"], 1, "{hurt}");
+    let human = cli_code(
+        r.home(),
+        &[os("archive"), os("check"), os("lossy"), os("--plugin"), os("s3-upload")],
+        3,
+    );
+    assert!(
+        human.stdout.contains("missing from s3-upload: lossy/000002.wim")
+            && human.stdout.contains(&format!(
+                "snapshot {u3}: 1 file(s) have contents that are lost\n    /docs/second.txt"
+            ))
+            && human.stderr.contains("--repair"),
+        "{}",
+        human.describe()
+    );
+    // A restore of the damaged snapshot is DATA_LOSS, naming the object and the check.
+    let out = cli_code(
+        r.home(),
+        &[os("restore"), os(&u3), os("--target"), r.env.path("fails").as_os_str()],
+        3,
+    );
+    assert!(
+        out.stderr.contains("lossy/000002.wim") && out.stderr.contains("archive check lossy"),
+        "{}",
+        out.describe()
+    );
+
+    // The next backup stores again what it needs of the lost object, and warns.
+    let b = r.backup(&src, "lossy");
+    let warnings = b["warnings"].to_string();
+    assert!(
+        warnings.contains("lossy/000002.wim") && warnings.contains("archive check lossy"),
+        "{b}"
+    );
+    let u4 = uuid_of(&b);
+    // That made the third snapshot whole again; the second stays lost.
+    let c = check(&r, "lossy", &["--read-data"], 3);
+    let damaged = c["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{c}");
+    assert_eq!(damaged[0]["backup_uuid"], u2.as_str(), "{c}");
+    let out = r.env.path("healed");
+    restore_to(r.home(), &u3, &out, &[]);
+    same_tree(&want3, &out, &src, "a snapshot healed by a later backup");
+
+    // Repair forgets the lost snapshot and the missing object; then all is whole.
+    let c = check(&r, "lossy", &["--repair"], 0);
+    assert_eq!(c["repaired"], true, "{c}");
+    assert_eq!(c["damaged"][0]["forgotten"], true, "{c}");
+    assert!(list(r.home()).iter().all(|b| b["uuid"] != u2.as_str()));
+    let c = check(&r, "lossy", &[], 0);
+    assert_eq!(
+        (c["objects"].as_u64(), c["snapshots"].as_u64()),
+        (Some(3), Some(3)),
+        "{c}"
+    );
+    // Backups no longer warn, and consolidation works on what is left.
+    let b = r.backup(&src, "lossy");
+    assert!(b["warnings"].as_array().is_none_or(|w| w.is_empty()), "{b}");
+    cli_ok(
+        r.home(),
+        &[
+            os("archive"),
+            os("consolidate"),
+            os("lossy"),
+            os("--plugin"),
+            os("s3-upload"),
+        ],
+    );
+    let out = r.env.path("after-consolidation");
+    restore_to(r.home(), &u4, &out, &[]);
+    same_tree(&want3, &out, &src, "restore after repair and consolidation");
+    // A chain of one full object has nothing to reclaim, and says so.
+    let again = cli_ok(
+        r.home(),
+        &[
+            os("archive"),
+            os("consolidate"),
+            os("lossy"),
+            os("--plugin"),
+            os("s3-upload"),
+        ],
+    );
+    assert!(
+        again
+            .stdout
+            .contains("nothing to reclaim; lossy/000006.wim alone holds its 4 snapshots"),
+        "{}",
+        again.describe()
+    );
+}
+
+#[test]
+fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_repair() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 1 << 20);
+    let want = common::snapshot(&src);
+    let u1 = uuid_of(&r.backup(&src, "rot"));
+    // Bit rot in the middle of the object (in the random files' contents):
+    // same size, so only reading the data finds it.
+    let path = r.s3.object_path(&format!("{PREFIX}/rot/000001.wim"));
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&path, &bytes).unwrap();
+    check(&r, "rot", &[], 0);
+    let c = check(&r, "rot", &["--read-data"], 3);
+    assert_eq!(c["damaged_blobs"].as_array().unwrap().len(), 1, "{c}");
+    let damaged = c["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{c}");
+    assert_eq!(damaged[0]["backup_uuid"], u1.as_str(), "{c}");
+    assert_eq!(damaged[0]["files_total"], 1, "{c}");
+    let file = damaged[0]["files"][0].as_str().unwrap().to_string();
+    assert!(file == "/data/big.bin" || file == "/data/old.bin", "{c}");
+
+    // Repair forgets the blob; the snapshot stays damaged until the next
+    // backup stores those contents again, which makes it whole.
+    let c = check(&r, "rot", &["--read-data", "--repair"], 3);
+    assert_eq!(c["blobs_dropped"], 1, "{c}");
+    let u2 = uuid_of(&r.backup(&src, "rot"));
+    let c = check(&r, "rot", &["--read-data"], 0);
+    assert_eq!(c["snapshots"], 2, "{c}");
+    for u in [&u1, &u2] {
+        let out = r.env.path(&format!("restored-{u}"));
+        restore_to(r.home(), u, &out, &[]);
+        same_tree(&want, &out, &src, &format!("{file} stored again after bit rot"));
+    }
+}
