@@ -62,6 +62,45 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    const ALL: [ErrorKind; 12] = [
+        ErrorKind::NotFound,
+        ErrorKind::InvalidArgument,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Conflict,
+        ErrorKind::AlreadyExists,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::DataLoss,
+        ErrorKind::Cancelled,
+        ErrorKind::OutOfRange,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
+    /// The word the catalog stores for this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::DataLoss => "data_loss",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::OutOfRange => "out_of_range",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    pub fn from_name(word: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+}
+
 impl CoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {

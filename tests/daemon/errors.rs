@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wimguard::api::v1 as pb;
 
@@ -327,7 +327,7 @@ fn missing_source_unknown_uuid_and_unwritable_destination() {
 #[test]
 fn corrupt_archive_is_data_loss() {
     let env = Env::new();
-    let server = Server::start(&env.home);
+    let mut server = Server::start(&env.home);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     let payload = Rng::new(99).bytes(256 * 1024);
@@ -346,12 +346,19 @@ fn corrupt_archive_is_data_loss() {
         let held = fs::File::open(&wim).unwrap();
         // SAFETY: flock on a descriptor this test owns.
         assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let out = cli_code(&env.home, &backup_args(&src, &wim, &[]), 7);
+        let out = cli_code(&env.home, &backup_args(&src, &wim, &["--json"]), 7);
         assert!(
             out.combined().contains("being modified by another process"),
             "{}",
             out.describe()
         );
+        // The kind of failure is kept: watching the finished backup, even
+        // after a restart, ends with the same code as its run.
+        let failed = uuid_of(&last_json(&out));
+        cli_code(&env.home, &[os("backups"), os("watch"), os(&failed)], 7);
+        server.stop();
+        server = Server::start(&env.home);
+        cli_code(&env.home, &[os("backups"), os("watch"), os(&failed)], 7);
     }
 
     let mut bytes = fs::read(&wim).unwrap();
@@ -586,4 +593,47 @@ fn a_closed_output_pipe_ends_a_listing_quietly() {
         );
     }
     cli_ok(&env.home, &[os("health")]);
+}
+
+/// A home removed under the running server: records would go to a catalog
+/// nobody can open again, so the server stops taking work and says why.
+#[test]
+fn a_home_deleted_under_the_server_stops_it_taking_work() {
+    let env = Env::new();
+    let server = Server::start(&env.home);
+    let src = env.path("src");
+    small_tree(&src, "h");
+    backup(&env.home, &src, &env.path("a.wim"), &[]);
+    let (address, token) = (config_address(&env.home), config_secret(&env.home));
+    fs::remove_dir_all(&env.home).unwrap();
+    let elsewhere = env.path("other-home");
+    let remote = |args: &[&std::ffi::OsStr]| {
+        let mut a = args.to_vec();
+        a.extend([os("--server"), os(&address), os("--token"), os(&token)]);
+        cli(&elsewhere, &a)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = remote(&[os("health")]);
+        if out.code() != Some(0) {
+            assert!(out.combined().contains("NOT_SERVING"), "{}", out.describe());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still SERVING 30 s after its home was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = remote(&backup_args(&src, &env.path("b.wim"), &[]));
+    assert_eq!(out.code(), Some(6), "{}", out.describe());
+    assert!(!env.path("b.wim").exists());
+    assert!(
+        server
+            .log_text()
+            .contains("was deleted or replaced while the server ran"),
+        "{}",
+        server.log_text()
+    );
+    server.stop();
 }

@@ -145,10 +145,17 @@ const MIGRATIONS: &[(u32, &str)] = &[
         since INTEGER NOT NULL
     );",
     ),
+    (
+        6,
+        // The kind of a failed backup's error (`ErrorKind::as_str`; empty
+        // for none), so that it outlives the job: `backups show` and
+        // `watch` of a finished backup report the same code as its run.
+        "ALTER TABLE backups ADD COLUMN failure TEXT NOT NULL DEFAULT '';",
+    ),
 ];
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

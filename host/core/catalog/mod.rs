@@ -155,8 +155,8 @@ pub struct BackupRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: String,
-    /// What kind of failure `error` is; on the live record only (not
-    /// stored): the client that waits for the backup hears it.
+    /// What kind of failure `error` is (None while it has not failed, and
+    /// for backups a catalog older than schema 6 recorded).
     pub failure: Option<crate::error::ErrorKind>,
     pub warnings: Vec<String>,
     /// The schedule that started it (empty for backups asked for directly).
@@ -229,7 +229,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
         ""
     };
     let n = tx.execute(
-        &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
+        &format!("INSERT INTO backups ({BACKUP_COLUMNS}, archive_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, (SELECT id FROM archives WHERE path = ?5)){conflict}"),
         params![
             b.uuid,
             b.status.as_str(),
@@ -254,6 +254,7 @@ fn insert_backup_in(tx: &Connection, b: &BackupRecord, keep_existing: bool) -> r
             b.error,
             serde_json::to_string(&b.warnings).unwrap_or_default(),
             b.schedule_id,
+            b.failure.map_or("", |k| k.as_str()),
         ],
     )?;
     Ok(n > 0)
@@ -264,7 +265,7 @@ fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
     db.execute(
         "UPDATE backups SET status = ?2, phase = ?3, name = ?4, image_index = ?5, files = ?6, directories = ?7, \
          bytes_total = ?8, bytes_read = ?9, bytes_stored = ?10, files_unchanged = ?11, started_at = ?12, \
-         finished_at = ?13, error = ?14, warnings = ?15, compression = ?16 WHERE uuid = ?1",
+         finished_at = ?13, error = ?14, warnings = ?15, compression = ?16, failure = ?17 WHERE uuid = ?1",
         params![
             b.uuid,
             b.status.as_str(),
@@ -282,6 +283,7 @@ fn update_backup_in(db: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
             b.error,
             serde_json::to_string(&b.warnings).unwrap_or_default(),
             b.compression.as_str(),
+            b.failure.map_or("", |k| k.as_str()),
         ],
     )?;
     Ok(())
@@ -302,7 +304,7 @@ pub fn now_ms() -> i64 {
 const BACKUP_COLUMNS: &str =
     "uuid, status, phase, source, destination, compression, name, description, excludes, plugins, \
      image_index, files, directories, bytes_total, bytes_read, bytes_stored, files_unchanged, created_at, started_at, \
-     finished_at, error, warnings, schedule_id";
+     finished_at, error, warnings, schedule_id, failure";
 
 /// Reads column `i`, a JSON list of strings; anything else is an error
 /// (never an empty list: that would silently drop excludes or plugins).
@@ -349,7 +351,14 @@ fn backup_from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
         error: r.get(20)?,
-        failure: None,
+        failure: {
+            let word: String = r.get(23)?;
+            if word.is_empty() {
+                None
+            } else {
+                Some(word_column(r, 23, "failure kind", crate::error::ErrorKind::from_name)?)
+            }
+        },
         warnings: json_list(r, 21)?,
         schedule_id: r.get(22)?,
     })
