@@ -74,10 +74,13 @@ struct RunningJob {
 #[derive(Default)]
 struct State {
     running: HashMap<String, RunningJob>,
-    /// Archive path → uuid of the backup writing it.
+    /// Archive path → uuid of the backup (or name of the operation)
+    /// writing it.
     busy_archives: HashMap<PathBuf, String>,
-    /// Archive path → uuid of an operation (delete) holding it.
+    /// No new jobs: the server is stopping, or cannot keep records.
     accepting_closed: bool,
+    /// Why, when it is not a shutdown (said to whoever asks for a job).
+    closed_because: Option<String>,
     /// Remote archive → restores and verifies reading it now: a
     /// consolidation deletes the objects they read, so it waits for none.
     readers: HashMap<PathBuf, usize>,
@@ -492,9 +495,9 @@ impl Jobs {
         {
             let mut st = self.state();
             if st.accepting_closed {
-                return Err(CoreError::Unavailable(
-                    "the server is shutting down; try again after it restarts".into(),
-                ));
+                return Err(CoreError::Unavailable(st.closed_because.clone().unwrap_or_else(|| {
+                    "the server is shutting down; try again after it restarts".into()
+                })));
             }
             if let Some(other) = st.busy_archives.get(&spec.destination) {
                 return Err(CoreError::Conflict(format!(
@@ -1117,6 +1120,14 @@ impl Jobs {
     /// How many restores and verifies read remote archive `key` now.
     pub fn readers(&self, key: &Path) -> usize {
         self.state().readers.get(key).copied().unwrap_or(0)
+    }
+
+    /// Takes no new jobs from now on, telling who asks `why` (running
+    /// ones go on).
+    pub fn refuse_new_jobs(&self, why: &str) {
+        let mut st = self.state();
+        st.accepting_closed = true;
+        st.closed_because = Some(why.to_string());
     }
 
     /// Stops taking jobs, lets running ones finish for `grace`, cancels the

@@ -392,6 +392,12 @@ pub fn run(args: ServerOptions) -> Result<(), Box<dyn std::error::Error>> {
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
+        tokio::spawn(watch_catalog_file(
+            shared.database_path.clone(),
+            health_reporter.clone(),
+            jobs.clone(),
+            scheduler.clone(),
+        ));
         let auth = Auth {
             token: Arc::new(cfg.app_secret.trim().to_string()),
         };
@@ -493,5 +499,44 @@ async fn wait_for_signal() {
                 "SIGHUP ignored: the server reads config.yaml only at start; restart it (SIGTERM, then start again) to apply changes"
             ),
         }
+    }
+}
+
+/// How often the server makes sure its catalog file is still where it was.
+const CATALOG_WATCH: Duration = Duration::from_secs(2);
+
+/// Notices the catalog file deleted or replaced under the running server (a
+/// home removed by hand, a restore of an old copy): everything recorded
+/// from then on would go to a file nobody can open again, or overwrite the
+/// new one. The server then reports NOT_SERVING (clients refuse to use it),
+/// takes no new jobs and runs no schedule; running jobs finish. Only a
+/// restart, which opens the catalog at its path again, recovers.
+async fn watch_catalog_file(
+    path: PathBuf,
+    health: tonic_health::server::HealthReporter,
+    jobs: Arc<Jobs>,
+    scheduler: Arc<crate::scheduler::Scheduler>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(opened) = identity(&path) else { return };
+    let mut tick = tokio::time::interval(CATALOG_WATCH);
+    loop {
+        tick.tick().await;
+        if identity(&path) == Some(opened) {
+            continue;
+        }
+        let why = format!(
+            "the catalog {} was deleted or replaced while the server ran (was its home removed?): what it recorded \
+             now would be lost, so it takes no new work; restart the server",
+            path.display()
+        );
+        tracing::error!("{why}");
+        jobs.refuse_new_jobs(&why);
+        scheduler.stop();
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        return;
     }
 }
