@@ -444,6 +444,40 @@ hooks:
     assert!(!post["error"].as_str().unwrap().is_empty(), "{post}");
 }
 
+/// A webhook that cannot deliver: the backup still succeeds (the hook is
+/// not `require-delivery`), but the lost post-backup event is a warning of
+/// the backup (exit 8), not only a line in the server's log.
+#[test]
+fn an_undelivered_webhook_event_is_a_warning_of_the_backup() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let env = Env::new();
+    env.write_config(&format!(
+        "appSecret: {}\nplugins:\n  webhook:\n    settings: {{ url: \"http://127.0.0.1:{port}/events\" }}\n    \
+         allowedHosts: [\"127.0.0.1:{port}\"]\n",
+        secret()
+    ));
+    let _server = Server::start(&env.home);
+    let src = small_source(&env.dir);
+    let b = backup(&env.home, &src, &env.path("w.wim"), &["--plugin", "webhook"]);
+    let warnings: Vec<String> = b["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{b}");
+    assert!(
+        warnings[0].contains("post-backup hook")
+            && warnings[0].contains(&format!("delivery to http://127.0.0.1:{port}/events failed"))
+            && warnings[0].contains("post-backup event"),
+        "{b}"
+    );
+    assert_eq!(b["status"], "succeeded", "{b}");
+}
+
 /// (Re)starts a server on `env` whose hostile-hook GETs `url` with
 /// `http_config` (allowedHosts, allowPrivate, limits), installing the hook
 /// the first time, and runs one backup with it, which fails; returns the

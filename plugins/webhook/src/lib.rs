@@ -9,8 +9,12 @@
 //! * `timeout-ms` (default 10000): connect, first-byte and between-bytes
 //!   timeout of the request;
 //! * `require-delivery` (`true`/`false`, default false): when true, a failed
-//!   delivery of a pre-backup event vetoes the backup; otherwise failures
-//!   are logged as warnings and the backup goes ahead;
+//!   delivery of a pre-backup event vetoes the backup; otherwise it is
+//!   logged as a warning and the backup goes ahead. A failed delivery of a
+//!   post-backup event becomes a warning of the backup itself (a post-phase
+//!   veto, which changes nothing else), so the backup ends "done, with
+//!   warnings" (exit 8) and whoever ran it learns the event was not
+//!   delivered;
 //! * secret `token`: sent as `Authorization: Bearer <token>`, never logged.
 //!
 //! A response outside 200..=299 counts as a failed delivery. Body formats:
@@ -115,11 +119,15 @@ impl Webhook {
             }
             Err(reason) => {
                 let message = format!("webhook: delivery to {url} failed: {reason}");
-                if matches!(event, BackupEvent::PreBackup(_)) && self.settings.require_delivery {
-                    Verdict::Veto(message)
-                } else {
-                    log_warn(&format!("{message} ({name} event; the backup is not affected)"));
-                    Verdict::Allow
+                match event {
+                    BackupEvent::PreBackup(_) if self.settings.require_delivery => Verdict::Veto(message),
+                    // The backup is over: a veto only adds a warning to it,
+                    // which its caller sees (a log line alone went unseen).
+                    BackupEvent::PostBackup(_) => Verdict::Veto(format!("{message} ({name} event)")),
+                    _ => {
+                        log_warn(&format!("{message} ({name} event; the backup is not affected)"));
+                        Verdict::Allow
+                    }
                 }
             }
         }
@@ -241,8 +249,13 @@ mod tests {
             Verdict::Veto("webhook: delivery to http://h/ failed: HTTP 301".into())
         );
         assert_eq!(strict.handle(&pre(), status(200)), Verdict::Allow);
-        // Only pre-backup deliveries can veto.
-        assert_eq!(strict.handle(&post(), fail), Verdict::Allow);
+        // Only pre-backup deliveries can stop a backup; a failed
+        // post-backup one objects, which the host keeps as a warning.
+        let objection =
+            Verdict::Veto("webhook: delivery to http://h/ failed: ConnectionRefused (post-backup event)".into());
+        assert_eq!(strict.handle(&post(), fail), objection);
+        assert_eq!(lax.handle(&post(), fail), objection);
+        assert_eq!(lax.handle(&post(), status(201)), Verdict::Allow);
         assert_eq!(strict.handle(&other(), fail), Verdict::Allow);
         // The native stand-in for wasi:http fails: still a clean verdict.
         assert!(
