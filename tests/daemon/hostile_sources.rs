@@ -6,8 +6,9 @@
 //!
 //! The swap is made deterministic with a file lease: the test holds a write
 //! lease on `a_gate`, the first file the server reads; the server's open
-//! breaks the lease and waits, the test sees the break (F_GETLEASE), swaps
-//! the files the server has listed but not yet opened, and lets it go on.
+//! breaks the lease and waits, the test sees the break (F_GETLEASE), waits
+//! for the walk to end, swaps the files the server has listed but not yet
+//! opened, and lets it go on.
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -60,6 +61,23 @@ impl Lease {
     fn release(self) {
         // SAFETY: fcntl on an open fd.
         unsafe { libc::fcntl(self.0.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    }
+}
+
+/// Waits until the server's walk of the source is over (the backup reports
+/// `writing`). The reader blocked on the gate says nothing of the walk, a
+/// thread of its own: on a loaded machine it may not have listed the later
+/// entries yet, and would then take a swapped file for what it has become.
+fn wait_until_walked(home: &Path, wim: &Path) {
+    let uuid = running_uuid(home, wim);
+    let start = std::time::Instant::now();
+    loop {
+        let b = show(home, &uuid);
+        if b["phase"] == "writing" {
+            return;
+        }
+        assert!(start.elapsed() < JOB_TIMEOUT, "the walk never ended: {b}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -118,6 +136,7 @@ fn files_swapped_after_listing_are_skipped_with_warnings() {
     let wim = env.path("a.wim");
     let mut bg = backup_bg(&env, &src, &wim);
     lease.wait_for_opener(&mut bg);
+    wait_until_walked(&env.home, &wim);
     // Everything is listed now and nothing after the gate has been opened.
     for v in &victims {
         let p = src.join(v);
