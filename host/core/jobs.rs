@@ -534,6 +534,10 @@ impl Jobs {
                 spec.destination_as_given.clone()
             };
             let remote = RemoteArchive::new(&plugin, &given)?;
+            // A plugin that cannot load (a secret's variable unset in the
+            // server's environment, bad settings) is refused here, as a
+            // hook plugin is, not as a backup that ran and failed.
+            self.object_store(&plugin)?;
             spec.destination = PathBuf::from(remote.id());
             spec.remote = Some(remote);
         }

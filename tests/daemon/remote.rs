@@ -736,3 +736,21 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
         same_tree(&want, &out, &src, &format!("{file} stored again after bit rot"));
     }
 }
+
+/// A secret whose variable the server's environment lacks: the backup is
+/// refused before it starts (exit 7, as for a hook plugin), naming the
+/// variable, and nothing is recorded.
+#[test]
+fn a_destination_whose_secret_is_unset_is_refused_before_the_backup_starts() {
+    let r = Remote::start_with_secret("WG_TEST_S3_NEVER_SET");
+    let src = r.env.path("src");
+    source(&src, 1 << 10);
+    let out = cli_code(
+        r.home(),
+        &backup_args(&src, Path::new("nowhere"), &["--plugin", "s3-upload"]),
+        7,
+    );
+    assert!(out.stderr.contains("WG_TEST_S3_NEVER_SET"), "{}", out.describe());
+    assert!(list(r.home()).is_empty());
+    assert!(r.objects("nowhere").is_empty());
+}
