@@ -701,7 +701,8 @@ fn objects_deleted_in_the_bucket_are_named_by_check_healed_by_backups_and_forgot
 
 #[test]
 fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_repair() {
-    let r = Remote::start();
+    // Short retries: the store is made to fail on purpose below.
+    let r = Remote::start_with("WG_TEST_S3_SECRET", ", maxRetrySeconds: \"1\"");
     let src = r.env.path("src");
     source(&src, 1 << 20);
     let want = common::snapshot(&src);
@@ -714,6 +715,32 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
     bytes[mid] ^= 0x55;
     fs::write(&path, &bytes).unwrap();
     check(&r, "rot", &[], 0);
+    // A store that fails to answer says nothing of the archive: the check
+    // stops with the store's error, and its repair forgets nothing.
+    r.proxy.inject(
+        Rule::new(Fault::Reset)
+            .method("GET")
+            .target_contains("000001.wim")
+            .times(100_000),
+    );
+    let out = cli(
+        r.home(),
+        &[
+            os("archive"),
+            os("check"),
+            os("rot"),
+            os("--plugin"),
+            os("s3-upload"),
+            os("--read-data"),
+            os("--repair"),
+        ],
+    );
+    assert!(
+        !matches!(out.code(), Some(0) | Some(3)) && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.describe()
+    );
+    r.proxy.clear_rules();
     let c = check(&r, "rot", &["--read-data"], 3);
     assert_eq!(c["damaged_blobs"].as_array().unwrap().len(), 1, "{c}");
     let damaged = c["damaged"].as_array().unwrap();
@@ -753,4 +780,84 @@ fn a_destination_whose_secret_is_unset_is_refused_before_the_backup_starts() {
     assert!(out.stderr.contains("WG_TEST_S3_NEVER_SET"), "{}", out.describe());
     assert!(list(r.home()).is_empty());
     assert!(r.objects("nowhere").is_empty());
+}
+
+/// An object changed in the bucket (here: grown) and a stray key at a later
+/// chain number: consolidation refuses to rewrite over the damage, backups
+/// go on (past the stray number), and a repair settles it.
+#[test]
+fn a_changed_object_and_a_stray_key_are_handled_by_backups_consolidation_and_repair() {
+    let r = Remote::start();
+    let src = r.env.path("src");
+    source(&src, 1 << 20);
+    let u1 = uuid_of(&r.backup(&src, "mix"));
+    fs::write(src.join("docs/second.txt"), b"in the second object\n").unwrap();
+    let u2 = uuid_of(&r.backup(&src, "mix"));
+    let want = common::snapshot(&src);
+    let second = r.s3.object_path(&format!("{PREFIX}/mix/000002.wim"));
+    fs::copy(&second, r.s3.object_path(&format!("{PREFIX}/mix/000004.wim"))).unwrap();
+    let mut grown = fs::OpenOptions::new().append(true).open(&second).unwrap();
+    std::io::Write::write_all(&mut grown, b"twenty-one more bytes").unwrap();
+    drop(grown);
+
+    let consolidate = [
+        os("archive"),
+        os("consolidate"),
+        os("mix"),
+        os("--plugin"),
+        os("s3-upload"),
+    ];
+    let out = cli_code(r.home(), &consolidate, 3);
+    assert!(
+        out.stderr.contains("mix/000002.wim") && out.stderr.contains("archive check mix"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(r.objects("mix").len(), 3, "nothing was deleted");
+
+    // The backup stores again what the changed object held, and takes a
+    // number past the stray key instead of failing on it.
+    let b = r.backup(&src, "mix");
+    assert!(b["warnings"].to_string().contains("mix/000002.wim"), "{b}");
+    let u3 = uuid_of(&b);
+    assert!(
+        r.objects("mix").iter().any(|(k, _)| k == "000005.wim"),
+        "{:?}",
+        r.objects("mix")
+    );
+
+    let c = check(&r, "mix", &[], 3);
+    assert_eq!(c["changed_objects"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c["unknown_objects"], serde_json::json!(["mix/000004.wim"]), "{c}");
+    let damaged = c["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{c}");
+    assert_eq!(
+        (damaged[0]["backup_uuid"].as_str(), damaged[0]["lost"].as_bool()),
+        (Some(u2.as_str()), Some(true))
+    );
+    let c = check(&r, "mix", &["--repair"], 0);
+    assert_eq!(c["damaged"][0]["forgotten"], true, "{c}");
+    let c = check(&r, "mix", &["--read-data"], 0);
+    assert_eq!(c["snapshots"], 2, "{c}");
+
+    let b = r.backup(&src, "mix");
+    assert!(b["warnings"].as_array().is_none_or(|w| w.is_empty()), "{b}");
+    assert!(
+        r.objects("mix").iter().any(|(k, _)| k == "000006.wim"),
+        "{:?}",
+        r.objects("mix")
+    );
+    cli_ok(r.home(), &consolidate);
+    for u in [&u1, &u3] {
+        let out = r.env.path(&format!("r-{u}"));
+        restore_to(r.home(), u, &out, &[]);
+        if u == &u3 {
+            same_tree(
+                &want,
+                &out,
+                &src,
+                "after a changed object was repaired and the chain consolidated",
+            );
+        }
+    }
 }

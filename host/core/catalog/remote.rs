@@ -324,11 +324,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Forgets object `seq` of `archive`, which the store no longer has
-    /// (`archive check --repair`): its blobs, its images and the backup
-    /// records of those images go, in one transaction. Returns the uuids
-    /// of the backups forgotten.
-    pub fn forget_missing_remote_object(&self, archive: &str, seq: u32) -> Result<Vec<String>> {
+    /// Forgets object `seq` of `archive`, which the store no longer holds
+    /// as written (`archive check --repair`): its blobs, its images and the
+    /// backup records of those images go, in one transaction. Returns the
+    /// uuids of the backups forgotten.
+    pub fn forget_remote_object(&self, archive: &str, seq: u32) -> Result<Vec<String>> {
         let db = self.db();
         let tx = db.unchecked_transaction()?;
         let uuids = {
@@ -349,6 +349,17 @@ impl Catalog {
         }
         tx.commit()?;
         Ok(uuids)
+    }
+
+    /// Forgets remote snapshot `uuid`, whose image cannot be read
+    /// (`archive check --repair`): its image row and its backup record.
+    pub fn forget_remote_snapshot(&self, uuid: &str) -> Result<()> {
+        let db = self.db();
+        let tx = db.unchecked_transaction()?;
+        tx.execute("DELETE FROM remote_images WHERE backup_uuid = ?1", params![uuid])?;
+        tx.execute("DELETE FROM backups WHERE uuid = ?1", params![uuid])?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Drops blobs of `archive` from the catalog (they failed their

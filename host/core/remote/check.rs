@@ -11,9 +11,11 @@
 //! `--read-data`), which downloads the archive.
 //!
 //! With `repair`, what cannot come back is forgotten so that the catalog
-//! and the next backups stop relying on it: snapshots whose image was in a
-//! missing object are removed from the catalog, the missing objects' rows
-//! go, and blobs that failed their checksum are dropped from the catalog.
+//! and the next backups stop relying on it: objects missing or changed in
+//! the store, with the snapshots whose image was in them; snapshots whose
+//! metadata is damaged; and blobs that failed their checksum. A read that
+//! the store fails (an outage, a refusal) stops the check instead: it says
+//! nothing of the archive.
 //! The next backup of a source that still has those contents stores them
 //! again, which also makes older snapshots that use them whole again.
 
@@ -91,10 +93,22 @@ impl ChainCheck {
     /// catalog places data where the store has none.
     pub fn problems_left(&self) -> usize {
         let settled = |n: usize| if self.repaired { 0 } else { n };
-        self.changed_objects.len()
-            + self.damaged.iter().filter(|d| !d.forgotten).count()
+        self.damaged.iter().filter(|d| !d.forgotten).count()
             + settled(self.missing_objects.len())
+            + settled(self.changed_objects.len())
             + settled(self.damaged_blobs.len())
+    }
+
+    /// Whether `repair` would settle more than it has: lost snapshots,
+    /// objects and damaged blobs it has not forgotten yet. What is left
+    /// after a repair (snapshots with files whose contents are lost) takes
+    /// a new backup of their sources, or deleting them.
+    pub fn repair_would_help(&self) -> bool {
+        !self.repaired
+            && (!self.missing_objects.is_empty()
+                || !self.changed_objects.is_empty()
+                || !self.damaged_blobs.is_empty()
+                || self.damaged.iter().any(|d| d.lost))
     }
 }
 
@@ -150,7 +164,7 @@ pub fn check(
         .collect();
     let mut unreadable: Vec<Sha1> = Vec::new();
     if opts.read_data {
-        unreadable = read_blobs(store, &objects, &sources, &blobs, codec.clone(), &mut report, progress);
+        unreadable = read_blobs(store, &objects, &sources, &blobs, codec.clone(), &mut report, progress)?;
         bad_blobs.extend(unreadable.iter().copied());
     }
 
@@ -169,11 +183,14 @@ pub fn check(
         } else if let Some(src) = sources.get(&img.seq) {
             let what = format!("metadata of {} in {key}", img.backup_uuid);
             match crate::wim::archive::load_tree_at(&**src, &img.metadata, codec.as_deref(), chunk_size, &what) {
-                Err(e) => Some(DamagedSnapshot {
+                Err(e) if is_damage(&e) => Some(DamagedSnapshot {
                     problem: format!("its metadata cannot be read: {e}"),
                     lost: true,
                     ..DamagedSnapshot::default()
                 }),
+                // The store failed to answer: that says nothing of the
+                // archive, and nothing may be forgotten for it.
+                Err(e) => return Err(store_failed(e, &what)),
                 Ok(tree) => files_without_contents(&tree, &located, &bad_blobs),
             }
         } else {
@@ -193,9 +210,42 @@ pub fn check(
     }
 
     if opts.repair {
-        repair(catalog, &id, &objects, &unreadable, &mut report)?;
+        repair(catalog, &id, &objects, &gone, &unreadable, &mut report)?;
     }
     Ok(report)
+}
+
+/// What one listing of a chain's keys says of its recorded objects.
+pub struct Listed {
+    /// Complete objects the store no longer holds as recorded (missing, or
+    /// of another size): their contents cannot be trusted.
+    pub lost: Vec<RemoteObject>,
+    /// The highest chain number among the keys (0 for none). A new object
+    /// numbers past it, whatever the catalog knows: a key is never reused.
+    pub highest: u32,
+}
+
+/// Lists `archive`'s keys and compares them with the catalog's `objects`
+/// (one LIST request per 1000 keys).
+pub fn list_chain(
+    store: &Arc<dyn ObjectStore>,
+    archive: &RemoteArchive,
+    objects: &[RemoteObject],
+) -> Result<Listed, CoreError> {
+    let listed = super::rebuild::list_all(store, &format!("{}/", archive.name))?;
+    let sizes: HashMap<&str, u64> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    Ok(Listed {
+        lost: objects
+            .iter()
+            .filter(|o| o.state == ObjectState::Complete && sizes.get(o.key.as_str()) != Some(&o.size))
+            .cloned()
+            .collect(),
+        highest: listed
+            .iter()
+            .filter_map(|o| archive.seq_of_key(&o.key))
+            .max()
+            .unwrap_or(0),
+    })
 }
 
 /// Compares the recorded objects with the listing; returns the chain
@@ -265,7 +315,9 @@ fn files_without_contents(
 }
 
 /// Reads every blob the catalog places in a present object and checks its
-/// SHA-1; returns those that failed.
+/// SHA-1; returns those that are damaged (they do not decode, or decode to
+/// other contents). A read the store fails ends the check with that error:
+/// an outage must not pass for damage, which a repair would forget.
 fn read_blobs(
     store: &Arc<dyn ObjectStore>,
     objects: &[&RemoteObject],
@@ -274,7 +326,7 @@ fn read_blobs(
     codec: Option<SharedCodec>,
     report: &mut ChainCheck,
     progress: &mut dyn FnMut(u64, u64),
-) -> Vec<Sha1> {
+) -> Result<Vec<Sha1>, CoreError> {
     let total: u64 = blobs
         .iter()
         .filter(|b| sources.contains_key(&b.seq))
@@ -291,11 +343,14 @@ fn read_blobs(
             Ok(arch) => {
                 let hashes = mine.iter().map(|b| b.entry.hash);
                 for (hash, e) in arch.check_blobs(hashes, &mut |done, _| progress(before + done, total)) {
+                    if !is_damage(&e) {
+                        return Err(store_failed(e, &name));
+                    }
                     report.damaged_blobs.push(format!("{} in {name}: {e}", hex(&hash)));
                     failed.push(hash);
                 }
             }
-            Err(e) => {
+            Err(e) if is_damage(&e) => {
                 for b in &mine {
                     report.damaged_blobs.push(format!(
                         "{} in {name}: the object cannot be opened: {e}",
@@ -304,32 +359,53 @@ fn read_blobs(
                     failed.push(b.entry.hash);
                 }
             }
+            Err(e) => return Err(store_failed(e, &name)),
         }
         report.blobs_read += mine.len() as u64;
         report.bytes_read += bytes;
         before += bytes;
         progress(before, total);
     }
-    failed
+    Ok(failed)
 }
 
-/// Forgets what [`check`] found lost: the missing objects, with the
-/// snapshots whose image was in them (their records too), and blobs that
-/// failed their checksum. Changed objects are kept: their key is taken, so
-/// the chain must not reuse its number.
+/// Whether `e` says the archive's bytes are wrong (rather than that they
+/// could not be fetched).
+fn is_damage(e: &crate::wim::WimError) -> bool {
+    use crate::wim::WimError;
+    matches!(e, WimError::Corrupt(_) | WimError::Invalid(_))
+}
+
+/// A read the store failed, which stops the check (nothing is repaired).
+fn store_failed(e: crate::wim::WimError, what: &str) -> CoreError {
+    CoreError::from(e).context(&format!(
+        "the check stopped, nothing was changed: reading {what} failed, which says nothing of the archive"
+    ))
+}
+
+/// Forgets what [`check`] found lost: the objects the store no longer
+/// holds as written (missing, or another size), with the snapshots whose
+/// image was in them (their records too); snapshots whose metadata is
+/// damaged; and blobs that failed their checksum. A changed object's key
+/// stays taken in the store: backups number past every key they list.
 fn repair(
     catalog: &Catalog,
     id: &str,
     objects: &[&RemoteObject],
+    gone: &HashSet<u32>,
     unreadable: &[Sha1],
     report: &mut ChainCheck,
 ) -> Result<(), CoreError> {
-    for o in objects.iter().filter(|o| report.missing_objects.contains(&o.key)) {
-        for uuid in catalog.forget_missing_remote_object(id, o.seq)? {
+    for o in objects.iter().filter(|o| gone.contains(&o.seq)) {
+        for uuid in catalog.forget_remote_object(id, o.seq)? {
             if let Some(d) = report.damaged.iter_mut().find(|d| d.backup_uuid == uuid) {
                 d.forgotten = true;
             }
         }
+    }
+    for d in report.damaged.iter_mut().filter(|d| d.lost && !d.forgotten) {
+        catalog.forget_remote_snapshot(&d.backup_uuid)?;
+        d.forgotten = true;
     }
     if !unreadable.is_empty() {
         report.blobs_dropped = catalog.drop_remote_blobs(id, unreadable)?;
