@@ -123,7 +123,10 @@ pub fn capture(
         crate::remote::manage::tidy_abandoned_upload(t.catalog, &*t.store, o)?;
     }
     let objects = t.catalog.remote_objects(&id)?;
-    let seq = objects.iter().map(|o| o.seq).max().unwrap_or(0) + 1;
+    let listed = list_the_chain(t, &objects);
+    // Past every number the catalog or the store has: a stray key (another
+    // home's, a forgotten object's) would refuse the upload.
+    let seq = objects.iter().map(|o| o.seq).max().unwrap_or(0).max(listed.highest) + 1;
     let key = t.archive.object_key(seq);
     // Reading takes the format's own decoder (a wasm implementation may
     // have been chosen to compress).
@@ -131,7 +134,7 @@ pub fn capture(
         Compression::Plugin => codec.clone(),
         c => crate::wim::codecs::codec_for(c)?,
     };
-    let lost = objects_the_store_lost(t, &objects);
+    let lost = listed.lost;
     let previous = previous_tree(t, &record.source, decoder.as_deref(), chunk_size, &lost, cancel)?;
     // Blobs in an object the store lost are stored again by this backup:
     // the catalog then places them in the new object, which also makes
@@ -228,24 +231,17 @@ pub fn capture(
     result
 }
 
-/// The complete objects of the chain that the store no longer holds as
-/// recorded (missing, or another size): one listing of the archive's keys.
+/// What the store holds of the chain (see [`super::check::list_chain`]).
 /// A store that refuses to list (a policy without `s3:ListBucket`) is
 /// trusted, as before this check existed.
-fn objects_the_store_lost(t: &Target, objects: &[RemoteObject]) -> Vec<RemoteObject> {
-    let listed = match super::rebuild::list_all(&t.store, &format!("{}/", t.archive.name)) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(archive = %t.archive.id(), "cannot list the archive's objects to check none is lost: {e}");
-            return Vec::new();
+fn list_the_chain(t: &Target, objects: &[RemoteObject]) -> super::check::Listed {
+    super::check::list_chain(&t.store, &t.archive, objects).unwrap_or_else(|e| {
+        tracing::warn!(archive = %t.archive.id(), "cannot list the archive's objects to check none is lost: {e}");
+        super::check::Listed {
+            lost: Vec::new(),
+            highest: 0,
         }
-    };
-    let sizes: std::collections::HashMap<&str, u64> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
-    objects
-        .iter()
-        .filter(|o| o.state == ObjectState::Complete && sizes.get(o.key.as_str()) != Some(&o.size))
-        .cloned()
-        .collect()
+    })
 }
 
 fn catalog_set_token(catalog: &Catalog, archive: &str, seq: u32, token: &str) -> Result<(), CoreError> {

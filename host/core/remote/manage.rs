@@ -223,6 +223,22 @@ pub fn consolidate(
         report.key = objects[0].key.clone();
         return Ok(report);
     }
+    // Rewriting a chain the store has lost part of would copy what is left
+    // of it and delete the evidence: the check names what to do first.
+    let all = catalog.remote_objects(&id)?;
+    let listed = super::check::list_chain(store, archive, &all)?;
+    if !listed.lost.is_empty() {
+        let keys: Vec<&str> = listed.lost.iter().map(|o| o.key.as_str()).collect();
+        return Err(CoreError::DataLoss(format!(
+            "{id}: {} {} missing from {} or changed there; nothing was rewritten. `wimguard archive check {} \
+             --plugin {}` names the snapshots affected, and `--repair` forgets what is lost",
+            keys.join(", "),
+            if keys.len() == 1 { "is" } else { "are" },
+            store.name(),
+            archive.name,
+            archive.plugin
+        )));
+    }
     let chunk_size = objects[0].chunk_size;
     let sources: HashMap<u32, Arc<RemoteSource>> = objects
         .iter()
@@ -238,12 +254,16 @@ pub fn consolidate(
         .collect();
     if !missing.is_empty() {
         return Err(CoreError::DataLoss(format!(
-            "{id}: {} blobs the kept snapshots use are not in the catalog (run `wimguard catalog rebuild`)",
-            missing.len()
+            "{id}: {} blob(s) the kept snapshots use are stored nowhere in the chain; nothing was rewritten. \
+             `wimguard archive check {} --plugin {}` names the snapshots: back their sources up again (what they \
+             still have is stored again) or delete them, then consolidate",
+            missing.len(),
+            archive.name,
+            archive.plugin
         )));
     }
     wanted.sort_by_key(|b| (b.seq, b.entry.reshdr.offset));
-    let seq = catalog.remote_objects(&id)?.iter().map(|o| o.seq).max().unwrap_or(0) + 1;
+    let seq = all.iter().map(|o| o.seq).max().unwrap_or(0).max(listed.highest) + 1;
     let key = archive.object_key(seq);
     let object = RemoteObject::uploading(&id, seq, &key, "consolidation", &objects[0].compression, chunk_size);
     catalog.begin_remote_object(&object)?;
