@@ -235,6 +235,9 @@ pub fn describe_status(code: Code, server_message: &str, ctx: &ErrorContext) -> 
         }
         Code::Cancelled => "cancelled".into(),
         Code::InvalidArgument | Code::OutOfRange => "invalid request".into(),
+        // With a message, the server answered: something it needs (an
+        // object store) is what is unavailable.
+        Code::Unavailable if !server_message.trim().is_empty() => "unavailable, try again later".into(),
         Code::Unavailable => format!("the wimguard server at {} is unavailable", ctx.address),
         Code::DeadlineExceeded => {
             format!("the server did not answer in time (raise service.client.timeoutSeconds in {config})")
@@ -888,7 +891,11 @@ mod tests {
             "not found: no backup abc"
         );
         assert_eq!(describe_status(Code::DataLoss, "", &ctx), "the archive is damaged");
-        assert!(describe_status(Code::Unavailable, "x", &ctx).contains("http://127.0.0.1:1"));
+        assert!(describe_status(Code::Unavailable, "", &ctx).contains("http://127.0.0.1:1"));
+        assert_eq!(
+            describe_status(Code::Unavailable, "plugin s3-upload: listing kept failing", &ctx),
+            "unavailable, try again later: plugin s3-upload: listing kept failing"
+        );
         assert!(describe_status(Code::Aborted, "busy", &ctx).starts_with("conflict: busy"));
         // The client's own time limit is not a cancellation by anyone.
         let m = describe_status(Code::Cancelled, "Timeout expired", &ctx);

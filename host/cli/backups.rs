@@ -171,6 +171,8 @@ pub async fn run(args: BackupsArgs) -> Result<(), CliError> {
                     _ if b.destination.is_empty() => String::new(),
                     _ => format!(": image {} of {}", b.image_index, b.destination),
                 };
+                // The full uuid, when a prefix was given.
+                let uuid = if b.uuid.is_empty() { &uuid } else { &b.uuid };
                 outln!(
                     "deleted backup {uuid}{image} {}",
                     deletion_words(

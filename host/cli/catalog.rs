@@ -157,13 +157,23 @@ pub async fn check(request: crate::api::v1::CheckArchiveRequest, options: Client
             print_check(&id, &plugin, &r);
         }
         if r.problems_left > 0 {
-            let advice = if r.repaired {
-                "the snapshots named cannot be restored whole; back their sources up again, or delete them".to_string()
-            } else {
+            // What a repair cannot settle (files whose contents are lost in
+            // snapshots that are otherwise there) takes a backup or a delete.
+            let repair_helps = !r.repaired
+                && (!r.missing_objects.is_empty()
+                    || !r.changed_objects.is_empty()
+                    || !r.damaged_blobs.is_empty()
+                    || r.damaged.iter().any(|d| d.lost));
+            let advice = if repair_helps {
                 format!(
                     "`wimguard archive check {name} --plugin {plugin} --repair` forgets what is lost; the next \
                      backup stores again what its source still has"
                 )
+            } else {
+                "the snapshots named cannot be restored whole: back their sources up again (what they still have \
+                 is stored again, and makes them whole if it is all), or delete them (`wimguard backups delete \
+                 UUID`); `restore --recover-data` restores what is left of one"
+                    .to_string()
             };
             return Err(CliError::damaged(format!(
                 "{id}: {} problem(s) found; {advice}",

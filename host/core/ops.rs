@@ -742,6 +742,7 @@ mod tests {
         assert_eq!(resolve_uuid(&jobs, full).unwrap(), full);
         assert_eq!(resolve_uuid(&jobs, "abcd1").unwrap(), full);
         assert_eq!(resolve_uuid(&jobs, " ABCD1111 ").unwrap(), full);
+        assert_eq!(resolve_uuid(&jobs, &full.to_uppercase()).unwrap(), full);
         assert!(matches!(resolve_uuid(&jobs, "abcd"), Err(CoreError::InvalidArgument(m)) if m.contains("several")));
         // Too short to be a prefix, or no backup's: passed on as given
         // (then not found), never a LIKE pattern.
