@@ -142,6 +142,10 @@ pub fn run(cmd: ArchiveCommand) -> Result<(), CliError> {
         ArchiveCommand::Consolidate { name, plugin, client } => {
             super::block_on(super::catalog::consolidate(name, plugin, client))
         }
+        ArchiveCommand::Check { name, plugin, .. } if name.contains('/') => Err(CliError::usage(format!(
+            "archive check takes a remote archive's name ({plugin} stores it); for a local WIM like {name:?}, \
+             `wimguard archive verify PATH` checks every blob and image"
+        ))),
         ArchiveCommand::Check {
             name,
             plugin,

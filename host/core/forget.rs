@@ -179,6 +179,37 @@ fn check_known(jobs: &Jobs, archive: &str) -> Result<(), CoreError> {
     }
 }
 
+/// Refuses retention on a remote chain the store has lost part of (one
+/// listing; a store that refuses to list is trusted, as backups trust it).
+fn refuse_a_damaged_chain(
+    jobs: &Jobs,
+    store: &std::sync::Arc<dyn crate::remote::ObjectStore>,
+    remote: &RemoteArchive,
+) -> Result<(), CoreError> {
+    let objects = jobs.catalog().remote_objects(&remote.id())?;
+    let lost = match crate::remote::check::list_chain(store, remote, &objects) {
+        Ok(listed) => listed.lost,
+        Err(e) => {
+            tracing::warn!(archive = %remote.id(), "cannot list the archive's objects to check none is lost: {e}");
+            return Ok(());
+        }
+    };
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = lost.iter().map(|o| o.key.as_str()).collect();
+    Err(CoreError::DataLoss(format!(
+        "{}: {} missing from {} or changed there, so the rules could keep snapshots that cannot be restored and \
+         remove ones that can; nothing was removed. `wimguard archive check {} --plugin {} --repair` forgets what \
+         is lost first",
+        remote.id(),
+        keys.join(", "),
+        store.name(),
+        remote.name,
+        remote.plugin
+    )))
+}
+
 /// Bytes no image uses in a local archive (0 for a remote one, or one
 /// that cannot be read).
 fn reclaimable(jobs: &Jobs, archive: &str) -> u64 {
@@ -200,6 +231,9 @@ fn remove_snapshots(
     match RemoteArchive::from_id(&req.archive) {
         Some(remote) => {
             let store = jobs.object_store(&remote.plugin)?;
+            // Rules that count a snapshot the store has lost as kept would
+            // remove the ones that can still be restored.
+            refuse_a_damaged_chain(jobs, &store, &remote)?;
             for uuid in remove {
                 if let Some(img) = jobs.catalog().remote_image(uuid)? {
                     crate::remote::manage::delete_snapshot(jobs.catalog(), &store, &img)?;

@@ -623,6 +623,39 @@ fn objects_deleted_in_the_bucket_are_named_by_check_healed_by_backups_and_forgot
         "{}",
         human.describe()
     );
+    // Retention would count the lost snapshot as kept: it refuses instead.
+    let out = cli_code(
+        r.home(),
+        &[
+            os("forget"),
+            os("--archive"),
+            os("lossy"),
+            os("--plugin"),
+            os("s3-upload"),
+            os("--keep-last"),
+            os("1"),
+        ],
+        3,
+    );
+    assert!(
+        out.stderr.contains("nothing was removed") && out.stderr.contains("--repair"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(list(r.home()).len(), 3);
+    // A local path is not a remote archive's name.
+    let out = cli_code(
+        r.home(),
+        &[
+            os("archive"),
+            os("check"),
+            os("/tmp/x.wim"),
+            os("--plugin"),
+            os("s3-upload"),
+        ],
+        2,
+    );
+    assert!(out.stderr.contains("archive verify"), "{}", out.describe());
     // A restore of the damaged snapshot is DATA_LOSS, naming the object and the check.
     let out = cli_code(
         r.home(),
