@@ -83,7 +83,8 @@ pub struct ChainCheck {
     pub blobs_dropped: u64,
     /// Snapshots that cannot be restored whole.
     pub damaged: Vec<DamagedSnapshot>,
-    /// `repair` ran: missing objects and damaged blobs are forgotten.
+    /// `repair` ran: lost objects, lost snapshots and damaged blobs are
+    /// forgotten.
     pub repaired: bool,
 }
 
@@ -97,18 +98,6 @@ impl ChainCheck {
             + settled(self.missing_objects.len())
             + settled(self.changed_objects.len())
             + settled(self.damaged_blobs.len())
-    }
-
-    /// Whether `repair` would settle more than it has: lost snapshots,
-    /// objects and damaged blobs it has not forgotten yet. What is left
-    /// after a repair (snapshots with files whose contents are lost) takes
-    /// a new backup of their sources, or deleting them.
-    pub fn repair_would_help(&self) -> bool {
-        !self.repaired
-            && (!self.missing_objects.is_empty()
-                || !self.changed_objects.is_empty()
-                || !self.damaged_blobs.is_empty()
-                || self.damaged.iter().any(|d| d.lost))
     }
 }
 
