@@ -165,9 +165,11 @@ pub async fn check(request: crate::api::v1::CheckArchiveRequest, options: Client
                     || !r.damaged_blobs.is_empty()
                     || r.damaged.iter().any(|d| d.lost));
             let advice = if repair_helps {
+                // Damaged blobs are found only by reading: the repair must read too.
+                let read = if r.damaged_blobs.is_empty() { "" } else { " --read-data" };
                 format!(
-                    "`wimguard archive check {name} --plugin {plugin} --repair` forgets what is lost; the next \
-                     backup stores again what its source still has"
+                    "`wimguard archive check {name} --plugin {plugin}{read} --repair` forgets what is lost; the \
+                     next backup stores again what its source still has"
                 )
             } else {
                 "the snapshots named cannot be restored whole: back their sources up again (what they still have \
@@ -220,7 +222,10 @@ fn print_check(id: &str, plugin: &str, r: &crate::api::v1::CheckResult) {
         }
     }
     for k in &r.unknown_objects {
-        outln!("not in the catalog: {k} (`wimguard catalog rebuild --plugin {plugin}` records what it holds)");
+        outln!(
+            "not in the catalog: {k} (another home's, or one a repair forgot; `wimguard catalog rebuild --plugin \
+             {plugin}` records what a readable one holds)"
+        );
     }
     if r.problems_left == 0 {
         if r.repaired && !r.missing_objects.is_empty() {

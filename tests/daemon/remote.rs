@@ -34,10 +34,11 @@ fn plugin_config(endpoint: &str, allowed: &str, secret_var: &str) -> String {
     )
 }
 
-const S3_ENV: [(&str, &str); 3] = [
+const S3_ENV: [(&str, &str); 4] = [
     ("WG_TEST_S3_KEY", ACCESS_KEY),
     ("WG_TEST_S3_SECRET", SECRET_KEY),
     ("WG_TEST_S3_WRONG", "not-the-secret"),
+    ("WG_TEST_S3_EMPTY", ""),
 ];
 
 impl Remote {
@@ -785,8 +786,29 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
 
     // Repair forgets the blob; the snapshot stays damaged until the next
     // backup stores those contents again, which makes it whole.
+    let out = cli_code(
+        r.home(),
+        &[
+            os("archive"),
+            os("check"),
+            os("rot"),
+            os("--plugin"),
+            os("s3-upload"),
+            os("--read-data"),
+        ],
+        3,
+    );
+    assert!(out.stderr.contains("--read-data --repair"), "{}", out.describe());
     let c = check(&r, "rot", &["--read-data", "--repair"], 3);
     assert_eq!(c["blobs_dropped"], 1, "{c}");
+    // The store remembers the damaged copy: a catalog rebuilt from it
+    // leaves it out, so no backup dedupes against it again.
+    cli_json(
+        r.home(),
+        &[os("catalog"), os("rebuild"), os("--plugin"), os("s3-upload")],
+    );
+    let c = check(&r, "rot", &[], 3);
+    assert_eq!(c["damaged"][0]["files"][0].as_str(), Some(file.as_str()), "{c}");
     let u2 = uuid_of(&r.backup(&src, "rot"));
     let c = check(&r, "rot", &["--read-data"], 0);
     assert_eq!(c["snapshots"], 2, "{c}");
@@ -797,22 +819,31 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
     }
 }
 
-/// A secret whose variable the server's environment lacks: the backup is
-/// refused before it starts (exit 7, as for a hook plugin), naming the
-/// variable, and nothing is recorded.
+/// A secret whose variable the server's environment lacks, or has empty
+/// (`VAR=` in a unit file): the backup is refused before it starts (exit 7,
+/// as for a hook plugin), naming the variable, and nothing is recorded.
 #[test]
-fn a_destination_whose_secret_is_unset_is_refused_before_the_backup_starts() {
-    let r = Remote::start_with_secret("WG_TEST_S3_NEVER_SET");
-    let src = r.env.path("src");
-    source(&src, 1 << 10);
-    let out = cli_code(
-        r.home(),
-        &backup_args(&src, Path::new("nowhere"), &["--plugin", "s3-upload"]),
-        7,
-    );
-    assert!(out.stderr.contains("WG_TEST_S3_NEVER_SET"), "{}", out.describe());
-    assert!(list(r.home()).is_empty());
-    assert!(r.objects("nowhere").is_empty());
+fn a_destination_whose_secret_is_unset_or_empty_is_refused_before_the_backup_starts() {
+    for (var, says) in [
+        ("WG_TEST_S3_NEVER_SET", "does not have"),
+        ("WG_TEST_S3_EMPTY", "is empty"),
+    ] {
+        let r = Remote::start_with_secret(var);
+        let src = r.env.path("src");
+        source(&src, 1 << 10);
+        let out = cli_code(
+            r.home(),
+            &backup_args(&src, Path::new("nowhere"), &["--plugin", "s3-upload"]),
+            7,
+        );
+        assert!(
+            out.stderr.contains(var) && out.stderr.contains(says),
+            "{}",
+            out.describe()
+        );
+        assert!(list(r.home()).is_empty());
+        assert!(r.objects("nowhere").is_empty());
+    }
 }
 
 /// An object changed in the bucket (here: grown) and a stray key at a later
@@ -873,6 +904,25 @@ fn a_changed_object_and_a_stray_key_are_handled_by_backups_consolidation_and_rep
     let c = check(&r, "mix", &["--read-data"], 0);
     assert_eq!(c["snapshots"], 2, "{c}");
 
+    // A rebuilt catalog agrees with the repair: the forgotten snapshot stays
+    // forgotten, and an object that cannot be read any more (cut short) is
+    // left out and named, not the end of the rebuild.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let rebuilt = cli_json(
+        r.home(),
+        &[os("catalog"), os("rebuild"), os("--plugin"), os("s3-upload")],
+    );
+    assert!(rebuilt["skipped"].to_string().contains("mix/000002.wim"), "{rebuilt}");
+    let uuids: Vec<String> = list(r.home()).iter().map(uuid_of).collect();
+    assert!(
+        uuids.contains(&u1) && uuids.contains(&u3) && !uuids.contains(&u2),
+        "{uuids:?}"
+    );
     let b = r.backup(&src, "mix");
     assert!(b["warnings"].as_array().is_none_or(|w| w.is_empty()), "{b}");
     assert!(

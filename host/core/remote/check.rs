@@ -199,7 +199,7 @@ pub fn check(
     }
 
     if opts.repair {
-        repair(catalog, &id, &objects, &gone, &unreadable, &mut report)?;
+        repair(catalog, store, archive, &objects, &gone, &unreadable, &mut report)?;
     }
     Ok(report)
 }
@@ -366,9 +366,13 @@ fn is_damage(e: &crate::wim::WimError) -> bool {
 }
 
 /// A read the store failed, which stops the check (nothing is repaired).
+/// Whatever the store said (a key it lists but will not serve, an outage),
+/// it is UNAVAILABLE: the check can be run again, and says nothing of the
+/// archive, so it must not read as damage.
 fn store_failed(e: crate::wim::WimError, what: &str) -> CoreError {
-    CoreError::from(e).context(&format!(
-        "the check stopped, nothing was changed: reading {what} failed, which says nothing of the archive"
+    CoreError::Unavailable(format!(
+        "the check stopped, nothing was changed: reading {what} failed, which says nothing of the archive; try \
+         again when the store answers: {e}"
     ))
 }
 
@@ -379,12 +383,30 @@ fn store_failed(e: crate::wim::WimError, what: &str) -> CoreError {
 /// stays taken in the store: backups number past every key they list.
 fn repair(
     catalog: &Catalog,
-    id: &str,
+    store: &Arc<dyn ObjectStore>,
+    archive: &RemoteArchive,
     objects: &[&RemoteObject],
     gone: &HashSet<u32>,
     unreadable: &[Sha1],
     report: &mut ChainCheck,
 ) -> Result<(), CoreError> {
+    let id = &archive.id();
+    // The store remembers first, as a delete does: a catalog rebuilt from
+    // it must not bring back what is forgotten here (a removed snapshot, a
+    // damaged copy of a blob for later backups to dedupe against).
+    for d in report.damaged.iter().filter(|d| d.lost) {
+        super::manage::write_marker(store, &archive.removed_key(&d.backup_uuid))?;
+    }
+    let placed: HashMap<Sha1, u32> = catalog
+        .remote_blobs(id)?
+        .into_iter()
+        .map(|b| (b.entry.hash, b.seq))
+        .collect();
+    for h in unreadable {
+        if let Some(seq) = placed.get(h) {
+            super::manage::write_marker(store, &archive.damaged_key(*seq, &hex(h)))?;
+        }
+    }
     for o in objects.iter().filter(|o| gone.contains(&o.seq)) {
         for uuid in catalog.forget_remote_object(id, o.seq)? {
             if let Some(d) = report.damaged.iter_mut().find(|d| d.backup_uuid == uuid) {

@@ -67,22 +67,30 @@ pub fn open_snapshot(
 pub fn delete_snapshot(catalog: &Catalog, store: &Arc<dyn ObjectStore>, img: &RemoteImage) -> Result<(), CoreError> {
     let archive = RemoteArchive::from_id(&img.archive)
         .ok_or_else(|| CoreError::Internal(format!("{} is not a remote archive", img.archive)))?;
-    let key = archive.removed_key(&img.backup_uuid);
-    if store.stat(&key)?.is_none() {
-        let token = store.begin_upload(&key, Some(0))?;
-        let put = (|| {
-            let receipt = store.upload_part(&token, 1, &[])?;
-            store.finish_upload(&token, &[receipt])
-        })();
-        if let Err(e) = put {
-            let _ = store.abort_upload(&token);
-            // Someone (an earlier try) wrote it meanwhile: that is the goal.
-            if store.stat(&key)?.is_none() {
-                return Err(e);
-            }
+    write_marker(store, &archive.removed_key(&img.backup_uuid))?;
+    catalog.remove_remote_snapshot(&img.backup_uuid)?;
+    Ok(())
+}
+
+/// Writes the empty marker object `key` unless it is there already (a
+/// deleted snapshot, a damaged blob): how the store itself remembers what
+/// a catalog rebuilt from it must leave out.
+pub fn write_marker(store: &Arc<dyn ObjectStore>, key: &str) -> Result<(), CoreError> {
+    if store.stat(key)?.is_some() {
+        return Ok(());
+    }
+    let token = store.begin_upload(key, Some(0))?;
+    let put = (|| {
+        let receipt = store.upload_part(&token, 1, &[])?;
+        store.finish_upload(&token, &[receipt])
+    })();
+    if let Err(e) = put {
+        let _ = store.abort_upload(&token);
+        // Someone (an earlier try) wrote it meanwhile: that is the goal.
+        if store.stat(key)?.is_none() {
+            return Err(e);
         }
     }
-    catalog.remove_remote_snapshot(&img.backup_uuid)?;
     Ok(())
 }
 

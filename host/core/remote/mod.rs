@@ -114,11 +114,36 @@ impl RemoteArchive {
         format!("{}/removed/{uuid}", self.name)
     }
 
-    /// The chain number in an object key of this archive, if it is one.
+    /// Key of the marker saying the blob `hash_hex` stored in object `seq`
+    /// failed its checksum (`archive check --read-data --repair`): a
+    /// catalog rebuilt from the store leaves that copy out.
+    pub fn damaged_key(&self, seq: u32, hash_hex: &str) -> String {
+        format!("{}/damaged/{seq:06}-{hash_hex}", self.name)
+    }
+
+    /// The object number and blob hash a [`damaged_key`](Self::damaged_key)
+    /// names (the part after `NAME/damaged/`).
+    pub fn parse_damaged(rest: &str) -> Option<(u32, crate::wim::blob_table::Sha1)> {
+        let (seq, hex) = rest.split_once('-')?;
+        let seq: u32 = seq.parse().ok()?;
+        if hex.len() != 40 {
+            return None;
+        }
+        let mut hash = [0u8; 20];
+        for (i, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some((seq, hash))
+    }
+
+    /// The chain number in an object key of this archive, if it is one:
+    /// six digits, more past 999999 (as [`object_key`](Self::object_key)
+    /// writes them), without a leading zero then.
     pub fn seq_of_key(&self, key: &str) -> Option<u32> {
         let rest = key.strip_prefix(&self.name)?.strip_prefix('/')?;
         let digits = rest.strip_suffix(".wim")?;
-        (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+        let canonical = digits.len() == 6 || (digits.len() > 6 && !digits.starts_with('0'));
+        (canonical && digits.bytes().all(|b| b.is_ascii_digit()))
             .then(|| digits.parse().ok())
             .flatten()
             .filter(|&n| n > 0)
@@ -142,6 +167,16 @@ mod tests {
         assert_eq!(a.seq_of_key("db.nightly_1/000007.wim"), Some(7));
         assert_eq!(a.seq_of_key("db.nightly_1/removed/x"), None);
         assert_eq!(a.seq_of_key("db.nightly_10/000007.wim"), None);
+        let d = a.damaged_key(3, &"0a".repeat(20));
+        assert_eq!(d, format!("db.nightly_1/damaged/000003-{}", "0a".repeat(20)));
+        let rest = d.strip_prefix("db.nightly_1/damaged/").unwrap();
+        assert_eq!(RemoteArchive::parse_damaged(rest), Some((3, [0x0a; 20])));
+        assert_eq!(RemoteArchive::parse_damaged("000003-0a"), None);
+        // Past six digits, keys grow, and are read back.
+        assert_eq!(a.object_key(1_000_000), "db.nightly_1/1000000.wim");
+        assert_eq!(a.seq_of_key(&a.object_key(1_000_000)), Some(1_000_000));
+        assert_eq!(a.seq_of_key("db.nightly_1/0000007.wim"), None);
+        assert_eq!(a.seq_of_key("db.nightly_1/00007.wim"), None);
         for local in ["/tmp/x.wim", "./x.wim", "backups/x.wim", "~/x"] {
             let e = RemoteArchive::new("s3-upload", local).unwrap_err().to_string();
             assert!(e.contains("looks like a local path"), "{e}");

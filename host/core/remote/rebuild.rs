@@ -129,12 +129,15 @@ fn rebuild_archive(
     // Objects by number, and the deleted snapshots.
     let mut objects: BTreeMap<u32, super::ObjectInfo> = BTreeMap::new();
     let mut removed: HashSet<String> = HashSet::new();
+    let mut damaged: HashSet<(u32, crate::wim::blob_table::Sha1)> = HashSet::new();
     for o in list_all(store, &format!("{}/", archive.name))? {
         let Some((_, rest)) = o.key.split_once('/') else {
             continue;
         };
         if let Some(uuid) = rest.strip_prefix("removed/") {
             removed.insert(uuid.to_string());
+        } else if let Some(marker) = rest.strip_prefix("damaged/") {
+            damaged.extend(RemoteArchive::parse_damaged(marker));
         } else if let Some(seq) = archive.seq_of_key(&o.key) {
             objects.insert(seq, o);
         }
@@ -151,8 +154,18 @@ fn rebuild_archive(
     for (seq, info) in &objects {
         let source = Arc::new(RemoteSource::new(store.clone(), &info.key, info.size));
         let label = format!("{plugin}:{}", info.key);
-        let a = WimArchive::from_source(Path::new(&label), source, codecs)
-            .map_err(|e| CoreError::DataLoss(format!("{label} cannot be read: {e}")))?;
+        let a = match WimArchive::from_source(Path::new(&label), source, codecs) {
+            Ok(a) => a,
+            // A damaged object (truncated, overwritten) holds nothing to
+            // record; the rest of the chain is still worth recording. A
+            // store that fails to answer stops the rebuild: recording the
+            // chain without that object would drop its snapshots.
+            Err(e @ (crate::wim::WimError::Corrupt(_) | crate::wim::WimError::Invalid(_))) => {
+                report.skipped.push(format!("{label}: cannot be read, left out: {e}"));
+                continue;
+            }
+            Err(e) => return Err(CoreError::from(e).context(&format!("{label} cannot be read"))),
+        };
         let compression = codec_id(&a)?;
         rows.push(RemoteObject {
             archive: id.clone(),
@@ -168,7 +181,7 @@ fn rebuild_archive(
             sha256: String::new(),
             created_at: crate::catalog::now_ms(),
         });
-        for b in a.blobs.values() {
+        for b in a.blobs.values().filter(|b| !damaged.contains(&(*seq, b.hash))) {
             blobs.insert(
                 b.hash,
                 RemoteBlob {
