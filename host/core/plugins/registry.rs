@@ -626,6 +626,14 @@ impl PluginRegistry {
                      process does not have (set it where the server starts)"
                 ))
             })?;
+            // An empty secret is a variable set by mistake (`VAR=` in a unit
+            // file), not a credential.
+            if value.trim().is_empty() {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "plugin `{name}`: secret `{key}` comes from the environment variable {var}, which is empty in \
+                     the server's environment (set it to the secret where the server starts)"
+                )));
+            }
             s.insert(key.clone(), SettingValue { value, secret: true });
         }
         Ok(s)

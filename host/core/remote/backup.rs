@@ -84,8 +84,9 @@ fn previous_tree(
         .reserve(need, &format!("the previous image of {id}"), Some(cancel))?;
     let source = RemoteSource::new(t.store.clone(), &obj.key, obj.size);
     let what = format!("metadata of {} in {}", img.backup_uuid, obj.key);
-    let tree = crate::wim::archive::load_tree_at(&source, &img.metadata, codec, chunk_size, &what)
-        .map_err(|e| CoreError::DataLoss(e.to_string()))?;
+    // Damage is DATA_LOSS; a store that fails to answer stays what it is.
+    let tree =
+        crate::wim::archive::load_tree_at(&source, &img.metadata, codec, chunk_size, &what).map_err(CoreError::from)?;
     Ok(Some(capture::PreviousImage::holding(tree, reservation)))
 }
 
