@@ -559,18 +559,20 @@ fn uploading_a_1_gib_source_keeps_the_server_under_200_mb() {
     }
 }
 
+/// `archive check NAME --plugin s3-upload [extra]`, whatever its outcome.
+fn check_out(r: &Remote, name: &str, extra: &[&str]) -> Out {
+    let mut a = vec![os("archive"), os("check"), os(name), os("--plugin"), os("s3-upload")];
+    a.extend(extra.iter().map(os));
+    cli(r.home(), &a)
+}
+
 /// `archive check … --json` with its exit code.
 fn check(r: &Remote, name: &str, extra: &[&str], code: i32) -> serde_json::Value {
-    let mut a = vec![
-        os("archive"),
-        os("check"),
-        os(name),
-        os("--plugin"),
-        os("s3-upload"),
-        os("--json"),
-    ];
-    a.extend(extra.iter().map(os));
-    last_json(&cli_code(r.home(), &a, code))
+    let mut a = extra.to_vec();
+    a.push("--json");
+    let out = check_out(r, name, &a);
+    assert_eq!(out.code(), Some(code), "{}", out.describe());
+    last_json(&out)
 }
 
 #[test]
@@ -610,11 +612,8 @@ fn objects_deleted_in_the_bucket_are_named_by_check_healed_by_backups_and_forgot
     assert_eq!(hurt["lost"], false, "{hurt}");
     assert_eq!(hurt["files"], serde_json::json!(["/docs/second.txt"]), "{hurt}");
     assert_eq!(hurt["files_total"], 1, "{hurt}");
-    let human = cli_code(
-        r.home(),
-        &[os("archive"), os("check"), os("lossy"), os("--plugin"), os("s3-upload")],
-        3,
-    );
+    let human = check_out(&r, "lossy", &[]);
+    assert_eq!(human.code(), Some(3), "{}", human.describe());
     assert!(
         human.stdout.contains("missing from s3-upload: lossy/000002.wim")
             && human.stdout.contains(&format!(
@@ -645,17 +644,8 @@ fn objects_deleted_in_the_bucket_are_named_by_check_healed_by_backups_and_forgot
     );
     assert_eq!(list(r.home()).len(), 3);
     // A local path is not a remote archive's name.
-    let out = cli_code(
-        r.home(),
-        &[
-            os("archive"),
-            os("check"),
-            os("/tmp/x.wim"),
-            os("--plugin"),
-            os("s3-upload"),
-        ],
-        2,
-    );
+    let out = check_out(&r, "/tmp/x.wim", &[]);
+    assert_eq!(out.code(), Some(2), "{}", out.describe());
     assert!(out.stderr.contains("archive verify"), "{}", out.describe());
     // A restore of the damaged snapshot is DATA_LOSS, naming the object and the check.
     let out = cli_code(
@@ -757,18 +747,7 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
             .target_contains("000001.wim")
             .times(100_000),
     );
-    let out = cli(
-        r.home(),
-        &[
-            os("archive"),
-            os("check"),
-            os("rot"),
-            os("--plugin"),
-            os("s3-upload"),
-            os("--read-data"),
-            os("--repair"),
-        ],
-    );
+    let out = check_out(&r, "rot", &["--read-data", "--repair"]);
     assert!(
         !matches!(out.code(), Some(0) | Some(3)) && out.stderr.contains("nothing was changed"),
         "{}",
@@ -786,18 +765,8 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
 
     // Repair forgets the blob; the snapshot stays damaged until the next
     // backup stores those contents again, which makes it whole.
-    let out = cli_code(
-        r.home(),
-        &[
-            os("archive"),
-            os("check"),
-            os("rot"),
-            os("--plugin"),
-            os("s3-upload"),
-            os("--read-data"),
-        ],
-        3,
-    );
+    let out = check_out(&r, "rot", &["--read-data"]);
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
     assert!(out.stderr.contains("--read-data --repair"), "{}", out.describe());
     let c = check(&r, "rot", &["--read-data", "--repair"], 3);
     assert_eq!(c["blobs_dropped"], 1, "{c}");
