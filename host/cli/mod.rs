@@ -12,7 +12,7 @@
 //! | 3 | archive damaged (DATA_LOSS, failed verify, invalid WIM offline) |
 //! | 4 | not found (NOT_FOUND: backup, snapshot, source, image, path) |
 //! | 5 | unauthenticated (the server refused the token) |
-//! | 6 | server unreachable or unavailable (also not SERVING) |
+//! | 6 | server unreachable or unavailable (also not SERVING), or a store it needs is down |
 //! | 7 | conflict (ABORTED, FAILED_PRECONDITION, ALREADY_EXISTS) |
 //! | 8 | backup, capture, restore or extract done, with warnings (entries skipped, a hook failed) |
 //! | 130 | interrupted by Ctrl-C |
@@ -83,7 +83,7 @@ Exit codes:
   3    archive damaged (checksum or structure; DATA_LOSS)
   4    not found (backup, snapshot, source, image or path; NOT_FOUND)
   5    unauthenticated (the server refused the token)
-  6    server unreachable or unavailable
+  6    server unreachable or unavailable, or an object store it needs is down (try again later)
   7    conflict (e.g. another backup to the same archive is running)
   8    done, with warnings (a backup or restore skipped entries, a hook failed: each one printed)
   130  interrupted by Ctrl-C
