@@ -274,10 +274,13 @@ fn outcome(b: &pb::Backup, interrupted: bool) -> Result<(), CliError> {
         s => {
             let mut e = CliError::failure(format!("backup {uuid} {}: {reason}", status_word(s)));
             // Only where the kind tells a script something to act on: a
-            // busy archive (7: try again later) and a damaged one (3). A
-            // veto, a missing source or a store that stayed down stay 1.
+            // busy archive (7) or a store that stayed down (6): try again
+            // later; a damaged archive (3). A veto or a missing source stay 1.
             let code = tonic::Code::from(b.error_code);
-            if matches!(code, tonic::Code::Aborted | tonic::Code::DataLoss) {
+            if matches!(
+                code,
+                tonic::Code::Aborted | tonic::Code::DataLoss | tonic::Code::Unavailable
+            ) {
                 e.exit_code = super::status_exit_code(code);
             }
             if interrupted {
@@ -318,6 +321,9 @@ mod tests {
         let mut busy = backup(pb::JobStatus::Failed, "a.wim is being modified by another process");
         busy.error_code = tonic::Code::Aborted as i32;
         assert_eq!(outcome(&busy, false).unwrap_err().exit_code, 7);
+        let mut down = backup(pb::JobStatus::Failed, "plugin s3-upload: … kept failing");
+        down.error_code = tonic::Code::Unavailable as i32;
+        assert_eq!(outcome(&down, false).unwrap_err().exit_code, 6);
         let e = outcome(&backup(pb::JobStatus::Cancelled, "cancelled by a client"), false).unwrap_err();
         assert_eq!(e.exit_code, 1);
         assert!(e.message.contains("cancelled by a client"));

@@ -139,6 +139,14 @@ impl From<WimError> for CoreError {
             {
                 CoreError::DataLoss(io.to_string())
             }
+            // The store stayed down through its retries: try again later.
+            WimError::Io(io)
+                if io
+                    .get_ref()
+                    .is_some_and(|e| e.is::<crate::remote::source::StoreUnavailable>()) =>
+            {
+                CoreError::Unavailable(io.to_string())
+            }
             WimError::Io(io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
                 std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),

@@ -414,7 +414,8 @@ fn transient_faults_are_retried_and_persistent_ones_fail_without_a_trace() {
         Path::new("flaky"),
         &["--plugin", "s3-upload", "--compression", "xpress"],
     );
-    assert!(!out.ok(), "{}", out.describe());
+    // A store that stayed down: try again later (6).
+    assert_eq!(out.code(), Some(6), "{}", out.describe());
     r.proxy.clear_rules();
     let failed = last_json(&out);
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -749,7 +750,22 @@ fn a_blob_damaged_in_the_bucket_is_found_by_read_data_and_stored_again_after_rep
     );
     let out = check_out(&r, "rot", &["--read-data", "--repair"]);
     assert!(
-        !matches!(out.code(), Some(0) | Some(3)) && out.stderr.contains("nothing was changed"),
+        out.code() == Some(6) && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.describe()
+    );
+    // A restore meets the same outage: try again later (6), not damage.
+    let out = cli(
+        r.home(),
+        &[
+            os("restore"),
+            os(&u1),
+            os("--target"),
+            r.env.path("not-now").as_os_str(),
+        ],
+    );
+    assert!(
+        out.code() == Some(6) && out.stderr.contains("unavailable"),
         "{}",
         out.describe()
     );

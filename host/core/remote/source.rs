@@ -31,6 +31,19 @@ impl std::fmt::Display for MissingObject {
 
 impl std::error::Error for MissingObject {}
 
+/// The store stayed unavailable through its retries (UNAVAILABLE: try
+/// again later), as opposed to refusing or not having what was asked for.
+#[derive(Debug)]
+pub struct StoreUnavailable(String);
+
+impl std::fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreUnavailable {}
+
 pub struct RemoteSource {
     store: Arc<dyn ObjectStore>,
     key: String,
@@ -80,6 +93,8 @@ impl RemoteSource {
                         );
                     }
                     CoreError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+                    // The plugin's retries gave up: try again later.
+                    CoreError::Unavailable(_) => return io::Error::other(StoreUnavailable(message)),
                     _ => io::ErrorKind::Other,
                 };
                 io::Error::new(kind, message)
