@@ -226,6 +226,19 @@ impl From<crate::plugins::destination::DestinationError> for CoreError {
 mod tests {
     use super::*;
 
+    /// Every kind reads back from the word the catalog stores; unknown
+    /// words are none of them.
+    #[test]
+    fn error_kinds_round_trip_through_their_catalog_words() {
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(k.as_str()), Some(k));
+        }
+        let words: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(words.len(), ErrorKind::ALL.len());
+        assert_eq!(ErrorKind::from_name(""), None);
+        assert_eq!(ErrorKind::from_name("Unavailable"), None);
+    }
+
     #[test]
     fn errors_map_to_core_errors() {
         use crate::plugins::destination::DestinationError;
