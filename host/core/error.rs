@@ -132,28 +132,20 @@ impl From<WimError> for CoreError {
             WimError::CodecUnavailable(m) => CoreError::FailedPrecondition(m),
             e @ WimError::CodecFailed(_) => CoreError::Internal(e.to_string()),
             WimError::Cancelled => CoreError::Cancelled,
-            WimError::Io(io)
-                if io
-                    .get_ref()
-                    .is_some_and(|e| e.is::<crate::remote::source::MissingObject>()) =>
-            {
-                CoreError::DataLoss(io.to_string())
-            }
-            // The store stayed down through its retries: try again later.
-            WimError::Io(io)
-                if io
-                    .get_ref()
-                    .is_some_and(|e| e.is::<crate::remote::source::StoreUnavailable>()) =>
-            {
-                CoreError::Unavailable(io.to_string())
-            }
-            WimError::Io(io) => match io.kind() {
-                std::io::ErrorKind::PermissionDenied => CoreError::PermissionDenied(io.to_string()),
-                std::io::ErrorKind::NotFound => CoreError::NotFound(io.to_string()),
+            WimError::Io(io) => match (io.get_ref(), io.kind()) {
+                // What a remote store said travels inside the I/O error
+                // (`remote::source`): a recorded object gone is damage; a
+                // store down through its retries is "try again later".
+                (Some(e), _) if e.is::<crate::remote::source::MissingObject>() => CoreError::DataLoss(io.to_string()),
+                (Some(e), _) if e.is::<crate::remote::source::StoreUnavailable>() => {
+                    CoreError::Unavailable(io.to_string())
+                }
+                (_, std::io::ErrorKind::PermissionDenied) => CoreError::PermissionDenied(io.to_string()),
+                (_, std::io::ErrorKind::NotFound) => CoreError::NotFound(io.to_string()),
                 // Something in the way at the target (a directory where a
                 // file goes): the archive is fine.
-                std::io::ErrorKind::AlreadyExists => CoreError::Conflict(io.to_string()),
-                std::io::ErrorKind::InvalidInput => CoreError::InvalidArgument(io.to_string()),
+                (_, std::io::ErrorKind::AlreadyExists) => CoreError::Conflict(io.to_string()),
+                (_, std::io::ErrorKind::InvalidInput) => CoreError::InvalidArgument(io.to_string()),
                 _ => CoreError::Internal(io.to_string()),
             },
         }

@@ -187,27 +187,16 @@ fn refuse_a_damaged_chain(
     remote: &RemoteArchive,
 ) -> Result<(), CoreError> {
     let objects = jobs.catalog().remote_objects(&remote.id())?;
-    let lost = match crate::remote::check::list_chain(store, remote, &objects) {
-        Ok(listed) => listed.lost,
-        Err(e) => {
-            tracing::warn!(archive = %remote.id(), "cannot list the archive's objects to check none is lost: {e}");
-            return Ok(());
-        }
-    };
+    let lost = crate::remote::check::list_chain_or_trust(store, remote, &objects).lost;
     if lost.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&str> = lost.iter().map(|o| o.key.as_str()).collect();
-    Err(CoreError::DataLoss(format!(
-        "{}: {} missing from {} or changed there, so the rules could keep snapshots that cannot be restored and \
-         remove ones that can; nothing was removed. `wimguard archive check {} --plugin {} --repair` forgets what \
-         is lost first",
-        remote.id(),
-        keys.join(", "),
+    Err(crate::remote::check::refuse_lost_chain(
+        remote,
         store.name(),
-        remote.name,
-        remote.plugin
-    )))
+        &lost,
+        "the rules could keep snapshots that cannot be restored and remove ones that can; nothing was removed",
+    ))
 }
 
 /// Bytes no image uses in a local archive (0 for a remote one, or one

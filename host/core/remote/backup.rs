@@ -124,7 +124,7 @@ pub fn capture(
         crate::remote::manage::tidy_abandoned_upload(t.catalog, &*t.store, o)?;
     }
     let objects = t.catalog.remote_objects(&id)?;
-    let listed = list_the_chain(t, &objects);
+    let listed = super::check::list_chain_or_trust(&t.store, &t.archive, &objects);
     // Past every number the catalog or the store has: a stray key (another
     // home's, a forgotten object's) would refuse the upload.
     let seq = objects.iter().map(|o| o.seq).max().unwrap_or(0).max(listed.highest) + 1;
@@ -230,19 +230,6 @@ pub fn capture(
         }
     }
     result
-}
-
-/// What the store holds of the chain (see [`super::check::list_chain`]).
-/// A store that refuses to list (a policy without `s3:ListBucket`) is
-/// trusted, as before this check existed.
-fn list_the_chain(t: &Target, objects: &[RemoteObject]) -> super::check::Listed {
-    super::check::list_chain(&t.store, &t.archive, objects).unwrap_or_else(|e| {
-        tracing::warn!(archive = %t.archive.id(), "cannot list the archive's objects to check none is lost: {e}");
-        super::check::Listed {
-            lost: Vec::new(),
-            highest: 0,
-        }
-    })
 }
 
 fn catalog_set_token(catalog: &Catalog, archive: &str, seq: u32, token: &str) -> Result<(), CoreError> {

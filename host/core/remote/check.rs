@@ -123,12 +123,20 @@ pub fn check(
         objects: objects.len() as u32,
         ..ChainCheck::default()
     };
-    let listed: HashMap<String, u64> = super::rebuild::list_all(store, &format!("{}/", archive.name))?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
-    let gone = lost_objects(store, &objects, &listed, &mut report);
-    for key in listed.keys() {
+    let listed = list_chain(store, archive, &all)?;
+    for o in &listed.lost {
+        match listed.sizes.get(&o.key) {
+            None => report.missing_objects.push(o.key.clone()),
+            Some(size) => report.changed_objects.push(format!(
+                "{}: {size} bytes in {}, {} recorded when it was stored",
+                o.key,
+                store.name(),
+                o.size
+            )),
+        }
+    }
+    let gone: HashSet<u32> = listed.lost.iter().map(|o| o.seq).collect();
+    for key in listed.sizes.keys() {
         if archive
             .seq_of_key(key)
             .is_some_and(|seq| !all.iter().any(|o| o.seq == seq))
@@ -199,7 +207,15 @@ pub fn check(
     }
 
     if opts.repair {
-        repair(catalog, store, archive, &objects, &gone, &unreadable, &mut report)?;
+        repair(
+            catalog,
+            store,
+            archive,
+            &listed.lost,
+            &located,
+            &unreadable,
+            &mut report,
+        )?;
     }
     Ok(report)
 }
@@ -212,6 +228,8 @@ pub struct Listed {
     /// The highest chain number among the keys (0 for none). A new object
     /// numbers past it, whatever the catalog knows: a key is never reused.
     pub highest: u32,
+    /// Every key listed, with its size.
+    pub sizes: HashMap<String, u64>,
 }
 
 /// Lists `archive`'s keys and compares them with the catalog's `objects`
@@ -221,50 +239,49 @@ pub fn list_chain(
     archive: &RemoteArchive,
     objects: &[RemoteObject],
 ) -> Result<Listed, CoreError> {
-    let listed = super::rebuild::list_all(store, &format!("{}/", archive.name))?;
-    let sizes: HashMap<&str, u64> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let sizes: HashMap<String, u64> = super::rebuild::list_all(store, &format!("{}/", archive.name))?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     Ok(Listed {
         lost: objects
             .iter()
-            .filter(|o| o.state == ObjectState::Complete && sizes.get(o.key.as_str()) != Some(&o.size))
+            .filter(|o| o.state == ObjectState::Complete && sizes.get(&o.key) != Some(&o.size))
             .cloned()
             .collect(),
-        highest: listed
-            .iter()
-            .filter_map(|o| archive.seq_of_key(&o.key))
-            .max()
-            .unwrap_or(0),
+        highest: sizes.keys().filter_map(|k| archive.seq_of_key(k)).max().unwrap_or(0),
+        sizes,
     })
 }
 
-/// Compares the recorded objects with the listing; returns the chain
-/// numbers of those missing or changed (their contents cannot be trusted).
-fn lost_objects(
-    store: &Arc<dyn ObjectStore>,
-    objects: &[&RemoteObject],
-    listed: &HashMap<String, u64>,
-    report: &mut ChainCheck,
-) -> HashSet<u32> {
-    let mut gone = HashSet::new();
-    for o in objects {
-        match listed.get(&o.key) {
-            None => {
-                report.missing_objects.push(o.key.clone());
-                gone.insert(o.seq);
-            }
-            Some(&size) if size != o.size => {
-                report.changed_objects.push(format!(
-                    "{}: {size} bytes in {}, {} recorded when it was stored",
-                    o.key,
-                    store.name(),
-                    o.size
-                ));
-                gone.insert(o.seq);
-            }
-            Some(_) => {}
+/// [`list_chain`] for a writer that can go on without it: a store that
+/// refuses to list (a policy without `s3:ListBucket`) is trusted, as it was
+/// before chains were listed, with a warning in the log.
+pub fn list_chain_or_trust(store: &Arc<dyn ObjectStore>, archive: &RemoteArchive, objects: &[RemoteObject]) -> Listed {
+    list_chain(store, archive, objects).unwrap_or_else(|e| {
+        tracing::warn!(archive = %archive.id(), "cannot list the archive's objects to check none is lost: {e}");
+        Listed {
+            lost: Vec::new(),
+            highest: 0,
+            sizes: HashMap::new(),
         }
-    }
-    gone
+    })
+}
+
+/// The refusal of work that would rewrite or thin out a chain the store
+/// has `lost` part of; `consequence` says what the work would have done,
+/// and that it did nothing.
+pub fn refuse_lost_chain(archive: &RemoteArchive, store: &str, lost: &[RemoteObject], consequence: &str) -> CoreError {
+    let keys: Vec<&str> = lost.iter().map(|o| o.key.as_str()).collect();
+    CoreError::DataLoss(format!(
+        "{}: {} {} missing from {store} or changed there, so {consequence}. `wimguard archive check {} --plugin \
+         {}` names the snapshots affected, and `--repair` forgets what is lost",
+        archive.id(),
+        keys.join(", "),
+        if keys.len() == 1 { "is" } else { "are" },
+        archive.name,
+        archive.plugin
+    ))
 }
 
 /// The files of `tree` whose contents are in `bad` or nowhere in the chain.
@@ -321,12 +338,16 @@ fn read_blobs(
         .filter(|b| sources.contains_key(&b.seq))
         .map(|b| b.entry.reshdr.original_size)
         .sum();
+    let mut by_object: HashMap<u32, Vec<&crate::catalog::remote::RemoteBlob>> = HashMap::new();
+    for b in blobs {
+        by_object.entry(b.seq).or_default().push(b);
+    }
     let mut failed = Vec::new();
     let mut before = 0u64;
     for o in objects {
         let Some(src) = sources.get(&o.seq) else { continue };
         let name = format!("{}:{}", store.name(), o.key);
-        let mine: Vec<_> = blobs.iter().filter(|b| b.seq == o.seq).collect();
+        let mine = by_object.remove(&o.seq).unwrap_or_default();
         let bytes: u64 = mine.iter().map(|b| b.entry.reshdr.original_size).sum();
         match WimArchive::from_source(Path::new(&name), src.clone(), &KnownCodec(codec.clone())) {
             Ok(arch) => {
@@ -385,8 +406,8 @@ fn repair(
     catalog: &Catalog,
     store: &Arc<dyn ObjectStore>,
     archive: &RemoteArchive,
-    objects: &[&RemoteObject],
-    gone: &HashSet<u32>,
+    lost: &[RemoteObject],
+    located: &HashMap<Sha1, u32>,
     unreadable: &[Sha1],
     report: &mut ChainCheck,
 ) -> Result<(), CoreError> {
@@ -397,17 +418,12 @@ fn repair(
     for d in report.damaged.iter().filter(|d| d.lost) {
         super::manage::write_marker(store, &archive.removed_key(&d.backup_uuid))?;
     }
-    let placed: HashMap<Sha1, u32> = catalog
-        .remote_blobs(id)?
-        .into_iter()
-        .map(|b| (b.entry.hash, b.seq))
-        .collect();
     for h in unreadable {
-        if let Some(seq) = placed.get(h) {
+        if let Some(seq) = located.get(h) {
             super::manage::write_marker(store, &archive.damaged_key(*seq, &hex(h)))?;
         }
     }
-    for o in objects.iter().filter(|o| gone.contains(&o.seq)) {
+    for o in lost {
         for uuid in catalog.forget_remote_object(id, o.seq)? {
             if let Some(d) = report.damaged.iter_mut().find(|d| d.backup_uuid == uuid) {
                 d.forgotten = true;

@@ -236,16 +236,12 @@ pub fn consolidate(
     let all = catalog.remote_objects(&id)?;
     let listed = super::check::list_chain(store, archive, &all)?;
     if !listed.lost.is_empty() {
-        let keys: Vec<&str> = listed.lost.iter().map(|o| o.key.as_str()).collect();
-        return Err(CoreError::DataLoss(format!(
-            "{id}: {} {} missing from {} or changed there; nothing was rewritten. `wimguard archive check {} \
-             --plugin {}` names the snapshots affected, and `--repair` forgets what is lost",
-            keys.join(", "),
-            if keys.len() == 1 { "is" } else { "are" },
+        return Err(super::check::refuse_lost_chain(
+            archive,
             store.name(),
-            archive.name,
-            archive.plugin
-        )));
+            &listed.lost,
+            "rewriting it would copy what is left and delete the evidence; nothing was rewritten",
+        ));
     }
     let chunk_size = objects[0].chunk_size;
     let sources: HashMap<u32, Arc<RemoteSource>> = objects
