@@ -54,9 +54,11 @@ pub enum ArchiveCommand {
         /// Also read every blob and check its SHA-1 (downloads the archive).
         #[arg(long)]
         read_data: bool,
-        /// Forget in the catalog what is lost: snapshots whose object is
-        /// gone, the missing objects, blobs that failed their checksum. The
-        /// next backup stores again the contents it still finds.
+        /// Forget in the catalog what is lost: objects missing or changed
+        /// in the store, the snapshots whose image was in them or whose
+        /// metadata is damaged, blobs that failed their checksum (markers in
+        /// the store keep a rebuilt catalog agreeing). The next backup stores
+        /// again the contents it still finds.
         #[arg(long)]
         repair: bool,
         #[command(flatten)]
